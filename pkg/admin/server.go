@@ -1,0 +1,136 @@
+package admin
+
+import (
+	"context"
+	"strings"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminv1 "github.com/seghub/seghub/gen/seghub/admin/v1"
+	authv1 "github.com/seghub/seghub/gen/seghub/auth/v1"
+	"github.com/seghub/seghub/pkg/apperr"
+	"github.com/seghub/seghub/pkg/auth"
+)
+
+// MaxNameLength bounds environment and key names.
+const MaxNameLength = 100
+
+// Server implements AdminService.
+type Server struct {
+	adminv1.UnimplementedAdminServiceServer
+	store *Store
+	// onRevoke lets the authenticator forget a revoked key at once.
+	onRevoke func(hash string)
+}
+
+// NewServer returns the AdminService; onRevoke may be nil.
+func NewServer(s *Store, onRevoke func(hash string)) *Server {
+	if onRevoke == nil {
+		onRevoke = func(string) {}
+	}
+	return &Server{store: s, onRevoke: onRevoke}
+}
+
+func checkName(field, name string) (string, error) {
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "":
+		return "", apperr.Invalid(field, "must not be blank")
+	case utf8.RuneCountInString(name) > MaxNameLength:
+		return "", apperr.Invalid(field, "must be at most 100 characters")
+	}
+	return name, nil
+}
+
+func envPB(e Environment) *adminv1.Environment {
+	return &adminv1.Environment{Id: e.ID, Name: e.Name, ParentId: e.ParentID, CreateTime: timestamppb.New(e.CreatedAt)}
+}
+
+func keyPB(k Key) *adminv1.ApiKey {
+	pb := &adminv1.ApiKey{Id: k.ID, EnvironmentId: k.EnvironmentID, Name: k.Name, Role: k.Role, Prefix: k.Prefix, CreateTime: timestamppb.New(k.CreatedAt)}
+	if k.RevokedAt != nil {
+		pb.RevokeTime = timestamppb.New(*k.RevokedAt)
+	}
+	return pb
+}
+
+// CreateEnvironment implements AdminService.
+func (s *Server) CreateEnvironment(ctx context.Context, req *adminv1.CreateEnvironmentRequest) (*adminv1.CreateEnvironmentResponse, error) {
+	name, err := checkName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	env, err := s.store.CreateEnvironment(ctx, name, auth.MustEnvironment(ctx))
+	if err != nil {
+		return nil, err
+	}
+	secret := NewSecret()
+	k, err := s.store.CreateKey(ctx, env.ID, "first admin", authv1.Role_ROLE_ADMIN, secret)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.CreateEnvironmentResponse{Environment: envPB(env), AdminKey: keyPB(k), AdminSecret: secret}, nil
+}
+
+// ListEnvironments implements AdminService.
+func (s *Server) ListEnvironments(ctx context.Context, _ *adminv1.ListEnvironmentsRequest) (*adminv1.ListEnvironmentsResponse, error) {
+	envs, err := s.store.ListEnvironments(ctx, auth.MustEnvironment(ctx))
+	if err != nil {
+		return nil, err
+	}
+	resp := &adminv1.ListEnvironmentsResponse{}
+	for _, e := range envs {
+		resp.Environments = append(resp.Environments, envPB(e))
+	}
+	return resp, nil
+}
+
+// CreateApiKey implements AdminService.
+func (s *Server) CreateApiKey(ctx context.Context, req *adminv1.CreateApiKeyRequest) (*adminv1.CreateApiKeyResponse, error) {
+	name, err := checkName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if auth.RoleName(req.GetRole()) == "unspecified" {
+		return nil, apperr.Invalid("role", "must be ROLE_ADMIN, ROLE_MEMBER or ROLE_SERVICE")
+	}
+	secret := NewSecret()
+	k, err := s.store.CreateKey(ctx, auth.MustEnvironment(ctx), name, req.GetRole(), secret)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.CreateApiKeyResponse{ApiKey: keyPB(k), Secret: secret}, nil
+}
+
+// ListApiKeys implements AdminService.
+func (s *Server) ListApiKeys(ctx context.Context, req *adminv1.ListApiKeysRequest) (*adminv1.ListApiKeysResponse, error) {
+	keys, err := s.store.ListKeys(ctx, auth.MustEnvironment(ctx), req.GetIncludeRevoked())
+	if err != nil {
+		return nil, err
+	}
+	resp := &adminv1.ListApiKeysResponse{}
+	for _, k := range keys {
+		resp.ApiKeys = append(resp.ApiKeys, keyPB(k))
+	}
+	return resp, nil
+}
+
+// RevokeApiKey implements AdminService.
+func (s *Server) RevokeApiKey(ctx context.Context, req *adminv1.RevokeApiKeyRequest) (*adminv1.RevokeApiKeyResponse, error) {
+	if strings.TrimSpace(req.GetId()) == "" {
+		return nil, apperr.Invalid("id", "must name the key to revoke")
+	}
+	k, hash, err := s.store.RevokeKey(ctx, auth.MustEnvironment(ctx), req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	s.onRevoke(hash)
+	return &adminv1.RevokeApiKeyResponse{ApiKey: keyPB(k)}, nil
+}
+
+// WhoAmI implements AdminService.
+func (s *Server) WhoAmI(ctx context.Context, _ *adminv1.WhoAmIRequest) (*adminv1.WhoAmIResponse, error) {
+	p, _ := auth.FromContext(ctx)
+	return &adminv1.WhoAmIResponse{EnvironmentId: p.EnvironmentID, ApiKeyId: p.KeyID, Role: p.Role}, nil
+}

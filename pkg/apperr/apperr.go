@@ -1,0 +1,117 @@
+// Package apperr carries domain errors with the gRPC code they map to, so that
+// domain packages stay free of transport concerns yet errors map in one place.
+package apperr
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Error is a domain error with a gRPC code and a message safe to show callers.
+type Error struct {
+	Code       codes.Code
+	Message    string
+	Violations []*errdetails.BadRequest_FieldViolation
+	// Cause is logged but never shown to callers.
+	Cause error
+}
+
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return e.Message + ": " + e.Cause.Error()
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+// GRPCStatus lets status.FromError and grpc-go understand Error directly.
+func (e *Error) GRPCStatus() *status.Status {
+	st := status.New(e.Code, e.Message)
+	if len(e.Violations) > 0 {
+		if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: e.Violations}); err == nil {
+			return d
+		}
+	}
+	return st
+}
+
+func newf(c codes.Code, format string, args ...any) *Error {
+	return &Error{Code: c, Message: fmt.Sprintf(format, args...)}
+}
+
+// NotFound reports a missing resource, e.g. NotFound("segment %q not found", id).
+func NotFound(format string, args ...any) *Error { return newf(codes.NotFound, format, args...) }
+
+// AlreadyExists reports a conflict with an existing resource.
+func AlreadyExists(format string, args ...any) *Error {
+	return newf(codes.AlreadyExists, format, args...)
+}
+
+// FailedPrecondition reports a state that forbids the operation.
+func FailedPrecondition(format string, args ...any) *Error {
+	return newf(codes.FailedPrecondition, format, args...)
+}
+
+// ResourceExhausted reports a limit reached.
+func ResourceExhausted(format string, args ...any) *Error {
+	return newf(codes.ResourceExhausted, format, args...)
+}
+
+// PermissionDenied reports a caller that lacks a right.
+func PermissionDenied(format string, args ...any) *Error {
+	return newf(codes.PermissionDenied, format, args...)
+}
+
+// Unavailable reports a dependency that is down; callers may retry.
+func Unavailable(format string, args ...any) *Error {
+	return newf(codes.Unavailable, format, args...)
+}
+
+// Internal wraps an unexpected failure; the cause is logged, not returned.
+func Internal(cause error, format string, args ...any) *Error {
+	e := newf(codes.Internal, format, args...)
+	e.Cause = cause
+	return e
+}
+
+// Invalid reports one bad field: Invalid("name", "must not be blank").
+func Invalid(field, description string) *Error {
+	return InvalidFields(Violation(field, description))
+}
+
+// Violation builds one field violation for InvalidFields.
+func Violation(field, description string) *errdetails.BadRequest_FieldViolation {
+	return &errdetails.BadRequest_FieldViolation{Field: field, Description: description}
+}
+
+// InvalidFields reports several bad fields at once. The message names each.
+func InvalidFields(vs ...*errdetails.BadRequest_FieldViolation) *Error {
+	msg := "invalid argument"
+	for i, v := range vs {
+		if i == 0 {
+			msg = ""
+		} else {
+			msg += "; "
+		}
+		msg += v.Field + ": " + v.Description
+	}
+	return &Error{Code: codes.InvalidArgument, Message: msg, Violations: vs}
+}
+
+// Code returns the gRPC code of err: its own for *Error and status errors,
+// Unknown otherwise.
+func Code(err error) codes.Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code()
+	}
+	return codes.Unknown
+}

@@ -1,0 +1,155 @@
+// Package config is the one place where seghub's settings are declared: each
+// has a flag, a SEGHUB_* environment variable and a default. Flags win over
+// the environment, which wins over defaults. docs/CONFIG.md is generated from
+// the table below (`seghub config-doc`) and a test keeps them equal.
+package config
+
+import (
+	"flag"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config holds every setting of every seghub process.
+type Config struct {
+	GRPCAddr     string
+	HTTPAddr     string
+	DataDir      string
+	DatabaseURL  string
+	NATSURL      string
+	AdminKey     string
+	SecretKey    string
+	InternalKey  string
+	LogLevel     string
+	LogFormat    string
+	OTLPEndpoint string
+	TLSCert      string
+	TLSKey       string
+	Seed         bool
+
+	// Split mode: where each service's gRPC listens (used by the gateway and by
+	// services that call one another). Empty means "this process".
+	AdminAddr       string
+	ConnectorAddr   string
+	SegmentSyncAddr string
+	EventRelayAddr  string
+	TargetingAddr   string
+
+	// Destinations' base URLs; point them at services/destsim in tests and demos.
+	AppcuesURL    string
+	CommandBarURL string
+	ABTastyURL    string
+	AnalyticsURL  string
+	DestSimAddr   string
+
+	// Event relay delivery.
+	DeliveryMaxAttempts int
+	DeliveryMaxAge      time.Duration
+}
+
+type setting struct {
+	name, env, usage string
+	def              string
+	set              func(c *Config, v string) error
+}
+
+func str(p func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *p(c) = v; return nil }
+}
+
+// settings is the table; keep it sorted by topic, documented in one line each.
+var settings = []setting{
+	{"grpc-addr", "SEGHUB_GRPC_ADDR", "gRPC listen address", ":9090", str(func(c *Config) *string { return &c.GRPCAddr })},
+	{"http-addr", "SEGHUB_HTTP_ADDR", "REST/JSON gateway listen address", ":8080", str(func(c *Config) *string { return &c.HTTPAddr })},
+	{"data-dir", "SEGHUB_DATA_DIR", "directory for the embedded default's SQLite file, JetStream data and generated keys", "./data", str(func(c *Config) *string { return &c.DataDir })},
+	{"database-url", "SEGHUB_DATABASE_URL", "postgres://... for PostgreSQL; empty means SQLite at <data-dir>/seghub.db", "", str(func(c *Config) *string { return &c.DatabaseURL })},
+	{"nats-url", "SEGHUB_NATS_URL", "external NATS JetStream URL; empty starts an embedded server with data under <data-dir>/nats", "", str(func(c *Config) *string { return &c.NATSURL })},
+	{"admin-key", "SEGHUB_ADMIN_KEY", "admin API key to create on first start instead of a random one", "", str(func(c *Config) *string { return &c.AdminKey })},
+	{"secret-key", "SEGHUB_SECRET_KEY", "base64 32-byte AES-GCM key for credentials at rest; empty uses (and on first start creates, mode 0600) <data-dir>/secret.key", "", str(func(c *Config) *string { return &c.SecretKey })},
+	{"internal-key", "SEGHUB_INTERNAL_KEY", "key seghub's services use to call one another; empty uses (and creates) <data-dir>/internal.key", "", str(func(c *Config) *string { return &c.InternalKey })},
+	{"log-level", "SEGHUB_LOG_LEVEL", "debug, info, warn or error", "info", str(func(c *Config) *string { return &c.LogLevel })},
+	{"log-format", "SEGHUB_LOG_FORMAT", "json or text", "json", str(func(c *Config) *string { return &c.LogFormat })},
+	{"otlp-endpoint", "SEGHUB_OTLP_ENDPOINT", "OTLP/gRPC collector for traces (host:port); empty keeps traces in-process", "", str(func(c *Config) *string { return &c.OTLPEndpoint })},
+	{"tls-cert", "SEGHUB_TLS_CERT", "PEM certificate: serve gRPC and REST over TLS", "", str(func(c *Config) *string { return &c.TLSCert })},
+	{"tls-key", "SEGHUB_TLS_KEY", "PEM private key for --tls-cert", "", str(func(c *Config) *string { return &c.TLSKey })},
+	{"seed", "SEGHUB_SEED", "seed demo data (segments, users, a simulator connection) on first start", "false", func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		c.Seed = b
+		return err
+	}},
+	{"admin-addr", "SEGHUB_ADMIN_ADDR", "split mode: gRPC address of the admin service", "", str(func(c *Config) *string { return &c.AdminAddr })},
+	{"connector-addr", "SEGHUB_CONNECTOR_ADDR", "split mode: gRPC address of the connector service", "", str(func(c *Config) *string { return &c.ConnectorAddr })},
+	{"segmentsync-addr", "SEGHUB_SEGMENTSYNC_ADDR", "split mode: gRPC address of the segmentsync service", "", str(func(c *Config) *string { return &c.SegmentSyncAddr })},
+	{"eventrelay-addr", "SEGHUB_EVENTRELAY_ADDR", "split mode: gRPC address of the eventrelay service", "", str(func(c *Config) *string { return &c.EventRelayAddr })},
+	{"targeting-addr", "SEGHUB_TARGETING_ADDR", "split mode: gRPC address of the targeting service", "", str(func(c *Config) *string { return &c.TargetingAddr })},
+	{"appcues-url", "SEGHUB_APPCUES_URL", "Appcues API base URL", "https://api.appcues.com", str(func(c *Config) *string { return &c.AppcuesURL })},
+	{"commandbar-url", "SEGHUB_COMMANDBAR_URL", "CommandBar API base URL", "https://api.commandbar.com", str(func(c *Config) *string { return &c.CommandBarURL })},
+	{"abtasty-url", "SEGHUB_ABTASTY_URL", "AB Tasty API base URL", "https://api.abtasty.com", str(func(c *Config) *string { return &c.ABTastyURL })},
+	{"analytics-url", "SEGHUB_ANALYTICS_URL", "analytics track API base URL (Heap-style)", "https://heapanalytics.com", str(func(c *Config) *string { return &c.AnalyticsURL })},
+	{"destsim-addr", "SEGHUB_DESTSIM_ADDR", "start the destination simulator in-process on this address and point every destination URL at it (demo)", "", str(func(c *Config) *string { return &c.DestSimAddr })},
+	{"delivery-max-attempts", "SEGHUB_DELIVERY_MAX_ATTEMPTS", "event delivery: attempts before an event may be dead-lettered", "10", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		c.DeliveryMaxAttempts = n
+		return err
+	}},
+	{"delivery-max-age", "SEGHUB_DELIVERY_MAX_AGE", "event delivery: how long retries go on before an event may be dead-lettered (both limits must be passed)", "1h", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		c.DeliveryMaxAge = d
+		return err
+	}},
+}
+
+// Defaults returns the configuration with every default applied.
+func Defaults() *Config {
+	c := &Config{}
+	for _, s := range settings {
+		if err := s.set(c, s.def); err != nil {
+			panic(fmt.Sprintf("config default %s: %v", s.name, err))
+		}
+	}
+	return c
+}
+
+// Load reads the environment (getenv) and then args as flags.
+func Load(args []string, getenv func(string) string) (*Config, error) {
+	c := Defaults()
+	fs := flag.NewFlagSet("seghub", flag.ContinueOnError)
+	vals := make(map[string]*string, len(settings))
+	for _, s := range settings {
+		v := s.def
+		if e := getenv(s.env); e != "" {
+			v = e
+		}
+		vals[s.name] = fs.String(s.name, v, s.usage+" ("+s.env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	for _, s := range settings {
+		if err := s.set(c, *vals[s.name]); err != nil {
+			return nil, fmt.Errorf("%s / %s = %q: %w", s.name, s.env, *vals[s.name], err)
+		}
+	}
+	return c, nil
+}
+
+// SQLitePath is where the embedded default keeps its database.
+func (c *Config) SQLitePath() string { return filepath.Join(c.DataDir, "seghub.db") }
+
+// Doc renders the settings table as Markdown.
+func Doc() string {
+	var b strings.Builder
+	b.WriteString("# seghub configuration\n\nGenerated by `go run ./cmd/seghub config-doc` from `pkg/config/config.go`. Every setting is a flag and a `SEGHUB_*` environment variable; flags win.\n\n")
+	b.WriteString("| flag | environment | default | meaning |\n|---|---|---|---|\n")
+	for _, s := range settings {
+		def := s.def
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(&b, "| `--%s` | `%s` | `%s` | %s |\n", s.name, s.env, def, s.usage)
+	}
+	return b.String()
+}

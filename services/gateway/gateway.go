@@ -1,0 +1,129 @@
+// Package gateway serves seghub's REST/JSON API: grpc-gateway handlers for
+// every service, the merged OpenAPI document, health, readiness and metrics.
+// It holds no business logic; callers' keys are forwarded to gRPC as-is.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	adminv1 "github.com/seghub/seghub/gen/seghub/admin/v1"
+	"github.com/seghub/seghub/gen/openapi"
+	"github.com/seghub/seghub/pkg/app"
+)
+
+// Route mounts extra HTTP handlers (OAuth callback, inbound webhooks) that
+// services provide; the gateway only routes to them.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
+// Gateway is the REST front door.
+type Gateway struct {
+	p      *app.Platform
+	mux    *http.ServeMux
+	gw     *runtime.ServeMux
+	health map[string]healthpb.HealthClient
+}
+
+// registrar registers one service's generated gateway handlers on a conn.
+type registrar func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error
+
+// Registrations maps each service to its generated handler registration.
+// Services add their entry when their contract gains HTTP routes.
+var registrations = map[string][]registrar{
+	app.Admin: {adminv1.RegisterAdminServiceHandler},
+}
+
+// New builds the gateway on p's connections. extra routes are mounted as-is.
+func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error) {
+	g := &Gateway{p: p, mux: http.NewServeMux(), health: map[string]healthpb.HealthClient{}}
+	g.gw = runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		}}),
+	)
+	for svc, regs := range registrations {
+		conn, err := p.PlainConn(svc)
+		if err != nil {
+			return nil, err
+		}
+		g.health[svc] = healthpb.NewHealthClient(conn)
+		for _, r := range regs {
+			if err := r(ctx, g.gw, conn); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, svc := range []string{app.Connector, app.SegmentSync, app.EventRelay, app.Targeting} {
+		if _, ok := g.health[svc]; !ok {
+			conn, err := p.PlainConn(svc)
+			if err != nil {
+				return nil, err
+			}
+			g.health[svc] = healthpb.NewHealthClient(conn)
+		}
+	}
+	g.mux.Handle("/v1/", g.gw)
+	g.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.JSON)
+	})
+	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	g.mux.HandleFunc("GET /readyz", g.readyz)
+	g.mux.Handle("GET /metrics", p.Telemetry.MetricsHandler())
+	for _, r := range extra {
+		g.mux.Handle(r.Pattern, r.Handler)
+	}
+	return g, nil
+}
+
+// Handler is the gateway wrapped in OpenTelemetry, so the HTTP → gRPC hop is
+// one trace.
+func (g *Gateway) Handler() http.Handler {
+	return otelhttp.NewHandler(g.mux, "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter))
+}
+
+// readyz answers 200 when every backend's gRPC health reports SERVING.
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	out := map[string]string{}
+	ok := true
+	for svc, hc := range g.health {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		switch {
+		case err != nil:
+			out[svc] = "unreachable: " + err.Error()
+			ok = false
+		case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+			out[svc] = resp.GetStatus().String()
+			ok = false
+		default:
+			out[svc] = "SERVING"
+		}
+	}
+	code := http.StatusOK
+	if !ok {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, out)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
