@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	adminv1 "github.com/seghub/seghub/gen/seghub/admin/v1"
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/gen/openapi"
 	"github.com/seghub/seghub/pkg/app"
 )
@@ -41,7 +42,8 @@ type registrar func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.Clien
 // Registrations maps each service to its generated handler registration.
 // Services add their entry when their contract gains HTTP routes.
 var registrations = map[string][]registrar{
-	app.Admin: {adminv1.RegisterAdminServiceHandler},
+	app.Admin:       {adminv1.RegisterAdminServiceHandler},
+	app.SegmentSync: {segmentsyncv1.RegisterSegmentSyncServiceHandler},
 }
 
 // New builds the gateway on p's connections. extra routes are mounted as-is.

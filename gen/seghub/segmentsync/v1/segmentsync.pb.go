@@ -7,9 +7,13 @@
 package segmentsyncv1
 
 import (
+	_ "github.com/seghub/seghub/gen/seghub/auth/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
+	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -20,21 +24,2652 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Visibility of a segment: only public segments sync to destinations and are
+// offered to targeting.
+type Visibility int32
+
+const (
+	Visibility_VISIBILITY_UNSPECIFIED Visibility = 0
+	Visibility_VISIBILITY_PUBLIC      Visibility = 1
+	Visibility_VISIBILITY_PRIVATE     Visibility = 2
+)
+
+// Enum value maps for Visibility.
+var (
+	Visibility_name = map[int32]string{
+		0: "VISIBILITY_UNSPECIFIED",
+		1: "VISIBILITY_PUBLIC",
+		2: "VISIBILITY_PRIVATE",
+	}
+	Visibility_value = map[string]int32{
+		"VISIBILITY_UNSPECIFIED": 0,
+		"VISIBILITY_PUBLIC":      1,
+		"VISIBILITY_PRIVATE":     2,
+	}
+)
+
+func (x Visibility) Enum() *Visibility {
+	p := new(Visibility)
+	*p = x
+	return p
+}
+
+func (x Visibility) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Visibility) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[0].Descriptor()
+}
+
+func (Visibility) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[0]
+}
+
+func (x Visibility) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Visibility.Descriptor instead.
+func (Visibility) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{0}
+}
+
+// PropertyValue is a typed user property value.
+type PropertyValue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*PropertyValue_StringValue
+	//	*PropertyValue_NumberValue
+	//	*PropertyValue_BoolValue
+	//	*PropertyValue_TimestampValue
+	//	*PropertyValue_NullValue
+	Kind          isPropertyValue_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PropertyValue) Reset() {
+	*x = PropertyValue{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PropertyValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PropertyValue) ProtoMessage() {}
+
+func (x *PropertyValue) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PropertyValue.ProtoReflect.Descriptor instead.
+func (*PropertyValue) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PropertyValue) GetKind() isPropertyValue_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *PropertyValue) GetStringValue() string {
+	if x != nil {
+		if x, ok := x.Kind.(*PropertyValue_StringValue); ok {
+			return x.StringValue
+		}
+	}
+	return ""
+}
+
+func (x *PropertyValue) GetNumberValue() float64 {
+	if x != nil {
+		if x, ok := x.Kind.(*PropertyValue_NumberValue); ok {
+			return x.NumberValue
+		}
+	}
+	return 0
+}
+
+func (x *PropertyValue) GetBoolValue() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*PropertyValue_BoolValue); ok {
+			return x.BoolValue
+		}
+	}
+	return false
+}
+
+func (x *PropertyValue) GetTimestampValue() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Kind.(*PropertyValue_TimestampValue); ok {
+			return x.TimestampValue
+		}
+	}
+	return nil
+}
+
+func (x *PropertyValue) GetNullValue() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*PropertyValue_NullValue); ok {
+			return x.NullValue
+		}
+	}
+	return false
+}
+
+type isPropertyValue_Kind interface {
+	isPropertyValue_Kind()
+}
+
+type PropertyValue_StringValue struct {
+	StringValue string `protobuf:"bytes,1,opt,name=string_value,json=stringValue,proto3,oneof"`
+}
+
+type PropertyValue_NumberValue struct {
+	NumberValue float64 `protobuf:"fixed64,2,opt,name=number_value,json=numberValue,proto3,oneof"`
+}
+
+type PropertyValue_BoolValue struct {
+	BoolValue bool `protobuf:"varint,3,opt,name=bool_value,json=boolValue,proto3,oneof"`
+}
+
+type PropertyValue_TimestampValue struct {
+	TimestampValue *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=timestamp_value,json=timestampValue,proto3,oneof"`
+}
+
+type PropertyValue_NullValue struct {
+	// Set to true to remove the property in UpsertUsers.
+	NullValue bool `protobuf:"varint,5,opt,name=null_value,json=nullValue,proto3,oneof"`
+}
+
+func (*PropertyValue_StringValue) isPropertyValue_Kind() {}
+
+func (*PropertyValue_NumberValue) isPropertyValue_Kind() {}
+
+func (*PropertyValue_BoolValue) isPropertyValue_Kind() {}
+
+func (*PropertyValue_TimestampValue) isPropertyValue_Kind() {}
+
+func (*PropertyValue_NullValue) isPropertyValue_Kind() {}
+
+type User struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user id given by the caller (the analytics tool's user id).
+	UserId     string                    `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Properties map[string]*PropertyValue `protobuf:"bytes,2,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Dense integer id used in membership bitmaps (assigned by seghub).
+	DenseId       uint32                 `protobuf:"varint,3,opt,name=dense_id,json=denseId,proto3" json:"dense_id,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *User) Reset() {
+	*x = User{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *User) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*User) ProtoMessage() {}
+
+func (x *User) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use User.ProtoReflect.Descriptor instead.
+func (*User) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *User) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *User) GetProperties() map[string]*PropertyValue {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
+func (x *User) GetDenseId() uint32 {
+	if x != nil {
+		return x.DenseId
+	}
+	return 0
+}
+
+func (x *User) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *User) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+type Segment struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId   string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Visibility  Visibility             `protobuf:"varint,4,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
+	MemberCount uint64                 `protobuf:"varint,5,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	// Bumped by every membership or metadata change.
+	Version int64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	// Id of the segment in the analytics tool it came from, if any.
+	ExternalId    string                 `protobuf:"bytes,7,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Segment) Reset() {
+	*x = Segment{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Segment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Segment) ProtoMessage() {}
+
+func (x *Segment) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Segment.ProtoReflect.Descriptor instead.
+func (*Segment) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Segment) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *Segment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Segment) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Segment) GetVisibility() Visibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return Visibility_VISIBILITY_UNSPECIFIED
+}
+
+func (x *Segment) GetMemberCount() uint64 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
+}
+
+func (x *Segment) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Segment) GetExternalId() string {
+	if x != nil {
+		return x.ExternalId
+	}
+	return ""
+}
+
+func (x *Segment) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Segment) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+type UpsertUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertUsersRequest) Reset() {
+	*x = UpsertUsersRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertUsersRequest) ProtoMessage() {}
+
+func (x *UpsertUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertUsersRequest.ProtoReflect.Descriptor instead.
+func (*UpsertUsersRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpsertUsersRequest) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type UpsertUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Created       uint32                 `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	Updated       uint32                 `protobuf:"varint,2,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpsertUsersResponse) Reset() {
+	*x = UpsertUsersResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpsertUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpsertUsersResponse) ProtoMessage() {}
+
+func (x *UpsertUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpsertUsersResponse.ProtoReflect.Descriptor instead.
+func (*UpsertUsersResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *UpsertUsersResponse) GetCreated() uint32 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *UpsertUsersResponse) GetUpdated() uint32 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+type GetUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUserRequest) Reset() {
+	*x = GetUserRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUserRequest) ProtoMessage() {}
+
+func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
+func (*GetUserRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetUserRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type GetUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	SegmentIds    []string               `protobuf:"bytes,2,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUserResponse) Reset() {
+	*x = GetUserResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUserResponse) ProtoMessage() {}
+
+func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUserResponse.ProtoReflect.Descriptor instead.
+func (*GetUserResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *GetUserResponse) GetSegmentIds() []string {
+	if x != nil {
+		return x.SegmentIds
+	}
+	return nil
+}
+
+type DeleteUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserRequest) Reset() {
+	*x = DeleteUserRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserRequest) ProtoMessage() {}
+
+func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
+func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeleteUserRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type DeleteUserResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Segments the user was removed from.
+	SegmentIds    []string `protobuf:"bytes,1,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserResponse) Reset() {
+	*x = DeleteUserResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserResponse) ProtoMessage() {}
+
+func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
+func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeleteUserResponse) GetSegmentIds() []string {
+	if x != nil {
+		return x.SegmentIds
+	}
+	return nil
+}
+
+type CreateSegmentRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// Defaults to public.
+	Visibility    Visibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSegmentRequest) Reset() {
+	*x = CreateSegmentRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSegmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSegmentRequest) ProtoMessage() {}
+
+func (x *CreateSegmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSegmentRequest.ProtoReflect.Descriptor instead.
+func (*CreateSegmentRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CreateSegmentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateSegmentRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateSegmentRequest) GetVisibility() Visibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return Visibility_VISIBILITY_UNSPECIFIED
+}
+
+type CreateSegmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Segment       *Segment               `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSegmentResponse) Reset() {
+	*x = CreateSegmentResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSegmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSegmentResponse) ProtoMessage() {}
+
+func (x *CreateSegmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSegmentResponse.ProtoReflect.Descriptor instead.
+func (*CreateSegmentResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateSegmentResponse) GetSegment() *Segment {
+	if x != nil {
+		return x.Segment
+	}
+	return nil
+}
+
+type GetSegmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSegmentRequest) Reset() {
+	*x = GetSegmentRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSegmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSegmentRequest) ProtoMessage() {}
+
+func (x *GetSegmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSegmentRequest.ProtoReflect.Descriptor instead.
+func (*GetSegmentRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetSegmentRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+type GetSegmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Segment       *Segment               `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSegmentResponse) Reset() {
+	*x = GetSegmentResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSegmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSegmentResponse) ProtoMessage() {}
+
+func (x *GetSegmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSegmentResponse.ProtoReflect.Descriptor instead.
+func (*GetSegmentResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetSegmentResponse) GetSegment() *Segment {
+	if x != nil {
+		return x.Segment
+	}
+	return nil
+}
+
+type ListSegmentsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only segments of this visibility; unspecified means all.
+	Visibility Visibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
+	// Only segments with at least one member.
+	NonEmpty      bool `protobuf:"varint,4,opt,name=non_empty,json=nonEmpty,proto3" json:"non_empty,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSegmentsRequest) Reset() {
+	*x = ListSegmentsRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSegmentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSegmentsRequest) ProtoMessage() {}
+
+func (x *ListSegmentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSegmentsRequest.ProtoReflect.Descriptor instead.
+func (*ListSegmentsRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListSegmentsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSegmentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListSegmentsRequest) GetVisibility() Visibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return Visibility_VISIBILITY_UNSPECIFIED
+}
+
+func (x *ListSegmentsRequest) GetNonEmpty() bool {
+	if x != nil {
+		return x.NonEmpty
+	}
+	return false
+}
+
+type ListSegmentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Segments      []*Segment             `protobuf:"bytes,1,rep,name=segments,proto3" json:"segments,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSegmentsResponse) Reset() {
+	*x = ListSegmentsResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSegmentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSegmentsResponse) ProtoMessage() {}
+
+func (x *ListSegmentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSegmentsResponse.ProtoReflect.Descriptor instead.
+func (*ListSegmentsResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListSegmentsResponse) GetSegments() []*Segment {
+	if x != nil {
+		return x.Segments
+	}
+	return nil
+}
+
+func (x *ListSegmentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type UpdateSegmentRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// Fields left unset are unchanged.
+	Name          *string    `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	Description   *string    `protobuf:"bytes,3,opt,name=description,proto3,oneof" json:"description,omitempty"`
+	Visibility    Visibility `protobuf:"varint,4,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSegmentRequest) Reset() {
+	*x = UpdateSegmentRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSegmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSegmentRequest) ProtoMessage() {}
+
+func (x *UpdateSegmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSegmentRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSegmentRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UpdateSegmentRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *UpdateSegmentRequest) GetName() string {
+	if x != nil && x.Name != nil {
+		return *x.Name
+	}
+	return ""
+}
+
+func (x *UpdateSegmentRequest) GetDescription() string {
+	if x != nil && x.Description != nil {
+		return *x.Description
+	}
+	return ""
+}
+
+func (x *UpdateSegmentRequest) GetVisibility() Visibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return Visibility_VISIBILITY_UNSPECIFIED
+}
+
+type UpdateSegmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Segment       *Segment               `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSegmentResponse) Reset() {
+	*x = UpdateSegmentResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSegmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSegmentResponse) ProtoMessage() {}
+
+func (x *UpdateSegmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSegmentResponse.ProtoReflect.Descriptor instead.
+func (*UpdateSegmentResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UpdateSegmentResponse) GetSegment() *Segment {
+	if x != nil {
+		return x.Segment
+	}
+	return nil
+}
+
+type DeleteSegmentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSegmentRequest) Reset() {
+	*x = DeleteSegmentRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSegmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSegmentRequest) ProtoMessage() {}
+
+func (x *DeleteSegmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSegmentRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSegmentRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DeleteSegmentRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+type DeleteSegmentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSegmentResponse) Reset() {
+	*x = DeleteSegmentResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSegmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSegmentResponse) ProtoMessage() {}
+
+func (x *DeleteSegmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSegmentResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSegmentResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{18}
+}
+
+type AddMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMembersRequest) Reset() {
+	*x = AddMembersRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMembersRequest) ProtoMessage() {}
+
+func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMembersRequest.ProtoReflect.Descriptor instead.
+func (*AddMembersRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AddMembersRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *AddMembersRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+type AddMembersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Members actually added (already present ones are not counted).
+	Added         uint64 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	Version       int64  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	MemberCount   uint64 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMembersResponse) Reset() {
+	*x = AddMembersResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMembersResponse) ProtoMessage() {}
+
+func (x *AddMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMembersResponse.ProtoReflect.Descriptor instead.
+func (*AddMembersResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AddMembersResponse) GetAdded() uint64 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *AddMembersResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *AddMembersResponse) GetMemberCount() uint64 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
+}
+
+type RemoveMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMembersRequest) Reset() {
+	*x = RemoveMembersRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMembersRequest) ProtoMessage() {}
+
+func (x *RemoveMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMembersRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMembersRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RemoveMembersRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *RemoveMembersRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+type RemoveMembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Removed       uint64                 `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	MemberCount   uint64                 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMembersResponse) Reset() {
+	*x = RemoveMembersResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMembersResponse) ProtoMessage() {}
+
+func (x *RemoveMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMembersResponse.ProtoReflect.Descriptor instead.
+func (*RemoveMembersResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RemoveMembersResponse) GetRemoved() uint64 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
+func (x *RemoveMembersResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RemoveMembersResponse) GetMemberCount() uint64 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
+}
+
+type ReplaceMembersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required in the first message only.
+	SegmentId     string   `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	UserIds       []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplaceMembersRequest) Reset() {
+	*x = ReplaceMembersRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplaceMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplaceMembersRequest) ProtoMessage() {}
+
+func (x *ReplaceMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplaceMembersRequest.ProtoReflect.Descriptor instead.
+func (*ReplaceMembersRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReplaceMembersRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *ReplaceMembersRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+type ReplaceMembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Added         uint64                 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	Removed       uint64                 `protobuf:"varint,2,opt,name=removed,proto3" json:"removed,omitempty"`
+	MemberCount   uint64                 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	Version       int64                  `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplaceMembersResponse) Reset() {
+	*x = ReplaceMembersResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplaceMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplaceMembersResponse) ProtoMessage() {}
+
+func (x *ReplaceMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplaceMembersResponse.ProtoReflect.Descriptor instead.
+func (*ReplaceMembersResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReplaceMembersResponse) GetAdded() uint64 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *ReplaceMembersResponse) GetRemoved() uint64 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
+func (x *ReplaceMembersResponse) GetMemberCount() uint64 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
+}
+
+func (x *ReplaceMembersResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type GetMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMembersRequest) Reset() {
+	*x = GetMembersRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMembersRequest) ProtoMessage() {}
+
+func (x *GetMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMembersRequest.ProtoReflect.Descriptor instead.
+func (*GetMembersRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetMembersRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *GetMembersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetMembersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type GetMembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMembersResponse) Reset() {
+	*x = GetMembersResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMembersResponse) ProtoMessage() {}
+
+func (x *GetMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMembersResponse.ProtoReflect.Descriptor instead.
+func (*GetMembersResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetMembersResponse) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *GetMembersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type IsMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IsMemberRequest) Reset() {
+	*x = IsMemberRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IsMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IsMemberRequest) ProtoMessage() {}
+
+func (x *IsMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IsMemberRequest.ProtoReflect.Descriptor instead.
+func (*IsMemberRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *IsMemberRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *IsMemberRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type IsMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IsMember      bool                   `protobuf:"varint,1,opt,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
+	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IsMemberResponse) Reset() {
+	*x = IsMemberResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IsMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IsMemberResponse) ProtoMessage() {}
+
+func (x *IsMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IsMemberResponse.ProtoReflect.Descriptor instead.
+func (*IsMemberResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *IsMemberResponse) GetIsMember() bool {
+	if x != nil {
+		return x.IsMember
+	}
+	return false
+}
+
+func (x *IsMemberResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type WatchMembershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Segments to watch; empty means every segment.
+	SegmentIds []string `protobuf:"bytes,1,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	// Resume: environment id -> last sequence applied. Absent or 0 starts with
+	// a snapshot of that environment.
+	AfterSequence map[string]int64 `protobuf:"bytes,2,rep,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Watch every environment (seghub's internal key only); otherwise the
+	// caller's environment.
+	AllEnvironments bool `protobuf:"varint,3,opt,name=all_environments,json=allEnvironments,proto3" json:"all_environments,omitempty"`
+	// Also stream users (dense id, user id, properties), for watchers that keep
+	// a user dictionary or evaluate property conditions.
+	IncludeUsers  bool `protobuf:"varint,4,opt,name=include_users,json=includeUsers,proto3" json:"include_users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchMembershipRequest) Reset() {
+	*x = WatchMembershipRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchMembershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchMembershipRequest) ProtoMessage() {}
+
+func (x *WatchMembershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchMembershipRequest.ProtoReflect.Descriptor instead.
+func (*WatchMembershipRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *WatchMembershipRequest) GetSegmentIds() []string {
+	if x != nil {
+		return x.SegmentIds
+	}
+	return nil
+}
+
+func (x *WatchMembershipRequest) GetAfterSequence() map[string]int64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return nil
+}
+
+func (x *WatchMembershipRequest) GetAllEnvironments() bool {
+	if x != nil {
+		return x.AllEnvironments
+	}
+	return false
+}
+
+func (x *WatchMembershipRequest) GetIncludeUsers() bool {
+	if x != nil {
+		return x.IncludeUsers
+	}
+	return false
+}
+
+// WatchMembershipResponse is one step of an environment's feed. Applying the
+// messages in order brings the watcher to `sequence` of `environment_id`.
+type WatchMembershipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EnvironmentId string                 `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	Sequence      int64                  `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*WatchMembershipResponse_SnapshotStart
+	//	*WatchMembershipResponse_Users
+	//	*WatchMembershipResponse_UsersDeleted
+	//	*WatchMembershipResponse_Segment
+	//	*WatchMembershipResponse_Change
+	//	*WatchMembershipResponse_SegmentDeleted
+	//	*WatchMembershipResponse_CaughtUp
+	Event         isWatchMembershipResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchMembershipResponse) Reset() {
+	*x = WatchMembershipResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchMembershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchMembershipResponse) ProtoMessage() {}
+
+func (x *WatchMembershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchMembershipResponse.ProtoReflect.Descriptor instead.
+func (*WatchMembershipResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WatchMembershipResponse) GetEnvironmentId() string {
+	if x != nil {
+		return x.EnvironmentId
+	}
+	return ""
+}
+
+func (x *WatchMembershipResponse) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *WatchMembershipResponse) GetEvent() isWatchMembershipResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchMembershipResponse) GetSnapshotStart() *SnapshotStart {
+	if x != nil {
+		if x, ok := x.Event.(*WatchMembershipResponse_SnapshotStart); ok {
+			return x.SnapshotStart
+		}
+	}
+	return nil
+}
+
+func (x *WatchMembershipResponse) GetUsers() *UserBatch {
+	if x != nil {
+		if x, ok := x.Event.(*WatchMembershipResponse_Users); ok {
+			return x.Users
+		}
+	}
+	return nil
+}
+
+func (x *WatchMembershipResponse) GetUsersDeleted() *UsersDeleted {
+	if x != nil {
+		if x, ok := x.Event.(*WatchMembershipResponse_UsersDeleted); ok {
+			return x.UsersDeleted
+		}
+	}
+	return nil
+}
+
+func (x *WatchMembershipResponse) GetSegment() *SegmentState {
+	if x != nil {
+		if x, ok := x.Event.(*WatchMembershipResponse_Segment); ok {
+			return x.Segment
+		}
+	}
+	return nil
+}
+
+func (x *WatchMembershipResponse) GetChange() *MembershipChange {
+	if x != nil {
+		if x, ok := x.Event.(*WatchMembershipResponse_Change); ok {
+			return x.Change
+		}
+	}
+	return nil
+}
+
+func (x *WatchMembershipResponse) GetSegmentDeleted() *SegmentDeleted {
+	if x != nil {
+		if x, ok := x.Event.(*WatchMembershipResponse_SegmentDeleted); ok {
+			return x.SegmentDeleted
+		}
+	}
+	return nil
+}
+
+func (x *WatchMembershipResponse) GetCaughtUp() *CaughtUp {
+	if x != nil {
+		if x, ok := x.Event.(*WatchMembershipResponse_CaughtUp); ok {
+			return x.CaughtUp
+		}
+	}
+	return nil
+}
+
+type isWatchMembershipResponse_Event interface {
+	isWatchMembershipResponse_Event()
+}
+
+type WatchMembershipResponse_SnapshotStart struct {
+	// Discard what you hold for environment_id: a snapshot follows.
+	SnapshotStart *SnapshotStart `protobuf:"bytes,10,opt,name=snapshot_start,json=snapshotStart,proto3,oneof"`
+}
+
+type WatchMembershipResponse_Users struct {
+	// Users created or changed (current state).
+	Users *UserBatch `protobuf:"bytes,11,opt,name=users,proto3,oneof"`
+}
+
+type WatchMembershipResponse_UsersDeleted struct {
+	// Users deleted; they are also gone from every segment.
+	UsersDeleted *UsersDeleted `protobuf:"bytes,12,opt,name=users_deleted,json=usersDeleted,proto3,oneof"`
+}
+
+type WatchMembershipResponse_Segment struct {
+	// A segment's full state: metadata, version and members.
+	Segment *SegmentState `protobuf:"bytes,13,opt,name=segment,proto3,oneof"`
+}
+
+type WatchMembershipResponse_Change struct {
+	// A change of one segment's membership.
+	Change *MembershipChange `protobuf:"bytes,14,opt,name=change,proto3,oneof"`
+}
+
+type WatchMembershipResponse_SegmentDeleted struct {
+	// A segment was deleted.
+	SegmentDeleted *SegmentDeleted `protobuf:"bytes,15,opt,name=segment_deleted,json=segmentDeleted,proto3,oneof"`
+}
+
+type WatchMembershipResponse_CaughtUp struct {
+	// The snapshot or backlog of environment_id has been sent; what follows is live.
+	CaughtUp *CaughtUp `protobuf:"bytes,16,opt,name=caught_up,json=caughtUp,proto3,oneof"`
+}
+
+func (*WatchMembershipResponse_SnapshotStart) isWatchMembershipResponse_Event() {}
+
+func (*WatchMembershipResponse_Users) isWatchMembershipResponse_Event() {}
+
+func (*WatchMembershipResponse_UsersDeleted) isWatchMembershipResponse_Event() {}
+
+func (*WatchMembershipResponse_Segment) isWatchMembershipResponse_Event() {}
+
+func (*WatchMembershipResponse_Change) isWatchMembershipResponse_Event() {}
+
+func (*WatchMembershipResponse_SegmentDeleted) isWatchMembershipResponse_Event() {}
+
+func (*WatchMembershipResponse_CaughtUp) isWatchMembershipResponse_Event() {}
+
+type SnapshotStart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotStart) Reset() {
+	*x = SnapshotStart{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotStart) ProtoMessage() {}
+
+func (x *SnapshotStart) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotStart.ProtoReflect.Descriptor instead.
+func (*SnapshotStart) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{31}
+}
+
+type UserBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserBatch) Reset() {
+	*x = UserBatch{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserBatch) ProtoMessage() {}
+
+func (x *UserBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserBatch.ProtoReflect.Descriptor instead.
+func (*UserBatch) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UserBatch) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type UsersDeleted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DenseIds      []uint32               `protobuf:"varint,1,rep,packed,name=dense_ids,json=denseIds,proto3" json:"dense_ids,omitempty"`
+	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsersDeleted) Reset() {
+	*x = UsersDeleted{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsersDeleted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsersDeleted) ProtoMessage() {}
+
+func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsersDeleted.ProtoReflect.Descriptor instead.
+func (*UsersDeleted) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UsersDeleted) GetDenseIds() []uint32 {
+	if x != nil {
+		return x.DenseIds
+	}
+	return nil
+}
+
+func (x *UsersDeleted) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+type SegmentState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// member_count and version describe `members`.
+	Segment *Segment `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
+	// Roaring bitmap (portable serialization) of members' dense ids.
+	Members       []byte `protobuf:"bytes,2,opt,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SegmentState) Reset() {
+	*x = SegmentState{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentState) ProtoMessage() {}
+
+func (x *SegmentState) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentState.ProtoReflect.Descriptor instead.
+func (*SegmentState) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SegmentState) GetSegment() *Segment {
+	if x != nil {
+		return x.Segment
+	}
+	return nil
+}
+
+func (x *SegmentState) GetMembers() []byte {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type MembershipChange struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// The segment's version after this change.
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Roaring bitmaps (portable serialization) of dense ids.
+	Added         []byte `protobuf:"bytes,3,opt,name=added,proto3" json:"added,omitempty"`
+	Removed       []byte `protobuf:"bytes,4,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembershipChange) Reset() {
+	*x = MembershipChange{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembershipChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembershipChange) ProtoMessage() {}
+
+func (x *MembershipChange) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembershipChange.ProtoReflect.Descriptor instead.
+func (*MembershipChange) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *MembershipChange) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *MembershipChange) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *MembershipChange) GetAdded() []byte {
+	if x != nil {
+		return x.Added
+	}
+	return nil
+}
+
+func (x *MembershipChange) GetRemoved() []byte {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+type SegmentDeleted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SegmentDeleted) Reset() {
+	*x = SegmentDeleted{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentDeleted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentDeleted) ProtoMessage() {}
+
+func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentDeleted.ProtoReflect.Descriptor instead.
+func (*SegmentDeleted) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SegmentDeleted) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+type CaughtUp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaughtUp) Reset() {
+	*x = CaughtUp{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaughtUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaughtUp) ProtoMessage() {}
+
+func (x *CaughtUp) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
+func (*CaughtUp) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{37}
+}
+
 var File_seghub_segmentsync_v1_segmentsync_proto protoreflect.FileDescriptor
 
 const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
-	"'seghub/segmentsync/v1/segmentsync.proto\x12\x15seghub.segmentsync.v12\x14\n" +
-	"\x12SegmentSyncServiceB\xe5\x01\n" +
+	"'seghub/segmentsync/v1/segmentsync.proto\x12\x15seghub.segmentsync.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xea\x01\n" +
+	"\rPropertyValue\x12#\n" +
+	"\fstring_value\x18\x01 \x01(\tH\x00R\vstringValue\x12#\n" +
+	"\fnumber_value\x18\x02 \x01(\x01H\x00R\vnumberValue\x12\x1f\n" +
+	"\n" +
+	"bool_value\x18\x03 \x01(\bH\x00R\tboolValue\x12E\n" +
+	"\x0ftimestamp_value\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x0etimestampValue\x12\x1f\n" +
+	"\n" +
+	"null_value\x18\x05 \x01(\bH\x00R\tnullValueB\x06\n" +
+	"\x04kind\"\xe6\x02\n" +
+	"\x04User\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12K\n" +
+	"\n" +
+	"properties\x18\x02 \x03(\v2+.seghub.segmentsync.v1.User.PropertiesEntryR\n" +
+	"properties\x12\x19\n" +
+	"\bdense_id\x18\x03 \x01(\rR\adenseId\x12;\n" +
+	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x1ac\n" +
+	"\x0fPropertiesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12:\n" +
+	"\x05value\x18\x02 \x01(\v2$.seghub.segmentsync.v1.PropertyValueR\x05value:\x028\x01\"\xf9\x02\n" +
+	"\aSegment\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12A\n" +
+	"\n" +
+	"visibility\x18\x04 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
+	"visibility\x12!\n" +
+	"\fmember_count\x18\x05 \x01(\x04R\vmemberCount\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion\x12\x1f\n" +
+	"\vexternal_id\x18\a \x01(\tR\n" +
+	"externalId\x12;\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"G\n" +
+	"\x12UpsertUsersRequest\x121\n" +
+	"\x05users\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.UserR\x05users\"I\n" +
+	"\x13UpsertUsersResponse\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\rR\acreated\x12\x18\n" +
+	"\aupdated\x18\x02 \x01(\rR\aupdated\")\n" +
+	"\x0eGetUserRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"c\n" +
+	"\x0fGetUserResponse\x12/\n" +
+	"\x04user\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.UserR\x04user\x12\x1f\n" +
+	"\vsegment_ids\x18\x02 \x03(\tR\n" +
+	"segmentIds\",\n" +
+	"\x11DeleteUserRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"5\n" +
+	"\x12DeleteUserResponse\x12\x1f\n" +
+	"\vsegment_ids\x18\x01 \x03(\tR\n" +
+	"segmentIds\"\x8f\x01\n" +
+	"\x14CreateSegmentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12A\n" +
+	"\n" +
+	"visibility\x18\x03 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
+	"visibility\"Q\n" +
+	"\x15CreateSegmentResponse\x128\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"2\n" +
+	"\x11GetSegmentRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\"N\n" +
+	"\x12GetSegmentResponse\x128\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xb1\x01\n" +
+	"\x13ListSegmentsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12A\n" +
+	"\n" +
+	"visibility\x18\x03 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
+	"visibility\x12\x1b\n" +
+	"\tnon_empty\x18\x04 \x01(\bR\bnonEmpty\"z\n" +
+	"\x14ListSegmentsResponse\x12:\n" +
+	"\bsegments\x18\x01 \x03(\v2\x1e.seghub.segmentsync.v1.SegmentR\bsegments\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd1\x01\n" +
+	"\x14UpdateSegmentRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x17\n" +
+	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12%\n" +
+	"\vdescription\x18\x03 \x01(\tH\x01R\vdescription\x88\x01\x01\x12A\n" +
+	"\n" +
+	"visibility\x18\x04 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
+	"visibilityB\a\n" +
+	"\x05_nameB\x0e\n" +
+	"\f_description\"Q\n" +
+	"\x15UpdateSegmentResponse\x128\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"5\n" +
+	"\x14DeleteSegmentRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\"\x17\n" +
+	"\x15DeleteSegmentResponse\"M\n" +
+	"\x11AddMembersRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\"g\n" +
+	"\x12AddMembersResponse\x12\x14\n" +
+	"\x05added\x18\x01 \x01(\x04R\x05added\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12!\n" +
+	"\fmember_count\x18\x03 \x01(\x04R\vmemberCount\"P\n" +
+	"\x14RemoveMembersRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\"n\n" +
+	"\x15RemoveMembersResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x01(\x04R\aremoved\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12!\n" +
+	"\fmember_count\x18\x03 \x01(\x04R\vmemberCount\"Q\n" +
+	"\x15ReplaceMembersRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\"\x85\x01\n" +
+	"\x16ReplaceMembersResponse\x12\x14\n" +
+	"\x05added\x18\x01 \x01(\x04R\x05added\x12\x18\n" +
+	"\aremoved\x18\x02 \x01(\x04R\aremoved\x12!\n" +
+	"\fmember_count\x18\x03 \x01(\x04R\vmemberCount\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x03R\aversion\"n\n" +
+	"\x11GetMembersRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"W\n" +
+	"\x12GetMembersResponse\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"I\n" +
+	"\x0fIsMemberRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"I\n" +
+	"\x10IsMemberResponse\x12\x1b\n" +
+	"\tis_member\x18\x01 \x01(\bR\bisMember\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb4\x02\n" +
+	"\x16WatchMembershipRequest\x12\x1f\n" +
+	"\vsegment_ids\x18\x01 \x03(\tR\n" +
+	"segmentIds\x12g\n" +
+	"\x0eafter_sequence\x18\x02 \x03(\v2@.seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntryR\rafterSequence\x12)\n" +
+	"\x10all_environments\x18\x03 \x01(\bR\x0fallEnvironments\x12#\n" +
+	"\rinclude_users\x18\x04 \x01(\bR\fincludeUsers\x1a@\n" +
+	"\x12AfterSequenceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xd0\x04\n" +
+	"\x17WatchMembershipResponse\x12%\n" +
+	"\x0eenvironment_id\x18\x01 \x01(\tR\renvironmentId\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12M\n" +
+	"\x0esnapshot_start\x18\n" +
+	" \x01(\v2$.seghub.segmentsync.v1.SnapshotStartH\x00R\rsnapshotStart\x128\n" +
+	"\x05users\x18\v \x01(\v2 .seghub.segmentsync.v1.UserBatchH\x00R\x05users\x12J\n" +
+	"\rusers_deleted\x18\f \x01(\v2#.seghub.segmentsync.v1.UsersDeletedH\x00R\fusersDeleted\x12?\n" +
+	"\asegment\x18\r \x01(\v2#.seghub.segmentsync.v1.SegmentStateH\x00R\asegment\x12A\n" +
+	"\x06change\x18\x0e \x01(\v2'.seghub.segmentsync.v1.MembershipChangeH\x00R\x06change\x12P\n" +
+	"\x0fsegment_deleted\x18\x0f \x01(\v2%.seghub.segmentsync.v1.SegmentDeletedH\x00R\x0esegmentDeleted\x12>\n" +
+	"\tcaught_up\x18\x10 \x01(\v2\x1f.seghub.segmentsync.v1.CaughtUpH\x00R\bcaughtUpB\a\n" +
+	"\x05event\"\x0f\n" +
+	"\rSnapshotStart\">\n" +
+	"\tUserBatch\x121\n" +
+	"\x05users\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.UserR\x05users\"F\n" +
+	"\fUsersDeleted\x12\x1b\n" +
+	"\tdense_ids\x18\x01 \x03(\rR\bdenseIds\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\"b\n" +
+	"\fSegmentState\x128\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\x12\x18\n" +
+	"\amembers\x18\x02 \x01(\fR\amembers\"{\n" +
+	"\x10MembershipChange\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x14\n" +
+	"\x05added\x18\x03 \x01(\fR\x05added\x12\x18\n" +
+	"\aremoved\x18\x04 \x01(\fR\aremoved\"/\n" +
+	"\x0eSegmentDeleted\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\"\n" +
+	"\n" +
+	"\bCaughtUp*W\n" +
+	"\n" +
+	"Visibility\x12\x1a\n" +
+	"\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11VISIBILITY_PUBLIC\x10\x01\x12\x16\n" +
+	"\x12VISIBILITY_PRIVATE\x10\x022\xbb\x0f\n" +
+	"\x12SegmentSyncService\x12\x85\x01\n" +
+	"\vUpsertUsers\x12).seghub.segmentsync.v1.UpsertUsersRequest\x1a*.seghub.segmentsync.v1.UpsertUsersResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/users:upsert\x12y\n" +
+	"\aGetUser\x12%.seghub.segmentsync.v1.GetUserRequest\x1a&.seghub.segmentsync.v1.GetUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12\x82\x01\n" +
+	"\n" +
+	"DeleteUser\x12(.seghub.segmentsync.v1.DeleteUserRequest\x1a).seghub.segmentsync.v1.DeleteUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}\x12\x87\x01\n" +
+	"\rCreateSegment\x12+.seghub.segmentsync.v1.CreateSegmentRequest\x1a,.seghub.segmentsync.v1.CreateSegmentResponse\"\x1b\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x11:\x01*\"\f/v1/segments\x12\x88\x01\n" +
+	"\n" +
+	"GetSegment\x12(.seghub.segmentsync.v1.GetSegmentRequest\x1a).seghub.segmentsync.v1.GetSegmentResponse\"%\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/segments/{segment_id}\x12\x81\x01\n" +
+	"\fListSegments\x12*.seghub.segmentsync.v1.ListSegmentsRequest\x1a+.seghub.segmentsync.v1.ListSegmentsResponse\"\x18\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/segments\x12\x94\x01\n" +
+	"\rUpdateSegment\x12+.seghub.segmentsync.v1.UpdateSegmentRequest\x1a,.seghub.segmentsync.v1.UpdateSegmentResponse\"(\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1e:\x01*2\x19/v1/segments/{segment_id}\x12\x91\x01\n" +
+	"\rDeleteSegment\x12+.seghub.segmentsync.v1.DeleteSegmentRequest\x1a,.seghub.segmentsync.v1.DeleteSegmentResponse\"%\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1b*\x19/v1/segments/{segment_id}\x12\x97\x01\n" +
+	"\n" +
+	"AddMembers\x12(.seghub.segmentsync.v1.AddMembersRequest\x1a).seghub.segmentsync.v1.AddMembersResponse\"4\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02*:\x01*\"%/v1/segments/{segment_id}/members:add\x12\xa3\x01\n" +
+	"\rRemoveMembers\x12+.seghub.segmentsync.v1.RemoveMembersRequest\x1a,.seghub.segmentsync.v1.RemoveMembersResponse\"7\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02-:\x01*\"(/v1/segments/{segment_id}/members:remove\x12u\n" +
+	"\x0eReplaceMembers\x12,.seghub.segmentsync.v1.ReplaceMembersRequest\x1a-.seghub.segmentsync.v1.ReplaceMembersResponse\"\x04\xe8\xe0\x18\x01(\x01\x12\x90\x01\n" +
+	"\n" +
+	"GetMembers\x12(.seghub.segmentsync.v1.GetMembersRequest\x1a).seghub.segmentsync.v1.GetMembersResponse\"-\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02#\x12!/v1/segments/{segment_id}/members\x12\x94\x01\n" +
+	"\bIsMember\x12&.seghub.segmentsync.v1.IsMemberRequest\x1a'.seghub.segmentsync.v1.IsMemberResponse\"7\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02-\x12+/v1/segments/{segment_id}/members/{user_id}\x12x\n" +
+	"\x0fWatchMembership\x12-.seghub.segmentsync.v1.WatchMembershipRequest\x1a..seghub.segmentsync.v1.WatchMembershipResponse\"\x04\xe8\xe0\x18\x030\x01B\xe5\x01\n" +
 	"\x19com.seghub.segmentsync.v1B\x10SegmentsyncProtoP\x01Z@github.com/seghub/seghub/gen/seghub/segmentsync/v1;segmentsyncv1\xa2\x02\x03SSX\xaa\x02\x15Seghub.Segmentsync.V1\xca\x02\x15Seghub\\Segmentsync\\V1\xe2\x02!Seghub\\Segmentsync\\V1\\GPBMetadata\xea\x02\x17Seghub::Segmentsync::V1b\x06proto3"
 
-var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{}
+var (
+	file_seghub_segmentsync_v1_segmentsync_proto_rawDescOnce sync.Once
+	file_seghub_segmentsync_v1_segmentsync_proto_rawDescData []byte
+)
+
+func file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP() []byte {
+	file_seghub_segmentsync_v1_segmentsync_proto_rawDescOnce.Do(func() {
+		file_seghub_segmentsync_v1_segmentsync_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc), len(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc)))
+	})
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescData
+}
+
+var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
+	(Visibility)(0),                 // 0: seghub.segmentsync.v1.Visibility
+	(*PropertyValue)(nil),           // 1: seghub.segmentsync.v1.PropertyValue
+	(*User)(nil),                    // 2: seghub.segmentsync.v1.User
+	(*Segment)(nil),                 // 3: seghub.segmentsync.v1.Segment
+	(*UpsertUsersRequest)(nil),      // 4: seghub.segmentsync.v1.UpsertUsersRequest
+	(*UpsertUsersResponse)(nil),     // 5: seghub.segmentsync.v1.UpsertUsersResponse
+	(*GetUserRequest)(nil),          // 6: seghub.segmentsync.v1.GetUserRequest
+	(*GetUserResponse)(nil),         // 7: seghub.segmentsync.v1.GetUserResponse
+	(*DeleteUserRequest)(nil),       // 8: seghub.segmentsync.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),      // 9: seghub.segmentsync.v1.DeleteUserResponse
+	(*CreateSegmentRequest)(nil),    // 10: seghub.segmentsync.v1.CreateSegmentRequest
+	(*CreateSegmentResponse)(nil),   // 11: seghub.segmentsync.v1.CreateSegmentResponse
+	(*GetSegmentRequest)(nil),       // 12: seghub.segmentsync.v1.GetSegmentRequest
+	(*GetSegmentResponse)(nil),      // 13: seghub.segmentsync.v1.GetSegmentResponse
+	(*ListSegmentsRequest)(nil),     // 14: seghub.segmentsync.v1.ListSegmentsRequest
+	(*ListSegmentsResponse)(nil),    // 15: seghub.segmentsync.v1.ListSegmentsResponse
+	(*UpdateSegmentRequest)(nil),    // 16: seghub.segmentsync.v1.UpdateSegmentRequest
+	(*UpdateSegmentResponse)(nil),   // 17: seghub.segmentsync.v1.UpdateSegmentResponse
+	(*DeleteSegmentRequest)(nil),    // 18: seghub.segmentsync.v1.DeleteSegmentRequest
+	(*DeleteSegmentResponse)(nil),   // 19: seghub.segmentsync.v1.DeleteSegmentResponse
+	(*AddMembersRequest)(nil),       // 20: seghub.segmentsync.v1.AddMembersRequest
+	(*AddMembersResponse)(nil),      // 21: seghub.segmentsync.v1.AddMembersResponse
+	(*RemoveMembersRequest)(nil),    // 22: seghub.segmentsync.v1.RemoveMembersRequest
+	(*RemoveMembersResponse)(nil),   // 23: seghub.segmentsync.v1.RemoveMembersResponse
+	(*ReplaceMembersRequest)(nil),   // 24: seghub.segmentsync.v1.ReplaceMembersRequest
+	(*ReplaceMembersResponse)(nil),  // 25: seghub.segmentsync.v1.ReplaceMembersResponse
+	(*GetMembersRequest)(nil),       // 26: seghub.segmentsync.v1.GetMembersRequest
+	(*GetMembersResponse)(nil),      // 27: seghub.segmentsync.v1.GetMembersResponse
+	(*IsMemberRequest)(nil),         // 28: seghub.segmentsync.v1.IsMemberRequest
+	(*IsMemberResponse)(nil),        // 29: seghub.segmentsync.v1.IsMemberResponse
+	(*WatchMembershipRequest)(nil),  // 30: seghub.segmentsync.v1.WatchMembershipRequest
+	(*WatchMembershipResponse)(nil), // 31: seghub.segmentsync.v1.WatchMembershipResponse
+	(*SnapshotStart)(nil),           // 32: seghub.segmentsync.v1.SnapshotStart
+	(*UserBatch)(nil),               // 33: seghub.segmentsync.v1.UserBatch
+	(*UsersDeleted)(nil),            // 34: seghub.segmentsync.v1.UsersDeleted
+	(*SegmentState)(nil),            // 35: seghub.segmentsync.v1.SegmentState
+	(*MembershipChange)(nil),        // 36: seghub.segmentsync.v1.MembershipChange
+	(*SegmentDeleted)(nil),          // 37: seghub.segmentsync.v1.SegmentDeleted
+	(*CaughtUp)(nil),                // 38: seghub.segmentsync.v1.CaughtUp
+	nil,                             // 39: seghub.segmentsync.v1.User.PropertiesEntry
+	nil,                             // 40: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
+}
 var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	41, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
+	39, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
+	41, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	41, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	0,  // 4: seghub.segmentsync.v1.Segment.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	41, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
+	41, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 7: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
+	2,  // 8: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
+	0,  // 9: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	3,  // 10: seghub.segmentsync.v1.CreateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	3,  // 11: seghub.segmentsync.v1.GetSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	0,  // 12: seghub.segmentsync.v1.ListSegmentsRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	3,  // 13: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
+	0,  // 14: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	3,  // 15: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	40, // 16: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	32, // 17: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
+	33, // 18: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
+	34, // 19: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
+	35, // 20: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
+	36, // 21: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
+	37, // 22: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
+	38, // 23: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
+	2,  // 24: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
+	3,  // 25: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
+	1,  // 26: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	4,  // 27: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
+	6,  // 28: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
+	8,  // 29: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
+	10, // 30: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
+	12, // 31: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
+	14, // 32: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
+	16, // 33: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
+	18, // 34: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
+	20, // 35: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
+	22, // 36: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
+	24, // 37: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
+	26, // 38: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
+	28, // 39: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
+	30, // 40: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
+	5,  // 41: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
+	7,  // 42: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
+	9,  // 43: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
+	11, // 44: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
+	13, // 45: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
+	15, // 46: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
+	17, // 47: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
+	19, // 48: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
+	21, // 49: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
+	23, // 50: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
+	25, // 51: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
+	27, // 52: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
+	29, // 53: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
+	31, // 54: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
+	41, // [41:55] is the sub-list for method output_type
+	27, // [27:41] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_seghub_segmentsync_v1_segmentsync_proto_init() }
@@ -42,18 +2677,37 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 	if File_seghub_segmentsync_v1_segmentsync_proto != nil {
 		return
 	}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[0].OneofWrappers = []any{
+		(*PropertyValue_StringValue)(nil),
+		(*PropertyValue_NumberValue)(nil),
+		(*PropertyValue_BoolValue)(nil),
+		(*PropertyValue_TimestampValue)(nil),
+		(*PropertyValue_NullValue)(nil),
+	}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15].OneofWrappers = []any{}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30].OneofWrappers = []any{
+		(*WatchMembershipResponse_SnapshotStart)(nil),
+		(*WatchMembershipResponse_Users)(nil),
+		(*WatchMembershipResponse_UsersDeleted)(nil),
+		(*WatchMembershipResponse_Segment)(nil),
+		(*WatchMembershipResponse_Change)(nil),
+		(*WatchMembershipResponse_SegmentDeleted)(nil),
+		(*WatchMembershipResponse_CaughtUp)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc), len(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   0,
+			NumEnums:      1,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_seghub_segmentsync_v1_segmentsync_proto_goTypes,
 		DependencyIndexes: file_seghub_segmentsync_v1_segmentsync_proto_depIdxs,
+		EnumInfos:         file_seghub_segmentsync_v1_segmentsync_proto_enumTypes,
+		MessageInfos:      file_seghub_segmentsync_v1_segmentsync_proto_msgTypes,
 	}.Build()
 	File_seghub_segmentsync_v1_segmentsync_proto = out.File
 	file_seghub_segmentsync_v1_segmentsync_proto_goTypes = nil

@@ -7,7 +7,10 @@
 package segmentsyncv1
 
 import (
+	context "context"
 	grpc "google.golang.org/grpc"
+	codes "google.golang.org/grpc/codes"
+	status "google.golang.org/grpc/status"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -15,12 +18,66 @@ import (
 // Requires gRPC-Go v1.64.0 or later.
 const _ = grpc.SupportPackageIsVersion9
 
+const (
+	SegmentSyncService_UpsertUsers_FullMethodName     = "/seghub.segmentsync.v1.SegmentSyncService/UpsertUsers"
+	SegmentSyncService_GetUser_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/GetUser"
+	SegmentSyncService_DeleteUser_FullMethodName      = "/seghub.segmentsync.v1.SegmentSyncService/DeleteUser"
+	SegmentSyncService_CreateSegment_FullMethodName   = "/seghub.segmentsync.v1.SegmentSyncService/CreateSegment"
+	SegmentSyncService_GetSegment_FullMethodName      = "/seghub.segmentsync.v1.SegmentSyncService/GetSegment"
+	SegmentSyncService_ListSegments_FullMethodName    = "/seghub.segmentsync.v1.SegmentSyncService/ListSegments"
+	SegmentSyncService_UpdateSegment_FullMethodName   = "/seghub.segmentsync.v1.SegmentSyncService/UpdateSegment"
+	SegmentSyncService_DeleteSegment_FullMethodName   = "/seghub.segmentsync.v1.SegmentSyncService/DeleteSegment"
+	SegmentSyncService_AddMembers_FullMethodName      = "/seghub.segmentsync.v1.SegmentSyncService/AddMembers"
+	SegmentSyncService_RemoveMembers_FullMethodName   = "/seghub.segmentsync.v1.SegmentSyncService/RemoveMembers"
+	SegmentSyncService_ReplaceMembers_FullMethodName  = "/seghub.segmentsync.v1.SegmentSyncService/ReplaceMembers"
+	SegmentSyncService_GetMembers_FullMethodName      = "/seghub.segmentsync.v1.SegmentSyncService/GetMembers"
+	SegmentSyncService_IsMember_FullMethodName        = "/seghub.segmentsync.v1.SegmentSyncService/IsMember"
+	SegmentSyncService_WatchMembership_FullMethodName = "/seghub.segmentsync.v1.SegmentSyncService/WatchMembership"
+)
+
 // SegmentSyncServiceClient is the client API for SegmentSyncService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// SegmentSyncService: see DESIGN.md. RPCs are added by the service's own issue.
+// SegmentSyncService holds users and their properties, segments and their
+// membership (roaring bitmaps over dense user ids), and feeds membership
+// changes to targeting replicas and the sync engine.
 type SegmentSyncServiceClient interface {
+	// UpsertUsers creates or updates users and merges their properties (at most
+	// 1000 users a call). A property set to a null value is removed.
+	UpsertUsers(ctx context.Context, in *UpsertUsersRequest, opts ...grpc.CallOption) (*UpsertUsersResponse, error)
+	// GetUser returns one user with its properties and segments.
+	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
+	// DeleteUser deletes a user and removes it from every segment.
+	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
+	// CreateSegment creates an empty segment.
+	CreateSegment(ctx context.Context, in *CreateSegmentRequest, opts ...grpc.CallOption) (*CreateSegmentResponse, error)
+	// GetSegment returns a segment with its member count and version.
+	GetSegment(ctx context.Context, in *GetSegmentRequest, opts ...grpc.CallOption) (*GetSegmentResponse, error)
+	// ListSegments lists segments, ordered by name.
+	ListSegments(ctx context.Context, in *ListSegmentsRequest, opts ...grpc.CallOption) (*ListSegmentsResponse, error)
+	// UpdateSegment renames a segment or changes its description or visibility.
+	UpdateSegment(ctx context.Context, in *UpdateSegmentRequest, opts ...grpc.CallOption) (*UpdateSegmentResponse, error)
+	// DeleteSegment deletes a segment; its syncs are disabled and removed.
+	DeleteSegment(ctx context.Context, in *DeleteSegmentRequest, opts ...grpc.CallOption) (*DeleteSegmentResponse, error)
+	// AddMembers adds users to a segment (at most 100000 ids a call). Unknown
+	// user ids create bare users.
+	AddMembers(ctx context.Context, in *AddMembersRequest, opts ...grpc.CallOption) (*AddMembersResponse, error)
+	// RemoveMembers removes users from a segment (at most 100000 ids a call).
+	RemoveMembers(ctx context.Context, in *RemoveMembersRequest, opts ...grpc.CallOption) (*RemoveMembersResponse, error)
+	// ReplaceMembers uploads a segment's whole membership as a client stream;
+	// it takes effect atomically when the stream ends. The first message names
+	// the segment; a broken stream changes nothing.
+	ReplaceMembers(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ReplaceMembersRequest, ReplaceMembersResponse], error)
+	// GetMembers pages through a segment's members in dense-id order.
+	GetMembers(ctx context.Context, in *GetMembersRequest, opts ...grpc.CallOption) (*GetMembersResponse, error)
+	// IsMember tells whether a user is in a segment.
+	IsMember(ctx context.Context, in *IsMemberRequest, opts ...grpc.CallOption) (*IsMemberResponse, error)
+	// WatchMembership is the internal feed of users, segments and membership:
+	// a snapshot, then ordered changes. A watcher that reconnects with the
+	// sequences it reached resumes without loss or gaps (or gets a fresh
+	// snapshot when the change log no longer reaches back).
+	WatchMembership(ctx context.Context, in *WatchMembershipRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchMembershipResponse], error)
 }
 
 type segmentSyncServiceClient struct {
@@ -31,12 +88,201 @@ func NewSegmentSyncServiceClient(cc grpc.ClientConnInterface) SegmentSyncService
 	return &segmentSyncServiceClient{cc}
 }
 
+func (c *segmentSyncServiceClient) UpsertUsers(ctx context.Context, in *UpsertUsersRequest, opts ...grpc.CallOption) (*UpsertUsersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpsertUsersResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_UpsertUsers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetUserResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_GetUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteUserResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_DeleteUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) CreateSegment(ctx context.Context, in *CreateSegmentRequest, opts ...grpc.CallOption) (*CreateSegmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateSegmentResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_CreateSegment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) GetSegment(ctx context.Context, in *GetSegmentRequest, opts ...grpc.CallOption) (*GetSegmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSegmentResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_GetSegment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) ListSegments(ctx context.Context, in *ListSegmentsRequest, opts ...grpc.CallOption) (*ListSegmentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSegmentsResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_ListSegments_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) UpdateSegment(ctx context.Context, in *UpdateSegmentRequest, opts ...grpc.CallOption) (*UpdateSegmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateSegmentResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_UpdateSegment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) DeleteSegment(ctx context.Context, in *DeleteSegmentRequest, opts ...grpc.CallOption) (*DeleteSegmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSegmentResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_DeleteSegment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) AddMembers(ctx context.Context, in *AddMembersRequest, opts ...grpc.CallOption) (*AddMembersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddMembersResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_AddMembers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) RemoveMembers(ctx context.Context, in *RemoveMembersRequest, opts ...grpc.CallOption) (*RemoveMembersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveMembersResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_RemoveMembers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) ReplaceMembers(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ReplaceMembersRequest, ReplaceMembersResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SegmentSyncService_ServiceDesc.Streams[0], SegmentSyncService_ReplaceMembers_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReplaceMembersRequest, ReplaceMembersResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SegmentSyncService_ReplaceMembersClient = grpc.ClientStreamingClient[ReplaceMembersRequest, ReplaceMembersResponse]
+
+func (c *segmentSyncServiceClient) GetMembers(ctx context.Context, in *GetMembersRequest, opts ...grpc.CallOption) (*GetMembersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMembersResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_GetMembers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) IsMember(ctx context.Context, in *IsMemberRequest, opts ...grpc.CallOption) (*IsMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IsMemberResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_IsMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) WatchMembership(ctx context.Context, in *WatchMembershipRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchMembershipResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SegmentSyncService_ServiceDesc.Streams[1], SegmentSyncService_WatchMembership_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchMembershipRequest, WatchMembershipResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SegmentSyncService_WatchMembershipClient = grpc.ServerStreamingClient[WatchMembershipResponse]
+
 // SegmentSyncServiceServer is the server API for SegmentSyncService service.
 // All implementations must embed UnimplementedSegmentSyncServiceServer
 // for forward compatibility.
 //
-// SegmentSyncService: see DESIGN.md. RPCs are added by the service's own issue.
+// SegmentSyncService holds users and their properties, segments and their
+// membership (roaring bitmaps over dense user ids), and feeds membership
+// changes to targeting replicas and the sync engine.
 type SegmentSyncServiceServer interface {
+	// UpsertUsers creates or updates users and merges their properties (at most
+	// 1000 users a call). A property set to a null value is removed.
+	UpsertUsers(context.Context, *UpsertUsersRequest) (*UpsertUsersResponse, error)
+	// GetUser returns one user with its properties and segments.
+	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
+	// DeleteUser deletes a user and removes it from every segment.
+	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
+	// CreateSegment creates an empty segment.
+	CreateSegment(context.Context, *CreateSegmentRequest) (*CreateSegmentResponse, error)
+	// GetSegment returns a segment with its member count and version.
+	GetSegment(context.Context, *GetSegmentRequest) (*GetSegmentResponse, error)
+	// ListSegments lists segments, ordered by name.
+	ListSegments(context.Context, *ListSegmentsRequest) (*ListSegmentsResponse, error)
+	// UpdateSegment renames a segment or changes its description or visibility.
+	UpdateSegment(context.Context, *UpdateSegmentRequest) (*UpdateSegmentResponse, error)
+	// DeleteSegment deletes a segment; its syncs are disabled and removed.
+	DeleteSegment(context.Context, *DeleteSegmentRequest) (*DeleteSegmentResponse, error)
+	// AddMembers adds users to a segment (at most 100000 ids a call). Unknown
+	// user ids create bare users.
+	AddMembers(context.Context, *AddMembersRequest) (*AddMembersResponse, error)
+	// RemoveMembers removes users from a segment (at most 100000 ids a call).
+	RemoveMembers(context.Context, *RemoveMembersRequest) (*RemoveMembersResponse, error)
+	// ReplaceMembers uploads a segment's whole membership as a client stream;
+	// it takes effect atomically when the stream ends. The first message names
+	// the segment; a broken stream changes nothing.
+	ReplaceMembers(grpc.ClientStreamingServer[ReplaceMembersRequest, ReplaceMembersResponse]) error
+	// GetMembers pages through a segment's members in dense-id order.
+	GetMembers(context.Context, *GetMembersRequest) (*GetMembersResponse, error)
+	// IsMember tells whether a user is in a segment.
+	IsMember(context.Context, *IsMemberRequest) (*IsMemberResponse, error)
+	// WatchMembership is the internal feed of users, segments and membership:
+	// a snapshot, then ordered changes. A watcher that reconnects with the
+	// sequences it reached resumes without loss or gaps (or gets a fresh
+	// snapshot when the change log no longer reaches back).
+	WatchMembership(*WatchMembershipRequest, grpc.ServerStreamingServer[WatchMembershipResponse]) error
 	mustEmbedUnimplementedSegmentSyncServiceServer()
 }
 
@@ -47,6 +293,48 @@ type SegmentSyncServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedSegmentSyncServiceServer struct{}
 
+func (UnimplementedSegmentSyncServiceServer) UpsertUsers(context.Context, *UpsertUsersRequest) (*UpsertUsersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpsertUsers not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUser not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteUser not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) CreateSegment(context.Context, *CreateSegmentRequest) (*CreateSegmentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateSegment not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) GetSegment(context.Context, *GetSegmentRequest) (*GetSegmentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSegment not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) ListSegments(context.Context, *ListSegmentsRequest) (*ListSegmentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSegments not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) UpdateSegment(context.Context, *UpdateSegmentRequest) (*UpdateSegmentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateSegment not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) DeleteSegment(context.Context, *DeleteSegmentRequest) (*DeleteSegmentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSegment not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) AddMembers(context.Context, *AddMembersRequest) (*AddMembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddMembers not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) RemoveMembers(context.Context, *RemoveMembersRequest) (*RemoveMembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveMembers not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) ReplaceMembers(grpc.ClientStreamingServer[ReplaceMembersRequest, ReplaceMembersResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReplaceMembers not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) GetMembers(context.Context, *GetMembersRequest) (*GetMembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMembers not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) IsMember(context.Context, *IsMemberRequest) (*IsMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IsMember not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) WatchMembership(*WatchMembershipRequest, grpc.ServerStreamingServer[WatchMembershipResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchMembership not implemented")
+}
 func (UnimplementedSegmentSyncServiceServer) mustEmbedUnimplementedSegmentSyncServiceServer() {}
 func (UnimplementedSegmentSyncServiceServer) testEmbeddedByValue()                            {}
 
@@ -68,13 +356,307 @@ func RegisterSegmentSyncServiceServer(s grpc.ServiceRegistrar, srv SegmentSyncSe
 	s.RegisterService(&SegmentSyncService_ServiceDesc, srv)
 }
 
+func _SegmentSyncService_UpsertUsers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpsertUsersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).UpsertUsers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_UpsertUsers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).UpsertUsers(ctx, req.(*UpsertUsersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_GetUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).GetUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_GetUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).GetUser(ctx, req.(*GetUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_DeleteUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).DeleteUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_DeleteUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).DeleteUser(ctx, req.(*DeleteUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_CreateSegment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateSegmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).CreateSegment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_CreateSegment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).CreateSegment(ctx, req.(*CreateSegmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_GetSegment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSegmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).GetSegment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_GetSegment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).GetSegment(ctx, req.(*GetSegmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_ListSegments_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSegmentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).ListSegments(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_ListSegments_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).ListSegments(ctx, req.(*ListSegmentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_UpdateSegment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateSegmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).UpdateSegment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_UpdateSegment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).UpdateSegment(ctx, req.(*UpdateSegmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_DeleteSegment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSegmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).DeleteSegment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_DeleteSegment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).DeleteSegment(ctx, req.(*DeleteSegmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_AddMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddMembersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).AddMembers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_AddMembers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).AddMembers(ctx, req.(*AddMembersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_RemoveMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveMembersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).RemoveMembers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_RemoveMembers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).RemoveMembers(ctx, req.(*RemoveMembersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_ReplaceMembers_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SegmentSyncServiceServer).ReplaceMembers(&grpc.GenericServerStream[ReplaceMembersRequest, ReplaceMembersResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SegmentSyncService_ReplaceMembersServer = grpc.ClientStreamingServer[ReplaceMembersRequest, ReplaceMembersResponse]
+
+func _SegmentSyncService_GetMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMembersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).GetMembers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_GetMembers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).GetMembers(ctx, req.(*GetMembersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_IsMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IsMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).IsMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_IsMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).IsMember(ctx, req.(*IsMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_WatchMembership_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchMembershipRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SegmentSyncServiceServer).WatchMembership(m, &grpc.GenericServerStream[WatchMembershipRequest, WatchMembershipResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SegmentSyncService_WatchMembershipServer = grpc.ServerStreamingServer[WatchMembershipResponse]
+
 // SegmentSyncService_ServiceDesc is the grpc.ServiceDesc for SegmentSyncService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var SegmentSyncService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "seghub.segmentsync.v1.SegmentSyncService",
 	HandlerType: (*SegmentSyncServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
-	Streams:     []grpc.StreamDesc{},
-	Metadata:    "seghub/segmentsync/v1/segmentsync.proto",
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "UpsertUsers",
+			Handler:    _SegmentSyncService_UpsertUsers_Handler,
+		},
+		{
+			MethodName: "GetUser",
+			Handler:    _SegmentSyncService_GetUser_Handler,
+		},
+		{
+			MethodName: "DeleteUser",
+			Handler:    _SegmentSyncService_DeleteUser_Handler,
+		},
+		{
+			MethodName: "CreateSegment",
+			Handler:    _SegmentSyncService_CreateSegment_Handler,
+		},
+		{
+			MethodName: "GetSegment",
+			Handler:    _SegmentSyncService_GetSegment_Handler,
+		},
+		{
+			MethodName: "ListSegments",
+			Handler:    _SegmentSyncService_ListSegments_Handler,
+		},
+		{
+			MethodName: "UpdateSegment",
+			Handler:    _SegmentSyncService_UpdateSegment_Handler,
+		},
+		{
+			MethodName: "DeleteSegment",
+			Handler:    _SegmentSyncService_DeleteSegment_Handler,
+		},
+		{
+			MethodName: "AddMembers",
+			Handler:    _SegmentSyncService_AddMembers_Handler,
+		},
+		{
+			MethodName: "RemoveMembers",
+			Handler:    _SegmentSyncService_RemoveMembers_Handler,
+		},
+		{
+			MethodName: "GetMembers",
+			Handler:    _SegmentSyncService_GetMembers_Handler,
+		},
+		{
+			MethodName: "IsMember",
+			Handler:    _SegmentSyncService_IsMember_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReplaceMembers",
+			Handler:       _SegmentSyncService_ReplaceMembers_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchMembership",
+			Handler:       _SegmentSyncService_WatchMembership_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "seghub/segmentsync/v1/segmentsync.proto",
 }
