@@ -15,9 +15,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/seghub/seghub/gen/openapi"
 	adminv1 "github.com/seghub/seghub/gen/seghub/admin/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
-	"github.com/seghub/seghub/gen/openapi"
 	"github.com/seghub/seghub/pkg/app"
 )
 
