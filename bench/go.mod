@@ -1,0 +1,7 @@
+module github.com/seghub/seghub/bench
+
+go 1.26.0
+
+replace github.com/seghub/seghub/gen => ../gen
+
+replace github.com/seghub/seghub/pkg => ../pkg
