@@ -1,0 +1,74 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"testing/fstest"
+
+	"github.com/seghub/seghub/pkg/store"
+	"github.com/seghub/seghub/pkg/store/storetest"
+)
+
+func TestRebind(t *testing.T) {
+	t.Parallel()
+	db := &store.DB{Dialect: store.Postgres}
+	if got := db.Rebind("SELECT a FROM t WHERE b = ? AND c IN (?, ?)"); got != "SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)" {
+		t.Fatalf("postgres rebind = %q", got)
+	}
+	db.Dialect = store.SQLite
+	if got := db.Rebind("x = ?"); got != "x = ?" {
+		t.Fatalf("sqlite rebind = %q", got)
+	}
+}
+
+func TestMigrateAndTransactions(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		v1 := fstest.MapFS{"001_things.sql": {Data: []byte(`CREATE TABLE things (id {{AUTOID}}, name TEXT NOT NULL UNIQUE, body {{BLOB}});`)}}
+		if err := db.Migrate(ctx, "test", v1); err != nil {
+			t.Fatal(err)
+		}
+		// Applying again is a no-op; a later version is applied on top.
+		v2 := fstest.MapFS{
+			"001_things.sql": v1["001_things.sql"],
+			"002_more.sql":   {Data: []byte(`ALTER TABLE things ADD COLUMN size BIGINT NOT NULL DEFAULT 0;`)},
+			"README.txt":     {Data: []byte("ignored")},
+		}
+		if err := db.Migrate(ctx, "test", v2); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE component = ?`, "test").Scan(&n); err != nil || n != 2 {
+			t.Fatalf("applied = %d, %v", n, err)
+		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO things (name, body, size) VALUES (?, ?, ?)`, "a", []byte{1, 2, 3}, 3); err != nil {
+			t.Fatal(err)
+		}
+		_, err := db.ExecContext(ctx, `INSERT INTO things (name, body, size) VALUES (?, ?, ?)`, "a", nil, 0)
+		if !store.IsUniqueViolation(err) {
+			t.Fatalf("duplicate name: %v, want unique violation", err)
+		}
+		// A failed transaction leaves nothing behind.
+		err = db.InTx(ctx, func(tx *store.Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO things (name) VALUES (?)`, "b"); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO things (name) VALUES (?)`, "a")
+			return err
+		})
+		if err == nil {
+			t.Fatal("transaction with a duplicate committed")
+		}
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM things`).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("rows after rollback = %d, %v", n, err)
+		}
+		var body []byte
+		if err := db.QueryRowContext(ctx, `SELECT body FROM things WHERE name = ?`, "a").Scan(&body); err != nil || len(body) != 3 {
+			t.Fatalf("blob = %v, %v", body, err)
+		}
+		bad := fstest.MapFS{"003_bad.sql": {Data: []byte(`CREATE TABLE nope (`)}}
+		if err := db.Migrate(ctx, "test", bad); err == nil {
+			t.Fatal("broken migration applied")
+		}
+	})
+}
