@@ -153,3 +153,12 @@ func Doc() string {
 	}
 	return b.String()
 }
+
+// EnvNames lists every SEGHUB_* variable seghub reads.
+func EnvNames() []string {
+	out := make([]string, len(settings))
+	for i, s := range settings {
+		out[i] = s.env
+	}
+	return out
+}
