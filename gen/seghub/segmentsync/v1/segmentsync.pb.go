@@ -11,6 +11,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -73,6 +74,235 @@ func (x Visibility) Number() protoreflect.EnumNumber {
 // Deprecated: Use Visibility.Descriptor instead.
 func (Visibility) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{0}
+}
+
+// Schedule of a sync.
+type SyncSchedule int32
+
+const (
+	SyncSchedule_SYNC_SCHEDULE_UNSPECIFIED SyncSchedule = 0
+	// "Sync now": runs once when enabled and when SyncNow is called. Unlimited.
+	SyncSchedule_SYNC_SCHEDULE_ONE_TIME SyncSchedule = 1
+	// Runs every interval (the destination's default: Appcues 1 h, CommandBar 4 h).
+	SyncSchedule_SYNC_SCHEDULE_RECURRING SyncSchedule = 2
+)
+
+// Enum value maps for SyncSchedule.
+var (
+	SyncSchedule_name = map[int32]string{
+		0: "SYNC_SCHEDULE_UNSPECIFIED",
+		1: "SYNC_SCHEDULE_ONE_TIME",
+		2: "SYNC_SCHEDULE_RECURRING",
+	}
+	SyncSchedule_value = map[string]int32{
+		"SYNC_SCHEDULE_UNSPECIFIED": 0,
+		"SYNC_SCHEDULE_ONE_TIME":    1,
+		"SYNC_SCHEDULE_RECURRING":   2,
+	}
+)
+
+func (x SyncSchedule) Enum() *SyncSchedule {
+	p := new(SyncSchedule)
+	*p = x
+	return p
+}
+
+func (x SyncSchedule) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SyncSchedule) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1].Descriptor()
+}
+
+func (SyncSchedule) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1]
+}
+
+func (x SyncSchedule) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SyncSchedule.Descriptor instead.
+func (SyncSchedule) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{1}
+}
+
+// What a sync sends.
+type SyncMode int32
+
+const (
+	SyncMode_SYNC_MODE_UNSPECIFIED SyncMode = 0
+	// Adds only; users who leave the segment stay at the destination.
+	SyncMode_SYNC_MODE_UPSERT SyncMode = 1
+	// Adds and removals: the destination mirrors the segment.
+	SyncMode_SYNC_MODE_MIRROR SyncMode = 2
+)
+
+// Enum value maps for SyncMode.
+var (
+	SyncMode_name = map[int32]string{
+		0: "SYNC_MODE_UNSPECIFIED",
+		1: "SYNC_MODE_UPSERT",
+		2: "SYNC_MODE_MIRROR",
+	}
+	SyncMode_value = map[string]int32{
+		"SYNC_MODE_UNSPECIFIED": 0,
+		"SYNC_MODE_UPSERT":      1,
+		"SYNC_MODE_MIRROR":      2,
+	}
+)
+
+func (x SyncMode) Enum() *SyncMode {
+	p := new(SyncMode)
+	*p = x
+	return p
+}
+
+func (x SyncMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SyncMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2].Descriptor()
+}
+
+func (SyncMode) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2]
+}
+
+func (x SyncMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SyncMode.Descriptor instead.
+func (SyncMode) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{2}
+}
+
+type SyncRunStatus int32
+
+const (
+	SyncRunStatus_SYNC_RUN_STATUS_UNSPECIFIED SyncRunStatus = 0
+	SyncRunStatus_SYNC_RUN_STATUS_QUEUED      SyncRunStatus = 1
+	SyncRunStatus_SYNC_RUN_STATUS_RUNNING     SyncRunStatus = 2
+	// Every identity was delivered.
+	SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED SyncRunStatus = 3
+	// The run finished but some identities failed permanently; they are retried
+	// by the next run.
+	SyncRunStatus_SYNC_RUN_STATUS_PARTIAL SyncRunStatus = 4
+	// The destination refused the run as a whole (see error).
+	SyncRunStatus_SYNC_RUN_STATUS_FAILED   SyncRunStatus = 5
+	SyncRunStatus_SYNC_RUN_STATUS_CANCELED SyncRunStatus = 6
+)
+
+// Enum value maps for SyncRunStatus.
+var (
+	SyncRunStatus_name = map[int32]string{
+		0: "SYNC_RUN_STATUS_UNSPECIFIED",
+		1: "SYNC_RUN_STATUS_QUEUED",
+		2: "SYNC_RUN_STATUS_RUNNING",
+		3: "SYNC_RUN_STATUS_SUCCEEDED",
+		4: "SYNC_RUN_STATUS_PARTIAL",
+		5: "SYNC_RUN_STATUS_FAILED",
+		6: "SYNC_RUN_STATUS_CANCELED",
+	}
+	SyncRunStatus_value = map[string]int32{
+		"SYNC_RUN_STATUS_UNSPECIFIED": 0,
+		"SYNC_RUN_STATUS_QUEUED":      1,
+		"SYNC_RUN_STATUS_RUNNING":     2,
+		"SYNC_RUN_STATUS_SUCCEEDED":   3,
+		"SYNC_RUN_STATUS_PARTIAL":     4,
+		"SYNC_RUN_STATUS_FAILED":      5,
+		"SYNC_RUN_STATUS_CANCELED":    6,
+	}
+)
+
+func (x SyncRunStatus) Enum() *SyncRunStatus {
+	p := new(SyncRunStatus)
+	*p = x
+	return p
+}
+
+func (x SyncRunStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SyncRunStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3].Descriptor()
+}
+
+func (SyncRunStatus) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3]
+}
+
+func (x SyncRunStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SyncRunStatus.Descriptor instead.
+func (SyncRunStatus) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{3}
+}
+
+type SyncRunTrigger int32
+
+const (
+	SyncRunTrigger_SYNC_RUN_TRIGGER_UNSPECIFIED SyncRunTrigger = 0
+	SyncRunTrigger_SYNC_RUN_TRIGGER_ENABLE      SyncRunTrigger = 1
+	SyncRunTrigger_SYNC_RUN_TRIGGER_MANUAL      SyncRunTrigger = 2
+	SyncRunTrigger_SYNC_RUN_TRIGGER_SCHEDULE    SyncRunTrigger = 3
+	// A full re-send before a destination's retention expires (AB Tasty: 30 days).
+	SyncRunTrigger_SYNC_RUN_TRIGGER_RETENTION_REFRESH SyncRunTrigger = 4
+	// The run that clears the destination when a sync is disabled with clear_destination.
+	SyncRunTrigger_SYNC_RUN_TRIGGER_DISABLE SyncRunTrigger = 5
+)
+
+// Enum value maps for SyncRunTrigger.
+var (
+	SyncRunTrigger_name = map[int32]string{
+		0: "SYNC_RUN_TRIGGER_UNSPECIFIED",
+		1: "SYNC_RUN_TRIGGER_ENABLE",
+		2: "SYNC_RUN_TRIGGER_MANUAL",
+		3: "SYNC_RUN_TRIGGER_SCHEDULE",
+		4: "SYNC_RUN_TRIGGER_RETENTION_REFRESH",
+		5: "SYNC_RUN_TRIGGER_DISABLE",
+	}
+	SyncRunTrigger_value = map[string]int32{
+		"SYNC_RUN_TRIGGER_UNSPECIFIED":       0,
+		"SYNC_RUN_TRIGGER_ENABLE":            1,
+		"SYNC_RUN_TRIGGER_MANUAL":            2,
+		"SYNC_RUN_TRIGGER_SCHEDULE":          3,
+		"SYNC_RUN_TRIGGER_RETENTION_REFRESH": 4,
+		"SYNC_RUN_TRIGGER_DISABLE":           5,
+	}
+)
+
+func (x SyncRunTrigger) Enum() *SyncRunTrigger {
+	p := new(SyncRunTrigger)
+	*p = x
+	return p
+}
+
+func (x SyncRunTrigger) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SyncRunTrigger) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4].Descriptor()
+}
+
+func (SyncRunTrigger) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4]
+}
+
+func (x SyncRunTrigger) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SyncRunTrigger.Descriptor instead.
+func (SyncRunTrigger) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{4}
 }
 
 // PropertyValue is a typed user property value.
@@ -2344,11 +2574,1733 @@ func (*CaughtUp) Descriptor() ([]byte, []int) {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{37}
 }
 
+type Sync struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SyncId       string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	SegmentId    string                 `protobuf:"bytes,2,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	ConnectionId string                 `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Destination type of the connection (appcues, commandbar, abtasty, webhook).
+	DestinationType string `protobuf:"bytes,4,opt,name=destination_type,json=destinationType,proto3" json:"destination_type,omitempty"`
+	// The user property whose values are the destination's user ids.
+	IdentityProperty string               `protobuf:"bytes,5,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
+	Schedule         SyncSchedule         `protobuf:"varint,6,opt,name=schedule,proto3,enum=seghub.segmentsync.v1.SyncSchedule" json:"schedule,omitempty"`
+	Interval         *durationpb.Duration `protobuf:"bytes,7,opt,name=interval,proto3" json:"interval,omitempty"`
+	Mode             SyncMode             `protobuf:"varint,8,opt,name=mode,proto3,enum=seghub.segmentsync.v1.SyncMode" json:"mode,omitempty"`
+	Enabled          bool                 `protobuf:"varint,9,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// The name the destination sees, fixed at the first successful run; empty
+	// before it. Renaming the segment later does not change it.
+	FrozenDisplayName string                 `protobuf:"bytes,10,opt,name=frozen_display_name,json=frozenDisplayName,proto3" json:"frozen_display_name,omitempty"`
+	LastSyncedTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_synced_time,json=lastSyncedTime,proto3" json:"last_synced_time,omitempty"`
+	LastStatus        SyncRunStatus          `protobuf:"varint,12,opt,name=last_status,json=lastStatus,proto3,enum=seghub.segmentsync.v1.SyncRunStatus" json:"last_status,omitempty"`
+	LastError         string                 `protobuf:"bytes,13,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	NextRunTime       *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=next_run_time,json=nextRunTime,proto3" json:"next_run_time,omitempty"`
+	// When data uploaded by the last successful run lapses at the destination
+	// (destinations with retention only, e.g. AB Tasty 30 days).
+	DataExpireTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=data_expire_time,json=dataExpireTime,proto3" json:"data_expire_time,omitempty"`
+	// Identities the destination has acknowledged and holds.
+	DeliveredCount uint64                 `protobuf:"varint,16,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
+	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Sync) Reset() {
+	*x = Sync{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sync) ProtoMessage() {}
+
+func (x *Sync) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sync.ProtoReflect.Descriptor instead.
+func (*Sync) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *Sync) GetSyncId() string {
+	if x != nil {
+		return x.SyncId
+	}
+	return ""
+}
+
+func (x *Sync) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *Sync) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *Sync) GetDestinationType() string {
+	if x != nil {
+		return x.DestinationType
+	}
+	return ""
+}
+
+func (x *Sync) GetIdentityProperty() string {
+	if x != nil {
+		return x.IdentityProperty
+	}
+	return ""
+}
+
+func (x *Sync) GetSchedule() SyncSchedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return SyncSchedule_SYNC_SCHEDULE_UNSPECIFIED
+}
+
+func (x *Sync) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *Sync) GetMode() SyncMode {
+	if x != nil {
+		return x.Mode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
+}
+
+func (x *Sync) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *Sync) GetFrozenDisplayName() string {
+	if x != nil {
+		return x.FrozenDisplayName
+	}
+	return ""
+}
+
+func (x *Sync) GetLastSyncedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSyncedTime
+	}
+	return nil
+}
+
+func (x *Sync) GetLastStatus() SyncRunStatus {
+	if x != nil {
+		return x.LastStatus
+	}
+	return SyncRunStatus_SYNC_RUN_STATUS_UNSPECIFIED
+}
+
+func (x *Sync) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Sync) GetNextRunTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRunTime
+	}
+	return nil
+}
+
+func (x *Sync) GetDataExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DataExpireTime
+	}
+	return nil
+}
+
+func (x *Sync) GetDeliveredCount() uint64 {
+	if x != nil {
+		return x.DeliveredCount
+	}
+	return 0
+}
+
+func (x *Sync) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+type SyncRun struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RunId      string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	SyncId     string                 `protobuf:"bytes,2,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	Trigger    SyncRunTrigger         `protobuf:"varint,3,opt,name=trigger,proto3,enum=seghub.segmentsync.v1.SyncRunTrigger" json:"trigger,omitempty"`
+	Status     SyncRunStatus          `protobuf:"varint,4,opt,name=status,proto3,enum=seghub.segmentsync.v1.SyncRunStatus" json:"status,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	StartTime  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	FinishTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	Added      uint64                 `protobuf:"varint,8,opt,name=added,proto3" json:"added,omitempty"`
+	Removed    uint64                 `protobuf:"varint,9,opt,name=removed,proto3" json:"removed,omitempty"`
+	// Members without a value for the identity property; never sent.
+	Unmatched uint64 `protobuf:"varint,10,opt,name=unmatched,proto3" json:"unmatched,omitempty"`
+	// Identities whose add or remove failed permanently in this run.
+	Failed uint64 `protobuf:"varint,11,opt,name=failed,proto3" json:"failed,omitempty"`
+	Error  string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	// Some of the failed identities with their reasons.
+	FailedIdentities []*FailedIdentity `protobuf:"bytes,13,rep,name=failed_identities,json=failedIdentities,proto3" json:"failed_identities,omitempty"`
+	// Identities from earlier runs' failures retried by this run.
+	Retried        uint64                 `protobuf:"varint,14,opt,name=retried,proto3" json:"retried,omitempty"`
+	DataExpireTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=data_expire_time,json=dataExpireTime,proto3" json:"data_expire_time,omitempty"`
+	TraceId        string                 `protobuf:"bytes,16,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SyncRun) Reset() {
+	*x = SyncRun{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncRun) ProtoMessage() {}
+
+func (x *SyncRun) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncRun.ProtoReflect.Descriptor instead.
+func (*SyncRun) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *SyncRun) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *SyncRun) GetSyncId() string {
+	if x != nil {
+		return x.SyncId
+	}
+	return ""
+}
+
+func (x *SyncRun) GetTrigger() SyncRunTrigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return SyncRunTrigger_SYNC_RUN_TRIGGER_UNSPECIFIED
+}
+
+func (x *SyncRun) GetStatus() SyncRunStatus {
+	if x != nil {
+		return x.Status
+	}
+	return SyncRunStatus_SYNC_RUN_STATUS_UNSPECIFIED
+}
+
+func (x *SyncRun) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *SyncRun) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *SyncRun) GetFinishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishTime
+	}
+	return nil
+}
+
+func (x *SyncRun) GetAdded() uint64 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *SyncRun) GetRemoved() uint64 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
+func (x *SyncRun) GetUnmatched() uint64 {
+	if x != nil {
+		return x.Unmatched
+	}
+	return 0
+}
+
+func (x *SyncRun) GetFailed() uint64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *SyncRun) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *SyncRun) GetFailedIdentities() []*FailedIdentity {
+	if x != nil {
+		return x.FailedIdentities
+	}
+	return nil
+}
+
+func (x *SyncRun) GetRetried() uint64 {
+	if x != nil {
+		return x.Retried
+	}
+	return 0
+}
+
+func (x *SyncRun) GetDataExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DataExpireTime
+	}
+	return nil
+}
+
+func (x *SyncRun) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+type FailedIdentity struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Identity string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Reason   string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// true for a failed removal, false for a failed add.
+	Removal       bool `protobuf:"varint,4,opt,name=removal,proto3" json:"removal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailedIdentity) Reset() {
+	*x = FailedIdentity{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailedIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailedIdentity) ProtoMessage() {}
+
+func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailedIdentity.ProtoReflect.Descriptor instead.
+func (*FailedIdentity) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FailedIdentity) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FailedIdentity) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *FailedIdentity) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *FailedIdentity) GetRemoval() bool {
+	if x != nil {
+		return x.Removal
+	}
+	return false
+}
+
+type EnableSyncRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId    string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	ConnectionId string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Empty means the connection's default identity property.
+	IdentityProperty string       `protobuf:"bytes,3,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
+	Schedule         SyncSchedule `protobuf:"varint,4,opt,name=schedule,proto3,enum=seghub.segmentsync.v1.SyncSchedule" json:"schedule,omitempty"`
+	// Recurring only; empty means the destination's default interval.
+	Interval *durationpb.Duration `protobuf:"bytes,5,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Defaults to MIRROR.
+	Mode          SyncMode `protobuf:"varint,6,opt,name=mode,proto3,enum=seghub.segmentsync.v1.SyncMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableSyncRequest) Reset() {
+	*x = EnableSyncRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableSyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableSyncRequest) ProtoMessage() {}
+
+func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableSyncRequest.ProtoReflect.Descriptor instead.
+func (*EnableSyncRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *EnableSyncRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *EnableSyncRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *EnableSyncRequest) GetIdentityProperty() string {
+	if x != nil {
+		return x.IdentityProperty
+	}
+	return ""
+}
+
+func (x *EnableSyncRequest) GetSchedule() SyncSchedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return SyncSchedule_SYNC_SCHEDULE_UNSPECIFIED
+}
+
+func (x *EnableSyncRequest) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *EnableSyncRequest) GetMode() SyncMode {
+	if x != nil {
+		return x.Mode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
+}
+
+type EnableSyncResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Sync  *Sync                  `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
+	// The first run, queued at once.
+	Run           *SyncRun `protobuf:"bytes,2,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableSyncResponse) Reset() {
+	*x = EnableSyncResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableSyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableSyncResponse) ProtoMessage() {}
+
+func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableSyncResponse.ProtoReflect.Descriptor instead.
+func (*EnableSyncResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *EnableSyncResponse) GetSync() *Sync {
+	if x != nil {
+		return x.Sync
+	}
+	return nil
+}
+
+func (x *EnableSyncResponse) GetRun() *SyncRun {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+type GetSyncRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SyncId        string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSyncRequest) Reset() {
+	*x = GetSyncRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSyncRequest) ProtoMessage() {}
+
+func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSyncRequest.ProtoReflect.Descriptor instead.
+func (*GetSyncRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GetSyncRequest) GetSyncId() string {
+	if x != nil {
+		return x.SyncId
+	}
+	return ""
+}
+
+type GetSyncResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sync          *Sync                  `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSyncResponse) Reset() {
+	*x = GetSyncResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSyncResponse) ProtoMessage() {}
+
+func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSyncResponse.ProtoReflect.Descriptor instead.
+func (*GetSyncResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *GetSyncResponse) GetSync() *Sync {
+	if x != nil {
+		return x.Sync
+	}
+	return nil
+}
+
+type ListSyncsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	ConnectionId  string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	PageSize      int32                  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSyncsRequest) Reset() {
+	*x = ListSyncsRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSyncsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSyncsRequest) ProtoMessage() {}
+
+func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSyncsRequest.ProtoReflect.Descriptor instead.
+func (*ListSyncsRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListSyncsRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *ListSyncsRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ListSyncsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSyncsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListSyncsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Syncs         []*Sync                `protobuf:"bytes,1,rep,name=syncs,proto3" json:"syncs,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSyncsResponse) Reset() {
+	*x = ListSyncsResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSyncsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSyncsResponse) ProtoMessage() {}
+
+func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSyncsResponse.ProtoReflect.Descriptor instead.
+func (*ListSyncsResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListSyncsResponse) GetSyncs() []*Sync {
+	if x != nil {
+		return x.Syncs
+	}
+	return nil
+}
+
+func (x *ListSyncsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type UpdateSyncRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	SyncId           string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	Mode             SyncMode               `protobuf:"varint,2,opt,name=mode,proto3,enum=seghub.segmentsync.v1.SyncMode" json:"mode,omitempty"`
+	Schedule         SyncSchedule           `protobuf:"varint,3,opt,name=schedule,proto3,enum=seghub.segmentsync.v1.SyncSchedule" json:"schedule,omitempty"`
+	Interval         *durationpb.Duration   `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
+	IdentityProperty *string                `protobuf:"bytes,5,opt,name=identity_property,json=identityProperty,proto3,oneof" json:"identity_property,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UpdateSyncRequest) Reset() {
+	*x = UpdateSyncRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSyncRequest) ProtoMessage() {}
+
+func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSyncRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSyncRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *UpdateSyncRequest) GetSyncId() string {
+	if x != nil {
+		return x.SyncId
+	}
+	return ""
+}
+
+func (x *UpdateSyncRequest) GetMode() SyncMode {
+	if x != nil {
+		return x.Mode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
+}
+
+func (x *UpdateSyncRequest) GetSchedule() SyncSchedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return SyncSchedule_SYNC_SCHEDULE_UNSPECIFIED
+}
+
+func (x *UpdateSyncRequest) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *UpdateSyncRequest) GetIdentityProperty() string {
+	if x != nil && x.IdentityProperty != nil {
+		return *x.IdentityProperty
+	}
+	return ""
+}
+
+type UpdateSyncResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sync          *Sync                  `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSyncResponse) Reset() {
+	*x = UpdateSyncResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSyncResponse) ProtoMessage() {}
+
+func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSyncResponse.ProtoReflect.Descriptor instead.
+func (*UpdateSyncResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *UpdateSyncResponse) GetSync() *Sync {
+	if x != nil {
+		return x.Sync
+	}
+	return nil
+}
+
+type DisableSyncRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	SyncId string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	// false (default): the schedule stops and what the destination holds is
+	// left as it is. true: a last run removes every identity this sync
+	// delivered, then the sync stops.
+	ClearDestination bool `protobuf:"varint,2,opt,name=clear_destination,json=clearDestination,proto3" json:"clear_destination,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DisableSyncRequest) Reset() {
+	*x = DisableSyncRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableSyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableSyncRequest) ProtoMessage() {}
+
+func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableSyncRequest.ProtoReflect.Descriptor instead.
+func (*DisableSyncRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *DisableSyncRequest) GetSyncId() string {
+	if x != nil {
+		return x.SyncId
+	}
+	return ""
+}
+
+func (x *DisableSyncRequest) GetClearDestination() bool {
+	if x != nil {
+		return x.ClearDestination
+	}
+	return false
+}
+
+type DisableSyncResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Sync  *Sync                  `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
+	// The clearing run, when clear_destination was set.
+	Run           *SyncRun `protobuf:"bytes,2,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableSyncResponse) Reset() {
+	*x = DisableSyncResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableSyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableSyncResponse) ProtoMessage() {}
+
+func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableSyncResponse.ProtoReflect.Descriptor instead.
+func (*DisableSyncResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DisableSyncResponse) GetSync() *Sync {
+	if x != nil {
+		return x.Sync
+	}
+	return nil
+}
+
+func (x *DisableSyncResponse) GetRun() *SyncRun {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+type SyncNowRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SyncId        string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncNowRequest) Reset() {
+	*x = SyncNowRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncNowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncNowRequest) ProtoMessage() {}
+
+func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncNowRequest.ProtoReflect.Descriptor instead.
+func (*SyncNowRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *SyncNowRequest) GetSyncId() string {
+	if x != nil {
+		return x.SyncId
+	}
+	return ""
+}
+
+type SyncNowResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *SyncRun               `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncNowResponse) Reset() {
+	*x = SyncNowResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncNowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncNowResponse) ProtoMessage() {}
+
+func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncNowResponse.ProtoReflect.Descriptor instead.
+func (*SyncNowResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *SyncNowResponse) GetRun() *SyncRun {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+type ListSyncRunsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SyncId        string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSyncRunsRequest) Reset() {
+	*x = ListSyncRunsRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSyncRunsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSyncRunsRequest) ProtoMessage() {}
+
+func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSyncRunsRequest.ProtoReflect.Descriptor instead.
+func (*ListSyncRunsRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListSyncRunsRequest) GetSyncId() string {
+	if x != nil {
+		return x.SyncId
+	}
+	return ""
+}
+
+func (x *ListSyncRunsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSyncRunsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListSyncRunsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*SyncRun             `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSyncRunsResponse) Reset() {
+	*x = ListSyncRunsResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSyncRunsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSyncRunsResponse) ProtoMessage() {}
+
+func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSyncRunsResponse.ProtoReflect.Descriptor instead.
+func (*ListSyncRunsResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ListSyncRunsResponse) GetRuns() []*SyncRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+func (x *ListSyncRunsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type DryRunRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	SyncId string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	// How many example identities of each kind to return (at most 100).
+	SampleSize    int32 `protobuf:"varint,2,opt,name=sample_size,json=sampleSize,proto3" json:"sample_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DryRunRequest) Reset() {
+	*x = DryRunRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DryRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DryRunRequest) ProtoMessage() {}
+
+func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DryRunRequest.ProtoReflect.Descriptor instead.
+func (*DryRunRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *DryRunRequest) GetSyncId() string {
+	if x != nil {
+		return x.SyncId
+	}
+	return ""
+}
+
+func (x *DryRunRequest) GetSampleSize() int32 {
+	if x != nil {
+		return x.SampleSize
+	}
+	return 0
+}
+
+type DryRunResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ToAdd     uint64                 `protobuf:"varint,1,opt,name=to_add,json=toAdd,proto3" json:"to_add,omitempty"`
+	ToRemove  uint64                 `protobuf:"varint,2,opt,name=to_remove,json=toRemove,proto3" json:"to_remove,omitempty"`
+	Unmatched uint64                 `protobuf:"varint,3,opt,name=unmatched,proto3" json:"unmatched,omitempty"`
+	// Earlier failures the next run would retry.
+	ToRetry        uint64   `protobuf:"varint,4,opt,name=to_retry,json=toRetry,proto3" json:"to_retry,omitempty"`
+	SampleAdds     []string `protobuf:"bytes,5,rep,name=sample_adds,json=sampleAdds,proto3" json:"sample_adds,omitempty"`
+	SampleRemoves  []string `protobuf:"bytes,6,rep,name=sample_removes,json=sampleRemoves,proto3" json:"sample_removes,omitempty"`
+	SegmentVersion int64    `protobuf:"varint,7,opt,name=segment_version,json=segmentVersion,proto3" json:"segment_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DryRunResponse) Reset() {
+	*x = DryRunResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DryRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DryRunResponse) ProtoMessage() {}
+
+func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DryRunResponse.ProtoReflect.Descriptor instead.
+func (*DryRunResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *DryRunResponse) GetToAdd() uint64 {
+	if x != nil {
+		return x.ToAdd
+	}
+	return 0
+}
+
+func (x *DryRunResponse) GetToRemove() uint64 {
+	if x != nil {
+		return x.ToRemove
+	}
+	return 0
+}
+
+func (x *DryRunResponse) GetUnmatched() uint64 {
+	if x != nil {
+		return x.Unmatched
+	}
+	return 0
+}
+
+func (x *DryRunResponse) GetToRetry() uint64 {
+	if x != nil {
+		return x.ToRetry
+	}
+	return 0
+}
+
+func (x *DryRunResponse) GetSampleAdds() []string {
+	if x != nil {
+		return x.SampleAdds
+	}
+	return nil
+}
+
+func (x *DryRunResponse) GetSampleRemoves() []string {
+	if x != nil {
+		return x.SampleRemoves
+	}
+	return nil
+}
+
+func (x *DryRunResponse) GetSegmentVersion() int64 {
+	if x != nil {
+		return x.SegmentVersion
+	}
+	return 0
+}
+
+type ReceiveSegmentWebhookRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// The signature header as received (e.g. Heap-Hash: "ts:<unix>,hmac:<hex>").
+	Signature string `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The raw request body, exactly as received (the signature covers it).
+	Body          []byte `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveSegmentWebhookRequest) Reset() {
+	*x = ReceiveSegmentWebhookRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveSegmentWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveSegmentWebhookRequest) ProtoMessage() {}
+
+func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveSegmentWebhookRequest.ProtoReflect.Descriptor instead.
+func (*ReceiveSegmentWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ReceiveSegmentWebhookRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ReceiveSegmentWebhookRequest) GetSignature() string {
+	if x != nil {
+		return x.Signature
+	}
+	return ""
+}
+
+func (x *ReceiveSegmentWebhookRequest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+type ReceiveSegmentWebhookResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	SyncTaskId    string                 `protobuf:"bytes,2,opt,name=sync_task_id,json=syncTaskId,proto3" json:"sync_task_id,omitempty"`
+	PagesReceived uint32                 `protobuf:"varint,3,opt,name=pages_received,json=pagesReceived,proto3" json:"pages_received,omitempty"`
+	TotalPages    uint32                 `protobuf:"varint,4,opt,name=total_pages,json=totalPages,proto3" json:"total_pages,omitempty"`
+	// True once the last page arrived and the task was applied.
+	Applied       bool `protobuf:"varint,5,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveSegmentWebhookResponse) Reset() {
+	*x = ReceiveSegmentWebhookResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveSegmentWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveSegmentWebhookResponse) ProtoMessage() {}
+
+func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveSegmentWebhookResponse.ProtoReflect.Descriptor instead.
+func (*ReceiveSegmentWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ReceiveSegmentWebhookResponse) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *ReceiveSegmentWebhookResponse) GetSyncTaskId() string {
+	if x != nil {
+		return x.SyncTaskId
+	}
+	return ""
+}
+
+func (x *ReceiveSegmentWebhookResponse) GetPagesReceived() uint32 {
+	if x != nil {
+		return x.PagesReceived
+	}
+	return 0
+}
+
+func (x *ReceiveSegmentWebhookResponse) GetTotalPages() uint32 {
+	if x != nil {
+		return x.TotalPages
+	}
+	return 0
+}
+
+func (x *ReceiveSegmentWebhookResponse) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+type InboundSyncTask struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId      string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	SyncTaskId        string                 `protobuf:"bytes,2,opt,name=sync_task_id,json=syncTaskId,proto3" json:"sync_task_id,omitempty"`
+	SegmentId         string                 `protobuf:"bytes,3,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	ExternalSegmentId string                 `protobuf:"bytes,4,opt,name=external_segment_id,json=externalSegmentId,proto3" json:"external_segment_id,omitempty"`
+	PagesReceived     uint32                 `protobuf:"varint,5,opt,name=pages_received,json=pagesReceived,proto3" json:"pages_received,omitempty"`
+	TotalPages        uint32                 `protobuf:"varint,6,opt,name=total_pages,json=totalPages,proto3" json:"total_pages,omitempty"`
+	Adds              uint64                 `protobuf:"varint,7,opt,name=adds,proto3" json:"adds,omitempty"`
+	Removes           uint64                 `protobuf:"varint,8,opt,name=removes,proto3" json:"removes,omitempty"`
+	Applied           bool                   `protobuf:"varint,9,opt,name=applied,proto3" json:"applied,omitempty"`
+	FirstPageTime     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=first_page_time,json=firstPageTime,proto3" json:"first_page_time,omitempty"`
+	AppliedTime       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=applied_time,json=appliedTime,proto3" json:"applied_time,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *InboundSyncTask) Reset() {
+	*x = InboundSyncTask{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboundSyncTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboundSyncTask) ProtoMessage() {}
+
+func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboundSyncTask.ProtoReflect.Descriptor instead.
+func (*InboundSyncTask) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *InboundSyncTask) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *InboundSyncTask) GetSyncTaskId() string {
+	if x != nil {
+		return x.SyncTaskId
+	}
+	return ""
+}
+
+func (x *InboundSyncTask) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *InboundSyncTask) GetExternalSegmentId() string {
+	if x != nil {
+		return x.ExternalSegmentId
+	}
+	return ""
+}
+
+func (x *InboundSyncTask) GetPagesReceived() uint32 {
+	if x != nil {
+		return x.PagesReceived
+	}
+	return 0
+}
+
+func (x *InboundSyncTask) GetTotalPages() uint32 {
+	if x != nil {
+		return x.TotalPages
+	}
+	return 0
+}
+
+func (x *InboundSyncTask) GetAdds() uint64 {
+	if x != nil {
+		return x.Adds
+	}
+	return 0
+}
+
+func (x *InboundSyncTask) GetRemoves() uint64 {
+	if x != nil {
+		return x.Removes
+	}
+	return 0
+}
+
+func (x *InboundSyncTask) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *InboundSyncTask) GetFirstPageTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstPageTime
+	}
+	return nil
+}
+
+func (x *InboundSyncTask) GetAppliedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AppliedTime
+	}
+	return nil
+}
+
+type ListInboundSyncTasksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInboundSyncTasksRequest) Reset() {
+	*x = ListInboundSyncTasksRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInboundSyncTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInboundSyncTasksRequest) ProtoMessage() {}
+
+func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInboundSyncTasksRequest.ProtoReflect.Descriptor instead.
+func (*ListInboundSyncTasksRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ListInboundSyncTasksRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ListInboundSyncTasksRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListInboundSyncTasksRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListInboundSyncTasksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tasks         []*InboundSyncTask     `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Requests refused (bad signature, stale timestamp, malformed body).
+	RejectedRequests uint64 `protobuf:"varint,3,opt,name=rejected_requests,json=rejectedRequests,proto3" json:"rejected_requests,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ListInboundSyncTasksResponse) Reset() {
+	*x = ListInboundSyncTasksResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInboundSyncTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInboundSyncTasksResponse) ProtoMessage() {}
+
+func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInboundSyncTasksResponse.ProtoReflect.Descriptor instead.
+func (*ListInboundSyncTasksResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ListInboundSyncTasksResponse) GetTasks() []*InboundSyncTask {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *ListInboundSyncTasksResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListInboundSyncTasksResponse) GetRejectedRequests() uint64 {
+	if x != nil {
+		return x.RejectedRequests
+	}
+	return 0
+}
+
 var File_seghub_segmentsync_v1_segmentsync_proto protoreflect.FileDescriptor
 
 const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
-	"'seghub/segmentsync/v1/segmentsync.proto\x12\x15seghub.segmentsync.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xea\x01\n" +
+	"'seghub/segmentsync/v1/segmentsync.proto\x12\x15seghub.segmentsync.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xea\x01\n" +
 	"\rPropertyValue\x12#\n" +
 	"\fstring_value\x18\x01 \x01(\tH\x00R\vstringValue\x12#\n" +
 	"\fnumber_value\x18\x02 \x01(\x01H\x00R\vnumberValue\x12\x1f\n" +
@@ -2524,12 +4476,187 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\"\n" +
 	"\n" +
-	"\bCaughtUp*W\n" +
+	"\bCaughtUp\"\xca\x06\n" +
+	"\x04Sync\x12\x17\n" +
+	"\async_id\x18\x01 \x01(\tR\x06syncId\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x02 \x01(\tR\tsegmentId\x12#\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12)\n" +
+	"\x10destination_type\x18\x04 \x01(\tR\x0fdestinationType\x12+\n" +
+	"\x11identity_property\x18\x05 \x01(\tR\x10identityProperty\x12?\n" +
+	"\bschedule\x18\x06 \x01(\x0e2#.seghub.segmentsync.v1.SyncScheduleR\bschedule\x125\n" +
+	"\binterval\x18\a \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
+	"\x04mode\x18\b \x01(\x0e2\x1f.seghub.segmentsync.v1.SyncModeR\x04mode\x12\x18\n" +
+	"\aenabled\x18\t \x01(\bR\aenabled\x12.\n" +
+	"\x13frozen_display_name\x18\n" +
+	" \x01(\tR\x11frozenDisplayName\x12D\n" +
+	"\x10last_synced_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0elastSyncedTime\x12E\n" +
+	"\vlast_status\x18\f \x01(\x0e2$.seghub.segmentsync.v1.SyncRunStatusR\n" +
+	"lastStatus\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\r \x01(\tR\tlastError\x12>\n" +
+	"\rnext_run_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vnextRunTime\x12D\n" +
+	"\x10data_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0edataExpireTime\x12'\n" +
+	"\x0fdelivered_count\x18\x10 \x01(\x04R\x0edeliveredCount\x12;\n" +
+	"\vcreate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\xb8\x05\n" +
+	"\aSyncRun\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
+	"\async_id\x18\x02 \x01(\tR\x06syncId\x12?\n" +
+	"\atrigger\x18\x03 \x01(\x0e2%.seghub.segmentsync.v1.SyncRunTriggerR\atrigger\x12<\n" +
+	"\x06status\x18\x04 \x01(\x0e2$.seghub.segmentsync.v1.SyncRunStatusR\x06status\x12;\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x129\n" +
+	"\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
+	"\vfinish_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishTime\x12\x14\n" +
+	"\x05added\x18\b \x01(\x04R\x05added\x12\x18\n" +
+	"\aremoved\x18\t \x01(\x04R\aremoved\x12\x1c\n" +
+	"\tunmatched\x18\n" +
+	" \x01(\x04R\tunmatched\x12\x16\n" +
+	"\x06failed\x18\v \x01(\x04R\x06failed\x12\x14\n" +
+	"\x05error\x18\f \x01(\tR\x05error\x12R\n" +
+	"\x11failed_identities\x18\r \x03(\v2%.seghub.segmentsync.v1.FailedIdentityR\x10failedIdentities\x12\x18\n" +
+	"\aretried\x18\x0e \x01(\x04R\aretried\x12D\n" +
+	"\x10data_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0edataExpireTime\x12\x19\n" +
+	"\btrace_id\x18\x10 \x01(\tR\atraceId\"w\n" +
+	"\x0eFailedIdentity\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\aremoval\x18\x04 \x01(\bR\aremoval\"\xb1\x02\n" +
+	"\x11EnableSyncRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12#\n" +
+	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12+\n" +
+	"\x11identity_property\x18\x03 \x01(\tR\x10identityProperty\x12?\n" +
+	"\bschedule\x18\x04 \x01(\x0e2#.seghub.segmentsync.v1.SyncScheduleR\bschedule\x125\n" +
+	"\binterval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
+	"\x04mode\x18\x06 \x01(\x0e2\x1f.seghub.segmentsync.v1.SyncModeR\x04mode\"w\n" +
+	"\x12EnableSyncResponse\x12/\n" +
+	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\x120\n" +
+	"\x03run\x18\x02 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\")\n" +
+	"\x0eGetSyncRequest\x12\x17\n" +
+	"\async_id\x18\x01 \x01(\tR\x06syncId\"B\n" +
+	"\x0fGetSyncResponse\x12/\n" +
+	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\"\x92\x01\n" +
+	"\x10ListSyncsRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12#\n" +
+	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"n\n" +
+	"\x11ListSyncsResponse\x121\n" +
+	"\x05syncs\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.SyncR\x05syncs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa1\x02\n" +
+	"\x11UpdateSyncRequest\x12\x17\n" +
+	"\async_id\x18\x01 \x01(\tR\x06syncId\x123\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x1f.seghub.segmentsync.v1.SyncModeR\x04mode\x12?\n" +
+	"\bschedule\x18\x03 \x01(\x0e2#.seghub.segmentsync.v1.SyncScheduleR\bschedule\x125\n" +
+	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\binterval\x120\n" +
+	"\x11identity_property\x18\x05 \x01(\tH\x00R\x10identityProperty\x88\x01\x01B\x14\n" +
+	"\x12_identity_property\"E\n" +
+	"\x12UpdateSyncResponse\x12/\n" +
+	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\"Z\n" +
+	"\x12DisableSyncRequest\x12\x17\n" +
+	"\async_id\x18\x01 \x01(\tR\x06syncId\x12+\n" +
+	"\x11clear_destination\x18\x02 \x01(\bR\x10clearDestination\"x\n" +
+	"\x13DisableSyncResponse\x12/\n" +
+	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\x120\n" +
+	"\x03run\x18\x02 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\")\n" +
+	"\x0eSyncNowRequest\x12\x17\n" +
+	"\async_id\x18\x01 \x01(\tR\x06syncId\"C\n" +
+	"\x0fSyncNowResponse\x120\n" +
+	"\x03run\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\"j\n" +
+	"\x13ListSyncRunsRequest\x12\x17\n" +
+	"\async_id\x18\x01 \x01(\tR\x06syncId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"r\n" +
+	"\x14ListSyncRunsResponse\x122\n" +
+	"\x04runs\x18\x01 \x03(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x04runs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"I\n" +
+	"\rDryRunRequest\x12\x17\n" +
+	"\async_id\x18\x01 \x01(\tR\x06syncId\x12\x1f\n" +
+	"\vsample_size\x18\x02 \x01(\x05R\n" +
+	"sampleSize\"\xee\x01\n" +
+	"\x0eDryRunResponse\x12\x15\n" +
+	"\x06to_add\x18\x01 \x01(\x04R\x05toAdd\x12\x1b\n" +
+	"\tto_remove\x18\x02 \x01(\x04R\btoRemove\x12\x1c\n" +
+	"\tunmatched\x18\x03 \x01(\x04R\tunmatched\x12\x19\n" +
+	"\bto_retry\x18\x04 \x01(\x04R\atoRetry\x12\x1f\n" +
+	"\vsample_adds\x18\x05 \x03(\tR\n" +
+	"sampleAdds\x12%\n" +
+	"\x0esample_removes\x18\x06 \x03(\tR\rsampleRemoves\x12'\n" +
+	"\x0fsegment_version\x18\a \x01(\x03R\x0esegmentVersion\"u\n" +
+	"\x1cReceiveSegmentWebhookRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\tR\tsignature\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\"\xc2\x01\n" +
+	"\x1dReceiveSegmentWebhookResponse\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12 \n" +
+	"\fsync_task_id\x18\x02 \x01(\tR\n" +
+	"syncTaskId\x12%\n" +
+	"\x0epages_received\x18\x03 \x01(\rR\rpagesReceived\x12\x1f\n" +
+	"\vtotal_pages\x18\x04 \x01(\rR\n" +
+	"totalPages\x12\x18\n" +
+	"\aapplied\x18\x05 \x01(\bR\aapplied\"\xba\x03\n" +
+	"\x0fInboundSyncTask\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12 \n" +
+	"\fsync_task_id\x18\x02 \x01(\tR\n" +
+	"syncTaskId\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x03 \x01(\tR\tsegmentId\x12.\n" +
+	"\x13external_segment_id\x18\x04 \x01(\tR\x11externalSegmentId\x12%\n" +
+	"\x0epages_received\x18\x05 \x01(\rR\rpagesReceived\x12\x1f\n" +
+	"\vtotal_pages\x18\x06 \x01(\rR\n" +
+	"totalPages\x12\x12\n" +
+	"\x04adds\x18\a \x01(\x04R\x04adds\x12\x18\n" +
+	"\aremoves\x18\b \x01(\x04R\aremoves\x12\x18\n" +
+	"\aapplied\x18\t \x01(\bR\aapplied\x12B\n" +
+	"\x0ffirst_page_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\rfirstPageTime\x12=\n" +
+	"\fapplied_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vappliedTime\"~\n" +
+	"\x1bListInboundSyncTasksRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xb1\x01\n" +
+	"\x1cListInboundSyncTasksResponse\x12<\n" +
+	"\x05tasks\x18\x01 \x03(\v2&.seghub.segmentsync.v1.InboundSyncTaskR\x05tasks\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12+\n" +
+	"\x11rejected_requests\x18\x03 \x01(\x04R\x10rejectedRequests*W\n" +
 	"\n" +
 	"Visibility\x12\x1a\n" +
 	"\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11VISIBILITY_PUBLIC\x10\x01\x12\x16\n" +
-	"\x12VISIBILITY_PRIVATE\x10\x022\xbb\x0f\n" +
+	"\x12VISIBILITY_PRIVATE\x10\x02*f\n" +
+	"\fSyncSchedule\x12\x1d\n" +
+	"\x19SYNC_SCHEDULE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16SYNC_SCHEDULE_ONE_TIME\x10\x01\x12\x1b\n" +
+	"\x17SYNC_SCHEDULE_RECURRING\x10\x02*Q\n" +
+	"\bSyncMode\x12\x19\n" +
+	"\x15SYNC_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10SYNC_MODE_UPSERT\x10\x01\x12\x14\n" +
+	"\x10SYNC_MODE_MIRROR\x10\x02*\xdf\x01\n" +
+	"\rSyncRunStatus\x12\x1f\n" +
+	"\x1bSYNC_RUN_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16SYNC_RUN_STATUS_QUEUED\x10\x01\x12\x1b\n" +
+	"\x17SYNC_RUN_STATUS_RUNNING\x10\x02\x12\x1d\n" +
+	"\x19SYNC_RUN_STATUS_SUCCEEDED\x10\x03\x12\x1b\n" +
+	"\x17SYNC_RUN_STATUS_PARTIAL\x10\x04\x12\x1a\n" +
+	"\x16SYNC_RUN_STATUS_FAILED\x10\x05\x12\x1c\n" +
+	"\x18SYNC_RUN_STATUS_CANCELED\x10\x06*\xd1\x01\n" +
+	"\x0eSyncRunTrigger\x12 \n" +
+	"\x1cSYNC_RUN_TRIGGER_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17SYNC_RUN_TRIGGER_ENABLE\x10\x01\x12\x1b\n" +
+	"\x17SYNC_RUN_TRIGGER_MANUAL\x10\x02\x12\x1d\n" +
+	"\x19SYNC_RUN_TRIGGER_SCHEDULE\x10\x03\x12&\n" +
+	"\"SYNC_RUN_TRIGGER_RETENTION_REFRESH\x10\x04\x12\x1c\n" +
+	"\x18SYNC_RUN_TRIGGER_DISABLE\x10\x052\x9c\x1a\n" +
 	"\x12SegmentSyncService\x12\x85\x01\n" +
 	"\vUpsertUsers\x12).seghub.segmentsync.v1.UpsertUsersRequest\x1a*.seghub.segmentsync.v1.UpsertUsersResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/users:upsert\x12y\n" +
 	"\aGetUser\x12%.seghub.segmentsync.v1.GetUserRequest\x1a&.seghub.segmentsync.v1.GetUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12\x82\x01\n" +
@@ -2548,7 +4675,19 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"GetMembers\x12(.seghub.segmentsync.v1.GetMembersRequest\x1a).seghub.segmentsync.v1.GetMembersResponse\"-\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02#\x12!/v1/segments/{segment_id}/members\x12\x94\x01\n" +
 	"\bIsMember\x12&.seghub.segmentsync.v1.IsMemberRequest\x1a'.seghub.segmentsync.v1.IsMemberResponse\"7\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02-\x12+/v1/segments/{segment_id}/members/{user_id}\x12x\n" +
-	"\x0fWatchMembership\x12-.seghub.segmentsync.v1.WatchMembershipRequest\x1a..seghub.segmentsync.v1.WatchMembershipResponse\"\x04\xe8\xe0\x18\x030\x01B\xe5\x01\n" +
+	"\x0fWatchMembership\x12-.seghub.segmentsync.v1.WatchMembershipRequest\x1a..seghub.segmentsync.v1.WatchMembershipResponse\"\x04\xe8\xe0\x18\x030\x01\x12{\n" +
+	"\n" +
+	"EnableSync\x12(.seghub.segmentsync.v1.EnableSyncRequest\x1a).seghub.segmentsync.v1.EnableSyncResponse\"\x18\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/syncs\x12y\n" +
+	"\aGetSync\x12%.seghub.segmentsync.v1.GetSyncRequest\x1a&.seghub.segmentsync.v1.GetSyncResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/syncs/{sync_id}\x12u\n" +
+	"\tListSyncs\x12'.seghub.segmentsync.v1.ListSyncsRequest\x1a(.seghub.segmentsync.v1.ListSyncsResponse\"\x15\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\v\x12\t/v1/syncs\x12\x85\x01\n" +
+	"\n" +
+	"UpdateSync\x12(.seghub.segmentsync.v1.UpdateSyncRequest\x1a).seghub.segmentsync.v1.UpdateSyncResponse\"\"\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x18:\x01*2\x13/v1/syncs/{sync_id}\x12\x90\x01\n" +
+	"\vDisableSync\x12).seghub.segmentsync.v1.DisableSyncRequest\x1a*.seghub.segmentsync.v1.DisableSyncResponse\"*\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/syncs/{sync_id}:disable\x12\x80\x01\n" +
+	"\aSyncNow\x12%.seghub.segmentsync.v1.SyncNowRequest\x1a&.seghub.segmentsync.v1.SyncNowResponse\"&\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/syncs/{sync_id}:run\x12\x8d\x01\n" +
+	"\fListSyncRuns\x12*.seghub.segmentsync.v1.ListSyncRunsRequest\x1a+.seghub.segmentsync.v1.ListSyncRunsResponse\"$\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/syncs/{sync_id}/runs\x12\x80\x01\n" +
+	"\x06DryRun\x12$.seghub.segmentsync.v1.DryRunRequest\x1a%.seghub.segmentsync.v1.DryRunResponse\")\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/syncs/{sync_id}:dryRun\x12\x88\x01\n" +
+	"\x15ReceiveSegmentWebhook\x123.seghub.segmentsync.v1.ReceiveSegmentWebhookRequest\x1a4.seghub.segmentsync.v1.ReceiveSegmentWebhookResponse\"\x04\xe8\xe0\x18\x03\x12\xb3\x01\n" +
+	"\x14ListInboundSyncTasks\x122.seghub.segmentsync.v1.ListInboundSyncTasksRequest\x1a3.seghub.segmentsync.v1.ListInboundSyncTasksResponse\"2\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02(\x12&/v1/sources/{connection_id}/sync-tasksB\xe5\x01\n" +
 	"\x19com.seghub.segmentsync.v1B\x10SegmentsyncProtoP\x01Z@github.com/seghub/seghub/gen/seghub/segmentsync/v1;segmentsyncv1\xa2\x02\x03SSX\xaa\x02\x15Seghub.Segmentsync.V1\xca\x02\x15Seghub\\Segmentsync\\V1\xe2\x02!Seghub\\Segmentsync\\V1\\GPBMetadata\xea\x02\x17Seghub::Segmentsync::V1b\x06proto3"
 
 var (
@@ -2563,113 +4702,195 @@ func file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP() []byte {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescData
 }
 
-var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
-	(Visibility)(0),                 // 0: seghub.segmentsync.v1.Visibility
-	(*PropertyValue)(nil),           // 1: seghub.segmentsync.v1.PropertyValue
-	(*User)(nil),                    // 2: seghub.segmentsync.v1.User
-	(*Segment)(nil),                 // 3: seghub.segmentsync.v1.Segment
-	(*UpsertUsersRequest)(nil),      // 4: seghub.segmentsync.v1.UpsertUsersRequest
-	(*UpsertUsersResponse)(nil),     // 5: seghub.segmentsync.v1.UpsertUsersResponse
-	(*GetUserRequest)(nil),          // 6: seghub.segmentsync.v1.GetUserRequest
-	(*GetUserResponse)(nil),         // 7: seghub.segmentsync.v1.GetUserResponse
-	(*DeleteUserRequest)(nil),       // 8: seghub.segmentsync.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),      // 9: seghub.segmentsync.v1.DeleteUserResponse
-	(*CreateSegmentRequest)(nil),    // 10: seghub.segmentsync.v1.CreateSegmentRequest
-	(*CreateSegmentResponse)(nil),   // 11: seghub.segmentsync.v1.CreateSegmentResponse
-	(*GetSegmentRequest)(nil),       // 12: seghub.segmentsync.v1.GetSegmentRequest
-	(*GetSegmentResponse)(nil),      // 13: seghub.segmentsync.v1.GetSegmentResponse
-	(*ListSegmentsRequest)(nil),     // 14: seghub.segmentsync.v1.ListSegmentsRequest
-	(*ListSegmentsResponse)(nil),    // 15: seghub.segmentsync.v1.ListSegmentsResponse
-	(*UpdateSegmentRequest)(nil),    // 16: seghub.segmentsync.v1.UpdateSegmentRequest
-	(*UpdateSegmentResponse)(nil),   // 17: seghub.segmentsync.v1.UpdateSegmentResponse
-	(*DeleteSegmentRequest)(nil),    // 18: seghub.segmentsync.v1.DeleteSegmentRequest
-	(*DeleteSegmentResponse)(nil),   // 19: seghub.segmentsync.v1.DeleteSegmentResponse
-	(*AddMembersRequest)(nil),       // 20: seghub.segmentsync.v1.AddMembersRequest
-	(*AddMembersResponse)(nil),      // 21: seghub.segmentsync.v1.AddMembersResponse
-	(*RemoveMembersRequest)(nil),    // 22: seghub.segmentsync.v1.RemoveMembersRequest
-	(*RemoveMembersResponse)(nil),   // 23: seghub.segmentsync.v1.RemoveMembersResponse
-	(*ReplaceMembersRequest)(nil),   // 24: seghub.segmentsync.v1.ReplaceMembersRequest
-	(*ReplaceMembersResponse)(nil),  // 25: seghub.segmentsync.v1.ReplaceMembersResponse
-	(*GetMembersRequest)(nil),       // 26: seghub.segmentsync.v1.GetMembersRequest
-	(*GetMembersResponse)(nil),      // 27: seghub.segmentsync.v1.GetMembersResponse
-	(*IsMemberRequest)(nil),         // 28: seghub.segmentsync.v1.IsMemberRequest
-	(*IsMemberResponse)(nil),        // 29: seghub.segmentsync.v1.IsMemberResponse
-	(*WatchMembershipRequest)(nil),  // 30: seghub.segmentsync.v1.WatchMembershipRequest
-	(*WatchMembershipResponse)(nil), // 31: seghub.segmentsync.v1.WatchMembershipResponse
-	(*SnapshotStart)(nil),           // 32: seghub.segmentsync.v1.SnapshotStart
-	(*UserBatch)(nil),               // 33: seghub.segmentsync.v1.UserBatch
-	(*UsersDeleted)(nil),            // 34: seghub.segmentsync.v1.UsersDeleted
-	(*SegmentState)(nil),            // 35: seghub.segmentsync.v1.SegmentState
-	(*MembershipChange)(nil),        // 36: seghub.segmentsync.v1.MembershipChange
-	(*SegmentDeleted)(nil),          // 37: seghub.segmentsync.v1.SegmentDeleted
-	(*CaughtUp)(nil),                // 38: seghub.segmentsync.v1.CaughtUp
-	nil,                             // 39: seghub.segmentsync.v1.User.PropertiesEntry
-	nil,                             // 40: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
+	(Visibility)(0),                       // 0: seghub.segmentsync.v1.Visibility
+	(SyncSchedule)(0),                     // 1: seghub.segmentsync.v1.SyncSchedule
+	(SyncMode)(0),                         // 2: seghub.segmentsync.v1.SyncMode
+	(SyncRunStatus)(0),                    // 3: seghub.segmentsync.v1.SyncRunStatus
+	(SyncRunTrigger)(0),                   // 4: seghub.segmentsync.v1.SyncRunTrigger
+	(*PropertyValue)(nil),                 // 5: seghub.segmentsync.v1.PropertyValue
+	(*User)(nil),                          // 6: seghub.segmentsync.v1.User
+	(*Segment)(nil),                       // 7: seghub.segmentsync.v1.Segment
+	(*UpsertUsersRequest)(nil),            // 8: seghub.segmentsync.v1.UpsertUsersRequest
+	(*UpsertUsersResponse)(nil),           // 9: seghub.segmentsync.v1.UpsertUsersResponse
+	(*GetUserRequest)(nil),                // 10: seghub.segmentsync.v1.GetUserRequest
+	(*GetUserResponse)(nil),               // 11: seghub.segmentsync.v1.GetUserResponse
+	(*DeleteUserRequest)(nil),             // 12: seghub.segmentsync.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),            // 13: seghub.segmentsync.v1.DeleteUserResponse
+	(*CreateSegmentRequest)(nil),          // 14: seghub.segmentsync.v1.CreateSegmentRequest
+	(*CreateSegmentResponse)(nil),         // 15: seghub.segmentsync.v1.CreateSegmentResponse
+	(*GetSegmentRequest)(nil),             // 16: seghub.segmentsync.v1.GetSegmentRequest
+	(*GetSegmentResponse)(nil),            // 17: seghub.segmentsync.v1.GetSegmentResponse
+	(*ListSegmentsRequest)(nil),           // 18: seghub.segmentsync.v1.ListSegmentsRequest
+	(*ListSegmentsResponse)(nil),          // 19: seghub.segmentsync.v1.ListSegmentsResponse
+	(*UpdateSegmentRequest)(nil),          // 20: seghub.segmentsync.v1.UpdateSegmentRequest
+	(*UpdateSegmentResponse)(nil),         // 21: seghub.segmentsync.v1.UpdateSegmentResponse
+	(*DeleteSegmentRequest)(nil),          // 22: seghub.segmentsync.v1.DeleteSegmentRequest
+	(*DeleteSegmentResponse)(nil),         // 23: seghub.segmentsync.v1.DeleteSegmentResponse
+	(*AddMembersRequest)(nil),             // 24: seghub.segmentsync.v1.AddMembersRequest
+	(*AddMembersResponse)(nil),            // 25: seghub.segmentsync.v1.AddMembersResponse
+	(*RemoveMembersRequest)(nil),          // 26: seghub.segmentsync.v1.RemoveMembersRequest
+	(*RemoveMembersResponse)(nil),         // 27: seghub.segmentsync.v1.RemoveMembersResponse
+	(*ReplaceMembersRequest)(nil),         // 28: seghub.segmentsync.v1.ReplaceMembersRequest
+	(*ReplaceMembersResponse)(nil),        // 29: seghub.segmentsync.v1.ReplaceMembersResponse
+	(*GetMembersRequest)(nil),             // 30: seghub.segmentsync.v1.GetMembersRequest
+	(*GetMembersResponse)(nil),            // 31: seghub.segmentsync.v1.GetMembersResponse
+	(*IsMemberRequest)(nil),               // 32: seghub.segmentsync.v1.IsMemberRequest
+	(*IsMemberResponse)(nil),              // 33: seghub.segmentsync.v1.IsMemberResponse
+	(*WatchMembershipRequest)(nil),        // 34: seghub.segmentsync.v1.WatchMembershipRequest
+	(*WatchMembershipResponse)(nil),       // 35: seghub.segmentsync.v1.WatchMembershipResponse
+	(*SnapshotStart)(nil),                 // 36: seghub.segmentsync.v1.SnapshotStart
+	(*UserBatch)(nil),                     // 37: seghub.segmentsync.v1.UserBatch
+	(*UsersDeleted)(nil),                  // 38: seghub.segmentsync.v1.UsersDeleted
+	(*SegmentState)(nil),                  // 39: seghub.segmentsync.v1.SegmentState
+	(*MembershipChange)(nil),              // 40: seghub.segmentsync.v1.MembershipChange
+	(*SegmentDeleted)(nil),                // 41: seghub.segmentsync.v1.SegmentDeleted
+	(*CaughtUp)(nil),                      // 42: seghub.segmentsync.v1.CaughtUp
+	(*Sync)(nil),                          // 43: seghub.segmentsync.v1.Sync
+	(*SyncRun)(nil),                       // 44: seghub.segmentsync.v1.SyncRun
+	(*FailedIdentity)(nil),                // 45: seghub.segmentsync.v1.FailedIdentity
+	(*EnableSyncRequest)(nil),             // 46: seghub.segmentsync.v1.EnableSyncRequest
+	(*EnableSyncResponse)(nil),            // 47: seghub.segmentsync.v1.EnableSyncResponse
+	(*GetSyncRequest)(nil),                // 48: seghub.segmentsync.v1.GetSyncRequest
+	(*GetSyncResponse)(nil),               // 49: seghub.segmentsync.v1.GetSyncResponse
+	(*ListSyncsRequest)(nil),              // 50: seghub.segmentsync.v1.ListSyncsRequest
+	(*ListSyncsResponse)(nil),             // 51: seghub.segmentsync.v1.ListSyncsResponse
+	(*UpdateSyncRequest)(nil),             // 52: seghub.segmentsync.v1.UpdateSyncRequest
+	(*UpdateSyncResponse)(nil),            // 53: seghub.segmentsync.v1.UpdateSyncResponse
+	(*DisableSyncRequest)(nil),            // 54: seghub.segmentsync.v1.DisableSyncRequest
+	(*DisableSyncResponse)(nil),           // 55: seghub.segmentsync.v1.DisableSyncResponse
+	(*SyncNowRequest)(nil),                // 56: seghub.segmentsync.v1.SyncNowRequest
+	(*SyncNowResponse)(nil),               // 57: seghub.segmentsync.v1.SyncNowResponse
+	(*ListSyncRunsRequest)(nil),           // 58: seghub.segmentsync.v1.ListSyncRunsRequest
+	(*ListSyncRunsResponse)(nil),          // 59: seghub.segmentsync.v1.ListSyncRunsResponse
+	(*DryRunRequest)(nil),                 // 60: seghub.segmentsync.v1.DryRunRequest
+	(*DryRunResponse)(nil),                // 61: seghub.segmentsync.v1.DryRunResponse
+	(*ReceiveSegmentWebhookRequest)(nil),  // 62: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	(*ReceiveSegmentWebhookResponse)(nil), // 63: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	(*InboundSyncTask)(nil),               // 64: seghub.segmentsync.v1.InboundSyncTask
+	(*ListInboundSyncTasksRequest)(nil),   // 65: seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	(*ListInboundSyncTasksResponse)(nil),  // 66: seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	nil,                                   // 67: seghub.segmentsync.v1.User.PropertiesEntry
+	nil,                                   // 68: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 70: google.protobuf.Duration
 }
 var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
-	41, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
-	39, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
-	41, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	41, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	69, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
+	67, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
+	69, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	69, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: seghub.segmentsync.v1.Segment.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	41, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
-	41, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 7: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
-	2,  // 8: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
+	69, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
+	69, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 7: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
+	6,  // 8: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
 	0,  // 9: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	3,  // 10: seghub.segmentsync.v1.CreateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	3,  // 11: seghub.segmentsync.v1.GetSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	7,  // 10: seghub.segmentsync.v1.CreateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	7,  // 11: seghub.segmentsync.v1.GetSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
 	0,  // 12: seghub.segmentsync.v1.ListSegmentsRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	3,  // 13: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
+	7,  // 13: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
 	0,  // 14: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	3,  // 15: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	40, // 16: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	32, // 17: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
-	33, // 18: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
-	34, // 19: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
-	35, // 20: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
-	36, // 21: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
-	37, // 22: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
-	38, // 23: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
-	2,  // 24: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
-	3,  // 25: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
-	1,  // 26: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
-	4,  // 27: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
-	6,  // 28: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
-	8,  // 29: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
-	10, // 30: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
-	12, // 31: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
-	14, // 32: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
-	16, // 33: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
-	18, // 34: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
-	20, // 35: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
-	22, // 36: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
-	24, // 37: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
-	26, // 38: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
-	28, // 39: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
-	30, // 40: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
-	5,  // 41: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
-	7,  // 42: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
-	9,  // 43: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
-	11, // 44: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
-	13, // 45: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
-	15, // 46: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
-	17, // 47: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
-	19, // 48: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
-	21, // 49: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
-	23, // 50: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
-	25, // 51: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
-	27, // 52: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
-	29, // 53: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
-	31, // 54: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
-	41, // [41:55] is the sub-list for method output_type
-	27, // [27:41] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	7,  // 15: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	68, // 16: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	36, // 17: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
+	37, // 18: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
+	38, // 19: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
+	39, // 20: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
+	40, // 21: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
+	41, // 22: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
+	42, // 23: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
+	6,  // 24: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
+	7,  // 25: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
+	1,  // 26: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	70, // 27: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
+	2,  // 28: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	69, // 29: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
+	3,  // 30: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	69, // 31: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
+	69, // 32: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
+	69, // 33: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
+	4,  // 34: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
+	3,  // 35: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	69, // 36: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
+	69, // 37: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
+	69, // 38: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
+	45, // 39: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
+	69, // 40: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 41: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	70, // 42: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
+	2,  // 43: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	43, // 44: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	44, // 45: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	43, // 46: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	43, // 47: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
+	2,  // 48: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	1,  // 49: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	70, // 50: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
+	43, // 51: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	43, // 52: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	44, // 53: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	44, // 54: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	44, // 55: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
+	69, // 56: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
+	69, // 57: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
+	64, // 58: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
+	5,  // 59: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	8,  // 60: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
+	10, // 61: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
+	12, // 62: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
+	14, // 63: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
+	16, // 64: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
+	18, // 65: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
+	20, // 66: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
+	22, // 67: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
+	24, // 68: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
+	26, // 69: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
+	28, // 70: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
+	30, // 71: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
+	32, // 72: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
+	34, // 73: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
+	46, // 74: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
+	48, // 75: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
+	50, // 76: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
+	52, // 77: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
+	54, // 78: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
+	56, // 79: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
+	58, // 80: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
+	60, // 81: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
+	62, // 82: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	65, // 83: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	9,  // 84: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
+	11, // 85: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
+	13, // 86: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
+	15, // 87: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
+	17, // 88: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
+	19, // 89: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
+	21, // 90: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
+	23, // 91: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
+	25, // 92: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
+	27, // 93: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
+	29, // 94: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
+	31, // 95: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
+	33, // 96: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
+	35, // 97: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
+	47, // 98: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
+	49, // 99: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
+	51, // 100: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
+	53, // 101: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
+	55, // 102: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
+	57, // 103: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
+	59, // 104: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
+	61, // 105: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
+	63, // 106: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	66, // 107: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	84, // [84:108] is the sub-list for method output_type
+	60, // [60:84] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_seghub_segmentsync_v1_segmentsync_proto_init() }
@@ -2694,13 +4915,14 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 		(*WatchMembershipResponse_SegmentDeleted)(nil),
 		(*WatchMembershipResponse_CaughtUp)(nil),
 	}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc), len(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   40,
+			NumEnums:      5,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

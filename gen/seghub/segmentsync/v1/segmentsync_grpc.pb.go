@@ -19,20 +19,30 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SegmentSyncService_UpsertUsers_FullMethodName     = "/seghub.segmentsync.v1.SegmentSyncService/UpsertUsers"
-	SegmentSyncService_GetUser_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/GetUser"
-	SegmentSyncService_DeleteUser_FullMethodName      = "/seghub.segmentsync.v1.SegmentSyncService/DeleteUser"
-	SegmentSyncService_CreateSegment_FullMethodName   = "/seghub.segmentsync.v1.SegmentSyncService/CreateSegment"
-	SegmentSyncService_GetSegment_FullMethodName      = "/seghub.segmentsync.v1.SegmentSyncService/GetSegment"
-	SegmentSyncService_ListSegments_FullMethodName    = "/seghub.segmentsync.v1.SegmentSyncService/ListSegments"
-	SegmentSyncService_UpdateSegment_FullMethodName   = "/seghub.segmentsync.v1.SegmentSyncService/UpdateSegment"
-	SegmentSyncService_DeleteSegment_FullMethodName   = "/seghub.segmentsync.v1.SegmentSyncService/DeleteSegment"
-	SegmentSyncService_AddMembers_FullMethodName      = "/seghub.segmentsync.v1.SegmentSyncService/AddMembers"
-	SegmentSyncService_RemoveMembers_FullMethodName   = "/seghub.segmentsync.v1.SegmentSyncService/RemoveMembers"
-	SegmentSyncService_ReplaceMembers_FullMethodName  = "/seghub.segmentsync.v1.SegmentSyncService/ReplaceMembers"
-	SegmentSyncService_GetMembers_FullMethodName      = "/seghub.segmentsync.v1.SegmentSyncService/GetMembers"
-	SegmentSyncService_IsMember_FullMethodName        = "/seghub.segmentsync.v1.SegmentSyncService/IsMember"
-	SegmentSyncService_WatchMembership_FullMethodName = "/seghub.segmentsync.v1.SegmentSyncService/WatchMembership"
+	SegmentSyncService_UpsertUsers_FullMethodName           = "/seghub.segmentsync.v1.SegmentSyncService/UpsertUsers"
+	SegmentSyncService_GetUser_FullMethodName               = "/seghub.segmentsync.v1.SegmentSyncService/GetUser"
+	SegmentSyncService_DeleteUser_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/DeleteUser"
+	SegmentSyncService_CreateSegment_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/CreateSegment"
+	SegmentSyncService_GetSegment_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/GetSegment"
+	SegmentSyncService_ListSegments_FullMethodName          = "/seghub.segmentsync.v1.SegmentSyncService/ListSegments"
+	SegmentSyncService_UpdateSegment_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/UpdateSegment"
+	SegmentSyncService_DeleteSegment_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/DeleteSegment"
+	SegmentSyncService_AddMembers_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/AddMembers"
+	SegmentSyncService_RemoveMembers_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/RemoveMembers"
+	SegmentSyncService_ReplaceMembers_FullMethodName        = "/seghub.segmentsync.v1.SegmentSyncService/ReplaceMembers"
+	SegmentSyncService_GetMembers_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/GetMembers"
+	SegmentSyncService_IsMember_FullMethodName              = "/seghub.segmentsync.v1.SegmentSyncService/IsMember"
+	SegmentSyncService_WatchMembership_FullMethodName       = "/seghub.segmentsync.v1.SegmentSyncService/WatchMembership"
+	SegmentSyncService_EnableSync_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/EnableSync"
+	SegmentSyncService_GetSync_FullMethodName               = "/seghub.segmentsync.v1.SegmentSyncService/GetSync"
+	SegmentSyncService_ListSyncs_FullMethodName             = "/seghub.segmentsync.v1.SegmentSyncService/ListSyncs"
+	SegmentSyncService_UpdateSync_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/UpdateSync"
+	SegmentSyncService_DisableSync_FullMethodName           = "/seghub.segmentsync.v1.SegmentSyncService/DisableSync"
+	SegmentSyncService_SyncNow_FullMethodName               = "/seghub.segmentsync.v1.SegmentSyncService/SyncNow"
+	SegmentSyncService_ListSyncRuns_FullMethodName          = "/seghub.segmentsync.v1.SegmentSyncService/ListSyncRuns"
+	SegmentSyncService_DryRun_FullMethodName                = "/seghub.segmentsync.v1.SegmentSyncService/DryRun"
+	SegmentSyncService_ReceiveSegmentWebhook_FullMethodName = "/seghub.segmentsync.v1.SegmentSyncService/ReceiveSegmentWebhook"
+	SegmentSyncService_ListInboundSyncTasks_FullMethodName  = "/seghub.segmentsync.v1.SegmentSyncService/ListInboundSyncTasks"
 )
 
 // SegmentSyncServiceClient is the client API for SegmentSyncService service.
@@ -78,6 +88,30 @@ type SegmentSyncServiceClient interface {
 	// sequences it reached resumes without loss or gaps (or gets a fresh
 	// snapshot when the change log no longer reaches back).
 	WatchMembership(ctx context.Context, in *WatchMembershipRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchMembershipResponse], error)
+	// EnableSync starts syncing a public segment to a connection. Recurring
+	// syncs count against the connection's limit (10 for Appcues).
+	EnableSync(ctx context.Context, in *EnableSyncRequest, opts ...grpc.CallOption) (*EnableSyncResponse, error)
+	// GetSync returns a sync with its frozen display name and last run.
+	GetSync(ctx context.Context, in *GetSyncRequest, opts ...grpc.CallOption) (*GetSyncResponse, error)
+	// ListSyncs lists syncs, optionally of one segment or connection.
+	ListSyncs(ctx context.Context, in *ListSyncsRequest, opts ...grpc.CallOption) (*ListSyncsResponse, error)
+	// UpdateSync changes a sync's mode, schedule, interval or identity property.
+	UpdateSync(ctx context.Context, in *UpdateSyncRequest, opts ...grpc.CallOption) (*UpdateSyncResponse, error)
+	// DisableSync stops a sync's schedule. What it does at the destination is
+	// chosen by `clear_destination` (see DisableSyncRequest).
+	DisableSync(ctx context.Context, in *DisableSyncRequest, opts ...grpc.CallOption) (*DisableSyncResponse, error)
+	// SyncNow queues a run of a sync at once ("Sync now").
+	SyncNow(ctx context.Context, in *SyncNowRequest, opts ...grpc.CallOption) (*SyncNowResponse, error)
+	// ListSyncRuns lists a sync's runs, newest first.
+	ListSyncRuns(ctx context.Context, in *ListSyncRunsRequest, opts ...grpc.CallOption) (*ListSyncRunsResponse, error)
+	// DryRun computes what the next run of a sync would send, and sends nothing.
+	DryRun(ctx context.Context, in *DryRunRequest, opts ...grpc.CallOption) (*DryRunResponse, error)
+	// ReceiveSegmentWebhook applies one page of a segment pushed by an analytics
+	// tool's partner webhook to a source connection. The gateway forwards the
+	// raw body and signature header; this service checks the signature.
+	ReceiveSegmentWebhook(ctx context.Context, in *ReceiveSegmentWebhookRequest, opts ...grpc.CallOption) (*ReceiveSegmentWebhookResponse, error)
+	// ListInboundSyncTasks lists the sync tasks a source connection received.
+	ListInboundSyncTasks(ctx context.Context, in *ListInboundSyncTasksRequest, opts ...grpc.CallOption) (*ListInboundSyncTasksResponse, error)
 }
 
 type segmentSyncServiceClient struct {
@@ -240,6 +274,106 @@ func (c *segmentSyncServiceClient) WatchMembership(ctx context.Context, in *Watc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SegmentSyncService_WatchMembershipClient = grpc.ServerStreamingClient[WatchMembershipResponse]
 
+func (c *segmentSyncServiceClient) EnableSync(ctx context.Context, in *EnableSyncRequest, opts ...grpc.CallOption) (*EnableSyncResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnableSyncResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_EnableSync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) GetSync(ctx context.Context, in *GetSyncRequest, opts ...grpc.CallOption) (*GetSyncResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSyncResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_GetSync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) ListSyncs(ctx context.Context, in *ListSyncsRequest, opts ...grpc.CallOption) (*ListSyncsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSyncsResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_ListSyncs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) UpdateSync(ctx context.Context, in *UpdateSyncRequest, opts ...grpc.CallOption) (*UpdateSyncResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateSyncResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_UpdateSync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) DisableSync(ctx context.Context, in *DisableSyncRequest, opts ...grpc.CallOption) (*DisableSyncResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DisableSyncResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_DisableSync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) SyncNow(ctx context.Context, in *SyncNowRequest, opts ...grpc.CallOption) (*SyncNowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyncNowResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_SyncNow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) ListSyncRuns(ctx context.Context, in *ListSyncRunsRequest, opts ...grpc.CallOption) (*ListSyncRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSyncRunsResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_ListSyncRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) DryRun(ctx context.Context, in *DryRunRequest, opts ...grpc.CallOption) (*DryRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DryRunResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_DryRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) ReceiveSegmentWebhook(ctx context.Context, in *ReceiveSegmentWebhookRequest, opts ...grpc.CallOption) (*ReceiveSegmentWebhookResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReceiveSegmentWebhookResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_ReceiveSegmentWebhook_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) ListInboundSyncTasks(ctx context.Context, in *ListInboundSyncTasksRequest, opts ...grpc.CallOption) (*ListInboundSyncTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListInboundSyncTasksResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_ListInboundSyncTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SegmentSyncServiceServer is the server API for SegmentSyncService service.
 // All implementations must embed UnimplementedSegmentSyncServiceServer
 // for forward compatibility.
@@ -283,6 +417,30 @@ type SegmentSyncServiceServer interface {
 	// sequences it reached resumes without loss or gaps (or gets a fresh
 	// snapshot when the change log no longer reaches back).
 	WatchMembership(*WatchMembershipRequest, grpc.ServerStreamingServer[WatchMembershipResponse]) error
+	// EnableSync starts syncing a public segment to a connection. Recurring
+	// syncs count against the connection's limit (10 for Appcues).
+	EnableSync(context.Context, *EnableSyncRequest) (*EnableSyncResponse, error)
+	// GetSync returns a sync with its frozen display name and last run.
+	GetSync(context.Context, *GetSyncRequest) (*GetSyncResponse, error)
+	// ListSyncs lists syncs, optionally of one segment or connection.
+	ListSyncs(context.Context, *ListSyncsRequest) (*ListSyncsResponse, error)
+	// UpdateSync changes a sync's mode, schedule, interval or identity property.
+	UpdateSync(context.Context, *UpdateSyncRequest) (*UpdateSyncResponse, error)
+	// DisableSync stops a sync's schedule. What it does at the destination is
+	// chosen by `clear_destination` (see DisableSyncRequest).
+	DisableSync(context.Context, *DisableSyncRequest) (*DisableSyncResponse, error)
+	// SyncNow queues a run of a sync at once ("Sync now").
+	SyncNow(context.Context, *SyncNowRequest) (*SyncNowResponse, error)
+	// ListSyncRuns lists a sync's runs, newest first.
+	ListSyncRuns(context.Context, *ListSyncRunsRequest) (*ListSyncRunsResponse, error)
+	// DryRun computes what the next run of a sync would send, and sends nothing.
+	DryRun(context.Context, *DryRunRequest) (*DryRunResponse, error)
+	// ReceiveSegmentWebhook applies one page of a segment pushed by an analytics
+	// tool's partner webhook to a source connection. The gateway forwards the
+	// raw body and signature header; this service checks the signature.
+	ReceiveSegmentWebhook(context.Context, *ReceiveSegmentWebhookRequest) (*ReceiveSegmentWebhookResponse, error)
+	// ListInboundSyncTasks lists the sync tasks a source connection received.
+	ListInboundSyncTasks(context.Context, *ListInboundSyncTasksRequest) (*ListInboundSyncTasksResponse, error)
 	mustEmbedUnimplementedSegmentSyncServiceServer()
 }
 
@@ -334,6 +492,36 @@ func (UnimplementedSegmentSyncServiceServer) IsMember(context.Context, *IsMember
 }
 func (UnimplementedSegmentSyncServiceServer) WatchMembership(*WatchMembershipRequest, grpc.ServerStreamingServer[WatchMembershipResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchMembership not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) EnableSync(context.Context, *EnableSyncRequest) (*EnableSyncResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnableSync not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) GetSync(context.Context, *GetSyncRequest) (*GetSyncResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSync not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) ListSyncs(context.Context, *ListSyncsRequest) (*ListSyncsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSyncs not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) UpdateSync(context.Context, *UpdateSyncRequest) (*UpdateSyncResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateSync not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) DisableSync(context.Context, *DisableSyncRequest) (*DisableSyncResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DisableSync not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) SyncNow(context.Context, *SyncNowRequest) (*SyncNowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SyncNow not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) ListSyncRuns(context.Context, *ListSyncRunsRequest) (*ListSyncRunsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSyncRuns not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) DryRun(context.Context, *DryRunRequest) (*DryRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DryRun not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) ReceiveSegmentWebhook(context.Context, *ReceiveSegmentWebhookRequest) (*ReceiveSegmentWebhookResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReceiveSegmentWebhook not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) ListInboundSyncTasks(context.Context, *ListInboundSyncTasksRequest) (*ListInboundSyncTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListInboundSyncTasks not implemented")
 }
 func (UnimplementedSegmentSyncServiceServer) mustEmbedUnimplementedSegmentSyncServiceServer() {}
 func (UnimplementedSegmentSyncServiceServer) testEmbeddedByValue()                            {}
@@ -590,6 +778,186 @@ func _SegmentSyncService_WatchMembership_Handler(srv interface{}, stream grpc.Se
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SegmentSyncService_WatchMembershipServer = grpc.ServerStreamingServer[WatchMembershipResponse]
 
+func _SegmentSyncService_EnableSync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnableSyncRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).EnableSync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_EnableSync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).EnableSync(ctx, req.(*EnableSyncRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_GetSync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSyncRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).GetSync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_GetSync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).GetSync(ctx, req.(*GetSyncRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_ListSyncs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSyncsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).ListSyncs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_ListSyncs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).ListSyncs(ctx, req.(*ListSyncsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_UpdateSync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateSyncRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).UpdateSync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_UpdateSync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).UpdateSync(ctx, req.(*UpdateSyncRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_DisableSync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisableSyncRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).DisableSync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_DisableSync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).DisableSync(ctx, req.(*DisableSyncRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_SyncNow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncNowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).SyncNow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_SyncNow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).SyncNow(ctx, req.(*SyncNowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_ListSyncRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSyncRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).ListSyncRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_ListSyncRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).ListSyncRuns(ctx, req.(*ListSyncRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_DryRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DryRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).DryRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_DryRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).DryRun(ctx, req.(*DryRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_ReceiveSegmentWebhook_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReceiveSegmentWebhookRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).ReceiveSegmentWebhook(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_ReceiveSegmentWebhook_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).ReceiveSegmentWebhook(ctx, req.(*ReceiveSegmentWebhookRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_ListInboundSyncTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListInboundSyncTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).ListInboundSyncTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_ListInboundSyncTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).ListInboundSyncTasks(ctx, req.(*ListInboundSyncTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SegmentSyncService_ServiceDesc is the grpc.ServiceDesc for SegmentSyncService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -644,6 +1012,46 @@ var SegmentSyncService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "IsMember",
 			Handler:    _SegmentSyncService_IsMember_Handler,
+		},
+		{
+			MethodName: "EnableSync",
+			Handler:    _SegmentSyncService_EnableSync_Handler,
+		},
+		{
+			MethodName: "GetSync",
+			Handler:    _SegmentSyncService_GetSync_Handler,
+		},
+		{
+			MethodName: "ListSyncs",
+			Handler:    _SegmentSyncService_ListSyncs_Handler,
+		},
+		{
+			MethodName: "UpdateSync",
+			Handler:    _SegmentSyncService_UpdateSync_Handler,
+		},
+		{
+			MethodName: "DisableSync",
+			Handler:    _SegmentSyncService_DisableSync_Handler,
+		},
+		{
+			MethodName: "SyncNow",
+			Handler:    _SegmentSyncService_SyncNow_Handler,
+		},
+		{
+			MethodName: "ListSyncRuns",
+			Handler:    _SegmentSyncService_ListSyncRuns_Handler,
+		},
+		{
+			MethodName: "DryRun",
+			Handler:    _SegmentSyncService_DryRun_Handler,
+		},
+		{
+			MethodName: "ReceiveSegmentWebhook",
+			Handler:    _SegmentSyncService_ReceiveSegmentWebhook_Handler,
+		},
+		{
+			MethodName: "ListInboundSyncTasks",
+			Handler:    _SegmentSyncService_ListInboundSyncTasks_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
