@@ -66,8 +66,13 @@ build:
 run: build
 	SEGHUB_SEED=$${SEGHUB_SEED:-true} SEGHUB_DESTSIM_ADDR=$${SEGHUB_DESTSIM_ADDR:-127.0.0.1:8090} ./bin/seghub serve
 
+# Split mode end to end: every service its own process on PostgreSQL and the
+# external NATS (also part of `make test`).
+e2e:
+	go test -count=1 -run 'TestSplit|TestE2E' -v ./cmd/seghub
+
 bench:
-	@echo "see bench/README.md"
+	@echo "see bench/RESULTS.md for each benchmark's command"
 
 clean:
 	rm -rf bin data
