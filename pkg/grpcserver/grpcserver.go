@@ -193,7 +193,15 @@ func logStream(log *slog.Logger) grpc.StreamServerInterceptor {
 }
 
 func logCall(ctx context.Context, log *slog.Logger, method string, start time.Time, err error) {
-	code := status.Code(err)
+	code := apperr.Code(err)
+	switch {
+	case err == nil:
+		code = codes.OK
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
 	level := slog.LevelDebug
 	if code != codes.OK {
 		level = slog.LevelInfo

@@ -1,30 +1,70 @@
-// Package segmentsync is the segmentsync service. Until its own issue fills it in, it is
-// registered and answers Unimplemented.
+// Package segmentsync is the segmentsync service: users and their
+// properties, segments and their membership on roaring bitmaps, the
+// WatchMembership feed, and (issue 5) syncs to destinations.
 package segmentsync
 
 import (
 	"context"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app"
 	"github.com/seghub/seghub/pkg/grpcserver"
+	"github.com/seghub/seghub/services/segmentsync/internal/server"
+	"github.com/seghub/seghub/services/segmentsync/internal/store"
 )
+
+// LogRetention is how many change-log entries each environment keeps;
+// watchers further behind resume from a fresh snapshot.
+const LogRetention = 200_000
 
 // Service is the segmentsync service.
 type Service struct {
-	segmentsyncv1.UnimplementedSegmentSyncServiceServer
-	p *app.Platform
+	p       *app.Platform
+	store   *store.Store
+	watcher *server.Watcher
+	server  *server.Server
 }
 
-// New returns the service on p.
-func New(_ context.Context, p *app.Platform) (*Service, error) {
-	return &Service{p: p}, nil
+// New opens the store (migrating it) and builds the server.
+func New(ctx context.Context, p *app.Platform) (*Service, error) {
+	var nc *nats.Conn
+	if p.Bus != nil {
+		nc = p.Bus.Conn
+	}
+	s := &Service{p: p}
+	st, err := store.Open(ctx, p.DB, func(env string, seq int64) { s.watcher.Notify(env, seq) })
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
+	s.watcher = server.NewWatcher(st, nc)
+	s.server = server.New(st, s.watcher)
+	return s, nil
 }
 
 // Register implements app.Service.
 func (s *Service) Register(g *grpcserver.Server) {
-	segmentsyncv1.RegisterSegmentSyncServiceServer(g.Server, s)
+	segmentsyncv1.RegisterSegmentSyncServiceServer(g.Server, s.server)
 }
 
-// Run implements app.Service; this service has no background work yet.
-func (s *Service) Run(ctx context.Context) error { return nil }
+// Run relays membership wake-ups and prunes the change log.
+func (s *Service) Run(ctx context.Context) error {
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.store.Prune(ctx, LogRetention); err != nil && ctx.Err() == nil {
+					s.p.Logger.Warn("prune change log", "error", err.Error())
+				}
+			}
+		}
+	}()
+	return s.watcher.Run(ctx)
+}

@@ -1,0 +1,524 @@
+// Package server implements SegmentSyncService's users, segments, membership
+// and WatchMembership RPCs over the store: validate, call the store, map.
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
+	"github.com/seghub/seghub/pkg/apperr"
+	"github.com/seghub/seghub/pkg/auth"
+	"github.com/seghub/seghub/services/segmentsync/internal/store"
+)
+
+// Limits, documented in the proto and enforced here.
+const (
+	MaxUsersPerUpsert    = 1000
+	MaxIDsPerCall        = 100000
+	MaxReplaceMembers    = 50_000_000
+	MaxUserIDLength      = 256
+	MaxNameLength        = 200
+	MaxDescriptionLength = 2000
+	MaxPropertyName      = 128
+	MaxPropertiesPerUser = 200
+	MaxStringValue       = 4096
+	DefaultPageSize      = 100
+	MaxPageSize          = 1000
+)
+
+// Server implements the data-plane RPCs of SegmentSyncService.
+type Server struct {
+	segmentsyncv1.UnimplementedSegmentSyncServiceServer
+	store   *store.Store
+	watcher *Watcher
+}
+
+// New returns the server.
+func New(st *store.Store, w *Watcher) *Server { return &Server{store: st, watcher: w} }
+
+func env(ctx context.Context) string { return auth.MustEnvironment(ctx) }
+
+func checkUserID(field, id string) error {
+	switch {
+	case strings.TrimSpace(id) == "":
+		return apperr.Invalid(field, "must not be blank")
+	case len(id) > MaxUserIDLength:
+		return apperr.Invalid(field, fmt.Sprintf("must be at most %d bytes", MaxUserIDLength))
+	case !utf8.ValidString(id):
+		return apperr.Invalid(field, "must be valid UTF-8")
+	}
+	return nil
+}
+
+func checkIDs(field string, ids []string, limit int) error {
+	if len(ids) > limit {
+		return apperr.Invalid(field, fmt.Sprintf("has %d ids; at most %d per call", len(ids), limit))
+	}
+	for i, id := range ids {
+		if err := checkUserID(fmt.Sprintf("%s[%d]", field, i), id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func propFromPB(field string, v *segmentsyncv1.PropertyValue) (*store.Prop, error) {
+	switch k := v.GetKind().(type) {
+	case *segmentsyncv1.PropertyValue_StringValue:
+		if len(k.StringValue) > MaxStringValue {
+			return nil, apperr.Invalid(field, fmt.Sprintf("string values are at most %d bytes", MaxStringValue))
+		}
+		return &store.Prop{Kind: store.PropString, S: k.StringValue}, nil
+	case *segmentsyncv1.PropertyValue_NumberValue:
+		return &store.Prop{Kind: store.PropNumber, N: k.NumberValue}, nil
+	case *segmentsyncv1.PropertyValue_BoolValue:
+		return &store.Prop{Kind: store.PropBool, B: k.BoolValue}, nil
+	case *segmentsyncv1.PropertyValue_TimestampValue:
+		if err := k.TimestampValue.CheckValid(); err != nil {
+			return nil, apperr.Invalid(field, "invalid timestamp: "+err.Error())
+		}
+		return &store.Prop{Kind: store.PropTime, T: k.TimestampValue.AsTime()}, nil
+	case *segmentsyncv1.PropertyValue_NullValue:
+		if !k.NullValue {
+			return nil, apperr.Invalid(field, "null_value must be true to remove a property")
+		}
+		return nil, nil
+	}
+	return nil, apperr.Invalid(field, "must hold one of string_value, number_value, bool_value, timestamp_value or null_value")
+}
+
+// PropToPB converts a stored property value.
+func PropToPB(p store.Prop) *segmentsyncv1.PropertyValue {
+	switch p.Kind {
+	case store.PropString:
+		return &segmentsyncv1.PropertyValue{Kind: &segmentsyncv1.PropertyValue_StringValue{StringValue: p.S}}
+	case store.PropNumber:
+		return &segmentsyncv1.PropertyValue{Kind: &segmentsyncv1.PropertyValue_NumberValue{NumberValue: p.N}}
+	case store.PropBool:
+		return &segmentsyncv1.PropertyValue{Kind: &segmentsyncv1.PropertyValue_BoolValue{BoolValue: p.B}}
+	default:
+		return &segmentsyncv1.PropertyValue{Kind: &segmentsyncv1.PropertyValue_TimestampValue{TimestampValue: timestamppb.New(p.T)}}
+	}
+}
+
+// UserToPB converts a stored user.
+func UserToPB(u *store.User) *segmentsyncv1.User {
+	pb := &segmentsyncv1.User{UserId: u.ID, DenseId: u.Dense, CreateTime: timestamppb.New(u.Created), UpdateTime: timestamppb.New(u.Updated), Properties: map[string]*segmentsyncv1.PropertyValue{}}
+	for k, v := range u.Props {
+		pb.Properties[k] = PropToPB(v)
+	}
+	return pb
+}
+
+// UpsertUsers implements SegmentSyncService.
+func (s *Server) UpsertUsers(ctx context.Context, req *segmentsyncv1.UpsertUsersRequest) (*segmentsyncv1.UpsertUsersResponse, error) {
+	if len(req.GetUsers()) == 0 {
+		return nil, apperr.Invalid("users", "must hold at least one user")
+	}
+	if len(req.GetUsers()) > MaxUsersPerUpsert {
+		return nil, apperr.Invalid("users", fmt.Sprintf("has %d users; at most %d per call", len(req.GetUsers()), MaxUsersPerUpsert))
+	}
+	ups := make([]store.UserUpsert, 0, len(req.GetUsers()))
+	for i, u := range req.GetUsers() {
+		if err := checkUserID(fmt.Sprintf("users[%d].user_id", i), u.GetUserId()); err != nil {
+			return nil, err
+		}
+		if len(u.GetProperties()) > MaxPropertiesPerUser {
+			return nil, apperr.Invalid(fmt.Sprintf("users[%d].properties", i), fmt.Sprintf("at most %d properties per user", MaxPropertiesPerUser))
+		}
+		up := store.UserUpsert{ID: u.GetUserId(), Props: map[string]*store.Prop{}}
+		for name, v := range u.GetProperties() {
+			field := fmt.Sprintf("users[%d].properties[%q]", i, name)
+			if strings.TrimSpace(name) == "" || len(name) > MaxPropertyName {
+				return nil, apperr.Invalid(field, fmt.Sprintf("property names are 1 to %d bytes", MaxPropertyName))
+			}
+			p, err := propFromPB(field, v)
+			if err != nil {
+				return nil, err
+			}
+			up.Props[name] = p
+		}
+		ups = append(ups, up)
+	}
+	created, updated, err := s.store.UpsertUsers(ctx, env(ctx), ups)
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.UpsertUsersResponse{Created: uint32(created), Updated: uint32(updated)}, nil
+}
+
+// GetUser implements SegmentSyncService.
+func (s *Server) GetUser(ctx context.Context, req *segmentsyncv1.GetUserRequest) (*segmentsyncv1.GetUserResponse, error) {
+	if err := checkUserID("user_id", req.GetUserId()); err != nil {
+		return nil, err
+	}
+	u, err := s.store.GetUser(ctx, env(ctx), req.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.GetUserResponse{User: UserToPB(u), SegmentIds: u.Segments}, nil
+}
+
+// DeleteUser implements SegmentSyncService.
+func (s *Server) DeleteUser(ctx context.Context, req *segmentsyncv1.DeleteUserRequest) (*segmentsyncv1.DeleteUserResponse, error) {
+	if err := checkUserID("user_id", req.GetUserId()); err != nil {
+		return nil, err
+	}
+	segs, err := s.store.DeleteUser(ctx, env(ctx), req.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.DeleteUserResponse{SegmentIds: segs}, nil
+}
+
+func visibilityToStore(field string, v segmentsyncv1.Visibility, def string) (string, error) {
+	switch v {
+	case segmentsyncv1.Visibility_VISIBILITY_UNSPECIFIED:
+		return def, nil
+	case segmentsyncv1.Visibility_VISIBILITY_PUBLIC:
+		return store.Public, nil
+	case segmentsyncv1.Visibility_VISIBILITY_PRIVATE:
+		return store.Private, nil
+	}
+	return "", apperr.Invalid(field, "must be VISIBILITY_PUBLIC or VISIBILITY_PRIVATE")
+}
+
+// SegmentToPB converts a stored segment.
+func SegmentToPB(sg *store.Segment) *segmentsyncv1.Segment {
+	v := segmentsyncv1.Visibility_VISIBILITY_PUBLIC
+	if sg.Visibility == store.Private {
+		v = segmentsyncv1.Visibility_VISIBILITY_PRIVATE
+	}
+	return &segmentsyncv1.Segment{SegmentId: sg.ID, Name: sg.Name, Description: sg.Description, Visibility: v, MemberCount: sg.Count, Version: sg.Version, ExternalId: sg.ExternalID, CreateTime: timestamppb.New(sg.Created), UpdateTime: timestamppb.New(sg.Updated)}
+}
+
+func checkName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "":
+		return "", apperr.Invalid("name", "must not be blank")
+	case utf8.RuneCountInString(name) > MaxNameLength:
+		return "", apperr.Invalid("name", fmt.Sprintf("must be at most %d characters", MaxNameLength))
+	}
+	return name, nil
+}
+
+func checkDescription(d string) error {
+	if utf8.RuneCountInString(d) > MaxDescriptionLength {
+		return apperr.Invalid("description", fmt.Sprintf("must be at most %d characters", MaxDescriptionLength))
+	}
+	return nil
+}
+
+func checkSegmentID(id string) error {
+	if strings.TrimSpace(id) == "" {
+		return apperr.Invalid("segment_id", "must name a segment")
+	}
+	return nil
+}
+
+// CreateSegment implements SegmentSyncService.
+func (s *Server) CreateSegment(ctx context.Context, req *segmentsyncv1.CreateSegmentRequest) (*segmentsyncv1.CreateSegmentResponse, error) {
+	name, err := checkName(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDescription(req.GetDescription()); err != nil {
+		return nil, err
+	}
+	vis, err := visibilityToStore("visibility", req.GetVisibility(), store.Public)
+	if err != nil {
+		return nil, err
+	}
+	sg, err := s.store.CreateSegment(ctx, env(ctx), name, req.GetDescription(), vis, "")
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.CreateSegmentResponse{Segment: SegmentToPB(sg)}, nil
+}
+
+// GetSegment implements SegmentSyncService.
+func (s *Server) GetSegment(ctx context.Context, req *segmentsyncv1.GetSegmentRequest) (*segmentsyncv1.GetSegmentResponse, error) {
+	if err := checkSegmentID(req.GetSegmentId()); err != nil {
+		return nil, err
+	}
+	sg, err := s.store.GetSegment(ctx, env(ctx), req.GetSegmentId(), false)
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.GetSegmentResponse{Segment: SegmentToPB(sg)}, nil
+}
+
+type segmentCursor struct {
+	Name string `json:"n"`
+	ID   string `json:"i"`
+}
+
+func pageSize(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, apperr.Invalid("page_size", "must not be negative")
+	case n == 0:
+		return DefaultPageSize, nil
+	case n > MaxPageSize:
+		return MaxPageSize, nil
+	}
+	return int(n), nil
+}
+
+func decodeToken(tok string, v any) error {
+	if tok == "" {
+		return nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err == nil {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
+		return apperr.Invalid("page_token", "is not a token this API returned")
+	}
+	return nil
+}
+
+func encodeToken(v any) string {
+	b, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ListSegments implements SegmentSyncService.
+func (s *Server) ListSegments(ctx context.Context, req *segmentsyncv1.ListSegmentsRequest) (*segmentsyncv1.ListSegmentsResponse, error) {
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var cur segmentCursor
+	if err := decodeToken(req.GetPageToken(), &cur); err != nil {
+		return nil, err
+	}
+	vis, err := visibilityToStore("visibility", req.GetVisibility(), "")
+	if err != nil {
+		return nil, err
+	}
+	segs, err := s.store.ListSegments(ctx, env(ctx), store.SegmentFilter{Visibility: vis, NonEmpty: req.GetNonEmpty()}, cur.Name, cur.ID, size+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &segmentsyncv1.ListSegmentsResponse{}
+	if len(segs) > size {
+		segs = segs[:size]
+		last := segs[size-1]
+		resp.NextPageToken = encodeToken(segmentCursor{Name: last.Name, ID: last.ID})
+	}
+	for _, sg := range segs {
+		resp.Segments = append(resp.Segments, SegmentToPB(sg))
+	}
+	return resp, nil
+}
+
+// UpdateSegment implements SegmentSyncService.
+func (s *Server) UpdateSegment(ctx context.Context, req *segmentsyncv1.UpdateSegmentRequest) (*segmentsyncv1.UpdateSegmentResponse, error) {
+	if err := checkSegmentID(req.GetSegmentId()); err != nil {
+		return nil, err
+	}
+	var up store.SegmentUpdate
+	if req.Name != nil {
+		name, err := checkName(req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		up.Name = &name
+	}
+	if req.Description != nil {
+		if err := checkDescription(req.GetDescription()); err != nil {
+			return nil, err
+		}
+		d := req.GetDescription()
+		up.Description = &d
+	}
+	if req.GetVisibility() != segmentsyncv1.Visibility_VISIBILITY_UNSPECIFIED {
+		v, err := visibilityToStore("visibility", req.GetVisibility(), "")
+		if err != nil {
+			return nil, err
+		}
+		up.Visibility = &v
+	}
+	if up.Name == nil && up.Description == nil && up.Visibility == nil {
+		return nil, apperr.Invalid("name", "nothing to update: set name, description or visibility")
+	}
+	sg, err := s.store.UpdateSegment(ctx, env(ctx), req.GetSegmentId(), up)
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.UpdateSegmentResponse{Segment: SegmentToPB(sg)}, nil
+}
+
+// DeleteSegment implements SegmentSyncService.
+func (s *Server) DeleteSegment(ctx context.Context, req *segmentsyncv1.DeleteSegmentRequest) (*segmentsyncv1.DeleteSegmentResponse, error) {
+	if err := checkSegmentID(req.GetSegmentId()); err != nil {
+		return nil, err
+	}
+	if err := s.store.DeleteSegment(ctx, env(ctx), req.GetSegmentId()); err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.DeleteSegmentResponse{}, nil
+}
+
+// AddMembers implements SegmentSyncService.
+func (s *Server) AddMembers(ctx context.Context, req *segmentsyncv1.AddMembersRequest) (*segmentsyncv1.AddMembersResponse, error) {
+	if err := checkSegmentID(req.GetSegmentId()); err != nil {
+		return nil, err
+	}
+	if err := checkIDs("user_ids", req.GetUserIds(), MaxIDsPerCall); err != nil {
+		return nil, err
+	}
+	res, err := s.store.ChangeMembers(ctx, env(ctx), req.GetSegmentId(), req.GetUserIds(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.AddMembersResponse{Added: res.Added, Version: res.Version, MemberCount: res.Count}, nil
+}
+
+// RemoveMembers implements SegmentSyncService.
+func (s *Server) RemoveMembers(ctx context.Context, req *segmentsyncv1.RemoveMembersRequest) (*segmentsyncv1.RemoveMembersResponse, error) {
+	if err := checkSegmentID(req.GetSegmentId()); err != nil {
+		return nil, err
+	}
+	if err := checkIDs("user_ids", req.GetUserIds(), MaxIDsPerCall); err != nil {
+		return nil, err
+	}
+	res, err := s.store.ChangeMembers(ctx, env(ctx), req.GetSegmentId(), nil, req.GetUserIds())
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.RemoveMembersResponse{Removed: res.Removed, Version: res.Version, MemberCount: res.Count}, nil
+}
+
+// ReplaceMembers implements SegmentSyncService: ids are gathered until the
+// client closes the stream and applied in one transaction, so a broken
+// stream changes nothing.
+func (s *Server) ReplaceMembers(stream segmentsyncv1.SegmentSyncService_ReplaceMembersServer) error {
+	ctx := stream.Context()
+	segmentID := ""
+	seen := make(map[string]struct{})
+	ids := make([]string, 0, 1024)
+	for i := 0; ; i++ {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err // broken stream: nothing was written
+		}
+		if i == 0 {
+			if err := checkSegmentID(req.GetSegmentId()); err != nil {
+				return err
+			}
+			segmentID = req.GetSegmentId()
+			if _, err := s.store.GetSegment(ctx, env(ctx), segmentID, false); err != nil {
+				return err
+			}
+		} else if req.GetSegmentId() != "" && req.GetSegmentId() != segmentID {
+			return apperr.Invalid("segment_id", fmt.Sprintf("message %d names segment %q but the stream is for %q", i, req.GetSegmentId(), segmentID))
+		}
+		for j, id := range req.GetUserIds() {
+			if err := checkUserID(fmt.Sprintf("message[%d].user_ids[%d]", i, j), id); err != nil {
+				return err
+			}
+			if _, dup := seen[id]; !dup {
+				seen[id] = struct{}{}
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) > MaxReplaceMembers {
+			return apperr.Invalid("user_ids", fmt.Sprintf("more than %d distinct ids in one ReplaceMembers", MaxReplaceMembers))
+		}
+	}
+	if segmentID == "" {
+		return apperr.Invalid("segment_id", "the stream held no message naming the segment")
+	}
+	seen = nil
+	res, err := s.store.ReplaceMembers(ctx, env(ctx), segmentID, ids)
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&segmentsyncv1.ReplaceMembersResponse{Added: res.Added, Removed: res.Removed, MemberCount: res.Count, Version: res.Version})
+}
+
+// GetMembers implements SegmentSyncService; the page token is the last
+// dense id returned.
+func (s *Server) GetMembers(ctx context.Context, req *segmentsyncv1.GetMembersRequest) (*segmentsyncv1.GetMembersResponse, error) {
+	if err := checkSegmentID(req.GetSegmentId()); err != nil {
+		return nil, err
+	}
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var after struct {
+		D uint32 `json:"d"`
+		S bool   `json:"s"`
+	}
+	if err := decodeToken(req.GetPageToken(), &after); err != nil {
+		return nil, err
+	}
+	sg, err := s.store.GetSegment(ctx, env(ctx), req.GetSegmentId(), true)
+	if err != nil {
+		return nil, err
+	}
+	it := sg.Members.Iterator()
+	if after.S {
+		it.AdvanceIfNeeded(after.D + 1)
+	}
+	dense := make([]uint32, 0, size)
+	for it.HasNext() && len(dense) < size {
+		d := it.Next()
+		if after.S && d <= after.D {
+			continue
+		}
+		dense = append(dense, d)
+	}
+	names, err := s.store.UserIDs(ctx, env(ctx), dense)
+	if err != nil {
+		return nil, err
+	}
+	resp := &segmentsyncv1.GetMembersResponse{}
+	for _, d := range dense {
+		if id, ok := names[d]; ok {
+			resp.UserIds = append(resp.UserIds, id)
+		}
+	}
+	if it.HasNext() && len(dense) == size {
+		after.D, after.S = dense[len(dense)-1], true
+		resp.NextPageToken = encodeToken(after)
+	}
+	return resp, nil
+}
+
+// IsMember implements SegmentSyncService.
+func (s *Server) IsMember(ctx context.Context, req *segmentsyncv1.IsMemberRequest) (*segmentsyncv1.IsMemberResponse, error) {
+	if err := checkSegmentID(req.GetSegmentId()); err != nil {
+		return nil, err
+	}
+	if err := checkUserID("user_id", req.GetUserId()); err != nil {
+		return nil, err
+	}
+	sg, err := s.store.GetSegment(ctx, env(ctx), req.GetSegmentId(), true)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.store.DenseIDs(ctx, env(ctx), []string{req.GetUserId()})
+	if err != nil {
+		return nil, err
+	}
+	d, ok := m[req.GetUserId()]
+	return &segmentsyncv1.IsMemberResponse{IsMember: ok && sg.Members.Contains(d), Version: sg.Version}, nil
+}

@@ -1,0 +1,1019 @@
+// Package store is segmentsync's SQL: users with dense ids and typed
+// properties, segments with their membership bitmaps, and the per-environment
+// change log that WatchMembership replays. Every write appends to the log in
+// the same transaction; writers of one environment serialise on its head row,
+// so log sequences are gapless and in commit order.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/RoaringBitmap/roaring/v2"
+
+	"github.com/seghub/seghub/pkg/apperr"
+	"github.com/seghub/seghub/pkg/ids"
+	"github.com/seghub/seghub/pkg/membership"
+	"github.com/seghub/seghub/pkg/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Change kinds in the log.
+const (
+	KindUsers          = "users"
+	KindUsersDeleted   = "users_deleted"
+	KindSegment        = "segment"
+	KindMembership     = "membership"
+	KindSegmentDeleted = "segment_deleted"
+)
+
+// Visibility values as stored.
+const (
+	Public  = "public"
+	Private = "private"
+)
+
+// PropKind tells which field of a Prop holds the value.
+type PropKind byte
+
+const (
+	PropString PropKind = 's'
+	PropNumber PropKind = 'n'
+	PropBool   PropKind = 'b'
+	PropTime   PropKind = 't'
+)
+
+// Prop is a typed user property value.
+type Prop struct {
+	Kind PropKind
+	S    string
+	N    float64
+	B    bool
+	T    time.Time
+}
+
+// String is the value as text (identity values are sent as strings).
+func (p Prop) String() string {
+	switch p.Kind {
+	case PropString:
+		return p.S
+	case PropNumber:
+		if p.N == math.Trunc(p.N) && math.Abs(p.N) < 1e15 {
+			return fmt.Sprintf("%d", int64(p.N))
+		}
+		return fmt.Sprintf("%g", p.N)
+	case PropBool:
+		if p.B {
+			return "true"
+		}
+		return "false"
+	case PropTime:
+		return p.T.UTC().Format(time.RFC3339Nano)
+	}
+	return ""
+}
+
+type jsonProp struct {
+	S *string  `json:"s,omitempty"`
+	N *float64 `json:"n,omitempty"`
+	B *bool    `json:"b,omitempty"`
+	T *int64   `json:"t,omitempty"`
+}
+
+func encodeProps(props map[string]Prop) string {
+	out := make(map[string]jsonProp, len(props))
+	for k, p := range props {
+		var j jsonProp
+		switch p.Kind {
+		case PropString:
+			j.S = &p.S
+		case PropNumber:
+			j.N = &p.N
+		case PropBool:
+			j.B = &p.B
+		case PropTime:
+			t := p.T.UnixMicro()
+			j.T = &t
+		}
+		out[k] = j
+	}
+	b, _ := json.Marshal(out)
+	return string(b)
+}
+
+func decodeProps(s string) (map[string]Prop, error) {
+	var in map[string]jsonProp
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, fmt.Errorf("decode user properties: %w", err)
+	}
+	out := make(map[string]Prop, len(in))
+	for k, j := range in {
+		switch {
+		case j.S != nil:
+			out[k] = Prop{Kind: PropString, S: *j.S}
+		case j.N != nil:
+			out[k] = Prop{Kind: PropNumber, N: *j.N}
+		case j.B != nil:
+			out[k] = Prop{Kind: PropBool, B: *j.B}
+		case j.T != nil:
+			out[k] = Prop{Kind: PropTime, T: time.UnixMicro(*j.T).UTC()}
+		}
+	}
+	return out, nil
+}
+
+// User is a user with its dense id.
+type User struct {
+	ID       string
+	Dense    uint32
+	Props    map[string]Prop
+	Created  time.Time
+	Updated  time.Time
+	Segments []string
+}
+
+// UserUpsert is one user of UpsertUsers; a nil Prop removes the property.
+type UserUpsert struct {
+	ID    string
+	Props map[string]*Prop
+}
+
+// Segment is a segment's metadata; Members is loaded only where asked.
+type Segment struct {
+	ID, Env, Name, Description, Visibility, ExternalID string
+	Count                                              uint64
+	Version                                            int64
+	Created, Updated                                   time.Time
+	Members                                            *roaring.Bitmap
+}
+
+// Change is one entry of the change log.
+type Change struct {
+	Env       string
+	Seq       int64
+	Kind      string
+	SegmentID string
+	Version   int64
+	Added     *roaring.Bitmap
+	Removed   *roaring.Bitmap
+	Detail    string
+}
+
+// Store is segmentsync's data plane.
+type Store struct {
+	db  *store.DB
+	now func() time.Time
+	// notify is called after a commit that appended to env's log.
+	notify func(env string, seq int64)
+}
+
+// Open migrates db and returns the store. notify may be nil.
+func Open(ctx context.Context, db *store.DB, notify func(env string, seq int64)) (*Store, error) {
+	sub, _ := fs.Sub(migrations, "migrations")
+	if err := db.Migrate(ctx, "segmentsync", sub); err != nil {
+		return nil, err
+	}
+	if notify == nil {
+		notify = func(string, int64) {}
+	}
+	return &Store{db: db, now: time.Now, notify: notify}, nil
+}
+
+// DB returns the underlying database (for packages sharing the service's store).
+func (s *Store) DB() *store.DB { return s.db }
+
+func (s *Store) micros() int64 { return s.now().UTC().UnixMicro() }
+
+// write runs fn in a transaction holding env's head row and notifies
+// watchers of the last sequence appended once it commits.
+func (s *Store) write(ctx context.Context, env string, fn func(w *writer) error) error {
+	w := &writer{s: s, env: env, ctx: ctx}
+	err := s.db.InTx(ctx, func(tx *store.Tx) error {
+		w.tx = tx
+		if _, err := tx.ExecContext(ctx, `INSERT INTO ss_env_heads (environment_id, seq, next_dense) VALUES (?, 0, 1) ON CONFLICT (environment_id) DO NOTHING`, env); err != nil {
+			return err
+		}
+		// Taking the row lock first serialises this environment's writers.
+		if err := tx.QueryRowContext(ctx, `UPDATE ss_env_heads SET seq = seq WHERE environment_id = ? RETURNING seq, next_dense`, env).Scan(&w.seq, &w.nextDense); err != nil {
+			return err
+		}
+		w.startSeq = w.seq
+		if err := fn(w); err != nil {
+			return err
+		}
+		if w.seq != w.startSeq || w.denseUsed {
+			_, err := tx.ExecContext(ctx, `UPDATE ss_env_heads SET seq = ?, next_dense = ? WHERE environment_id = ?`, w.seq, w.nextDense, env)
+			return err
+		}
+		return nil
+	})
+	if err == nil && w.seq != w.startSeq {
+		s.notify(env, w.seq)
+	}
+	return err
+}
+
+// writer is the state of one write transaction of one environment.
+type writer struct {
+	s             *Store
+	ctx           context.Context
+	tx            *store.Tx
+	env           string
+	seq, startSeq int64
+	nextDense     int64
+	denseUsed     bool
+}
+
+func (w *writer) log(kind, segmentID string, version int64, added, removed *roaring.Bitmap, detail string) error {
+	w.seq++
+	var a, r []byte
+	if added != nil {
+		a = membership.Encode(added)
+	}
+	if removed != nil {
+		r = membership.Encode(removed)
+	}
+	_, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_changes (environment_id, seq, kind, segment_id, version, added, removed, detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		w.env, w.seq, kind, segmentID, version, a, r, detail, w.s.micros())
+	return err
+}
+
+const inChunk = 500
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
+// inList completes prefix ("... AND column") with a membership test on
+// values: one array parameter on PostgreSQL (a long IN list of parameters
+// gets a poor generic plan there), an IN list on SQLite.
+func inList[T any](d store.Dialect, prefix, env string, values []T) (string, []any) {
+	if d == store.Postgres {
+		return prefix + ` = ANY(?)`, []any{env, values}
+	}
+	args := make([]any, 0, len(values)+1)
+	args = append(args, env)
+	for _, v := range values {
+		args = append(args, v)
+	}
+	return prefix + ` IN (` + placeholders(len(values)) + `)`, args
+}
+
+// resolve maps user ids to dense ids, creating bare users for unknown ids
+// when create is set (logged as one users change).
+func (w *writer) resolve(userIDs []string, create bool) (map[string]uint32, error) {
+	out := make(map[string]uint32, len(userIDs))
+	uniq := dedupe(userIDs)
+	if len(uniq) > 50000 {
+		// Large uploads: one scan of the dictionary beats thousands of IN lists.
+		rows, err := w.tx.QueryContext(w.ctx, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ?`, w.env)
+		if err != nil {
+			return nil, err
+		}
+		want := make(map[string]struct{}, len(uniq))
+		for _, id := range uniq {
+			want[id] = struct{}{}
+		}
+		for rows.Next() {
+			var id string
+			var d int64
+			if err := rows.Scan(&id, &d); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if _, ok := want[id]; ok {
+				out[id] = uint32(d)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	} else {
+		for i := 0; i < len(uniq); i += inChunk {
+			chunk := uniq[i:min(i+inChunk, len(uniq))]
+			q, args := inList(w.tx.Dialect, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ? AND user_id`, w.env, chunk)
+			rows, err := w.tx.QueryContext(w.ctx, q, args...)
+			if err != nil {
+				return nil, err
+			}
+			for rows.Next() {
+				var id string
+				var d int64
+				if err := rows.Scan(&id, &d); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				out[id] = uint32(d)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !create {
+		return out, nil
+	}
+	var missing []string
+	for _, id := range uniq {
+		if _, ok := out[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	created, err := w.insertUsers(missing, nil)
+	if err != nil {
+		return nil, err
+	}
+	for id, d := range created {
+		out[id] = d
+	}
+	return out, nil
+}
+
+// insertUsers creates users with fresh dense ids (props per id may be nil).
+func (w *writer) insertUsers(userIDs []string, props map[string]map[string]Prop) (map[string]uint32, error) {
+	if w.nextDense+int64(len(userIDs)) > math.MaxUint32 {
+		return nil, apperr.ResourceExhausted("environment has reached the maximum of %d users", uint32(math.MaxUint32))
+	}
+	now := w.s.micros()
+	out := make(map[string]uint32, len(userIDs))
+	added := roaring.New()
+	const rowsPer = 400
+	for i := 0; i < len(userIDs); i += rowsPer {
+		chunk := userIDs[i:min(i+rowsPer, len(userIDs))]
+		args := make([]any, 0, len(chunk)*6)
+		var b strings.Builder
+		for j, id := range chunk {
+			if j > 0 {
+				b.WriteString(",")
+			}
+			b.WriteString("(?, ?, ?, ?, ?, ?)")
+			d := uint32(w.nextDense)
+			w.nextDense++
+			out[id] = d
+			added.Add(d)
+			args = append(args, w.env, int64(d), id, encodeProps(props[id]), now, now)
+		}
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_users (environment_id, dense_id, user_id, properties, created_at, updated_at) VALUES `+b.String(), args...); err != nil {
+			return nil, err
+		}
+	}
+	w.denseUsed = true
+	return out, w.log(KindUsers, "", 0, added, nil, "")
+}
+
+func dedupe(in []string) []string {
+	seen := make(map[string]struct{}, len(in))
+	out := make([]string, 0, len(in))
+	for _, id := range in {
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// UpsertUsers creates or updates users, merging properties.
+func (s *Store) UpsertUsers(ctx context.Context, env string, users []UserUpsert) (created, updated int, err error) {
+	err = s.write(ctx, env, func(w *writer) error {
+		created, updated = 0, 0
+		byID := make(map[string]UserUpsert, len(users))
+		order := make([]string, 0, len(users))
+		for _, u := range users {
+			if prev, ok := byID[u.ID]; ok {
+				for k, v := range u.Props {
+					prev.Props[k] = v
+				}
+				continue
+			}
+			merged := UserUpsert{ID: u.ID, Props: map[string]*Prop{}}
+			for k, v := range u.Props {
+				merged.Props[k] = v
+			}
+			byID[u.ID] = merged
+			order = append(order, u.ID)
+		}
+		existing, err := w.loadUsers(order)
+		if err != nil {
+			return err
+		}
+		var missing []string
+		newProps := map[string]map[string]Prop{}
+		touched := roaring.New()
+		now := s.micros()
+		for _, id := range order {
+			u := byID[id]
+			cur, ok := existing[id]
+			if !ok {
+				missing = append(missing, id)
+				props := map[string]Prop{}
+				for k, v := range u.Props {
+					if v != nil {
+						props[k] = *v
+					}
+				}
+				newProps[id] = props
+				continue
+			}
+			for k, v := range u.Props {
+				if v == nil {
+					delete(cur.Props, k)
+				} else {
+					cur.Props[k] = *v
+				}
+			}
+			if _, err := w.tx.ExecContext(ctx, `UPDATE ss_users SET properties = ?, updated_at = ? WHERE environment_id = ? AND dense_id = ?`, encodeProps(cur.Props), now, env, int64(cur.Dense)); err != nil {
+				return err
+			}
+			touched.Add(cur.Dense)
+			updated++
+		}
+		if len(missing) > 0 {
+			if _, err := w.insertUsers(missing, newProps); err != nil {
+				return err
+			}
+			created = len(missing)
+		}
+		if !touched.IsEmpty() {
+			return w.log(KindUsers, "", 0, touched, nil, "")
+		}
+		return nil
+	})
+	return created, updated, err
+}
+
+func (w *writer) loadUsers(userIDs []string) (map[string]*User, error) {
+	out := map[string]*User{}
+	for i := 0; i < len(userIDs); i += inChunk {
+		chunk := userIDs[i:min(i+inChunk, len(userIDs))]
+		q, args := inList(w.tx.Dialect, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND user_id`, w.env, chunk)
+		rows, err := w.tx.QueryContext(w.ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			u, err := scanUser(rows)
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[u.ID] = u
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+const userCols = `user_id, dense_id, properties, created_at, updated_at`
+
+func scanUser(sc interface{ Scan(...any) error }) (*User, error) {
+	var u User
+	var d, c, up int64
+	var props string
+	if err := sc.Scan(&u.ID, &d, &props, &c, &up); err != nil {
+		return nil, err
+	}
+	u.Dense = uint32(d)
+	var err error
+	if u.Props, err = decodeProps(props); err != nil {
+		return nil, err
+	}
+	u.Created, u.Updated = time.UnixMicro(c).UTC(), time.UnixMicro(up).UTC()
+	return &u, nil
+}
+
+// GetUser returns a user and the segments it is in.
+func (s *Store) GetUser(ctx context.Context, env, userID string) (*User, error) {
+	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND user_id = ?`, env, userID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, apperr.NotFound("user %q not found", userID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	segs, err := s.segmentsWith(ctx, s.db, env, u.Dense)
+	if err != nil {
+		return nil, err
+	}
+	for _, sg := range segs {
+		u.Segments = append(u.Segments, sg.ID)
+	}
+	return u, nil
+}
+
+// UsersByDense returns the users with the given dense ids that still exist.
+func (s *Store) UsersByDense(ctx context.Context, env string, dense []uint32) ([]*User, error) {
+	var out []*User
+	for i := 0; i < len(dense); i += inChunk {
+		chunk := make([]int64, 0, inChunk)
+		for _, d := range dense[i:min(i+inChunk, len(dense))] {
+			chunk = append(chunk, int64(d))
+		}
+		q, args := inList(s.db.Dialect, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND dense_id`, env, chunk)
+		rows, err := s.db.QueryContext(ctx, q+` ORDER BY dense_id`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			u, err := scanUser(rows)
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, u)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// UsersPage returns up to limit users with dense id > after, in order.
+func (s *Store) UsersPage(ctx context.Context, env string, after uint32, limit int) ([]*User, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND dense_id > ? ORDER BY dense_id LIMIT ?`, env, int64(after), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// DeleteUser deletes a user and removes it from every segment.
+func (s *Store) DeleteUser(ctx context.Context, env, userID string) ([]string, error) {
+	var removedFrom []string
+	err := s.write(ctx, env, func(w *writer) error {
+		removedFrom = nil
+		var d int64
+		err := w.tx.QueryRowContext(ctx, `SELECT dense_id FROM ss_users WHERE environment_id = ? AND user_id = ?`, env, userID).Scan(&d)
+		if errors.Is(err, sql.ErrNoRows) {
+			return apperr.NotFound("user %q not found", userID)
+		}
+		if err != nil {
+			return err
+		}
+		segs, err := s.segmentsWith(ctx, w.tx, env, uint32(d))
+		if err != nil {
+			return err
+		}
+		one := roaring.BitmapOf(uint32(d))
+		for _, sg := range segs {
+			if _, _, err := w.applyMembership(sg, nil, one); err != nil {
+				return err
+			}
+			removedFrom = append(removedFrom, sg.ID)
+		}
+		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_users WHERE environment_id = ? AND dense_id = ?`, env, d); err != nil {
+			return err
+		}
+		detail, _ := json.Marshal([]string{userID})
+		return w.log(KindUsersDeleted, "", 0, nil, one, string(detail))
+	})
+	return removedFrom, err
+}
+
+// segmentsWith returns env's segments (with members) that contain dense.
+func (s *Store) segmentsWith(ctx context.Context, q store.Querier, env string, dense uint32) ([]*Segment, error) {
+	all, err := s.segments(ctx, q, env, true)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Segment
+	for _, sg := range all {
+		if sg.Members.Contains(dense) {
+			out = append(out, sg)
+		}
+	}
+	return out, nil
+}
+
+const segCols = `segment_id, environment_id, name, description, visibility, external_id, member_count, version, created_at, updated_at`
+
+func scanSegment(sc interface{ Scan(...any) error }, withMembers bool) (*Segment, error) {
+	var sg Segment
+	var count, c, u int64
+	dest := []any{&sg.ID, &sg.Env, &sg.Name, &sg.Description, &sg.Visibility, &sg.ExternalID, &count, &sg.Version, &c, &u}
+	var blob []byte
+	if withMembers {
+		dest = append(dest, &blob)
+	}
+	if err := sc.Scan(dest...); err != nil {
+		return nil, err
+	}
+	sg.Count = uint64(count)
+	sg.Created, sg.Updated = time.UnixMicro(c).UTC(), time.UnixMicro(u).UTC()
+	if withMembers {
+		m, err := membership.Decode(blob)
+		if err != nil {
+			return nil, err
+		}
+		sg.Members = m
+	}
+	return &sg, nil
+}
+
+func (s *Store) segments(ctx context.Context, q store.Querier, env string, withMembers bool) ([]*Segment, error) {
+	cols := segCols
+	if withMembers {
+		cols += `, members`
+	}
+	rows, err := q.QueryContext(ctx, `SELECT `+cols+` FROM ss_segments WHERE environment_id = ? ORDER BY segment_id`, env)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Segment
+	for rows.Next() {
+		sg, err := scanSegment(rows, withMembers)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sg)
+	}
+	return out, rows.Err()
+}
+
+// Segments returns every segment of env, with members when asked.
+func (s *Store) Segments(ctx context.Context, env string, withMembers bool) ([]*Segment, error) {
+	return s.segments(ctx, s.db, env, withMembers)
+}
+
+// CreateSegment creates an empty segment.
+func (s *Store) CreateSegment(ctx context.Context, env, name, description, visibility, externalID string) (*Segment, error) {
+	now := s.now().UTC().Truncate(time.Microsecond)
+	sg := &Segment{ID: ids.New("seg"), Env: env, Name: name, Description: description, Visibility: visibility, ExternalID: externalID, Version: 1, Created: now, Updated: now, Members: roaring.New()}
+	err := s.write(ctx, env, func(w *writer) error {
+		_, err := w.tx.ExecContext(ctx, `INSERT INTO ss_segments (`+segCols+`, members) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			sg.ID, env, name, description, visibility, externalID, 0, sg.Version, now.UnixMicro(), now.UnixMicro(), membership.Encode(sg.Members))
+		if store.IsUniqueViolation(err) {
+			return apperr.AlreadyExists("a segment named %q already exists in this environment", name)
+		}
+		if err != nil {
+			return err
+		}
+		return w.log(KindSegment, sg.ID, sg.Version, nil, nil, "")
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sg, nil
+}
+
+func (s *Store) getSegment(ctx context.Context, q store.Querier, env, id string, withMembers bool) (*Segment, error) {
+	cols := segCols
+	if withMembers {
+		cols += `, members`
+	}
+	sg, err := scanSegment(q.QueryRowContext(ctx, `SELECT `+cols+` FROM ss_segments WHERE environment_id = ? AND segment_id = ?`, env, id), withMembers)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, apperr.NotFound("segment %q not found", id)
+	}
+	return sg, err
+}
+
+// GetSegment returns a segment, with its members when asked.
+func (s *Store) GetSegment(ctx context.Context, env, id string, withMembers bool) (*Segment, error) {
+	return s.getSegment(ctx, s.db, env, id, withMembers)
+}
+
+// SegmentByExternalID finds the segment linked to an analytics tool's id.
+func (s *Store) SegmentByExternalID(ctx context.Context, env, externalID string) (*Segment, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT segment_id FROM ss_segments WHERE environment_id = ? AND external_id = ?`, env, externalID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, apperr.NotFound("no segment linked to external id %q", externalID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.GetSegment(ctx, env, id, false)
+}
+
+// SegmentFilter narrows ListSegments.
+type SegmentFilter struct {
+	Visibility string
+	NonEmpty   bool
+}
+
+// ListSegments pages through segments ordered by (name, id) after the given cursor.
+func (s *Store) ListSegments(ctx context.Context, env string, f SegmentFilter, afterName, afterID string, limit int) ([]*Segment, error) {
+	q := `SELECT ` + segCols + ` FROM ss_segments WHERE environment_id = ? AND (name > ? OR (name = ? AND segment_id > ?))`
+	args := []any{env, afterName, afterName, afterID}
+	if f.Visibility != "" {
+		q += ` AND visibility = ?`
+		args = append(args, f.Visibility)
+	}
+	if f.NonEmpty {
+		q += ` AND member_count > 0`
+	}
+	q += ` ORDER BY name, segment_id LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Segment
+	for rows.Next() {
+		sg, err := scanSegment(rows, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sg)
+	}
+	return out, rows.Err()
+}
+
+// SegmentUpdate lists the fields to change; nil leaves a field as it is.
+type SegmentUpdate struct {
+	Name, Description, Visibility *string
+}
+
+// UpdateSegment changes a segment's metadata and bumps its version.
+func (s *Store) UpdateSegment(ctx context.Context, env, id string, up SegmentUpdate) (*Segment, error) {
+	var out *Segment
+	err := s.write(ctx, env, func(w *writer) error {
+		sg, err := s.getSegment(ctx, w.tx, env, id, false)
+		if err != nil {
+			return err
+		}
+		if up.Name != nil {
+			sg.Name = *up.Name
+		}
+		if up.Description != nil {
+			sg.Description = *up.Description
+		}
+		if up.Visibility != nil {
+			sg.Visibility = *up.Visibility
+		}
+		sg.Version++
+		sg.Updated = s.now().UTC().Truncate(time.Microsecond)
+		_, err = w.tx.ExecContext(ctx, `UPDATE ss_segments SET name = ?, description = ?, visibility = ?, version = ?, updated_at = ? WHERE segment_id = ?`, sg.Name, sg.Description, sg.Visibility, sg.Version, sg.Updated.UnixMicro(), id)
+		if store.IsUniqueViolation(err) {
+			return apperr.AlreadyExists("a segment named %q already exists in this environment", sg.Name)
+		}
+		if err != nil {
+			return err
+		}
+		out = sg
+		return w.log(KindSegment, id, sg.Version, nil, nil, "")
+	})
+	return out, err
+}
+
+// DeleteSegment deletes a segment; watchers (targeting, the sync engine)
+// are told by a segment_deleted change.
+func (s *Store) DeleteSegment(ctx context.Context, env, id string) error {
+	return s.write(ctx, env, func(w *writer) error {
+		sg, err := s.getSegment(ctx, w.tx, env, id, false)
+		if err != nil {
+			return err
+		}
+		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_segments WHERE segment_id = ?`, id); err != nil {
+			return err
+		}
+		return w.log(KindSegmentDeleted, id, sg.Version+1, nil, nil, "")
+	})
+}
+
+// applyMembership adds and removes dense ids, writes the segment and logs the
+// actual change. It returns how many were added and removed.
+func (w *writer) applyMembership(sg *Segment, add, remove *roaring.Bitmap) (added, removed uint64, err error) {
+	var realAdd, realRemove *roaring.Bitmap
+	if add != nil {
+		realAdd = roaring.AndNot(add, sg.Members)
+	} else {
+		realAdd = roaring.New()
+	}
+	if remove != nil {
+		realRemove = roaring.And(remove, sg.Members)
+		realRemove.AndNot(realAdd)
+	} else {
+		realRemove = roaring.New()
+	}
+	if realAdd.IsEmpty() && realRemove.IsEmpty() {
+		return 0, 0, nil
+	}
+	sg.Members.Or(realAdd)
+	sg.Members.AndNot(realRemove)
+	sg.Count = sg.Members.GetCardinality()
+	sg.Version++
+	sg.Updated = w.s.now().UTC().Truncate(time.Microsecond)
+	if _, err := w.tx.ExecContext(w.ctx, `UPDATE ss_segments SET members = ?, member_count = ?, version = ?, updated_at = ? WHERE segment_id = ?`,
+		membership.Encode(sg.Members), int64(sg.Count), sg.Version, sg.Updated.UnixMicro(), sg.ID); err != nil {
+		return 0, 0, err
+	}
+	return realAdd.GetCardinality(), realRemove.GetCardinality(), w.log(KindMembership, sg.ID, sg.Version, realAdd, realRemove, "")
+}
+
+// MembershipResult is the outcome of a membership write.
+type MembershipResult struct {
+	Added, Removed, Count uint64
+	Version               int64
+}
+
+// ChangeMembers adds and removes user ids (unknown ids in adds create bare
+// users; unknown ids in removes are not members anyway).
+func (s *Store) ChangeMembers(ctx context.Context, env, segmentID string, add, remove []string) (MembershipResult, error) {
+	var res MembershipResult
+	err := s.write(ctx, env, func(w *writer) error {
+		sg, err := s.getSegment(ctx, w.tx, env, segmentID, true)
+		if err != nil {
+			return err
+		}
+		addIDs, err := w.resolve(add, true)
+		if err != nil {
+			return err
+		}
+		rmIDs, err := w.resolve(remove, false)
+		if err != nil {
+			return err
+		}
+		a, r := roaring.New(), roaring.New()
+		for _, d := range addIDs {
+			a.Add(d)
+		}
+		for _, d := range rmIDs {
+			r.Add(d)
+		}
+		added, removed, err := w.applyMembership(sg, a, r)
+		if err != nil {
+			return err
+		}
+		res = MembershipResult{Added: added, Removed: removed, Count: sg.Count, Version: sg.Version}
+		return nil
+	})
+	return res, err
+}
+
+// ReplaceMembers sets a segment's membership to exactly userIDs, atomically.
+func (s *Store) ReplaceMembers(ctx context.Context, env, segmentID string, userIDs []string) (MembershipResult, error) {
+	var res MembershipResult
+	err := s.write(ctx, env, func(w *writer) error {
+		sg, err := s.getSegment(ctx, w.tx, env, segmentID, true)
+		if err != nil {
+			return err
+		}
+		m, err := w.resolve(userIDs, true)
+		if err != nil {
+			return err
+		}
+		target := roaring.New()
+		for _, d := range m {
+			target.Add(d)
+		}
+		adds, removes := membership.Diff(target, sg.Members)
+		added, removed, err := w.applyMembership(sg, adds, removes)
+		if err != nil {
+			return err
+		}
+		res = MembershipResult{Added: added, Removed: removed, Count: sg.Count, Version: sg.Version}
+		return nil
+	})
+	return res, err
+}
+
+// DenseIDs looks user ids up without creating any.
+func (s *Store) DenseIDs(ctx context.Context, env string, userIDs []string) (map[string]uint32, error) {
+	var out map[string]uint32
+	err := s.db.InTx(ctx, func(tx *store.Tx) error {
+		w := &writer{s: s, ctx: ctx, tx: tx, env: env}
+		var err error
+		out, err = w.resolve(userIDs, false)
+		return err
+	})
+	return out, err
+}
+
+// UserIDs maps dense ids to user ids.
+func (s *Store) UserIDs(ctx context.Context, env string, dense []uint32) (map[uint32]string, error) {
+	users, err := s.UsersByDense(ctx, env, dense)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint32]string, len(users))
+	for _, u := range users {
+		out[u.Dense] = u.ID
+	}
+	return out, nil
+}
+
+// Head returns env's last change-log sequence.
+func (s *Store) Head(ctx context.Context, env string) (int64, error) {
+	var seq int64
+	err := s.db.QueryRowContext(ctx, `SELECT seq FROM ss_env_heads WHERE environment_id = ?`, env).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return seq, err
+}
+
+// OldestSeq returns the first sequence still in env's log (0 when empty).
+func (s *Store) OldestSeq(ctx context.Context, env string) (int64, error) {
+	var seq sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT MIN(seq) FROM ss_changes WHERE environment_id = ?`, env).Scan(&seq)
+	return seq.Int64, err
+}
+
+// Changes returns env's log entries after seq, in order.
+func (s *Store) Changes(ctx context.Context, env string, after int64, limit int) ([]Change, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, kind, segment_id, version, added, removed, detail FROM ss_changes WHERE environment_id = ? AND seq > ? ORDER BY seq LIMIT ?`, env, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Change
+	for rows.Next() {
+		c := Change{Env: env}
+		var a, r []byte
+		if err := rows.Scan(&c.Seq, &c.Kind, &c.SegmentID, &c.Version, &a, &r, &c.Detail); err != nil {
+			return nil, err
+		}
+		if c.Added, err = membership.Decode(a); err != nil {
+			return nil, err
+		}
+		if c.Removed, err = membership.Decode(r); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Prune keeps at most keep entries of each environment's log; watchers
+// further behind get a fresh snapshot.
+func (s *Store) Prune(ctx context.Context, keep int64) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT environment_id, seq FROM ss_env_heads`)
+	if err != nil {
+		return err
+	}
+	type head struct {
+		env string
+		seq int64
+	}
+	var heads []head
+	for rows.Next() {
+		var h head
+		if err := rows.Scan(&h.env, &h.seq); err != nil {
+			rows.Close()
+			return err
+		}
+		heads = append(heads, h)
+	}
+	rows.Close()
+	for _, h := range heads {
+		if h.seq > keep {
+			if _, err := s.db.ExecContext(ctx, `DELETE FROM ss_changes WHERE environment_id = ? AND seq <= ?`, h.env, h.seq-keep); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Environments lists every environment with segmentsync data or an admin row.
+func (s *Store) Environments(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM environments UNION SELECT environment_id FROM ss_env_heads`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out, rows.Err()
+}
