@@ -18,6 +18,7 @@ import (
 	"github.com/seghub/seghub/gen/openapi"
 	adminv1 "github.com/seghub/seghub/gen/seghub/admin/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
+	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/app"
 )
 
@@ -44,6 +45,7 @@ type registrar func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.Clien
 var registrations = map[string][]registrar{
 	app.Admin:       {adminv1.RegisterAdminServiceHandler},
 	app.SegmentSync: {segmentsyncv1.RegisterSegmentSyncServiceHandler},
+	app.Targeting:   {targetingv1.RegisterTargetingServiceHandler},
 }
 
 // New builds the gateway on p's connections. extra routes are mounted as-is.

@@ -7,9 +7,13 @@
 package targetingv1
 
 import (
+	_ "github.com/seghub/seghub/gen/seghub/auth/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
+	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -20,21 +24,2088 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ExperienceType int32
+
+const (
+	ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED  ExperienceType = 0
+	ExperienceType_EXPERIENCE_TYPE_PRODUCT_TOUR ExperienceType = 1
+	ExperienceType_EXPERIENCE_TYPE_CHECKLIST    ExperienceType = 2
+	ExperienceType_EXPERIENCE_TYPE_GENERIC      ExperienceType = 3
+)
+
+// Enum value maps for ExperienceType.
+var (
+	ExperienceType_name = map[int32]string{
+		0: "EXPERIENCE_TYPE_UNSPECIFIED",
+		1: "EXPERIENCE_TYPE_PRODUCT_TOUR",
+		2: "EXPERIENCE_TYPE_CHECKLIST",
+		3: "EXPERIENCE_TYPE_GENERIC",
+	}
+	ExperienceType_value = map[string]int32{
+		"EXPERIENCE_TYPE_UNSPECIFIED":  0,
+		"EXPERIENCE_TYPE_PRODUCT_TOUR": 1,
+		"EXPERIENCE_TYPE_CHECKLIST":    2,
+		"EXPERIENCE_TYPE_GENERIC":      3,
+	}
+)
+
+func (x ExperienceType) Enum() *ExperienceType {
+	p := new(ExperienceType)
+	*p = x
+	return p
+}
+
+func (x ExperienceType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ExperienceType) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_targeting_v1_targeting_proto_enumTypes[0].Descriptor()
+}
+
+func (ExperienceType) Type() protoreflect.EnumType {
+	return &file_seghub_targeting_v1_targeting_proto_enumTypes[0]
+}
+
+func (x ExperienceType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ExperienceType.Descriptor instead.
+func (ExperienceType) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{0}
+}
+
+type Operator int32
+
+const (
+	Operator_OPERATOR_UNSPECIFIED Operator = 0
+	// The user is in segment_id.
+	Operator_OPERATOR_IN_SEGMENT Operator = 1
+	// The user is not in segment_id.
+	Operator_OPERATOR_NOT_IN_SEGMENT Operator = 2
+	// User property comparisons.
+	Operator_OPERATOR_EQUALS       Operator = 3
+	Operator_OPERATOR_NOT_EQUALS   Operator = 4
+	Operator_OPERATOR_LESS_THAN    Operator = 5
+	Operator_OPERATOR_GREATER_THAN Operator = 6
+	Operator_OPERATOR_CONTAINS     Operator = 7
+	Operator_OPERATOR_EXISTS       Operator = 8
+)
+
+// Enum value maps for Operator.
+var (
+	Operator_name = map[int32]string{
+		0: "OPERATOR_UNSPECIFIED",
+		1: "OPERATOR_IN_SEGMENT",
+		2: "OPERATOR_NOT_IN_SEGMENT",
+		3: "OPERATOR_EQUALS",
+		4: "OPERATOR_NOT_EQUALS",
+		5: "OPERATOR_LESS_THAN",
+		6: "OPERATOR_GREATER_THAN",
+		7: "OPERATOR_CONTAINS",
+		8: "OPERATOR_EXISTS",
+	}
+	Operator_value = map[string]int32{
+		"OPERATOR_UNSPECIFIED":    0,
+		"OPERATOR_IN_SEGMENT":     1,
+		"OPERATOR_NOT_IN_SEGMENT": 2,
+		"OPERATOR_EQUALS":         3,
+		"OPERATOR_NOT_EQUALS":     4,
+		"OPERATOR_LESS_THAN":      5,
+		"OPERATOR_GREATER_THAN":   6,
+		"OPERATOR_CONTAINS":       7,
+		"OPERATOR_EXISTS":         8,
+	}
+)
+
+func (x Operator) Enum() *Operator {
+	p := new(Operator)
+	*p = x
+	return p
+}
+
+func (x Operator) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Operator) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_targeting_v1_targeting_proto_enumTypes[1].Descriptor()
+}
+
+func (Operator) Type() protoreflect.EnumType {
+	return &file_seghub_targeting_v1_targeting_proto_enumTypes[1]
+}
+
+func (x Operator) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Operator.Descriptor instead.
+func (Operator) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{1}
+}
+
+type Combinator int32
+
+const (
+	Combinator_COMBINATOR_UNSPECIFIED Combinator = 0
+	Combinator_COMBINATOR_AND         Combinator = 1
+	Combinator_COMBINATOR_OR          Combinator = 2
+)
+
+// Enum value maps for Combinator.
+var (
+	Combinator_name = map[int32]string{
+		0: "COMBINATOR_UNSPECIFIED",
+		1: "COMBINATOR_AND",
+		2: "COMBINATOR_OR",
+	}
+	Combinator_value = map[string]int32{
+		"COMBINATOR_UNSPECIFIED": 0,
+		"COMBINATOR_AND":         1,
+		"COMBINATOR_OR":          2,
+	}
+)
+
+func (x Combinator) Enum() *Combinator {
+	p := new(Combinator)
+	*p = x
+	return p
+}
+
+func (x Combinator) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Combinator) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_targeting_v1_targeting_proto_enumTypes[2].Descriptor()
+}
+
+func (Combinator) Type() protoreflect.EnumType {
+	return &file_seghub_targeting_v1_targeting_proto_enumTypes[2]
+}
+
+func (x Combinator) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Combinator.Descriptor instead.
+func (Combinator) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{2}
+}
+
+type CheckMembershipRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckMembershipRequest) Reset() {
+	*x = CheckMembershipRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckMembershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckMembershipRequest) ProtoMessage() {}
+
+func (x *CheckMembershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckMembershipRequest.ProtoReflect.Descriptor instead.
+func (*CheckMembershipRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CheckMembershipRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *CheckMembershipRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type CheckMembershipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IsMember      bool                   `protobuf:"varint,1,opt,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
+	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckMembershipResponse) Reset() {
+	*x = CheckMembershipResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckMembershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckMembershipResponse) ProtoMessage() {}
+
+func (x *CheckMembershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckMembershipResponse.ProtoReflect.Descriptor instead.
+func (*CheckMembershipResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CheckMembershipResponse) GetIsMember() bool {
+	if x != nil {
+		return x.IsMember
+	}
+	return false
+}
+
+func (x *CheckMembershipResponse) GetIndexVersion() int64 {
+	if x != nil {
+		return x.IndexVersion
+	}
+	return 0
+}
+
+type MembershipCheck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SegmentId     string                 `protobuf:"bytes,2,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembershipCheck) Reset() {
+	*x = MembershipCheck{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembershipCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembershipCheck) ProtoMessage() {}
+
+func (x *MembershipCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembershipCheck.ProtoReflect.Descriptor instead.
+func (*MembershipCheck) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MembershipCheck) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MembershipCheck) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+type BatchCheckRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checks        []*MembershipCheck     `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCheckRequest) Reset() {
+	*x = BatchCheckRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCheckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCheckRequest) ProtoMessage() {}
+
+func (x *BatchCheckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCheckRequest.ProtoReflect.Descriptor instead.
+func (*BatchCheckRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BatchCheckRequest) GetChecks() []*MembershipCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+type BatchCheckResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One answer per check, in order.
+	IsMember      []bool `protobuf:"varint,1,rep,packed,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
+	IndexVersion  int64  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCheckResponse) Reset() {
+	*x = BatchCheckResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCheckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCheckResponse) ProtoMessage() {}
+
+func (x *BatchCheckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCheckResponse.ProtoReflect.Descriptor instead.
+func (*BatchCheckResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BatchCheckResponse) GetIsMember() []bool {
+	if x != nil {
+		return x.IsMember
+	}
+	return nil
+}
+
+func (x *BatchCheckResponse) GetIndexVersion() int64 {
+	if x != nil {
+		return x.IndexVersion
+	}
+	return 0
+}
+
+type BatchCheckStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checks        []*MembershipCheck     `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCheckStreamRequest) Reset() {
+	*x = BatchCheckStreamRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCheckStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCheckStreamRequest) ProtoMessage() {}
+
+func (x *BatchCheckStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCheckStreamRequest.ProtoReflect.Descriptor instead.
+func (*BatchCheckStreamRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BatchCheckStreamRequest) GetChecks() []*MembershipCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+type BatchCheckStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IsMember      []bool                 `protobuf:"varint,1,rep,packed,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
+	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCheckStreamResponse) Reset() {
+	*x = BatchCheckStreamResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCheckStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCheckStreamResponse) ProtoMessage() {}
+
+func (x *BatchCheckStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCheckStreamResponse.ProtoReflect.Descriptor instead.
+func (*BatchCheckStreamResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BatchCheckStreamResponse) GetIsMember() []bool {
+	if x != nil {
+		return x.IsMember
+	}
+	return nil
+}
+
+func (x *BatchCheckStreamResponse) GetIndexVersion() int64 {
+	if x != nil {
+		return x.IndexVersion
+	}
+	return 0
+}
+
+type ListUserSegmentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserSegmentsRequest) Reset() {
+	*x = ListUserSegmentsRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserSegmentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserSegmentsRequest) ProtoMessage() {}
+
+func (x *ListUserSegmentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserSegmentsRequest.ProtoReflect.Descriptor instead.
+func (*ListUserSegmentsRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListUserSegmentsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type ListUserSegmentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentIds    []string               `protobuf:"bytes,1,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserSegmentsResponse) Reset() {
+	*x = ListUserSegmentsResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserSegmentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserSegmentsResponse) ProtoMessage() {}
+
+func (x *ListUserSegmentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserSegmentsResponse.ProtoReflect.Descriptor instead.
+func (*ListUserSegmentsResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListUserSegmentsResponse) GetSegmentIds() []string {
+	if x != nil {
+		return x.SegmentIds
+	}
+	return nil
+}
+
+func (x *ListUserSegmentsResponse) GetIndexVersion() int64 {
+	if x != nil {
+		return x.IndexVersion
+	}
+	return 0
+}
+
+type TargetableSegment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	MemberCount   uint64                 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TargetableSegment) Reset() {
+	*x = TargetableSegment{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TargetableSegment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TargetableSegment) ProtoMessage() {}
+
+func (x *TargetableSegment) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TargetableSegment.ProtoReflect.Descriptor instead.
+func (*TargetableSegment) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TargetableSegment) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *TargetableSegment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TargetableSegment) GetMemberCount() uint64 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
+}
+
+type ListTargetableSegmentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTargetableSegmentsRequest) Reset() {
+	*x = ListTargetableSegmentsRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTargetableSegmentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTargetableSegmentsRequest) ProtoMessage() {}
+
+func (x *ListTargetableSegmentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTargetableSegmentsRequest.ProtoReflect.Descriptor instead.
+func (*ListTargetableSegmentsRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{10}
+}
+
+type ListTargetableSegmentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Segments      []*TargetableSegment   `protobuf:"bytes,1,rep,name=segments,proto3" json:"segments,omitempty"`
+	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTargetableSegmentsResponse) Reset() {
+	*x = ListTargetableSegmentsResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTargetableSegmentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTargetableSegmentsResponse) ProtoMessage() {}
+
+func (x *ListTargetableSegmentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTargetableSegmentsResponse.ProtoReflect.Descriptor instead.
+func (*ListTargetableSegmentsResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListTargetableSegmentsResponse) GetSegments() []*TargetableSegment {
+	if x != nil {
+		return x.Segments
+	}
+	return nil
+}
+
+func (x *ListTargetableSegmentsResponse) GetIndexVersion() int64 {
+	if x != nil {
+		return x.IndexVersion
+	}
+	return 0
+}
+
+// Condition is one rule of an audience.
+type Condition struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Operator Operator               `protobuf:"varint,1,opt,name=operator,proto3,enum=seghub.targeting.v1.Operator" json:"operator,omitempty"`
+	// For segment operators.
+	SegmentId string `protobuf:"bytes,2,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// For property operators.
+	Property string `protobuf:"bytes,3,opt,name=property,proto3" json:"property,omitempty"`
+	// Types that are valid to be assigned to Value:
+	//
+	//	*Condition_StringValue
+	//	*Condition_NumberValue
+	//	*Condition_BoolValue
+	//	*Condition_TimestampValue
+	Value         isCondition_Value `protobuf_oneof:"value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Condition) Reset() {
+	*x = Condition{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Condition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Condition) ProtoMessage() {}
+
+func (x *Condition) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Condition.ProtoReflect.Descriptor instead.
+func (*Condition) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Condition) GetOperator() Operator {
+	if x != nil {
+		return x.Operator
+	}
+	return Operator_OPERATOR_UNSPECIFIED
+}
+
+func (x *Condition) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *Condition) GetProperty() string {
+	if x != nil {
+		return x.Property
+	}
+	return ""
+}
+
+func (x *Condition) GetValue() isCondition_Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *Condition) GetStringValue() string {
+	if x != nil {
+		if x, ok := x.Value.(*Condition_StringValue); ok {
+			return x.StringValue
+		}
+	}
+	return ""
+}
+
+func (x *Condition) GetNumberValue() float64 {
+	if x != nil {
+		if x, ok := x.Value.(*Condition_NumberValue); ok {
+			return x.NumberValue
+		}
+	}
+	return 0
+}
+
+func (x *Condition) GetBoolValue() bool {
+	if x != nil {
+		if x, ok := x.Value.(*Condition_BoolValue); ok {
+			return x.BoolValue
+		}
+	}
+	return false
+}
+
+func (x *Condition) GetTimestampValue() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Value.(*Condition_TimestampValue); ok {
+			return x.TimestampValue
+		}
+	}
+	return nil
+}
+
+type isCondition_Value interface {
+	isCondition_Value()
+}
+
+type Condition_StringValue struct {
+	StringValue string `protobuf:"bytes,4,opt,name=string_value,json=stringValue,proto3,oneof"`
+}
+
+type Condition_NumberValue struct {
+	NumberValue float64 `protobuf:"fixed64,5,opt,name=number_value,json=numberValue,proto3,oneof"`
+}
+
+type Condition_BoolValue struct {
+	BoolValue bool `protobuf:"varint,6,opt,name=bool_value,json=boolValue,proto3,oneof"`
+}
+
+type Condition_TimestampValue struct {
+	TimestampValue *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=timestamp_value,json=timestampValue,proto3,oneof"`
+}
+
+func (*Condition_StringValue) isCondition_Value() {}
+
+func (*Condition_NumberValue) isCondition_Value() {}
+
+func (*Condition_BoolValue) isCondition_Value() {}
+
+func (*Condition_TimestampValue) isCondition_Value() {}
+
+// ConditionGroup combines conditions and nested groups with AND or OR.
+type ConditionGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Combinator    Combinator             `protobuf:"varint,1,opt,name=combinator,proto3,enum=seghub.targeting.v1.Combinator" json:"combinator,omitempty"`
+	Conditions    []*Condition           `protobuf:"bytes,2,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	Groups        []*ConditionGroup      `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConditionGroup) Reset() {
+	*x = ConditionGroup{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConditionGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConditionGroup) ProtoMessage() {}
+
+func (x *ConditionGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConditionGroup.ProtoReflect.Descriptor instead.
+func (*ConditionGroup) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ConditionGroup) GetCombinator() Combinator {
+	if x != nil {
+		return x.Combinator
+	}
+	return Combinator_COMBINATOR_UNSPECIFIED
+}
+
+func (x *ConditionGroup) GetConditions() []*Condition {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
+}
+
+func (x *ConditionGroup) GetGroups() []*ConditionGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+// Audience: everyone, or those matching the group.
+type Audience struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Everyone      bool                   `protobuf:"varint,1,opt,name=everyone,proto3" json:"everyone,omitempty"`
+	Match         *ConditionGroup        `protobuf:"bytes,2,opt,name=match,proto3" json:"match,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Audience) Reset() {
+	*x = Audience{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Audience) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Audience) ProtoMessage() {}
+
+func (x *Audience) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Audience.ProtoReflect.Descriptor instead.
+func (*Audience) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Audience) GetEveryone() bool {
+	if x != nil {
+		return x.Everyone
+	}
+	return false
+}
+
+func (x *Audience) GetMatch() *ConditionGroup {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
+type Experience struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Type          ExperienceType         `protobuf:"varint,3,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	Audience      *Audience              `protobuf:"bytes,4,opt,name=audience,proto3" json:"audience,omitempty"`
+	Enabled       bool                   `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Experience) Reset() {
+	*x = Experience{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Experience) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Experience) ProtoMessage() {}
+
+func (x *Experience) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Experience.ProtoReflect.Descriptor instead.
+func (*Experience) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Experience) GetExperienceId() string {
+	if x != nil {
+		return x.ExperienceId
+	}
+	return ""
+}
+
+func (x *Experience) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Experience) GetType() ExperienceType {
+	if x != nil {
+		return x.Type
+	}
+	return ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED
+}
+
+func (x *Experience) GetAudience() *Audience {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *Experience) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *Experience) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Experience) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+type CreateExperienceRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Type     ExperienceType         `protobuf:"varint,2,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	Audience *Audience              `protobuf:"bytes,3,opt,name=audience,proto3" json:"audience,omitempty"`
+	// Experiences are created enabled unless disabled is set.
+	Disabled      bool `protobuf:"varint,4,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateExperienceRequest) Reset() {
+	*x = CreateExperienceRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateExperienceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateExperienceRequest) ProtoMessage() {}
+
+func (x *CreateExperienceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateExperienceRequest.ProtoReflect.Descriptor instead.
+func (*CreateExperienceRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CreateExperienceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateExperienceRequest) GetType() ExperienceType {
+	if x != nil {
+		return x.Type
+	}
+	return ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED
+}
+
+func (x *CreateExperienceRequest) GetAudience() *Audience {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *CreateExperienceRequest) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+type CreateExperienceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Experience    *Experience            `protobuf:"bytes,1,opt,name=experience,proto3" json:"experience,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateExperienceResponse) Reset() {
+	*x = CreateExperienceResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateExperienceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateExperienceResponse) ProtoMessage() {}
+
+func (x *CreateExperienceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateExperienceResponse.ProtoReflect.Descriptor instead.
+func (*CreateExperienceResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CreateExperienceResponse) GetExperience() *Experience {
+	if x != nil {
+		return x.Experience
+	}
+	return nil
+}
+
+type GetExperienceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetExperienceRequest) Reset() {
+	*x = GetExperienceRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetExperienceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetExperienceRequest) ProtoMessage() {}
+
+func (x *GetExperienceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetExperienceRequest.ProtoReflect.Descriptor instead.
+func (*GetExperienceRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetExperienceRequest) GetExperienceId() string {
+	if x != nil {
+		return x.ExperienceId
+	}
+	return ""
+}
+
+type GetExperienceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Experience    *Experience            `protobuf:"bytes,1,opt,name=experience,proto3" json:"experience,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetExperienceResponse) Reset() {
+	*x = GetExperienceResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetExperienceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetExperienceResponse) ProtoMessage() {}
+
+func (x *GetExperienceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetExperienceResponse.ProtoReflect.Descriptor instead.
+func (*GetExperienceResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetExperienceResponse) GetExperience() *Experience {
+	if x != nil {
+		return x.Experience
+	}
+	return nil
+}
+
+type ListExperiencesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          ExperienceType         `protobuf:"varint,1,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExperiencesRequest) Reset() {
+	*x = ListExperiencesRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExperiencesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExperiencesRequest) ProtoMessage() {}
+
+func (x *ListExperiencesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExperiencesRequest.ProtoReflect.Descriptor instead.
+func (*ListExperiencesRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListExperiencesRequest) GetType() ExperienceType {
+	if x != nil {
+		return x.Type
+	}
+	return ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED
+}
+
+type ListExperiencesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Experiences   []*Experience          `protobuf:"bytes,1,rep,name=experiences,proto3" json:"experiences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExperiencesResponse) Reset() {
+	*x = ListExperiencesResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExperiencesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExperiencesResponse) ProtoMessage() {}
+
+func (x *ListExperiencesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExperiencesResponse.ProtoReflect.Descriptor instead.
+func (*ListExperiencesResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListExperiencesResponse) GetExperiences() []*Experience {
+	if x != nil {
+		return x.Experiences
+	}
+	return nil
+}
+
+type UpdateExperienceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	Name          *string                `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	Audience      *Audience              `protobuf:"bytes,3,opt,name=audience,proto3" json:"audience,omitempty"`
+	Enabled       *bool                  `protobuf:"varint,4,opt,name=enabled,proto3,oneof" json:"enabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateExperienceRequest) Reset() {
+	*x = UpdateExperienceRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateExperienceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateExperienceRequest) ProtoMessage() {}
+
+func (x *UpdateExperienceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateExperienceRequest.ProtoReflect.Descriptor instead.
+func (*UpdateExperienceRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdateExperienceRequest) GetExperienceId() string {
+	if x != nil {
+		return x.ExperienceId
+	}
+	return ""
+}
+
+func (x *UpdateExperienceRequest) GetName() string {
+	if x != nil && x.Name != nil {
+		return *x.Name
+	}
+	return ""
+}
+
+func (x *UpdateExperienceRequest) GetAudience() *Audience {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *UpdateExperienceRequest) GetEnabled() bool {
+	if x != nil && x.Enabled != nil {
+		return *x.Enabled
+	}
+	return false
+}
+
+type UpdateExperienceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Experience    *Experience            `protobuf:"bytes,1,opt,name=experience,proto3" json:"experience,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateExperienceResponse) Reset() {
+	*x = UpdateExperienceResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateExperienceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateExperienceResponse) ProtoMessage() {}
+
+func (x *UpdateExperienceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateExperienceResponse.ProtoReflect.Descriptor instead.
+func (*UpdateExperienceResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateExperienceResponse) GetExperience() *Experience {
+	if x != nil {
+		return x.Experience
+	}
+	return nil
+}
+
+type DeleteExperienceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteExperienceRequest) Reset() {
+	*x = DeleteExperienceRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteExperienceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteExperienceRequest) ProtoMessage() {}
+
+func (x *DeleteExperienceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteExperienceRequest.ProtoReflect.Descriptor instead.
+func (*DeleteExperienceRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DeleteExperienceRequest) GetExperienceId() string {
+	if x != nil {
+		return x.ExperienceId
+	}
+	return ""
+}
+
+type DeleteExperienceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteExperienceResponse) Reset() {
+	*x = DeleteExperienceResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteExperienceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteExperienceResponse) ProtoMessage() {}
+
+func (x *DeleteExperienceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteExperienceResponse.ProtoReflect.Descriptor instead.
+func (*DeleteExperienceResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{25}
+}
+
+type EvaluateExperienceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateExperienceRequest) Reset() {
+	*x = EvaluateExperienceRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateExperienceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateExperienceRequest) ProtoMessage() {}
+
+func (x *EvaluateExperienceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateExperienceRequest.ProtoReflect.Descriptor instead.
+func (*EvaluateExperienceRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *EvaluateExperienceRequest) GetExperienceId() string {
+	if x != nil {
+		return x.ExperienceId
+	}
+	return ""
+}
+
+func (x *EvaluateExperienceRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type EvaluateExperienceResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Eligible bool                   `protobuf:"varint,1,opt,name=eligible,proto3" json:"eligible,omitempty"`
+	// The condition that decided, as a path ("match.conditions[1]",
+	// "match.groups[0].conditions[2]") and in words; "everyone" for open
+	// audiences; "disabled" for disabled experiences.
+	DecidedBy     string `protobuf:"bytes,2,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	IndexVersion  int64  `protobuf:"varint,4,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateExperienceResponse) Reset() {
+	*x = EvaluateExperienceResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateExperienceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateExperienceResponse) ProtoMessage() {}
+
+func (x *EvaluateExperienceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateExperienceResponse.ProtoReflect.Descriptor instead.
+func (*EvaluateExperienceResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *EvaluateExperienceResponse) GetEligible() bool {
+	if x != nil {
+		return x.Eligible
+	}
+	return false
+}
+
+func (x *EvaluateExperienceResponse) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *EvaluateExperienceResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *EvaluateExperienceResponse) GetIndexVersion() int64 {
+	if x != nil {
+		return x.IndexVersion
+	}
+	return 0
+}
+
+type ListEligibleExperiencesRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Unspecified means every type.
+	Type          ExperienceType `protobuf:"varint,2,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEligibleExperiencesRequest) Reset() {
+	*x = ListEligibleExperiencesRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEligibleExperiencesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEligibleExperiencesRequest) ProtoMessage() {}
+
+func (x *ListEligibleExperiencesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEligibleExperiencesRequest.ProtoReflect.Descriptor instead.
+func (*ListEligibleExperiencesRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListEligibleExperiencesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ListEligibleExperiencesRequest) GetType() ExperienceType {
+	if x != nil {
+		return x.Type
+	}
+	return ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED
+}
+
+type ListEligibleExperiencesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Experiences   []*Experience          `protobuf:"bytes,1,rep,name=experiences,proto3" json:"experiences,omitempty"`
+	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEligibleExperiencesResponse) Reset() {
+	*x = ListEligibleExperiencesResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEligibleExperiencesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEligibleExperiencesResponse) ProtoMessage() {}
+
+func (x *ListEligibleExperiencesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEligibleExperiencesResponse.ProtoReflect.Descriptor instead.
+func (*ListEligibleExperiencesResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListEligibleExperiencesResponse) GetExperiences() []*Experience {
+	if x != nil {
+		return x.Experiences
+	}
+	return nil
+}
+
+func (x *ListEligibleExperiencesResponse) GetIndexVersion() int64 {
+	if x != nil {
+		return x.IndexVersion
+	}
+	return 0
+}
+
 var File_seghub_targeting_v1_targeting_proto protoreflect.FileDescriptor
 
 const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\n" +
-	"#seghub/targeting/v1/targeting.proto\x12\x13seghub.targeting.v12\x12\n" +
-	"\x10TargetingServiceB\xd5\x01\n" +
+	"#seghub/targeting/v1/targeting.proto\x12\x13seghub.targeting.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"P\n" +
+	"\x16CheckMembershipRequest\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"[\n" +
+	"\x17CheckMembershipResponse\x12\x1b\n" +
+	"\tis_member\x18\x01 \x01(\bR\bisMember\x12#\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"I\n" +
+	"\x0fMembershipCheck\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x02 \x01(\tR\tsegmentId\"Q\n" +
+	"\x11BatchCheckRequest\x12<\n" +
+	"\x06checks\x18\x01 \x03(\v2$.seghub.targeting.v1.MembershipCheckR\x06checks\"V\n" +
+	"\x12BatchCheckResponse\x12\x1b\n" +
+	"\tis_member\x18\x01 \x03(\bR\bisMember\x12#\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"W\n" +
+	"\x17BatchCheckStreamRequest\x12<\n" +
+	"\x06checks\x18\x01 \x03(\v2$.seghub.targeting.v1.MembershipCheckR\x06checks\"\\\n" +
+	"\x18BatchCheckStreamResponse\x12\x1b\n" +
+	"\tis_member\x18\x01 \x03(\bR\bisMember\x12#\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"2\n" +
+	"\x17ListUserSegmentsRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"`\n" +
+	"\x18ListUserSegmentsResponse\x12\x1f\n" +
+	"\vsegment_ids\x18\x01 \x03(\tR\n" +
+	"segmentIds\x12#\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"i\n" +
+	"\x11TargetableSegment\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
+	"\fmember_count\x18\x03 \x01(\x04R\vmemberCount\"\x1f\n" +
+	"\x1dListTargetableSegmentsRequest\"\x89\x01\n" +
+	"\x1eListTargetableSegmentsResponse\x12B\n" +
+	"\bsegments\x18\x01 \x03(\v2&.seghub.targeting.v1.TargetableSegmentR\bsegments\x12#\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"\xbc\x02\n" +
+	"\tCondition\x129\n" +
+	"\boperator\x18\x01 \x01(\x0e2\x1d.seghub.targeting.v1.OperatorR\boperator\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x02 \x01(\tR\tsegmentId\x12\x1a\n" +
+	"\bproperty\x18\x03 \x01(\tR\bproperty\x12#\n" +
+	"\fstring_value\x18\x04 \x01(\tH\x00R\vstringValue\x12#\n" +
+	"\fnumber_value\x18\x05 \x01(\x01H\x00R\vnumberValue\x12\x1f\n" +
+	"\n" +
+	"bool_value\x18\x06 \x01(\bH\x00R\tboolValue\x12E\n" +
+	"\x0ftimestamp_value\x18\a \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x0etimestampValueB\a\n" +
+	"\x05value\"\xce\x01\n" +
+	"\x0eConditionGroup\x12?\n" +
+	"\n" +
+	"combinator\x18\x01 \x01(\x0e2\x1f.seghub.targeting.v1.CombinatorR\n" +
+	"combinator\x12>\n" +
+	"\n" +
+	"conditions\x18\x02 \x03(\v2\x1e.seghub.targeting.v1.ConditionR\n" +
+	"conditions\x12;\n" +
+	"\x06groups\x18\x03 \x03(\v2#.seghub.targeting.v1.ConditionGroupR\x06groups\"a\n" +
+	"\bAudience\x12\x1a\n" +
+	"\beveryone\x18\x01 \x01(\bR\beveryone\x129\n" +
+	"\x05match\x18\x02 \x01(\v2#.seghub.targeting.v1.ConditionGroupR\x05match\"\xcd\x02\n" +
+	"\n" +
+	"Experience\x12#\n" +
+	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
+	"\x04type\x18\x03 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\x129\n" +
+	"\baudience\x18\x04 \x01(\v2\x1d.seghub.targeting.v1.AudienceR\baudience\x12\x18\n" +
+	"\aenabled\x18\x05 \x01(\bR\aenabled\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"\xbd\x01\n" +
+	"\x17CreateExperienceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
+	"\x04type\x18\x02 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\x129\n" +
+	"\baudience\x18\x03 \x01(\v2\x1d.seghub.targeting.v1.AudienceR\baudience\x12\x1a\n" +
+	"\bdisabled\x18\x04 \x01(\bR\bdisabled\"[\n" +
+	"\x18CreateExperienceResponse\x12?\n" +
+	"\n" +
+	"experience\x18\x01 \x01(\v2\x1f.seghub.targeting.v1.ExperienceR\n" +
+	"experience\";\n" +
+	"\x14GetExperienceRequest\x12#\n" +
+	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\"X\n" +
+	"\x15GetExperienceResponse\x12?\n" +
+	"\n" +
+	"experience\x18\x01 \x01(\v2\x1f.seghub.targeting.v1.ExperienceR\n" +
+	"experience\"Q\n" +
+	"\x16ListExperiencesRequest\x127\n" +
+	"\x04type\x18\x01 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\"\\\n" +
+	"\x17ListExperiencesResponse\x12A\n" +
+	"\vexperiences\x18\x01 \x03(\v2\x1f.seghub.targeting.v1.ExperienceR\vexperiences\"\xc6\x01\n" +
+	"\x17UpdateExperienceRequest\x12#\n" +
+	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\x12\x17\n" +
+	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x129\n" +
+	"\baudience\x18\x03 \x01(\v2\x1d.seghub.targeting.v1.AudienceR\baudience\x12\x1d\n" +
+	"\aenabled\x18\x04 \x01(\bH\x01R\aenabled\x88\x01\x01B\a\n" +
+	"\x05_nameB\n" +
+	"\n" +
+	"\b_enabled\"[\n" +
+	"\x18UpdateExperienceResponse\x12?\n" +
+	"\n" +
+	"experience\x18\x01 \x01(\v2\x1f.seghub.targeting.v1.ExperienceR\n" +
+	"experience\">\n" +
+	"\x17DeleteExperienceRequest\x12#\n" +
+	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\"\x1a\n" +
+	"\x18DeleteExperienceResponse\"Y\n" +
+	"\x19EvaluateExperienceRequest\x12#\n" +
+	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\x94\x01\n" +
+	"\x1aEvaluateExperienceResponse\x12\x1a\n" +
+	"\beligible\x18\x01 \x01(\bR\beligible\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\x02 \x01(\tR\tdecidedBy\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12#\n" +
+	"\rindex_version\x18\x04 \x01(\x03R\findexVersion\"r\n" +
+	"\x1eListEligibleExperiencesRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x127\n" +
+	"\x04type\x18\x02 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\"\x89\x01\n" +
+	"\x1fListEligibleExperiencesResponse\x12A\n" +
+	"\vexperiences\x18\x01 \x03(\v2\x1f.seghub.targeting.v1.ExperienceR\vexperiences\x12#\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion*\x8f\x01\n" +
+	"\x0eExperienceType\x12\x1f\n" +
+	"\x1bEXPERIENCE_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cEXPERIENCE_TYPE_PRODUCT_TOUR\x10\x01\x12\x1d\n" +
+	"\x19EXPERIENCE_TYPE_CHECKLIST\x10\x02\x12\x1b\n" +
+	"\x17EXPERIENCE_TYPE_GENERIC\x10\x03*\xe7\x01\n" +
+	"\bOperator\x12\x18\n" +
+	"\x14OPERATOR_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13OPERATOR_IN_SEGMENT\x10\x01\x12\x1b\n" +
+	"\x17OPERATOR_NOT_IN_SEGMENT\x10\x02\x12\x13\n" +
+	"\x0fOPERATOR_EQUALS\x10\x03\x12\x17\n" +
+	"\x13OPERATOR_NOT_EQUALS\x10\x04\x12\x16\n" +
+	"\x12OPERATOR_LESS_THAN\x10\x05\x12\x19\n" +
+	"\x15OPERATOR_GREATER_THAN\x10\x06\x12\x15\n" +
+	"\x11OPERATOR_CONTAINS\x10\a\x12\x13\n" +
+	"\x0fOPERATOR_EXISTS\x10\b*O\n" +
+	"\n" +
+	"Combinator\x12\x1a\n" +
+	"\x16COMBINATOR_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eCOMBINATOR_AND\x10\x01\x12\x11\n" +
+	"\rCOMBINATOR_OR\x10\x022\xfe\x0e\n" +
+	"\x10TargetingService\x12\xaf\x01\n" +
+	"\x0fCheckMembership\x12+.seghub.targeting.v1.CheckMembershipRequest\x1a,.seghub.targeting.v1.CheckMembershipResponse\"A\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x027\x125/v1/targeting/segments/{segment_id}/members/{user_id}\x12\x86\x01\n" +
+	"\n" +
+	"BatchCheck\x12&.seghub.targeting.v1.BatchCheckRequest\x1a'.seghub.targeting.v1.BatchCheckResponse\"'\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/targeting:batchCheck\x12y\n" +
+	"\x10BatchCheckStream\x12,.seghub.targeting.v1.BatchCheckStreamRequest\x1a-.seghub.targeting.v1.BatchCheckStreamResponse\"\x04\xe8\xe0\x18\x01(\x010\x01\x12\xa3\x01\n" +
+	"\x10ListUserSegments\x12,.seghub.targeting.v1.ListUserSegmentsRequest\x1a-.seghub.targeting.v1.ListUserSegmentsResponse\"2\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02(\x12&/v1/targeting/users/{user_id}/segments\x12\xa5\x01\n" +
+	"\x16ListTargetableSegments\x122.seghub.targeting.v1.ListTargetableSegmentsRequest\x1a3.seghub.targeting.v1.ListTargetableSegmentsResponse\"\"\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/targeting/segments\x12\x8f\x01\n" +
+	"\x10CreateExperience\x12,.seghub.targeting.v1.CreateExperienceRequest\x1a-.seghub.targeting.v1.CreateExperienceResponse\"\x1e\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/experiences\x12\x93\x01\n" +
+	"\rGetExperience\x12).seghub.targeting.v1.GetExperienceRequest\x1a*.seghub.targeting.v1.GetExperienceResponse\"+\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02!\x12\x1f/v1/experiences/{experience_id}\x12\x89\x01\n" +
+	"\x0fListExperiences\x12+.seghub.targeting.v1.ListExperiencesRequest\x1a,.seghub.targeting.v1.ListExperiencesResponse\"\x1b\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/experiences\x12\x9f\x01\n" +
+	"\x10UpdateExperience\x12,.seghub.targeting.v1.UpdateExperienceRequest\x1a-.seghub.targeting.v1.UpdateExperienceResponse\".\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02$:\x01*2\x1f/v1/experiences/{experience_id}\x12\x9c\x01\n" +
+	"\x10DeleteExperience\x12,.seghub.targeting.v1.DeleteExperienceRequest\x1a-.seghub.targeting.v1.DeleteExperienceResponse\"+\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02!*\x1f/v1/experiences/{experience_id}\x12\xb2\x01\n" +
+	"\x12EvaluateExperience\x12..seghub.targeting.v1.EvaluateExperienceRequest\x1a/.seghub.targeting.v1.EvaluateExperienceResponse\";\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x021\x12//v1/experiences/{experience_id}/users/{user_id}\x12\xbb\x01\n" +
+	"\x17ListEligibleExperiences\x123.seghub.targeting.v1.ListEligibleExperiencesRequest\x1a4.seghub.targeting.v1.ListEligibleExperiencesResponse\"5\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02+\x12)/v1/targeting/users/{user_id}/experiencesB\xd5\x01\n" +
 	"\x17com.seghub.targeting.v1B\x0eTargetingProtoP\x01Z<github.com/seghub/seghub/gen/seghub/targeting/v1;targetingv1\xa2\x02\x03STX\xaa\x02\x13Seghub.Targeting.V1\xca\x02\x13Seghub\\Targeting\\V1\xe2\x02\x1fSeghub\\Targeting\\V1\\GPBMetadata\xea\x02\x15Seghub::Targeting::V1b\x06proto3"
 
-var file_seghub_targeting_v1_targeting_proto_goTypes = []any{}
+var (
+	file_seghub_targeting_v1_targeting_proto_rawDescOnce sync.Once
+	file_seghub_targeting_v1_targeting_proto_rawDescData []byte
+)
+
+func file_seghub_targeting_v1_targeting_proto_rawDescGZIP() []byte {
+	file_seghub_targeting_v1_targeting_proto_rawDescOnce.Do(func() {
+		file_seghub_targeting_v1_targeting_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_seghub_targeting_v1_targeting_proto_rawDesc), len(file_seghub_targeting_v1_targeting_proto_rawDesc)))
+	})
+	return file_seghub_targeting_v1_targeting_proto_rawDescData
+}
+
+var file_seghub_targeting_v1_targeting_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_seghub_targeting_v1_targeting_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_seghub_targeting_v1_targeting_proto_goTypes = []any{
+	(ExperienceType)(0),                     // 0: seghub.targeting.v1.ExperienceType
+	(Operator)(0),                           // 1: seghub.targeting.v1.Operator
+	(Combinator)(0),                         // 2: seghub.targeting.v1.Combinator
+	(*CheckMembershipRequest)(nil),          // 3: seghub.targeting.v1.CheckMembershipRequest
+	(*CheckMembershipResponse)(nil),         // 4: seghub.targeting.v1.CheckMembershipResponse
+	(*MembershipCheck)(nil),                 // 5: seghub.targeting.v1.MembershipCheck
+	(*BatchCheckRequest)(nil),               // 6: seghub.targeting.v1.BatchCheckRequest
+	(*BatchCheckResponse)(nil),              // 7: seghub.targeting.v1.BatchCheckResponse
+	(*BatchCheckStreamRequest)(nil),         // 8: seghub.targeting.v1.BatchCheckStreamRequest
+	(*BatchCheckStreamResponse)(nil),        // 9: seghub.targeting.v1.BatchCheckStreamResponse
+	(*ListUserSegmentsRequest)(nil),         // 10: seghub.targeting.v1.ListUserSegmentsRequest
+	(*ListUserSegmentsResponse)(nil),        // 11: seghub.targeting.v1.ListUserSegmentsResponse
+	(*TargetableSegment)(nil),               // 12: seghub.targeting.v1.TargetableSegment
+	(*ListTargetableSegmentsRequest)(nil),   // 13: seghub.targeting.v1.ListTargetableSegmentsRequest
+	(*ListTargetableSegmentsResponse)(nil),  // 14: seghub.targeting.v1.ListTargetableSegmentsResponse
+	(*Condition)(nil),                       // 15: seghub.targeting.v1.Condition
+	(*ConditionGroup)(nil),                  // 16: seghub.targeting.v1.ConditionGroup
+	(*Audience)(nil),                        // 17: seghub.targeting.v1.Audience
+	(*Experience)(nil),                      // 18: seghub.targeting.v1.Experience
+	(*CreateExperienceRequest)(nil),         // 19: seghub.targeting.v1.CreateExperienceRequest
+	(*CreateExperienceResponse)(nil),        // 20: seghub.targeting.v1.CreateExperienceResponse
+	(*GetExperienceRequest)(nil),            // 21: seghub.targeting.v1.GetExperienceRequest
+	(*GetExperienceResponse)(nil),           // 22: seghub.targeting.v1.GetExperienceResponse
+	(*ListExperiencesRequest)(nil),          // 23: seghub.targeting.v1.ListExperiencesRequest
+	(*ListExperiencesResponse)(nil),         // 24: seghub.targeting.v1.ListExperiencesResponse
+	(*UpdateExperienceRequest)(nil),         // 25: seghub.targeting.v1.UpdateExperienceRequest
+	(*UpdateExperienceResponse)(nil),        // 26: seghub.targeting.v1.UpdateExperienceResponse
+	(*DeleteExperienceRequest)(nil),         // 27: seghub.targeting.v1.DeleteExperienceRequest
+	(*DeleteExperienceResponse)(nil),        // 28: seghub.targeting.v1.DeleteExperienceResponse
+	(*EvaluateExperienceRequest)(nil),       // 29: seghub.targeting.v1.EvaluateExperienceRequest
+	(*EvaluateExperienceResponse)(nil),      // 30: seghub.targeting.v1.EvaluateExperienceResponse
+	(*ListEligibleExperiencesRequest)(nil),  // 31: seghub.targeting.v1.ListEligibleExperiencesRequest
+	(*ListEligibleExperiencesResponse)(nil), // 32: seghub.targeting.v1.ListEligibleExperiencesResponse
+	(*timestamppb.Timestamp)(nil),           // 33: google.protobuf.Timestamp
+}
 var file_seghub_targeting_v1_targeting_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	5,  // 0: seghub.targeting.v1.BatchCheckRequest.checks:type_name -> seghub.targeting.v1.MembershipCheck
+	5,  // 1: seghub.targeting.v1.BatchCheckStreamRequest.checks:type_name -> seghub.targeting.v1.MembershipCheck
+	12, // 2: seghub.targeting.v1.ListTargetableSegmentsResponse.segments:type_name -> seghub.targeting.v1.TargetableSegment
+	1,  // 3: seghub.targeting.v1.Condition.operator:type_name -> seghub.targeting.v1.Operator
+	33, // 4: seghub.targeting.v1.Condition.timestamp_value:type_name -> google.protobuf.Timestamp
+	2,  // 5: seghub.targeting.v1.ConditionGroup.combinator:type_name -> seghub.targeting.v1.Combinator
+	15, // 6: seghub.targeting.v1.ConditionGroup.conditions:type_name -> seghub.targeting.v1.Condition
+	16, // 7: seghub.targeting.v1.ConditionGroup.groups:type_name -> seghub.targeting.v1.ConditionGroup
+	16, // 8: seghub.targeting.v1.Audience.match:type_name -> seghub.targeting.v1.ConditionGroup
+	0,  // 9: seghub.targeting.v1.Experience.type:type_name -> seghub.targeting.v1.ExperienceType
+	17, // 10: seghub.targeting.v1.Experience.audience:type_name -> seghub.targeting.v1.Audience
+	33, // 11: seghub.targeting.v1.Experience.create_time:type_name -> google.protobuf.Timestamp
+	33, // 12: seghub.targeting.v1.Experience.update_time:type_name -> google.protobuf.Timestamp
+	0,  // 13: seghub.targeting.v1.CreateExperienceRequest.type:type_name -> seghub.targeting.v1.ExperienceType
+	17, // 14: seghub.targeting.v1.CreateExperienceRequest.audience:type_name -> seghub.targeting.v1.Audience
+	18, // 15: seghub.targeting.v1.CreateExperienceResponse.experience:type_name -> seghub.targeting.v1.Experience
+	18, // 16: seghub.targeting.v1.GetExperienceResponse.experience:type_name -> seghub.targeting.v1.Experience
+	0,  // 17: seghub.targeting.v1.ListExperiencesRequest.type:type_name -> seghub.targeting.v1.ExperienceType
+	18, // 18: seghub.targeting.v1.ListExperiencesResponse.experiences:type_name -> seghub.targeting.v1.Experience
+	17, // 19: seghub.targeting.v1.UpdateExperienceRequest.audience:type_name -> seghub.targeting.v1.Audience
+	18, // 20: seghub.targeting.v1.UpdateExperienceResponse.experience:type_name -> seghub.targeting.v1.Experience
+	0,  // 21: seghub.targeting.v1.ListEligibleExperiencesRequest.type:type_name -> seghub.targeting.v1.ExperienceType
+	18, // 22: seghub.targeting.v1.ListEligibleExperiencesResponse.experiences:type_name -> seghub.targeting.v1.Experience
+	3,  // 23: seghub.targeting.v1.TargetingService.CheckMembership:input_type -> seghub.targeting.v1.CheckMembershipRequest
+	6,  // 24: seghub.targeting.v1.TargetingService.BatchCheck:input_type -> seghub.targeting.v1.BatchCheckRequest
+	8,  // 25: seghub.targeting.v1.TargetingService.BatchCheckStream:input_type -> seghub.targeting.v1.BatchCheckStreamRequest
+	10, // 26: seghub.targeting.v1.TargetingService.ListUserSegments:input_type -> seghub.targeting.v1.ListUserSegmentsRequest
+	13, // 27: seghub.targeting.v1.TargetingService.ListTargetableSegments:input_type -> seghub.targeting.v1.ListTargetableSegmentsRequest
+	19, // 28: seghub.targeting.v1.TargetingService.CreateExperience:input_type -> seghub.targeting.v1.CreateExperienceRequest
+	21, // 29: seghub.targeting.v1.TargetingService.GetExperience:input_type -> seghub.targeting.v1.GetExperienceRequest
+	23, // 30: seghub.targeting.v1.TargetingService.ListExperiences:input_type -> seghub.targeting.v1.ListExperiencesRequest
+	25, // 31: seghub.targeting.v1.TargetingService.UpdateExperience:input_type -> seghub.targeting.v1.UpdateExperienceRequest
+	27, // 32: seghub.targeting.v1.TargetingService.DeleteExperience:input_type -> seghub.targeting.v1.DeleteExperienceRequest
+	29, // 33: seghub.targeting.v1.TargetingService.EvaluateExperience:input_type -> seghub.targeting.v1.EvaluateExperienceRequest
+	31, // 34: seghub.targeting.v1.TargetingService.ListEligibleExperiences:input_type -> seghub.targeting.v1.ListEligibleExperiencesRequest
+	4,  // 35: seghub.targeting.v1.TargetingService.CheckMembership:output_type -> seghub.targeting.v1.CheckMembershipResponse
+	7,  // 36: seghub.targeting.v1.TargetingService.BatchCheck:output_type -> seghub.targeting.v1.BatchCheckResponse
+	9,  // 37: seghub.targeting.v1.TargetingService.BatchCheckStream:output_type -> seghub.targeting.v1.BatchCheckStreamResponse
+	11, // 38: seghub.targeting.v1.TargetingService.ListUserSegments:output_type -> seghub.targeting.v1.ListUserSegmentsResponse
+	14, // 39: seghub.targeting.v1.TargetingService.ListTargetableSegments:output_type -> seghub.targeting.v1.ListTargetableSegmentsResponse
+	20, // 40: seghub.targeting.v1.TargetingService.CreateExperience:output_type -> seghub.targeting.v1.CreateExperienceResponse
+	22, // 41: seghub.targeting.v1.TargetingService.GetExperience:output_type -> seghub.targeting.v1.GetExperienceResponse
+	24, // 42: seghub.targeting.v1.TargetingService.ListExperiences:output_type -> seghub.targeting.v1.ListExperiencesResponse
+	26, // 43: seghub.targeting.v1.TargetingService.UpdateExperience:output_type -> seghub.targeting.v1.UpdateExperienceResponse
+	28, // 44: seghub.targeting.v1.TargetingService.DeleteExperience:output_type -> seghub.targeting.v1.DeleteExperienceResponse
+	30, // 45: seghub.targeting.v1.TargetingService.EvaluateExperience:output_type -> seghub.targeting.v1.EvaluateExperienceResponse
+	32, // 46: seghub.targeting.v1.TargetingService.ListEligibleExperiences:output_type -> seghub.targeting.v1.ListEligibleExperiencesResponse
+	35, // [35:47] is the sub-list for method output_type
+	23, // [23:35] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_seghub_targeting_v1_targeting_proto_init() }
@@ -42,18 +2113,27 @@ func file_seghub_targeting_v1_targeting_proto_init() {
 	if File_seghub_targeting_v1_targeting_proto != nil {
 		return
 	}
+	file_seghub_targeting_v1_targeting_proto_msgTypes[12].OneofWrappers = []any{
+		(*Condition_StringValue)(nil),
+		(*Condition_NumberValue)(nil),
+		(*Condition_BoolValue)(nil),
+		(*Condition_TimestampValue)(nil),
+	}
+	file_seghub_targeting_v1_targeting_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_targeting_v1_targeting_proto_rawDesc), len(file_seghub_targeting_v1_targeting_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   0,
+			NumEnums:      3,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_seghub_targeting_v1_targeting_proto_goTypes,
 		DependencyIndexes: file_seghub_targeting_v1_targeting_proto_depIdxs,
+		EnumInfos:         file_seghub_targeting_v1_targeting_proto_enumTypes,
+		MessageInfos:      file_seghub_targeting_v1_targeting_proto_msgTypes,
 	}.Build()
 	File_seghub_targeting_v1_targeting_proto = out.File
 	file_seghub_targeting_v1_targeting_proto_goTypes = nil

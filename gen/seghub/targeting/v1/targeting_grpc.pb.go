@@ -7,7 +7,10 @@
 package targetingv1
 
 import (
+	context "context"
 	grpc "google.golang.org/grpc"
+	codes "google.golang.org/grpc/codes"
+	status "google.golang.org/grpc/status"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -15,12 +18,54 @@ import (
 // Requires gRPC-Go v1.64.0 or later.
 const _ = grpc.SupportPackageIsVersion9
 
+const (
+	TargetingService_CheckMembership_FullMethodName         = "/seghub.targeting.v1.TargetingService/CheckMembership"
+	TargetingService_BatchCheck_FullMethodName              = "/seghub.targeting.v1.TargetingService/BatchCheck"
+	TargetingService_BatchCheckStream_FullMethodName        = "/seghub.targeting.v1.TargetingService/BatchCheckStream"
+	TargetingService_ListUserSegments_FullMethodName        = "/seghub.targeting.v1.TargetingService/ListUserSegments"
+	TargetingService_ListTargetableSegments_FullMethodName  = "/seghub.targeting.v1.TargetingService/ListTargetableSegments"
+	TargetingService_CreateExperience_FullMethodName        = "/seghub.targeting.v1.TargetingService/CreateExperience"
+	TargetingService_GetExperience_FullMethodName           = "/seghub.targeting.v1.TargetingService/GetExperience"
+	TargetingService_ListExperiences_FullMethodName         = "/seghub.targeting.v1.TargetingService/ListExperiences"
+	TargetingService_UpdateExperience_FullMethodName        = "/seghub.targeting.v1.TargetingService/UpdateExperience"
+	TargetingService_DeleteExperience_FullMethodName        = "/seghub.targeting.v1.TargetingService/DeleteExperience"
+	TargetingService_EvaluateExperience_FullMethodName      = "/seghub.targeting.v1.TargetingService/EvaluateExperience"
+	TargetingService_ListEligibleExperiences_FullMethodName = "/seghub.targeting.v1.TargetingService/ListEligibleExperiences"
+)
+
 // TargetingServiceClient is the client API for TargetingService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// TargetingService: see DESIGN.md. RPCs are added by the service's own issue.
+// TargetingService answers "is user U in segment S" and "which experiences
+// may U see" from an in-memory index that follows segmentsync's
+// WatchMembership feed. Every answer carries the index version (the
+// environment's change sequence) it was computed from.
 type TargetingServiceClient interface {
+	// CheckMembership tells whether a user is in a segment. An unknown user is
+	// not a member; an unknown segment is NotFound.
+	CheckMembership(ctx context.Context, in *CheckMembershipRequest, opts ...grpc.CallOption) (*CheckMembershipResponse, error)
+	// BatchCheck answers many (user, segment) pairs at once (at most 10000).
+	BatchCheck(ctx context.Context, in *BatchCheckRequest, opts ...grpc.CallOption) (*BatchCheckResponse, error)
+	// BatchCheckStream answers each request of a bidirectional stream in order.
+	BatchCheckStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BatchCheckStreamRequest, BatchCheckStreamResponse], error)
+	// ListUserSegments lists the segments a user is in.
+	ListUserSegments(ctx context.Context, in *ListUserSegmentsRequest, opts ...grpc.CallOption) (*ListUserSegmentsResponse, error)
+	// ListTargetableSegments lists public, non-empty segments: what a segment
+	// builder or targeting catalogue may offer.
+	ListTargetableSegments(ctx context.Context, in *ListTargetableSegmentsRequest, opts ...grpc.CallOption) (*ListTargetableSegmentsResponse, error)
+	// CreateExperience creates a product tour, checklist or other experience
+	// with its audience; the audience is validated and compiled on write.
+	CreateExperience(ctx context.Context, in *CreateExperienceRequest, opts ...grpc.CallOption) (*CreateExperienceResponse, error)
+	GetExperience(ctx context.Context, in *GetExperienceRequest, opts ...grpc.CallOption) (*GetExperienceResponse, error)
+	ListExperiences(ctx context.Context, in *ListExperiencesRequest, opts ...grpc.CallOption) (*ListExperiencesResponse, error)
+	UpdateExperience(ctx context.Context, in *UpdateExperienceRequest, opts ...grpc.CallOption) (*UpdateExperienceResponse, error)
+	DeleteExperience(ctx context.Context, in *DeleteExperienceRequest, opts ...grpc.CallOption) (*DeleteExperienceResponse, error)
+	// EvaluateExperience tells whether a user is in an experience's audience
+	// and which condition decided.
+	EvaluateExperience(ctx context.Context, in *EvaluateExperienceRequest, opts ...grpc.CallOption) (*EvaluateExperienceResponse, error)
+	// ListEligibleExperiences lists the experiences (of a type) a user may see.
+	ListEligibleExperiences(ctx context.Context, in *ListEligibleExperiencesRequest, opts ...grpc.CallOption) (*ListEligibleExperiencesResponse, error)
 }
 
 type targetingServiceClient struct {
@@ -31,12 +76,162 @@ func NewTargetingServiceClient(cc grpc.ClientConnInterface) TargetingServiceClie
 	return &targetingServiceClient{cc}
 }
 
+func (c *targetingServiceClient) CheckMembership(ctx context.Context, in *CheckMembershipRequest, opts ...grpc.CallOption) (*CheckMembershipResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckMembershipResponse)
+	err := c.cc.Invoke(ctx, TargetingService_CheckMembership_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) BatchCheck(ctx context.Context, in *BatchCheckRequest, opts ...grpc.CallOption) (*BatchCheckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchCheckResponse)
+	err := c.cc.Invoke(ctx, TargetingService_BatchCheck_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) BatchCheckStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BatchCheckStreamRequest, BatchCheckStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TargetingService_ServiceDesc.Streams[0], TargetingService_BatchCheckStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BatchCheckStreamRequest, BatchCheckStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TargetingService_BatchCheckStreamClient = grpc.BidiStreamingClient[BatchCheckStreamRequest, BatchCheckStreamResponse]
+
+func (c *targetingServiceClient) ListUserSegments(ctx context.Context, in *ListUserSegmentsRequest, opts ...grpc.CallOption) (*ListUserSegmentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUserSegmentsResponse)
+	err := c.cc.Invoke(ctx, TargetingService_ListUserSegments_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) ListTargetableSegments(ctx context.Context, in *ListTargetableSegmentsRequest, opts ...grpc.CallOption) (*ListTargetableSegmentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTargetableSegmentsResponse)
+	err := c.cc.Invoke(ctx, TargetingService_ListTargetableSegments_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) CreateExperience(ctx context.Context, in *CreateExperienceRequest, opts ...grpc.CallOption) (*CreateExperienceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateExperienceResponse)
+	err := c.cc.Invoke(ctx, TargetingService_CreateExperience_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) GetExperience(ctx context.Context, in *GetExperienceRequest, opts ...grpc.CallOption) (*GetExperienceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetExperienceResponse)
+	err := c.cc.Invoke(ctx, TargetingService_GetExperience_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) ListExperiences(ctx context.Context, in *ListExperiencesRequest, opts ...grpc.CallOption) (*ListExperiencesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListExperiencesResponse)
+	err := c.cc.Invoke(ctx, TargetingService_ListExperiences_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) UpdateExperience(ctx context.Context, in *UpdateExperienceRequest, opts ...grpc.CallOption) (*UpdateExperienceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateExperienceResponse)
+	err := c.cc.Invoke(ctx, TargetingService_UpdateExperience_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) DeleteExperience(ctx context.Context, in *DeleteExperienceRequest, opts ...grpc.CallOption) (*DeleteExperienceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteExperienceResponse)
+	err := c.cc.Invoke(ctx, TargetingService_DeleteExperience_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) EvaluateExperience(ctx context.Context, in *EvaluateExperienceRequest, opts ...grpc.CallOption) (*EvaluateExperienceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EvaluateExperienceResponse)
+	err := c.cc.Invoke(ctx, TargetingService_EvaluateExperience_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetingServiceClient) ListEligibleExperiences(ctx context.Context, in *ListEligibleExperiencesRequest, opts ...grpc.CallOption) (*ListEligibleExperiencesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEligibleExperiencesResponse)
+	err := c.cc.Invoke(ctx, TargetingService_ListEligibleExperiences_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetingServiceServer is the server API for TargetingService service.
 // All implementations must embed UnimplementedTargetingServiceServer
 // for forward compatibility.
 //
-// TargetingService: see DESIGN.md. RPCs are added by the service's own issue.
+// TargetingService answers "is user U in segment S" and "which experiences
+// may U see" from an in-memory index that follows segmentsync's
+// WatchMembership feed. Every answer carries the index version (the
+// environment's change sequence) it was computed from.
 type TargetingServiceServer interface {
+	// CheckMembership tells whether a user is in a segment. An unknown user is
+	// not a member; an unknown segment is NotFound.
+	CheckMembership(context.Context, *CheckMembershipRequest) (*CheckMembershipResponse, error)
+	// BatchCheck answers many (user, segment) pairs at once (at most 10000).
+	BatchCheck(context.Context, *BatchCheckRequest) (*BatchCheckResponse, error)
+	// BatchCheckStream answers each request of a bidirectional stream in order.
+	BatchCheckStream(grpc.BidiStreamingServer[BatchCheckStreamRequest, BatchCheckStreamResponse]) error
+	// ListUserSegments lists the segments a user is in.
+	ListUserSegments(context.Context, *ListUserSegmentsRequest) (*ListUserSegmentsResponse, error)
+	// ListTargetableSegments lists public, non-empty segments: what a segment
+	// builder or targeting catalogue may offer.
+	ListTargetableSegments(context.Context, *ListTargetableSegmentsRequest) (*ListTargetableSegmentsResponse, error)
+	// CreateExperience creates a product tour, checklist or other experience
+	// with its audience; the audience is validated and compiled on write.
+	CreateExperience(context.Context, *CreateExperienceRequest) (*CreateExperienceResponse, error)
+	GetExperience(context.Context, *GetExperienceRequest) (*GetExperienceResponse, error)
+	ListExperiences(context.Context, *ListExperiencesRequest) (*ListExperiencesResponse, error)
+	UpdateExperience(context.Context, *UpdateExperienceRequest) (*UpdateExperienceResponse, error)
+	DeleteExperience(context.Context, *DeleteExperienceRequest) (*DeleteExperienceResponse, error)
+	// EvaluateExperience tells whether a user is in an experience's audience
+	// and which condition decided.
+	EvaluateExperience(context.Context, *EvaluateExperienceRequest) (*EvaluateExperienceResponse, error)
+	// ListEligibleExperiences lists the experiences (of a type) a user may see.
+	ListEligibleExperiences(context.Context, *ListEligibleExperiencesRequest) (*ListEligibleExperiencesResponse, error)
 	mustEmbedUnimplementedTargetingServiceServer()
 }
 
@@ -47,6 +242,42 @@ type TargetingServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedTargetingServiceServer struct{}
 
+func (UnimplementedTargetingServiceServer) CheckMembership(context.Context, *CheckMembershipRequest) (*CheckMembershipResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckMembership not implemented")
+}
+func (UnimplementedTargetingServiceServer) BatchCheck(context.Context, *BatchCheckRequest) (*BatchCheckResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchCheck not implemented")
+}
+func (UnimplementedTargetingServiceServer) BatchCheckStream(grpc.BidiStreamingServer[BatchCheckStreamRequest, BatchCheckStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method BatchCheckStream not implemented")
+}
+func (UnimplementedTargetingServiceServer) ListUserSegments(context.Context, *ListUserSegmentsRequest) (*ListUserSegmentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUserSegments not implemented")
+}
+func (UnimplementedTargetingServiceServer) ListTargetableSegments(context.Context, *ListTargetableSegmentsRequest) (*ListTargetableSegmentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTargetableSegments not implemented")
+}
+func (UnimplementedTargetingServiceServer) CreateExperience(context.Context, *CreateExperienceRequest) (*CreateExperienceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateExperience not implemented")
+}
+func (UnimplementedTargetingServiceServer) GetExperience(context.Context, *GetExperienceRequest) (*GetExperienceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetExperience not implemented")
+}
+func (UnimplementedTargetingServiceServer) ListExperiences(context.Context, *ListExperiencesRequest) (*ListExperiencesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListExperiences not implemented")
+}
+func (UnimplementedTargetingServiceServer) UpdateExperience(context.Context, *UpdateExperienceRequest) (*UpdateExperienceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateExperience not implemented")
+}
+func (UnimplementedTargetingServiceServer) DeleteExperience(context.Context, *DeleteExperienceRequest) (*DeleteExperienceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteExperience not implemented")
+}
+func (UnimplementedTargetingServiceServer) EvaluateExperience(context.Context, *EvaluateExperienceRequest) (*EvaluateExperienceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EvaluateExperience not implemented")
+}
+func (UnimplementedTargetingServiceServer) ListEligibleExperiences(context.Context, *ListEligibleExperiencesRequest) (*ListEligibleExperiencesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEligibleExperiences not implemented")
+}
 func (UnimplementedTargetingServiceServer) mustEmbedUnimplementedTargetingServiceServer() {}
 func (UnimplementedTargetingServiceServer) testEmbeddedByValue()                          {}
 
@@ -68,13 +299,270 @@ func RegisterTargetingServiceServer(s grpc.ServiceRegistrar, srv TargetingServic
 	s.RegisterService(&TargetingService_ServiceDesc, srv)
 }
 
+func _TargetingService_CheckMembership_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckMembershipRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).CheckMembership(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_CheckMembership_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).CheckMembership(ctx, req.(*CheckMembershipRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_BatchCheck_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchCheckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).BatchCheck(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_BatchCheck_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).BatchCheck(ctx, req.(*BatchCheckRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_BatchCheckStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TargetingServiceServer).BatchCheckStream(&grpc.GenericServerStream[BatchCheckStreamRequest, BatchCheckStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TargetingService_BatchCheckStreamServer = grpc.BidiStreamingServer[BatchCheckStreamRequest, BatchCheckStreamResponse]
+
+func _TargetingService_ListUserSegments_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUserSegmentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).ListUserSegments(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_ListUserSegments_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).ListUserSegments(ctx, req.(*ListUserSegmentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_ListTargetableSegments_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTargetableSegmentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).ListTargetableSegments(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_ListTargetableSegments_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).ListTargetableSegments(ctx, req.(*ListTargetableSegmentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_CreateExperience_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateExperienceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).CreateExperience(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_CreateExperience_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).CreateExperience(ctx, req.(*CreateExperienceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_GetExperience_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetExperienceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).GetExperience(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_GetExperience_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).GetExperience(ctx, req.(*GetExperienceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_ListExperiences_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListExperiencesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).ListExperiences(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_ListExperiences_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).ListExperiences(ctx, req.(*ListExperiencesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_UpdateExperience_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateExperienceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).UpdateExperience(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_UpdateExperience_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).UpdateExperience(ctx, req.(*UpdateExperienceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_DeleteExperience_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteExperienceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).DeleteExperience(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_DeleteExperience_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).DeleteExperience(ctx, req.(*DeleteExperienceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_EvaluateExperience_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EvaluateExperienceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).EvaluateExperience(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_EvaluateExperience_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).EvaluateExperience(ctx, req.(*EvaluateExperienceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetingService_ListEligibleExperiences_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEligibleExperiencesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).ListEligibleExperiences(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_ListEligibleExperiences_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).ListEligibleExperiences(ctx, req.(*ListEligibleExperiencesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TargetingService_ServiceDesc is the grpc.ServiceDesc for TargetingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var TargetingService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "seghub.targeting.v1.TargetingService",
 	HandlerType: (*TargetingServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
-	Streams:     []grpc.StreamDesc{},
-	Metadata:    "seghub/targeting/v1/targeting.proto",
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CheckMembership",
+			Handler:    _TargetingService_CheckMembership_Handler,
+		},
+		{
+			MethodName: "BatchCheck",
+			Handler:    _TargetingService_BatchCheck_Handler,
+		},
+		{
+			MethodName: "ListUserSegments",
+			Handler:    _TargetingService_ListUserSegments_Handler,
+		},
+		{
+			MethodName: "ListTargetableSegments",
+			Handler:    _TargetingService_ListTargetableSegments_Handler,
+		},
+		{
+			MethodName: "CreateExperience",
+			Handler:    _TargetingService_CreateExperience_Handler,
+		},
+		{
+			MethodName: "GetExperience",
+			Handler:    _TargetingService_GetExperience_Handler,
+		},
+		{
+			MethodName: "ListExperiences",
+			Handler:    _TargetingService_ListExperiences_Handler,
+		},
+		{
+			MethodName: "UpdateExperience",
+			Handler:    _TargetingService_UpdateExperience_Handler,
+		},
+		{
+			MethodName: "DeleteExperience",
+			Handler:    _TargetingService_DeleteExperience_Handler,
+		},
+		{
+			MethodName: "EvaluateExperience",
+			Handler:    _TargetingService_EvaluateExperience_Handler,
+		},
+		{
+			MethodName: "ListEligibleExperiences",
+			Handler:    _TargetingService_ListEligibleExperiences_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "BatchCheckStream",
+			Handler:       _TargetingService_BatchCheckStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "seghub/targeting/v1/targeting.proto",
 }

@@ -1,0 +1,412 @@
+// Package server implements TargetingService over the in-memory index and the
+// experiences store.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
+	"github.com/seghub/seghub/pkg/apperr"
+	"github.com/seghub/seghub/pkg/auth"
+	"github.com/seghub/seghub/services/targeting/internal/audience"
+	"github.com/seghub/seghub/services/targeting/internal/index"
+	"github.com/seghub/seghub/services/targeting/internal/store"
+)
+
+// Limits.
+const (
+	MaxBatchChecks = 10000
+	MaxNameLength  = 200
+	experiencesTTL = 2 * time.Second
+	maxIDLength    = 256
+)
+
+// Server implements TargetingService.
+type Server struct {
+	targetingv1.UnimplementedTargetingServiceServer
+	index *index.Index
+	store *store.Store
+	// published tells other replicas an environment's experiences changed.
+	published func(env string)
+
+	mu    sync.Mutex
+	cache map[string]*compiled
+}
+
+// compiled is an environment's experiences with their audiences compiled.
+type compiled struct {
+	loaded time.Time
+	list   []compiledExperience
+}
+
+type compiledExperience struct {
+	x       *targetingv1.Experience
+	program *audience.Program
+}
+
+// New returns the server; published may be nil.
+func New(ix *index.Index, st *store.Store, published func(env string)) *Server {
+	if published == nil {
+		published = func(string) {}
+	}
+	return &Server{index: ix, store: st, published: published, cache: map[string]*compiled{}}
+}
+
+// Invalidate drops env's compiled experiences (on a change by any replica).
+func (s *Server) Invalidate(env string) {
+	s.mu.Lock()
+	delete(s.cache, env)
+	s.mu.Unlock()
+}
+
+func environment(ctx context.Context) string { return auth.MustEnvironment(ctx) }
+
+func checkID(field, v string) error {
+	if strings.TrimSpace(v) == "" {
+		return apperr.Invalid(field, "is required")
+	}
+	if len(v) > maxIDLength {
+		return apperr.Invalid(field, fmt.Sprintf("must be at most %d bytes", maxIDLength))
+	}
+	return nil
+}
+
+// ready refuses answers from a replica that has not caught up with env yet:
+// it would call existing segments unknown.
+func ready(v index.View) error {
+	if !v.CaughtUp() {
+		return apperr.Unavailable("this targeting replica is still loading its index; retry shortly")
+	}
+	return nil
+}
+
+// CheckMembership implements TargetingService.
+func (s *Server) CheckMembership(ctx context.Context, req *targetingv1.CheckMembershipRequest) (*targetingv1.CheckMembershipResponse, error) {
+	if err := checkID("segment_id", req.GetSegmentId()); err != nil {
+		return nil, err
+	}
+	if err := checkID("user_id", req.GetUserId()); err != nil {
+		return nil, err
+	}
+	var resp *targetingv1.CheckMembershipResponse
+	var err error
+	s.index.Read(environment(ctx), func(v index.View) {
+		if err = ready(v); err != nil {
+			return
+		}
+		member, known := v.IsMember(req.GetUserId(), req.GetSegmentId())
+		if !known {
+			err = apperr.NotFound("segment %q not found", req.GetSegmentId())
+			return
+		}
+		resp = &targetingv1.CheckMembershipResponse{IsMember: member, IndexVersion: v.Version()}
+	})
+	return resp, err
+}
+
+func (s *Server) batch(ctx context.Context, checks []*targetingv1.MembershipCheck) ([]bool, int64, error) {
+	if len(checks) > MaxBatchChecks {
+		return nil, 0, apperr.Invalid("checks", fmt.Sprintf("has %d checks; at most %d per request", len(checks), MaxBatchChecks))
+	}
+	out := make([]bool, len(checks))
+	var version int64
+	var err error
+	s.index.Read(environment(ctx), func(v index.View) {
+		if err = ready(v); err != nil {
+			return
+		}
+		version = v.Version()
+		// Consecutive checks of one segment skip the segment lookup.
+		var seg *index.Segment
+		for i, c := range checks {
+			if seg == nil || seg.ID != c.GetSegmentId() {
+				var ok bool
+				if seg, ok = v.Segment(c.GetSegmentId()); !ok {
+					err = apperr.NotFound("checks[%d]: segment %q not found", i, c.GetSegmentId())
+					return
+				}
+			}
+			if d, ok := v.Dense(c.GetUserId()); ok {
+				out[i] = seg.Members.Contains(d)
+			}
+		}
+	})
+	return out, version, err
+}
+
+// BatchCheck implements TargetingService.
+func (s *Server) BatchCheck(ctx context.Context, req *targetingv1.BatchCheckRequest) (*targetingv1.BatchCheckResponse, error) {
+	out, v, err := s.batch(ctx, req.GetChecks())
+	if err != nil {
+		return nil, err
+	}
+	return &targetingv1.BatchCheckResponse{IsMember: out, IndexVersion: v}, nil
+}
+
+// BatchCheckStream implements TargetingService.
+func (s *Server) BatchCheckStream(stream targetingv1.TargetingService_BatchCheckStreamServer) error {
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		out, v, err := s.batch(stream.Context(), req.GetChecks())
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&targetingv1.BatchCheckStreamResponse{IsMember: out, IndexVersion: v}); err != nil {
+			return err
+		}
+	}
+}
+
+// ListUserSegments implements TargetingService.
+func (s *Server) ListUserSegments(ctx context.Context, req *targetingv1.ListUserSegmentsRequest) (*targetingv1.ListUserSegmentsResponse, error) {
+	if err := checkID("user_id", req.GetUserId()); err != nil {
+		return nil, err
+	}
+	var resp *targetingv1.ListUserSegmentsResponse
+	var err error
+	s.index.Read(environment(ctx), func(v index.View) {
+		if err = ready(v); err == nil {
+			resp = &targetingv1.ListUserSegmentsResponse{SegmentIds: v.UserSegments(req.GetUserId()), IndexVersion: v.Version()}
+		}
+	})
+	return resp, err
+}
+
+// ListTargetableSegments implements TargetingService: public, non-empty.
+func (s *Server) ListTargetableSegments(ctx context.Context, _ *targetingv1.ListTargetableSegmentsRequest) (*targetingv1.ListTargetableSegmentsResponse, error) {
+	var resp *targetingv1.ListTargetableSegmentsResponse
+	var err error
+	s.index.Read(environment(ctx), func(v index.View) {
+		if err = ready(v); err != nil {
+			return
+		}
+		resp = &targetingv1.ListTargetableSegmentsResponse{IndexVersion: v.Version()}
+		for _, sg := range v.Segments() {
+			if sg.Public && !sg.Members.IsEmpty() {
+				resp.Segments = append(resp.Segments, &targetingv1.TargetableSegment{SegmentId: sg.ID, Name: sg.Name, MemberCount: sg.Members.GetCardinality()})
+			}
+		}
+	})
+	return resp, err
+}
+
+func (s *Server) compile(ctx context.Context, a *targetingv1.Audience) (*audience.Program, error) {
+	env := environment(ctx)
+	var p *audience.Program
+	var err error
+	s.index.Read(env, func(v index.View) {
+		if err = ready(v); err != nil {
+			return
+		}
+		p, err = audience.Compile(a, func(id string) bool { _, ok := v.Segment(id); return ok })
+	})
+	return p, err
+}
+
+func checkName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return "", apperr.Invalid("name", "must not be blank")
+	}
+	if utf8.RuneCountInString(name) > MaxNameLength {
+		return "", apperr.Invalid("name", fmt.Sprintf("must be at most %d characters", MaxNameLength))
+	}
+	return name, nil
+}
+
+// CreateExperience implements TargetingService.
+func (s *Server) CreateExperience(ctx context.Context, req *targetingv1.CreateExperienceRequest) (*targetingv1.CreateExperienceResponse, error) {
+	name, err := checkName(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetType() == targetingv1.ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED || targetingv1.ExperienceType_name[int32(req.GetType())] == "" {
+		return nil, apperr.Invalid("type", "must be EXPERIENCE_TYPE_PRODUCT_TOUR, EXPERIENCE_TYPE_CHECKLIST or EXPERIENCE_TYPE_GENERIC")
+	}
+	if _, err := s.compile(ctx, req.GetAudience()); err != nil {
+		return nil, err
+	}
+	x, err := s.store.Create(ctx, environment(ctx), &targetingv1.Experience{Name: name, Type: req.GetType(), Audience: req.GetAudience(), Enabled: !req.GetDisabled()})
+	if err != nil {
+		return nil, err
+	}
+	s.changed(environment(ctx))
+	return &targetingv1.CreateExperienceResponse{Experience: x}, nil
+}
+
+func (s *Server) changed(env string) {
+	s.Invalidate(env)
+	s.published(env)
+}
+
+// GetExperience implements TargetingService.
+func (s *Server) GetExperience(ctx context.Context, req *targetingv1.GetExperienceRequest) (*targetingv1.GetExperienceResponse, error) {
+	if err := checkID("experience_id", req.GetExperienceId()); err != nil {
+		return nil, err
+	}
+	x, err := s.store.Get(ctx, environment(ctx), req.GetExperienceId())
+	if err != nil {
+		return nil, err
+	}
+	return &targetingv1.GetExperienceResponse{Experience: x}, nil
+}
+
+// ListExperiences implements TargetingService.
+func (s *Server) ListExperiences(ctx context.Context, req *targetingv1.ListExperiencesRequest) (*targetingv1.ListExperiencesResponse, error) {
+	xs, err := s.store.List(ctx, environment(ctx), req.GetType())
+	if err != nil {
+		return nil, err
+	}
+	return &targetingv1.ListExperiencesResponse{Experiences: xs}, nil
+}
+
+// UpdateExperience implements TargetingService.
+func (s *Server) UpdateExperience(ctx context.Context, req *targetingv1.UpdateExperienceRequest) (*targetingv1.UpdateExperienceResponse, error) {
+	if err := checkID("experience_id", req.GetExperienceId()); err != nil {
+		return nil, err
+	}
+	x, err := s.store.Get(ctx, environment(ctx), req.GetExperienceId())
+	if err != nil {
+		return nil, err
+	}
+	if req.Name != nil {
+		if x.Name, err = checkName(req.GetName()); err != nil {
+			return nil, err
+		}
+	}
+	if req.GetAudience() != nil {
+		if _, err := s.compile(ctx, req.GetAudience()); err != nil {
+			return nil, err
+		}
+		x.Audience = req.GetAudience()
+	}
+	if req.Enabled != nil {
+		x.Enabled = req.GetEnabled()
+	}
+	if x, err = s.store.Update(ctx, environment(ctx), x); err != nil {
+		return nil, err
+	}
+	s.changed(environment(ctx))
+	return &targetingv1.UpdateExperienceResponse{Experience: x}, nil
+}
+
+// DeleteExperience implements TargetingService.
+func (s *Server) DeleteExperience(ctx context.Context, req *targetingv1.DeleteExperienceRequest) (*targetingv1.DeleteExperienceResponse, error) {
+	if err := checkID("experience_id", req.GetExperienceId()); err != nil {
+		return nil, err
+	}
+	if err := s.store.Delete(ctx, environment(ctx), req.GetExperienceId()); err != nil {
+		return nil, err
+	}
+	s.changed(environment(ctx))
+	return &targetingv1.DeleteExperienceResponse{}, nil
+}
+
+// experiences returns env's compiled experiences, loading them at most every
+// experiencesTTL (other replicas' writes also invalidate via NATS).
+func (s *Server) experiences(ctx context.Context, env string) ([]compiledExperience, error) {
+	s.mu.Lock()
+	c := s.cache[env]
+	s.mu.Unlock()
+	if c != nil && time.Since(c.loaded) < experiencesTTL {
+		return c.list, nil
+	}
+	xs, err := s.store.List(ctx, env, targetingv1.ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED)
+	if err != nil {
+		return nil, err
+	}
+	c = &compiled{loaded: time.Now()}
+	for _, x := range xs {
+		// Validated on write; segments deleted since simply never match.
+		p, err := audience.Compile(x.GetAudience(), func(string) bool { return true })
+		if err != nil {
+			return nil, apperr.Internal(err, "experience %s has an audience that no longer compiles", x.GetExperienceId())
+		}
+		c.list = append(c.list, compiledExperience{x: x, program: p})
+	}
+	s.mu.Lock()
+	s.cache[env] = c
+	s.mu.Unlock()
+	return c.list, nil
+}
+
+type viewReader struct{ index.View }
+
+// EvaluateExperience implements TargetingService.
+func (s *Server) EvaluateExperience(ctx context.Context, req *targetingv1.EvaluateExperienceRequest) (*targetingv1.EvaluateExperienceResponse, error) {
+	if err := checkID("experience_id", req.GetExperienceId()); err != nil {
+		return nil, err
+	}
+	if err := checkID("user_id", req.GetUserId()); err != nil {
+		return nil, err
+	}
+	env := environment(ctx)
+	xs, err := s.experiences(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	for _, cx := range xs {
+		if cx.x.GetExperienceId() != req.GetExperienceId() {
+			continue
+		}
+		var resp *targetingv1.EvaluateExperienceResponse
+		s.index.Read(env, func(v index.View) {
+			if err = ready(v); err != nil {
+				return
+			}
+			if !cx.x.GetEnabled() {
+				resp = &targetingv1.EvaluateExperienceResponse{Eligible: false, DecidedBy: "disabled", Reason: "the experience is disabled", IndexVersion: v.Version()}
+				return
+			}
+			r := cx.program.Eval(viewReader{v}, req.GetUserId())
+			resp = &targetingv1.EvaluateExperienceResponse{Eligible: r.Eligible, DecidedBy: r.DecidedBy, Reason: r.Reason, IndexVersion: v.Version()}
+		})
+		return resp, err
+	}
+	return nil, apperr.NotFound("experience %q not found", req.GetExperienceId())
+}
+
+// ListEligibleExperiences implements TargetingService.
+func (s *Server) ListEligibleExperiences(ctx context.Context, req *targetingv1.ListEligibleExperiencesRequest) (*targetingv1.ListEligibleExperiencesResponse, error) {
+	if err := checkID("user_id", req.GetUserId()); err != nil {
+		return nil, err
+	}
+	env := environment(ctx)
+	xs, err := s.experiences(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	resp := &targetingv1.ListEligibleExperiencesResponse{}
+	s.index.Read(env, func(v index.View) {
+		if err = ready(v); err != nil {
+			return
+		}
+		resp.IndexVersion = v.Version()
+		r := viewReader{v}
+		for _, cx := range xs {
+			if !cx.x.GetEnabled() || (req.GetType() != targetingv1.ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED && cx.x.GetType() != req.GetType()) {
+				continue
+			}
+			if cx.program.Eval(r, req.GetUserId()).Eligible {
+				resp.Experiences = append(resp.Experiences, cx.x)
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
