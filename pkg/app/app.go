@@ -78,7 +78,7 @@ type Options struct {
 
 // NewPlatform opens everything a process needs. Close releases it.
 func NewPlatform(ctx context.Context, cfg *config.Config, o Options) (*Platform, error) {
-	tel, shutdown, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "seghub-" + o.Name, OTLPEndpoint: cfg.OTLPEndpoint, LogLevel: cfg.LogLevel, LogFormat: cfg.LogFormat, LogOutput: o.LogOutput})
+	tel, shutdown, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "seghub-" + o.Name, OTLPEndpoint: cfg.OTLPEndpoint, TraceSample: cfg.TraceSample, LogLevel: cfg.LogLevel, LogFormat: cfg.LogFormat, LogOutput: o.LogOutput})
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}

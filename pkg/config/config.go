@@ -26,6 +26,7 @@ type Config struct {
 	LogLevel     string
 	LogFormat    string
 	OTLPEndpoint string
+	TraceSample  float64
 	TLSCert      string
 	TLSKey       string
 	Seed         bool
@@ -73,6 +74,14 @@ var settings = []setting{
 	{"log-level", "SEGHUB_LOG_LEVEL", "debug, info, warn or error", "info", str(func(c *Config) *string { return &c.LogLevel })},
 	{"log-format", "SEGHUB_LOG_FORMAT", "json or text", "json", str(func(c *Config) *string { return &c.LogFormat })},
 	{"otlp-endpoint", "SEGHUB_OTLP_ENDPOINT", "OTLP/gRPC collector for traces (host:port); empty keeps traces in-process", "", str(func(c *Config) *string { return &c.OTLPEndpoint })},
+	{"trace-sample", "SEGHUB_TRACE_SAMPLE", "share of root traces sampled (0..1); requests that arrive with a sampled parent are always traced", "1", func(c *Config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err == nil && (f < 0 || f > 1) {
+			err = fmt.Errorf("must be between 0 and 1")
+		}
+		c.TraceSample = f
+		return err
+	}},
 	{"tls-cert", "SEGHUB_TLS_CERT", "PEM certificate: serve gRPC and REST over TLS", "", str(func(c *Config) *string { return &c.TLSCert })},
 	{"tls-key", "SEGHUB_TLS_KEY", "PEM private key for --tls-cert", "", str(func(c *Config) *string { return &c.TLSKey })},
 	{"seed", "SEGHUB_SEED", "seed demo data (segments, users, a simulator connection) on first start", "false", func(c *Config, v string) error {

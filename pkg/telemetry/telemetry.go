@@ -36,9 +36,11 @@ type Telemetry struct {
 type Options struct {
 	ServiceName  string
 	OTLPEndpoint string
-	LogLevel     string
-	LogFormat    string
-	LogOutput    io.Writer
+	// TraceSample is the share of root traces sampled.
+	TraceSample float64
+	LogLevel    string
+	LogFormat   string
+	LogOutput   io.Writer
 	// SpanExporter, if set, receives spans (tests use an in-memory one).
 	SpanExporter sdktrace.SpanExporter
 }
@@ -55,7 +57,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, func(context.Context) er
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
 
-	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample()))}
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.TraceSample)))}
 	if o.SpanExporter != nil {
 		tpOpts = append(tpOpts, sdktrace.WithSyncer(o.SpanExporter))
 	}
