@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/bench/internal/harness"
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app"
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/services/segmentsync"
