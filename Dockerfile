@@ -6,12 +6,10 @@ FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/seghub ./cmd/seghub && \
-    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/destsim ./services/destsim/cmd/destsim
+    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/seghub ./cmd/seghub
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/seghub /usr/local/bin/seghub
-COPY --from=build /out/destsim /usr/local/bin/destsim
 ENV SEGHUB_DATA_DIR=/var/lib/seghub
 VOLUME /var/lib/seghub
 EXPOSE 8080 9090

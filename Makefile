@@ -62,9 +62,9 @@ build:
 	go build -o bin/seghub ./cmd/seghub
 
 # The all-in-one on the embedded default (SQLite + embedded JetStream), seeded
-# with demo data and an in-process destination simulator on :8090.
+# on first start with demo users, segments and a product tour.
 run: build
-	SEGHUB_SEED=$${SEGHUB_SEED:-true} SEGHUB_DESTSIM_ADDR=$${SEGHUB_DESTSIM_ADDR:-127.0.0.1:8090} ./bin/seghub serve
+	SEGHUB_SEED=$${SEGHUB_SEED:-true} ./bin/seghub serve
 
 # Split mode end to end: every service its own process on PostgreSQL and the
 # external NATS (also part of `make test`).

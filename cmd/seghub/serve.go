@@ -45,10 +45,14 @@ func serve(ctx context.Context, cfg *config.Config, role string, h Hooks) error 
 	}
 	defer p.Close()
 
+	seedEnv := ""
 	if has(app.Gateway) {
 		env, secret, err := p.Admin.Bootstrap(ctx, cfg.AdminKey)
 		if err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
+		}
+		if secret != "" && cfg.Seed && role == "all" {
+			seedEnv = env.ID
 		}
 		if secret != "" && cfg.AdminKey == "" {
 			fmt.Fprintf(h.Stdout, "\nseghub: created environment %q (%s) and its admin key; it is shown only this once:\n\n    %s\n\n", env.Name, env.ID, secret)
@@ -124,6 +128,14 @@ func serve(ctx context.Context, cfg *config.Config, role string, h Hooks) error 
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			return hs.Shutdown(sctx)
+		})
+	}
+	if seedEnv != "" {
+		g.Go(func() error {
+			if err := seed(ctx, p, seedEnv); err != nil && ctx.Err() == nil {
+				p.Logger.Error("seeding demo data failed", "error", err.Error())
+			}
+			return nil
 		})
 	}
 	p.Logger.Info("seghub started", "role", role, "grpc", lis.Addr().String(), "http", httpAddr, "database", p.DB.Dialect.String(), "embedded_nats", p.Bus != nil && p.Bus.Embedded())

@@ -206,3 +206,52 @@ func TestAdminKeyFromEnvironment(t *testing.T) {
 		t.Fatalf("chosen admin key refused: %d", code)
 	}
 }
+
+// The seeded demo a newcomer meets with `make run`, through REST, as the
+// README's walk-through does it.
+func TestSeededDemo(t *testing.T) {
+	r := start(t, t.TempDir(), func(c *config.Config) { c.Seed = true })
+	key := keyPattern.FindString(r.stdout.String())
+	var segs []any
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := r.do(t, "GET", "/v1/segments?visibility=VISIBILITY_PUBLIC&non_empty=true", key, "")
+		if code == 200 && body["segments"] != nil {
+			segs = body["segments"].([]any)
+		}
+		if len(segs) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("seeded public segments = %v", segs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var trial string
+	for _, s := range segs {
+		m := s.(map[string]any)
+		if strings.HasPrefix(m["name"].(string), "Trial users") {
+			trial = m["segment_id"].(string)
+		}
+	}
+	code, body := r.do(t, "GET", "/v1/targeting/segments/"+trial+"/members/user-002", key, "")
+	if code != 200 || body["is_member"] != true {
+		t.Fatalf("user-002 in trial segment: %d %v", code, body)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, body = r.do(t, "GET", "/v1/targeting/users/user-002/experiences?type=EXPERIENCE_TYPE_PRODUCT_TOUR", key, "")
+		if code == 200 && body["experiences"] != nil && len(body["experiences"].([]any)) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("eligible tours for user-002: %d %v", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, body = r.do(t, "GET", "/v1/users/user-002", key, "")
+	props, _ := body["user"].(map[string]any)["properties"].(map[string]any)
+	if code != 200 || props["appcuesUserID"] == nil {
+		t.Fatalf("seeded user: %d %v", code, body)
+	}
+}

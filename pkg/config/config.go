@@ -44,7 +44,6 @@ type Config struct {
 	CommandBarURL string
 	ABTastyURL    string
 	AnalyticsURL  string
-	DestSimAddr   string
 
 	// Event relay delivery.
 	DeliveryMaxAttempts int
@@ -98,7 +97,6 @@ var settings = []setting{
 	{"commandbar-url", "SEGHUB_COMMANDBAR_URL", "CommandBar API base URL", "https://api.commandbar.com", str(func(c *Config) *string { return &c.CommandBarURL })},
 	{"abtasty-url", "SEGHUB_ABTASTY_URL", "AB Tasty API base URL", "https://api.abtasty.com", str(func(c *Config) *string { return &c.ABTastyURL })},
 	{"analytics-url", "SEGHUB_ANALYTICS_URL", "analytics track API base URL (Heap-style)", "https://heapanalytics.com", str(func(c *Config) *string { return &c.AnalyticsURL })},
-	{"destsim-addr", "SEGHUB_DESTSIM_ADDR", "start the destination simulator in-process on this address and point every destination URL at it (demo)", "", str(func(c *Config) *string { return &c.DestSimAddr })},
 	{"delivery-max-attempts", "SEGHUB_DELIVERY_MAX_ATTEMPTS", "event delivery: attempts before an event may be dead-lettered", "10", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		c.DeliveryMaxAttempts = n
