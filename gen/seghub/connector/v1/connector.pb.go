@@ -7,9 +7,14 @@
 package connectorv1
 
 import (
+	_ "github.com/seghub/seghub/gen/seghub/auth/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
+	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -20,21 +25,1727 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AuthMethod int32
+
+const (
+	AuthMethod_AUTH_METHOD_UNSPECIFIED        AuthMethod = 0
+	AuthMethod_AUTH_METHOD_API_KEY            AuthMethod = 1
+	AuthMethod_AUTH_METHOD_OAUTH2             AuthMethod = 2
+	AuthMethod_AUTH_METHOD_CLIENT_CREDENTIALS AuthMethod = 3
+	AuthMethod_AUTH_METHOD_SIGNING_SECRET     AuthMethod = 4
+)
+
+// Enum value maps for AuthMethod.
+var (
+	AuthMethod_name = map[int32]string{
+		0: "AUTH_METHOD_UNSPECIFIED",
+		1: "AUTH_METHOD_API_KEY",
+		2: "AUTH_METHOD_OAUTH2",
+		3: "AUTH_METHOD_CLIENT_CREDENTIALS",
+		4: "AUTH_METHOD_SIGNING_SECRET",
+	}
+	AuthMethod_value = map[string]int32{
+		"AUTH_METHOD_UNSPECIFIED":        0,
+		"AUTH_METHOD_API_KEY":            1,
+		"AUTH_METHOD_OAUTH2":             2,
+		"AUTH_METHOD_CLIENT_CREDENTIALS": 3,
+		"AUTH_METHOD_SIGNING_SECRET":     4,
+	}
+)
+
+func (x AuthMethod) Enum() *AuthMethod {
+	p := new(AuthMethod)
+	*p = x
+	return p
+}
+
+func (x AuthMethod) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuthMethod) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_connector_v1_connector_proto_enumTypes[0].Descriptor()
+}
+
+func (AuthMethod) Type() protoreflect.EnumType {
+	return &file_seghub_connector_v1_connector_proto_enumTypes[0]
+}
+
+func (x AuthMethod) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuthMethod.Descriptor instead.
+func (AuthMethod) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{0}
+}
+
+type ConnectionStatus int32
+
+const (
+	ConnectionStatus_CONNECTION_STATUS_UNSPECIFIED  ConnectionStatus = 0
+	ConnectionStatus_CONNECTION_STATUS_CONNECTED    ConnectionStatus = 1
+	ConnectionStatus_CONNECTION_STATUS_NEEDS_REAUTH ConnectionStatus = 2
+	ConnectionStatus_CONNECTION_STATUS_ERROR        ConnectionStatus = 3
+)
+
+// Enum value maps for ConnectionStatus.
+var (
+	ConnectionStatus_name = map[int32]string{
+		0: "CONNECTION_STATUS_UNSPECIFIED",
+		1: "CONNECTION_STATUS_CONNECTED",
+		2: "CONNECTION_STATUS_NEEDS_REAUTH",
+		3: "CONNECTION_STATUS_ERROR",
+	}
+	ConnectionStatus_value = map[string]int32{
+		"CONNECTION_STATUS_UNSPECIFIED":  0,
+		"CONNECTION_STATUS_CONNECTED":    1,
+		"CONNECTION_STATUS_NEEDS_REAUTH": 2,
+		"CONNECTION_STATUS_ERROR":        3,
+	}
+)
+
+func (x ConnectionStatus) Enum() *ConnectionStatus {
+	p := new(ConnectionStatus)
+	*p = x
+	return p
+}
+
+func (x ConnectionStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ConnectionStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_connector_v1_connector_proto_enumTypes[1].Descriptor()
+}
+
+func (ConnectionStatus) Type() protoreflect.EnumType {
+	return &file_seghub_connector_v1_connector_proto_enumTypes[1]
+}
+
+func (x ConnectionStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ConnectionStatus.Descriptor instead.
+func (ConnectionStatus) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{1}
+}
+
+type DestinationType struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Type        string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	DisplayName string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	AuthMethod  AuthMethod             `protobuf:"varint,3,opt,name=auth_method,json=authMethod,proto3,enum=seghub.connector.v1.AuthMethod" json:"auth_method,omitempty"`
+	SegmentsOut bool                   `protobuf:"varint,4,opt,name=segments_out,json=segmentsOut,proto3" json:"segments_out,omitempty"`
+	EventsIn    bool                   `protobuf:"varint,5,opt,name=events_in,json=eventsIn,proto3" json:"events_in,omitempty"`
+	EventsOut   bool                   `protobuf:"varint,6,opt,name=events_out,json=eventsOut,proto3" json:"events_out,omitempty"`
+	// Inbound segments (analytics tools pushing segments to seghub).
+	SegmentsIn         bool                 `protobuf:"varint,7,opt,name=segments_in,json=segmentsIn,proto3" json:"segments_in,omitempty"`
+	DefaultInterval    *durationpb.Duration `protobuf:"bytes,8,opt,name=default_interval,json=defaultInterval,proto3" json:"default_interval,omitempty"`
+	RecurringLimit     uint32               `protobuf:"varint,9,opt,name=recurring_limit,json=recurringLimit,proto3" json:"recurring_limit,omitempty"`
+	BatchSize          uint32               `protobuf:"varint,10,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	RateLimitPerMinute uint32               `protobuf:"varint,11,opt,name=rate_limit_per_minute,json=rateLimitPerMinute,proto3" json:"rate_limit_per_minute,omitempty"`
+	// How long the destination keeps uploaded data (0: forever).
+	Retention *durationpb.Duration `protobuf:"bytes,12,opt,name=retention,proto3" json:"retention,omitempty"`
+	// Credential fields CreateConnection expects.
+	CredentialFields        []string `protobuf:"bytes,13,rep,name=credential_fields,json=credentialFields,proto3" json:"credential_fields,omitempty"`
+	DefaultIdentityProperty string   `protobuf:"bytes,14,opt,name=default_identity_property,json=defaultIdentityProperty,proto3" json:"default_identity_property,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *DestinationType) Reset() {
+	*x = DestinationType{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestinationType) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestinationType) ProtoMessage() {}
+
+func (x *DestinationType) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestinationType.ProtoReflect.Descriptor instead.
+func (*DestinationType) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DestinationType) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DestinationType) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *DestinationType) GetAuthMethod() AuthMethod {
+	if x != nil {
+		return x.AuthMethod
+	}
+	return AuthMethod_AUTH_METHOD_UNSPECIFIED
+}
+
+func (x *DestinationType) GetSegmentsOut() bool {
+	if x != nil {
+		return x.SegmentsOut
+	}
+	return false
+}
+
+func (x *DestinationType) GetEventsIn() bool {
+	if x != nil {
+		return x.EventsIn
+	}
+	return false
+}
+
+func (x *DestinationType) GetEventsOut() bool {
+	if x != nil {
+		return x.EventsOut
+	}
+	return false
+}
+
+func (x *DestinationType) GetSegmentsIn() bool {
+	if x != nil {
+		return x.SegmentsIn
+	}
+	return false
+}
+
+func (x *DestinationType) GetDefaultInterval() *durationpb.Duration {
+	if x != nil {
+		return x.DefaultInterval
+	}
+	return nil
+}
+
+func (x *DestinationType) GetRecurringLimit() uint32 {
+	if x != nil {
+		return x.RecurringLimit
+	}
+	return 0
+}
+
+func (x *DestinationType) GetBatchSize() uint32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *DestinationType) GetRateLimitPerMinute() uint32 {
+	if x != nil {
+		return x.RateLimitPerMinute
+	}
+	return 0
+}
+
+func (x *DestinationType) GetRetention() *durationpb.Duration {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+func (x *DestinationType) GetCredentialFields() []string {
+	if x != nil {
+		return x.CredentialFields
+	}
+	return nil
+}
+
+func (x *DestinationType) GetDefaultIdentityProperty() string {
+	if x != nil {
+		return x.DefaultIdentityProperty
+	}
+	return ""
+}
+
+type ConnectionSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Relay this tool's events into analytics.
+	SendEvents bool `protobuf:"varint,1,opt,name=send_events,json=sendEvents,proto3" json:"send_events,omitempty"`
+	// Default identity property of syncs to this connection.
+	IdentityProperty string `protobuf:"bytes,2,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ConnectionSettings) Reset() {
+	*x = ConnectionSettings{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectionSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectionSettings) ProtoMessage() {}
+
+func (x *ConnectionSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectionSettings.ProtoReflect.Descriptor instead.
+func (*ConnectionSettings) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ConnectionSettings) GetSendEvents() bool {
+	if x != nil {
+		return x.SendEvents
+	}
+	return false
+}
+
+func (x *ConnectionSettings) GetIdentityProperty() string {
+	if x != nil {
+		return x.IdentityProperty
+	}
+	return ""
+}
+
+type Connection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Status        ConnectionStatus       `protobuf:"varint,4,opt,name=status,proto3,enum=seghub.connector.v1.ConnectionStatus" json:"status,omitempty"`
+	LastError     string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastErrorTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_error_time,json=lastErrorTime,proto3" json:"last_error_time,omitempty"`
+	Settings      *ConnectionSettings    `protobuf:"bytes,7,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Non-secret account identifier (Appcues account id, CommandBar org, ...).
+	Account    string                 `protobuf:"bytes,8,opt,name=account,proto3" json:"account,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Path of this connection's inbound webhook on the gateway, for types
+	// that receive events or segments.
+	WebhookPath   string `protobuf:"bytes,11,opt,name=webhook_path,json=webhookPath,proto3" json:"webhook_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Connection) Reset() {
+	*x = Connection{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Connection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Connection) ProtoMessage() {}
+
+func (x *Connection) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Connection.ProtoReflect.Descriptor instead.
+func (*Connection) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Connection) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *Connection) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Connection) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Connection) GetStatus() ConnectionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ConnectionStatus_CONNECTION_STATUS_UNSPECIFIED
+}
+
+func (x *Connection) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Connection) GetLastErrorTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorTime
+	}
+	return nil
+}
+
+func (x *Connection) GetSettings() *ConnectionSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *Connection) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *Connection) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Connection) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Connection) GetWebhookPath() string {
+	if x != nil {
+		return x.WebhookPath
+	}
+	return ""
+}
+
+type ListDestinationTypesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDestinationTypesRequest) Reset() {
+	*x = ListDestinationTypesRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDestinationTypesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDestinationTypesRequest) ProtoMessage() {}
+
+func (x *ListDestinationTypesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDestinationTypesRequest.ProtoReflect.Descriptor instead.
+func (*ListDestinationTypesRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{3}
+}
+
+type ListDestinationTypesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Types         []*DestinationType     `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDestinationTypesResponse) Reset() {
+	*x = ListDestinationTypesResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDestinationTypesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDestinationTypesResponse) ProtoMessage() {}
+
+func (x *ListDestinationTypesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDestinationTypesResponse.ProtoReflect.Descriptor instead.
+func (*ListDestinationTypesResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListDestinationTypesResponse) GetTypes() []*DestinationType {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+type CreateConnectionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Per type, see DestinationType.credential_fields.
+	Credentials   map[string]string   `protobuf:"bytes,3,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Settings      *ConnectionSettings `protobuf:"bytes,4,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConnectionRequest) Reset() {
+	*x = CreateConnectionRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConnectionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConnectionRequest) ProtoMessage() {}
+
+func (x *CreateConnectionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConnectionRequest.ProtoReflect.Descriptor instead.
+func (*CreateConnectionRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CreateConnectionRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *CreateConnectionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateConnectionRequest) GetCredentials() map[string]string {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+func (x *CreateConnectionRequest) GetSettings() *ConnectionSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type CreateConnectionResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Connection *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	// The inbound webhook signing secret, for types that receive webhooks.
+	// Shown only in this response.
+	SigningSecret string `protobuf:"bytes,2,opt,name=signing_secret,json=signingSecret,proto3" json:"signing_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConnectionResponse) Reset() {
+	*x = CreateConnectionResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConnectionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConnectionResponse) ProtoMessage() {}
+
+func (x *CreateConnectionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConnectionResponse.ProtoReflect.Descriptor instead.
+func (*CreateConnectionResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CreateConnectionResponse) GetConnection() *Connection {
+	if x != nil {
+		return x.Connection
+	}
+	return nil
+}
+
+func (x *CreateConnectionResponse) GetSigningSecret() string {
+	if x != nil {
+		return x.SigningSecret
+	}
+	return ""
+}
+
+type GetConnectionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConnectionRequest) Reset() {
+	*x = GetConnectionRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConnectionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConnectionRequest) ProtoMessage() {}
+
+func (x *GetConnectionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConnectionRequest.ProtoReflect.Descriptor instead.
+func (*GetConnectionRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetConnectionRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+type GetConnectionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connection    *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConnectionResponse) Reset() {
+	*x = GetConnectionResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConnectionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConnectionResponse) ProtoMessage() {}
+
+func (x *GetConnectionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConnectionResponse.ProtoReflect.Descriptor instead.
+func (*GetConnectionResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetConnectionResponse) GetConnection() *Connection {
+	if x != nil {
+		return x.Connection
+	}
+	return nil
+}
+
+type ListConnectionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConnectionsRequest) Reset() {
+	*x = ListConnectionsRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConnectionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConnectionsRequest) ProtoMessage() {}
+
+func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
+func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListConnectionsRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+type ListConnectionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConnectionsResponse) Reset() {
+	*x = ListConnectionsResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConnectionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConnectionsResponse) ProtoMessage() {}
+
+func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
+func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListConnectionsResponse) GetConnections() []*Connection {
+	if x != nil {
+		return x.Connections
+	}
+	return nil
+}
+
+type UpdateConnectionRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Name         *string                `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	Settings     *ConnectionSettings    `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Replaces the credentials when set.
+	Credentials   map[string]string `protobuf:"bytes,4,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateConnectionRequest) Reset() {
+	*x = UpdateConnectionRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateConnectionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateConnectionRequest) ProtoMessage() {}
+
+func (x *UpdateConnectionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateConnectionRequest.ProtoReflect.Descriptor instead.
+func (*UpdateConnectionRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UpdateConnectionRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *UpdateConnectionRequest) GetName() string {
+	if x != nil && x.Name != nil {
+		return *x.Name
+	}
+	return ""
+}
+
+func (x *UpdateConnectionRequest) GetSettings() *ConnectionSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *UpdateConnectionRequest) GetCredentials() map[string]string {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type UpdateConnectionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connection    *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateConnectionResponse) Reset() {
+	*x = UpdateConnectionResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateConnectionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateConnectionResponse) ProtoMessage() {}
+
+func (x *UpdateConnectionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateConnectionResponse.ProtoReflect.Descriptor instead.
+func (*UpdateConnectionResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UpdateConnectionResponse) GetConnection() *Connection {
+	if x != nil {
+		return x.Connection
+	}
+	return nil
+}
+
+type DeleteConnectionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConnectionRequest) Reset() {
+	*x = DeleteConnectionRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConnectionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConnectionRequest) ProtoMessage() {}
+
+func (x *DeleteConnectionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConnectionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConnectionRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DeleteConnectionRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+type DeleteConnectionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConnectionResponse) Reset() {
+	*x = DeleteConnectionResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConnectionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConnectionResponse) ProtoMessage() {}
+
+func (x *DeleteConnectionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConnectionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteConnectionResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{14}
+}
+
+type StartAuthorizationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The destination account or organisation to connect.
+	Account       string              `protobuf:"bytes,3,opt,name=account,proto3" json:"account,omitempty"`
+	Settings      *ConnectionSettings `protobuf:"bytes,4,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartAuthorizationRequest) Reset() {
+	*x = StartAuthorizationRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartAuthorizationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartAuthorizationRequest) ProtoMessage() {}
+
+func (x *StartAuthorizationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartAuthorizationRequest.ProtoReflect.Descriptor instead.
+func (*StartAuthorizationRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StartAuthorizationRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *StartAuthorizationRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StartAuthorizationRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *StartAuthorizationRequest) GetSettings() *ConnectionSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type StartAuthorizationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AuthorizeUrl  string                 `protobuf:"bytes,1,opt,name=authorize_url,json=authorizeUrl,proto3" json:"authorize_url,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartAuthorizationResponse) Reset() {
+	*x = StartAuthorizationResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartAuthorizationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartAuthorizationResponse) ProtoMessage() {}
+
+func (x *StartAuthorizationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartAuthorizationResponse.ProtoReflect.Descriptor instead.
+func (*StartAuthorizationResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StartAuthorizationResponse) GetAuthorizeUrl() string {
+	if x != nil {
+		return x.AuthorizeUrl
+	}
+	return ""
+}
+
+func (x *StartAuthorizationResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+type CompleteAuthorizationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	Code  string                 `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// An error the destination returned instead of a code.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteAuthorizationRequest) Reset() {
+	*x = CompleteAuthorizationRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteAuthorizationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteAuthorizationRequest) ProtoMessage() {}
+
+func (x *CompleteAuthorizationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteAuthorizationRequest.ProtoReflect.Descriptor instead.
+func (*CompleteAuthorizationRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CompleteAuthorizationRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *CompleteAuthorizationRequest) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *CompleteAuthorizationRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type CompleteAuthorizationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connection    *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	EnvironmentId string                 `protobuf:"bytes,2,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	// The inbound webhook signing secret, for types that receive webhooks.
+	SigningSecret string `protobuf:"bytes,3,opt,name=signing_secret,json=signingSecret,proto3" json:"signing_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteAuthorizationResponse) Reset() {
+	*x = CompleteAuthorizationResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteAuthorizationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteAuthorizationResponse) ProtoMessage() {}
+
+func (x *CompleteAuthorizationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteAuthorizationResponse.ProtoReflect.Descriptor instead.
+func (*CompleteAuthorizationResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CompleteAuthorizationResponse) GetConnection() *Connection {
+	if x != nil {
+		return x.Connection
+	}
+	return nil
+}
+
+func (x *CompleteAuthorizationResponse) GetEnvironmentId() string {
+	if x != nil {
+		return x.EnvironmentId
+	}
+	return ""
+}
+
+func (x *CompleteAuthorizationResponse) GetSigningSecret() string {
+	if x != nil {
+		return x.SigningSecret
+	}
+	return ""
+}
+
+type ResolveConnectionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveConnectionRequest) Reset() {
+	*x = ResolveConnectionRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveConnectionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveConnectionRequest) ProtoMessage() {}
+
+func (x *ResolveConnectionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveConnectionRequest.ProtoReflect.Descriptor instead.
+func (*ResolveConnectionRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ResolveConnectionRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+type ResolveConnectionResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Connection  *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	Destination *DestinationType       `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Decrypted credentials, ready for an adapter.
+	Credentials map[string]string `protobuf:"bytes,3,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The inbound webhook signing secret, if any.
+	SigningSecret string `protobuf:"bytes,4,opt,name=signing_secret,json=signingSecret,proto3" json:"signing_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveConnectionResponse) Reset() {
+	*x = ResolveConnectionResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveConnectionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveConnectionResponse) ProtoMessage() {}
+
+func (x *ResolveConnectionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveConnectionResponse.ProtoReflect.Descriptor instead.
+func (*ResolveConnectionResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ResolveConnectionResponse) GetConnection() *Connection {
+	if x != nil {
+		return x.Connection
+	}
+	return nil
+}
+
+func (x *ResolveConnectionResponse) GetDestination() *DestinationType {
+	if x != nil {
+		return x.Destination
+	}
+	return nil
+}
+
+func (x *ResolveConnectionResponse) GetCredentials() map[string]string {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+func (x *ResolveConnectionResponse) GetSigningSecret() string {
+	if x != nil {
+		return x.SigningSecret
+	}
+	return ""
+}
+
+type ReportConnectionStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Status        ConnectionStatus       `protobuf:"varint,2,opt,name=status,proto3,enum=seghub.connector.v1.ConnectionStatus" json:"status,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportConnectionStatusRequest) Reset() {
+	*x = ReportConnectionStatusRequest{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportConnectionStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportConnectionStatusRequest) ProtoMessage() {}
+
+func (x *ReportConnectionStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportConnectionStatusRequest.ProtoReflect.Descriptor instead.
+func (*ReportConnectionStatusRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReportConnectionStatusRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ReportConnectionStatusRequest) GetStatus() ConnectionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ConnectionStatus_CONNECTION_STATUS_UNSPECIFIED
+}
+
+func (x *ReportConnectionStatusRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type ReportConnectionStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connection    *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportConnectionStatusResponse) Reset() {
+	*x = ReportConnectionStatusResponse{}
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportConnectionStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportConnectionStatusResponse) ProtoMessage() {}
+
+func (x *ReportConnectionStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_connector_v1_connector_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportConnectionStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReportConnectionStatusResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReportConnectionStatusResponse) GetConnection() *Connection {
+	if x != nil {
+		return x.Connection
+	}
+	return nil
+}
+
 var File_seghub_connector_v1_connector_proto protoreflect.FileDescriptor
 
 const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\n" +
-	"#seghub/connector/v1/connector.proto\x12\x13seghub.connector.v12\x12\n" +
-	"\x10ConnectorServiceB\xd5\x01\n" +
+	"#seghub/connector/v1/connector.proto\x12\x13seghub.connector.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xed\x04\n" +
+	"\x0fDestinationType\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12@\n" +
+	"\vauth_method\x18\x03 \x01(\x0e2\x1f.seghub.connector.v1.AuthMethodR\n" +
+	"authMethod\x12!\n" +
+	"\fsegments_out\x18\x04 \x01(\bR\vsegmentsOut\x12\x1b\n" +
+	"\tevents_in\x18\x05 \x01(\bR\beventsIn\x12\x1d\n" +
+	"\n" +
+	"events_out\x18\x06 \x01(\bR\teventsOut\x12\x1f\n" +
+	"\vsegments_in\x18\a \x01(\bR\n" +
+	"segmentsIn\x12D\n" +
+	"\x10default_interval\x18\b \x01(\v2\x19.google.protobuf.DurationR\x0fdefaultInterval\x12'\n" +
+	"\x0frecurring_limit\x18\t \x01(\rR\x0erecurringLimit\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\n" +
+	" \x01(\rR\tbatchSize\x121\n" +
+	"\x15rate_limit_per_minute\x18\v \x01(\rR\x12rateLimitPerMinute\x127\n" +
+	"\tretention\x18\f \x01(\v2\x19.google.protobuf.DurationR\tretention\x12+\n" +
+	"\x11credential_fields\x18\r \x03(\tR\x10credentialFields\x12:\n" +
+	"\x19default_identity_property\x18\x0e \x01(\tR\x17defaultIdentityProperty\"b\n" +
+	"\x12ConnectionSettings\x12\x1f\n" +
+	"\vsend_events\x18\x01 \x01(\bR\n" +
+	"sendEvents\x12+\n" +
+	"\x11identity_property\x18\x02 \x01(\tR\x10identityProperty\"\xf7\x03\n" +
+	"\n" +
+	"Connection\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12=\n" +
+	"\x06status\x18\x04 \x01(\x0e2%.seghub.connector.v1.ConnectionStatusR\x06status\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x12B\n" +
+	"\x0flast_error_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rlastErrorTime\x12C\n" +
+	"\bsettings\x18\a \x01(\v2'.seghub.connector.v1.ConnectionSettingsR\bsettings\x12\x18\n" +
+	"\aaccount\x18\b \x01(\tR\aaccount\x12;\n" +
+	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x12!\n" +
+	"\fwebhook_path\x18\v \x01(\tR\vwebhookPath\"\x1d\n" +
+	"\x1bListDestinationTypesRequest\"Z\n" +
+	"\x1cListDestinationTypesResponse\x12:\n" +
+	"\x05types\x18\x01 \x03(\v2$.seghub.connector.v1.DestinationTypeR\x05types\"\xa7\x02\n" +
+	"\x17CreateConnectionRequest\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12_\n" +
+	"\vcredentials\x18\x03 \x03(\v2=.seghub.connector.v1.CreateConnectionRequest.CredentialsEntryR\vcredentials\x12C\n" +
+	"\bsettings\x18\x04 \x01(\v2'.seghub.connector.v1.ConnectionSettingsR\bsettings\x1a>\n" +
+	"\x10CredentialsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x01\n" +
+	"\x18CreateConnectionResponse\x12?\n" +
+	"\n" +
+	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
+	"connection\x12%\n" +
+	"\x0esigning_secret\x18\x02 \x01(\tR\rsigningSecret\";\n" +
+	"\x14GetConnectionRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"X\n" +
+	"\x15GetConnectionResponse\x12?\n" +
+	"\n" +
+	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
+	"connection\",\n" +
+	"\x16ListConnectionsRequest\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\"\\\n" +
+	"\x17ListConnectionsResponse\x12A\n" +
+	"\vconnections\x18\x01 \x03(\v2\x1f.seghub.connector.v1.ConnectionR\vconnections\"\xc6\x02\n" +
+	"\x17UpdateConnectionRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x17\n" +
+	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12C\n" +
+	"\bsettings\x18\x03 \x01(\v2'.seghub.connector.v1.ConnectionSettingsR\bsettings\x12_\n" +
+	"\vcredentials\x18\x04 \x03(\v2=.seghub.connector.v1.UpdateConnectionRequest.CredentialsEntryR\vcredentials\x1a>\n" +
+	"\x10CredentialsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
+	"\x05_name\"[\n" +
+	"\x18UpdateConnectionResponse\x12?\n" +
+	"\n" +
+	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
+	"connection\">\n" +
+	"\x17DeleteConnectionRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"\x1a\n" +
+	"\x18DeleteConnectionResponse\"\xa2\x01\n" +
+	"\x19StartAuthorizationRequest\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aaccount\x18\x03 \x01(\tR\aaccount\x12C\n" +
+	"\bsettings\x18\x04 \x01(\v2'.seghub.connector.v1.ConnectionSettingsR\bsettings\"~\n" +
+	"\x1aStartAuthorizationResponse\x12#\n" +
+	"\rauthorize_url\x18\x01 \x01(\tR\fauthorizeUrl\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"^\n" +
+	"\x1cCompleteAuthorizationRequest\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xae\x01\n" +
+	"\x1dCompleteAuthorizationResponse\x12?\n" +
+	"\n" +
+	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
+	"connection\x12%\n" +
+	"\x0eenvironment_id\x18\x02 \x01(\tR\renvironmentId\x12%\n" +
+	"\x0esigning_secret\x18\x03 \x01(\tR\rsigningSecret\"?\n" +
+	"\x18ResolveConnectionRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"\xee\x02\n" +
+	"\x19ResolveConnectionResponse\x12?\n" +
+	"\n" +
+	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
+	"connection\x12F\n" +
+	"\vdestination\x18\x02 \x01(\v2$.seghub.connector.v1.DestinationTypeR\vdestination\x12a\n" +
+	"\vcredentials\x18\x03 \x03(\v2?.seghub.connector.v1.ResolveConnectionResponse.CredentialsEntryR\vcredentials\x12%\n" +
+	"\x0esigning_secret\x18\x04 \x01(\tR\rsigningSecret\x1a>\n" +
+	"\x10CredentialsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
+	"\x1dReportConnectionStatusRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12=\n" +
+	"\x06status\x18\x02 \x01(\x0e2%.seghub.connector.v1.ConnectionStatusR\x06status\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"a\n" +
+	"\x1eReportConnectionStatusResponse\x12?\n" +
+	"\n" +
+	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
+	"connection*\x9e\x01\n" +
+	"\n" +
+	"AuthMethod\x12\x1b\n" +
+	"\x17AUTH_METHOD_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13AUTH_METHOD_API_KEY\x10\x01\x12\x16\n" +
+	"\x12AUTH_METHOD_OAUTH2\x10\x02\x12\"\n" +
+	"\x1eAUTH_METHOD_CLIENT_CREDENTIALS\x10\x03\x12\x1e\n" +
+	"\x1aAUTH_METHOD_SIGNING_SECRET\x10\x04*\x97\x01\n" +
+	"\x10ConnectionStatus\x12!\n" +
+	"\x1dCONNECTION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bCONNECTION_STATUS_CONNECTED\x10\x01\x12\"\n" +
+	"\x1eCONNECTION_STATUS_NEEDS_REAUTH\x10\x02\x12\x1b\n" +
+	"\x17CONNECTION_STATUS_ERROR\x10\x032\xd5\v\n" +
+	"\x10ConnectorService\x12\x9e\x01\n" +
+	"\x14ListDestinationTypes\x120.seghub.connector.v1.ListDestinationTypesRequest\x1a1.seghub.connector.v1.ListDestinationTypesResponse\"!\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/destination-types\x12\x8f\x01\n" +
+	"\x10CreateConnection\x12,.seghub.connector.v1.CreateConnectionRequest\x1a-.seghub.connector.v1.CreateConnectionResponse\"\x1e\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/connections\x12\x93\x01\n" +
+	"\rGetConnection\x12).seghub.connector.v1.GetConnectionRequest\x1a*.seghub.connector.v1.GetConnectionResponse\"+\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02!\x12\x1f/v1/connections/{connection_id}\x12\x89\x01\n" +
+	"\x0fListConnections\x12+.seghub.connector.v1.ListConnectionsRequest\x1a,.seghub.connector.v1.ListConnectionsResponse\"\x1b\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/connections\x12\x9f\x01\n" +
+	"\x10UpdateConnection\x12,.seghub.connector.v1.UpdateConnectionRequest\x1a-.seghub.connector.v1.UpdateConnectionResponse\".\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02$:\x01*2\x1f/v1/connections/{connection_id}\x12\x9c\x01\n" +
+	"\x10DeleteConnection\x12,.seghub.connector.v1.DeleteConnectionRequest\x1a-.seghub.connector.v1.DeleteConnectionResponse\"+\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02!*\x1f/v1/connections/{connection_id}\x12\x9f\x01\n" +
+	"\x12StartAuthorization\x12..seghub.connector.v1.StartAuthorizationRequest\x1a/.seghub.connector.v1.StartAuthorizationResponse\"(\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/connections:authorize\x12\x84\x01\n" +
+	"\x15CompleteAuthorization\x121.seghub.connector.v1.CompleteAuthorizationRequest\x1a2.seghub.connector.v1.CompleteAuthorizationResponse\"\x04\xe8\xe0\x18\x03\x12x\n" +
+	"\x11ResolveConnection\x12-.seghub.connector.v1.ResolveConnectionRequest\x1a..seghub.connector.v1.ResolveConnectionResponse\"\x04\xe8\xe0\x18\x03\x12\x87\x01\n" +
+	"\x16ReportConnectionStatus\x122.seghub.connector.v1.ReportConnectionStatusRequest\x1a3.seghub.connector.v1.ReportConnectionStatusResponse\"\x04\xe8\xe0\x18\x03B\xd5\x01\n" +
 	"\x17com.seghub.connector.v1B\x0eConnectorProtoP\x01Z<github.com/seghub/seghub/gen/seghub/connector/v1;connectorv1\xa2\x02\x03SCX\xaa\x02\x13Seghub.Connector.V1\xca\x02\x13Seghub\\Connector\\V1\xe2\x02\x1fSeghub\\Connector\\V1\\GPBMetadata\xea\x02\x15Seghub::Connector::V1b\x06proto3"
 
-var file_seghub_connector_v1_connector_proto_goTypes = []any{}
+var (
+	file_seghub_connector_v1_connector_proto_rawDescOnce sync.Once
+	file_seghub_connector_v1_connector_proto_rawDescData []byte
+)
+
+func file_seghub_connector_v1_connector_proto_rawDescGZIP() []byte {
+	file_seghub_connector_v1_connector_proto_rawDescOnce.Do(func() {
+		file_seghub_connector_v1_connector_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_seghub_connector_v1_connector_proto_rawDesc), len(file_seghub_connector_v1_connector_proto_rawDesc)))
+	})
+	return file_seghub_connector_v1_connector_proto_rawDescData
+}
+
+var file_seghub_connector_v1_connector_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_seghub_connector_v1_connector_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_seghub_connector_v1_connector_proto_goTypes = []any{
+	(AuthMethod)(0),                        // 0: seghub.connector.v1.AuthMethod
+	(ConnectionStatus)(0),                  // 1: seghub.connector.v1.ConnectionStatus
+	(*DestinationType)(nil),                // 2: seghub.connector.v1.DestinationType
+	(*ConnectionSettings)(nil),             // 3: seghub.connector.v1.ConnectionSettings
+	(*Connection)(nil),                     // 4: seghub.connector.v1.Connection
+	(*ListDestinationTypesRequest)(nil),    // 5: seghub.connector.v1.ListDestinationTypesRequest
+	(*ListDestinationTypesResponse)(nil),   // 6: seghub.connector.v1.ListDestinationTypesResponse
+	(*CreateConnectionRequest)(nil),        // 7: seghub.connector.v1.CreateConnectionRequest
+	(*CreateConnectionResponse)(nil),       // 8: seghub.connector.v1.CreateConnectionResponse
+	(*GetConnectionRequest)(nil),           // 9: seghub.connector.v1.GetConnectionRequest
+	(*GetConnectionResponse)(nil),          // 10: seghub.connector.v1.GetConnectionResponse
+	(*ListConnectionsRequest)(nil),         // 11: seghub.connector.v1.ListConnectionsRequest
+	(*ListConnectionsResponse)(nil),        // 12: seghub.connector.v1.ListConnectionsResponse
+	(*UpdateConnectionRequest)(nil),        // 13: seghub.connector.v1.UpdateConnectionRequest
+	(*UpdateConnectionResponse)(nil),       // 14: seghub.connector.v1.UpdateConnectionResponse
+	(*DeleteConnectionRequest)(nil),        // 15: seghub.connector.v1.DeleteConnectionRequest
+	(*DeleteConnectionResponse)(nil),       // 16: seghub.connector.v1.DeleteConnectionResponse
+	(*StartAuthorizationRequest)(nil),      // 17: seghub.connector.v1.StartAuthorizationRequest
+	(*StartAuthorizationResponse)(nil),     // 18: seghub.connector.v1.StartAuthorizationResponse
+	(*CompleteAuthorizationRequest)(nil),   // 19: seghub.connector.v1.CompleteAuthorizationRequest
+	(*CompleteAuthorizationResponse)(nil),  // 20: seghub.connector.v1.CompleteAuthorizationResponse
+	(*ResolveConnectionRequest)(nil),       // 21: seghub.connector.v1.ResolveConnectionRequest
+	(*ResolveConnectionResponse)(nil),      // 22: seghub.connector.v1.ResolveConnectionResponse
+	(*ReportConnectionStatusRequest)(nil),  // 23: seghub.connector.v1.ReportConnectionStatusRequest
+	(*ReportConnectionStatusResponse)(nil), // 24: seghub.connector.v1.ReportConnectionStatusResponse
+	nil,                                    // 25: seghub.connector.v1.CreateConnectionRequest.CredentialsEntry
+	nil,                                    // 26: seghub.connector.v1.UpdateConnectionRequest.CredentialsEntry
+	nil,                                    // 27: seghub.connector.v1.ResolveConnectionResponse.CredentialsEntry
+	(*durationpb.Duration)(nil),            // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),          // 29: google.protobuf.Timestamp
+}
 var file_seghub_connector_v1_connector_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0,  // 0: seghub.connector.v1.DestinationType.auth_method:type_name -> seghub.connector.v1.AuthMethod
+	28, // 1: seghub.connector.v1.DestinationType.default_interval:type_name -> google.protobuf.Duration
+	28, // 2: seghub.connector.v1.DestinationType.retention:type_name -> google.protobuf.Duration
+	1,  // 3: seghub.connector.v1.Connection.status:type_name -> seghub.connector.v1.ConnectionStatus
+	29, // 4: seghub.connector.v1.Connection.last_error_time:type_name -> google.protobuf.Timestamp
+	3,  // 5: seghub.connector.v1.Connection.settings:type_name -> seghub.connector.v1.ConnectionSettings
+	29, // 6: seghub.connector.v1.Connection.create_time:type_name -> google.protobuf.Timestamp
+	29, // 7: seghub.connector.v1.Connection.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 8: seghub.connector.v1.ListDestinationTypesResponse.types:type_name -> seghub.connector.v1.DestinationType
+	25, // 9: seghub.connector.v1.CreateConnectionRequest.credentials:type_name -> seghub.connector.v1.CreateConnectionRequest.CredentialsEntry
+	3,  // 10: seghub.connector.v1.CreateConnectionRequest.settings:type_name -> seghub.connector.v1.ConnectionSettings
+	4,  // 11: seghub.connector.v1.CreateConnectionResponse.connection:type_name -> seghub.connector.v1.Connection
+	4,  // 12: seghub.connector.v1.GetConnectionResponse.connection:type_name -> seghub.connector.v1.Connection
+	4,  // 13: seghub.connector.v1.ListConnectionsResponse.connections:type_name -> seghub.connector.v1.Connection
+	3,  // 14: seghub.connector.v1.UpdateConnectionRequest.settings:type_name -> seghub.connector.v1.ConnectionSettings
+	26, // 15: seghub.connector.v1.UpdateConnectionRequest.credentials:type_name -> seghub.connector.v1.UpdateConnectionRequest.CredentialsEntry
+	4,  // 16: seghub.connector.v1.UpdateConnectionResponse.connection:type_name -> seghub.connector.v1.Connection
+	3,  // 17: seghub.connector.v1.StartAuthorizationRequest.settings:type_name -> seghub.connector.v1.ConnectionSettings
+	29, // 18: seghub.connector.v1.StartAuthorizationResponse.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 19: seghub.connector.v1.CompleteAuthorizationResponse.connection:type_name -> seghub.connector.v1.Connection
+	4,  // 20: seghub.connector.v1.ResolveConnectionResponse.connection:type_name -> seghub.connector.v1.Connection
+	2,  // 21: seghub.connector.v1.ResolveConnectionResponse.destination:type_name -> seghub.connector.v1.DestinationType
+	27, // 22: seghub.connector.v1.ResolveConnectionResponse.credentials:type_name -> seghub.connector.v1.ResolveConnectionResponse.CredentialsEntry
+	1,  // 23: seghub.connector.v1.ReportConnectionStatusRequest.status:type_name -> seghub.connector.v1.ConnectionStatus
+	4,  // 24: seghub.connector.v1.ReportConnectionStatusResponse.connection:type_name -> seghub.connector.v1.Connection
+	5,  // 25: seghub.connector.v1.ConnectorService.ListDestinationTypes:input_type -> seghub.connector.v1.ListDestinationTypesRequest
+	7,  // 26: seghub.connector.v1.ConnectorService.CreateConnection:input_type -> seghub.connector.v1.CreateConnectionRequest
+	9,  // 27: seghub.connector.v1.ConnectorService.GetConnection:input_type -> seghub.connector.v1.GetConnectionRequest
+	11, // 28: seghub.connector.v1.ConnectorService.ListConnections:input_type -> seghub.connector.v1.ListConnectionsRequest
+	13, // 29: seghub.connector.v1.ConnectorService.UpdateConnection:input_type -> seghub.connector.v1.UpdateConnectionRequest
+	15, // 30: seghub.connector.v1.ConnectorService.DeleteConnection:input_type -> seghub.connector.v1.DeleteConnectionRequest
+	17, // 31: seghub.connector.v1.ConnectorService.StartAuthorization:input_type -> seghub.connector.v1.StartAuthorizationRequest
+	19, // 32: seghub.connector.v1.ConnectorService.CompleteAuthorization:input_type -> seghub.connector.v1.CompleteAuthorizationRequest
+	21, // 33: seghub.connector.v1.ConnectorService.ResolveConnection:input_type -> seghub.connector.v1.ResolveConnectionRequest
+	23, // 34: seghub.connector.v1.ConnectorService.ReportConnectionStatus:input_type -> seghub.connector.v1.ReportConnectionStatusRequest
+	6,  // 35: seghub.connector.v1.ConnectorService.ListDestinationTypes:output_type -> seghub.connector.v1.ListDestinationTypesResponse
+	8,  // 36: seghub.connector.v1.ConnectorService.CreateConnection:output_type -> seghub.connector.v1.CreateConnectionResponse
+	10, // 37: seghub.connector.v1.ConnectorService.GetConnection:output_type -> seghub.connector.v1.GetConnectionResponse
+	12, // 38: seghub.connector.v1.ConnectorService.ListConnections:output_type -> seghub.connector.v1.ListConnectionsResponse
+	14, // 39: seghub.connector.v1.ConnectorService.UpdateConnection:output_type -> seghub.connector.v1.UpdateConnectionResponse
+	16, // 40: seghub.connector.v1.ConnectorService.DeleteConnection:output_type -> seghub.connector.v1.DeleteConnectionResponse
+	18, // 41: seghub.connector.v1.ConnectorService.StartAuthorization:output_type -> seghub.connector.v1.StartAuthorizationResponse
+	20, // 42: seghub.connector.v1.ConnectorService.CompleteAuthorization:output_type -> seghub.connector.v1.CompleteAuthorizationResponse
+	22, // 43: seghub.connector.v1.ConnectorService.ResolveConnection:output_type -> seghub.connector.v1.ResolveConnectionResponse
+	24, // 44: seghub.connector.v1.ConnectorService.ReportConnectionStatus:output_type -> seghub.connector.v1.ReportConnectionStatusResponse
+	35, // [35:45] is the sub-list for method output_type
+	25, // [25:35] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_seghub_connector_v1_connector_proto_init() }
@@ -42,18 +1753,21 @@ func file_seghub_connector_v1_connector_proto_init() {
 	if File_seghub_connector_v1_connector_proto != nil {
 		return
 	}
+	file_seghub_connector_v1_connector_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_connector_v1_connector_proto_rawDesc), len(file_seghub_connector_v1_connector_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   0,
+			NumEnums:      2,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_seghub_connector_v1_connector_proto_goTypes,
 		DependencyIndexes: file_seghub_connector_v1_connector_proto_depIdxs,
+		EnumInfos:         file_seghub_connector_v1_connector_proto_enumTypes,
+		MessageInfos:      file_seghub_connector_v1_connector_proto_msgTypes,
 	}.Build()
 	File_seghub_connector_v1_connector_proto = out.File
 	file_seghub_connector_v1_connector_proto_goTypes = nil

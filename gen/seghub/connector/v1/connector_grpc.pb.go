@@ -7,7 +7,10 @@
 package connectorv1
 
 import (
+	context "context"
 	grpc "google.golang.org/grpc"
+	codes "google.golang.org/grpc/codes"
+	status "google.golang.org/grpc/status"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -15,12 +18,52 @@ import (
 // Requires gRPC-Go v1.64.0 or later.
 const _ = grpc.SupportPackageIsVersion9
 
+const (
+	ConnectorService_ListDestinationTypes_FullMethodName   = "/seghub.connector.v1.ConnectorService/ListDestinationTypes"
+	ConnectorService_CreateConnection_FullMethodName       = "/seghub.connector.v1.ConnectorService/CreateConnection"
+	ConnectorService_GetConnection_FullMethodName          = "/seghub.connector.v1.ConnectorService/GetConnection"
+	ConnectorService_ListConnections_FullMethodName        = "/seghub.connector.v1.ConnectorService/ListConnections"
+	ConnectorService_UpdateConnection_FullMethodName       = "/seghub.connector.v1.ConnectorService/UpdateConnection"
+	ConnectorService_DeleteConnection_FullMethodName       = "/seghub.connector.v1.ConnectorService/DeleteConnection"
+	ConnectorService_StartAuthorization_FullMethodName     = "/seghub.connector.v1.ConnectorService/StartAuthorization"
+	ConnectorService_CompleteAuthorization_FullMethodName  = "/seghub.connector.v1.ConnectorService/CompleteAuthorization"
+	ConnectorService_ResolveConnection_FullMethodName      = "/seghub.connector.v1.ConnectorService/ResolveConnection"
+	ConnectorService_ReportConnectionStatus_FullMethodName = "/seghub.connector.v1.ConnectorService/ReportConnectionStatus"
+)
+
 // ConnectorServiceClient is the client API for ConnectorService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// ConnectorService: see DESIGN.md. RPCs are added by the service's own issue.
+// ConnectorService keeps the catalogue of destinations and an environment's
+// connections to them: credentials (encrypted at rest, never returned), OAuth
+// 2.0 authorisation, per-connection settings and status.
 type ConnectorServiceClient interface {
+	// ListDestinationTypes is the catalogue.
+	ListDestinationTypes(ctx context.Context, in *ListDestinationTypesRequest, opts ...grpc.CallOption) (*ListDestinationTypesResponse, error)
+	// CreateConnection connects an API-key, client-credentials, webhook or
+	// source destination; the credentials are checked with a test call first.
+	// OAuth destinations use StartAuthorization instead.
+	CreateConnection(ctx context.Context, in *CreateConnectionRequest, opts ...grpc.CallOption) (*CreateConnectionResponse, error)
+	GetConnection(ctx context.Context, in *GetConnectionRequest, opts ...grpc.CallOption) (*GetConnectionResponse, error)
+	ListConnections(ctx context.Context, in *ListConnectionsRequest, opts ...grpc.CallOption) (*ListConnectionsResponse, error)
+	// UpdateConnection renames a connection, changes its settings, or replaces
+	// its credentials (checked like on create).
+	UpdateConnection(ctx context.Context, in *UpdateConnectionRequest, opts ...grpc.CallOption) (*UpdateConnectionResponse, error)
+	DeleteConnection(ctx context.Context, in *DeleteConnectionRequest, opts ...grpc.CallOption) (*DeleteConnectionResponse, error)
+	// StartAuthorization begins an OAuth 2.0 authorisation (with state and
+	// PKCE); open the returned URL in a browser. The destination redirects to
+	// the gateway's /oauth/callback, which completes it.
+	StartAuthorization(ctx context.Context, in *StartAuthorizationRequest, opts ...grpc.CallOption) (*StartAuthorizationResponse, error)
+	// CompleteAuthorization exchanges the code of an OAuth callback. Internal:
+	// the gateway's /oauth/callback calls it; the state names the environment.
+	CompleteAuthorization(ctx context.Context, in *CompleteAuthorizationRequest, opts ...grpc.CallOption) (*CompleteAuthorizationResponse, error)
+	// ResolveConnection returns a connection with its decrypted credentials
+	// (OAuth tokens refreshed when near expiry), for seghub's own services.
+	ResolveConnection(ctx context.Context, in *ResolveConnectionRequest, opts ...grpc.CallOption) (*ResolveConnectionResponse, error)
+	// ReportConnectionStatus records a delivery outcome that changes a
+	// connection's status (e.g. needs_reauth after a 401).
+	ReportConnectionStatus(ctx context.Context, in *ReportConnectionStatusRequest, opts ...grpc.CallOption) (*ReportConnectionStatusResponse, error)
 }
 
 type connectorServiceClient struct {
@@ -31,12 +74,139 @@ func NewConnectorServiceClient(cc grpc.ClientConnInterface) ConnectorServiceClie
 	return &connectorServiceClient{cc}
 }
 
+func (c *connectorServiceClient) ListDestinationTypes(ctx context.Context, in *ListDestinationTypesRequest, opts ...grpc.CallOption) (*ListDestinationTypesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDestinationTypesResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_ListDestinationTypes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *connectorServiceClient) CreateConnection(ctx context.Context, in *CreateConnectionRequest, opts ...grpc.CallOption) (*CreateConnectionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateConnectionResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_CreateConnection_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *connectorServiceClient) GetConnection(ctx context.Context, in *GetConnectionRequest, opts ...grpc.CallOption) (*GetConnectionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetConnectionResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_GetConnection_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *connectorServiceClient) ListConnections(ctx context.Context, in *ListConnectionsRequest, opts ...grpc.CallOption) (*ListConnectionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConnectionsResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_ListConnections_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *connectorServiceClient) UpdateConnection(ctx context.Context, in *UpdateConnectionRequest, opts ...grpc.CallOption) (*UpdateConnectionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateConnectionResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_UpdateConnection_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *connectorServiceClient) DeleteConnection(ctx context.Context, in *DeleteConnectionRequest, opts ...grpc.CallOption) (*DeleteConnectionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteConnectionResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_DeleteConnection_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *connectorServiceClient) StartAuthorization(ctx context.Context, in *StartAuthorizationRequest, opts ...grpc.CallOption) (*StartAuthorizationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartAuthorizationResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_StartAuthorization_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *connectorServiceClient) CompleteAuthorization(ctx context.Context, in *CompleteAuthorizationRequest, opts ...grpc.CallOption) (*CompleteAuthorizationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompleteAuthorizationResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_CompleteAuthorization_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *connectorServiceClient) ResolveConnection(ctx context.Context, in *ResolveConnectionRequest, opts ...grpc.CallOption) (*ResolveConnectionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveConnectionResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_ResolveConnection_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *connectorServiceClient) ReportConnectionStatus(ctx context.Context, in *ReportConnectionStatusRequest, opts ...grpc.CallOption) (*ReportConnectionStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportConnectionStatusResponse)
+	err := c.cc.Invoke(ctx, ConnectorService_ReportConnectionStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConnectorServiceServer is the server API for ConnectorService service.
 // All implementations must embed UnimplementedConnectorServiceServer
 // for forward compatibility.
 //
-// ConnectorService: see DESIGN.md. RPCs are added by the service's own issue.
+// ConnectorService keeps the catalogue of destinations and an environment's
+// connections to them: credentials (encrypted at rest, never returned), OAuth
+// 2.0 authorisation, per-connection settings and status.
 type ConnectorServiceServer interface {
+	// ListDestinationTypes is the catalogue.
+	ListDestinationTypes(context.Context, *ListDestinationTypesRequest) (*ListDestinationTypesResponse, error)
+	// CreateConnection connects an API-key, client-credentials, webhook or
+	// source destination; the credentials are checked with a test call first.
+	// OAuth destinations use StartAuthorization instead.
+	CreateConnection(context.Context, *CreateConnectionRequest) (*CreateConnectionResponse, error)
+	GetConnection(context.Context, *GetConnectionRequest) (*GetConnectionResponse, error)
+	ListConnections(context.Context, *ListConnectionsRequest) (*ListConnectionsResponse, error)
+	// UpdateConnection renames a connection, changes its settings, or replaces
+	// its credentials (checked like on create).
+	UpdateConnection(context.Context, *UpdateConnectionRequest) (*UpdateConnectionResponse, error)
+	DeleteConnection(context.Context, *DeleteConnectionRequest) (*DeleteConnectionResponse, error)
+	// StartAuthorization begins an OAuth 2.0 authorisation (with state and
+	// PKCE); open the returned URL in a browser. The destination redirects to
+	// the gateway's /oauth/callback, which completes it.
+	StartAuthorization(context.Context, *StartAuthorizationRequest) (*StartAuthorizationResponse, error)
+	// CompleteAuthorization exchanges the code of an OAuth callback. Internal:
+	// the gateway's /oauth/callback calls it; the state names the environment.
+	CompleteAuthorization(context.Context, *CompleteAuthorizationRequest) (*CompleteAuthorizationResponse, error)
+	// ResolveConnection returns a connection with its decrypted credentials
+	// (OAuth tokens refreshed when near expiry), for seghub's own services.
+	ResolveConnection(context.Context, *ResolveConnectionRequest) (*ResolveConnectionResponse, error)
+	// ReportConnectionStatus records a delivery outcome that changes a
+	// connection's status (e.g. needs_reauth after a 401).
+	ReportConnectionStatus(context.Context, *ReportConnectionStatusRequest) (*ReportConnectionStatusResponse, error)
 	mustEmbedUnimplementedConnectorServiceServer()
 }
 
@@ -47,6 +217,36 @@ type ConnectorServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedConnectorServiceServer struct{}
 
+func (UnimplementedConnectorServiceServer) ListDestinationTypes(context.Context, *ListDestinationTypesRequest) (*ListDestinationTypesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDestinationTypes not implemented")
+}
+func (UnimplementedConnectorServiceServer) CreateConnection(context.Context, *CreateConnectionRequest) (*CreateConnectionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateConnection not implemented")
+}
+func (UnimplementedConnectorServiceServer) GetConnection(context.Context, *GetConnectionRequest) (*GetConnectionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConnection not implemented")
+}
+func (UnimplementedConnectorServiceServer) ListConnections(context.Context, *ListConnectionsRequest) (*ListConnectionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConnections not implemented")
+}
+func (UnimplementedConnectorServiceServer) UpdateConnection(context.Context, *UpdateConnectionRequest) (*UpdateConnectionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateConnection not implemented")
+}
+func (UnimplementedConnectorServiceServer) DeleteConnection(context.Context, *DeleteConnectionRequest) (*DeleteConnectionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteConnection not implemented")
+}
+func (UnimplementedConnectorServiceServer) StartAuthorization(context.Context, *StartAuthorizationRequest) (*StartAuthorizationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartAuthorization not implemented")
+}
+func (UnimplementedConnectorServiceServer) CompleteAuthorization(context.Context, *CompleteAuthorizationRequest) (*CompleteAuthorizationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CompleteAuthorization not implemented")
+}
+func (UnimplementedConnectorServiceServer) ResolveConnection(context.Context, *ResolveConnectionRequest) (*ResolveConnectionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveConnection not implemented")
+}
+func (UnimplementedConnectorServiceServer) ReportConnectionStatus(context.Context, *ReportConnectionStatusRequest) (*ReportConnectionStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportConnectionStatus not implemented")
+}
 func (UnimplementedConnectorServiceServer) mustEmbedUnimplementedConnectorServiceServer() {}
 func (UnimplementedConnectorServiceServer) testEmbeddedByValue()                          {}
 
@@ -68,13 +268,234 @@ func RegisterConnectorServiceServer(s grpc.ServiceRegistrar, srv ConnectorServic
 	s.RegisterService(&ConnectorService_ServiceDesc, srv)
 }
 
+func _ConnectorService_ListDestinationTypes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDestinationTypesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).ListDestinationTypes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_ListDestinationTypes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).ListDestinationTypes(ctx, req.(*ListDestinationTypesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConnectorService_CreateConnection_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateConnectionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).CreateConnection(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_CreateConnection_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).CreateConnection(ctx, req.(*CreateConnectionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConnectorService_GetConnection_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConnectionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).GetConnection(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_GetConnection_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).GetConnection(ctx, req.(*GetConnectionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConnectorService_ListConnections_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConnectionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).ListConnections(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_ListConnections_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).ListConnections(ctx, req.(*ListConnectionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConnectorService_UpdateConnection_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateConnectionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).UpdateConnection(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_UpdateConnection_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).UpdateConnection(ctx, req.(*UpdateConnectionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConnectorService_DeleteConnection_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteConnectionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).DeleteConnection(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_DeleteConnection_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).DeleteConnection(ctx, req.(*DeleteConnectionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConnectorService_StartAuthorization_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartAuthorizationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).StartAuthorization(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_StartAuthorization_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).StartAuthorization(ctx, req.(*StartAuthorizationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConnectorService_CompleteAuthorization_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompleteAuthorizationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).CompleteAuthorization(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_CompleteAuthorization_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).CompleteAuthorization(ctx, req.(*CompleteAuthorizationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConnectorService_ResolveConnection_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveConnectionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).ResolveConnection(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_ResolveConnection_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).ResolveConnection(ctx, req.(*ResolveConnectionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConnectorService_ReportConnectionStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportConnectionStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServiceServer).ReportConnectionStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectorService_ReportConnectionStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServiceServer).ReportConnectionStatus(ctx, req.(*ReportConnectionStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ConnectorService_ServiceDesc is the grpc.ServiceDesc for ConnectorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var ConnectorService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "seghub.connector.v1.ConnectorService",
 	HandlerType: (*ConnectorServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
-	Streams:     []grpc.StreamDesc{},
-	Metadata:    "seghub/connector/v1/connector.proto",
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListDestinationTypes",
+			Handler:    _ConnectorService_ListDestinationTypes_Handler,
+		},
+		{
+			MethodName: "CreateConnection",
+			Handler:    _ConnectorService_CreateConnection_Handler,
+		},
+		{
+			MethodName: "GetConnection",
+			Handler:    _ConnectorService_GetConnection_Handler,
+		},
+		{
+			MethodName: "ListConnections",
+			Handler:    _ConnectorService_ListConnections_Handler,
+		},
+		{
+			MethodName: "UpdateConnection",
+			Handler:    _ConnectorService_UpdateConnection_Handler,
+		},
+		{
+			MethodName: "DeleteConnection",
+			Handler:    _ConnectorService_DeleteConnection_Handler,
+		},
+		{
+			MethodName: "StartAuthorization",
+			Handler:    _ConnectorService_StartAuthorization_Handler,
+		},
+		{
+			MethodName: "CompleteAuthorization",
+			Handler:    _ConnectorService_CompleteAuthorization_Handler,
+		},
+		{
+			MethodName: "ResolveConnection",
+			Handler:    _ConnectorService_ResolveConnection_Handler,
+		},
+		{
+			MethodName: "ReportConnectionStatus",
+			Handler:    _ConnectorService_ReportConnectionStatus_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "seghub/connector/v1/connector.proto",
 }

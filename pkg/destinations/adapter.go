@@ -1,0 +1,302 @@
+package destinations
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Identity is one user as the destination knows it.
+type Identity struct {
+	// UserID is seghub's user id (for reports), ID the destination's id.
+	UserID, ID string
+}
+
+// SegmentBatch is one batch of a sync run.
+type SegmentBatch struct {
+	// SegmentID is seghub's segment id; DisplayName the frozen name the
+	// destination shows.
+	SegmentID, DisplayName string
+	Add, Remove            []Identity
+	// IdempotencyKey is stable across retries of this batch.
+	IdempotencyKey string
+	// Page / TotalPages / TaskID describe the batch within its run.
+	Page, TotalPages int
+	TaskID           string
+}
+
+// Failure is an identity the destination refused permanently.
+type Failure struct {
+	Identity
+	Removal bool
+	Reason  string
+}
+
+// BatchResult lists per-identity permanent failures of an accepted batch.
+type BatchResult struct{ Failed []Failure }
+
+// Event is one event to track.
+type Event struct {
+	ID         string
+	Identity   string
+	Name       string
+	Timestamp  time.Time
+	Properties map[string]any
+}
+
+// Segments delivers segment membership.
+type Segments interface {
+	DeliverSegment(ctx context.Context, b SegmentBatch) (BatchResult, error)
+}
+
+// Events delivers events.
+type Events interface {
+	Track(ctx context.Context, events []Event) error
+}
+
+// Adapter is a connected destination.
+type Adapter interface {
+	Type() Type
+	// Check makes a cheap authenticated call (credentials test).
+	Check(ctx context.Context) error
+}
+
+// ErrorKind classifies a delivery failure.
+type ErrorKind int
+
+const (
+	Retryable ErrorKind = iota + 1
+	Permanent
+	AuthFailed
+)
+
+// Error is a delivery failure with its classification.
+type Error struct {
+	Kind       ErrorKind
+	Status     int
+	RetryAfter time.Duration
+	Message    string
+}
+
+func (e *Error) Error() string {
+	kind := map[ErrorKind]string{Retryable: "retryable", Permanent: "permanent", AuthFailed: "auth"}[e.Kind]
+	if e.Status > 0 {
+		return fmt.Sprintf("%s failure (HTTP %d): %s", kind, e.Status, e.Message)
+	}
+	return fmt.Sprintf("%s failure: %s", kind, e.Message)
+}
+
+// KindOf returns the classification of err (Retryable for unknown errors,
+// as network failures are).
+func KindOf(err error) ErrorKind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return Retryable
+}
+
+// Limiter paces requests to one connection; shared by every run and process.
+type Limiter interface {
+	Wait(ctx context.Context, n int) error
+	// Pause holds every user of the bucket until t (a 429's Retry-After).
+	Pause(ctx context.Context, until time.Time) error
+}
+
+type noLimit struct{}
+
+func (noLimit) Wait(context.Context, int) error        { return nil }
+func (noLimit) Pause(context.Context, time.Time) error { return nil }
+
+// Config builds an adapter.
+type Config struct {
+	BaseURL     string
+	Credentials map[string]string
+	HTTP        *http.Client
+	Limiter     Limiter
+	// MaxAttempts per request (default 6) and MaxBackoff between them.
+	MaxAttempts int
+	MaxBackoff  time.Duration
+	// TokenSource supplies OAuth access tokens (CommandBar); nil uses the
+	// "access_token" credential.
+	TokenSource func(ctx context.Context) (string, error)
+	// Prefix of Appcues' boolean segment properties ("[seghub] name").
+	Prefix string
+	// SigningSecret signs outbound webhooks.
+	SigningSecret string
+}
+
+// New returns the adapter for destination type name.
+func New(name string, c Config) (Adapter, error) {
+	t, ok := Lookup(name)
+	if !ok {
+		return nil, fmt.Errorf("unknown destination type %q", name)
+	}
+	if c.HTTP == nil {
+		c.HTTP = &http.Client{Timeout: 30 * time.Second}
+	}
+	if c.Limiter == nil {
+		c.Limiter = noLimit{}
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 6
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.Prefix == "" {
+		c.Prefix = "seghub"
+	}
+	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
+	for _, f := range t.CredentialFields {
+		if strings.TrimSpace(c.Credentials[f]) == "" {
+			return nil, &Error{Kind: Permanent, Message: fmt.Sprintf("credential %q is required for %s", f, t.DisplayName)}
+		}
+	}
+	h := &httpClient{c: c}
+	switch name {
+	case "appcues":
+		return &appcues{t: t, h: h}, nil
+	case "commandbar":
+		return &commandbar{t: t, h: h}, nil
+	case "abtasty":
+		return newABTasty(t, h), nil
+	case "analytics":
+		return &analytics{t: t, h: h}, nil
+	case "webhook":
+		return &webhook{t: t, h: h}, nil
+	}
+	return nil, fmt.Errorf("%s receives from seghub no deliveries", t.DisplayName)
+}
+
+// httpClient sends requests with pacing, retries and classification.
+type httpClient struct{ c Config }
+
+type request struct {
+	method, path string
+	body         any
+	header       map[string]string
+	// raw, when set, is sent instead of JSON-encoding body.
+	raw []byte
+	// weight is how many tokens of the bucket the request costs.
+	weight int
+}
+
+// do sends r, retrying retryable failures with backoff (honouring
+// Retry-After), and decodes a JSON answer into out when out is non-nil.
+func (h *httpClient) do(ctx context.Context, r request, out any) error {
+	var payload []byte
+	if r.raw != nil {
+		payload = r.raw
+	} else if r.body != nil {
+		var err error
+		if payload, err = json.Marshal(r.body); err != nil {
+			return &Error{Kind: Permanent, Message: "encode request: " + err.Error()}
+		}
+	}
+	if r.weight == 0 {
+		r.weight = 1
+	}
+	var last error
+	for attempt := 1; attempt <= h.c.MaxAttempts; attempt++ {
+		if err := h.c.Limiter.Wait(ctx, r.weight); err != nil {
+			return err
+		}
+		status, body, retryAfter, err := h.once(ctx, r, payload)
+		if err == nil && status >= 200 && status < 300 {
+			if out != nil && len(body) > 0 {
+				if err := json.Unmarshal(body, out); err != nil {
+					return &Error{Kind: Retryable, Status: status, Message: "undecodable answer: " + err.Error()}
+				}
+			}
+			return nil
+		}
+		last = classify(status, body, retryAfter, err)
+		var de *Error
+		if errors.As(last, &de) && de.Kind != Retryable {
+			return last
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := min(time.Duration(float64(100*time.Millisecond)*float64(uint(1)<<min(attempt, 10))*(0.5+rand.Float64())), h.c.MaxBackoff)
+		if retryAfter > 0 {
+			wait = retryAfter
+			// Every user of this connection waits, not only this request.
+			_ = h.c.Limiter.Pause(ctx, time.Now().Add(retryAfter))
+		}
+		if attempt == h.c.MaxAttempts {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	return last
+}
+
+func (h *httpClient) once(ctx context.Context, r request, payload []byte) (int, []byte, time.Duration, error) {
+	var rd io.Reader
+	if payload != nil {
+		rd = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, h.c.BaseURL+r.path, rd)
+	if err != nil {
+		return 0, nil, 0, &Error{Kind: Permanent, Message: err.Error()}
+	}
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range r.header {
+		req.Header.Set(k, v)
+	}
+	resp, err := h.c.HTTP.Do(req)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, body, retryAfter(resp.Header.Get("Retry-After")), nil
+}
+
+func retryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}
+
+func classify(status int, body []byte, ra time.Duration, err error) error {
+	if err != nil {
+		return &Error{Kind: Retryable, Message: err.Error()}
+	}
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > 300 {
+		msg = msg[:300]
+	}
+	switch {
+	case status == http.StatusTooManyRequests:
+		return &Error{Kind: Retryable, Status: status, RetryAfter: ra, Message: "rate limited: " + msg}
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return &Error{Kind: AuthFailed, Status: status, Message: "credentials refused: " + msg}
+	case status >= 500 || status == http.StatusRequestTimeout:
+		return &Error{Kind: Retryable, Status: status, RetryAfter: ra, Message: msg}
+	}
+	return &Error{Kind: Permanent, Status: status, Message: msg}
+}

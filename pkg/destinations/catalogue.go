@@ -1,0 +1,81 @@
+// Package destinations holds the destination catalogue and one adapter per
+// destination API: segment delivery (add / remove identities for a segment
+// under its frozen display name) and event delivery (track). Adapters know
+// their batch size and rate limit, honour Retry-After, and classify failures
+// as retryable, permanent or auth (needs re-authorisation).
+package destinations
+
+import "time"
+
+// Auth is how a destination is connected.
+type Auth int
+
+const (
+	AuthAPIKey Auth = iota + 1
+	AuthOAuth2
+	AuthClientCredentials
+	AuthSigningSecret
+)
+
+// Type is one row of the catalogue.
+type Type struct {
+	Name, DisplayName string
+	Auth              Auth
+	SegmentsOut       bool
+	EventsIn          bool
+	EventsOut         bool
+	SegmentsIn        bool
+	DefaultInterval   time.Duration
+	RecurringLimit    int
+	BatchSize         int
+	RatePerMinute     int
+	Retention         time.Duration
+	CredentialFields  []string
+	DefaultIdentity   string
+	// AccountField names the credential that identifies the account (shown).
+	AccountField string
+}
+
+// catalogue is the one table of what each destination is and allows.
+// Rate limits not published by a destination are conservative assumptions,
+// marked so.
+var catalogue = []Type{
+	{Name: "appcues", DisplayName: "Appcues", Auth: AuthAPIKey, SegmentsOut: true, EventsIn: true, EventsOut: true,
+		DefaultInterval: time.Hour, RecurringLimit: 10, BatchSize: 1000, RatePerMinute: 600, // rate: assumed
+		CredentialFields: []string{"account_id", "api_key", "api_secret"}, DefaultIdentity: "appcuesUserID", AccountField: "account_id"},
+	{Name: "commandbar", DisplayName: "CommandBar", Auth: AuthOAuth2, SegmentsOut: true, EventsIn: true,
+		DefaultInterval: 4 * time.Hour, RecurringLimit: 10, BatchSize: 500, RatePerMinute: 600, // rate and batch: assumed
+		DefaultIdentity: "user_id"},
+	{Name: "abtasty", DisplayName: "AB Tasty", Auth: AuthClientCredentials, SegmentsOut: true,
+		DefaultInterval: 24 * time.Hour, RecurringLimit: 10, BatchSize: 1000, RatePerMinute: 120, Retention: 30 * 24 * time.Hour, // rate: assumed
+		CredentialFields: []string{"account_identifier", "client_id", "client_secret"}, DefaultIdentity: "ABTastyVisitorId", AccountField: "account_identifier"},
+	{Name: "webhook", DisplayName: "Webhook", Auth: AuthSigningSecret, SegmentsOut: true, EventsIn: true,
+		DefaultInterval: time.Hour, RecurringLimit: 10, BatchSize: 1000, RatePerMinute: 600,
+		CredentialFields: []string{"url"}, DefaultIdentity: "user_id", AccountField: "url"},
+	{Name: "analytics", DisplayName: "Analytics (Heap-style track API)", Auth: AuthAPIKey, EventsOut: true,
+		BatchSize: 1000, RatePerMinute: 15000 / 1000, // 15 000 events a minute at 1 000 a request
+		CredentialFields: []string{"app_id"}, DefaultIdentity: "user_id", AccountField: "app_id"},
+	{Name: "heap", DisplayName: "Heap (segments in)", Auth: AuthSigningSecret, SegmentsIn: true,
+		DefaultIdentity: "user_id"},
+	{Name: "segment_webhook", DisplayName: "Segment webhook (Heap format, segments in)", Auth: AuthSigningSecret, SegmentsIn: true,
+		DefaultIdentity: "user_id"},
+}
+
+// Lookup returns a catalogue entry.
+func Lookup(name string) (Type, bool) {
+	for _, t := range catalogue {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Type{}, false
+}
+
+// All returns the catalogue.
+func All() []Type { return append([]Type(nil), catalogue...) }
+
+// ReceivesWebhooks reports whether connections of t get a signing secret for
+// webhooks they send to seghub (events or segments in).
+func (t Type) ReceivesWebhooks() bool {
+	return t.EventsIn || t.SegmentsIn || t.Auth == AuthSigningSecret
+}

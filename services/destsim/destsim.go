@@ -1,0 +1,588 @@
+// Package destsim simulates the destinations seghub delivers to — Appcues,
+// CommandBar, AB Tasty, a Heap-style analytics track API and webhooks — with
+// their OAuth endpoints, documented limits and error answers, in-memory state
+// that tests inspect at /_sim/state, and injectable faults (a share of 429s
+// with Retry-After, a share of 5xx, added latency, short token lifetimes).
+package destsim
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Faults are injected into destination API calls (never into OAuth or
+// /_sim endpoints). A faulted call changes no state.
+type Faults struct {
+	Rate429    float64 `json:"rate_429"`
+	Rate5xx    float64 `json:"rate_5xx"`
+	LatencyMS  int     `json:"latency_ms"`
+	RetryAfter int     `json:"retry_after_s"`
+	// TokenTTL is the expires_in of issued access tokens, in seconds.
+	TokenTTL int `json:"token_ttl_s"`
+	// RefuseRefresh makes refresh_token grants fail (needs re-authorisation).
+	RefuseRefresh bool `json:"refuse_refresh"`
+}
+
+// Credentials the simulator accepts.
+type Credentials struct {
+	// AppcuesAccounts: account id → "key:secret".
+	AppcuesAccounts map[string]string
+	// OAuthClients: client id → secret (CommandBar and AB Tasty).
+	OAuthClients map[string]string
+}
+
+// DemoCredentials are what `make run` and the tests use by default.
+func DemoCredentials() Credentials {
+	return Credentials{
+		AppcuesAccounts: map[string]string{"demo": "demo-key:demo-secret"},
+		OAuthClients:    map[string]string{"seghub": "seghub-secret"},
+	}
+}
+
+// Limits the simulator enforces (documented ones, and assumed where marked).
+const (
+	AnalyticsMaxEvents    = 1000
+	AnalyticsPerMinute    = 15000
+	CommandBarMaxIdentify = 500  // assumed
+	AppcuesMaxImport      = 1000 // assumed
+)
+
+var abtastyVisitor = regexp.MustCompile(`(?i)^[a-z0-9-]{1,32}$`)
+
+// Sim is the simulator; it is an http.Handler.
+type Sim struct {
+	mux   *http.ServeMux
+	creds Credentials
+
+	mu     sync.Mutex
+	faults Faults
+	rng    *rand.Rand
+	state  State
+	codes  map[string]oauthCode
+	tokens map[string]time.Time // access token → expiry
+	// refresh tokens → client
+	refresh map[string]string
+	// analytics per-app event timestamps in the current window
+	window map[string][]time.Time
+	seen   map[string]bool // analytics idempotency keys
+}
+
+type oauthCode struct {
+	client, redirect, challenge string
+	expires                     time.Time
+}
+
+// State is everything the destinations hold; GET /_sim/state returns it.
+type State struct {
+	// Appcues profiles: account → user → properties.
+	Appcues map[string]map[string]map[string]any `json:"appcues"`
+	// Appcues events: account → events.
+	AppcuesEvents map[string][]map[string]any `json:"appcues_events"`
+	// CommandBar users: org → user → properties.
+	CommandBar map[string]map[string]map[string]any `json:"commandbar"`
+	// AB Tasty segments: account → segment → visitor ids.
+	ABTasty map[string]map[string]map[string]bool `json:"abtasty"`
+	// Analytics events: app → events (duplicates by idempotency_key dropped).
+	Analytics map[string][]map[string]any `json:"analytics"`
+	// Analytics user properties: app → identity → properties.
+	AnalyticsUsers map[string]map[string]map[string]any `json:"analytics_users"`
+	// Webhook deliveries, in arrival order.
+	Webhooks []WebhookDelivery `json:"webhooks"`
+	// Counters: requests, injected_429, injected_5xx, rejected.
+	Counters map[string]int `json:"counters"`
+}
+
+// WebhookDelivery is one received webhook.
+type WebhookDelivery struct {
+	Path      string          `json:"path"`
+	Signature string          `json:"signature"`
+	Body      json.RawMessage `json:"body"`
+}
+
+// New returns a simulator accepting creds.
+func New(creds Credentials) *Sim {
+	s := &Sim{mux: http.NewServeMux(), creds: creds, rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), faults: Faults{TokenTTL: 3600, RetryAfter: 1}}
+	s.reset()
+	m := s.mux
+	m.HandleFunc("GET /oauth/authorize", s.authorize)
+	m.HandleFunc("POST /oauth/token", s.token)
+	m.HandleFunc("POST /oauth/v2/token", s.token)
+	m.HandleFunc("GET /v2/accounts/{account}", s.api(s.appcuesAccount))
+	m.HandleFunc("PATCH /v2/accounts/{account}/users/{user}/profile", s.api(s.appcuesProfile))
+	m.HandleFunc("POST /v2/accounts/{account}/import/profiles", s.api(s.appcuesImport))
+	m.HandleFunc("POST /v2/accounts/{account}/users/{user}/events", s.api(s.appcuesEvent))
+	m.HandleFunc("POST /api/{org}/bulk-identify/", s.api(s.commandbarIdentify))
+	m.HandleFunc("POST /accounts/{account}/segments/{segment}", s.api(s.abtastySegment))
+	m.HandleFunc("POST /api/track", s.api(s.analyticsTrack))
+	m.HandleFunc("POST /api/add_user_properties", s.api(s.analyticsUsers))
+	m.HandleFunc("POST /hooks/", s.api(s.webhook))
+	m.HandleFunc("GET /_sim/state", s.getState)
+	m.HandleFunc("POST /_sim/faults", s.setFaults)
+	m.HandleFunc("POST /_sim/reset", func(w http.ResponseWriter, _ *http.Request) {
+		s.mu.Lock()
+		s.reset()
+		s.mu.Unlock()
+		w.WriteHeader(204)
+	})
+	return s
+}
+
+func (s *Sim) reset() {
+	s.state = State{Appcues: map[string]map[string]map[string]any{}, AppcuesEvents: map[string][]map[string]any{}, CommandBar: map[string]map[string]map[string]any{},
+		ABTasty: map[string]map[string]map[string]bool{}, Analytics: map[string][]map[string]any{}, AnalyticsUsers: map[string]map[string]map[string]any{}, Counters: map[string]int{}}
+	s.codes, s.tokens, s.refresh, s.window, s.seen = map[string]oauthCode{}, map[string]time.Time{}, map[string]string{}, map[string][]time.Time{}, map[string]bool{}
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// SetFaults replaces the injected faults.
+func (s *Sim) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.TokenTTL == 0 {
+		f.TokenTTL = 3600
+	}
+	s.faults = f
+}
+
+// Snapshot returns a deep copy of the state.
+func (s *Sim) Snapshot() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, _ := json.Marshal(s.state)
+	var out State
+	_ = json.Unmarshal(b, &out)
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Sim) getState(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, s.Snapshot()) }
+
+func (s *Sim) setFaults(w http.ResponseWriter, r *http.Request) {
+	var f Faults
+	if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
+		writeJSON(w, 400, map[string]string{"error": err.Error()})
+		return
+	}
+	s.SetFaults(f)
+	w.WriteHeader(204)
+}
+
+// api wraps a destination endpoint with latency and fault injection; h runs
+// under the simulator's lock.
+func (s *Sim) api(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := readBody(r)
+		if err != nil {
+			writeJSON(w, 400, map[string]string{"error": "unreadable body"})
+			return
+		}
+		s.mu.Lock()
+		f := s.faults
+		roll := s.rng.Float64()
+		s.state.Counters["requests"]++
+		s.mu.Unlock()
+		if f.LatencyMS > 0 {
+			time.Sleep(time.Duration(f.LatencyMS) * time.Millisecond)
+		}
+		switch {
+		case roll < f.Rate429:
+			s.count("injected_429")
+			w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
+			writeJSON(w, 429, map[string]string{"error": "Too Many Requests"})
+			return
+		case roll < f.Rate429+f.Rate5xx:
+			s.count("injected_5xx")
+			writeJSON(w, 503, map[string]string{"error": "Service Unavailable"})
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		h(w, r, body)
+	}
+}
+
+func (s *Sim) count(k string) {
+	s.mu.Lock()
+	s.state.Counters[k]++
+	s.mu.Unlock()
+}
+
+func readBody(r *http.Request) ([]byte, error) {
+	defer r.Body.Close()
+	return io.ReadAll(io.LimitReader(r.Body, 64<<20))
+}
+
+// --- OAuth ---
+
+func (s *Sim) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if _, ok := s.creds.OAuthClients[q.Get("client_id")]; !ok || q.Get("response_type") != "code" {
+		writeJSON(w, 400, map[string]string{"error": "invalid_request"})
+		return
+	}
+	if q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "" {
+		writeJSON(w, 400, map[string]string{"error": "invalid_request", "error_description": "PKCE S256 required"})
+		return
+	}
+	code := randomToken("code")
+	s.mu.Lock()
+	s.codes[code] = oauthCode{client: q.Get("client_id"), redirect: q.Get("redirect_uri"), challenge: q.Get("code_challenge"), expires: time.Now().Add(5 * time.Minute)}
+	s.mu.Unlock()
+	u, err := url.Parse(q.Get("redirect_uri"))
+	if err != nil || u.Scheme == "" {
+		writeJSON(w, 400, map[string]string{"error": "invalid_request", "error_description": "redirect_uri"})
+		return
+	}
+	rq := u.Query()
+	rq.Set("code", code)
+	rq.Set("state", q.Get("state"))
+	u.RawQuery = rq.Encode()
+	// The user "clicks Allow" at once.
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+func randomToken(prefix string) string {
+	return fmt.Sprintf("%s_%016x%016x", prefix, rand.Uint64(), rand.Uint64())
+}
+
+func (s *Sim) clientAuth(r *http.Request) (string, bool) {
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	want, known := s.creds.OAuthClients[id]
+	return id, known && subtle.ConstantTimeCompare([]byte(want), []byte(secret)) == 1
+}
+
+func (s *Sim) token(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, 400, map[string]string{"error": "invalid_request"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	client, ok := s.clientAuth(r)
+	if !ok {
+		writeJSON(w, 401, map[string]string{"error": "invalid_client"})
+		return
+	}
+	issue := func(withRefresh bool) {
+		tok := randomToken("at")
+		s.tokens[tok] = time.Now().Add(time.Duration(s.faults.TokenTTL) * time.Second)
+		out := map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": s.faults.TokenTTL}
+		if withRefresh {
+			rt := randomToken("rt")
+			s.refresh[rt] = client
+			out["refresh_token"] = rt
+		}
+		writeJSON(w, 200, out)
+	}
+	switch r.PostForm.Get("grant_type") {
+	case "authorization_code":
+		c, ok := s.codes[r.PostForm.Get("code")]
+		delete(s.codes, r.PostForm.Get("code")) // single use
+		if !ok || time.Now().After(c.expires) || c.client != client || c.redirect != r.PostForm.Get("redirect_uri") {
+			writeJSON(w, 400, map[string]string{"error": "invalid_grant"})
+			return
+		}
+		sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+		if base64.RawURLEncoding.EncodeToString(sum[:]) != c.challenge {
+			writeJSON(w, 400, map[string]string{"error": "invalid_grant", "error_description": "PKCE verification failed"})
+			return
+		}
+		issue(true)
+	case "refresh_token":
+		if s.faults.RefuseRefresh || s.refresh[r.PostForm.Get("refresh_token")] != client {
+			writeJSON(w, 400, map[string]string{"error": "invalid_grant"})
+			return
+		}
+		issue(true)
+	case "client_credentials":
+		issue(false)
+	default:
+		writeJSON(w, 400, map[string]string{"error": "unsupported_grant_type"})
+	}
+}
+
+func (s *Sim) bearerOK(r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	exp, known := s.tokens[tok]
+	return ok && known && time.Now().Before(exp)
+}
+
+// --- Appcues ---
+
+func (s *Sim) appcuesAuth(w http.ResponseWriter, r *http.Request) bool {
+	key, secret, ok := r.BasicAuth()
+	want, known := s.creds.AppcuesAccounts[r.PathValue("account")]
+	if !ok || !known || subtle.ConstantTimeCompare([]byte(want), []byte(key+":"+secret)) != 1 {
+		s.state.Counters["rejected"]++
+		writeJSON(w, 401, map[string]string{"error": "Unauthorized", "message": "invalid API key or secret for this account"})
+		return false
+	}
+	return true
+}
+
+func (s *Sim) appcuesAccount(w http.ResponseWriter, r *http.Request, _ []byte) {
+	if s.appcuesAuth(w, r) {
+		writeJSON(w, 200, map[string]string{"id": r.PathValue("account")})
+	}
+}
+
+func (s *Sim) profile(account, user string) map[string]any {
+	if s.state.Appcues[account] == nil {
+		s.state.Appcues[account] = map[string]map[string]any{}
+	}
+	p := s.state.Appcues[account][user]
+	if p == nil {
+		p = map[string]any{}
+		s.state.Appcues[account][user] = p
+	}
+	return p
+}
+
+func (s *Sim) appcuesProfile(w http.ResponseWriter, r *http.Request, body []byte) {
+	if !s.appcuesAuth(w, r) {
+		return
+	}
+	var props map[string]any
+	if err := json.Unmarshal(body, &props); err != nil {
+		writeJSON(w, 400, map[string]string{"error": "body must be a flat JSON object"})
+		return
+	}
+	p := s.profile(r.PathValue("account"), r.PathValue("user"))
+	for k, v := range props {
+		p[k] = v
+	}
+	writeJSON(w, 200, p)
+}
+
+func (s *Sim) appcuesImport(w http.ResponseWriter, r *http.Request, body []byte) {
+	if !s.appcuesAuth(w, r) {
+		return
+	}
+	var in struct {
+		Profiles []map[string]any `json:"profiles"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		writeJSON(w, 400, map[string]string{"error": "invalid JSON"})
+		return
+	}
+	if len(in.Profiles) > AppcuesMaxImport {
+		writeJSON(w, 413, map[string]string{"error": fmt.Sprintf("at most %d profiles per import", AppcuesMaxImport)})
+		return
+	}
+	for _, prof := range in.Profiles {
+		id, _ := prof["user_id"].(string)
+		if id == "" {
+			continue
+		}
+		p := s.profile(r.PathValue("account"), id)
+		for k, v := range prof {
+			if k != "user_id" {
+				p[k] = v
+			}
+		}
+	}
+	writeJSON(w, 202, map[string]any{"accepted": len(in.Profiles)})
+}
+
+func (s *Sim) appcuesEvent(w http.ResponseWriter, r *http.Request, body []byte) {
+	if !s.appcuesAuth(w, r) {
+		return
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(body, &ev); err != nil || ev["name"] == nil {
+		writeJSON(w, 400, map[string]string{"error": "events need a name"})
+		return
+	}
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		if s.seen["appcues:"+key] {
+			writeJSON(w, 200, map[string]string{"status": "duplicate"})
+			return
+		}
+		s.seen["appcues:"+key] = true
+	}
+	ev["user_id"] = r.PathValue("user")
+	acct := r.PathValue("account")
+	s.state.AppcuesEvents[acct] = append(s.state.AppcuesEvents[acct], ev)
+	writeJSON(w, 200, map[string]string{"status": "ok"})
+}
+
+// --- CommandBar ---
+
+func (s *Sim) commandbarIdentify(w http.ResponseWriter, r *http.Request, body []byte) {
+	if !s.bearerOK(r) {
+		s.state.Counters["rejected"]++
+		writeJSON(w, 401, map[string]string{"detail": "Authentication credentials were not provided or expired."})
+		return
+	}
+	var rows []struct {
+		ID         string         `json:"id"`
+		Properties map[string]any `json:"properties"`
+	}
+	if err := json.Unmarshal(body, &rows); err != nil {
+		writeJSON(w, 400, map[string]string{"detail": "expected a JSON array of {id, properties}"})
+		return
+	}
+	if len(rows) > CommandBarMaxIdentify {
+		writeJSON(w, 400, map[string]string{"detail": fmt.Sprintf("at most %d users per request", CommandBarMaxIdentify)})
+		return
+	}
+	org := r.PathValue("org")
+	if s.state.CommandBar[org] == nil {
+		s.state.CommandBar[org] = map[string]map[string]any{}
+	}
+	for _, row := range rows {
+		u := s.state.CommandBar[org][row.ID]
+		if u == nil {
+			u = map[string]any{}
+			s.state.CommandBar[org][row.ID] = u
+		}
+		for k, v := range row.Properties {
+			u[k] = v
+		}
+	}
+	writeJSON(w, 200, map[string]int{"identified": len(rows)})
+}
+
+// --- AB Tasty ---
+
+func (s *Sim) abtastySegment(w http.ResponseWriter, r *http.Request, body []byte) {
+	if !s.bearerOK(r) {
+		s.state.Counters["rejected"]++
+		writeJSON(w, 401, map[string]string{"error": "invalid_token"})
+		return
+	}
+	var rows []struct {
+		VisitorID string `json:"visitor_id"`
+		Value     any    `json:"value"`
+	}
+	if err := json.Unmarshal(body, &rows); err != nil {
+		writeJSON(w, 400, map[string]string{"error": "expected rows of {visitor_id, value}"})
+		return
+	}
+	var bad []string
+	for _, row := range rows {
+		if !abtastyVisitor.MatchString(row.VisitorID) {
+			bad = append(bad, row.VisitorID)
+		}
+	}
+	if len(bad) > 0 {
+		writeJSON(w, 400, map[string]any{"error": "invalid visitor_id", "visitor_ids": bad})
+		return
+	}
+	acct, seg := r.PathValue("account"), r.PathValue("segment")
+	if s.state.ABTasty[acct] == nil {
+		s.state.ABTasty[acct] = map[string]map[string]bool{}
+	}
+	if s.state.ABTasty[acct][seg] == nil {
+		s.state.ABTasty[acct][seg] = map[string]bool{}
+	}
+	for _, row := range rows {
+		id := strings.ToLower(row.VisitorID)
+		if row.Value == false {
+			delete(s.state.ABTasty[acct][seg], id)
+		} else {
+			s.state.ABTasty[acct][seg][id] = true
+		}
+	}
+	writeJSON(w, 200, map[string]int{"rows": len(rows)})
+}
+
+// --- Analytics ---
+
+func (s *Sim) analyticsTrack(w http.ResponseWriter, _ *http.Request, body []byte) {
+	var in struct {
+		AppID  string           `json:"app_id"`
+		Events []map[string]any `json:"events"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil || in.AppID == "" {
+		writeJSON(w, 400, map[string]string{"error": "app_id and events are required"})
+		return
+	}
+	if len(in.Events) > AnalyticsMaxEvents {
+		writeJSON(w, 400, map[string]string{"error": fmt.Sprintf("at most %d events per request", AnalyticsMaxEvents)})
+		return
+	}
+	now := time.Now()
+	win := s.window[in.AppID][:0]
+	for _, t := range s.window[in.AppID] {
+		if now.Sub(t) < time.Minute {
+			win = append(win, t)
+		}
+	}
+	if len(win)+len(in.Events) > AnalyticsPerMinute {
+		s.window[in.AppID] = win
+		w.Header().Set("Retry-After", "60")
+		writeJSON(w, 429, map[string]string{"error": "rate limit: 15000 events per minute per app"})
+		return
+	}
+	for _, ev := range in.Events {
+		win = append(win, now)
+		key, _ := ev["idempotency_key"].(string)
+		if key != "" && s.seen[in.AppID+":"+key] {
+			continue
+		}
+		if key != "" {
+			s.seen[in.AppID+":"+key] = true
+		}
+		s.state.Analytics[in.AppID] = append(s.state.Analytics[in.AppID], ev)
+	}
+	s.window[in.AppID] = win
+	writeJSON(w, 200, map[string]int{"accepted": len(in.Events)})
+}
+
+func (s *Sim) analyticsUsers(w http.ResponseWriter, _ *http.Request, body []byte) {
+	var in struct {
+		AppID string `json:"app_id"`
+		Users []struct {
+			Identity   string         `json:"identity"`
+			Properties map[string]any `json:"properties"`
+		} `json:"users"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil || in.AppID == "" {
+		writeJSON(w, 400, map[string]string{"error": "app_id and users are required"})
+		return
+	}
+	if s.state.AnalyticsUsers[in.AppID] == nil {
+		s.state.AnalyticsUsers[in.AppID] = map[string]map[string]any{}
+	}
+	for _, u := range in.Users {
+		p := s.state.AnalyticsUsers[in.AppID][u.Identity]
+		if p == nil {
+			p = map[string]any{}
+			s.state.AnalyticsUsers[in.AppID][u.Identity] = p
+		}
+		for k, v := range u.Properties {
+			p[k] = v
+		}
+	}
+	writeJSON(w, 200, map[string]int{"users": len(in.Users)})
+}
+
+// --- Webhooks ---
+
+func (s *Sim) webhook(w http.ResponseWriter, r *http.Request, body []byte) {
+	s.state.Webhooks = append(s.state.Webhooks, WebhookDelivery{Path: r.URL.Path, Signature: r.Header.Get("X-Seghub-Signature"), Body: json.RawMessage(body)})
+	writeJSON(w, 200, map[string]string{"status": "received"})
+}
