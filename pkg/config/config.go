@@ -45,6 +45,12 @@ type Config struct {
 	ABTastyURL    string
 	AnalyticsURL  string
 
+	// OAuth: where browsers come back to, and seghub's client registration
+	// with each OAuth destination.
+	PublicURL              string
+	CommandBarClientID     string
+	CommandBarClientSecret string
+
 	// Event relay delivery.
 	DeliveryMaxAttempts int
 	DeliveryMaxAge      time.Duration
@@ -97,6 +103,9 @@ var settings = []setting{
 	{"commandbar-url", "SEGHUB_COMMANDBAR_URL", "CommandBar API base URL", "https://api.commandbar.com", str(func(c *Config) *string { return &c.CommandBarURL })},
 	{"abtasty-url", "SEGHUB_ABTASTY_URL", "AB Tasty API base URL", "https://api.abtasty.com", str(func(c *Config) *string { return &c.ABTastyURL })},
 	{"analytics-url", "SEGHUB_ANALYTICS_URL", "analytics track API base URL (Heap-style)", "https://heapanalytics.com", str(func(c *Config) *string { return &c.AnalyticsURL })},
+	{"public-url", "SEGHUB_PUBLIC_URL", "the gateway's public base URL; OAuth redirects come back to <public-url>/oauth/callback", "http://localhost:8080", str(func(c *Config) *string { return &c.PublicURL })},
+	{"commandbar-client-id", "SEGHUB_COMMANDBAR_CLIENT_ID", "seghub's OAuth client id at CommandBar (the default matches the destination simulator)", "seghub", str(func(c *Config) *string { return &c.CommandBarClientID })},
+	{"commandbar-client-secret", "SEGHUB_COMMANDBAR_CLIENT_SECRET", "seghub's OAuth client secret at CommandBar (the default matches the destination simulator)", "seghub-secret", str(func(c *Config) *string { return &c.CommandBarClientSecret })},
 	{"delivery-max-attempts", "SEGHUB_DELIVERY_MAX_ATTEMPTS", "event delivery: attempts before an event may be dead-lettered", "10", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		c.DeliveryMaxAttempts = n

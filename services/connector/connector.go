@@ -1,5 +1,6 @@
-// Package connector is the connector service. Until its own issue fills it in, it is
-// registered and answers Unimplemented.
+// Package connector is the connector service: the destination catalogue,
+// connections (credentials sealed at rest, never returned), OAuth 2.0 with
+// state and PKCE, and credential resolution for the other services.
 package connector
 
 import (
@@ -8,23 +9,28 @@ import (
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	"github.com/seghub/seghub/pkg/app"
 	"github.com/seghub/seghub/pkg/grpcserver"
+	"github.com/seghub/seghub/services/connector/internal/server"
+	"github.com/seghub/seghub/services/connector/internal/store"
 )
 
 // Service is the connector service.
 type Service struct {
-	connectorv1.UnimplementedConnectorServiceServer
-	p *app.Platform
+	server *server.Server
 }
 
-// New returns the service on p.
-func New(_ context.Context, p *app.Platform) (*Service, error) {
-	return &Service{p: p}, nil
+// New opens the store (migrating it) and builds the server.
+func New(ctx context.Context, p *app.Platform) (*Service, error) {
+	st, err := store.Open(ctx, p.DB, p.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{server: server.New(st, p.Config, nil)}, nil
 }
 
 // Register implements app.Service.
 func (s *Service) Register(g *grpcserver.Server) {
-	connectorv1.RegisterConnectorServiceServer(g.Server, s)
+	connectorv1.RegisterConnectorServiceServer(g.Server, s.server)
 }
 
-// Run implements app.Service; this service has no background work yet.
+// Run implements app.Service; the connector has no background work.
 func (s *Service) Run(ctx context.Context) error { return nil }

@@ -13,10 +13,12 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/seghub/seghub/gen/openapi"
 	adminv1 "github.com/seghub/seghub/gen/seghub/admin/v1"
+	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/app"
@@ -44,6 +46,7 @@ type registrar func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.Clien
 // Services add their entry when their contract gains HTTP routes.
 var registrations = map[string][]registrar{
 	app.Admin:       {adminv1.RegisterAdminServiceHandler},
+	app.Connector:   {connectorv1.RegisterConnectorServiceHandler},
 	app.SegmentSync: {segmentsyncv1.RegisterSegmentSyncServiceHandler},
 	app.Targeting:   {targetingv1.RegisterTargetingServiceHandler},
 }
@@ -88,6 +91,7 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 	})
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.Handle("GET /metrics", p.Telemetry.MetricsHandler())
+	g.mux.HandleFunc("GET /oauth/callback", g.oauthCallback)
 	for _, r := range extra {
 		g.mux.Handle(r.Pattern, r.Handler)
 	}
@@ -124,6 +128,11 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, out)
+}
+
+// runtimeStatus is the HTTP status grpc-gateway gives a gRPC error.
+func runtimeStatus(err error) int {
+	return runtime.HTTPStatusFromCode(status.Code(err))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

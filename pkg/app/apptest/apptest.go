@@ -6,6 +6,7 @@ package apptest
 
 import (
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -36,6 +37,8 @@ type Options struct {
 	DatabaseURL string
 	// Configure adjusts the config before the platform opens.
 	Configure func(*config.Config)
+	// LogOutput receives the process's logs (default stderr).
+	LogOutput io.Writer
 }
 
 // Keys of one environment.
@@ -79,8 +82,11 @@ func New(t testing.TB, o Options) *Env {
 		o.Configure(cfg)
 	}
 	ctx := context.Background()
-	var logOut = os.Stderr
-	if testing.Verbose() {
+	var logOut io.Writer = os.Stderr
+	if o.LogOutput != nil {
+		logOut = o.LogOutput
+		cfg.LogLevel = "debug"
+	} else if testing.Verbose() {
 		cfg.LogLevel = "info"
 	}
 	p, err := app.NewPlatform(ctx, cfg, app.Options{Name: "test", LogOutput: logOut, NeedBus: o.NeedBus})
