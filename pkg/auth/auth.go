@@ -184,6 +184,8 @@ func Need(access authv1.Access) string {
 		return "a service or admin key"
 	case authv1.Access_ACCESS_ANY:
 		return "any valid key"
+	case authv1.Access_ACCESS_SYSTEM:
+		return "seghub's internal key (it is not callable with an API key)"
 	}
 	return "no key (this RPC declares no access level)"
 }
@@ -229,7 +231,7 @@ func (a *Authenticator) Authorize(ctx context.Context, fullMethod string) (conte
 	if err != nil {
 		return nil, err
 	}
-	if p.Internal && p.EnvironmentID == "" && access != authv1.Access_ACCESS_INTERNAL {
+	if p.Internal && p.EnvironmentID == "" && access != authv1.Access_ACCESS_INTERNAL && access != authv1.Access_ACCESS_SYSTEM {
 		return nil, status.Errorf(codes.InvalidArgument, "internal calls to %s must name an environment in the %s header", fullMethod, EnvironmentHeader)
 	}
 	// seghub's own components are trusted with every RPC of the environment

@@ -33,6 +33,8 @@ func TestAllowed(t *testing.T) {
 		{authv1.Access_ACCESS_ANY, service, true},
 		{authv1.Access_ACCESS_ANY, authv1.Role_ROLE_UNSPECIFIED, false},
 		{authv1.Access_ACCESS_UNSPECIFIED, admin, false},
+		{authv1.Access_ACCESS_SYSTEM, admin, false},
+		{authv1.Access_ACCESS_SYSTEM, service, false},
 	}
 	for _, c := range cases {
 		if got := Allowed(c.access, c.role); got != c.want {

@@ -92,6 +92,8 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.Handle("GET /metrics", p.Telemetry.MetricsHandler())
 	g.mux.HandleFunc("GET /oauth/callback", g.oauthCallback)
+	g.mux.HandleFunc("POST /webhooks/heap/{connection_id}", g.segmentWebhook)
+	g.mux.HandleFunc("POST /webhooks/segment_webhook/{connection_id}", g.segmentWebhook)
 	for _, r := range extra {
 		g.mux.Handle(r.Pattern, r.Handler)
 	}

@@ -9,6 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app"
 	"github.com/seghub/seghub/pkg/grpcserver"
@@ -41,7 +45,23 @@ func New(ctx context.Context, p *app.Platform) (*Service, error) {
 	}
 	s.store = st
 	s.watcher = server.NewWatcher(st, nc)
-	s.server = server.New(st, s.watcher)
+	requests, err := p.Telemetry.Meter.Meter("seghub/segmentsync").Int64Counter("seghub.inbound.requests",
+		metric.WithDescription("Inbound segment webhook requests per source connection and result"))
+	if err != nil {
+		return nil, err
+	}
+	resolve := func(ctx context.Context, id string) (*connectorv1.ResolveConnectionResponse, error) {
+		conn, err := p.Conn(app.Connector)
+		if err != nil {
+			return nil, err
+		}
+		// No environment: the webhook names a connection, which names its environment.
+		return connectorv1.NewConnectorServiceClient(conn).ResolveConnection(ctx, &connectorv1.ResolveConnectionRequest{ConnectionId: id})
+	}
+	record := func(conn, result string) {
+		requests.Add(context.Background(), 1, metric.WithAttributes(attribute.String("connection_id", conn), attribute.String("result", result)))
+	}
+	s.server = server.New(st, s.watcher, server.NewInbound(st, resolve, record))
 	return s, nil
 }
 

@@ -176,11 +176,15 @@ func TestExperiences(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "seg_nope") {
 		t.Fatalf("unknown segment in audience: %v", err)
 	}
-	ev, err := f.tg.EvaluateExperience(ctx, &targetingv1.EvaluateExperienceRequest{ExperienceId: tour.GetExperience().GetExperienceId(), UserId: "ann"})
-	if err != nil || !ev.GetEligible() || ev.GetDecidedBy() != "match.conditions[1]" {
-		t.Fatalf("evaluate ann = %v, %v", ev, err)
-	}
-	ev, _ = f.tg.EvaluateExperience(ctx, &targetingv1.EvaluateExperienceRequest{ExperienceId: tour.GetExperience().GetExperienceId(), UserId: "bob"})
+	// Properties reach the index through the same feed; wait for ann's.
+	eventually(t, func() error {
+		ev, err := f.tg.EvaluateExperience(ctx, &targetingv1.EvaluateExperienceRequest{ExperienceId: tour.GetExperience().GetExperienceId(), UserId: "ann"})
+		if err != nil || !ev.GetEligible() || ev.GetDecidedBy() != "match.conditions[1]" {
+			return fmt.Errorf("evaluate ann = %v, %v", ev, err)
+		}
+		return nil
+	})
+	ev, _ := f.tg.EvaluateExperience(ctx, &targetingv1.EvaluateExperienceRequest{ExperienceId: tour.GetExperience().GetExperienceId(), UserId: "bob"})
 	if ev.GetEligible() || ev.GetDecidedBy() != "match.conditions[0]" {
 		t.Fatalf("evaluate bob = %v", ev)
 	}

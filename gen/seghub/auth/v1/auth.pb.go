@@ -92,6 +92,9 @@ const (
 	Access_ACCESS_INTERNAL Access = 3
 	// any valid key: member, admin or service (read paths used by tools and frontends).
 	Access_ACCESS_ANY Access = 4
+	// seghub's own components only (the internal key): RPCs that hand out
+	// decrypted credentials or take unauthenticated webhooks from the gateway.
+	Access_ACCESS_SYSTEM Access = 5
 )
 
 // Enum value maps for Access.
@@ -102,6 +105,7 @@ var (
 		2: "ACCESS_ADMIN",
 		3: "ACCESS_INTERNAL",
 		4: "ACCESS_ANY",
+		5: "ACCESS_SYSTEM",
 	}
 	Access_value = map[string]int32{
 		"ACCESS_UNSPECIFIED": 0,
@@ -109,6 +113,7 @@ var (
 		"ACCESS_ADMIN":       2,
 		"ACCESS_INTERNAL":    3,
 		"ACCESS_ANY":         4,
+		"ACCESS_SYSTEM":      5,
 	}
 )
 
@@ -166,14 +171,15 @@ const file_seghub_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"ROLE_ADMIN\x10\x01\x12\x0f\n" +
 	"\vROLE_MEMBER\x10\x02\x12\x10\n" +
-	"\fROLE_SERVICE\x10\x03*j\n" +
+	"\fROLE_SERVICE\x10\x03*}\n" +
 	"\x06Access\x12\x16\n" +
 	"\x12ACCESS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACCESS_MEMBER\x10\x01\x12\x10\n" +
 	"\fACCESS_ADMIN\x10\x02\x12\x13\n" +
 	"\x0fACCESS_INTERNAL\x10\x03\x12\x0e\n" +
 	"\n" +
-	"ACCESS_ANY\x10\x04:P\n" +
+	"ACCESS_ANY\x10\x04\x12\x11\n" +
+	"\rACCESS_SYSTEM\x10\x05:P\n" +
 	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\x8d\x8c\x03 \x01(\x0e2\x16.seghub.auth.v1.AccessR\x06accessB\xad\x01\n" +
 	"\x12com.seghub.auth.v1B\tAuthProtoP\x01Z2github.com/seghub/seghub/gen/seghub/auth/v1;authv1\xa2\x02\x03SAX\xaa\x02\x0eSeghub.Auth.V1\xca\x02\x0eSeghub\\Auth\\V1\xe2\x02\x1aSeghub\\Auth\\V1\\GPBMetadata\xea\x02\x10Seghub::Auth::V1b\x06proto3"
 

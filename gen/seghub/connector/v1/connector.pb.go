@@ -1331,6 +1331,9 @@ type ResolveConnectionResponse struct {
 	Credentials map[string]string `protobuf:"bytes,3,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The inbound webhook signing secret, if any.
 	SigningSecret string `protobuf:"bytes,4,opt,name=signing_secret,json=signingSecret,proto3" json:"signing_secret,omitempty"`
+	// The connection's environment (internal callers that resolve a
+	// connection by id alone, such as inbound webhooks, learn it here).
+	EnvironmentId string `protobuf:"bytes,5,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1389,6 +1392,13 @@ func (x *ResolveConnectionResponse) GetCredentials() map[string]string {
 func (x *ResolveConnectionResponse) GetSigningSecret() string {
 	if x != nil {
 		return x.SigningSecret
+	}
+	return ""
+}
+
+func (x *ResolveConnectionResponse) GetEnvironmentId() string {
+	if x != nil {
+		return x.EnvironmentId
 	}
 	return ""
 }
@@ -1605,14 +1615,15 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\x0eenvironment_id\x18\x02 \x01(\tR\renvironmentId\x12%\n" +
 	"\x0esigning_secret\x18\x03 \x01(\tR\rsigningSecret\"?\n" +
 	"\x18ResolveConnectionRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"\xee\x02\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"\x95\x03\n" +
 	"\x19ResolveConnectionResponse\x12?\n" +
 	"\n" +
 	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
 	"connection\x12F\n" +
 	"\vdestination\x18\x02 \x01(\v2$.seghub.connector.v1.DestinationTypeR\vdestination\x12a\n" +
 	"\vcredentials\x18\x03 \x03(\v2?.seghub.connector.v1.ResolveConnectionResponse.CredentialsEntryR\vcredentials\x12%\n" +
-	"\x0esigning_secret\x18\x04 \x01(\tR\rsigningSecret\x1a>\n" +
+	"\x0esigning_secret\x18\x04 \x01(\tR\rsigningSecret\x12%\n" +
+	"\x0eenvironment_id\x18\x05 \x01(\tR\renvironmentId\x1a>\n" +
 	"\x10CredentialsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
@@ -1644,8 +1655,8 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\x10UpdateConnection\x12,.seghub.connector.v1.UpdateConnectionRequest\x1a-.seghub.connector.v1.UpdateConnectionResponse\".\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02$:\x01*2\x1f/v1/connections/{connection_id}\x12\x9c\x01\n" +
 	"\x10DeleteConnection\x12,.seghub.connector.v1.DeleteConnectionRequest\x1a-.seghub.connector.v1.DeleteConnectionResponse\"+\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02!*\x1f/v1/connections/{connection_id}\x12\x9f\x01\n" +
 	"\x12StartAuthorization\x12..seghub.connector.v1.StartAuthorizationRequest\x1a/.seghub.connector.v1.StartAuthorizationResponse\"(\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/connections:authorize\x12\x84\x01\n" +
-	"\x15CompleteAuthorization\x121.seghub.connector.v1.CompleteAuthorizationRequest\x1a2.seghub.connector.v1.CompleteAuthorizationResponse\"\x04\xe8\xe0\x18\x03\x12x\n" +
-	"\x11ResolveConnection\x12-.seghub.connector.v1.ResolveConnectionRequest\x1a..seghub.connector.v1.ResolveConnectionResponse\"\x04\xe8\xe0\x18\x03\x12\x87\x01\n" +
+	"\x15CompleteAuthorization\x121.seghub.connector.v1.CompleteAuthorizationRequest\x1a2.seghub.connector.v1.CompleteAuthorizationResponse\"\x04\xe8\xe0\x18\x05\x12x\n" +
+	"\x11ResolveConnection\x12-.seghub.connector.v1.ResolveConnectionRequest\x1a..seghub.connector.v1.ResolveConnectionResponse\"\x04\xe8\xe0\x18\x05\x12\x87\x01\n" +
 	"\x16ReportConnectionStatus\x122.seghub.connector.v1.ReportConnectionStatusRequest\x1a3.seghub.connector.v1.ReportConnectionStatusResponse\"\x04\xe8\xe0\x18\x03B\xd5\x01\n" +
 	"\x17com.seghub.connector.v1B\x0eConnectorProtoP\x01Z<github.com/seghub/seghub/gen/seghub/connector/v1;connectorv1\xa2\x02\x03SCX\xaa\x02\x13Seghub.Connector.V1\xca\x02\x13Seghub\\Connector\\V1\xe2\x02\x1fSeghub\\Connector\\V1\\GPBMetadata\xea\x02\x15Seghub::Connector::V1b\x06proto3"
 

@@ -4686,7 +4686,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\aSyncNow\x12%.seghub.segmentsync.v1.SyncNowRequest\x1a&.seghub.segmentsync.v1.SyncNowResponse\"&\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/syncs/{sync_id}:run\x12\x8d\x01\n" +
 	"\fListSyncRuns\x12*.seghub.segmentsync.v1.ListSyncRunsRequest\x1a+.seghub.segmentsync.v1.ListSyncRunsResponse\"$\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/syncs/{sync_id}/runs\x12\x80\x01\n" +
 	"\x06DryRun\x12$.seghub.segmentsync.v1.DryRunRequest\x1a%.seghub.segmentsync.v1.DryRunResponse\")\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/syncs/{sync_id}:dryRun\x12\x88\x01\n" +
-	"\x15ReceiveSegmentWebhook\x123.seghub.segmentsync.v1.ReceiveSegmentWebhookRequest\x1a4.seghub.segmentsync.v1.ReceiveSegmentWebhookResponse\"\x04\xe8\xe0\x18\x03\x12\xb3\x01\n" +
+	"\x15ReceiveSegmentWebhook\x123.seghub.segmentsync.v1.ReceiveSegmentWebhookRequest\x1a4.seghub.segmentsync.v1.ReceiveSegmentWebhookResponse\"\x04\xe8\xe0\x18\x05\x12\xb3\x01\n" +
 	"\x14ListInboundSyncTasks\x122.seghub.segmentsync.v1.ListInboundSyncTasksRequest\x1a3.seghub.segmentsync.v1.ListInboundSyncTasksResponse\"2\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02(\x12&/v1/sources/{connection_id}/sync-tasksB\xe5\x01\n" +
 	"\x19com.seghub.segmentsync.v1B\x10SegmentsyncProtoP\x01Z@github.com/seghub/seghub/gen/seghub/segmentsync/v1;segmentsyncv1\xa2\x02\x03SSX\xaa\x02\x15Seghub.Segmentsync.V1\xca\x02\x15Seghub\\Segmentsync\\V1\xe2\x02!Seghub\\Segmentsync\\V1\\GPBMetadata\xea\x02\x17Seghub::Segmentsync::V1b\x06proto3"
 

@@ -370,8 +370,19 @@ func (s *Server) ResolveConnection(ctx context.Context, req *connectorv1.Resolve
 	if err := checkID(req.GetConnectionId()); err != nil {
 		return nil, err
 	}
-	env := auth.MustEnvironment(ctx)
-	c, err := s.store.Get(ctx, env, req.GetConnectionId(), true)
+	p, _ := auth.FromContext(ctx)
+	if !p.Internal {
+		// Decrypted credentials go to seghub's own components only, never to
+		// an API key of any role.
+		return nil, apperr.PermissionDenied("ResolveConnection is reserved for seghub's own components")
+	}
+	var c *store.Connection
+	var err error
+	if p.EnvironmentID == "" {
+		c, err = s.store.GetByID(ctx, req.GetConnectionId())
+	} else {
+		c, err = s.store.Get(ctx, p.EnvironmentID, req.GetConnectionId(), true)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +392,7 @@ func (s *Server) ResolveConnection(ctx context.Context, req *connectorv1.Resolve
 			return nil, err
 		}
 	}
-	return &connectorv1.ResolveConnectionResponse{Connection: ConnectionPB(c), Destination: typePB(t), Credentials: c.Credentials, SigningSecret: c.SigningSecret}, nil
+	return &connectorv1.ResolveConnectionResponse{Connection: ConnectionPB(c), Destination: typePB(t), Credentials: c.Credentials, SigningSecret: c.SigningSecret, EnvironmentId: c.Env}, nil
 }
 
 // refresh renews an OAuth access token that expires within refreshBefore;

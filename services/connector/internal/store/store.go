@@ -121,6 +121,17 @@ func (s *Store) Get(ctx context.Context, env, id string, withSecrets bool) (*Con
 	return c, err
 }
 
+// GetByID returns a connection of any environment with its secrets; only
+// for seghub's own components (inbound webhooks name a connection, not an
+// environment).
+func (s *Store) GetByID(ctx context.Context, id string) (*Connection, error) {
+	c, err := s.scan(s.db.QueryRowContext(ctx, `SELECT `+cols+` FROM cn_connections WHERE connection_id = ?`, id), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, apperr.NotFound("connection %q not found", id)
+	}
+	return c, err
+}
+
 // List returns env's connections, of one type unless typ is empty.
 func (s *Store) List(ctx context.Context, env, typ string) ([]*Connection, error) {
 	q := `SELECT ` + cols + ` FROM cn_connections WHERE environment_id = ?`

@@ -40,10 +40,13 @@ type Server struct {
 	segmentsyncv1.UnimplementedSegmentSyncServiceServer
 	store   *store.Store
 	watcher *Watcher
+	inbound *Inbound
 }
 
-// New returns the server.
-func New(st *store.Store, w *Watcher) *Server { return &Server{store: st, watcher: w} }
+// New returns the server; inbound may be nil where webhooks are not served.
+func New(st *store.Store, w *Watcher, inbound *Inbound) *Server {
+	return &Server{store: st, watcher: w, inbound: inbound}
+}
 
 func env(ctx context.Context) string { return auth.MustEnvironment(ctx) }
 

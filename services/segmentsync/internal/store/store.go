@@ -170,6 +170,8 @@ type Change struct {
 	Detail    string
 }
 
+func newSegmentID() string { return ids.New("seg") }
+
 // Store is segmentsync's data plane.
 type Store struct {
 	db  *store.DB
@@ -669,7 +671,7 @@ func (s *Store) Segments(ctx context.Context, env string, withMembers bool) ([]*
 // CreateSegment creates an empty segment.
 func (s *Store) CreateSegment(ctx context.Context, env, name, description, visibility, externalID string) (*Segment, error) {
 	now := s.now().UTC().Truncate(time.Microsecond)
-	sg := &Segment{ID: ids.New("seg"), Env: env, Name: name, Description: description, Visibility: visibility, ExternalID: externalID, Version: 1, Created: now, Updated: now, Members: roaring.New()}
+	sg := &Segment{ID: newSegmentID(), Env: env, Name: name, Description: description, Visibility: visibility, ExternalID: externalID, Version: 1, Created: now, Updated: now, Members: roaring.New()}
 	err := s.write(ctx, env, func(w *writer) error {
 		_, err := w.tx.ExecContext(ctx, `INSERT INTO ss_segments (`+segCols+`, members) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			sg.ID, env, name, description, visibility, externalID, 0, sg.Version, now.UnixMicro(), now.UnixMicro(), membership.Encode(sg.Members))
