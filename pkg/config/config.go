@@ -178,3 +178,19 @@ func EnvNames() []string {
 	}
 	return out
 }
+
+// DestinationURL returns the configured API base URL of a destination type
+// ("" for types whose URL is part of the connection, like webhooks).
+func (c *Config) DestinationURL(typ string) string {
+	switch typ {
+	case "appcues":
+		return c.AppcuesURL
+	case "commandbar":
+		return c.CommandBarURL
+	case "abtasty":
+		return c.ABTastyURL
+	case "analytics":
+		return c.AnalyticsURL
+	}
+	return ""
+}

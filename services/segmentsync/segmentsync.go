@@ -15,9 +15,13 @@ import (
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app"
+	"github.com/seghub/seghub/pkg/auth"
+	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/pkg/grpcserver"
+	"github.com/seghub/seghub/pkg/ratelimit"
 	"github.com/seghub/seghub/services/segmentsync/internal/server"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
+	"github.com/seghub/seghub/services/segmentsync/internal/syncengine"
 )
 
 // LogRetention is how many change-log entries each environment keeps;
@@ -30,15 +34,66 @@ type Service struct {
 	store   *store.Store
 	watcher *server.Watcher
 	server  *server.Server
+	engine  *syncengine.Engine
+	queue   *syncengine.JobQueue
+	opts    Options
+}
+
+// Engine exposes the sync engine (tests drive its clock through Tick).
+func (s *Service) Engine() *syncengine.Engine { return s.engine }
+
+// connections reaches the connector over gRPC with the internal key.
+type connections struct{ p *app.Platform }
+
+func (c connections) client() (connectorv1.ConnectorServiceClient, error) {
+	conn, err := c.p.Conn(app.Connector)
+	if err != nil {
+		return nil, err
+	}
+	return connectorv1.NewConnectorServiceClient(conn), nil
+}
+
+func (c connections) Resolve(ctx context.Context, env, id string) (*connectorv1.ResolveConnectionResponse, error) {
+	cl, err := c.client()
+	if err != nil {
+		return nil, err
+	}
+	return cl.ResolveConnection(auth.ForEnvironment(ctx, env), &connectorv1.ResolveConnectionRequest{ConnectionId: id})
+}
+
+func (c connections) Report(ctx context.Context, env, id string, st connectorv1.ConnectionStatus, msg string) error {
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	_, err = cl.ReportConnectionStatus(auth.ForEnvironment(ctx, env), &connectorv1.ReportConnectionStatusRequest{ConnectionId: id, Status: st, Message: msg})
+	return err
+}
+
+// Options adjust the service for tests and benchmarks.
+type Options struct {
+	// AdapterConfig adjusts destination adapters (e.g. shorter retries).
+	AdapterConfig func(*destinations.Config)
+	// Now is the sync engine's clock.
+	Now func() time.Time
+	// NoTick leaves recurring scheduling to explicit Tick calls.
+	NoTick bool
+	// PollInterval of the job queue.
+	PollInterval time.Duration
 }
 
 // New opens the store (migrating it) and builds the server.
 func New(ctx context.Context, p *app.Platform) (*Service, error) {
+	return NewWithOptions(ctx, p, Options{})
+}
+
+// NewWithOptions is New with test and benchmark options.
+func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, error) {
 	var nc *nats.Conn
 	if p.Bus != nil {
 		nc = p.Bus.Conn
 	}
-	s := &Service{p: p}
+	s := &Service{p: p, opts: o}
 	st, err := store.Open(ctx, p.DB, func(env string, seq int64) { s.watcher.Notify(env, seq) })
 	if err != nil {
 		return nil, err
@@ -61,7 +116,25 @@ func New(ctx context.Context, p *app.Platform) (*Service, error) {
 	record := func(conn, result string) {
 		requests.Add(context.Background(), 1, metric.WithAttributes(attribute.String("connection_id", conn), attribute.String("result", result)))
 	}
-	s.server = server.New(st, s.watcher, server.NewInbound(st, resolve, record))
+	est, err := syncengine.OpenStore(ctx, p.DB)
+	if err != nil {
+		return nil, err
+	}
+	eo := syncengine.Options{BaseURL: p.Config.DestinationURL, Logger: p.Logger, Tracer: p.Telemetry.Tracer.Tracer("seghub/syncengine")}
+	if o.AdapterConfig != nil {
+		eo.AdapterConfig = o.AdapterConfig
+	}
+	if o.Now != nil {
+		eo.Now = o.Now
+	}
+	if err := ratelimit.Migrate(ctx, p.DB); err != nil {
+		return nil, err
+	}
+	s.engine = syncengine.New(est, st, connections{p: p}, eo)
+	if s.queue, err = syncengine.NewQueue(ctx, p.DB, s.engine, syncengine.QueueOptions{Logger: p.Logger, NoTick: o.NoTick, PollInterval: o.PollInterval}); err != nil {
+		return nil, err
+	}
+	s.server = server.New(st, s.watcher, server.NewInbound(st, resolve, record), s.engine)
 	return s, nil
 }
 
@@ -70,8 +143,16 @@ func (s *Service) Register(g *grpcserver.Server) {
 	segmentsyncv1.RegisterSegmentSyncServiceServer(g.Server, s.server)
 }
 
-// Run relays membership wake-ups and prunes the change log.
+// Run works sync runs, relays membership wake-ups and prunes the change log.
 func (s *Service) Run(ctx context.Context) error {
+	if err := s.queue.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.queue.Stop(sctx)
+	}()
 	go func() {
 		t := time.NewTicker(time.Minute)
 		defer t.Stop()

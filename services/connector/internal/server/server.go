@@ -50,23 +50,8 @@ func New(st *store.Store, cfg *config.Config, hc *http.Client) *Server {
 	return &Server{store: st, cfg: cfg, http: hc, now: time.Now}
 }
 
-// BaseURL is where a destination type's API lives.
-func BaseURL(cfg *config.Config, typ string) string {
-	switch typ {
-	case "appcues":
-		return cfg.AppcuesURL
-	case "commandbar":
-		return cfg.CommandBarURL
-	case "abtasty":
-		return cfg.ABTastyURL
-	case "analytics":
-		return cfg.AnalyticsURL
-	}
-	return ""
-}
-
 func (s *Server) oauthConfig(typ string) *oauth2.Config {
-	base := strings.TrimRight(BaseURL(s.cfg, typ), "/")
+	base := strings.TrimRight(s.cfg.DestinationURL(typ), "/")
 	return &oauth2.Config{
 		ClientID: s.cfg.CommandBarClientID, ClientSecret: s.cfg.CommandBarClientSecret,
 		// Assumed endpoint paths: CommandBar does not publish its OAuth URLs.
@@ -146,7 +131,7 @@ func (s *Server) check(ctx context.Context, t destinations.Type, creds map[strin
 	if t.SegmentsIn {
 		return nil // sources call us; there is nothing to call
 	}
-	a, err := destinations.New(t.Name, destinations.Config{BaseURL: BaseURL(s.cfg, t.Name), Credentials: creds, HTTP: s.http, MaxAttempts: 3, MaxBackoff: time.Second})
+	a, err := destinations.New(t.Name, destinations.Config{BaseURL: s.cfg.DestinationURL(t.Name), Credentials: creds, HTTP: s.http, MaxAttempts: 3, MaxBackoff: time.Second})
 	if err != nil {
 		return apperr.Invalid("credentials", err.Error())
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
+	"github.com/seghub/seghub/services/segmentsync/internal/syncengine"
 )
 
 // Limits, documented in the proto and enforced here.
@@ -41,11 +42,13 @@ type Server struct {
 	store   *store.Store
 	watcher *Watcher
 	inbound *Inbound
+	engine  *syncengine.Engine
 }
 
-// New returns the server; inbound may be nil where webhooks are not served.
-func New(st *store.Store, w *Watcher, inbound *Inbound) *Server {
-	return &Server{store: st, watcher: w, inbound: inbound}
+// New returns the server; inbound and engine may be nil where webhooks or
+// syncs are not served.
+func New(st *store.Store, w *Watcher, inbound *Inbound, engine *syncengine.Engine) *Server {
+	return &Server{store: st, watcher: w, inbound: inbound, engine: engine}
 }
 
 func env(ctx context.Context) string { return auth.MustEnvironment(ctx) }
@@ -371,6 +374,12 @@ func (s *Server) DeleteSegment(ctx context.Context, req *segmentsyncv1.DeleteSeg
 	}
 	if err := s.store.DeleteSegment(ctx, env(ctx), req.GetSegmentId()); err != nil {
 		return nil, err
+	}
+	if s.engine != nil {
+		// Its syncs stop; what destinations hold is left as it is.
+		if err := s.engine.OnSegmentDeleted(ctx, env(ctx), req.GetSegmentId()); err != nil {
+			return nil, err
+		}
 	}
 	return &segmentsyncv1.DeleteSegmentResponse{}, nil
 }

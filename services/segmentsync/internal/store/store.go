@@ -1019,3 +1019,48 @@ func (s *Store) Environments(ctx context.Context) ([]string, error) {
 	sort.Strings(out)
 	return out, rows.Err()
 }
+
+// Identity is a member's id at a destination.
+type Identity struct {
+	UserID, Value string
+}
+
+// IdentityValues returns, for the users in members, the value of the
+// identity property ("user_id" means the user id itself); users without a
+// value are absent. One scan of the environment's users.
+func (s *Store) IdentityValues(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
+	out := make(map[uint32]Identity, members.GetCardinality())
+	rows, err := s.db.QueryContext(ctx, `SELECT dense_id, user_id, properties FROM ss_users WHERE environment_id = ?`, env)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	needle := `"` + prop + `"`
+	for rows.Next() {
+		var d int64
+		var id, props string
+		if err := rows.Scan(&d, &id, &props); err != nil {
+			return nil, err
+		}
+		if !members.Contains(uint32(d)) {
+			continue
+		}
+		if prop == "user_id" {
+			out[uint32(d)] = Identity{UserID: id, Value: id}
+			continue
+		}
+		if !strings.Contains(props, needle) {
+			continue
+		}
+		pm, err := decodeProps(props)
+		if err != nil {
+			return nil, err
+		}
+		if v, ok := pm[prop]; ok {
+			if val := v.String(); val != "" {
+				out[uint32(d)] = Identity{UserID: id, Value: val}
+			}
+		}
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,628 @@
+// Package syncengine syncs segments to destinations: diff-based (each run
+// sends only what the destination lacks or must drop), identity-mapped,
+// paced by the connection's shared token bucket, checkpointed after every
+// acknowledged batch, scheduled and executed as durable River jobs.
+package syncengine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/RoaringBitmap/roaring/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
+	"github.com/seghub/seghub/pkg/apperr"
+	"github.com/seghub/seghub/pkg/destinations"
+	"github.com/seghub/seghub/pkg/ids"
+	"github.com/seghub/seghub/pkg/ratelimit"
+	"github.com/seghub/seghub/pkg/store"
+	ssstore "github.com/seghub/seghub/services/segmentsync/internal/store"
+)
+
+// Connections is what the engine needs from the connector.
+type Connections interface {
+	Resolve(ctx context.Context, env, connectionID string) (*connectorv1.ResolveConnectionResponse, error)
+	Report(ctx context.Context, env, connectionID string, status connectorv1.ConnectionStatus, message string) error
+}
+
+// Queue runs sync runs as durable jobs.
+type Queue interface {
+	// Enqueue queues a run; false when the sync already has one queued or running.
+	Enqueue(ctx context.Context, env, syncID, runID string) (bool, error)
+}
+
+// Options configure the engine.
+type Options struct {
+	// BaseURL returns a destination type's API base URL.
+	BaseURL func(destType string) string
+	Now     func() time.Time
+	Logger  *slog.Logger
+	Tracer  trace.Tracer
+	// Jitter spreads recurring runs (a share of the interval, default 2 %).
+	Jitter float64
+	// AdapterConfig adjusts adapter settings (tests shorten retries).
+	AdapterConfig func(*destinations.Config)
+	// RetentionMargin is how long before a destination's retention lapses a
+	// recurring sync re-sends its full state (default 3 days).
+	RetentionMargin time.Duration
+}
+
+// Engine is the sync engine.
+type Engine struct {
+	st    *Store
+	data  *ssstore.Store
+	db    *store.DB
+	conns Connections
+	queue Queue
+	o     Options
+}
+
+// New returns an engine; SetQueue must be called before runs are queued.
+func New(st *Store, data *ssstore.Store, conns Connections, o Options) *Engine {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Tracer == nil {
+		o.Tracer = trace.NewNoopTracerProvider().Tracer("")
+	}
+	if o.Jitter == 0 {
+		o.Jitter = 0.02
+	}
+	if o.RetentionMargin == 0 {
+		o.RetentionMargin = 72 * time.Hour
+	}
+	return &Engine{st: st, data: data, db: data.DB(), conns: conns, o: o}
+}
+
+// SetQueue sets the job queue.
+func (e *Engine) SetQueue(q Queue) { e.queue = q }
+
+// Store returns the engine's store.
+func (e *Engine) Store() *Store { return e.st }
+
+// EnableRequest describes a new sync.
+type EnableRequest struct {
+	Env, SegmentID, ConnectionID, IdentityProperty string
+	Schedule                                       string
+	Interval                                       time.Duration
+	Mode                                           string
+}
+
+func (e *Engine) destination(ctx context.Context, env, connID string) (*connectorv1.ResolveConnectionResponse, destinations.Type, error) {
+	conn, err := e.conns.Resolve(ctx, env, connID)
+	if err != nil {
+		return nil, destinations.Type{}, err
+	}
+	t, ok := destinations.Lookup(conn.GetConnection().GetType())
+	if !ok || !t.SegmentsOut {
+		return nil, t, apperr.FailedPrecondition("connection %s (%s) does not receive segments", connID, conn.GetConnection().GetType())
+	}
+	return conn, t, nil
+}
+
+// Enable creates a sync and queues its first run.
+func (e *Engine) Enable(ctx context.Context, r EnableRequest) (*Sync, *Run, error) {
+	seg, err := e.data.GetSegment(ctx, r.Env, r.SegmentID, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if seg.Visibility != ssstore.Public {
+		return nil, nil, apperr.FailedPrecondition("segment %q is private; only public segments sync to destinations", seg.Name)
+	}
+	conn, t, err := e.destination(ctx, r.Env, r.ConnectionID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.IdentityProperty == "" {
+		r.IdentityProperty = conn.GetConnection().GetSettings().GetIdentityProperty()
+	}
+	if r.Interval == 0 {
+		r.Interval = t.DefaultInterval
+	}
+	now := e.o.Now().UTC().Truncate(time.Microsecond)
+	s := &Sync{ID: ids.New("sync"), Env: r.Env, SegmentID: r.SegmentID, ConnectionID: r.ConnectionID, DestinationType: t.Name, IdentityProperty: r.IdentityProperty,
+		Schedule: r.Schedule, Interval: r.Interval, Mode: r.Mode, Enabled: true, LastStatus: StatusQueued, Created: now, Updated: now}
+	if s.Schedule == Recurring {
+		s.NextRun = now.Add(e.spread(s.Interval))
+	}
+	err = e.db.InTx(ctx, func(tx *store.Tx) error {
+		if s.Schedule == Recurring {
+			if err := e.checkLimit(ctx, tx, s, t); err != nil {
+				return err
+			}
+		}
+		return e.st.CreateSync(ctx, tx, s)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	run, err := e.queueRun(ctx, s, TriggerEnable)
+	return s, run, err
+}
+
+func (e *Engine) checkLimit(ctx context.Context, q store.Querier, s *Sync, t destinations.Type) error {
+	n, err := e.st.CountRecurring(ctx, q, s.Env, s.ConnectionID, s.ID)
+	if err != nil {
+		return err
+	}
+	if t.RecurringLimit > 0 && n >= t.RecurringLimit {
+		return apperr.ResourceExhausted("%s allows at most %d recurring syncs per connection and %d are in use on %s; use a one-time sync (\"Sync now\") or disable another", t.DisplayName, t.RecurringLimit, n, s.ConnectionID)
+	}
+	return nil
+}
+
+// spread returns interval plus a small random jitter.
+func (e *Engine) spread(interval time.Duration) time.Duration {
+	return interval + time.Duration(rand.Float64()*e.o.Jitter*float64(interval))
+}
+
+func (e *Engine) queueRun(ctx context.Context, s *Sync, trigger string) (*Run, error) {
+	if pending, err := e.st.PendingRun(ctx, s.ID); err != nil || pending != nil {
+		return pending, err
+	}
+	r := &Run{ID: ids.New("run"), SyncID: s.ID, Env: s.Env, Trigger: trigger, Status: StatusQueued, Created: e.o.Now().UTC()}
+	if err := e.st.CreateRun(ctx, r); err != nil {
+		return nil, err
+	}
+	if e.queue == nil {
+		return nil, apperr.Unavailable("the sync job queue is not running")
+	}
+	// No run of ours is queued or running, so a duplicate can only be the
+	// previous run's job, finished but not yet marked completed by River's
+	// batched completer: retry briefly.
+	var inserted bool
+	var err error
+	for attempt := 0; attempt < 60 && !inserted; attempt++ {
+		if attempt > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if inserted, err = e.queue.Enqueue(ctx, s.Env, s.ID, r.ID); err != nil {
+			return nil, err
+		}
+	}
+	if !inserted {
+		r.Status, r.Error = StatusCanceled, "another run of this sync is queued or running"
+		r.Finished = e.o.Now().UTC()
+		_ = e.st.UpdateRun(ctx, r)
+	}
+	return r, nil
+}
+
+// SyncNow queues a run at once.
+func (e *Engine) SyncNow(ctx context.Context, env, syncID string) (*Run, error) {
+	s, err := e.st.GetSync(ctx, env, syncID)
+	if err != nil {
+		return nil, err
+	}
+	if !s.Enabled {
+		return nil, apperr.FailedPrecondition("sync %s is disabled; enable a new sync to run it", syncID)
+	}
+	return e.queueRun(ctx, s, TriggerManual)
+}
+
+// UpdateRequest lists changes; zero values leave a field as it is.
+type UpdateRequest struct {
+	Mode, Schedule   string
+	Interval         time.Duration
+	IdentityProperty *string
+}
+
+// Update changes a sync's mode, schedule, interval or identity property.
+func (e *Engine) Update(ctx context.Context, env, syncID string, u UpdateRequest) (*Sync, error) {
+	s, err := e.st.GetSync(ctx, env, syncID)
+	if err != nil {
+		return nil, err
+	}
+	if u.Mode != "" {
+		s.Mode = u.Mode
+	}
+	if u.IdentityProperty != nil {
+		s.IdentityProperty = *u.IdentityProperty
+	}
+	if u.Interval > 0 {
+		s.Interval = u.Interval
+	}
+	becameRecurring := u.Schedule == Recurring && s.Schedule != Recurring
+	if u.Schedule != "" {
+		s.Schedule = u.Schedule
+	}
+	t, _ := destinations.Lookup(s.DestinationType)
+	err = e.db.InTx(ctx, func(tx *store.Tx) error {
+		if becameRecurring && s.Enabled {
+			if err := e.checkLimit(ctx, tx, s, t); err != nil {
+				return err
+			}
+		}
+		if s.Schedule == Recurring {
+			s.NextRun = e.o.Now().UTC().Add(e.spread(s.Interval))
+		} else {
+			s.NextRun = time.Time{}
+		}
+		s.Updated = e.o.Now().UTC()
+		return e.st.UpdateSync(ctx, tx, s)
+	})
+	return s, err
+}
+
+// Disable stops a sync's schedule. With clearDestination a last run removes
+// everything the sync delivered; otherwise the destination keeps what it has.
+func (e *Engine) Disable(ctx context.Context, env, syncID string, clearDestination bool) (*Sync, *Run, error) {
+	s, err := e.st.GetSync(ctx, env, syncID)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.Enabled, s.NextRun, s.Updated = false, time.Time{}, e.o.Now().UTC()
+	if err := e.st.UpdateSync(ctx, e.db, s); err != nil {
+		return nil, nil, err
+	}
+	if !clearDestination {
+		return s, nil, nil
+	}
+	run, err := e.queueRun(ctx, s, TriggerDisable)
+	return s, run, err
+}
+
+// OnSegmentDeleted disables the syncs of a deleted segment (the destination
+// keeps what it has; the segment is gone, so there is no state to mirror).
+func (e *Engine) OnSegmentDeleted(ctx context.Context, env, segmentID string) error {
+	syncs, err := e.st.SyncsOfSegment(ctx, env, segmentID)
+	if err != nil {
+		return err
+	}
+	for _, s := range syncs {
+		if !s.Enabled {
+			continue
+		}
+		s.Enabled, s.NextRun, s.LastError, s.Updated = false, time.Time{}, "segment deleted", e.o.Now().UTC()
+		if err := e.st.UpdateSync(ctx, e.db, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Tick queues the recurring runs that are due. Runs missed while seghub was
+// down collapse into one: the next run is scheduled from now, not from the
+// missed slot.
+func (e *Engine) Tick(ctx context.Context) (int, error) {
+	now := e.o.Now().UTC()
+	due, err := e.st.DueSyncs(ctx, now)
+	if err != nil {
+		return 0, err
+	}
+	queued := 0
+	for _, s := range due {
+		trigger := TriggerSchedule
+		if e.refreshDue(s, now) {
+			trigger = TriggerRetention
+		}
+		s.NextRun, s.Updated = now.Add(e.spread(s.Interval)), now
+		if !s.DataExpires.IsZero() && s.DataExpires.Add(-e.o.RetentionMargin).Before(s.NextRun) {
+			s.NextRun = s.DataExpires.Add(-e.o.RetentionMargin)
+			if s.NextRun.Before(now.Add(time.Minute)) {
+				s.NextRun = now.Add(time.Minute)
+			}
+		}
+		if err := e.st.UpdateSync(ctx, e.db, s); err != nil {
+			return queued, err
+		}
+		if _, err := e.queueRun(ctx, s, trigger); err != nil {
+			return queued, err
+		}
+		queued++
+	}
+	return queued, nil
+}
+
+func (e *Engine) refreshDue(s *Sync, now time.Time) bool {
+	return !s.DataExpires.IsZero() && !now.Before(s.DataExpires.Add(-e.o.RetentionMargin))
+}
+
+// item is one identity to add or remove.
+type item struct {
+	dense    uint32
+	userID   string
+	identity string
+}
+
+// Plan is what a run would send.
+type Plan struct {
+	Adds, Removes []item
+	Unmatched     uint64
+	Retry         uint64
+	Version       int64
+	SegmentName   string
+}
+
+// plan computes the diff between the segment and what the destination holds.
+func (e *Engine) plan(ctx context.Context, s *Sync, trigger string) (*Plan, error) {
+	seg, err := e.data.GetSegment(ctx, s.Env, s.SegmentID, true)
+	if err != nil {
+		return nil, err
+	}
+	delivered, err := e.st.Delivered(ctx, s.ID)
+	if err != nil {
+		return nil, err
+	}
+	current := seg.Members
+	if trigger == TriggerDisable {
+		current = roaring.New()
+	}
+	values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, current)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Version: seg.Version, SegmentName: seg.Name}
+	full := trigger == TriggerRetention
+	mirror := s.Mode == Mirror || trigger == TriggerDisable
+	it := current.Iterator()
+	for it.HasNext() {
+		d := it.Next()
+		v, ok := values[d]
+		old, held := delivered[d]
+		switch {
+		case !ok:
+			p.Unmatched++
+			if held && mirror {
+				p.Removes = append(p.Removes, item{dense: d, identity: old})
+			}
+		case held && old == v.Value && !full:
+		default:
+			if held && old != v.Value {
+				// A changed identity: drop the old id, send the new one.
+				p.Removes = append(p.Removes, item{dense: d, userID: v.UserID, identity: old})
+			}
+			p.Adds = append(p.Adds, item{dense: d, userID: v.UserID, identity: v.Value})
+		}
+	}
+	if mirror {
+		gone := make([]uint32, 0)
+		for d := range delivered {
+			if !current.Contains(d) {
+				gone = append(gone, d)
+			}
+		}
+		sort.Slice(gone, func(i, j int) bool { return gone[i] < gone[j] })
+		for _, d := range gone {
+			p.Removes = append(p.Removes, item{dense: d, identity: delivered[d]})
+		}
+	}
+	failed, err := e.st.Failed(ctx, s.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, lists := range [][]item{p.Adds, p.Removes} {
+		for _, x := range lists {
+			if _, ok := failed[x.dense]; ok {
+				p.Retry++
+			}
+		}
+	}
+	return p, nil
+}
+
+// DryRun computes the next run's diff and sends nothing.
+func (e *Engine) DryRun(ctx context.Context, env, syncID string, sample int) (*Plan, error) {
+	s, err := e.st.GetSync(ctx, env, syncID)
+	if err != nil {
+		return nil, err
+	}
+	trigger := TriggerManual
+	if e.refreshDue(s, e.o.Now()) {
+		trigger = TriggerRetention
+	}
+	return e.plan(ctx, s, trigger)
+}
+
+// Execute performs run runID: plan, send batches, checkpoint after each
+// acknowledged batch. A cancelled context (engine stopping) leaves the run
+// queued for the job to be retried; the next attempt recomputes the diff
+// from the checkpoints, so acknowledged batches are not sent again.
+func (e *Engine) Execute(ctx context.Context, runID string) error {
+	r, err := e.st.GetRun(ctx, runID)
+	if err != nil {
+		return err
+	}
+	if r.Status != StatusQueued && r.Status != StatusRunning {
+		return nil // already finished (a duplicate delivery of the job)
+	}
+	s, err := e.st.GetSync(ctx, r.Env, r.SyncID)
+	if err != nil {
+		return err
+	}
+	ctx, span := e.o.Tracer.Start(ctx, "sync.run", trace.WithNewRoot(), trace.WithAttributes(attribute.String("sync.id", s.ID), attribute.String("run.id", r.ID), attribute.String("destination", s.DestinationType), attribute.String("trigger", r.Trigger)))
+	defer span.End()
+	r.TraceID = span.SpanContext().TraceID().String()
+	r.Status = StatusRunning
+	if r.Started.IsZero() {
+		r.Started = e.o.Now().UTC()
+	}
+	_ = e.st.UpdateRun(ctx, r)
+	err = e.execute(ctx, s, r)
+	if ctx.Err() != nil {
+		// Interrupted: the job is retried and resumes from the checkpoints.
+		r.Status = StatusQueued
+		_ = e.st.UpdateRun(context.WithoutCancel(ctx), r)
+		span.SetStatus(codes.Error, "interrupted")
+		return ctx.Err()
+	}
+	r.Finished = e.o.Now().UTC()
+	switch {
+	case err != nil:
+		r.Status, r.Error = StatusFailed, err.Error()
+		span.SetStatus(codes.Error, err.Error())
+	case r.Failed > 0:
+		r.Status = StatusPartial
+	default:
+		r.Status = StatusSucceeded
+	}
+	span.SetAttributes(attribute.Int64("run.added", int64(r.Added)), attribute.Int64("run.removed", int64(r.Removed)), attribute.Int64("run.unmatched", int64(r.Unmatched)), attribute.Int64("run.failed", int64(r.Failed)))
+	if uerr := e.st.UpdateRun(context.WithoutCancel(ctx), r); uerr != nil {
+		return uerr
+	}
+	return e.finishSync(context.WithoutCancel(ctx), s, r)
+}
+
+func (e *Engine) finishSync(ctx context.Context, s *Sync, r *Run) error {
+	cur, err := e.st.GetSync(ctx, "", s.ID)
+	if err != nil {
+		return err
+	}
+	cur.LastStatus, cur.LastError = r.Status, r.Error
+	if r.Status == StatusSucceeded || r.Status == StatusPartial {
+		cur.LastSynced = r.Finished
+		if cur.FrozenName == "" && r.Trigger != TriggerDisable {
+			cur.FrozenName = s.FrozenName
+		}
+		if !r.DataExpires.IsZero() {
+			cur.DataExpires = r.DataExpires
+		}
+		if r.Trigger == TriggerDisable {
+			cur.DataExpires = time.Time{}
+		}
+	}
+	cur.Updated = e.o.Now().UTC()
+	return e.st.UpdateSync(ctx, e.db, cur)
+}
+
+// runError ends a run early with a message for its record.
+type runError struct{ msg string }
+
+func (e *runError) Error() string { return e.msg }
+
+func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
+	conn, t, err := e.destination(ctx, s.Env, s.ConnectionID)
+	if err != nil {
+		return err
+	}
+	p, err := e.plan(ctx, s, r.Trigger)
+	if err != nil {
+		return err
+	}
+	r.Unmatched, r.Retried = p.Unmatched, p.Retry
+	if s.FrozenName == "" {
+		s.FrozenName = p.SegmentName // fixed by the first successful run
+	}
+	cfg := destinations.Config{BaseURL: e.o.BaseURL(t.Name), Credentials: conn.GetCredentials(), SigningSecret: conn.GetSigningSecret(),
+		Limiter: ratelimit.New(e.db, "connection:"+s.ConnectionID, max(t.RatePerMinute, 1), max(t.RatePerMinute/6, 1))}
+	if e.o.AdapterConfig != nil {
+		e.o.AdapterConfig(&cfg)
+	}
+	a, err := destinations.New(t.Name, cfg)
+	if err != nil {
+		return err
+	}
+	seg := a.(destinations.Segments)
+	size := max(t.BatchSize, 1)
+	total := (len(p.Adds) + len(p.Removes) + size - 1) / size
+	page := 0
+	// Removals first, so a changed identity's old id leaves before its new
+	// one arrives.
+	all := make([]struct {
+		x      item
+		remove bool
+	}, 0, len(p.Adds)+len(p.Removes))
+	for _, x := range p.Removes {
+		all = append(all, struct {
+			x      item
+			remove bool
+		}{x, true})
+	}
+	for _, x := range p.Adds {
+		all = append(all, struct {
+			x      item
+			remove bool
+		}{x, false})
+	}
+	for i := 0; i < len(all); i += size {
+		page++
+		chunk := all[i:min(i+size, len(all))]
+		b := destinations.SegmentBatch{SegmentID: s.SegmentID, DisplayName: s.FrozenName, IdempotencyKey: fmt.Sprintf("%s-%d", r.ID, page), Page: page, TotalPages: total, TaskID: r.ID}
+		for _, c := range chunk {
+			id := destinations.Identity{UserID: c.x.userID, ID: c.x.identity}
+			if c.remove {
+				b.Remove = append(b.Remove, id)
+			} else {
+				b.Add = append(b.Add, id)
+			}
+		}
+		bctx, bspan := e.o.Tracer.Start(ctx, "sync.batch", trace.WithAttributes(attribute.Int("batch.page", page), attribute.Int("batch.adds", len(b.Add)), attribute.Int("batch.removes", len(b.Remove))))
+		res, err := seg.DeliverSegment(bctx, b)
+		if err != nil {
+			bspan.SetStatus(codes.Error, err.Error())
+		}
+		bspan.End()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		ack := Ack{Added: map[uint32]string{}, Failed: map[uint32]FailedIdentity{}}
+		switch destinations.KindOf(err) {
+		case destinations.AuthFailed:
+			_ = e.conns.Report(ctx, s.Env, s.ConnectionID, connectorv1.ConnectionStatus_CONNECTION_STATUS_NEEDS_REAUTH, err.Error())
+			return &runError{fmt.Sprintf("%s refused the connection's credentials; re-authorise connection %s (%v)", t.DisplayName, s.ConnectionID, err)}
+		case destinations.Permanent:
+			// The whole batch was refused: each identity is recorded failed.
+			for _, c := range chunk {
+				res.Failed = append(res.Failed, destinations.Failure{Identity: destinations.Identity{UserID: c.x.userID, ID: c.x.identity}, Removal: c.remove, Reason: err.Error()})
+			}
+		default:
+			if err != nil {
+				return &runError{fmt.Sprintf("%s is failing (%v); delivered batches are kept and the next run continues from them", t.DisplayName, err)}
+			}
+		}
+		failed := map[string]destinations.Failure{}
+		for _, f := range res.Failed {
+			failed[key(f.ID, f.Removal)] = f
+		}
+		for _, c := range chunk {
+			if f, bad := failed[key(c.x.identity, c.remove)]; bad {
+				ack.Failed[c.x.dense] = FailedIdentity{UserID: c.x.userID, Identity: c.x.identity, Removal: c.remove, Reason: f.Reason}
+				r.Failed++
+				if len(r.FailedSample) < 20 {
+					r.FailedSample = append(r.FailedSample, ack.Failed[c.x.dense])
+				}
+				continue
+			}
+			ack.OK = append(ack.OK, c.x.dense)
+			if c.remove {
+				if _, readd := ack.Added[c.x.dense]; !readd {
+					ack.Removed = append(ack.Removed, c.x.dense)
+				}
+				r.Removed++
+			} else {
+				ack.Added[c.x.dense] = c.x.identity
+				r.Added++
+			}
+		}
+		if err := e.st.Checkpoint(context.WithoutCancel(ctx), s.ID, ack); err != nil {
+			return err
+		}
+		if page%10 == 0 {
+			_ = e.st.UpdateRun(ctx, r)
+		}
+	}
+	if t.Retention > 0 {
+		r.DataExpires = e.o.Now().UTC().Add(t.Retention)
+	}
+	return nil
+}
+
+func key(id string, removal bool) string {
+	if removal {
+		return "-" + id
+	}
+	return "+" + id
+}
+
+// Identity is the destination id of a planned add or remove.
+func (x item) Identity() string { return x.identity }

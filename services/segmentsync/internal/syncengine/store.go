@@ -1,0 +1,375 @@
+package syncengine
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/seghub/seghub/pkg/apperr"
+	"github.com/seghub/seghub/pkg/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Schedules, modes, statuses and triggers as stored.
+const (
+	OneTime   = "one_time"
+	Recurring = "recurring"
+	Upsert    = "upsert"
+	Mirror    = "mirror"
+
+	StatusQueued    = "queued"
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusPartial   = "partial"
+	StatusFailed    = "failed"
+	StatusCanceled  = "canceled"
+
+	TriggerEnable    = "enable"
+	TriggerManual    = "manual"
+	TriggerSchedule  = "schedule"
+	TriggerRetention = "retention_refresh"
+	TriggerDisable   = "disable"
+)
+
+// Sync is a segment synced to a connection.
+type Sync struct {
+	ID, Env, SegmentID, ConnectionID, DestinationType, IdentityProperty string
+	Schedule                                                            string
+	Interval                                                            time.Duration
+	Mode                                                                string
+	Enabled                                                             bool
+	FrozenName                                                          string
+	LastSynced                                                          time.Time
+	LastStatus, LastError                                               string
+	NextRun, DataExpires                                                time.Time
+	Created, Updated                                                    time.Time
+	Delivered                                                           uint64
+}
+
+// Run is one sync run.
+type Run struct {
+	ID, SyncID, Env, Trigger, Status           string
+	Created, Started, Finished                 time.Time
+	Added, Removed, Unmatched, Failed, Retried uint64
+	Error                                      string
+	FailedSample                               []FailedIdentity
+	DataExpires                                time.Time
+	TraceID                                    string
+}
+
+// FailedIdentity is a permanently refused add or remove.
+type FailedIdentity struct {
+	UserID   string `json:"user_id"`
+	Identity string `json:"identity"`
+	Reason   string `json:"reason"`
+	Removal  bool   `json:"removal"`
+}
+
+// Store is the sync engine's SQL.
+type Store struct{ db *store.DB }
+
+// OpenStore migrates db.
+func OpenStore(ctx context.Context, db *store.DB) (*Store, error) {
+	sub, _ := fs.Sub(migrations, "migrations")
+	if err := db.Migrate(ctx, "syncengine", sub); err != nil {
+		return nil, err
+	}
+	return &Store{db: db}, nil
+}
+
+func us(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func ut(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}
+
+const syncCols = `sync_id, environment_id, segment_id, connection_id, destination_type, identity_property, schedule, interval_us, mode, enabled, frozen_name, last_synced_at, last_status, last_error, next_run_at, data_expires_at, created_at, updated_at`
+
+func scanSync(sc interface{ Scan(...any) error }) (*Sync, error) {
+	var s Sync
+	var interval, last, next, exp, c, u int64
+	if err := sc.Scan(&s.ID, &s.Env, &s.SegmentID, &s.ConnectionID, &s.DestinationType, &s.IdentityProperty, &s.Schedule, &interval, &s.Mode, &s.Enabled, &s.FrozenName, &last, &s.LastStatus, &s.LastError, &next, &exp, &c, &u); err != nil {
+		return nil, err
+	}
+	s.Interval = time.Duration(interval) * time.Microsecond
+	s.LastSynced, s.NextRun, s.DataExpires, s.Created, s.Updated = ut(last), ut(next), ut(exp), ut(c), ut(u)
+	return &s, nil
+}
+
+// CreateSync inserts a sync.
+func (st *Store) CreateSync(ctx context.Context, q store.Querier, s *Sync) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO se_syncs (`+syncCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.ID, s.Env, s.SegmentID, s.ConnectionID, s.DestinationType, s.IdentityProperty, s.Schedule, s.Interval.Microseconds(), s.Mode, s.Enabled, s.FrozenName, us(s.LastSynced), s.LastStatus, s.LastError, us(s.NextRun), us(s.DataExpires), us(s.Created), us(s.Updated))
+	return err
+}
+
+// UpdateSync writes every mutable field of s.
+func (st *Store) UpdateSync(ctx context.Context, q store.Querier, s *Sync) error {
+	_, err := q.ExecContext(ctx, `UPDATE se_syncs SET identity_property = ?, schedule = ?, interval_us = ?, mode = ?, enabled = ?, frozen_name = ?, last_synced_at = ?, last_status = ?, last_error = ?, next_run_at = ?, data_expires_at = ?, updated_at = ? WHERE sync_id = ?`,
+		s.IdentityProperty, s.Schedule, s.Interval.Microseconds(), s.Mode, s.Enabled, s.FrozenName, us(s.LastSynced), s.LastStatus, s.LastError, us(s.NextRun), us(s.DataExpires), us(s.Updated), s.ID)
+	return err
+}
+
+// GetSync returns env's sync (env "" for the engine's own lookups).
+func (st *Store) GetSync(ctx context.Context, env, id string) (*Sync, error) {
+	q := `SELECT ` + syncCols + ` FROM se_syncs WHERE sync_id = ?`
+	args := []any{id}
+	if env != "" {
+		q += ` AND environment_id = ?`
+		args = append(args, env)
+	}
+	s, err := scanSync(st.db.QueryRowContext(ctx, q, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, apperr.NotFound("sync %q not found", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := st.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM se_delivered WHERE sync_id = ?`, id).Scan(&s.Delivered); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ListSyncs lists env's syncs, optionally of one segment or connection.
+func (st *Store) ListSyncs(ctx context.Context, env, segmentID, connectionID string) ([]*Sync, error) {
+	q := `SELECT ` + syncCols + ` FROM se_syncs WHERE environment_id = ?`
+	args := []any{env}
+	if segmentID != "" {
+		q += ` AND segment_id = ?`
+		args = append(args, segmentID)
+	}
+	if connectionID != "" {
+		q += ` AND connection_id = ?`
+		args = append(args, connectionID)
+	}
+	return st.querySyncs(ctx, q+` ORDER BY created_at, sync_id`, args...)
+}
+
+func (st *Store) querySyncs(ctx context.Context, q string, args ...any) ([]*Sync, error) {
+	rows, err := st.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Sync
+	for rows.Next() {
+		s, err := scanSync(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// CountRecurring counts a connection's enabled recurring syncs.
+func (st *Store) CountRecurring(ctx context.Context, q store.Querier, env, connectionID, except string) (int, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM se_syncs WHERE environment_id = ? AND connection_id = ? AND schedule = ? AND enabled = TRUE AND sync_id <> ?`, env, connectionID, Recurring, except).Scan(&n)
+	return n, err
+}
+
+// DueSyncs returns enabled recurring syncs whose next run is due.
+func (st *Store) DueSyncs(ctx context.Context, now time.Time) ([]*Sync, error) {
+	return st.querySyncs(ctx, `SELECT `+syncCols+` FROM se_syncs WHERE enabled = TRUE AND schedule = ? AND next_run_at <= ? ORDER BY next_run_at`, Recurring, now.UnixMicro())
+}
+
+// SyncsOfSegment returns env's syncs of a segment.
+func (st *Store) SyncsOfSegment(ctx context.Context, env, segmentID string) ([]*Sync, error) {
+	return st.ListSyncs(ctx, env, segmentID, "")
+}
+
+// Delivered returns what the destination holds for a sync: dense id → identity.
+func (st *Store) Delivered(ctx context.Context, syncID string) (map[uint32]string, error) {
+	rows, err := st.db.QueryContext(ctx, `SELECT dense_id, identity FROM se_delivered WHERE sync_id = ?`, syncID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[uint32]string{}
+	for rows.Next() {
+		var d int64
+		var id string
+		if err := rows.Scan(&d, &id); err != nil {
+			return nil, err
+		}
+		out[uint32(d)] = id
+	}
+	return out, rows.Err()
+}
+
+// Failed returns the identities whose last delivery failed.
+func (st *Store) Failed(ctx context.Context, syncID string) (map[uint32]FailedIdentity, error) {
+	rows, err := st.db.QueryContext(ctx, `SELECT dense_id, identity, removal, reason FROM se_failed WHERE sync_id = ?`, syncID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[uint32]FailedIdentity{}
+	for rows.Next() {
+		var d int64
+		var f FailedIdentity
+		if err := rows.Scan(&d, &f.Identity, &f.Removal, &f.Reason); err != nil {
+			return nil, err
+		}
+		out[uint32(d)] = f
+	}
+	return out, rows.Err()
+}
+
+// Ack is one acknowledged batch: the checkpoint.
+type Ack struct {
+	Added   map[uint32]string // dense → identity now held
+	Removed []uint32          // no longer held
+	Failed  map[uint32]FailedIdentity
+	OK      []uint32 // delivered this batch (clears earlier failures)
+}
+
+// Checkpoint records an acknowledged batch in one transaction.
+func (st *Store) Checkpoint(ctx context.Context, syncID string, a Ack) error {
+	return st.db.InTx(ctx, func(tx *store.Tx) error {
+		if err := chunked(ctx, tx, len(a.Removed), func(i, j int) (string, []any) {
+			args := []any{syncID}
+			for _, d := range a.Removed[i:j] {
+				args = append(args, int64(d))
+			}
+			return `DELETE FROM se_delivered WHERE sync_id = ? AND dense_id IN (` + marks(j-i) + `)`, args
+		}); err != nil {
+			return err
+		}
+		added := make([]uint32, 0, len(a.Added))
+		for d := range a.Added {
+			added = append(added, d)
+		}
+		if err := chunked(ctx, tx, len(added), func(i, j int) (string, []any) {
+			var b strings.Builder
+			args := make([]any, 0, (j-i)*3)
+			for k, d := range added[i:j] {
+				if k > 0 {
+					b.WriteString(",")
+				}
+				b.WriteString("(?, ?, ?)")
+				args = append(args, syncID, int64(d), a.Added[d])
+			}
+			return `INSERT INTO se_delivered (sync_id, dense_id, identity) VALUES ` + b.String() + ` ON CONFLICT (sync_id, dense_id) DO UPDATE SET identity = excluded.identity`, args
+		}); err != nil {
+			return err
+		}
+		if err := chunked(ctx, tx, len(a.OK), func(i, j int) (string, []any) {
+			args := []any{syncID}
+			for _, d := range a.OK[i:j] {
+				args = append(args, int64(d))
+			}
+			return `DELETE FROM se_failed WHERE sync_id = ? AND dense_id IN (` + marks(j-i) + `)`, args
+		}); err != nil {
+			return err
+		}
+		for d, f := range a.Failed {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO se_failed (sync_id, dense_id, identity, removal, reason) VALUES (?, ?, ?, ?, ?) ON CONFLICT (sync_id, dense_id) DO UPDATE SET identity = excluded.identity, removal = excluded.removal, reason = excluded.reason`, syncID, int64(d), f.Identity, f.Removal, f.Reason); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func marks(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
+
+// chunked runs a statement per chunk of at most 300 items.
+func chunked(ctx context.Context, tx *store.Tx, n int, stmt func(i, j int) (string, []any)) error {
+	for i := 0; i < n; i += 300 {
+		q, args := stmt(i, min(i+300, n))
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ClearDelivered forgets what a sync delivered (after a clearing run).
+func (st *Store) ClearDelivered(ctx context.Context, syncID string) error {
+	_, err := st.db.ExecContext(ctx, `DELETE FROM se_delivered WHERE sync_id = ?`, syncID)
+	return err
+}
+
+const runCols = `run_id, sync_id, environment_id, trigger_kind, status, created_at, started_at, finished_at, added, removed, unmatched, failed, retried, error, failed_sample, data_expires_at, trace_id`
+
+// CreateRun inserts a queued run.
+func (st *Store) CreateRun(ctx context.Context, r *Run) error {
+	_, err := st.db.ExecContext(ctx, `INSERT INTO se_runs (`+runCols+`) VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 0, '', '[]', 0, '')`, r.ID, r.SyncID, r.Env, r.Trigger, r.Status, us(r.Created))
+	return err
+}
+
+// UpdateRun writes a run's progress.
+func (st *Store) UpdateRun(ctx context.Context, r *Run) error {
+	sample, _ := json.Marshal(r.FailedSample)
+	_, err := st.db.ExecContext(ctx, `UPDATE se_runs SET status = ?, started_at = ?, finished_at = ?, added = ?, removed = ?, unmatched = ?, failed = ?, retried = ?, error = ?, failed_sample = ?, data_expires_at = ?, trace_id = ? WHERE run_id = ?`,
+		r.Status, us(r.Started), us(r.Finished), int64(r.Added), int64(r.Removed), int64(r.Unmatched), int64(r.Failed), int64(r.Retried), r.Error, string(sample), us(r.DataExpires), r.TraceID, r.ID)
+	return err
+}
+
+func scanRun(sc interface{ Scan(...any) error }) (*Run, error) {
+	var r Run
+	var c, s, f, exp int64
+	var added, removed, unmatched, failed, retried int64
+	var sample string
+	if err := sc.Scan(&r.ID, &r.SyncID, &r.Env, &r.Trigger, &r.Status, &c, &s, &f, &added, &removed, &unmatched, &failed, &retried, &r.Error, &sample, &exp, &r.TraceID); err != nil {
+		return nil, err
+	}
+	r.Created, r.Started, r.Finished, r.DataExpires = ut(c), ut(s), ut(f), ut(exp)
+	r.Added, r.Removed, r.Unmatched, r.Failed, r.Retried = uint64(added), uint64(removed), uint64(unmatched), uint64(failed), uint64(retried)
+	_ = json.Unmarshal([]byte(sample), &r.FailedSample)
+	return &r, nil
+}
+
+// GetRun returns a run.
+func (st *Store) GetRun(ctx context.Context, id string) (*Run, error) {
+	r, err := scanRun(st.db.QueryRowContext(ctx, `SELECT `+runCols+` FROM se_runs WHERE run_id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, apperr.NotFound("sync run %q not found", id)
+	}
+	return r, err
+}
+
+// ListRuns returns a sync's runs, newest first.
+func (st *Store) ListRuns(ctx context.Context, syncID string, limit int) ([]*Run, error) {
+	rows, err := st.db.QueryContext(ctx, `SELECT `+runCols+` FROM se_runs WHERE sync_id = ? ORDER BY created_at DESC, run_id DESC LIMIT ?`, syncID, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Run
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// PendingRun returns a sync's queued or running run, if any.
+func (st *Store) PendingRun(ctx context.Context, syncID string) (*Run, error) {
+	r, err := scanRun(st.db.QueryRowContext(ctx, `SELECT `+runCols+` FROM se_runs WHERE sync_id = ? AND status IN (?, ?) ORDER BY created_at LIMIT 1`, syncID, StatusQueued, StatusRunning))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return r, err
+}
