@@ -24,6 +24,7 @@ type Process struct {
 	P         *app.Platform
 	Addr      string
 	MemberKey string
+	AdminKey  string
 	dir       string
 	cancel    context.CancelFunc
 }
@@ -44,7 +45,7 @@ func Start(ctx context.Context, configure func(*config.Config), newServices ...f
 	if err != nil {
 		return nil, err
 	}
-	env, _, err := p.Admin.Bootstrap(ctx, "")
+	env, adminKey, err := p.Admin.Bootstrap(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +76,7 @@ func Start(ctx context.Context, configure func(*config.Config), newServices ...f
 	for _, s := range svcs {
 		go func() { _ = s.Run(rctx) }()
 	}
-	return &Process{P: p, Addr: p.SelfAddr, MemberKey: member, dir: dir, cancel: cancel}, nil
+	return &Process{P: p, Addr: p.SelfAddr, MemberKey: member, AdminKey: adminKey, dir: dir, cancel: cancel}, nil
 }
 
 // Stop ends the process and removes its data.
@@ -96,6 +97,12 @@ func (bearer) RequireTransportSecurity() bool { return false }
 // Dial connects with the member key.
 func (p *Process) Dial() (*grpc.ClientConn, error) {
 	return grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(p.MemberKey)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(256<<20)))
+}
+
+// DialAdmin connects with the admin key.
+func (p *Process) DialAdmin() (*grpc.ClientConn, error) {
+	return grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(p.AdminKey)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(256<<20)))
 }
 
