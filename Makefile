@@ -62,9 +62,10 @@ build:
 	go build -o bin/seghub ./cmd/seghub
 
 # The all-in-one on the embedded default (SQLite + embedded JetStream), seeded
-# on first start with demo users, segments and a product tour.
+# on first start with demo users, segments, a product tour, and an Appcues
+# connection to the in-process destination simulator (:8090) with a recurring sync.
 run: build
-	SEGHUB_SEED=$${SEGHUB_SEED:-true} ./bin/seghub serve
+	SEGHUB_SEED=$${SEGHUB_SEED:-true} SEGHUB_DESTSIM_ADDR=$${SEGHUB_DESTSIM_ADDR:-127.0.0.1:8090} ./bin/seghub serve
 
 # Split mode end to end: every service its own process on PostgreSQL and the
 # external NATS (also part of `make test`).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/app"
@@ -86,6 +87,21 @@ func seed(ctx context.Context, p *app.Platform, env string) error {
 	}
 	if _, err := tg.CreateExperience(ctx, &targetingv1.CreateExperienceRequest{Name: "Welcome checklist", Type: targetingv1.ExperienceType_EXPERIENCE_TYPE_CHECKLIST, Audience: &targetingv1.Audience{Everyone: true}}); err != nil {
 		return err
+	}
+	if p.Config.DestSimAddr != "" {
+		// Connect the simulator's Appcues and sync the trial segment to it.
+		cconn, err := p.Conn(app.Connector)
+		if err != nil {
+			return err
+		}
+		c, err := connectorv1.NewConnectorServiceClient(cconn).CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "appcues", Name: "Appcues (simulator)",
+			Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}, Settings: &connectorv1.ConnectionSettings{SendEvents: true}})
+		if err != nil {
+			return fmt.Errorf("seed appcues connection: %w", err)
+		}
+		if _, err := ss.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: trial, ConnectionId: c.GetConnection().GetConnectionId(), Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING}); err != nil {
+			return fmt.Errorf("seed sync: %w", err)
+		}
 	}
 	p.Logger.Info("seeded demo data", "segments", len(ids), "users", len(users), "trial_segment", trial)
 	return nil

@@ -39,6 +39,14 @@ func serve(ctx context.Context, cfg *config.Config, role string, h Hooks) error 
 		return fmt.Errorf("unknown service %q: one of %v", role, roles)
 	}
 	has := func(name string) bool { return role == "all" || role == name }
+	if cfg.DestSimAddr != "" && role == "all" {
+		url, stop, err := startSimulator(cfg.DestSimAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		cfg.AppcuesURL, cfg.CommandBarURL, cfg.ABTastyURL, cfg.AnalyticsURL = url, url, url, url
+	}
 	p, err := app.NewPlatform(ctx, cfg, app.Options{Name: role, LogOutput: h.Stderr, NeedBus: has(app.SegmentSync) || has(app.EventRelay) || has(app.Targeting)})
 	if err != nil {
 		return err
