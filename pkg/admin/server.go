@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"strings"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -32,16 +31,7 @@ func NewServer(s *Store, onRevoke func(hash string)) *Server {
 	return &Server{store: s, onRevoke: onRevoke}
 }
 
-func checkName(field, name string) (string, error) {
-	name = strings.TrimSpace(name)
-	switch {
-	case name == "":
-		return "", apperr.Invalid(field, "must not be blank")
-	case utf8.RuneCountInString(name) > MaxNameLength:
-		return "", apperr.Invalid(field, "must be at most 100 characters")
-	}
-	return name, nil
-}
+func checkName(field, name string) (string, error) { return apperr.Name(field, name, MaxNameLength) }
 
 func envPB(e Environment) *adminv1.Environment {
 	return &adminv1.Environment{Id: e.ID, Name: e.Name, ParentId: e.ParentID, CreateTime: timestamppb.New(e.CreatedAt)}

@@ -5,6 +5,8 @@ package apperr
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -114,4 +116,17 @@ func Code(err error) codes.Code {
 		return st.Code()
 	}
 	return codes.Unknown
+}
+
+// Name validates a display name: trimmed, not blank, at most max characters.
+// It returns the trimmed name.
+func Name(field, name string, max int) (string, error) {
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "":
+		return "", Invalid(field, "must not be blank")
+	case utf8.RuneCountInString(name) > max:
+		return "", Invalid(field, fmt.Sprintf("must be at most %d characters", max))
+	}
+	return name, nil
 }

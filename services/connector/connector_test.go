@@ -47,7 +47,7 @@ type fixture struct {
 	e    *apptest.Env
 	sim  *destsim.Sim
 	gw   *httptest.Server
-	logs *logBuffer
+	logs *apptest.LogBuffer
 	c    connectorv1.ConnectorServiceClient
 }
 
@@ -56,7 +56,7 @@ func start(t *testing.T, postgres bool) *fixture {
 	sim := destsim.New(destsim.DemoCredentials())
 	simSrv := httptest.NewServer(sim)
 	t.Cleanup(simSrv.Close)
-	f := &fixture{sim: sim, logs: &logBuffer{}}
+	f := &fixture{sim: sim, logs: &apptest.LogBuffer{}}
 	// The gateway's URL is known only once it listens; a handler swapped in
 	// later lets the OAuth redirect URL point at it from the start.
 	var gwHandler http.Handler = http.NotFoundHandler()

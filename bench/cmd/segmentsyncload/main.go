@@ -39,26 +39,6 @@ func maxRSSMB() float64 {
 	return float64(ru.Maxrss) / 1024
 }
 
-func replace(ctx context.Context, c segmentsyncv1.SegmentSyncServiceClient, sid string, from, to int) (*segmentsyncv1.ReplaceMembersResponse, error) {
-	st, err := c.ReplaceMembers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for i := from; i < to; i += 20000 {
-		req := &segmentsyncv1.ReplaceMembersRequest{}
-		if i == from {
-			req.SegmentId = sid
-		}
-		for j := i; j < min(i+20000, to); j++ {
-			req.UserIds = append(req.UserIds, "user:"+strconv.Itoa(j))
-		}
-		if err := st.Send(req); err != nil {
-			return nil, err
-		}
-	}
-	return st.CloseAndRecv()
-}
-
 func run(members, segments int) error {
 	ctx := context.Background()
 	proc, err := harness.Start(ctx, nil, func(ctx context.Context, p *app.Platform) (app.Service, error) { return segmentsync.New(ctx, p) })
@@ -78,7 +58,7 @@ func run(members, segments int) error {
 	}
 	sid := seg.GetSegment().GetSegmentId()
 	t0 := time.Now()
-	res, err := replace(ctx, c, sid, 0, members)
+	res, err := harness.Replace(ctx, c, sid, "user:", 0, members)
 	if err != nil {
 		return err
 	}
@@ -86,7 +66,7 @@ func run(members, segments int) error {
 
 	churn := members / 100
 	t0 = time.Now()
-	res, err = replace(ctx, c, sid, churn/2, members+churn/2)
+	res, err = harness.Replace(ctx, c, sid, "user:", churn/2, members+churn/2)
 	if err != nil {
 		return err
 	}
@@ -106,7 +86,7 @@ func run(members, segments int) error {
 		}
 		// Overlapping ranges of the same user base, shifted per segment.
 		off := i * members / 20
-		if _, err := replace(ctx, c, s.GetSegment().GetSegmentId(), off, off+members); err != nil {
+		if _, err := harness.Replace(ctx, c, s.GetSegment().GetSegmentId(), "user:", off, off+members); err != nil {
 			return err
 		}
 	}

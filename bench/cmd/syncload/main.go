@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/seghub/seghub/bench/internal/harness"
@@ -66,27 +65,7 @@ func run(members int, unlimited bool) error {
 		return err
 	}
 	sid := seg.GetSegment().GetSegmentId()
-	upload := func(from, to int) error {
-		st, err := ss.ReplaceMembers(ctx)
-		if err != nil {
-			return err
-		}
-		for i := from; i < to; i += 20000 {
-			req := &segmentsyncv1.ReplaceMembersRequest{}
-			if i == from {
-				req.SegmentId = sid
-			}
-			for j := i; j < min(i+20000, to); j++ {
-				req.UserIds = append(req.UserIds, "user-"+strconv.Itoa(j))
-			}
-			if err := st.Send(req); err != nil {
-				return err
-			}
-		}
-		_, err = st.CloseAndRecv()
-		return err
-	}
-	if err := upload(0, members); err != nil {
+	if _, err := harness.Replace(ctx, ss, sid, "user-", 0, members); err != nil {
 		return err
 	}
 	wait := func(runID, syncID string) (*segmentsyncv1.SyncRun, error) {
@@ -117,7 +96,7 @@ func run(members int, unlimited bool) error {
 	fmt.Printf("full sync of %d members: %v (%.0f users/s), status %v, added %d, destination holds %d\n", members, d.Round(time.Millisecond), float64(r.GetAdded())/d.Seconds(), r.GetStatus(), r.GetAdded(), held)
 
 	churn := members / 100
-	if err := upload(churn/2, members+churn/2); err != nil {
+	if _, err := harness.Replace(ctx, ss, sid, "user-", churn/2, members+churn/2); err != nil {
 		return err
 	}
 	before := sim.Snapshot().Counters["requests"]

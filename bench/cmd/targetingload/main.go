@@ -63,23 +63,7 @@ func run(members, conc, nconns int, dur time.Duration, requests int, redisAddr s
 		return err
 	}
 	sid := seg.GetSegment().GetSegmentId()
-	up, err := ss.ReplaceMembers(ctx)
-	if err != nil {
-		return err
-	}
-	for i := 0; i < members; i += 10000 {
-		req := &segmentsyncv1.ReplaceMembersRequest{}
-		if i == 0 {
-			req.SegmentId = sid
-		}
-		for j := i; j < min(i+10000, members); j++ {
-			req.UserIds = append(req.UserIds, "user:"+strconv.Itoa(j))
-		}
-		if err := up.Send(req); err != nil {
-			return err
-		}
-	}
-	if _, err := up.CloseAndRecv(); err != nil {
+	if _, err := harness.Replace(ctx, ss, sid, "user:", 0, members); err != nil {
 		return err
 	}
 	clients := make([]targetingv1.TargetingServiceClient, nconns)

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	authv1 "github.com/seghub/seghub/gen/seghub/auth/v1"
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/admin"
 	"github.com/seghub/seghub/pkg/app"
 	"github.com/seghub/seghub/pkg/config"
@@ -122,4 +124,26 @@ func (l Latencies) Quantile(q float64) time.Duration {
 // String formats p50/p99.
 func (l Latencies) String() string {
 	return fmt.Sprintf("p50 %v p99 %v", l.Quantile(0.5), l.Quantile(0.99))
+}
+
+// Replace sets segment sid to the users prefix+from .. prefix+(to-1) with one
+// ReplaceMembers stream of 20 000-id messages.
+func Replace(ctx context.Context, c segmentsyncv1.SegmentSyncServiceClient, sid, prefix string, from, to int) (*segmentsyncv1.ReplaceMembersResponse, error) {
+	st, err := c.ReplaceMembers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := from; i < to || i == from; i += 20000 {
+		req := &segmentsyncv1.ReplaceMembersRequest{}
+		if i == from {
+			req.SegmentId = sid
+		}
+		for j := i; j < min(i+20000, to); j++ {
+			req.UserIds = append(req.UserIds, prefix+strconv.Itoa(j))
+		}
+		if err := st.Send(req); err != nil {
+			return nil, err
+		}
+	}
+	return st.CloseAndRecv()
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -109,16 +108,7 @@ func lookup(typ string) (destinations.Type, error) {
 	return t, nil
 }
 
-func checkName(name string) (string, error) {
-	name = strings.TrimSpace(name)
-	if name == "" {
-		return "", apperr.Invalid("name", "must not be blank")
-	}
-	if utf8.RuneCountInString(name) > maxName {
-		return "", apperr.Invalid("name", fmt.Sprintf("must be at most %d characters", maxName))
-	}
-	return name, nil
-}
+func checkName(name string) (string, error) { return apperr.Name("name", name, maxName) }
 
 func newSecret() string {
 	b := make([]byte, 32)

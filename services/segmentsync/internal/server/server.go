@@ -207,16 +207,7 @@ func SegmentToPB(sg *store.Segment) *segmentsyncv1.Segment {
 	return &segmentsyncv1.Segment{SegmentId: sg.ID, Name: sg.Name, Description: sg.Description, Visibility: v, MemberCount: sg.Count, Version: sg.Version, ExternalId: sg.ExternalID, CreateTime: timestamppb.New(sg.Created), UpdateTime: timestamppb.New(sg.Updated)}
 }
 
-func checkName(name string) (string, error) {
-	name = strings.TrimSpace(name)
-	switch {
-	case name == "":
-		return "", apperr.Invalid("name", "must not be blank")
-	case utf8.RuneCountInString(name) > MaxNameLength:
-		return "", apperr.Invalid("name", fmt.Sprintf("must be at most %d characters", MaxNameLength))
-	}
-	return name, nil
-}
+func checkName(name string) (string, error) { return apperr.Name("name", name, MaxNameLength) }
 
 func checkDescription(d string) error {
 	if utf8.RuneCountInString(d) > MaxDescriptionLength {

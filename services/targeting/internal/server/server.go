@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/apperr"
@@ -216,16 +215,7 @@ func (s *Server) compile(ctx context.Context, a *targetingv1.Audience) (*audienc
 	return p, err
 }
 
-func checkName(name string) (string, error) {
-	name = strings.TrimSpace(name)
-	if name == "" {
-		return "", apperr.Invalid("name", "must not be blank")
-	}
-	if utf8.RuneCountInString(name) > MaxNameLength {
-		return "", apperr.Invalid("name", fmt.Sprintf("must be at most %d characters", MaxNameLength))
-	}
-	return name, nil
-}
+func checkName(name string) (string, error) { return apperr.Name("name", name, MaxNameLength) }
 
 // CreateExperience implements TargetingService.
 func (s *Server) CreateExperience(ctx context.Context, req *targetingv1.CreateExperienceRequest) (*targetingv1.CreateExperienceResponse, error) {
