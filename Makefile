@@ -72,6 +72,14 @@ run: build
 e2e:
 	go test -count=1 -run 'TestSplit|TestE2E' -v ./cmd/seghub
 
+# Fuzz each target for FUZZTIME (not part of make test; seed corpora under
+# testdata/fuzz run in every make test as ordinary tests).
+FUZZTIME ?= 30s
+fuzz:
+	go test -run x -fuzz FuzzParseWebhook -fuzztime $(FUZZTIME) ./services/segmentsync/internal/server
+	go test -run x -fuzz FuzzVerifySignature -fuzztime $(FUZZTIME) ./services/segmentsync/internal/server
+	go test -run x -fuzz FuzzCompile -fuzztime $(FUZZTIME) ./services/targeting/internal/audience
+
 bench:
 	@echo "see bench/RESULTS.md for each benchmark's command"
 
