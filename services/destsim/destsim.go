@@ -148,6 +148,14 @@ func (s *Sim) reset() {
 // ServeHTTP implements http.Handler.
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// SetCredentials replaces the credentials the simulator accepts (a key
+// revoked at the destination).
+func (s *Sim) SetCredentials(c Credentials) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.creds = c
+}
+
 // SetFaults replaces the injected faults.
 func (s *Sim) SetFaults(f Faults) {
 	s.mu.Lock()
@@ -235,7 +243,10 @@ func readBody(r *http.Request) ([]byte, error) {
 
 func (s *Sim) authorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if _, ok := s.creds.OAuthClients[q.Get("client_id")]; !ok || q.Get("response_type") != "code" {
+	s.mu.Lock()
+	_, ok := s.creds.OAuthClients[q.Get("client_id")]
+	s.mu.Unlock()
+	if !ok || q.Get("response_type") != "code" {
 		writeJSON(w, 400, map[string]string{"error": "invalid_request"})
 		return
 	}

@@ -80,6 +80,8 @@ type Options struct {
 	NoTick bool
 	// PollInterval of the job queue.
 	PollInterval time.Duration
+	// Rate overrides destinations' rate limits.
+	Rate func(t destinations.Type) (perMinute, burst int)
 }
 
 // New opens the store (migrating it) and builds the server.
@@ -127,6 +129,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if o.Now != nil {
 		eo.Now = o.Now
 	}
+	eo.Rate = o.Rate
 	if err := ratelimit.Migrate(ctx, p.DB); err != nil {
 		return nil, err
 	}

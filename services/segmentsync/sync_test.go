@@ -43,6 +43,7 @@ type syncFixture struct {
 }
 
 type syncOpts struct {
+	rate     func(destinations.Type) (int, int)
 	postgres bool
 	dataDir  string
 	dbURL    string
@@ -68,7 +69,7 @@ func startSync(t *testing.T, o syncOpts) *syncFixture {
 	}
 	f.svc, err = segmentsync.NewWithOptions(context.Background(), f.e.P, segmentsync.Options{
 		AdapterConfig: func(c *destinations.Config) { c.MaxAttempts, c.MaxBackoff = 40, 10*time.Millisecond },
-		Now:           f.clock.Now, NoTick: true, PollInterval: 20 * time.Millisecond})
+		Now:           f.clock.Now, NoTick: true, PollInterval: 20 * time.Millisecond, Rate: o.rate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,5 +465,89 @@ func TestRunResumesAfterStop(t *testing.T) {
 				t.Fatalf("resumed process sent %d requests for %d missing members (max %d)", sent, 12000-held, max)
 			}
 		})
+	}
+}
+
+// Two runs to one connection at once share its token bucket: together they
+// take no more than the burst plus the rate.
+func TestConcurrentRunsShareRateLimit(t *testing.T) {
+	f := startSync(t, syncOpts{rate: func(destinations.Type) (int, int) { return 600, 2 }}) // 10 a second
+	ctx := apptest.Context(t, 60*time.Second)
+	conn := f.appcues(t, ctx, "Appcues")
+	segA := f.segment(t, ctx, "A", 10, 10)
+	segB := f.segment(t, ctx, "B", 10, 10)
+	start := time.Now()
+	var runs []*segmentsyncv1.EnableSyncResponse
+	for _, seg := range []string{segA, segB} {
+		en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, en)
+	}
+	for _, en := range runs {
+		if r := f.waitRun(t, ctx, en.GetSync().GetSyncId(), 1, en.GetRun().GetRunId()); r.GetAdded() != 10 {
+			t.Fatalf("run = %v", r)
+		}
+	}
+	// 20 single-profile PATCHes (small batches) at 10/s after a burst of 2.
+	if elapsed, min := time.Since(start), 1700*time.Millisecond; elapsed < min {
+		t.Fatalf("two runs sent 20 requests in %v; the connection's limit allows no less than %v", elapsed, min)
+	}
+	if len(f.appcuesMembers("[seghub] A")) != 10 || len(f.appcuesMembers("[seghub] B")) != 10 {
+		t.Fatal("destination state incomplete")
+	}
+}
+
+// A destination refusing the credentials fails the run with a clear status
+// and marks the connection needs_reauth.
+func TestAuthFailureMarksNeedsReauth(t *testing.T) {
+	f := startSync(t, syncOpts{})
+	ctx := apptest.Context(t, 60*time.Second)
+	conn := f.appcues(t, ctx, "Appcues")
+	seg := f.segment(t, ctx, "S", 5, 5)
+	f.sim.SetCredentials(destsim.Credentials{AppcuesAccounts: map[string]string{"demo": "rotated:keys"}})
+	en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.waitRun(t, ctx, en.GetSync().GetSyncId(), 1, en.GetRun().GetRunId())
+	if r.GetStatus() != segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_FAILED || !strings.Contains(r.GetError(), "re-authorise") {
+		t.Fatalf("run = %v", r)
+	}
+	c, _ := f.conn.GetConnection(ctx, &connectorv1.GetConnectionRequest{ConnectionId: conn})
+	if c.GetConnection().GetStatus() != connectorv1.ConnectionStatus_CONNECTION_STATUS_NEEDS_REAUTH {
+		t.Fatalf("connection status = %v", c.GetConnection().GetStatus())
+	}
+}
+
+// A recurring AB Tasty sync re-sends its full state before the data lapses.
+func TestRetentionRefresh(t *testing.T) {
+	f := startSync(t, syncOpts{})
+	ctx := apptest.Context(t, 60*time.Second)
+	cr, err := f.conn.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "abtasty", Name: "AB", Credentials: map[string]string{"account_identifier": "acc", "client_id": "seghub", "client_secret": "seghub-secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := f.segment(t, ctx, "Visitors", 3, 0)
+	var users []*segmentsyncv1.User
+	for i := 0; i < 3; i++ {
+		users = append(users, &segmentsyncv1.User{UserId: fmt.Sprint("u", i), Properties: map[string]*segmentsyncv1.PropertyValue{"ABTastyVisitorId": {Kind: &segmentsyncv1.PropertyValue_StringValue{StringValue: fmt.Sprint("v-", i)}}}})
+	}
+	_, _ = f.ss.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: users})
+	en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: cr.GetConnection().GetConnectionId(), Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING, Interval: durationpb.New(30 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.waitRun(t, ctx, en.GetSync().GetSyncId(), 1, en.GetRun().GetRunId())
+	// 28 days on: within the retention margin (3 days) of the 30-day lapse,
+	// although the 30-day interval is not over, a full re-send runs.
+	f.clock.Add(28 * 24 * time.Hour)
+	if n, err := f.svc.Engine().Tick(ctx); err != nil || n != 1 {
+		t.Fatalf("tick near expiry queued %d (%v)", n, err)
+	}
+	r := f.waitRun(t, ctx, en.GetSync().GetSyncId(), 2)
+	if r.GetTrigger() != segmentsyncv1.SyncRunTrigger_SYNC_RUN_TRIGGER_RETENTION_REFRESH || r.GetAdded() != 3 {
+		t.Fatalf("refresh run = %v (a full re-send adds all 3 again)", r)
 	}
 }

@@ -49,6 +49,8 @@ type Options struct {
 	Jitter float64
 	// AdapterConfig adjusts adapter settings (tests shorten retries).
 	AdapterConfig func(*destinations.Config)
+	// Rate overrides a destination's rate limit (tests make it tight).
+	Rate func(t destinations.Type) (perMinute, burst int)
 	// RetentionMargin is how long before a destination's retention lapses a
 	// recurring sync re-sends its full state (default 3 days).
 	RetentionMargin time.Duration
@@ -486,6 +488,10 @@ func (e *Engine) finishSync(ctx context.Context, s *Sync, r *Run) error {
 		}
 		if !r.DataExpires.IsZero() {
 			cur.DataExpires = r.DataExpires
+			// A recurring sync refreshes the destination before its data lapses.
+			if refresh := cur.DataExpires.Add(-e.o.RetentionMargin); cur.Schedule == Recurring && cur.Enabled && refresh.Before(cur.NextRun) {
+				cur.NextRun = refresh
+			}
 		}
 		if r.Trigger == TriggerDisable {
 			cur.DataExpires = time.Time{}
@@ -513,8 +519,14 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	if s.FrozenName == "" {
 		s.FrozenName = p.SegmentName // fixed by the first successful run
 	}
+	perMinute, burst := max(t.RatePerMinute, 1), max(t.RatePerMinute/6, 1)
+	if e.o.Rate != nil {
+		perMinute, burst = e.o.Rate(t)
+	}
+	// One bucket per connection, in the shared store: every run and every
+	// process writing to this connection draws from it.
 	cfg := destinations.Config{BaseURL: e.o.BaseURL(t.Name), Credentials: conn.GetCredentials(), SigningSecret: conn.GetSigningSecret(),
-		Limiter: ratelimit.New(e.db, "connection:"+s.ConnectionID, max(t.RatePerMinute, 1), max(t.RatePerMinute/6, 1))}
+		Limiter: ratelimit.New(e.db, "connection:"+s.ConnectionID, perMinute, burst)}
 	if e.o.AdapterConfig != nil {
 		e.o.AdapterConfig(&cfg)
 	}

@@ -29,7 +29,7 @@ func (RunArgs) Kind() string { return "seghub_sync_run" }
 
 // InsertOpts implements river.JobArgsWithInsertOpts.
 func (RunArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{MaxAttempts: 20, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
+	return river.InsertOpts{MaxAttempts: MaxAttempts, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
 		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateRetryable, rivertype.JobStateScheduled}}}
 }
 
@@ -43,6 +43,13 @@ func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 }
 
 func (w *runWorker) Timeout(*river.Job[RunArgs]) time.Duration { return JobTimeout }
+
+// NextRetry retries soon and evenly: a run resumes from its checkpoints, so
+// an attempt that timed out or was cut off loses nothing, and River's
+// polynomial backoff would leave a long sync idle for hours.
+func (w *runWorker) NextRetry(job *river.Job[RunArgs]) time.Time {
+	return time.Now().Add(min(time.Duration(1<<min(job.Attempt, 6))*time.Second, time.Minute))
+}
 
 // tickArgs is the periodic scheduler job (the cluster leader enqueues it).
 type tickArgs struct{}
@@ -59,9 +66,13 @@ func (w *tickWorker) Work(ctx context.Context, _ *river.Job[tickArgs]) error {
 	return err
 }
 
-// Job timing.
+// Job timing. A run works in slices of at most JobTimeout; a slice cut off
+// (timeout, or a process killed outright and rescued by River after
+// RescueAfter) is retried and continues from the checkpoints.
 const (
-	JobTimeout   = 30 * time.Minute
+	JobTimeout   = time.Minute
+	RescueAfter  = 90 * time.Second
+	MaxAttempts  = 200
 	TickInterval = 15 * time.Second
 )
 
@@ -128,7 +139,7 @@ func newQueue[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], e *E
 		FetchPollInterval:    o.PollInterval,
 		FetchCooldown:        o.PollInterval / 4,
 		JobTimeout:           JobTimeout,
-		RescueStuckJobsAfter: JobTimeout + time.Minute,
+		RescueStuckJobsAfter: RescueAfter,
 		Logger:               o.Logger,
 	}
 	if !o.NoTick {
