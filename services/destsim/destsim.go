@@ -1,17 +1,21 @@
 // Package destsim simulates the destinations seghub delivers to — Appcues,
 // CommandBar, AB Tasty, a Heap-style analytics track API and webhooks — with
-// their OAuth endpoints, documented limits and error answers, in-memory state
-// that tests inspect at /_sim/state, and injectable faults (a share of 429s
-// with Retry-After, a share of 5xx, added latency, short token lifetimes).
+// their OAuth endpoints, documented limits and error answers, webhook
+// signature checks, in-memory state that tests inspect at /_sim/state, and
+// injectable faults (a share of 429s with Retry-After, a share of 5xx, added
+// latency, short token lifetimes).
 package destsim
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -41,6 +45,11 @@ type Credentials struct {
 	AppcuesAccounts map[string]string
 	// OAuthClients: client id → secret (CommandBar and AB Tasty).
 	OAuthClients map[string]string
+	// WebhookSecrets: webhook path prefix → HMAC-SHA256 signing secret. The
+	// longest prefix of a delivery's path decides ("/" covers every hook);
+	// a path no prefix covers is accepted unsigned, as a receiver without a
+	// configured secret would.
+	WebhookSecrets map[string]string
 }
 
 // DemoCredentials are what `make run` and the tests use by default.
@@ -51,13 +60,52 @@ func DemoCredentials() Credentials {
 	}
 }
 
-// Limits the simulator enforces (documented ones, and assumed where marked).
+// Limits the simulator enforces by default (documented ones, and assumed
+// where marked); SetLimits changes them.
 const (
-	AnalyticsMaxEvents    = 1000
-	AnalyticsPerMinute    = 15000
-	CommandBarMaxIdentify = 500  // assumed
-	AppcuesMaxImport      = 1000 // assumed
+	// Heap's bulk track: at most 1 000 events a request, 15 000 events a
+	// minute per app_id and 1 000 events a minute per identity per app_id.
+	AnalyticsMaxEvents            = 1000
+	AnalyticsPerMinute            = 15000
+	AnalyticsPerIdentityPerMinute = 1000
+	// Heap's single-event track: 30 requests per 30 s per identity per
+	// app_id.
+	AnalyticsTrackPerIdentity       = 30
+	AnalyticsTrackPerIdentityWindow = 30 * time.Second
+	CommandBarMaxIdentify           = 500  // assumed
+	AppcuesMaxImport                = 1000 // assumed
+	// WebhookTolerance is how far a signed webhook's timestamp may be from
+	// now before the delivery is refused as a replay.
+	WebhookTolerance = 5 * time.Minute
 )
+
+// Limits override the enforced limits: a zero field keeps the default
+// above, a negative one lifts the limit (a benchmark measures seghub, not a
+// destination's quota).
+type Limits struct {
+	AnalyticsMaxEvents            int `json:"analytics_max_events"`
+	AnalyticsPerMinute            int `json:"analytics_per_minute"`
+	AnalyticsPerIdentityPerMinute int `json:"analytics_per_identity_per_minute"`
+	AnalyticsTrackPerIdentity     int `json:"analytics_track_per_identity"`
+	CommandBarMaxIdentify         int `json:"commandbar_max_identify"`
+	AppcuesMaxImport              int `json:"appcues_max_import"`
+}
+
+// resolved fills defaults in; afterwards a limit ≤ 0 means none.
+func (l Limits) resolved() Limits {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.AnalyticsMaxEvents, AnalyticsMaxEvents)
+	def(&l.AnalyticsPerMinute, AnalyticsPerMinute)
+	def(&l.AnalyticsPerIdentityPerMinute, AnalyticsPerIdentityPerMinute)
+	def(&l.AnalyticsTrackPerIdentity, AnalyticsTrackPerIdentity)
+	def(&l.CommandBarMaxIdentify, CommandBarMaxIdentify)
+	def(&l.AppcuesMaxImport, AppcuesMaxImport)
+	return l
+}
 
 var abtastyVisitor = regexp.MustCompile(`(?i)^[a-z0-9-]{1,32}$`)
 
@@ -68,14 +116,15 @@ type Sim struct {
 
 	mu     sync.Mutex
 	faults Faults
+	limits Limits // resolved
 	rng    *rand.Rand
 	state  State
 	codes  map[string]oauthCode
 	tokens map[string]time.Time // access token → expiry
 	// refresh tokens → client
 	refresh map[string]string
-	// analytics per-app event timestamps in the current window
-	window map[string][]time.Time
+	// rate windows of the analytics limits, by quota key
+	window map[string]window
 	seen   map[string]bool // analytics idempotency keys
 }
 
@@ -98,22 +147,37 @@ type State struct {
 	Analytics map[string][]map[string]any `json:"analytics"`
 	// Analytics user properties: app → identity → properties.
 	AnalyticsUsers map[string]map[string]map[string]any `json:"analytics_users"`
-	// Webhook deliveries, in arrival order.
+	// Webhook deliveries accepted, in arrival order.
 	Webhooks []WebhookDelivery `json:"webhooks"`
-	// Counters: requests, injected_429, injected_5xx, rejected.
+	// Webhook segments: path → segment id → the membership that the
+	// accepted segment.users.sync deliveries add up to.
+	WebhookSegments map[string]map[string]*WebhookSegment `json:"webhook_segments"`
+	// Counters: requests, injected_429, injected_5xx, rejected (refused
+	// credentials or signatures), rate_limited, tokens_issued,
+	// webhook_verified, webhook_bad_signature.
 	Counters map[string]int `json:"counters"`
 }
 
-// WebhookDelivery is one received webhook.
+// WebhookDelivery is one accepted webhook.
 type WebhookDelivery struct {
 	Path      string          `json:"path"`
 	Signature string          `json:"signature"`
 	Body      json.RawMessage `json:"body"`
+	// Verified is true when a secret covered the path and the signature
+	// matched it (false: accepted unsigned).
+	Verified bool `json:"verified"`
+}
+
+// WebhookSegment is one segment as a webhook receiver knows it.
+type WebhookSegment struct {
+	Name    string          `json:"name"`
+	Members map[string]bool `json:"members"`
 }
 
 // New returns a simulator accepting creds.
 func New(creds Credentials) *Sim {
 	s := &Sim{mux: http.NewServeMux(), creds: creds, rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), faults: Faults{TokenTTL: 3600, RetryAfter: 1}}
+	s.limits = Limits{}.resolved()
 	s.reset()
 	m := s.mux
 	m.HandleFunc("GET /oauth/authorize", s.authorize)
@@ -130,6 +194,7 @@ func New(creds Credentials) *Sim {
 	m.HandleFunc("POST /hooks/", s.api(s.webhook))
 	m.HandleFunc("GET /_sim/state", s.getState)
 	m.HandleFunc("POST /_sim/faults", s.setFaults)
+	m.HandleFunc("POST /_sim/limits", s.setLimits)
 	m.HandleFunc("POST /_sim/reset", func(w http.ResponseWriter, _ *http.Request) {
 		s.mu.Lock()
 		s.reset()
@@ -141,8 +206,9 @@ func New(creds Credentials) *Sim {
 
 func (s *Sim) reset() {
 	s.state = State{Appcues: map[string]map[string]map[string]any{}, AppcuesEvents: map[string][]map[string]any{}, CommandBar: map[string]map[string]map[string]any{},
-		ABTasty: map[string]map[string]map[string]bool{}, Analytics: map[string][]map[string]any{}, AnalyticsUsers: map[string]map[string]map[string]any{}, Counters: map[string]int{}}
-	s.codes, s.tokens, s.refresh, s.window, s.seen = map[string]oauthCode{}, map[string]time.Time{}, map[string]string{}, map[string][]time.Time{}, map[string]bool{}
+		ABTasty: map[string]map[string]map[string]bool{}, Analytics: map[string][]map[string]any{}, AnalyticsUsers: map[string]map[string]map[string]any{},
+		WebhookSegments: map[string]map[string]*WebhookSegment{}, Counters: map[string]int{}}
+	s.codes, s.tokens, s.refresh, s.window, s.seen = map[string]oauthCode{}, map[string]time.Time{}, map[string]string{}, map[string]window{}, map[string]bool{}
 }
 
 // ServeHTTP implements http.Handler.
@@ -166,6 +232,23 @@ func (s *Sim) SetFaults(f Faults) {
 	s.faults = f
 }
 
+// SetLimits replaces the enforced limits.
+func (s *Sim) SetLimits(l Limits) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limits = l.resolved()
+}
+
+// ExpireTokens ends the life of every access token issued so far, as a
+// destination revoking tokens before their announced expiry does.
+func (s *Sim) ExpireTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tok := range s.tokens {
+		s.tokens[tok] = time.Time{}
+	}
+}
+
 // Snapshot returns a deep copy of the state.
 func (s *Sim) Snapshot() State {
 	s.mu.Lock()
@@ -183,6 +266,16 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func (s *Sim) getState(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, s.Snapshot()) }
+
+func (s *Sim) setLimits(w http.ResponseWriter, r *http.Request) {
+	var l Limits
+	if err := json.NewDecoder(r.Body).Decode(&l); err != nil {
+		writeJSON(w, 400, map[string]string{"error": err.Error()})
+		return
+	}
+	s.SetLimits(l)
+	w.WriteHeader(204)
+}
 
 func (s *Sim) setFaults(w http.ResponseWriter, r *http.Request) {
 	var f Faults
@@ -297,6 +390,7 @@ func (s *Sim) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	issue := func(withRefresh bool) {
+		s.state.Counters["tokens_issued"]++
 		tok := randomToken("at")
 		s.tokens[tok] = time.Now().Add(time.Duration(s.faults.TokenTTL) * time.Second)
 		out := map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": s.faults.TokenTTL}
@@ -398,8 +492,8 @@ func (s *Sim) appcuesImport(w http.ResponseWriter, r *http.Request, body []byte)
 		writeJSON(w, 400, map[string]string{"error": "invalid JSON"})
 		return
 	}
-	if len(in.Profiles) > AppcuesMaxImport {
-		writeJSON(w, 413, map[string]string{"error": fmt.Sprintf("at most %d profiles per import", AppcuesMaxImport)})
+	if limit := s.limits.AppcuesMaxImport; limit > 0 && len(in.Profiles) > limit {
+		writeJSON(w, 413, map[string]string{"error": fmt.Sprintf("at most %d profiles per import", limit)})
 		return
 	}
 	for _, prof := range in.Profiles {
@@ -455,8 +549,8 @@ func (s *Sim) commandbarIdentify(w http.ResponseWriter, r *http.Request, body []
 		writeJSON(w, 400, map[string]string{"detail": "expected a JSON array of {id, properties}"})
 		return
 	}
-	if len(rows) > CommandBarMaxIdentify {
-		writeJSON(w, 400, map[string]string{"detail": fmt.Sprintf("at most %d users per request", CommandBarMaxIdentify)})
+	if limit := s.limits.CommandBarMaxIdentify; limit > 0 && len(rows) > limit {
+		writeJSON(w, 400, map[string]string{"detail": fmt.Sprintf("at most %d users per request", limit)})
 		return
 	}
 	org := r.PathValue("org")
@@ -522,34 +616,59 @@ func (s *Sim) abtastySegment(w http.ResponseWriter, r *http.Request, body []byte
 
 // --- Analytics ---
 
+// analyticsTrack takes Heap's bulk form {app_id, events: [...]} and its
+// single-event form {app_id, identity, event, timestamp, properties,
+// idempotency_key}. A request over any limit is refused whole.
 func (s *Sim) analyticsTrack(w http.ResponseWriter, _ *http.Request, body []byte) {
 	var in struct {
 		AppID  string           `json:"app_id"`
 		Events []map[string]any `json:"events"`
+		// The single-event form.
+		Identity string `json:"identity"`
+		Event    string `json:"event"`
 	}
-	if err := json.Unmarshal(body, &in); err != nil || in.AppID == "" {
+	if err := json.Unmarshal(body, &in); err != nil || in.AppID == "" || (in.Events == nil && in.Event == "") {
 		writeJSON(w, 400, map[string]string{"error": "app_id and events are required"})
 		return
 	}
-	if len(in.Events) > AnalyticsMaxEvents {
-		writeJSON(w, 400, map[string]string{"error": fmt.Sprintf("at most %d events per request", AnalyticsMaxEvents)})
-		return
-	}
-	now := time.Now()
-	win := s.window[in.AppID][:0]
-	for _, t := range s.window[in.AppID] {
-		if now.Sub(t) < time.Minute {
-			win = append(win, t)
+	now, lim := time.Now(), s.limits
+	var quotas []quota
+	events := in.Events
+	if events == nil {
+		if in.Identity == "" {
+			writeJSON(w, 400, map[string]string{"error": "identity is required"})
+			return
+		}
+		var ev map[string]any
+		_ = json.Unmarshal(body, &ev)
+		delete(ev, "app_id")
+		events = []map[string]any{ev}
+		quotas = append(quotas, quota{key: "track:" + in.AppID + "\x00" + in.Identity, n: 1, limit: lim.AnalyticsTrackPerIdentity, period: AnalyticsTrackPerIdentityWindow,
+			what: fmt.Sprintf("%d requests per %v per identity", lim.AnalyticsTrackPerIdentity, AnalyticsTrackPerIdentityWindow)})
+	} else {
+		if lim.AnalyticsMaxEvents > 0 && len(events) > lim.AnalyticsMaxEvents {
+			writeJSON(w, 400, map[string]string{"error": fmt.Sprintf("at most %d events per request, got %d", lim.AnalyticsMaxEvents, len(events))})
+			return
+		}
+		perIdentity := map[string]int{}
+		for _, ev := range events {
+			id, _ := ev["identity"].(string)
+			perIdentity[id]++
+		}
+		for id, n := range perIdentity {
+			quotas = append(quotas, quota{key: "identity:" + in.AppID + "\x00" + id, n: n, limit: lim.AnalyticsPerIdentityPerMinute, period: time.Minute,
+				what: fmt.Sprintf("%d events per minute per identity", lim.AnalyticsPerIdentityPerMinute)})
 		}
 	}
-	if len(win)+len(in.Events) > AnalyticsPerMinute {
-		s.window[in.AppID] = win
-		w.Header().Set("Retry-After", "60")
-		writeJSON(w, 429, map[string]string{"error": "rate limit: 15000 events per minute per app"})
+	quotas = append(quotas, quota{key: "app:" + in.AppID, n: len(events), limit: lim.AnalyticsPerMinute, period: time.Minute,
+		what: fmt.Sprintf("%d events per minute per app", lim.AnalyticsPerMinute)})
+	if wait, what := s.admit(now, quotas); wait > 0 {
+		s.state.Counters["rate_limited"]++
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
+		writeJSON(w, 429, map[string]string{"error": "rate limit: " + what})
 		return
 	}
-	for _, ev := range in.Events {
-		win = append(win, now)
+	for _, ev := range events {
 		key, _ := ev["idempotency_key"].(string)
 		if key != "" && s.seen[in.AppID+":"+key] {
 			continue
@@ -559,8 +678,77 @@ func (s *Sim) analyticsTrack(w http.ResponseWriter, _ *http.Request, body []byte
 		}
 		s.state.Analytics[in.AppID] = append(s.state.Analytics[in.AppID], ev)
 	}
-	s.window[in.AppID] = win
-	writeJSON(w, 200, map[string]int{"accepted": len(in.Events)})
+	writeJSON(w, 200, map[string]int{"accepted": len(events)})
+}
+
+// hit is n units of a quota used at one instant.
+type hit struct {
+	at time.Time
+	n  int
+}
+
+// window is a quota's hits within its sliding period, oldest first.
+type window []hit
+
+func (w window) pruned(now time.Time, period time.Duration) window {
+	i := 0
+	for i < len(w) && now.Sub(w[i].at) >= period {
+		i++
+	}
+	return w[i:]
+}
+
+// wait returns how long until n more units fit under limit (0: now).
+func (w window) wait(now time.Time, period time.Duration, limit, n int) time.Duration {
+	excess := n - limit
+	for _, h := range w {
+		excess += h.n
+	}
+	for _, h := range w {
+		if excess <= 0 {
+			break
+		}
+		excess -= h.n
+		if excess <= 0 {
+			return h.at.Add(period).Sub(now)
+		}
+	}
+	if excess > 0 {
+		return period
+	}
+	return 0
+}
+
+// quota is one limit a request draws n units from.
+type quota struct {
+	key, what string
+	n, limit  int
+	period    time.Duration
+}
+
+// admit records the request against every quota, or against none when one
+// is exhausted, in which case it returns how long to wait and which limit.
+func (s *Sim) admit(now time.Time, quotas []quota) (time.Duration, string) {
+	for _, q := range quotas {
+		if q.limit <= 0 {
+			continue // lifted
+		}
+		w := s.window[q.key].pruned(now, q.period)
+		if len(w) == 0 {
+			delete(s.window, q.key) // identities seen once do not accumulate
+		} else {
+			s.window[q.key] = w
+		}
+		if d := w.wait(now, q.period, q.limit, q.n); d > 0 {
+			return d, q.what
+		}
+	}
+	for _, q := range quotas {
+		if q.n > 0 && q.limit > 0 {
+			s.window[q.key] = append(s.window[q.key], hit{at: now, n: q.n})
+		}
+	}
+	return 0, ""
 }
 
 func (s *Sim) analyticsUsers(w http.ResponseWriter, _ *http.Request, body []byte) {
@@ -593,7 +781,109 @@ func (s *Sim) analyticsUsers(w http.ResponseWriter, _ *http.Request, body []byte
 
 // --- Webhooks ---
 
+// webhookSecret returns the secret of the longest configured prefix of path.
+func (s *Sim) webhookSecret(path string) (string, bool) {
+	best, secret, found := -1, "", false
+	for prefix, sec := range s.creds.WebhookSecrets {
+		if strings.HasPrefix(path, prefix) && len(prefix) > best {
+			best, secret, found = len(prefix), sec, true
+		}
+	}
+	return secret, found
+}
+
+// checkSignature verifies a "ts:<unix>,hmac:<hex>" header, the HMAC-SHA256
+// of the timestamp's digits followed by the raw body, as a receiver would
+// (written apart from pkg/destinations' Sign so that it checks the format,
+// not the same code twice). It returns why the signature is refused, or "".
+func checkSignature(secret, header string, body []byte, now time.Time) string {
+	if header == "" {
+		return "missing X-Seghub-Signature header"
+	}
+	var ts, mac string
+	for _, part := range strings.Split(header, ",") {
+		switch k, v, _ := strings.Cut(strings.TrimSpace(part), ":"); k {
+		case "ts":
+			ts = v
+		case "hmac":
+			mac = v
+		}
+	}
+	unix, err := strconv.ParseInt(ts, 10, 64)
+	got, herr := hex.DecodeString(mac)
+	if err != nil || herr != nil || len(got) != sha256.Size {
+		return "malformed X-Seghub-Signature header, want ts:<unix>,hmac:<hex>"
+	}
+	if d := now.Sub(time.Unix(unix, 0)); d > WebhookTolerance || d < -WebhookTolerance {
+		return fmt.Sprintf("signature timestamp outside the %v tolerance", WebhookTolerance)
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts))
+	m.Write(body)
+	if !hmac.Equal(got, m.Sum(nil)) {
+		return "signature does not match the body"
+	}
+	return ""
+}
+
+// webhookBody is the segment.users.sync payload seghub's webhook adapter
+// sends (other action types, such as a ping, carry no membership).
+type webhookBody struct {
+	ActionType string `json:"action_type"`
+	Data       struct {
+		Segment struct {
+			ID   string `json:"id"`
+			Name string `json:"name"`
+		} `json:"segment"`
+		Add    []webhookUser `json:"add"`
+		Remove []webhookUser `json:"remove"`
+	} `json:"data"`
+}
+
+type webhookUser struct {
+	ID string `json:"id"`
+}
+
 func (s *Sim) webhook(w http.ResponseWriter, r *http.Request, body []byte) {
-	s.state.Webhooks = append(s.state.Webhooks, WebhookDelivery{Path: r.URL.Path, Signature: r.Header.Get("X-Seghub-Signature"), Body: json.RawMessage(body)})
+	sig := r.Header.Get("X-Seghub-Signature")
+	secret, signed := s.webhookSecret(r.URL.Path)
+	if signed {
+		if why := checkSignature(secret, sig, body, time.Now()); why != "" {
+			s.state.Counters["rejected"]++
+			s.state.Counters["webhook_bad_signature"]++
+			writeJSON(w, 401, map[string]string{"error": "invalid signature", "message": why})
+			return
+		}
+		s.state.Counters["webhook_verified"]++
+	}
+	var in webhookBody
+	if err := json.Unmarshal(body, &in); err != nil {
+		writeJSON(w, 400, map[string]string{"error": "body must be a JSON object"})
+		return
+	}
+	if in.ActionType == "segment.users.sync" {
+		if in.Data.Segment.ID == "" {
+			writeJSON(w, 400, map[string]string{"error": "data.segment.id is required"})
+			return
+		}
+		segs := s.state.WebhookSegments[r.URL.Path]
+		if segs == nil {
+			segs = map[string]*WebhookSegment{}
+			s.state.WebhookSegments[r.URL.Path] = segs
+		}
+		seg := segs[in.Data.Segment.ID]
+		if seg == nil {
+			seg = &WebhookSegment{Members: map[string]bool{}}
+			segs[in.Data.Segment.ID] = seg
+		}
+		seg.Name = in.Data.Segment.Name
+		for _, u := range in.Data.Add {
+			seg.Members[u.ID] = true
+		}
+		for _, u := range in.Data.Remove {
+			delete(seg.Members, u.ID)
+		}
+	}
+	s.state.Webhooks = append(s.state.Webhooks, WebhookDelivery{Path: r.URL.Path, Signature: sig, Body: json.RawMessage(body), Verified: signed})
 	writeJSON(w, 200, map[string]string{"status": "received"})
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +31,9 @@ func fastRetries(c destinations.Config) destinations.Config {
 // Each adapter, against the simulator answering 30 % of calls with 429 or
 // 5xx, ends in exactly the intended state.
 func TestAdaptersUnderFaults(t *testing.T) {
-	sim := destsim.New(destsim.DemoCredentials())
+	creds := destsim.DemoCredentials()
+	creds.WebhookSecrets = map[string]string{"/hooks/segments": "s3cret"}
+	sim := destsim.New(creds)
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	sim.SetFaults(destsim.Faults{Rate429: 0.15, Rate5xx: 0.15, RetryAfter: 0})
@@ -141,10 +145,30 @@ func TestAdaptersUnderFaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deliver(t, a, destinations.SegmentBatch{SegmentID: "seg_1", DisplayName: "Trial", Add: identities("w-", 0, 3), Page: 1, TotalPages: 1, TaskID: "run_1"})
-		hooks := sim.Snapshot().Webhooks
-		if len(hooks) == 0 || hooks[len(hooks)-1].Signature == "" {
-			t.Fatalf("webhook deliveries = %+v", hooks)
+		// One run of three pages, then a run that adds some and removes some.
+		for page, ids := range [][]destinations.Identity{identities("w-", 0, 100), identities("w-", 100, 200), identities("w-", 200, 250)} {
+			deliver(t, a, destinations.SegmentBatch{SegmentID: "seg_1", DisplayName: "Trial", Add: ids, Page: page + 1, TotalPages: 3, TaskID: "run_1"})
+		}
+		deliver(t, a, destinations.SegmentBatch{SegmentID: "seg_1", DisplayName: "Trial", Add: identities("w-", 250, 260), Remove: identities("w-", 0, 50), Page: 1, TotalPages: 1, TaskID: "run_2"})
+
+		st := sim.Snapshot()
+		seg := st.WebhookSegments["/hooks/segments"]["seg_1"]
+		want := map[string]bool{}
+		for _, id := range identities("w-", 50, 260) {
+			want[id.ID] = true
+		}
+		if seg == nil || seg.Name != "Trial" || !reflect.DeepEqual(seg.Members, want) {
+			t.Fatalf("webhook segment = %+v, want Trial with w-50..w-259 (%d members)", seg, len(want))
+		}
+		// Faulted requests never reach the receiver: exactly the four
+		// deliveries were accepted, each with its signature checked.
+		if len(st.Webhooks) != 4 || st.Counters["webhook_verified"] != 4 || st.Counters["webhook_bad_signature"] != 0 {
+			t.Fatalf("deliveries = %d, counters = %v; want 4 verified, none refused", len(st.Webhooks), st.Counters)
+		}
+		for _, d := range st.Webhooks {
+			if !d.Verified || !strings.HasPrefix(d.Signature, "ts:") {
+				t.Fatalf("delivery %+v not verified", d)
+			}
 		}
 	})
 	c := sim.Snapshot().Counters

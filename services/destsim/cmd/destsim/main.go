@@ -30,8 +30,13 @@ func realMain(ctx context.Context) error {
 	r5xx := flag.Float64("rate-5xx", 0, "share of API calls answered 503")
 	latency := flag.Int("latency-ms", 0, "latency added to API calls")
 	ttl := flag.Int("token-ttl", 3600, "expires_in of issued access tokens (seconds)")
+	hookSecret := flag.String("webhook-secret", "", "signing secret every webhook under /hooks/ must carry (empty: accept unsigned)")
 	flag.Parse()
-	sim := destsim.New(destsim.DemoCredentials())
+	creds := destsim.DemoCredentials()
+	if *hookSecret != "" {
+		creds.WebhookSecrets = map[string]string{"/hooks/": *hookSecret}
+	}
+	sim := destsim.New(creds)
 	sim.SetFaults(destsim.Faults{Rate429: *r429, Rate5xx: *r5xx, LatencyMS: *latency, RetryAfter: 1, TokenTTL: *ttl})
 	srv := &http.Server{Addr: *addr, Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
