@@ -3,6 +3,7 @@ package segmentsync_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"testing"
@@ -58,6 +59,10 @@ func wantCode(t *testing.T, err error, code codes.Code, contains string) {
 
 func str(s string) *segmentsyncv1.PropertyValue {
 	return &segmentsyncv1.PropertyValue{Kind: &segmentsyncv1.PropertyValue_StringValue{StringValue: s}}
+}
+
+func num(n float64) *segmentsyncv1.PropertyValue {
+	return &segmentsyncv1.PropertyValue{Kind: &segmentsyncv1.PropertyValue_NumberValue{NumberValue: n}}
 }
 
 func TestUsersSegmentsMembership(t *testing.T) {
@@ -234,77 +239,105 @@ func TestUsersSegmentsMembership(t *testing.T) {
 	}
 }
 
+// A rejected call changes nothing, and says which field was wrong and why.
 func TestBadInputChangesNothing(t *testing.T) {
-	e := startService(t, apptest.Options{})
-	ctx := apptest.Context(t, 30*time.Second)
-	c := client(e, e.A.Member)
-	seg, err := c.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "S"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sid := seg.GetSegment().GetSegmentId()
-	tooMany := make([]*segmentsyncv1.User, 1001)
-	for i := range tooMany {
-		tooMany[i] = &segmentsyncv1.User{UserId: fmt.Sprint("u", i)}
-	}
-	cases := []struct {
-		name  string
-		call  func() error
-		field string
-	}{
-		{"oversized upsert", func() error {
-			_, err := c.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: tooMany})
-			return err
-		}, "users"},
-		{"property without a value", func() error {
-			_, err := c.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: []*segmentsyncv1.User{{UserId: "ok"}, {UserId: "bad", Properties: map[string]*segmentsyncv1.PropertyValue{"p": {}}}}})
-			return err
-		}, `users[1].properties["p"]`},
-		{"blank user id in a batch", func() error {
-			_, err := c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: []string{"fine", " "}})
-			return err
-		}, "user_ids[1]"},
-		{"over-long user id", func() error {
-			_, err := c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: []string{strings.Repeat("x", 257)}})
-			return err
-		}, "user_ids[0]"},
-		{"oversized add", func() error {
-			ids := make([]string, 100001)
-			for i := range ids {
-				ids[i] = fmt.Sprint(i)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startService(t, apptest.Options{Postgres: b.postgres})
+			ctx := apptest.Context(t, 60*time.Second)
+			c := client(e, e.A.Member)
+			seg, err := c.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "S"})
+			if err != nil {
+				t.Fatal(err)
 			}
-			_, err := c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: ids})
-			return err
-		}, "100000"},
-	}
-	for _, cs := range cases {
-		err := cs.call()
-		st := status.Convert(err)
-		if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), cs.field) {
-			t.Errorf("%s: %v, want InvalidArgument naming %s", cs.name, err, cs.field)
-		}
-		var fields []string
-		for _, d := range st.Details() {
-			if br, ok := d.(*errdetails.BadRequest); ok {
-				for _, v := range br.GetFieldViolations() {
-					fields = append(fields, v.GetField())
+			sid := seg.GetSegment().GetSegmentId()
+			// An existing user whose properties a rejected batch must not touch.
+			keepProps := map[string]*segmentsyncv1.PropertyValue{"plan": str("pro"), "seats": num(3)}
+			if _, err := c.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: []*segmentsyncv1.User{{UserId: "keep", Properties: keepProps}}}); err != nil {
+				t.Fatal(err)
+			}
+			tooMany := make([]*segmentsyncv1.User, 1001)
+			for i := range tooMany {
+				tooMany[i] = &segmentsyncv1.User{UserId: fmt.Sprint("u", i)}
+			}
+			upsert := func(users ...*segmentsyncv1.User) func() error {
+				return func() error {
+					_, err := c.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: users})
+					return err
 				}
 			}
-		}
-		if len(fields) == 0 {
-			t.Errorf("%s: no field violation detail", cs.name)
-		}
+			// keep gets a valid change next to the bad one, so a partial write would show.
+			keepWith := func(name string, v *segmentsyncv1.PropertyValue) *segmentsyncv1.User {
+				return &segmentsyncv1.User{UserId: "keep", Properties: map[string]*segmentsyncv1.PropertyValue{"plan": str("enterprise"), name: v}}
+			}
+			cases := []struct {
+				name    string
+				call    func() error
+				field   string // the BadRequest field violation
+				mention string // also in the message (a limit or reason)
+			}{
+				{"oversized upsert", upsert(tooMany...), "users", "1000"},
+				{"property without a value", upsert(&segmentsyncv1.User{UserId: "ok"}, &segmentsyncv1.User{UserId: "bad", Properties: map[string]*segmentsyncv1.PropertyValue{"p": {}}}), `users[1].properties["p"]`, "string_value"},
+				{"NaN number", upsert(&segmentsyncv1.User{UserId: "ok"}, keepWith("seats", num(math.NaN()))), `users[1].properties["seats"]`, "finite"},
+				{"infinite number", upsert(keepWith("seats", num(math.Inf(1)))), `users[0].properties["seats"]`, "finite"},
+				{"timestamp after year 9999", upsert(keepWith("signed_up", &segmentsyncv1.PropertyValue{Kind: &segmentsyncv1.PropertyValue_TimestampValue{TimestampValue: &timestamppb.Timestamp{Seconds: 253402300800}}})), `users[0].properties["signed_up"]`, "timestamp"},
+				{"timestamp with invalid nanos", upsert(keepWith("signed_up", &segmentsyncv1.PropertyValue{Kind: &segmentsyncv1.PropertyValue_TimestampValue{TimestampValue: &timestamppb.Timestamp{Seconds: 1, Nanos: 1_000_000_000}}})), `users[0].properties["signed_up"]`, "timestamp"},
+				{"over-long string value", upsert(keepWith("plan", str(strings.Repeat("x", 4097)))), `users[0].properties["plan"]`, "4096"},
+				{"null_value false", upsert(keepWith("seats", &segmentsyncv1.PropertyValue{Kind: &segmentsyncv1.PropertyValue_NullValue{NullValue: false}})), `users[0].properties["seats"]`, "null_value"},
+				{"blank user id in a batch", func() error {
+					_, err := c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: []string{"fine", " "}})
+					return err
+				}, "user_ids[1]", "blank"},
+				{"over-long user id", func() error {
+					_, err := c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: []string{strings.Repeat("x", 257)}})
+					return err
+				}, "user_ids[0]", "256"},
+				{"oversized add", func() error {
+					ids := make([]string, 100001)
+					for i := range ids {
+						ids[i] = fmt.Sprint(i)
+					}
+					_, err := c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: ids})
+					return err
+				}, "user_ids", "100000"},
+			}
+			for _, cs := range cases {
+				err := cs.call()
+				st := status.Convert(err)
+				if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), cs.field) || !strings.Contains(st.Message(), cs.mention) {
+					t.Errorf("%s: %v, want InvalidArgument naming %s and %s", cs.name, err, cs.field, cs.mention)
+				}
+				var fields []string
+				for _, d := range st.Details() {
+					if br, ok := d.(*errdetails.BadRequest); ok {
+						for _, v := range br.GetFieldViolations() {
+							fields = append(fields, v.GetField())
+						}
+					}
+				}
+				if len(fields) != 1 || fields[0] != cs.field {
+					t.Errorf("%s: field violations %q, want [%s]", cs.name, fields, cs.field)
+				}
+			}
+			for _, id := range []string{"ok", "fine", "bad", "u0"} {
+				_, err := c.GetUser(ctx, &segmentsyncv1.GetUserRequest{UserId: id})
+				wantCode(t, err, codes.NotFound, id)
+			}
+			gu, err := c.GetUser(ctx, &segmentsyncv1.GetUserRequest{UserId: "keep"})
+			if err != nil {
+				t.Fatalf("a rejected upsert broke an existing user: %v", err)
+			}
+			if p := gu.GetUser().GetProperties(); len(p) != 2 || p["plan"].GetStringValue() != "pro" || p["seats"].GetNumberValue() != 3 {
+				t.Fatalf("rejected upserts changed keep's properties: %v", p)
+			}
+			gs, _ := c.GetSegment(ctx, &segmentsyncv1.GetSegmentRequest{SegmentId: sid})
+			if gs.GetSegment().GetVersion() != 1 || gs.GetSegment().GetMemberCount() != 0 {
+				t.Fatalf("rejected calls changed the segment: %v", gs)
+			}
+			_, err = c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: "seg_nope", UserIds: []string{"a"}})
+			wantCode(t, err, codes.NotFound, "seg_nope")
+		})
 	}
-	for _, id := range []string{"ok", "fine", "u0"} {
-		_, err := c.GetUser(ctx, &segmentsyncv1.GetUserRequest{UserId: id})
-		wantCode(t, err, codes.NotFound, id)
-	}
-	gs, _ := c.GetSegment(ctx, &segmentsyncv1.GetSegmentRequest{SegmentId: sid})
-	if gs.GetSegment().GetVersion() != 1 || gs.GetSegment().GetMemberCount() != 0 {
-		t.Fatalf("rejected calls changed the segment: %v", gs)
-	}
-	_, err = c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: "seg_nope", UserIds: []string{"a"}})
-	wantCode(t, err, codes.NotFound, "seg_nope")
 }
 
 func replace(ctx context.Context, c segmentsyncv1.SegmentSyncServiceClient, sid string, ids []string, chunk int) (*segmentsyncv1.ReplaceMembersResponse, error) {
@@ -506,30 +539,41 @@ func TestWatchMembershipResumes(t *testing.T) {
 
 // A watcher whose sequence the log no longer reaches gets a fresh snapshot.
 func TestWatchAfterPruneSnapshots(t *testing.T) {
-	e := startService(t, apptest.Options{})
-	ctx := apptest.Context(t, 30*time.Second)
-	c := client(e, e.A.Member)
-	seg, _ := c.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "P"})
-	sid := seg.GetSegment().GetSegmentId()
-	for i := 0; i < 5; i++ {
-		_, _ = c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: []string{fmt.Sprint("p", i)}})
-	}
-	if _, err := e.P.DB.ExecContext(ctx, `DELETE FROM ss_changes WHERE environment_id = ? AND seq <= ?`, e.A.EnvironmentID, 8); err != nil {
-		t.Fatal(err)
-	}
-	st, err := client(e, e.A.Service).WatchMembership(ctx, &segmentsyncv1.WatchMembershipRequest{IncludeUsers: true, AfterSequence: map[string]int64{e.A.EnvironmentID: 2}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := st.Recv()
-	if err != nil || first.GetSnapshotStart() == nil {
-		t.Fatalf("first message = %v, %v; want a snapshot", first, err)
-	}
-	w := &watchState{}
-	w.apply(t, first)
-	recvUntil(t, st, w, func() bool { return w.caughtUp })
-	if got := strings.Join(w.members(sid), ","); got != "p0,p1,p2,p3,p4" {
-		t.Fatalf("snapshot = %s", got)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startService(t, apptest.Options{Postgres: b.postgres})
+			ctx := apptest.Context(t, 60*time.Second)
+			c := client(e, e.A.Member)
+			seg, _ := c.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "P"})
+			sid := seg.GetSegment().GetSegmentId()
+			for i := 0; i < 5; i++ {
+				if _, err := c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: []string{fmt.Sprint("p", i)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Prune as the retention job would: the log no longer reaches sequence 3.
+			res, err := e.P.DB.ExecContext(ctx, `DELETE FROM ss_changes WHERE environment_id = ? AND seq <= ?`, e.A.EnvironmentID, 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				t.Fatal("nothing pruned; the test proves nothing")
+			}
+			st, err := client(e, e.A.Service).WatchMembership(ctx, &segmentsyncv1.WatchMembershipRequest{IncludeUsers: true, AfterSequence: map[string]int64{e.A.EnvironmentID: 2}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, err := st.Recv()
+			if err != nil || first.GetSnapshotStart() == nil {
+				t.Fatalf("first message = %v, %v; want a snapshot", first, err)
+			}
+			w := &watchState{}
+			w.apply(t, first)
+			recvUntil(t, st, w, func() bool { return w.caughtUp })
+			if got := strings.Join(w.members(sid), ","); got != "p0,p1,p2,p3,p4" {
+				t.Fatalf("snapshot = %s", got)
+			}
+		})
 	}
 }
 
@@ -564,6 +608,205 @@ func TestRestartKeepsData(t *testing.T) {
 			m, _ := c2.GetMembers(ctx, &segmentsyncv1.GetMembersRequest{SegmentId: sid})
 			if len(m.GetUserIds()) != 3 {
 				t.Fatalf("members after restart = %v", m.GetUserIds())
+			}
+		})
+	}
+}
+
+// UpdateSegment changes only the fields it is given; description and
+// visibility changes persist and move the segment between list filters.
+func TestUpdateSegmentDescriptionAndVisibility(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			e := startService(t, apptest.Options{Postgres: b.postgres})
+			ctx := apptest.Context(t, 60*time.Second)
+			c := client(e, e.A.Member)
+			seg, err := c.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "Churn risk", Description: "first draft"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sid := seg.GetSegment().GetSegmentId()
+			if _, err := c.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: []string{"a", "b"}}); err != nil {
+				t.Fatal(err)
+			}
+			get := func() *segmentsyncv1.Segment {
+				t.Helper()
+				g, err := c.GetSegment(ctx, &segmentsyncv1.GetSegmentRequest{SegmentId: sid})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return g.GetSegment()
+			}
+			// listed reports whether sid is in ListSegments with this filter.
+			listed := func(v segmentsyncv1.Visibility, nonEmpty bool) bool {
+				t.Helper()
+				l, err := c.ListSegments(ctx, &segmentsyncv1.ListSegmentsRequest{Visibility: v, NonEmpty: nonEmpty})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range l.GetSegments() {
+					if s.GetSegmentId() == sid {
+						return true
+					}
+				}
+				return false
+			}
+			ptr := func(s string) *string { return &s }
+			const (
+				public  = segmentsyncv1.Visibility_VISIBILITY_PUBLIC
+				private = segmentsyncv1.Visibility_VISIBILITY_PRIVATE
+				either  = segmentsyncv1.Visibility_VISIBILITY_UNSPECIFIED
+			)
+			version := get().GetVersion()
+
+			steps := []struct {
+				name      string
+				req       *segmentsyncv1.UpdateSegmentRequest
+				wantDesc  string
+				wantVis   segmentsyncv1.Visibility
+				inPublic  bool
+				inPrivate bool
+			}{
+				{"description only", &segmentsyncv1.UpdateSegmentRequest{Description: ptr("users with falling activity")}, "users with falling activity", public, true, false},
+				{"public to private", &segmentsyncv1.UpdateSegmentRequest{Visibility: private}, "users with falling activity", private, false, true},
+				{"description cleared, still private", &segmentsyncv1.UpdateSegmentRequest{Description: ptr("")}, "", private, false, true},
+				{"private back to public with a description", &segmentsyncv1.UpdateSegmentRequest{Visibility: public, Description: ptr("back in the open")}, "back in the open", public, true, false},
+			}
+			for _, st := range steps {
+				st.req.SegmentId = sid
+				up, err := c.UpdateSegment(ctx, st.req)
+				if err != nil {
+					t.Fatalf("%s: %v", st.name, err)
+				}
+				version++
+				for where, s := range map[string]*segmentsyncv1.Segment{"response": up.GetSegment(), "GetSegment": get()} {
+					if s.GetName() != "Churn risk" || s.GetDescription() != st.wantDesc || s.GetVisibility() != st.wantVis || s.GetVersion() != version || s.GetMemberCount() != 2 {
+						t.Fatalf("%s: %s = %v; want description %q, %v, version %d", st.name, where, s, st.wantDesc, st.wantVis, version)
+					}
+				}
+				if listed(public, false) != st.inPublic || listed(public, true) != st.inPublic || listed(private, false) != st.inPrivate || listed(private, true) != st.inPrivate || !listed(either, false) {
+					t.Fatalf("%s: filters public=%v private=%v, want public=%v private=%v", st.name, listed(public, false), listed(private, false), st.inPublic, st.inPrivate)
+				}
+			}
+
+			// Refused updates change nothing.
+			refused := []struct {
+				name string
+				req  *segmentsyncv1.UpdateSegmentRequest
+				code codes.Code
+				msg  string
+			}{
+				{"over-long description", &segmentsyncv1.UpdateSegmentRequest{SegmentId: sid, Description: ptr(strings.Repeat("d", 2001)), Visibility: private}, codes.InvalidArgument, "description"},
+				{"unknown visibility", &segmentsyncv1.UpdateSegmentRequest{SegmentId: sid, Description: ptr("x"), Visibility: segmentsyncv1.Visibility(7)}, codes.InvalidArgument, "visibility"},
+				{"nothing to update", &segmentsyncv1.UpdateSegmentRequest{SegmentId: sid}, codes.InvalidArgument, "nothing to update"},
+				{"unknown segment", &segmentsyncv1.UpdateSegmentRequest{SegmentId: "seg_nope", Visibility: private}, codes.NotFound, "seg_nope"},
+			}
+			for _, r := range refused {
+				_, err := c.UpdateSegment(ctx, r.req)
+				wantCode(t, err, r.code, r.msg)
+			}
+			// Another environment cannot change it.
+			_, err = client(e, e.B.Member).UpdateSegment(ctx, &segmentsyncv1.UpdateSegmentRequest{SegmentId: sid, Visibility: private})
+			wantCode(t, err, codes.NotFound, sid)
+			if s := get(); s.GetDescription() != "back in the open" || s.GetVisibility() != public || s.GetVersion() != version {
+				t.Fatalf("refused updates changed the segment: %v", s)
+			}
+		})
+	}
+}
+
+// DeleteSegment: "its syncs are disabled and removed" (segmentsync.proto).
+// Nothing more runs for them, and what the destination holds is left alone.
+func TestDeleteSegmentRemovesItsSyncs(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			f := startSync(t, syncOpts{postgres: b.postgres})
+			ctx := apptest.Context(t, 120*time.Second)
+			conn := f.appcues(t, ctx, "Appcues")
+			doomed := f.segment(t, ctx, "Doomed", 4, 4)
+			kept := f.segment(t, ctx, "Kept", 2, 2)
+			enable := func(seg string, sched segmentsyncv1.SyncSchedule) string {
+				t.Helper()
+				en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: sched})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := f.waitRun(t, ctx, en.GetSync().GetSyncId(), 1, en.GetRun().GetRunId()); r.GetStatus() != segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED {
+					t.Fatalf("first run = %v", r)
+				}
+				return en.GetSync().GetSyncId()
+			}
+			gone := []string{
+				enable(doomed, segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING),
+				enable(doomed, segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME),
+			}
+			keptSync := enable(kept, segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING)
+			if n := len(f.appcuesMembers("[seghub] Doomed")); n != 4 {
+				t.Fatalf("appcues holds %d of Doomed before the delete", n)
+			}
+
+			if _, err := f.ss.DeleteSegment(ctx, &segmentsyncv1.DeleteSegmentRequest{SegmentId: doomed}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := f.ss.GetSegment(ctx, &segmentsyncv1.GetSegmentRequest{SegmentId: doomed})
+			wantCode(t, err, codes.NotFound, doomed)
+
+			// Removed: every sync RPC answers NotFound for them.
+			for _, id := range gone {
+				calls := map[string]func() error{
+					"GetSync": func() error {
+						_, err := f.ss.GetSync(ctx, &segmentsyncv1.GetSyncRequest{SyncId: id})
+						return err
+					},
+					"ListSyncRuns": func() error {
+						_, err := f.ss.ListSyncRuns(ctx, &segmentsyncv1.ListSyncRunsRequest{SyncId: id})
+						return err
+					},
+					"SyncNow": func() error {
+						_, err := f.admin.SyncNow(ctx, &segmentsyncv1.SyncNowRequest{SyncId: id})
+						return err
+					},
+					"UpdateSync": func() error {
+						_, err := f.admin.UpdateSync(ctx, &segmentsyncv1.UpdateSyncRequest{SyncId: id, Mode: segmentsyncv1.SyncMode_SYNC_MODE_UPSERT})
+						return err
+					},
+					"DryRun": func() error {
+						_, err := f.ss.DryRun(ctx, &segmentsyncv1.DryRunRequest{SyncId: id})
+						return err
+					},
+				}
+				for name, call := range calls {
+					if err := call(); status.Code(err) != codes.NotFound {
+						t.Errorf("%s(%s) after the segment was deleted: %v, want NotFound", name, id, err)
+					}
+				}
+			}
+			all, err := f.ss.ListSyncs(ctx, &segmentsyncv1.ListSyncsRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(all.GetSyncs()) != 1 || all.GetSyncs()[0].GetSyncId() != keptSync {
+				t.Fatalf("ListSyncs = %v, want only %s", all.GetSyncs(), keptSync)
+			}
+			if of, _ := f.ss.ListSyncs(ctx, &segmentsyncv1.ListSyncsRequest{SegmentId: doomed}); len(of.GetSyncs()) != 0 {
+				t.Fatalf("ListSyncs of the deleted segment = %v", of.GetSyncs())
+			}
+
+			// No further runs: past the recurring interval only Kept's sync is
+			// due, and nothing is sent about Doomed.
+			requests := f.sim.Snapshot().Counters["requests"]
+			f.clock.Add(2 * time.Hour)
+			if n, err := f.svc.Engine().Tick(ctx); err != nil || n != 1 {
+				t.Fatalf("tick queued %d (%v), want 1 (Kept only)", n, err)
+			}
+			if r := f.waitRun(t, ctx, keptSync, 2); r.GetTrigger() != segmentsyncv1.SyncRunTrigger_SYNC_RUN_TRIGGER_SCHEDULE || r.GetAdded()+r.GetRemoved() != 0 {
+				t.Fatalf("Kept's scheduled run = %v", r)
+			}
+			if after := f.sim.Snapshot().Counters["requests"]; after != requests {
+				t.Fatalf("%d requests reached the destination after the delete", after-requests)
+			}
+			if n := len(f.appcuesMembers("[seghub] Doomed")); n != 4 {
+				t.Fatalf("appcues holds %d of Doomed after the delete, want the 4 it had", n)
 			}
 		})
 	}

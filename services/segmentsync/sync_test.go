@@ -3,9 +3,12 @@ package segmentsync_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,11 +52,25 @@ type syncOpts struct {
 	dbURL    string
 	sim      *destsim.Sim
 	simURL   string
+	// clock is shared with an earlier process (restart tests).
+	clock *clock
+	// tick runs River's periodic scheduler (on start, then every
+	// syncengine.TickInterval) instead of leaving Tick to the test.
+	tick bool
+	// wallClock runs the engine on the real clock (run timestamps compared).
+	wallClock bool
 }
 
 func startSync(t *testing.T, o syncOpts) *syncFixture {
 	t.Helper()
-	f := &syncFixture{sim: o.sim, clock: &clock{t: time.Now()}}
+	f := &syncFixture{sim: o.sim, clock: o.clock}
+	if f.clock == nil {
+		f.clock = &clock{t: time.Now()}
+	}
+	now := f.clock.Now
+	if o.wallClock {
+		now = time.Now
+	}
 	if f.sim == nil {
 		f.sim = destsim.New(destsim.DemoCredentials())
 		srv := httptest.NewServer(f.sim)
@@ -69,7 +86,7 @@ func startSync(t *testing.T, o syncOpts) *syncFixture {
 	}
 	f.svc, err = segmentsync.NewWithOptions(context.Background(), f.e.P, segmentsync.Options{
 		AdapterConfig: func(c *destinations.Config) { c.MaxAttempts, c.MaxBackoff = 40, 10*time.Millisecond },
-		Now:           f.clock.Now, NoTick: true, PollInterval: 20 * time.Millisecond, Rate: o.rate})
+		Now:           now, NoTick: !o.tick, PollInterval: 20 * time.Millisecond, Rate: o.rate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,5 +566,328 @@ func TestRetentionRefresh(t *testing.T) {
 	r := f.waitRun(t, ctx, en.GetSync().GetSyncId(), 2)
 	if r.GetTrigger() != segmentsyncv1.SyncRunTrigger_SYNC_RUN_TRIGGER_RETENTION_REFRESH || r.GetAdded() != 3 {
 		t.Fatalf("refresh run = %v (a full re-send adds all 3 again)", r)
+	}
+}
+
+// A recurring schedule survives a restart, and the slots missed while the
+// process was down run once when it starts again, not once per slot.
+func TestRecurringMissedWhileDownRunsOnceOnStart(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			sim := destsim.New(destsim.DemoCredentials())
+			srv := httptest.NewServer(sim)
+			defer srv.Close()
+			dir := t.TempDir()
+			f := startSync(t, syncOpts{postgres: pg, dataDir: dir, sim: sim, simURL: srv.URL})
+			ctx := apptest.Context(t, 120*time.Second)
+			conn := f.appcues(t, ctx, "Appcues")
+			seg := f.segment(t, ctx, "Hourly", 5, 5)
+			en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING})
+			if err != nil {
+				t.Fatal(err)
+			}
+			syncID := en.GetSync().GetSyncId()
+			if r := f.waitRun(t, ctx, syncID, 1, en.GetRun().GetRunId()); r.GetAdded() != 5 {
+				t.Fatalf("first run = %v", r)
+			}
+			// A member joins before the stop, so the missed run has work to do.
+			_, _ = f.ss.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: []*segmentsyncv1.User{{UserId: "late", Properties: map[string]*segmentsyncv1.PropertyValue{"appcuesUserID": {Kind: &segmentsyncv1.PropertyValue_StringValue{StringValue: "ac-late"}}}}}})
+			if _, err := f.ss.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: seg, UserIds: []string{"late"}}); err != nil {
+				t.Fatal(err)
+			}
+			keys, url := f.e.A, f.e.Config.DatabaseURL
+			f.e.Stop()
+
+			// Down for five hourly slots and a bit; the new process's own
+			// scheduler (River's periodic tick, run on start) finds it due.
+			f.clock.Add(5*time.Hour + 10*time.Minute)
+			f2 := startSync(t, syncOpts{dataDir: dir, dbURL: url, sim: sim, simURL: srv.URL, clock: f.clock, tick: true})
+			f2.ss = segmentsyncv1.NewSegmentSyncServiceClient(f2.e.Dial(keys.Member))
+			r := f2.waitRun(t, ctx, syncID, 2)
+			if r.GetTrigger() != segmentsyncv1.SyncRunTrigger_SYNC_RUN_TRIGGER_SCHEDULE || r.GetStatus() != segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED || r.GetAdded() != 1 {
+				t.Fatalf("run after restart = %v", r)
+			}
+			if got := f2.appcuesMembers("[seghub] Hourly"); len(got) != 6 || !got["ac-late"] {
+				t.Fatalf("appcues holds %d (ac-late %v), want 6", len(got), got["ac-late"])
+			}
+			// The next slot is one interval from now, so nothing else is due.
+			g, err := f2.ss.GetSync(ctx, &segmentsyncv1.GetSyncRequest{SyncId: syncID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := f.clock.Now()
+			if next := g.GetSync().GetNextRunTime().AsTime(); !g.GetSync().GetEnabled() || next.Before(now.Add(time.Hour)) || next.After(now.Add(time.Hour+2*time.Minute)) {
+				t.Fatalf("after restart: enabled %v, next run %v, now %v", g.GetSync().GetEnabled(), next, now)
+			}
+			if n, err := f2.svc.Engine().Tick(ctx); err != nil || n != 0 {
+				t.Fatalf("a tick after the catch-up run queued %d (%v)", n, err)
+			}
+			runs, err := f2.ss.ListSyncRuns(ctx, &segmentsyncv1.ListSyncRunsRequest{SyncId: syncID})
+			if err != nil || len(runs.GetRuns()) != 2 {
+				t.Fatalf("runs after restart = %v, %v; want the first run and one catch-up run", runs, err)
+			}
+		})
+	}
+}
+
+// At most one run of a sync at a time: "Sync now" while a run is under way
+// answers with that run instead of starting another, and concurrent requests
+// on an idle sync run one after the other.
+func TestAtMostOneRunPerSync(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			sim := destsim.New(destsim.DemoCredentials())
+			sim.SetFaults(destsim.Faults{LatencyMS: 150})
+			// Count requests in flight at the destination: two overlapping runs of
+			// one sync would put two there at once.
+			var inFlight, peak atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/v2/accounts/") {
+					n := inFlight.Add(1)
+					defer inFlight.Add(-1)
+					for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+					}
+				}
+				sim.ServeHTTP(w, r)
+			}))
+			defer srv.Close()
+			f := startSync(t, syncOpts{postgres: pg, sim: sim, simURL: srv.URL, wallClock: true})
+			ctx := apptest.Context(t, 120*time.Second)
+			conn := f.appcues(t, ctx, "Appcues")
+			const prop = "[seghub] Slow"
+			seg := f.segment(t, ctx, "Slow", 8000, 8000) // 8 batches of 1000, each at least 150 ms
+			en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+			if err != nil {
+				t.Fatal(err)
+			}
+			syncID, first := en.GetSync().GetSyncId(), en.GetRun().GetRunId()
+			for deadline := time.Now().Add(30 * time.Second); len(f.appcuesMembers(prop)) == 0; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the first run never delivered a batch")
+				}
+			}
+
+			syncNow := func(n int) []*segmentsyncv1.SyncNowResponse {
+				out := make([]*segmentsyncv1.SyncNowResponse, n)
+				errs := make([]error, n)
+				var wg sync.WaitGroup
+				for i := range n {
+					wg.Go(func() { out[i], errs[i] = f.admin.SyncNow(ctx, &segmentsyncv1.SyncNowRequest{SyncId: syncID}) })
+				}
+				wg.Wait()
+				for _, err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				return out
+			}
+			for _, a := range syncNow(5) {
+				if a.GetRun().GetRunId() != first {
+					t.Fatalf("SyncNow during run %s answered %v; want the run in progress", first, a.GetRun())
+				}
+			}
+			if held := len(f.appcuesMembers(prop)); held == 8000 {
+				t.Fatal("the first run finished before SyncNow was called; the test proves nothing")
+			}
+			if r := f.waitRun(t, ctx, syncID, 1, first); r.GetStatus() != segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED || r.GetAdded() != 8000 {
+				t.Fatalf("first run = %v", r)
+			}
+			runs, _ := f.ss.ListSyncRuns(ctx, &segmentsyncv1.ListSyncRunsRequest{SyncId: syncID})
+			if len(runs.GetRuns()) != 1 {
+				t.Fatalf("SyncNow during a run added runs: %v", runs.GetRuns())
+			}
+
+			// Churn, then eight requests at once on the idle sync: those that pass
+			// the pending-run check together each queue a run, and the runs take
+			// turns.
+			var gone []string
+			for i := range 3000 {
+				gone = append(gone, fmt.Sprint("u", i))
+			}
+			if _, err := f.ss.RemoveMembers(ctx, &segmentsyncv1.RemoveMembersRequest{SegmentId: seg, UserIds: gone}); err != nil {
+				t.Fatal(err)
+			}
+			ids := map[string]bool{}
+			for _, a := range syncNow(8) {
+				ids[a.GetRun().GetRunId()] = true
+			}
+			// Wait until every run is over (succeeded, or canceled by a caller
+			// that found another run's job in the way).
+			for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				runs, _ = f.ss.ListSyncRuns(ctx, &segmentsyncv1.ListSyncRunsRequest{SyncId: syncID})
+				over := 0
+				for _, r := range runs.GetRuns() {
+					if r.GetFinishTime() != nil {
+						over++
+					}
+				}
+				if over == len(runs.GetRuns()) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("runs not over: %v", runs.GetRuns())
+				}
+			}
+			for _, r := range runs.GetRuns() {
+				delete(ids, r.GetRunId())
+			}
+			if len(ids) != 0 {
+				t.Fatalf("SyncNow answered runs %v that ListSyncRuns does not list", ids)
+			}
+			var ran []*segmentsyncv1.SyncRun
+			var removed uint64
+			for _, r := range runs.GetRuns() {
+				switch r.GetStatus() {
+				case segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED:
+					ran = append(ran, r)
+					removed += r.GetRemoved()
+				case segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_CANCELED:
+					if !strings.Contains(r.GetError(), "queued or running") {
+						t.Fatalf("canceled run = %v", r)
+					}
+				default:
+					t.Fatalf("run = %v", r)
+				}
+			}
+			for i, a := range ran {
+				for _, b := range ran[i+1:] {
+					if a.GetStartTime().AsTime().Before(b.GetFinishTime().AsTime()) && b.GetStartTime().AsTime().Before(a.GetFinishTime().AsTime()) {
+						t.Fatalf("runs overlap:\n%v\n%v", a, b)
+					}
+				}
+			}
+			if removed != 3000 || len(ran) < 2 {
+				t.Fatalf("after the concurrent requests %d runs succeeded, removing %d; want 3000 removed", len(ran), removed)
+			}
+			if got := f.appcuesMembers(prop); len(got) != 5000 || got["ac-0"] || !got["ac-3000"] {
+				t.Fatalf("appcues holds %d, want 5000", len(got))
+			}
+			if p := peak.Load(); p != 1 {
+				t.Fatalf("%d requests of one sync were in flight at once", p)
+			}
+		})
+	}
+}
+
+// ListSyncs is scoped to the caller's environment; a new identity property
+// re-keys the destination on the next run; disabling without
+// clear_destination stops the schedule and leaves the destination as it is.
+func TestListUpdateIdentityAndDisable(t *testing.T) {
+	f := startSync(t, syncOpts{})
+	ctx := apptest.Context(t, 60*time.Second)
+	conn := f.appcues(t, ctx, "Appcues")
+	keyed := f.segment(t, ctx, "Keyed", 6, 6)
+	hourly := f.segment(t, ctx, "Hourly", 4, 4)
+	// Every keyed member also carries an email, the identity switched to below.
+	var users []*segmentsyncv1.User
+	for i := range 6 {
+		users = append(users, &segmentsyncv1.User{UserId: fmt.Sprint("u", i), Properties: map[string]*segmentsyncv1.PropertyValue{"email": {Kind: &segmentsyncv1.PropertyValue_StringValue{StringValue: fmt.Sprintf("u%d@example.com", i)}}}})
+	}
+	if _, err := f.ss.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: users}); err != nil {
+		t.Fatal(err)
+	}
+	enK, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: keyed, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME, Mode: segmentsyncv1.SyncMode_SYNC_MODE_MIRROR})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enH, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: hourly, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyedID, hourlyID := enK.GetSync().GetSyncId(), enH.GetSync().GetSyncId()
+	f.waitRun(t, ctx, keyedID, 1, enK.GetRun().GetRunId())
+	f.waitRun(t, ctx, hourlyID, 1, enH.GetRun().GetRunId())
+
+	// Environment B has a sync of its own.
+	ssB := segmentsyncv1.NewSegmentSyncServiceClient(f.e.Dial(f.e.B.Admin))
+	connB, err := connectorv1.NewConnectorServiceClient(f.e.Dial(f.e.B.Admin)).CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "appcues", Name: "Appcues B", Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	segB, err := ssB.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "B only"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = ssB.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: []*segmentsyncv1.User{{UserId: "b0", Properties: map[string]*segmentsyncv1.PropertyValue{"appcuesUserID": {Kind: &segmentsyncv1.PropertyValue_StringValue{StringValue: "ac-b0"}}}}}})
+	_, _ = ssB.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: segB.GetSegment().GetSegmentId(), UserIds: []string{"b0"}})
+	enB, err := ssB.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: segB.GetSegment().GetSegmentId(), ConnectionId: connB.GetConnection().GetConnectionId(), Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncIDs := func(c segmentsyncv1.SegmentSyncServiceClient, req *segmentsyncv1.ListSyncsRequest) []string {
+		t.Helper()
+		l, err := c.ListSyncs(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, s := range l.GetSyncs() {
+			out = append(out, s.GetSyncId())
+		}
+		return out
+	}
+	if got := syncIDs(f.ss, &segmentsyncv1.ListSyncsRequest{}); len(got) != 2 || !slices.Contains(got, keyedID) || !slices.Contains(got, hourlyID) {
+		t.Fatalf("ListSyncs in A = %v, want %s and %s", got, keyedID, hourlyID)
+	}
+	if got := syncIDs(f.ss, &segmentsyncv1.ListSyncsRequest{SegmentId: hourly}); len(got) != 1 || got[0] != hourlyID {
+		t.Fatalf("ListSyncs of segment %s = %v", hourly, got)
+	}
+	if got := syncIDs(ssB, &segmentsyncv1.ListSyncsRequest{}); len(got) != 1 || got[0] != enB.GetSync().GetSyncId() {
+		t.Fatalf("ListSyncs in B = %v, want only %s", got, enB.GetSync().GetSyncId())
+	}
+	if _, err := f.ss.GetSync(ctx, &segmentsyncv1.GetSyncRequest{SyncId: enB.GetSync().GetSyncId()}); status.Code(err) != codes.NotFound {
+		t.Fatalf("A reading B's sync: %v", err)
+	}
+	if _, err := ssB.DisableSync(ctx, &segmentsyncv1.DisableSyncRequest{SyncId: hourlyID}); status.Code(err) != codes.NotFound {
+		t.Fatalf("B disabling A's sync: %v", err)
+	}
+
+	// A new identity property: the old ids leave and the new ones arrive.
+	const keyedProp = "[seghub] Keyed"
+	if got := f.appcuesMembers(keyedProp); len(got) != 6 || !got["ac-0"] {
+		t.Fatalf("before re-keying appcues holds %v", got)
+	}
+	email := "email"
+	u, err := f.admin.UpdateSync(ctx, &segmentsyncv1.UpdateSyncRequest{SyncId: keyedID, IdentityProperty: &email})
+	if err != nil || u.GetSync().GetIdentityProperty() != "email" {
+		t.Fatalf("update = %v, %v", u, err)
+	}
+	now, err := f.admin.SyncNow(ctx, &segmentsyncv1.SyncNowRequest{SyncId: keyedID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := f.waitRun(t, ctx, keyedID, 2, now.GetRun().GetRunId()); r.GetAdded() != 6 || r.GetRemoved() != 6 || r.GetUnmatched() != 0 {
+		t.Fatalf("re-keying run = %v", r)
+	}
+	got := f.appcuesMembers(keyedProp)
+	for i := range 6 {
+		if got[fmt.Sprintf("ac-%d", i)] || !got[fmt.Sprintf("u%d@example.com", i)] {
+			t.Fatalf("after re-keying appcues holds %v", got)
+		}
+	}
+	if len(got) != 6 {
+		t.Fatalf("after re-keying appcues holds %v", got)
+	}
+
+	// Disabling (clear_destination false) stops the schedule, keeps the destination.
+	const hourlyProp = "[seghub] Hourly"
+	d, err := f.admin.DisableSync(ctx, &segmentsyncv1.DisableSyncRequest{SyncId: hourlyID})
+	if err != nil || d.GetSync().GetEnabled() || d.GetSync().GetNextRunTime() != nil || d.GetRun() != nil {
+		t.Fatalf("disable = %v, %v", d, err)
+	}
+	f.clock.Add(5 * time.Hour)
+	if n, err := f.svc.Engine().Tick(ctx); err != nil || n != 0 {
+		t.Fatalf("tick five hours after disabling queued %d (%v)", n, err)
+	}
+	if _, err := f.admin.SyncNow(ctx, &segmentsyncv1.SyncNowRequest{SyncId: hourlyID}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("SyncNow on a disabled sync: %v", err)
+	}
+	runs, _ := f.ss.ListSyncRuns(ctx, &segmentsyncv1.ListSyncRunsRequest{SyncId: hourlyID})
+	if len(runs.GetRuns()) != 1 {
+		t.Fatalf("a disabled sync ran again: %v", runs.GetRuns())
+	}
+	if got := f.appcuesMembers(hourlyProp); len(got) != 4 || !got["ac-0"] || !got["ac-3"] {
+		t.Fatalf("after disabling appcues holds %v, want the 4 members delivered", got)
 	}
 }

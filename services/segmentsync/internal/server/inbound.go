@@ -2,12 +2,8 @@ package server
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +13,7 @@ import (
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/auth"
+	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
 )
 
@@ -52,33 +49,9 @@ func NewInbound(st *store.Store, resolve ConnectionResolver, record func(connect
 }
 
 // VerifySignature checks "ts:<unix>,hmac:<hex>" = HMAC-SHA256(secret, ts+body)
-// with the timestamp within tolerance of now.
+// with the timestamp within SignatureTolerance of now.
 func VerifySignature(secret, header string, body []byte, now time.Time) bool {
-	var ts, mac string
-	for _, part := range strings.Split(header, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(part), ":")
-		switch k {
-		case "ts":
-			ts = v
-		case "hmac":
-			mac = v
-		}
-	}
-	unix, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || mac == "" || secret == "" {
-		return false
-	}
-	if d := now.Sub(time.Unix(unix, 0)); d > SignatureTolerance || d < -SignatureTolerance {
-		return false
-	}
-	got, err := hex.DecodeString(mac)
-	if err != nil {
-		return false
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts))
-	m.Write(body)
-	return hmac.Equal(got, m.Sum(nil))
+	return destinations.Verify(secret, header, body, now, SignatureTolerance)
 }
 
 type webhookBody struct {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"unicode/utf8"
 
@@ -85,6 +86,11 @@ func propFromPB(field string, v *segmentsyncv1.PropertyValue) (*store.Prop, erro
 		}
 		return &store.Prop{Kind: store.PropString, S: k.StringValue}, nil
 	case *segmentsyncv1.PropertyValue_NumberValue:
+		// NaN and ±Inf have no JSON form: stored, they would make the user's
+		// properties unreadable.
+		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
+			return nil, apperr.Invalid(field, "number values must be finite (not NaN or infinity)")
+		}
 		return &store.Prop{Kind: store.PropNumber, N: k.NumberValue}, nil
 	case *segmentsyncv1.PropertyValue_BoolValue:
 		return &store.Prop{Kind: store.PropBool, B: k.BoolValue}, nil
@@ -367,7 +373,7 @@ func (s *Server) DeleteSegment(ctx context.Context, req *segmentsyncv1.DeleteSeg
 		return nil, err
 	}
 	if s.engine != nil {
-		// Its syncs stop; what destinations hold is left as it is.
+		// Its syncs are removed; what destinations hold is left as it is.
 		if err := s.engine.OnSegmentDeleted(ctx, env(ctx), req.GetSegmentId()); err != nil {
 			return nil, err
 		}

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	grpccodes "google.golang.org/grpc/codes"
 
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	"github.com/seghub/seghub/pkg/apperr"
@@ -163,39 +164,66 @@ func (e *Engine) checkLimit(ctx context.Context, q store.Querier, s *Sync, t des
 	return nil
 }
 
+// orphanAfter is how old a queued run must be before queueRun suspects it
+// lost its job.
+const orphanAfter = time.Minute
+
 // spread returns interval plus a small random jitter.
 func (e *Engine) spread(interval time.Duration) time.Duration {
 	return interval + time.Duration(rand.Float64()*e.o.Jitter*float64(interval))
 }
 
 func (e *Engine) queueRun(ctx context.Context, s *Sync, trigger string) (*Run, error) {
-	if pending, err := e.st.PendingRun(ctx, s.ID); err != nil || pending != nil {
-		return pending, err
+	if e.queue == nil {
+		return nil, apperr.Unavailable("the sync job queue is not running")
+	}
+	// Once a run row exists its job must be queued, or the run marked
+	// cancelled, whatever the caller does: a queued run without a job would
+	// block the sync for good. So the rest does not follow ctx.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	pending, err := e.st.PendingRun(ctx, s.ID)
+	if err != nil {
+		return nil, err
+	}
+	if pending != nil {
+		if pending.Status == StatusQueued && e.o.Now().Sub(pending.Created) > orphanAfter {
+			// A crash between creating a run and queueing its job leaves a
+			// queued run with no job; queueing it again is a no-op otherwise.
+			if _, err := e.queue.Enqueue(ctx, s.Env, s.ID, pending.ID); err != nil {
+				return nil, err
+			}
+		}
+		return pending, nil
 	}
 	r := &Run{ID: ids.New("run"), SyncID: s.ID, Env: s.Env, Trigger: trigger, Status: StatusQueued, Created: e.o.Now().UTC()}
 	if err := e.st.CreateRun(ctx, r); err != nil {
 		return nil, err
 	}
-	if e.queue == nil {
-		return nil, apperr.Unavailable("the sync job queue is not running")
-	}
-	// No run of ours is queued or running, so a duplicate can only be the
-	// previous run's job, finished but not yet marked completed by River's
-	// batched completer: retry briefly.
+	// A duplicate is another run's job: the previous run's, finished but not
+	// yet marked completed by River's batched completer, or a concurrent
+	// caller's. Retry briefly, then give this run up.
 	var inserted bool
-	var err error
 	for attempt := 0; attempt < 60 && !inserted; attempt++ {
 		if attempt > 0 {
 			time.Sleep(50 * time.Millisecond)
 		}
 		if inserted, err = e.queue.Enqueue(ctx, s.Env, s.ID, r.ID); err != nil {
-			return nil, err
+			break
 		}
 	}
 	if !inserted {
 		r.Status, r.Error = StatusCanceled, "another run of this sync is queued or running"
+		if err != nil {
+			r.Error = "could not queue the run: " + err.Error()
+		}
 		r.Finished = e.o.Now().UTC()
-		_ = e.st.UpdateRun(ctx, r)
+		if uerr := e.st.UpdateRun(ctx, r); uerr != nil && err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
@@ -274,23 +302,23 @@ func (e *Engine) Disable(ctx context.Context, env, syncID string, clearDestinati
 	return s, run, err
 }
 
-// OnSegmentDeleted disables the syncs of a deleted segment (the destination
-// keeps what it has; the segment is gone, so there is no state to mirror).
+// OnSegmentDeleted removes the syncs of a deleted segment with their runs
+// and checkpoints, as DeleteSegment documents. The destination keeps what it
+// has: the segment is gone, so there is no state to mirror. A run still
+// queued finds its sync gone and ends.
 func (e *Engine) OnSegmentDeleted(ctx context.Context, env, segmentID string) error {
 	syncs, err := e.st.SyncsOfSegment(ctx, env, segmentID)
 	if err != nil {
 		return err
 	}
-	for _, s := range syncs {
-		if !s.Enabled {
-			continue
+	return e.db.InTx(ctx, func(tx *store.Tx) error {
+		for _, s := range syncs {
+			if err := e.st.DeleteSync(ctx, tx, s.ID); err != nil {
+				return err
+			}
 		}
-		s.Enabled, s.NextRun, s.LastError, s.Updated = false, time.Time{}, "segment deleted", e.o.Now().UTC()
-		if err := e.st.UpdateSync(ctx, e.db, s); err != nil {
-			return err
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Tick queues the recurring runs that are due. Runs missed while seghub was
@@ -432,6 +460,9 @@ func (e *Engine) DryRun(ctx context.Context, env, syncID string, sample int) (*P
 // from the checkpoints, so acknowledged batches are not sent again.
 func (e *Engine) Execute(ctx context.Context, runID string) error {
 	r, err := e.st.GetRun(ctx, runID)
+	if removed(err) {
+		return nil // its sync was removed with its segment
+	}
 	if err != nil {
 		return err
 	}
@@ -439,6 +470,9 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 		return nil // already finished (a duplicate delivery of the job)
 	}
 	s, err := e.st.GetSync(ctx, r.Env, r.SyncID)
+	if removed(err) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -477,6 +511,9 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 
 func (e *Engine) finishSync(ctx context.Context, s *Sync, r *Run) error {
 	cur, err := e.st.GetSync(ctx, "", s.ID)
+	if removed(err) {
+		return nil // removed with its segment while this run was under way
+	}
 	if err != nil {
 		return err
 	}
@@ -500,6 +537,9 @@ func (e *Engine) finishSync(ctx context.Context, s *Sync, r *Run) error {
 	cur.Updated = e.o.Now().UTC()
 	return e.st.UpdateSync(ctx, e.db, cur)
 }
+
+// removed reports a sync or run that no longer exists (its segment was deleted).
+func removed(err error) bool { return err != nil && apperr.Code(err) == grpccodes.NotFound }
 
 // runError ends a run early with a message for its record.
 type runError struct{ msg string }

@@ -190,6 +190,16 @@ func (st *Store) DueSyncs(ctx context.Context, now time.Time) ([]*Sync, error) {
 	return st.querySyncs(ctx, `SELECT `+syncCols+` FROM se_syncs WHERE enabled = TRUE AND schedule = ? AND next_run_at <= ? ORDER BY next_run_at`, Recurring, now.UnixMicro())
 }
 
+// DeleteSync removes a sync with its runs, checkpoints and failures.
+func (st *Store) DeleteSync(ctx context.Context, q store.Querier, syncID string) error {
+	for _, table := range []string{"se_failed", "se_delivered", "se_runs", "se_syncs"} {
+		if _, err := q.ExecContext(ctx, `DELETE FROM `+table+` WHERE sync_id = ?`, syncID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SyncsOfSegment returns env's syncs of a segment.
 func (st *Store) SyncsOfSegment(ctx context.Context, env, segmentID string) ([]*Sync, error) {
 	return st.ListSyncs(ctx, env, segmentID, "")
