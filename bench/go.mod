@@ -9,3 +9,4 @@ replace github.com/seghub/seghub/services/destsim => ../services/destsim
 replace github.com/seghub/seghub/services/connector => ../services/connector
 replace github.com/seghub/seghub/services/segmentsync => ../services/segmentsync
 replace github.com/seghub/seghub/services/targeting => ../services/targeting
+replace github.com/seghub/seghub/services/eventrelay => ../services/eventrelay

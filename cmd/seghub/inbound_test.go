@@ -35,11 +35,18 @@ func webhookBody(segID, segName, task string, total int, p page) []byte {
 	return b
 }
 
+// post sends a partner webhook signed Heap's way (Heap-Hash).
 func (r *running) post(t *testing.T, path, sig string, body []byte) (int, map[string]any) {
+	t.Helper()
+	return r.postSigned(t, path, "Heap-Hash", sig, body)
+}
+
+// postSigned posts body with sig in header (none when sig is empty).
+func (r *running) postSigned(t *testing.T, path, header, sig string, body []byte) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", "http://"+r.httpAddr+path, bytes.NewReader(body))
 	if sig != "" {
-		req.Header.Set("Heap-Hash", sig)
+		req.Header.Set(header, sig)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

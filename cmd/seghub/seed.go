@@ -6,6 +6,7 @@ import (
 	"time"
 
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
+	eventrelayv1 "github.com/seghub/seghub/gen/seghub/eventrelay/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/app"
@@ -101,6 +102,19 @@ func seed(ctx context.Context, p *app.Platform, env string) error {
 		}
 		if _, err := ss.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: trial, ConnectionId: c.GetConnection().GetConnectionId(), Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING}); err != nil {
 			return fmt.Errorf("seed sync: %w", err)
+		}
+		// Relay every event (Appcues' included) into the simulator's analytics.
+		an, err := connectorv1.NewConnectorServiceClient(cconn).CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "analytics", Name: "Analytics (simulator)",
+			Credentials: map[string]string{"app_id": "demo-app"}})
+		if err != nil {
+			return fmt.Errorf("seed analytics connection: %w", err)
+		}
+		econn, err := p.Conn(app.EventRelay)
+		if err != nil {
+			return err
+		}
+		if _, err := eventrelayv1.NewEventRelayServiceClient(econn).CreateRoute(ctx, &eventrelayv1.CreateRouteRequest{ConnectionId: an.GetConnection().GetConnectionId()}); err != nil {
+			return fmt.Errorf("seed event route: %w", err)
 		}
 	}
 	p.Logger.Info("seeded demo data", "segments", len(ids), "users", len(users), "trial_segment", trial)

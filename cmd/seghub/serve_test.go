@@ -195,7 +195,8 @@ func TestAdminKeyFromEnvironment(t *testing.T) {
 // The seeded demo a newcomer meets with `make run`, through REST, as the
 // README's walk-through does it.
 func TestSeededDemo(t *testing.T) {
-	r := start(t, t.TempDir(), func(c *config.Config) { c.Seed = true })
+	var cfg *config.Config
+	r := start(t, t.TempDir(), func(c *config.Config) { c.Seed, c.DestSimAddr, cfg = true, "127.0.0.1:0", c })
 	key := keyPattern.FindString(r.stdout.String())
 	var segs []any
 	deadline := time.Now().Add(30 * time.Second)
@@ -238,5 +239,26 @@ func TestSeededDemo(t *testing.T) {
 	props, _ := body["user"].(map[string]any)["properties"].(map[string]any)
 	if code != 200 || props["appcuesUserID"] == nil {
 		t.Fatalf("seeded user: %d %v", code, body)
+	}
+	// The README's event walk-through: an Appcues event reaches the
+	// simulator's analytics under its display name.
+	if code, body = r.do(t, "POST", "/v1/events:track", key, `{"event":{"source":"appcues","user_id":"user-002","name":"appcues:flow_started","properties":{"flowId":"f-1"}}}`); code != 200 {
+		t.Fatalf("track: %d %v", code, body)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(cfg.AnalyticsURL + "/_sim/state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		state, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(state), `"event":"Flow Started"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("analytics never received the event: %s", state)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

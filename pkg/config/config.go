@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,9 @@ type Config struct {
 	// Event relay delivery.
 	DeliveryMaxAttempts int
 	DeliveryMaxAge      time.Duration
+	EventDedupWindow    time.Duration
+	EventRetention      time.Duration
+	BusNamespace        string
 }
 
 type setting struct {
@@ -68,6 +72,8 @@ func str(p func(*Config) *string) func(*Config, string) error {
 }
 
 // settings is the table; keep it sorted by topic, documented in one line each.
+var busNamespace = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
 var settings = []setting{
 	{"grpc-addr", "SEGHUB_GRPC_ADDR", "gRPC listen address", ":9090", str(func(c *Config) *string { return &c.GRPCAddr })},
 	{"http-addr", "SEGHUB_HTTP_ADDR", "REST/JSON gateway listen address", ":8080", str(func(c *Config) *string { return &c.HTTPAddr })},
@@ -116,6 +122,23 @@ var settings = []setting{
 	{"delivery-max-age", "SEGHUB_DELIVERY_MAX_AGE", "event delivery: how long retries go on before an event may be dead-lettered (both limits must be passed)", "1h", func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
 		c.DeliveryMaxAge = d
+		return err
+	}},
+	{"event-dedup-window", "SEGHUB_EVENT_DEDUP_WINDOW", "events: how long JetStream remembers event ids to drop duplicates (sinks' idempotency keys cover longer)", "2m", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		c.EventDedupWindow = d
+		return err
+	}},
+	{"bus-namespace", "SEGHUB_BUS_NAMESPACE", "events: prefix of the JetStream stream and subjects, so several deployments can share one NATS (letters, digits, '-', '_')", "seghub", func(c *Config, v string) error {
+		if !busNamespace.MatchString(v) {
+			return fmt.Errorf("%q: use 1-32 letters, digits, '-' or '_'", v)
+		}
+		c.BusNamespace = v
+		return nil
+	}},
+	{"event-retention", "SEGHUB_EVENT_RETENTION", "events: how long the events stream keeps events", "168h", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		c.EventRetention = d
 		return err
 	}},
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -184,9 +185,11 @@ type abtasty struct {
 	t Type
 	h *httpClient
 
-	mu      sync.Mutex
-	token   string
-	expires time.Time
+	mu    sync.Mutex
+	token string
+	// renew is when the cached token is replaced: shortly before the
+	// expiry the token endpoint announced.
+	renew time.Time
 }
 
 // VisitorIDPattern is what AB Tasty accepts as a visitor id (case-insensitive).
@@ -196,32 +199,44 @@ func newABTasty(t Type, h *httpClient) *abtasty { return &abtasty{t: t, h: h} }
 
 func (a *abtasty) Type() Type { return a.t }
 
-// accessToken returns a cached token, fetching a new one a minute before the
-// expires_in the server gave (never assumed).
-func (a *abtasty) accessToken(ctx context.Context) (string, error) {
+// accessToken returns the cached token, or a new one (fresh) once the
+// cached one is within a minute of the expires_in the server gave (never
+// assumed) or, for tokens living under ten minutes, within a tenth of their
+// lifetime, so that short-lived tokens are still reused.
+func (a *abtasty) accessToken(ctx context.Context) (tok string, fresh bool, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.token != "" && time.Now().Before(a.expires.Add(-time.Minute)) {
-		return a.token, nil
+	if a.token != "" && time.Now().Before(a.renew) {
+		return a.token, false, nil
 	}
 	var out struct {
 		AccessToken string `json:"access_token"`
 		ExpiresIn   int    `json:"expires_in"`
 	}
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {a.h.c.Credentials["client_id"]}, "client_secret": {a.h.c.Credentials["client_secret"]}}
-	err := a.h.do(ctx, request{method: "POST", path: "/oauth/v2/token", raw: []byte(form.Encode()), header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}, &out)
+	err = a.h.do(ctx, request{method: "POST", path: "/oauth/v2/token", raw: []byte(form.Encode()), header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}, &out)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if out.AccessToken == "" {
-		return "", &Error{Kind: AuthFailed, Message: "token endpoint returned no access_token"}
+		return "", false, &Error{Kind: AuthFailed, Message: "token endpoint returned no access_token"}
 	}
-	a.token, a.expires = out.AccessToken, time.Now().Add(time.Duration(out.ExpiresIn)*time.Second)
-	return a.token, nil
+	ttl := time.Duration(out.ExpiresIn) * time.Second
+	a.token, a.renew = out.AccessToken, time.Now().Add(ttl-min(time.Minute, ttl/10))
+	return a.token, true, nil
+}
+
+// forget drops tok from the cache unless another call already replaced it.
+func (a *abtasty) forget(tok string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.token == tok {
+		a.token = ""
+	}
 }
 
 func (a *abtasty) Check(ctx context.Context) error {
-	_, err := a.accessToken(ctx)
+	_, _, err := a.accessToken(ctx)
 	return err
 }
 
@@ -246,17 +261,26 @@ func (a *abtasty) DeliverSegment(ctx context.Context, b SegmentBatch) (BatchResu
 	if len(rows) == 0 {
 		return res, nil
 	}
-	tok, err := a.accessToken(ctx)
-	if err != nil {
+	path := "/accounts/" + url.PathEscape(a.h.c.Credentials["account_identifier"]) + "/segments/" + url.PathEscape(b.DisplayName)
+	// upload reports whether a refusal was of a cached token: one the server
+	// no longer honours (expired or revoked early) says nothing about the
+	// client credentials, so only a fresh token's refusal is final.
+	upload := func() (cached bool, err error) {
+		tok, fresh, err := a.accessToken(ctx)
+		if err != nil {
+			return false, err
+		}
+		err = a.h.do(ctx, request{method: "POST", path: path, header: map[string]string{"Authorization": "Bearer " + tok, "Idempotency-Key": b.IdempotencyKey}, body: rows}, nil)
+		if KindOf(err) == AuthFailed {
+			a.forget(tok)
+			return !fresh, err
+		}
+		return false, err
+	}
+	if cached, err := upload(); !cached {
 		return res, err
 	}
-	path := "/accounts/" + url.PathEscape(a.h.c.Credentials["account_identifier"]) + "/segments/" + url.PathEscape(b.DisplayName)
-	err = a.h.do(ctx, request{method: "POST", path: path, header: map[string]string{"Authorization": "Bearer " + tok, "Idempotency-Key": b.IdempotencyKey}, body: rows}, nil)
-	if KindOf(err) == AuthFailed {
-		a.mu.Lock()
-		a.token = "" // an expired token: fetch a fresh one next time
-		a.mu.Unlock()
-	}
+	_, err := upload()
 	return res, err
 }
 
@@ -285,7 +309,7 @@ func (a *analytics) Track(ctx context.Context, events []Event) error {
 		for j, e := range chunk {
 			out[j] = map[string]any{"identity": e.Identity, "event": e.Name, "timestamp": e.Timestamp.UTC().Format(time.RFC3339Nano), "properties": e.Properties, "idempotency_key": e.ID}
 		}
-		if err := a.h.do(ctx, request{method: "POST", path: "/api/track", body: map[string]any{"app_id": a.h.c.Credentials["app_id"], "events": out}}, nil); err != nil {
+		if err := a.h.do(ctx, request{method: "POST", path: "/api/track", body: map[string]any{"app_id": a.h.c.Credentials["app_id"], "events": out}, weight: len(chunk)}, nil); err != nil {
 			return err
 		}
 	}
@@ -318,6 +342,37 @@ func Sign(secret string, ts time.Time, body []byte) string {
 	m.Write([]byte(unix))
 	m.Write(body)
 	return "ts:" + unix + ",hmac:" + hex.EncodeToString(m.Sum(nil))
+}
+
+// Verify checks a Sign header: the HMAC must match the timestamp followed by
+// the body, and the timestamp be within tolerance of now (replays of old
+// requests are refused).
+func Verify(secret, header string, body []byte, now time.Time, tolerance time.Duration) bool {
+	var ts, mac string
+	for _, part := range strings.Split(header, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), ":")
+		switch k {
+		case "ts":
+			ts = v
+		case "hmac":
+			mac = v
+		}
+	}
+	unix, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || mac == "" || secret == "" {
+		return false
+	}
+	if d := now.Sub(time.Unix(unix, 0)); d > tolerance || d < -tolerance {
+		return false
+	}
+	got, err := hex.DecodeString(mac)
+	if err != nil {
+		return false
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts))
+	m.Write(body)
+	return hmac.Equal(got, m.Sum(nil))
 }
 
 func (w *webhook) post(ctx context.Context, body any) error {

@@ -53,7 +53,7 @@ var catalogue = []Type{
 		DefaultInterval: time.Hour, RecurringLimit: 10, BatchSize: 1000, RatePerMinute: 600,
 		CredentialFields: []string{"url"}, DefaultIdentity: "user_id", AccountField: "url"},
 	{Name: "analytics", DisplayName: "Analytics (Heap-style track API)", Auth: AuthAPIKey, EventsOut: true,
-		BatchSize: 1000, RatePerMinute: 15000 / 1000, // 15 000 events a minute at 1 000 a request
+		BatchSize: 1000, RatePerMinute: 15000, // events, not requests: a track request costs one token per event
 		CredentialFields: []string{"app_id"}, DefaultIdentity: "user_id", AccountField: "app_id"},
 	{Name: "heap", DisplayName: "Heap (segments in)", Auth: AuthSigningSecret, SegmentsIn: true,
 		DefaultIdentity: "user_id"},

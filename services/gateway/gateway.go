@@ -19,6 +19,7 @@ import (
 	"github.com/seghub/seghub/gen/openapi"
 	adminv1 "github.com/seghub/seghub/gen/seghub/admin/v1"
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
+	eventrelayv1 "github.com/seghub/seghub/gen/seghub/eventrelay/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/app"
@@ -47,6 +48,7 @@ type registrar func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.Clien
 var registrations = map[string][]registrar{
 	app.Admin:       {adminv1.RegisterAdminServiceHandler},
 	app.Connector:   {connectorv1.RegisterConnectorServiceHandler},
+	app.EventRelay:  {eventrelayv1.RegisterEventRelayServiceHandler},
 	app.SegmentSync: {segmentsyncv1.RegisterSegmentSyncServiceHandler},
 	app.Targeting:   {targetingv1.RegisterTargetingServiceHandler},
 }
@@ -92,8 +94,12 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.Handle("GET /metrics", p.Telemetry.MetricsHandler())
 	g.mux.HandleFunc("GET /oauth/callback", g.oauthCallback)
-	g.mux.HandleFunc("POST /webhooks/heap/{connection_id}", g.segmentWebhook)
-	g.mux.HandleFunc("POST /webhooks/segment_webhook/{connection_id}", g.segmentWebhook)
+	for _, src := range []string{"heap", "segment_webhook"} {
+		g.mux.HandleFunc("POST /webhooks/"+src+"/{connection_id}", g.webhook(app.SegmentSync, segmentWebhook))
+	}
+	for _, src := range []string{"appcues", "commandbar"} {
+		g.mux.HandleFunc("POST /webhooks/"+src+"/{connection_id}", g.webhook(app.EventRelay, eventWebhook))
+	}
 	for _, r := range extra {
 		g.mux.Handle(r.Pattern, r.Handler)
 	}

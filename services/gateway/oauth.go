@@ -13,7 +13,8 @@ import (
 )
 
 var callbackPage = template.Must(template.New("cb").Parse(`<!doctype html><title>seghub</title>
-{{if .Error}}<h1>Connection failed</h1><p>{{.Error}}</p>{{else}}<h1>Connected</h1><p>{{.Name}} ({{.Type}}) is connected. You can close this window.</p>{{end}}`))
+{{if .Error}}<h1>Connection failed</h1><p>{{.Error}}</p>{{else}}<h1>Connected</h1><p>{{.Name}} ({{.Type}}) is connected. You can close this window.</p>
+{{if .Secret}}<p>Webhook URL: <code>{{.Hook}}</code><br>Signing secret (shown only now): <code id="signing-secret">{{.Secret}}</code></p>{{end}}{{end}}`))
 
 // oauthCallback completes an OAuth authorisation: the destination redirects
 // the browser here with code and state; the connector checks the state
@@ -34,5 +35,9 @@ func (g *Gateway) oauthCallback(w http.ResponseWriter, r *http.Request) {
 		_ = callbackPage.Execute(w, map[string]string{"Error": status.Convert(err).Message()})
 		return
 	}
-	_ = callbackPage.Execute(w, map[string]string{"Name": resp.GetConnection().GetName(), "Type": resp.GetConnection().GetType()})
+	// The tool's webhooks to seghub are signed with this secret; the callback
+	// is the only place an OAuth connection can show it.
+	c := resp.GetConnection()
+	_ = callbackPage.Execute(w, map[string]string{"Name": c.GetName(), "Type": c.GetType(), "Secret": resp.GetSigningSecret(),
+		"Hook": g.p.Config.PublicURL + "/webhooks/" + c.GetType() + "/" + c.GetConnectionId()})
 }

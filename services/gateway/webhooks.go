@@ -6,43 +6,77 @@ import (
 	"net/http"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	eventrelayv1 "github.com/seghub/seghub/gen/seghub/eventrelay/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
-	"github.com/seghub/seghub/pkg/app"
 )
 
 // MaxWebhookBody bounds inbound webhook bodies.
 const MaxWebhookBody = 16 << 20
 
-// segmentWebhook receives an analytics tool's partner webhook (Heap's
-// format) for a source connection and hands the raw body and signature to
-// segmentsync, which verifies and applies it.
-func (g *Gateway) segmentWebhook(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxWebhookBody))
-	if err != nil {
-		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body too large or unreadable"})
-		return
-	}
-	conn, err := g.p.Conn(app.SegmentSync)
-	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "segmentsync unavailable"})
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
-	defer cancel()
-	resp, err := segmentsyncv1.NewSegmentSyncServiceClient(conn).ReceiveSegmentWebhook(ctx, &segmentsyncv1.ReceiveSegmentWebhookRequest{
-		ConnectionId: r.PathValue("connection_id"), Signature: r.Header.Get("Heap-Hash"), Body: body})
-	if err != nil {
-		st := status.Convert(err)
-		switch st.Code() {
-		case codes.PermissionDenied:
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "Invalid signature"})
-		default:
-			writeJSON(w, runtimeStatus(err), map[string]string{"error": st.Message()})
+// webhookCall hands one webhook's raw body and signature header to the
+// service that verifies and applies it, and returns the JSON answer.
+type webhookCall func(ctx context.Context, conn *grpc.ClientConn, connectionID, signature string, body []byte) (any, error)
+
+// webhook receives a tool's signed webhook for a source connection. The
+// gateway does not verify: the owning service holds the signing secret.
+func (g *Gateway) webhook(service string, call webhookCall) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxWebhookBody))
+		if err != nil {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body too large or unreadable"})
+			return
 		}
-		return
+		conn, err := g.p.Conn(service)
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": service + " unavailable"})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+		defer cancel()
+		// Heap signs with Heap-Hash; seghub's own format uses the same value
+		// under X-Seghub-Signature.
+		sig := r.Header.Get("X-Seghub-Signature")
+		if sig == "" {
+			sig = r.Header.Get("Heap-Hash")
+		}
+		out, err := call(ctx, conn, r.PathValue("connection_id"), sig, body)
+		if err != nil {
+			st := status.Convert(err)
+			if st.Code() == codes.PermissionDenied {
+				writeJSON(w, http.StatusForbidden, map[string]string{"error": "Invalid signature"})
+				return
+			}
+			writeJSON(w, runtimeStatus(err), map[string]string{"error": st.Message()})
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "sync_task_id": resp.GetSyncTaskId(), "pages_received": resp.GetPagesReceived(), "total_pages": resp.GetTotalPages(), "applied": resp.GetApplied(), "segment_id": resp.GetSegmentId()})
+}
+
+// segmentWebhook is an analytics tool's partner segment webhook (Heap's format).
+func segmentWebhook(ctx context.Context, conn *grpc.ClientConn, id, sig string, body []byte) (any, error) {
+	resp, err := segmentsyncv1.NewSegmentSyncServiceClient(conn).ReceiveSegmentWebhook(ctx, &segmentsyncv1.ReceiveSegmentWebhookRequest{
+		ConnectionId: id, Signature: sig, Body: body})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"status": "ok", "sync_task_id": resp.GetSyncTaskId(), "pages_received": resp.GetPagesReceived(), "total_pages": resp.GetTotalPages(), "applied": resp.GetApplied(), "segment_id": resp.GetSegmentId()}, nil
+}
+
+// eventWebhook is an engagement tool's event webhook (Appcues, CommandBar).
+func eventWebhook(ctx context.Context, conn *grpc.ClientConn, id, sig string, body []byte) (any, error) {
+	resp, err := eventrelayv1.NewEventRelayServiceClient(conn).ReceiveEventWebhook(ctx, &eventrelayv1.ReceiveEventWebhookRequest{
+		ConnectionId: id, Signature: sig, Body: body})
+	if err != nil {
+		return nil, err
+	}
+	rejected := make([]map[string]any, 0, len(resp.GetRejected()))
+	for _, r := range resp.GetRejected() {
+		rejected = append(rejected, map[string]any{"index": r.GetIndex(), "field": r.GetField(), "reason": r.GetReason()})
+	}
+	return map[string]any{"status": "ok", "accepted": resp.GetAccepted(), "duplicates": resp.GetDuplicates(), "rejected": rejected}, nil
 }

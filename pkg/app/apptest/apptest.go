@@ -7,10 +7,12 @@ package apptest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +35,9 @@ type Options struct {
 	Postgres bool
 	// NeedBus starts embedded JetStream (or uses SEGHUB_NATS_URL in Config).
 	NeedBus bool
+	// ExternalNATS uses the external JetStream (skips or fails like
+	// storetest), under a bus namespace of its own.
+	ExternalNATS bool
 	// DataDir reuses a directory (restart tests); empty means t.TempDir().
 	DataDir string
 	// DatabaseURL reuses a database (restart tests); wins over Postgres.
@@ -80,6 +85,11 @@ func New(t testing.TB, o Options) *Env {
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.LogLevel = "warn"
+	if o.ExternalNATS {
+		o.NeedBus = true
+		cfg.NATSURL = ExternalNATSURL(t)
+		cfg.BusNamespace = fmt.Sprintf("t%d", time.Now().UnixNano())
+	}
 	if o.Configure != nil {
 		o.Configure(cfg)
 	}
@@ -110,6 +120,26 @@ func New(t testing.TB, o Options) *Env {
 	}
 	adminv1.RegisterAdminServiceServer(e.Server.Server, admin.NewServer(p.Admin, p.Auth.Forget))
 	return e
+}
+
+// ExternalNATSURL is the external NATS JetStream the tests use
+// (SEGHUB_TEST_NATS_URL, default nats://127.0.0.1:4222). Unreachable, it
+// skips the test, or fails it under CI=true.
+func ExternalNATSURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("SEGHUB_TEST_NATS_URL")
+	if u == "" {
+		u = "nats://127.0.0.1:4222"
+	}
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(u, "nats://"), 2*time.Second)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("external NATS at %s unreachable and CI=true requires it: %v", u, err)
+		}
+		t.Skipf("skipping: external NATS at %s unreachable (start nats-server -js or set SEGHUB_TEST_NATS_URL): %v", u, err)
+	}
+	c.Close()
+	return u
 }
 
 // keys finds or creates environment name and one key of each role.

@@ -141,11 +141,12 @@ type DestinationType struct {
 	EventsIn    bool                   `protobuf:"varint,5,opt,name=events_in,json=eventsIn,proto3" json:"events_in,omitempty"`
 	EventsOut   bool                   `protobuf:"varint,6,opt,name=events_out,json=eventsOut,proto3" json:"events_out,omitempty"`
 	// Inbound segments (analytics tools pushing segments to seghub).
-	SegmentsIn         bool                 `protobuf:"varint,7,opt,name=segments_in,json=segmentsIn,proto3" json:"segments_in,omitempty"`
-	DefaultInterval    *durationpb.Duration `protobuf:"bytes,8,opt,name=default_interval,json=defaultInterval,proto3" json:"default_interval,omitempty"`
-	RecurringLimit     uint32               `protobuf:"varint,9,opt,name=recurring_limit,json=recurringLimit,proto3" json:"recurring_limit,omitempty"`
-	BatchSize          uint32               `protobuf:"varint,10,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
-	RateLimitPerMinute uint32               `protobuf:"varint,11,opt,name=rate_limit_per_minute,json=rateLimitPerMinute,proto3" json:"rate_limit_per_minute,omitempty"`
+	SegmentsIn      bool                 `protobuf:"varint,7,opt,name=segments_in,json=segmentsIn,proto3" json:"segments_in,omitempty"`
+	DefaultInterval *durationpb.Duration `protobuf:"bytes,8,opt,name=default_interval,json=defaultInterval,proto3" json:"default_interval,omitempty"`
+	RecurringLimit  uint32               `protobuf:"varint,9,opt,name=recurring_limit,json=recurringLimit,proto3" json:"recurring_limit,omitempty"`
+	BatchSize       uint32               `protobuf:"varint,10,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	// Requests a minute (for analytics: events a minute, its documented quota).
+	RateLimitPerMinute uint32 `protobuf:"varint,11,opt,name=rate_limit_per_minute,json=rateLimitPerMinute,proto3" json:"rate_limit_per_minute,omitempty"`
 	// How long the destination keeps uploaded data (0: forever).
 	Retention *durationpb.Duration `protobuf:"bytes,12,opt,name=retention,proto3" json:"retention,omitempty"`
 	// Credential fields CreateConnection expects.

@@ -7,9 +7,14 @@
 package eventrelayv1
 
 import (
+	_ "github.com/seghub/seghub/gen/seghub/auth/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
+	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -20,21 +25,1927 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Event is one event a user caused in a tool.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique per environment; events with an id already stored are accepted
+	// again without being stored twice. Empty: seghub assigns one.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// The source: "appcues", "commandbar" or "api" (any other tool).
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// The source connection the event came through (its send_events toggle
+	// decides whether the event flows on). Optional for "api".
+	ConnectionId string `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	UserId       string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Event name: Appcues display ("Flow Started") or wire name
+	// ("appcues:flow_started"), a CommandBar event name, or any name for "api".
+	Name string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	// When it happened; empty means when seghub received it.
+	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	Properties    *structpb.Struct       `protobuf:"bytes,7,opt,name=properties,proto3" json:"properties,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Event) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *Event) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Event) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *Event) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Event) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Event) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *Event) GetProperties() *structpb.Struct {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
+// Rejection is one refused event.
+type Rejection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Field         string                 `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rejection) Reset() {
+	*x = Rejection{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rejection) ProtoMessage() {}
+
+func (x *Rejection) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
+func (*Rejection) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Rejection) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Rejection) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *Rejection) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type TrackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackRequest) Reset() {
+	*x = TrackRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackRequest) ProtoMessage() {}
+
+func (x *TrackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackRequest.ProtoReflect.Descriptor instead.
+func (*TrackRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TrackRequest) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type TrackResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	EventId string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// True when an event with this id was already stored.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackResponse) Reset() {
+	*x = TrackResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackResponse) ProtoMessage() {}
+
+func (x *TrackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackResponse.ProtoReflect.Descriptor instead.
+func (*TrackResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TrackResponse) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *TrackResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+type TrackBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackBatchRequest) Reset() {
+	*x = TrackBatchRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackBatchRequest) ProtoMessage() {}
+
+func (x *TrackBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackBatchRequest.ProtoReflect.Descriptor instead.
+func (*TrackBatchRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TrackBatchRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type TrackBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ids of the stored events, in request order (rejected ones left out).
+	EventIds      []string     `protobuf:"bytes,1,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
+	Rejected      []*Rejection `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	Duplicates    uint32       `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackBatchResponse) Reset() {
+	*x = TrackBatchResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackBatchResponse) ProtoMessage() {}
+
+func (x *TrackBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackBatchResponse.ProtoReflect.Descriptor instead.
+func (*TrackBatchResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TrackBatchResponse) GetEventIds() []string {
+	if x != nil {
+		return x.EventIds
+	}
+	return nil
+}
+
+func (x *TrackBatchResponse) GetRejected() []*Rejection {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+func (x *TrackBatchResponse) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+type StreamTrackRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Echoed in the answer.
+	Sequence      uint64   `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Events        []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamTrackRequest) Reset() {
+	*x = StreamTrackRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamTrackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamTrackRequest) ProtoMessage() {}
+
+func (x *StreamTrackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamTrackRequest.ProtoReflect.Descriptor instead.
+func (*StreamTrackRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamTrackRequest) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *StreamTrackRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type StreamTrackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sequence      uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Accepted      uint32                 `protobuf:"varint,2,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Rejected      []*Rejection           `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	Duplicates    uint32                 `protobuf:"varint,4,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamTrackResponse) Reset() {
+	*x = StreamTrackResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamTrackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamTrackResponse) ProtoMessage() {}
+
+func (x *StreamTrackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamTrackResponse.ProtoReflect.Descriptor instead.
+func (*StreamTrackResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StreamTrackResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *StreamTrackResponse) GetAccepted() uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *StreamTrackResponse) GetRejected() []*Rejection {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+func (x *StreamTrackResponse) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+type ReceiveEventWebhookRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// The signature header as received ("ts:<unix>,hmac:<hex>").
+	Signature string `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The raw body, exactly as received (the signature covers it).
+	Body          []byte `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveEventWebhookRequest) Reset() {
+	*x = ReceiveEventWebhookRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveEventWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveEventWebhookRequest) ProtoMessage() {}
+
+func (x *ReceiveEventWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveEventWebhookRequest.ProtoReflect.Descriptor instead.
+func (*ReceiveEventWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReceiveEventWebhookRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ReceiveEventWebhookRequest) GetSignature() string {
+	if x != nil {
+		return x.Signature
+	}
+	return ""
+}
+
+func (x *ReceiveEventWebhookRequest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+type ReceiveEventWebhookResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accepted      uint32                 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Rejected      []*Rejection           `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	Duplicates    uint32                 `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveEventWebhookResponse) Reset() {
+	*x = ReceiveEventWebhookResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveEventWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveEventWebhookResponse) ProtoMessage() {}
+
+func (x *ReceiveEventWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveEventWebhookResponse.ProtoReflect.Descriptor instead.
+func (*ReceiveEventWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReceiveEventWebhookResponse) GetAccepted() uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *ReceiveEventWebhookResponse) GetRejected() []*Rejection {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+func (x *ReceiveEventWebhookResponse) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+type PropertySchema struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Display name ("Flow ID").
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The tool's own key for it ("flowId"), accepted too.
+	WireName string `protobuf:"bytes,2,opt,name=wire_name,json=wireName,proto3" json:"wire_name,omitempty"`
+	// "string", "number", "bool", "timestamp", "object", "list" or "any".
+	Type          string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Required      bool   `protobuf:"varint,4,opt,name=required,proto3" json:"required,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PropertySchema) Reset() {
+	*x = PropertySchema{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PropertySchema) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PropertySchema) ProtoMessage() {}
+
+func (x *PropertySchema) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PropertySchema.ProtoReflect.Descriptor instead.
+func (*PropertySchema) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PropertySchema) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PropertySchema) GetWireName() string {
+	if x != nil {
+		return x.WireName
+	}
+	return ""
+}
+
+func (x *PropertySchema) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *PropertySchema) GetRequired() bool {
+	if x != nil {
+		return x.Required
+	}
+	return false
+}
+
+type EventSchema struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Source string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// The name delivered to sinks.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Other names the event is accepted under.
+	Aliases       []string          `protobuf:"bytes,3,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	Properties    []*PropertySchema `protobuf:"bytes,4,rep,name=properties,proto3" json:"properties,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventSchema) Reset() {
+	*x = EventSchema{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventSchema) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventSchema) ProtoMessage() {}
+
+func (x *EventSchema) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventSchema.ProtoReflect.Descriptor instead.
+func (*EventSchema) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EventSchema) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *EventSchema) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EventSchema) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *EventSchema) GetProperties() []*PropertySchema {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
+type ListEventSchemasRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Filter by source; empty lists all.
+	Source        string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventSchemasRequest) Reset() {
+	*x = ListEventSchemasRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventSchemasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventSchemasRequest) ProtoMessage() {}
+
+func (x *ListEventSchemasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventSchemasRequest.ProtoReflect.Descriptor instead.
+func (*ListEventSchemasRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListEventSchemasRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type ListEventSchemasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schemas       []*EventSchema         `protobuf:"bytes,1,rep,name=schemas,proto3" json:"schemas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventSchemasResponse) Reset() {
+	*x = ListEventSchemasResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventSchemasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventSchemasResponse) ProtoMessage() {}
+
+func (x *ListEventSchemasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventSchemasResponse.ProtoReflect.Descriptor instead.
+func (*ListEventSchemasResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListEventSchemasResponse) GetSchemas() []*EventSchema {
+	if x != nil {
+		return x.Schemas
+	}
+	return nil
+}
+
+type Route struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RouteId string                 `protobuf:"bytes,1,opt,name=route_id,json=routeId,proto3" json:"route_id,omitempty"`
+	// The sink: an analytics connection or a destination with a track API.
+	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Sources routed; empty routes every source.
+	Sources []string `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
+	// Event names routed (delivered names); empty routes every event.
+	EventNames    []string               `protobuf:"bytes,4,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Route) GetRouteId() string {
+	if x != nil {
+		return x.RouteId
+	}
+	return ""
+}
+
+func (x *Route) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *Route) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *Route) GetEventNames() []string {
+	if x != nil {
+		return x.EventNames
+	}
+	return nil
+}
+
+func (x *Route) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+type CreateRouteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Sources       []string               `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
+	EventNames    []string               `protobuf:"bytes,3,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateRouteRequest) Reset() {
+	*x = CreateRouteRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateRouteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateRouteRequest) ProtoMessage() {}
+
+func (x *CreateRouteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateRouteRequest.ProtoReflect.Descriptor instead.
+func (*CreateRouteRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CreateRouteRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *CreateRouteRequest) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *CreateRouteRequest) GetEventNames() []string {
+	if x != nil {
+		return x.EventNames
+	}
+	return nil
+}
+
+type CreateRouteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Route         *Route                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateRouteResponse) Reset() {
+	*x = CreateRouteResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateRouteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateRouteResponse) ProtoMessage() {}
+
+func (x *CreateRouteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateRouteResponse.ProtoReflect.Descriptor instead.
+func (*CreateRouteResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CreateRouteResponse) GetRoute() *Route {
+	if x != nil {
+		return x.Route
+	}
+	return nil
+}
+
+type ListRoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesRequest) Reset() {
+	*x = ListRoutesRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesRequest) ProtoMessage() {}
+
+func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
+func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{17}
+}
+
+type ListRoutesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesResponse) Reset() {
+	*x = ListRoutesResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesResponse) ProtoMessage() {}
+
+func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
+func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListRoutesResponse) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type DeleteRouteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RouteId       string                 `protobuf:"bytes,1,opt,name=route_id,json=routeId,proto3" json:"route_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRouteRequest) Reset() {
+	*x = DeleteRouteRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRouteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRouteRequest) ProtoMessage() {}
+
+func (x *DeleteRouteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRouteRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRouteRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DeleteRouteRequest) GetRouteId() string {
+	if x != nil {
+		return x.RouteId
+	}
+	return ""
+}
+
+type DeleteRouteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRouteResponse) Reset() {
+	*x = DeleteRouteResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRouteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRouteResponse) ProtoMessage() {}
+
+func (x *DeleteRouteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRouteResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRouteResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{20}
+}
+
+type Sink struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Destination type (analytics, appcues).
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// Events waiting in the sink's consumer.
+	Backlog     uint64 `protobuf:"varint,3,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	Delivered   uint64 `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	DeadLetters uint64 `protobuf:"varint,5,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// Users whose head event is waiting for a retry.
+	RetryingUsers    uint32                 `protobuf:"varint,6,opt,name=retrying_users,json=retryingUsers,proto3" json:"retrying_users,omitempty"`
+	LastError        string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastDeliveryTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_delivery_time,json=lastDeliveryTime,proto3" json:"last_delivery_time,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Sink) Reset() {
+	*x = Sink{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sink) ProtoMessage() {}
+
+func (x *Sink) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sink.ProtoReflect.Descriptor instead.
+func (*Sink) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Sink) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *Sink) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Sink) GetBacklog() uint64 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *Sink) GetDelivered() uint64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *Sink) GetDeadLetters() uint64 {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return 0
+}
+
+func (x *Sink) GetRetryingUsers() uint32 {
+	if x != nil {
+		return x.RetryingUsers
+	}
+	return 0
+}
+
+func (x *Sink) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Sink) GetLastDeliveryTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastDeliveryTime
+	}
+	return nil
+}
+
+type ListSinksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSinksRequest) Reset() {
+	*x = ListSinksRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSinksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSinksRequest) ProtoMessage() {}
+
+func (x *ListSinksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSinksRequest.ProtoReflect.Descriptor instead.
+func (*ListSinksRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{22}
+}
+
+type ListSinksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sinks         []*Sink                `protobuf:"bytes,1,rep,name=sinks,proto3" json:"sinks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSinksResponse) Reset() {
+	*x = ListSinksResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSinksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSinksResponse) ProtoMessage() {}
+
+func (x *ListSinksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSinksResponse.ProtoReflect.Descriptor instead.
+func (*ListSinksResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListSinksResponse) GetSinks() []*Sink {
+	if x != nil {
+		return x.Sinks
+	}
+	return nil
+}
+
+type DeadLetter struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetterId     string                 `protobuf:"bytes,1,opt,name=dead_letter_id,json=deadLetterId,proto3" json:"dead_letter_id,omitempty"`
+	ConnectionId     string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Event            *Event                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	Reason           string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Attempts         uint32                 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	FirstAttemptTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_attempt_time,json=firstAttemptTime,proto3" json:"first_attempt_time,omitempty"`
+	DeadTime         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=dead_time,json=deadTime,proto3" json:"dead_time,omitempty"`
+	// Set once replayed.
+	ReplayTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=replay_time,json=replayTime,proto3" json:"replay_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DeadLetter) GetDeadLetterId() string {
+	if x != nil {
+		return x.DeadLetterId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetFirstAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstAttemptTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetDeadTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetReplayTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReplayTime
+	}
+	return nil
+}
+
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Filter by sink connection; empty lists every sink's.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Include dead letters already replayed.
+	IncludeReplayed bool   `protobuf:"varint,2,opt,name=include_replayed,json=includeReplayed,proto3" json:"include_replayed,omitempty"`
+	PageSize        uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken       string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListDeadLettersRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetIncludeReplayed() bool {
+	if x != nil {
+		return x.IncludeReplayed
+	}
+	return false
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListDeadLettersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetters   []*DeadLetter          `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type ReplayDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replay these; empty replays every pending dead letter of connection_id
+	// (or of every sink when that is empty too).
+	DeadLetterIds []string `protobuf:"bytes,1,rep,name=dead_letter_ids,json=deadLetterIds,proto3" json:"dead_letter_ids,omitempty"`
+	ConnectionId  string   `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersRequest) Reset() {
+	*x = ReplayDeadLettersRequest{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersRequest) ProtoMessage() {}
+
+func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReplayDeadLettersRequest) GetDeadLetterIds() []string {
+	if x != nil {
+		return x.DeadLetterIds
+	}
+	return nil
+}
+
+func (x *ReplayDeadLettersRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+type ReplayDeadLettersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replayed      uint32                 `protobuf:"varint,1,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersResponse) Reset() {
+	*x = ReplayDeadLettersResponse{}
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersResponse) ProtoMessage() {}
+
+func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_eventrelay_v1_eventrelay_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReplayDeadLettersResponse) GetReplayed() uint32 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
+}
+
 var File_seghub_eventrelay_v1_eventrelay_proto protoreflect.FileDescriptor
 
 const file_seghub_eventrelay_v1_eventrelay_proto_rawDesc = "" +
 	"\n" +
-	"%seghub/eventrelay/v1/eventrelay.proto\x12\x14seghub.eventrelay.v12\x13\n" +
-	"\x11EventRelayServiceB\xdd\x01\n" +
+	"%seghub/eventrelay/v1/eventrelay.proto\x12\x14seghub.eventrelay.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xff\x01\n" +
+	"\x05Event\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12#\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12\x17\n" +
+	"\auser_id\x18\x04 \x01(\tR\x06userId\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x128\n" +
+	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x127\n" +
+	"\n" +
+	"properties\x18\a \x01(\v2\x17.google.protobuf.StructR\n" +
+	"properties\"O\n" +
+	"\tRejection\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x14\n" +
+	"\x05field\x18\x02 \x01(\tR\x05field\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"A\n" +
+	"\fTrackRequest\x121\n" +
+	"\x05event\x18\x01 \x01(\v2\x1b.seghub.eventrelay.v1.EventR\x05event\"H\n" +
+	"\rTrackResponse\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"H\n" +
+	"\x11TrackBatchRequest\x123\n" +
+	"\x06events\x18\x01 \x03(\v2\x1b.seghub.eventrelay.v1.EventR\x06events\"\x8e\x01\n" +
+	"\x12TrackBatchResponse\x12\x1b\n" +
+	"\tevent_ids\x18\x01 \x03(\tR\beventIds\x12;\n" +
+	"\brejected\x18\x02 \x03(\v2\x1f.seghub.eventrelay.v1.RejectionR\brejected\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x03 \x01(\rR\n" +
+	"duplicates\"e\n" +
+	"\x12StreamTrackRequest\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x123\n" +
+	"\x06events\x18\x02 \x03(\v2\x1b.seghub.eventrelay.v1.EventR\x06events\"\xaa\x01\n" +
+	"\x13StreamTrackResponse\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1a\n" +
+	"\baccepted\x18\x02 \x01(\rR\baccepted\x12;\n" +
+	"\brejected\x18\x03 \x03(\v2\x1f.seghub.eventrelay.v1.RejectionR\brejected\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x04 \x01(\rR\n" +
+	"duplicates\"s\n" +
+	"\x1aReceiveEventWebhookRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\tR\tsignature\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\"\x96\x01\n" +
+	"\x1bReceiveEventWebhookResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\rR\baccepted\x12;\n" +
+	"\brejected\x18\x02 \x03(\v2\x1f.seghub.eventrelay.v1.RejectionR\brejected\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x03 \x01(\rR\n" +
+	"duplicates\"q\n" +
+	"\x0ePropertySchema\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\twire_name\x18\x02 \x01(\tR\bwireName\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x1a\n" +
+	"\brequired\x18\x04 \x01(\bR\brequired\"\x99\x01\n" +
+	"\vEventSchema\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aaliases\x18\x03 \x03(\tR\aaliases\x12D\n" +
+	"\n" +
+	"properties\x18\x04 \x03(\v2$.seghub.eventrelay.v1.PropertySchemaR\n" +
+	"properties\"1\n" +
+	"\x17ListEventSchemasRequest\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\"W\n" +
+	"\x18ListEventSchemasResponse\x12;\n" +
+	"\aschemas\x18\x01 \x03(\v2!.seghub.eventrelay.v1.EventSchemaR\aschemas\"\xbf\x01\n" +
+	"\x05Route\x12\x19\n" +
+	"\broute_id\x18\x01 \x01(\tR\arouteId\x12#\n" +
+	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x18\n" +
+	"\asources\x18\x03 \x03(\tR\asources\x12\x1f\n" +
+	"\vevent_names\x18\x04 \x03(\tR\n" +
+	"eventNames\x12;\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"t\n" +
+	"\x12CreateRouteRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x18\n" +
+	"\asources\x18\x02 \x03(\tR\asources\x12\x1f\n" +
+	"\vevent_names\x18\x03 \x03(\tR\n" +
+	"eventNames\"H\n" +
+	"\x13CreateRouteResponse\x121\n" +
+	"\x05route\x18\x01 \x01(\v2\x1b.seghub.eventrelay.v1.RouteR\x05route\"\x13\n" +
+	"\x11ListRoutesRequest\"I\n" +
+	"\x12ListRoutesResponse\x123\n" +
+	"\x06routes\x18\x01 \x03(\v2\x1b.seghub.eventrelay.v1.RouteR\x06routes\"/\n" +
+	"\x12DeleteRouteRequest\x12\x19\n" +
+	"\broute_id\x18\x01 \x01(\tR\arouteId\"\x15\n" +
+	"\x13DeleteRouteResponse\"\xaa\x02\n" +
+	"\x04Sink\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
+	"\abacklog\x18\x03 \x01(\x04R\abacklog\x12\x1c\n" +
+	"\tdelivered\x18\x04 \x01(\x04R\tdelivered\x12!\n" +
+	"\fdead_letters\x18\x05 \x01(\x04R\vdeadLetters\x12%\n" +
+	"\x0eretrying_users\x18\x06 \x01(\rR\rretryingUsers\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\a \x01(\tR\tlastError\x12H\n" +
+	"\x12last_delivery_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x10lastDeliveryTime\"\x12\n" +
+	"\x10ListSinksRequest\"E\n" +
+	"\x11ListSinksResponse\x120\n" +
+	"\x05sinks\x18\x01 \x03(\v2\x1a.seghub.eventrelay.v1.SinkR\x05sinks\"\xfe\x02\n" +
+	"\n" +
+	"DeadLetter\x12$\n" +
+	"\x0edead_letter_id\x18\x01 \x01(\tR\fdeadLetterId\x12#\n" +
+	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x121\n" +
+	"\x05event\x18\x03 \x01(\v2\x1b.seghub.eventrelay.v1.EventR\x05event\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\rR\battempts\x12H\n" +
+	"\x12first_attempt_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x10firstAttemptTime\x127\n" +
+	"\tdead_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bdeadTime\x12;\n" +
+	"\vreplay_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"replayTime\"\xa4\x01\n" +
+	"\x16ListDeadLettersRequest\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12)\n" +
+	"\x10include_replayed\x18\x02 \x01(\bR\x0fincludeReplayed\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x86\x01\n" +
+	"\x17ListDeadLettersResponse\x12C\n" +
+	"\fdead_letters\x18\x01 \x03(\v2 .seghub.eventrelay.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"g\n" +
+	"\x18ReplayDeadLettersRequest\x12&\n" +
+	"\x0fdead_letter_ids\x18\x01 \x03(\tR\rdeadLetterIds\x12#\n" +
+	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\"7\n" +
+	"\x19ReplayDeadLettersResponse\x12\x1a\n" +
+	"\breplayed\x18\x01 \x01(\rR\breplayed2\xce\v\n" +
+	"\x11EventRelayService\x12q\n" +
+	"\x05Track\x12\".seghub.eventrelay.v1.TrackRequest\x1a#.seghub.eventrelay.v1.TrackResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/events:track\x12\x85\x01\n" +
+	"\n" +
+	"TrackBatch\x12'.seghub.eventrelay.v1.TrackBatchRequest\x1a(.seghub.eventrelay.v1.TrackBatchResponse\"$\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/events:trackBatch\x12l\n" +
+	"\vStreamTrack\x12(.seghub.eventrelay.v1.StreamTrackRequest\x1a).seghub.eventrelay.v1.StreamTrackResponse\"\x04\xe8\xe0\x18\x01(\x010\x01\x12\x80\x01\n" +
+	"\x13ReceiveEventWebhook\x120.seghub.eventrelay.v1.ReceiveEventWebhookRequest\x1a1.seghub.eventrelay.v1.ReceiveEventWebhookResponse\"\x04\xe8\xe0\x18\x05\x12\x90\x01\n" +
+	"\x10ListEventSchemas\x12-.seghub.eventrelay.v1.ListEventSchemasRequest\x1a..seghub.eventrelay.v1.ListEventSchemasResponse\"\x1d\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/event-schemas\x12\x83\x01\n" +
+	"\vCreateRoute\x12(.seghub.eventrelay.v1.CreateRouteRequest\x1a).seghub.eventrelay.v1.CreateRouteResponse\"\x1f\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/event-routes\x12}\n" +
+	"\n" +
+	"ListRoutes\x12'.seghub.eventrelay.v1.ListRoutesRequest\x1a(.seghub.eventrelay.v1.ListRoutesResponse\"\x1c\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/event-routes\x12\x8b\x01\n" +
+	"\vDeleteRoute\x12(.seghub.eventrelay.v1.DeleteRouteRequest\x1a).seghub.eventrelay.v1.DeleteRouteResponse\"'\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/event-routes/{route_id}\x12y\n" +
+	"\tListSinks\x12&.seghub.eventrelay.v1.ListSinksRequest\x1a'.seghub.eventrelay.v1.ListSinksResponse\"\x1b\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/event-sinks\x12\x8c\x01\n" +
+	"\x0fListDeadLetters\x12,.seghub.eventrelay.v1.ListDeadLettersRequest\x1a-.seghub.eventrelay.v1.ListDeadLettersResponse\"\x1c\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/dead-letters\x12\x9c\x01\n" +
+	"\x11ReplayDeadLetters\x12..seghub.eventrelay.v1.ReplayDeadLettersRequest\x1a/.seghub.eventrelay.v1.ReplayDeadLettersResponse\"&\xe8\xe0\x18\x02\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/dead-letters:replayB\xdd\x01\n" +
 	"\x18com.seghub.eventrelay.v1B\x0fEventrelayProtoP\x01Z>github.com/seghub/seghub/gen/seghub/eventrelay/v1;eventrelayv1\xa2\x02\x03SEX\xaa\x02\x14Seghub.Eventrelay.V1\xca\x02\x14Seghub\\Eventrelay\\V1\xe2\x02 Seghub\\Eventrelay\\V1\\GPBMetadata\xea\x02\x16Seghub::Eventrelay::V1b\x06proto3"
 
-var file_seghub_eventrelay_v1_eventrelay_proto_goTypes = []any{}
+var (
+	file_seghub_eventrelay_v1_eventrelay_proto_rawDescOnce sync.Once
+	file_seghub_eventrelay_v1_eventrelay_proto_rawDescData []byte
+)
+
+func file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP() []byte {
+	file_seghub_eventrelay_v1_eventrelay_proto_rawDescOnce.Do(func() {
+		file_seghub_eventrelay_v1_eventrelay_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_seghub_eventrelay_v1_eventrelay_proto_rawDesc), len(file_seghub_eventrelay_v1_eventrelay_proto_rawDesc)))
+	})
+	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescData
+}
+
+var file_seghub_eventrelay_v1_eventrelay_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_seghub_eventrelay_v1_eventrelay_proto_goTypes = []any{
+	(*Event)(nil),                       // 0: seghub.eventrelay.v1.Event
+	(*Rejection)(nil),                   // 1: seghub.eventrelay.v1.Rejection
+	(*TrackRequest)(nil),                // 2: seghub.eventrelay.v1.TrackRequest
+	(*TrackResponse)(nil),               // 3: seghub.eventrelay.v1.TrackResponse
+	(*TrackBatchRequest)(nil),           // 4: seghub.eventrelay.v1.TrackBatchRequest
+	(*TrackBatchResponse)(nil),          // 5: seghub.eventrelay.v1.TrackBatchResponse
+	(*StreamTrackRequest)(nil),          // 6: seghub.eventrelay.v1.StreamTrackRequest
+	(*StreamTrackResponse)(nil),         // 7: seghub.eventrelay.v1.StreamTrackResponse
+	(*ReceiveEventWebhookRequest)(nil),  // 8: seghub.eventrelay.v1.ReceiveEventWebhookRequest
+	(*ReceiveEventWebhookResponse)(nil), // 9: seghub.eventrelay.v1.ReceiveEventWebhookResponse
+	(*PropertySchema)(nil),              // 10: seghub.eventrelay.v1.PropertySchema
+	(*EventSchema)(nil),                 // 11: seghub.eventrelay.v1.EventSchema
+	(*ListEventSchemasRequest)(nil),     // 12: seghub.eventrelay.v1.ListEventSchemasRequest
+	(*ListEventSchemasResponse)(nil),    // 13: seghub.eventrelay.v1.ListEventSchemasResponse
+	(*Route)(nil),                       // 14: seghub.eventrelay.v1.Route
+	(*CreateRouteRequest)(nil),          // 15: seghub.eventrelay.v1.CreateRouteRequest
+	(*CreateRouteResponse)(nil),         // 16: seghub.eventrelay.v1.CreateRouteResponse
+	(*ListRoutesRequest)(nil),           // 17: seghub.eventrelay.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),          // 18: seghub.eventrelay.v1.ListRoutesResponse
+	(*DeleteRouteRequest)(nil),          // 19: seghub.eventrelay.v1.DeleteRouteRequest
+	(*DeleteRouteResponse)(nil),         // 20: seghub.eventrelay.v1.DeleteRouteResponse
+	(*Sink)(nil),                        // 21: seghub.eventrelay.v1.Sink
+	(*ListSinksRequest)(nil),            // 22: seghub.eventrelay.v1.ListSinksRequest
+	(*ListSinksResponse)(nil),           // 23: seghub.eventrelay.v1.ListSinksResponse
+	(*DeadLetter)(nil),                  // 24: seghub.eventrelay.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),      // 25: seghub.eventrelay.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),     // 26: seghub.eventrelay.v1.ListDeadLettersResponse
+	(*ReplayDeadLettersRequest)(nil),    // 27: seghub.eventrelay.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil),   // 28: seghub.eventrelay.v1.ReplayDeadLettersResponse
+	(*timestamppb.Timestamp)(nil),       // 29: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),             // 30: google.protobuf.Struct
+}
 var file_seghub_eventrelay_v1_eventrelay_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	29, // 0: seghub.eventrelay.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	30, // 1: seghub.eventrelay.v1.Event.properties:type_name -> google.protobuf.Struct
+	0,  // 2: seghub.eventrelay.v1.TrackRequest.event:type_name -> seghub.eventrelay.v1.Event
+	0,  // 3: seghub.eventrelay.v1.TrackBatchRequest.events:type_name -> seghub.eventrelay.v1.Event
+	1,  // 4: seghub.eventrelay.v1.TrackBatchResponse.rejected:type_name -> seghub.eventrelay.v1.Rejection
+	0,  // 5: seghub.eventrelay.v1.StreamTrackRequest.events:type_name -> seghub.eventrelay.v1.Event
+	1,  // 6: seghub.eventrelay.v1.StreamTrackResponse.rejected:type_name -> seghub.eventrelay.v1.Rejection
+	1,  // 7: seghub.eventrelay.v1.ReceiveEventWebhookResponse.rejected:type_name -> seghub.eventrelay.v1.Rejection
+	10, // 8: seghub.eventrelay.v1.EventSchema.properties:type_name -> seghub.eventrelay.v1.PropertySchema
+	11, // 9: seghub.eventrelay.v1.ListEventSchemasResponse.schemas:type_name -> seghub.eventrelay.v1.EventSchema
+	29, // 10: seghub.eventrelay.v1.Route.create_time:type_name -> google.protobuf.Timestamp
+	14, // 11: seghub.eventrelay.v1.CreateRouteResponse.route:type_name -> seghub.eventrelay.v1.Route
+	14, // 12: seghub.eventrelay.v1.ListRoutesResponse.routes:type_name -> seghub.eventrelay.v1.Route
+	29, // 13: seghub.eventrelay.v1.Sink.last_delivery_time:type_name -> google.protobuf.Timestamp
+	21, // 14: seghub.eventrelay.v1.ListSinksResponse.sinks:type_name -> seghub.eventrelay.v1.Sink
+	0,  // 15: seghub.eventrelay.v1.DeadLetter.event:type_name -> seghub.eventrelay.v1.Event
+	29, // 16: seghub.eventrelay.v1.DeadLetter.first_attempt_time:type_name -> google.protobuf.Timestamp
+	29, // 17: seghub.eventrelay.v1.DeadLetter.dead_time:type_name -> google.protobuf.Timestamp
+	29, // 18: seghub.eventrelay.v1.DeadLetter.replay_time:type_name -> google.protobuf.Timestamp
+	24, // 19: seghub.eventrelay.v1.ListDeadLettersResponse.dead_letters:type_name -> seghub.eventrelay.v1.DeadLetter
+	2,  // 20: seghub.eventrelay.v1.EventRelayService.Track:input_type -> seghub.eventrelay.v1.TrackRequest
+	4,  // 21: seghub.eventrelay.v1.EventRelayService.TrackBatch:input_type -> seghub.eventrelay.v1.TrackBatchRequest
+	6,  // 22: seghub.eventrelay.v1.EventRelayService.StreamTrack:input_type -> seghub.eventrelay.v1.StreamTrackRequest
+	8,  // 23: seghub.eventrelay.v1.EventRelayService.ReceiveEventWebhook:input_type -> seghub.eventrelay.v1.ReceiveEventWebhookRequest
+	12, // 24: seghub.eventrelay.v1.EventRelayService.ListEventSchemas:input_type -> seghub.eventrelay.v1.ListEventSchemasRequest
+	15, // 25: seghub.eventrelay.v1.EventRelayService.CreateRoute:input_type -> seghub.eventrelay.v1.CreateRouteRequest
+	17, // 26: seghub.eventrelay.v1.EventRelayService.ListRoutes:input_type -> seghub.eventrelay.v1.ListRoutesRequest
+	19, // 27: seghub.eventrelay.v1.EventRelayService.DeleteRoute:input_type -> seghub.eventrelay.v1.DeleteRouteRequest
+	22, // 28: seghub.eventrelay.v1.EventRelayService.ListSinks:input_type -> seghub.eventrelay.v1.ListSinksRequest
+	25, // 29: seghub.eventrelay.v1.EventRelayService.ListDeadLetters:input_type -> seghub.eventrelay.v1.ListDeadLettersRequest
+	27, // 30: seghub.eventrelay.v1.EventRelayService.ReplayDeadLetters:input_type -> seghub.eventrelay.v1.ReplayDeadLettersRequest
+	3,  // 31: seghub.eventrelay.v1.EventRelayService.Track:output_type -> seghub.eventrelay.v1.TrackResponse
+	5,  // 32: seghub.eventrelay.v1.EventRelayService.TrackBatch:output_type -> seghub.eventrelay.v1.TrackBatchResponse
+	7,  // 33: seghub.eventrelay.v1.EventRelayService.StreamTrack:output_type -> seghub.eventrelay.v1.StreamTrackResponse
+	9,  // 34: seghub.eventrelay.v1.EventRelayService.ReceiveEventWebhook:output_type -> seghub.eventrelay.v1.ReceiveEventWebhookResponse
+	13, // 35: seghub.eventrelay.v1.EventRelayService.ListEventSchemas:output_type -> seghub.eventrelay.v1.ListEventSchemasResponse
+	16, // 36: seghub.eventrelay.v1.EventRelayService.CreateRoute:output_type -> seghub.eventrelay.v1.CreateRouteResponse
+	18, // 37: seghub.eventrelay.v1.EventRelayService.ListRoutes:output_type -> seghub.eventrelay.v1.ListRoutesResponse
+	20, // 38: seghub.eventrelay.v1.EventRelayService.DeleteRoute:output_type -> seghub.eventrelay.v1.DeleteRouteResponse
+	23, // 39: seghub.eventrelay.v1.EventRelayService.ListSinks:output_type -> seghub.eventrelay.v1.ListSinksResponse
+	26, // 40: seghub.eventrelay.v1.EventRelayService.ListDeadLetters:output_type -> seghub.eventrelay.v1.ListDeadLettersResponse
+	28, // 41: seghub.eventrelay.v1.EventRelayService.ReplayDeadLetters:output_type -> seghub.eventrelay.v1.ReplayDeadLettersResponse
+	31, // [31:42] is the sub-list for method output_type
+	20, // [20:31] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_seghub_eventrelay_v1_eventrelay_proto_init() }
@@ -48,12 +1959,13 @@ func file_seghub_eventrelay_v1_eventrelay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_eventrelay_v1_eventrelay_proto_rawDesc), len(file_seghub_eventrelay_v1_eventrelay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   0,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_seghub_eventrelay_v1_eventrelay_proto_goTypes,
 		DependencyIndexes: file_seghub_eventrelay_v1_eventrelay_proto_depIdxs,
+		MessageInfos:      file_seghub_eventrelay_v1_eventrelay_proto_msgTypes,
 	}.Build()
 	File_seghub_eventrelay_v1_eventrelay_proto = out.File
 	file_seghub_eventrelay_v1_eventrelay_proto_goTypes = nil

@@ -7,7 +7,10 @@
 package eventrelayv1
 
 import (
+	context "context"
 	grpc "google.golang.org/grpc"
+	codes "google.golang.org/grpc/codes"
+	status "google.golang.org/grpc/status"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -15,12 +18,56 @@ import (
 // Requires gRPC-Go v1.64.0 or later.
 const _ = grpc.SupportPackageIsVersion9
 
+const (
+	EventRelayService_Track_FullMethodName               = "/seghub.eventrelay.v1.EventRelayService/Track"
+	EventRelayService_TrackBatch_FullMethodName          = "/seghub.eventrelay.v1.EventRelayService/TrackBatch"
+	EventRelayService_StreamTrack_FullMethodName         = "/seghub.eventrelay.v1.EventRelayService/StreamTrack"
+	EventRelayService_ReceiveEventWebhook_FullMethodName = "/seghub.eventrelay.v1.EventRelayService/ReceiveEventWebhook"
+	EventRelayService_ListEventSchemas_FullMethodName    = "/seghub.eventrelay.v1.EventRelayService/ListEventSchemas"
+	EventRelayService_CreateRoute_FullMethodName         = "/seghub.eventrelay.v1.EventRelayService/CreateRoute"
+	EventRelayService_ListRoutes_FullMethodName          = "/seghub.eventrelay.v1.EventRelayService/ListRoutes"
+	EventRelayService_DeleteRoute_FullMethodName         = "/seghub.eventrelay.v1.EventRelayService/DeleteRoute"
+	EventRelayService_ListSinks_FullMethodName           = "/seghub.eventrelay.v1.EventRelayService/ListSinks"
+	EventRelayService_ListDeadLetters_FullMethodName     = "/seghub.eventrelay.v1.EventRelayService/ListDeadLetters"
+	EventRelayService_ReplayDeadLetters_FullMethodName   = "/seghub.eventrelay.v1.EventRelayService/ReplayDeadLetters"
+)
+
 // EventRelayServiceClient is the client API for EventRelayService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// EventRelayService: see DESIGN.md. RPCs are added by the service's own issue.
+// EventRelayService ingests the events engagement tools emit (Appcues flow,
+// step, form and NPS events; CommandBar events; any other source through the
+// API), validates them against their source's schema, stores them durably in
+// JetStream before acknowledging, and delivers them to sinks: analytics track
+// APIs and destinations' track APIs that events are routed to. Each sink has
+// its own consumer, backlog and rate limit; per user, order is kept.
 type EventRelayServiceClient interface {
+	// Track ingests one event. It answers once the event is durably stored.
+	Track(ctx context.Context, in *TrackRequest, opts ...grpc.CallOption) (*TrackResponse, error)
+	// TrackBatch ingests up to 1000 events. Good events are stored and
+	// acknowledged; each rejected one is reported with its index and field.
+	TrackBatch(ctx context.Context, in *TrackBatchRequest, opts ...grpc.CallOption) (*TrackBatchResponse, error)
+	// StreamTrack ingests a stream of batches; each request is answered, in
+	// order, once its events are durably stored.
+	StreamTrack(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamTrackRequest, StreamTrackResponse], error)
+	// ReceiveEventWebhook takes a tool's event webhook (Appcues, CommandBar)
+	// for a source connection; the gateway forwards the raw body and signature.
+	ReceiveEventWebhook(ctx context.Context, in *ReceiveEventWebhookRequest, opts ...grpc.CallOption) (*ReceiveEventWebhookResponse, error)
+	// ListEventSchemas lists each source's events and their properties.
+	ListEventSchemas(ctx context.Context, in *ListEventSchemasRequest, opts ...grpc.CallOption) (*ListEventSchemasResponse, error)
+	// CreateRoute sends events to a sink connection: an analytics track API,
+	// or a destination's track API ("forward this event to Appcues").
+	CreateRoute(ctx context.Context, in *CreateRouteRequest, opts ...grpc.CallOption) (*CreateRouteResponse, error)
+	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
+	// DeleteRoute stops routing; a sink with no route left stops delivering.
+	DeleteRoute(ctx context.Context, in *DeleteRouteRequest, opts ...grpc.CallOption) (*DeleteRouteResponse, error)
+	// ListSinks shows each sink's backlog, deliveries and dead letters.
+	ListSinks(ctx context.Context, in *ListSinksRequest, opts ...grpc.CallOption) (*ListSinksResponse, error)
+	// ListDeadLetters lists events a sink gave up on, with the reason.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
+	// ReplayDeadLetters sends dead letters to their sink again.
+	ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error)
 }
 
 type eventRelayServiceClient struct {
@@ -31,12 +78,155 @@ func NewEventRelayServiceClient(cc grpc.ClientConnInterface) EventRelayServiceCl
 	return &eventRelayServiceClient{cc}
 }
 
+func (c *eventRelayServiceClient) Track(ctx context.Context, in *TrackRequest, opts ...grpc.CallOption) (*TrackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrackResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_Track_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventRelayServiceClient) TrackBatch(ctx context.Context, in *TrackBatchRequest, opts ...grpc.CallOption) (*TrackBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrackBatchResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_TrackBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventRelayServiceClient) StreamTrack(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamTrackRequest, StreamTrackResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &EventRelayService_ServiceDesc.Streams[0], EventRelayService_StreamTrack_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamTrackRequest, StreamTrackResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EventRelayService_StreamTrackClient = grpc.BidiStreamingClient[StreamTrackRequest, StreamTrackResponse]
+
+func (c *eventRelayServiceClient) ReceiveEventWebhook(ctx context.Context, in *ReceiveEventWebhookRequest, opts ...grpc.CallOption) (*ReceiveEventWebhookResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReceiveEventWebhookResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_ReceiveEventWebhook_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventRelayServiceClient) ListEventSchemas(ctx context.Context, in *ListEventSchemasRequest, opts ...grpc.CallOption) (*ListEventSchemasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventSchemasResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_ListEventSchemas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventRelayServiceClient) CreateRoute(ctx context.Context, in *CreateRouteRequest, opts ...grpc.CallOption) (*CreateRouteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateRouteResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_CreateRoute_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventRelayServiceClient) ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRoutesResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_ListRoutes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventRelayServiceClient) DeleteRoute(ctx context.Context, in *DeleteRouteRequest, opts ...grpc.CallOption) (*DeleteRouteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteRouteResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_DeleteRoute_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventRelayServiceClient) ListSinks(ctx context.Context, in *ListSinksRequest, opts ...grpc.CallOption) (*ListSinksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSinksResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_ListSinks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventRelayServiceClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadLettersResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_ListDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventRelayServiceClient) ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayDeadLettersResponse)
+	err := c.cc.Invoke(ctx, EventRelayService_ReplayDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EventRelayServiceServer is the server API for EventRelayService service.
 // All implementations must embed UnimplementedEventRelayServiceServer
 // for forward compatibility.
 //
-// EventRelayService: see DESIGN.md. RPCs are added by the service's own issue.
+// EventRelayService ingests the events engagement tools emit (Appcues flow,
+// step, form and NPS events; CommandBar events; any other source through the
+// API), validates them against their source's schema, stores them durably in
+// JetStream before acknowledging, and delivers them to sinks: analytics track
+// APIs and destinations' track APIs that events are routed to. Each sink has
+// its own consumer, backlog and rate limit; per user, order is kept.
 type EventRelayServiceServer interface {
+	// Track ingests one event. It answers once the event is durably stored.
+	Track(context.Context, *TrackRequest) (*TrackResponse, error)
+	// TrackBatch ingests up to 1000 events. Good events are stored and
+	// acknowledged; each rejected one is reported with its index and field.
+	TrackBatch(context.Context, *TrackBatchRequest) (*TrackBatchResponse, error)
+	// StreamTrack ingests a stream of batches; each request is answered, in
+	// order, once its events are durably stored.
+	StreamTrack(grpc.BidiStreamingServer[StreamTrackRequest, StreamTrackResponse]) error
+	// ReceiveEventWebhook takes a tool's event webhook (Appcues, CommandBar)
+	// for a source connection; the gateway forwards the raw body and signature.
+	ReceiveEventWebhook(context.Context, *ReceiveEventWebhookRequest) (*ReceiveEventWebhookResponse, error)
+	// ListEventSchemas lists each source's events and their properties.
+	ListEventSchemas(context.Context, *ListEventSchemasRequest) (*ListEventSchemasResponse, error)
+	// CreateRoute sends events to a sink connection: an analytics track API,
+	// or a destination's track API ("forward this event to Appcues").
+	CreateRoute(context.Context, *CreateRouteRequest) (*CreateRouteResponse, error)
+	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
+	// DeleteRoute stops routing; a sink with no route left stops delivering.
+	DeleteRoute(context.Context, *DeleteRouteRequest) (*DeleteRouteResponse, error)
+	// ListSinks shows each sink's backlog, deliveries and dead letters.
+	ListSinks(context.Context, *ListSinksRequest) (*ListSinksResponse, error)
+	// ListDeadLetters lists events a sink gave up on, with the reason.
+	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
+	// ReplayDeadLetters sends dead letters to their sink again.
+	ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error)
 	mustEmbedUnimplementedEventRelayServiceServer()
 }
 
@@ -47,6 +237,39 @@ type EventRelayServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedEventRelayServiceServer struct{}
 
+func (UnimplementedEventRelayServiceServer) Track(context.Context, *TrackRequest) (*TrackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Track not implemented")
+}
+func (UnimplementedEventRelayServiceServer) TrackBatch(context.Context, *TrackBatchRequest) (*TrackBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TrackBatch not implemented")
+}
+func (UnimplementedEventRelayServiceServer) StreamTrack(grpc.BidiStreamingServer[StreamTrackRequest, StreamTrackResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamTrack not implemented")
+}
+func (UnimplementedEventRelayServiceServer) ReceiveEventWebhook(context.Context, *ReceiveEventWebhookRequest) (*ReceiveEventWebhookResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReceiveEventWebhook not implemented")
+}
+func (UnimplementedEventRelayServiceServer) ListEventSchemas(context.Context, *ListEventSchemasRequest) (*ListEventSchemasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEventSchemas not implemented")
+}
+func (UnimplementedEventRelayServiceServer) CreateRoute(context.Context, *CreateRouteRequest) (*CreateRouteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateRoute not implemented")
+}
+func (UnimplementedEventRelayServiceServer) ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRoutes not implemented")
+}
+func (UnimplementedEventRelayServiceServer) DeleteRoute(context.Context, *DeleteRouteRequest) (*DeleteRouteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteRoute not implemented")
+}
+func (UnimplementedEventRelayServiceServer) ListSinks(context.Context, *ListSinksRequest) (*ListSinksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSinks not implemented")
+}
+func (UnimplementedEventRelayServiceServer) ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedEventRelayServiceServer) ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayDeadLetters not implemented")
+}
 func (UnimplementedEventRelayServiceServer) mustEmbedUnimplementedEventRelayServiceServer() {}
 func (UnimplementedEventRelayServiceServer) testEmbeddedByValue()                           {}
 
@@ -68,13 +291,248 @@ func RegisterEventRelayServiceServer(s grpc.ServiceRegistrar, srv EventRelayServ
 	s.RegisterService(&EventRelayService_ServiceDesc, srv)
 }
 
+func _EventRelayService_Track_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).Track(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_Track_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).Track(ctx, req.(*TrackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventRelayService_TrackBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrackBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).TrackBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_TrackBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).TrackBatch(ctx, req.(*TrackBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventRelayService_StreamTrack_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(EventRelayServiceServer).StreamTrack(&grpc.GenericServerStream[StreamTrackRequest, StreamTrackResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EventRelayService_StreamTrackServer = grpc.BidiStreamingServer[StreamTrackRequest, StreamTrackResponse]
+
+func _EventRelayService_ReceiveEventWebhook_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReceiveEventWebhookRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).ReceiveEventWebhook(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_ReceiveEventWebhook_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).ReceiveEventWebhook(ctx, req.(*ReceiveEventWebhookRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventRelayService_ListEventSchemas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEventSchemasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).ListEventSchemas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_ListEventSchemas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).ListEventSchemas(ctx, req.(*ListEventSchemasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventRelayService_CreateRoute_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateRouteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).CreateRoute(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_CreateRoute_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).CreateRoute(ctx, req.(*CreateRouteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventRelayService_ListRoutes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRoutesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).ListRoutes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_ListRoutes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).ListRoutes(ctx, req.(*ListRoutesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventRelayService_DeleteRoute_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRouteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).DeleteRoute(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_DeleteRoute_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).DeleteRoute(ctx, req.(*DeleteRouteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventRelayService_ListSinks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSinksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).ListSinks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_ListSinks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).ListSinks(ctx, req.(*ListSinksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventRelayService_ListDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).ListDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_ListDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).ListDeadLetters(ctx, req.(*ListDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventRelayService_ReplayDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventRelayServiceServer).ReplayDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventRelayService_ReplayDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventRelayServiceServer).ReplayDeadLetters(ctx, req.(*ReplayDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EventRelayService_ServiceDesc is the grpc.ServiceDesc for EventRelayService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var EventRelayService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "seghub.eventrelay.v1.EventRelayService",
 	HandlerType: (*EventRelayServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
-	Streams:     []grpc.StreamDesc{},
-	Metadata:    "seghub/eventrelay/v1/eventrelay.proto",
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Track",
+			Handler:    _EventRelayService_Track_Handler,
+		},
+		{
+			MethodName: "TrackBatch",
+			Handler:    _EventRelayService_TrackBatch_Handler,
+		},
+		{
+			MethodName: "ReceiveEventWebhook",
+			Handler:    _EventRelayService_ReceiveEventWebhook_Handler,
+		},
+		{
+			MethodName: "ListEventSchemas",
+			Handler:    _EventRelayService_ListEventSchemas_Handler,
+		},
+		{
+			MethodName: "CreateRoute",
+			Handler:    _EventRelayService_CreateRoute_Handler,
+		},
+		{
+			MethodName: "ListRoutes",
+			Handler:    _EventRelayService_ListRoutes_Handler,
+		},
+		{
+			MethodName: "DeleteRoute",
+			Handler:    _EventRelayService_DeleteRoute_Handler,
+		},
+		{
+			MethodName: "ListSinks",
+			Handler:    _EventRelayService_ListSinks_Handler,
+		},
+		{
+			MethodName: "ListDeadLetters",
+			Handler:    _EventRelayService_ListDeadLetters_Handler,
+		},
+		{
+			MethodName: "ReplayDeadLetters",
+			Handler:    _EventRelayService_ReplayDeadLetters_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamTrack",
+			Handler:       _EventRelayService_StreamTrack_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "seghub/eventrelay/v1/eventrelay.proto",
 }

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/pkg/destinations"
+	"github.com/seghub/seghub/services/destsim"
+)
+
+// postEvents posts a tool's event webhook signed the way seghub documents.
+func (r *running) postEvents(t *testing.T, path, sig string, body []byte) (int, map[string]any) {
+	t.Helper()
+	return r.postSigned(t, path, "X-Seghub-Signature", sig, body)
+}
+
+// connectCommandBar runs the OAuth flow against the simulator through the
+// gateway's callback and returns the connection id and the signing secret
+// the callback page shows once.
+func (r *running) connectCommandBar(t *testing.T, key string) (string, string) {
+	t.Helper()
+	code, body := r.do(t, "POST", "/v1/connections:authorize", key, `{"type":"commandbar","name":"CommandBar","account":"org-1","settings":{"send_events":true}}`)
+	if code != 200 {
+		t.Fatalf("authorize: %d %v", code, body)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(body["authorize_url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cb, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || cb.Query().Get("code") == "" {
+		t.Fatalf("simulator redirect: %q %v", resp.Header.Get("Location"), err)
+	}
+	cb.Host = r.httpAddr // the public URL is not this test's listener
+	page, err := http.Get(cb.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer page.Body.Close()
+	html, _ := io.ReadAll(page.Body)
+	secret := regexp.MustCompile(`id="signing-secret">([^<]+)<`).FindSubmatch(html)
+	hook := regexp.MustCompile(`/webhooks/commandbar/(conn_[a-z0-9]+)`).FindSubmatch(html)
+	if page.StatusCode != 200 || secret == nil || hook == nil {
+		t.Fatalf("callback page: %d %s", page.StatusCode, html)
+	}
+	return string(hook[1]), string(secret[1])
+}
+
+// Events in through the gateway: signed Appcues and CommandBar webhooks and
+// the REST track API, out to analytics under the delivered names.
+func TestEventWebhooksAndREST(t *testing.T) {
+	sim := destsim.New(destsim.DemoCredentials())
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	r := start(t, t.TempDir(), func(c *config.Config) {
+		c.AppcuesURL, c.CommandBarURL, c.AnalyticsURL = srv.URL, srv.URL, srv.URL
+	})
+	key := keyPattern.FindString(r.stdout.String())
+
+	code, body := r.do(t, "POST", "/v1/connections", key, `{"type":"analytics","name":"Analytics","credentials":{"app_id":"app-9"}}`)
+	if code != 200 {
+		t.Fatalf("analytics connection: %d %v", code, body)
+	}
+	analytics := body["connection"].(map[string]any)["connection_id"].(string)
+	if code, body = r.do(t, "POST", "/v1/event-routes", key, `{"connection_id":"`+analytics+`"}`); code != 200 {
+		t.Fatalf("route: %d %v", code, body)
+	}
+	code, body = r.do(t, "POST", "/v1/connections", key, `{"type":"appcues","name":"Appcues","credentials":{"account_id":"demo","api_key":"demo-key","api_secret":"demo-secret"},"settings":{"send_events":true}}`)
+	if code != 200 || body["signing_secret"] == nil {
+		t.Fatalf("appcues connection: %d %v", code, body)
+	}
+	appcues, secret := body["connection"].(map[string]any)["connection_id"].(string), body["signing_secret"].(string)
+	path := "/webhooks/appcues/" + appcues
+
+	// Appcues' webhook shape, wire names; a batch of two.
+	good := []byte(`{"events":[
+		{"id":"ac-evt-1","name":"appcues:flow_started","timestamp":1795400000000,"user_id":"user-1","attributes":{"flowId":"f-1","flowName":"Onboarding"},"context":{"url":"https://app.example.com/home"}},
+		{"id":"ac-evt-2","name":"appcues:nps_score","timestamp":1795400001000,"user_id":"user-1","attributes":{"score":9}}]}`)
+	refused := map[string]struct {
+		sig  string
+		body []byte
+		code int
+		want string
+	}{
+		"no signature":    {"", good, 403, "Invalid signature"},
+		"wrong secret":    {destinations.Sign("whsec_other", time.Now(), good), good, 403, "Invalid signature"},
+		"stale":           {destinations.Sign(secret, time.Now().Add(-6*time.Minute), good), good, 403, "Invalid signature"},
+		"signed other":    {destinations.Sign(secret, time.Now(), []byte(`{}`)), good, 403, "Invalid signature"},
+		"not JSON":        {"", []byte(`{"events":[`), 400, "malformed JSON"},
+		"unknown event":   {"", []byte(`{"name":"appcues:flow_exploded","user_id":"u"}`), 400, `events[0].name`},
+		"missing flow id": {"", []byte(`{"name":"appcues:flow_started","user_id":"u"}`), 400, "Flow ID"},
+	}
+	for name, tc := range refused {
+		sig := tc.sig
+		if sig == "" && tc.code == 400 {
+			sig = destinations.Sign(secret, time.Now(), tc.body)
+		}
+		code, body := r.postEvents(t, path, sig, tc.body)
+		if code != tc.code || !strings.Contains(fmt.Sprint(body["error"]), tc.want) {
+			t.Errorf("%s: %d %v (want %d %q)", name, code, body, tc.code, tc.want)
+		}
+	}
+	if code, body := r.postEvents(t, "/webhooks/appcues/conn_unknown", destinations.Sign(secret, time.Now(), good), good); code != 403 {
+		t.Fatalf("unknown connection: %d %v", code, body)
+	}
+	code, body = r.postEvents(t, path, destinations.Sign(secret, time.Now(), good), good)
+	if code != 200 || body["accepted"] != float64(2) {
+		t.Fatalf("signed webhook: %d %v", code, body)
+	}
+	// Delivered again (a tool's retry): stored once.
+	if code, body = r.postEvents(t, path, destinations.Sign(secret, time.Now(), good), good); code != 200 || body["duplicates"] != float64(2) {
+		t.Fatalf("repeated webhook: %d %v", code, body)
+	}
+
+	// CommandBar through OAuth; its webhook shape.
+	cb, cbSecret := r.connectCommandBar(t, key)
+	cbBody := []byte(`[{"id":"cb-1","event":"opened","userId":"user-2","timestamp":"2026-11-23T10:00:00Z","metadata":{"trigger":"keyboard"}},{"id":"cb-2","event":"teleported","userId":"user-2"}]`)
+	code, body = r.postEvents(t, "/webhooks/commandbar/"+cb, destinations.Sign(cbSecret, time.Now(), cbBody), cbBody)
+	if code != 200 || body["accepted"] != float64(1) || len(body["rejected"].([]any)) != 1 {
+		t.Fatalf("commandbar webhook: %d %v", code, body)
+	}
+
+	// REST track and schemas.
+	if code, body = r.do(t, "POST", "/v1/events:track", key, `{"event":{"event_id":"api-1","source":"api","user_id":"user-3","name":"Plan Upgraded","properties":{"plan":"pro"}}}`); code != 200 || body["event_id"] != "api-1" {
+		t.Fatalf("track: %d %v", code, body)
+	}
+	if code, body = r.do(t, "POST", "/v1/events:track", key, `{"event":{"source":"api","name":"No user"}}`); code != 400 || !strings.Contains(fmt.Sprint(body), "user_id") {
+		t.Fatalf("bad track: %d %v", code, body)
+	}
+	code, body = r.do(t, "POST", "/v1/events:trackBatch", key, `{"events":[{"source":"commandbar","user_id":"user-3","name":"nudge_shown"},{"source":"commandbar","user_id":"user-3","name":"nope"}]}`)
+	if code != 200 || len(body["event_ids"].([]any)) != 1 || len(body["rejected"].([]any)) != 1 {
+		t.Fatalf("track batch: %d %v", code, body)
+	}
+	if code, body = r.do(t, "GET", "/v1/event-schemas?source=appcues", key, ""); code != 200 || len(body["schemas"].([]any)) != 16 {
+		t.Fatalf("schemas: %d %v", code, body)
+	}
+
+	// Everything accepted reaches analytics once, under delivered names.
+	want := map[string]string{"ac-evt-1": "Flow Started", "ac-evt-2": "NPS Score Submitted", "cb-1": "opened", "api-1": "Plan Upgraded"}
+	deadline := time.Now().Add(30 * time.Second)
+	var got []map[string]any
+	for {
+		got = sim.Snapshot().Analytics["app-9"]
+		if len(got) >= 5 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(got) != 5 {
+		t.Fatalf("analytics holds %d events: %v", len(got), got)
+	}
+	for _, e := range got {
+		id, _ := e["idempotency_key"].(string)
+		if name, ok := want[id]; ok && e["event"] != name {
+			t.Errorf("event %s delivered as %v, want %q", id, e["event"], name)
+		}
+		if id == "ac-evt-1" {
+			p := e["properties"].(map[string]any)
+			if p["Flow ID"] != "f-1" || p["pageUrl"] != "https://app.example.com/home" {
+				t.Errorf("flow started properties: %v", p)
+			}
+		}
+	}
+	// The Appcues user id (the webhook's user_id) was attached to the user
+	// for syncs to use.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		code, body = r.do(t, "GET", "/v1/users/user-1", key, "")
+		if code == 200 && fmt.Sprint(body["user"].(map[string]any)["properties"]) == "map[appcuesUserID:map[string_value:user-1]]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("user-1: %d %v", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body = r.do(t, "GET", "/v1/event-sinks", key, ""); code != 200 || len(body["sinks"].([]any)) != 1 {
+		t.Fatalf("sinks: %d %v", code, body)
+	}
+}

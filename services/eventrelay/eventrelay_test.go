@@ -1,0 +1,586 @@
+package eventrelay_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
+	eventrelayv1 "github.com/seghub/seghub/gen/seghub/eventrelay/v1"
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
+	"github.com/seghub/seghub/pkg/app/apptest"
+	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/pkg/destinations"
+	"github.com/seghub/seghub/services/connector"
+	"github.com/seghub/seghub/services/destsim"
+	"github.com/seghub/seghub/services/eventrelay"
+	"github.com/seghub/seghub/services/segmentsync"
+)
+
+// analyticsApp is the analytics app id events are delivered to.
+const analyticsApp = "app-1"
+
+type relayOpts struct {
+	external    bool
+	dataDir     string
+	namespace   string // bus namespace to reuse (restart on external NATS)
+	maxAttempts int
+	maxAge      time.Duration
+	// sims to reuse across a restart
+	analytics, appcues *destsim.Sim
+	analyticsURL       string
+	appcuesURL         string
+}
+
+// relayFixture is one seghub process with connector, segmentsync and
+// eventrelay, analytics and Appcues each on a simulator of their own (so one
+// can be down while the other is up).
+type relayFixture struct {
+	e                  *apptest.Env
+	o                  relayOpts
+	analytics, appcues *destsim.Sim
+	ev, evAdmin        eventrelayv1.EventRelayServiceClient
+	conn               connectorv1.ConnectorServiceClient
+	ss                 segmentsyncv1.SegmentSyncServiceClient
+}
+
+func startRelay(t *testing.T, o relayOpts) *relayFixture {
+	t.Helper()
+	f := &relayFixture{analytics: o.analytics, appcues: o.appcues}
+	if f.analytics == nil {
+		f.analytics, f.appcues = destsim.New(destsim.DemoCredentials()), destsim.New(destsim.DemoCredentials())
+		a, b := httptest.NewServer(f.analytics), httptest.NewServer(f.appcues)
+		t.Cleanup(a.Close)
+		t.Cleanup(b.Close)
+		o.analytics, o.appcues, o.analyticsURL, o.appcuesURL = f.analytics, f.appcues, a.URL, b.URL
+	}
+	if o.maxAttempts == 0 {
+		o.maxAttempts, o.maxAge = 1000, time.Hour
+	}
+	f.e = apptest.New(t, apptest.Options{NeedBus: true, ExternalNATS: o.external, DataDir: o.dataDir, Configure: func(c *config.Config) {
+		c.AnalyticsURL, c.AppcuesURL, c.CommandBarURL = o.analyticsURL, o.appcuesURL, o.appcuesURL
+		c.DeliveryMaxAttempts, c.DeliveryMaxAge = o.maxAttempts, o.maxAge
+		if o.namespace != "" {
+			c.BusNamespace = o.namespace
+		}
+	}})
+	o.dataDir, o.namespace = f.e.Config.DataDir, f.e.Config.BusNamespace
+	f.o = o
+	ctx := context.Background()
+	cn, err := connector.New(ctx, f.e.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := segmentsync.New(ctx, f.e.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	er, err := eventrelay.NewWithOptions(ctx, f.e.P, eventrelay.Options{
+		// Each failed request goes back to the sink, which retries per user.
+		AdapterConfig: func(c *destinations.Config) { c.MaxAttempts, c.MaxBackoff = 1, 10*time.Millisecond },
+		Rate:          func(destinations.Type) (int, int) { return 600_000, 10_000 },
+		Backoff:       func(int) time.Duration { return 20 * time.Millisecond },
+		Refresh:       200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.e.Add(cn, ss, er)
+	f.e.Start()
+	f.ev = eventrelayv1.NewEventRelayServiceClient(f.e.Dial(f.e.A.Member))
+	f.evAdmin = eventrelayv1.NewEventRelayServiceClient(f.e.Dial(f.e.A.Admin))
+	f.conn = connectorv1.NewConnectorServiceClient(f.e.Dial(f.e.A.Admin))
+	f.ss = segmentsyncv1.NewSegmentSyncServiceClient(f.e.Dial(f.e.A.Member))
+	return f
+}
+
+// restart stops the process and starts it again on the same data, bus and
+// simulators.
+func (f *relayFixture) restart(t *testing.T) *relayFixture {
+	t.Helper()
+	f.e.Stop()
+	return startRelay(t, f.o)
+}
+
+func (f *relayFixture) connect(t *testing.T, ctx context.Context, typ string, sendEvents bool) string {
+	t.Helper()
+	creds := map[string]string{"app_id": analyticsApp}
+	if typ == "appcues" {
+		creds = map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}
+	}
+	r, err := f.conn.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: typ, Name: typ + " " + fmt.Sprint(rand.Int()), Credentials: creds,
+		Settings: &connectorv1.ConnectionSettings{SendEvents: sendEvents}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.GetConnection().GetConnectionId()
+}
+
+func (f *relayFixture) setSendEvents(t *testing.T, ctx context.Context, conn string, on bool) {
+	t.Helper()
+	if _, err := f.conn.UpdateConnection(ctx, &connectorv1.UpdateConnectionRequest{ConnectionId: conn, Settings: &connectorv1.ConnectionSettings{SendEvents: on}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *relayFixture) route(t *testing.T, ctx context.Context, conn string, sources ...string) string {
+	t.Helper()
+	r, err := f.evAdmin.CreateRoute(ctx, &eventrelayv1.CreateRouteRequest{ConnectionId: conn, Sources: sources})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.GetRoute().GetRouteId()
+}
+
+// apiEvent is an "api" source event with a sequence number n.
+func apiEvent(id, user string, n int) *eventrelayv1.Event {
+	p, _ := structpb.NewStruct(map[string]any{"n": n})
+	return &eventrelayv1.Event{EventId: id, Source: "api", UserId: user, Name: "Seq", Properties: p}
+}
+
+func (f *relayFixture) track(t *testing.T, ctx context.Context, events []*eventrelayv1.Event) {
+	t.Helper()
+	for i := 0; i < len(events); i += 500 {
+		r, err := f.ev.TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: events[i:min(i+500, len(events))]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.GetRejected()) > 0 {
+			t.Fatalf("rejected: %v", r.GetRejected())
+		}
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached after %v; %s", what, d, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// analyticsEvents is what the analytics simulator holds.
+func (f *relayFixture) analyticsEvents() []map[string]any {
+	return f.analytics.Snapshot().Analytics[analyticsApp]
+}
+
+func (f *relayFixture) appcuesEvents() []map[string]any {
+	return f.appcues.Snapshot().AppcuesEvents["demo"]
+}
+
+func waitCount(t *testing.T, what string, n int, get func() []map[string]any) []map[string]any {
+	t.Helper()
+	var got []map[string]any
+	waitFor(t, 60*time.Second, what, func() (bool, string) {
+		got = get()
+		return len(got) >= n, fmt.Sprintf("%d of %d", len(got), n)
+	})
+	return got
+}
+
+// perUserOrder checks that each user's "n" properties arrive 0, 1, 2, ...
+// exactly once.
+func perUserOrder(t *testing.T, events []map[string]any, identity, props string, users, each int) {
+	t.Helper()
+	next := map[string]int{}
+	for _, e := range events {
+		u, _ := e[identity].(string)
+		p, _ := e[props].(map[string]any)
+		n, _ := p["n"].(float64)
+		if int(n) != next[u] {
+			t.Fatalf("user %s: got event %v, want %d (duplicate or out of order)", u, n, next[u])
+		}
+		next[u]++
+	}
+	if len(next) != users {
+		t.Fatalf("%d users delivered, want %d", len(next), users)
+	}
+	for u, n := range next {
+		if n != each {
+			t.Fatalf("user %s: %d events, want %d", u, n, each)
+		}
+	}
+}
+
+// interleaved is users × each api events, every user's in order, users
+// shuffled together.
+func interleaved(prefix string, users, each int) []*eventrelayv1.Event {
+	next := make([]int, users)
+	var out []*eventrelayv1.Event
+	for len(out) < users*each {
+		u := rand.IntN(users)
+		if next[u] == each {
+			continue
+		}
+		out = append(out, apiEvent(fmt.Sprintf("%s-u%d-%d", prefix, u, next[u]), fmt.Sprintf("u%d", u), next[u]))
+		next[u]++
+	}
+	return out
+}
+
+func TestSchemasAndValidation(t *testing.T) {
+	f := startRelay(t, relayOpts{})
+	ctx := apptest.Context(t, 60*time.Second)
+	an := f.connect(t, ctx, "analytics", false)
+	f.route(t, ctx, an)
+
+	sc, err := f.ev.ListEventSchemas(ctx, &eventrelayv1.ListEventSchemasRequest{Source: "appcues"})
+	if err != nil || len(sc.GetSchemas()) != 16 {
+		t.Fatalf("appcues schemas: %d, %v", len(sc.GetSchemas()), err)
+	}
+	sc, err = f.ev.ListEventSchemas(ctx, &eventrelayv1.ListEventSchemasRequest{Source: "commandbar"})
+	if err != nil || len(sc.GetSchemas()) != 16 {
+		t.Fatalf("commandbar schemas: %d, %v", len(sc.GetSchemas()), err)
+	}
+
+	// A wire name and wire properties leave under the display names.
+	props, _ := structpb.NewStruct(map[string]any{"flowId": "f-1", "flowName": "Onboarding", "appcuesUserID": "ac-9"})
+	tr, err := f.ev.Track(ctx, &eventrelayv1.TrackRequest{Event: &eventrelayv1.Event{Source: "appcues", UserId: "u1", Name: "appcues:flow_started", Properties: props}})
+	if err != nil || !strings.HasPrefix(tr.GetEventId(), "evt_") {
+		t.Fatalf("track: %v %v", tr, err)
+	}
+	got := waitCount(t, "flow started in analytics", 1, f.analyticsEvents)
+	p, _ := got[0]["properties"].(map[string]any)
+	if got[0]["event"] != "Flow Started" || p["Flow ID"] != "f-1" || p["Flow Name"] != "Onboarding" || p["flowId"] != nil || got[0]["idempotency_key"] != tr.GetEventId() {
+		t.Fatalf("delivered %v", got[0])
+	}
+
+	bad := []struct {
+		name  string
+		event *eventrelayv1.Event
+		field string
+	}{
+		{"no user", &eventrelayv1.Event{Source: "api", Name: "x"}, "event.user_id"},
+		{"unknown appcues event", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "Flow Exploded"}, "event.name"},
+		{"unknown source", &eventrelayv1.Event{Source: "mixpanel", UserId: "u", Name: "x"}, "event.source"},
+		{"missing required property", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "appcues:nps_score", Properties: mustStruct(map[string]any{})}, "event.properties.NPS Score"},
+		{"score out of range", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "NPS Score Submitted", Properties: mustStruct(map[string]any{"score": 11})}, "event.properties.NPS Score"},
+		{"unknown connection", &eventrelayv1.Event{Source: "commandbar", ConnectionId: "cn_nope", UserId: "u", Name: "opened"}, "event.connection_id"},
+		{"connection of another type", &eventrelayv1.Event{Source: "commandbar", ConnectionId: an, UserId: "u", Name: "opened"}, "event.connection_id"},
+	}
+	for _, tc := range bad {
+		_, err := f.ev.Track(ctx, &eventrelayv1.TrackRequest{Event: tc.event})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: %v (want InvalidArgument naming %s)", tc.name, err, tc.field)
+		}
+	}
+
+	// In a batch, good events are stored and each bad one is reported.
+	b, err := f.ev.TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: []*eventrelayv1.Event{
+		{Source: "commandbar", UserId: "u2", Name: "opened"},
+		{Source: "commandbar", UserId: "u2", Name: "teleported"},
+		{Source: "appcues", UserId: "u2", Name: "Form Submitted", Properties: mustStruct(map[string]any{"flowId": "f"})},
+		{Source: "api", UserId: "u2", Name: "Plan Upgraded"},
+	}})
+	if err != nil || len(b.GetEventIds()) != 2 || len(b.GetRejected()) != 2 || b.GetRejected()[0].GetIndex() != 1 || b.GetRejected()[0].GetField() != "name" ||
+		b.GetRejected()[1].GetIndex() != 2 || b.GetRejected()[1].GetField() != "properties.Form ID" {
+		t.Fatalf("mixed batch: %v %v", b, err)
+	}
+	waitCount(t, "batch's good events", 3, f.analyticsEvents)
+	_, err = f.ev.TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: []*eventrelayv1.Event{{Source: "api", Name: "x"}, {Source: "api", UserId: "u"}}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "events[0].user_id") || !strings.Contains(err.Error(), "events[1].name") {
+		t.Fatalf("all-bad batch: %v", err)
+	}
+	_, err = f.ev.TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: interleaved("big", 1, 1001)})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "at most 1000") {
+		t.Fatalf("oversized batch: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(f.analyticsEvents()); n != 3 {
+		t.Fatalf("refused events reached analytics: %d events", n)
+	}
+	// A route only to a type that takes events, and only by admins.
+	if _, err := f.ev.CreateRoute(ctx, &eventrelayv1.CreateRouteRequest{ConnectionId: an}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("member creating a route: %v", err)
+	}
+}
+
+func mustStruct(m map[string]any) *structpb.Struct {
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+func TestStreamTrackAcksInOrderAndDeduplicates(t *testing.T) {
+	f := startRelay(t, relayOpts{})
+	ctx := apptest.Context(t, 60*time.Second)
+	f.route(t, ctx, f.connect(t, ctx, "analytics", false))
+
+	st, err := f.ev.StreamTrack(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := interleaved("st", 10, 30)
+	// Every event is sent twice, in separate messages: stored once.
+	var msgs [][]*eventrelayv1.Event
+	for i := 0; i < len(events); i += 50 {
+		msgs = append(msgs, events[i:i+50], events[i:i+50])
+	}
+	msgs = append(msgs, []*eventrelayv1.Event{{Source: "api", Name: "no user"}})
+	go func() {
+		for i, m := range msgs {
+			if err := st.Send(&eventrelayv1.StreamTrackRequest{Sequence: uint64(i + 1), Events: m}); err != nil {
+				return
+			}
+		}
+		_ = st.CloseSend()
+	}()
+	var accepted, dups uint32
+	for i := range msgs {
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetSequence() != uint64(i+1) {
+			t.Fatalf("ack %d has sequence %d", i+1, r.GetSequence())
+		}
+		accepted += r.GetAccepted()
+		dups += r.GetDuplicates()
+		if i == len(msgs)-1 && (len(r.GetRejected()) != 1 || r.GetRejected()[0].GetField() != "user_id") {
+			t.Fatalf("last ack: %v", r)
+		}
+	}
+	if accepted != 300 || dups != 300 {
+		t.Fatalf("accepted %d, duplicates %d; want 300 and 300", accepted, dups)
+	}
+	// Tracked again through the unary API: still a duplicate.
+	again, err := f.ev.Track(ctx, &eventrelayv1.TrackRequest{Event: events[0]})
+	if err != nil || !again.GetDuplicate() {
+		t.Fatalf("repeat: %v %v", again, err)
+	}
+	got := waitCount(t, "streamed events", 300, f.analyticsEvents)
+	time.Sleep(300 * time.Millisecond)
+	perUserOrder(t, f.analyticsEvents(), "identity", "properties", 10, 30)
+	if len(got) != 300 {
+		t.Fatalf("delivered %d", len(got))
+	}
+}
+
+// Order per user holds while the destination fails 40 % of requests, and
+// every event arrives exactly once.
+func TestOrderPerUserAcrossRetries(t *testing.T) {
+	f := startRelay(t, relayOpts{})
+	ctx := apptest.Context(t, 120*time.Second)
+	f.route(t, ctx, f.connect(t, ctx, "analytics", false))
+	ac := f.connect(t, ctx, "appcues", true)
+	f.route(t, ctx, ac)
+	faults := destsim.Faults{Rate429: 0.2, Rate5xx: 0.2, RetryAfter: 0}
+	f.analytics.SetFaults(faults)
+	f.appcues.SetFaults(faults)
+
+	f.track(t, ctx, interleaved("ord", 20, 25))
+	waitCount(t, "analytics", 500, f.analyticsEvents)
+	waitCount(t, "appcues", 500, f.appcuesEvents)
+	time.Sleep(300 * time.Millisecond)
+	perUserOrder(t, f.analyticsEvents(), "identity", "properties", 20, 25)
+	perUserOrder(t, f.appcuesEvents(), "user_id", "attributes", 20, 25)
+	if c := f.analytics.Snapshot().Counters; c["injected_429"]+c["injected_5xx"] == 0 {
+		t.Fatalf("no faults were injected: %v", c)
+	}
+}
+
+// A down destination holds only its own sink: analytics gets everything
+// meanwhile, and the destination catches up, in order, once it is back.
+func TestDownDestinationDoesNotDelayOthers(t *testing.T) {
+	f := startRelay(t, relayOpts{})
+	ctx := apptest.Context(t, 120*time.Second)
+	f.route(t, ctx, f.connect(t, ctx, "analytics", false))
+	ac := f.connect(t, ctx, "appcues", true)
+	f.route(t, ctx, ac)
+	f.appcues.SetFaults(destsim.Faults{Rate5xx: 1})
+
+	start := time.Now()
+	f.track(t, ctx, interleaved("down", 10, 20))
+	waitCount(t, "analytics while appcues is down", 200, f.analyticsEvents)
+	took := time.Since(start)
+	if n := len(f.appcuesEvents()); n != 0 {
+		t.Fatalf("appcues took %d events while down", n)
+	}
+	waitFor(t, 10*time.Second, "appcues sink shows its retries", func() (bool, string) {
+		s, err := f.ev.ListSinks(ctx, &eventrelayv1.ListSinksRequest{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, k := range s.GetSinks() {
+			if k.GetConnectionId() == ac {
+				return k.GetRetryingUsers() == 10 && k.GetBacklog() == 200 && strings.Contains(k.GetLastError(), "50"), fmt.Sprint(k)
+			}
+		}
+		return false, fmt.Sprint(s.GetSinks())
+	})
+	t.Logf("analytics had all 200 events %v after ingest began, Appcues down", took)
+	if took > 10*time.Second {
+		t.Fatalf("analytics delayed by the down destination: %v", took)
+	}
+	f.appcues.SetFaults(destsim.Faults{})
+	waitCount(t, "appcues after recovery", 200, f.appcuesEvents)
+	time.Sleep(300 * time.Millisecond)
+	perUserOrder(t, f.appcuesEvents(), "user_id", "attributes", 10, 20)
+}
+
+// Events flow on only while the source's send_events is on, and reach a
+// destination only while the destination's send_events is on.
+func TestSendEventsOff(t *testing.T) {
+	f := startRelay(t, relayOpts{})
+	ctx := apptest.Context(t, 60*time.Second)
+	an := f.connect(t, ctx, "analytics", false)
+	f.route(t, ctx, an)
+	source := f.connect(t, ctx, "appcues", false) // Appcues as the events' source
+	ev := func(id string) *eventrelayv1.Event {
+		return &eventrelayv1.Event{EventId: id, Source: "appcues", ConnectionId: source, UserId: "u1", Name: "Flow Completed", Properties: mustStruct(map[string]any{"flowId": "f"})}
+	}
+	f.track(t, ctx, []*eventrelayv1.Event{ev("off-1"), ev("off-2")})
+	f.setSendEvents(t, ctx, source, true)
+	f.track(t, ctx, []*eventrelayv1.Event{ev("on-1")})
+	got := waitCount(t, "event sent while on", 1, f.analyticsEvents)
+	time.Sleep(500 * time.Millisecond)
+	got = f.analyticsEvents()
+	if len(got) != 1 || got[0]["idempotency_key"] != "on-1" {
+		t.Fatalf("analytics holds %v; want only on-1", got)
+	}
+
+	// A destination sink: its own send_events decides.
+	dest := f.connect(t, ctx, "appcues", false)
+	f.route(t, ctx, dest, "api")
+	f.track(t, ctx, []*eventrelayv1.Event{apiEvent("d-off", "u2", 0)})
+	waitCount(t, "analytics has the api event", 2, f.analyticsEvents)
+	time.Sleep(500 * time.Millisecond)
+	if n := len(f.appcuesEvents()); n != 0 {
+		t.Fatalf("forwarded to Appcues with send_events off: %d", n)
+	}
+	f.setSendEvents(t, ctx, dest, true)
+	time.Sleep(500 * time.Millisecond) // the sink re-reads its connection
+	f.track(t, ctx, []*eventrelayv1.Event{apiEvent("d-on", "u2", 0)})
+	got = waitCount(t, "forwarded with send_events on", 1, f.appcuesEvents)
+	time.Sleep(300 * time.Millisecond)
+	if got = f.appcuesEvents(); len(got) != 1 || got[0]["name"] != "Seq" || got[0]["user_id"] != "u2" {
+		t.Fatalf("appcues holds %v", got)
+	}
+}
+
+func TestDeadLettersAndReplay(t *testing.T) {
+	f := startRelay(t, relayOpts{maxAttempts: 3, maxAge: 300 * time.Millisecond})
+	ctx := apptest.Context(t, 60*time.Second)
+	an := f.connect(t, ctx, "analytics", false)
+	f.route(t, ctx, an)
+	f.analytics.SetFaults(destsim.Faults{Rate5xx: 1})
+	f.track(t, ctx, interleaved("dl", 3, 4))
+
+	var dls []*eventrelayv1.DeadLetter
+	waitFor(t, 30*time.Second, "dead letters", func() (bool, string) {
+		r, err := f.ev.ListDeadLetters(ctx, &eventrelayv1.ListDeadLettersRequest{ConnectionId: an})
+		if err != nil {
+			return false, err.Error()
+		}
+		dls = r.GetDeadLetters()
+		return len(dls) == 12, fmt.Sprint(len(dls))
+	})
+	for _, d := range dls {
+		// Not before both limits: at least 3 attempts and 300 ms of failures.
+		age := d.GetDeadTime().AsTime().Sub(d.GetFirstAttemptTime().AsTime())
+		if d.GetAttempts() < 3 || age < 300*time.Millisecond || !strings.Contains(d.GetReason(), "HTTP 5") || d.GetEvent().GetUserId() == "" {
+			t.Fatalf("dead letter %v (after %v)", d, age)
+		}
+	}
+	// Paginated.
+	p1, err := f.ev.ListDeadLetters(ctx, &eventrelayv1.ListDeadLettersRequest{ConnectionId: an, PageSize: 5})
+	if err != nil || len(p1.GetDeadLetters()) != 5 || p1.GetNextPageToken() == "" {
+		t.Fatalf("page 1: %v %v", p1, err)
+	}
+	p2, err := f.ev.ListDeadLetters(ctx, &eventrelayv1.ListDeadLettersRequest{ConnectionId: an, PageSize: 10, PageToken: p1.GetNextPageToken()})
+	if err != nil || len(p2.GetDeadLetters()) != 7 || p2.GetNextPageToken() != "" {
+		t.Fatalf("page 2: %v %v", p2, err)
+	}
+
+	if _, err := f.ev.ReplayDeadLetters(ctx, &eventrelayv1.ReplayDeadLettersRequest{ConnectionId: an}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("member replaying: %v", err)
+	}
+	if _, err := f.evAdmin.ReplayDeadLetters(ctx, &eventrelayv1.ReplayDeadLettersRequest{DeadLetterIds: []string{"dl_nope"}}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown dead letter: %v", err)
+	}
+	f.analytics.SetFaults(destsim.Faults{})
+	// One first, then the rest of the sink's.
+	r, err := f.evAdmin.ReplayDeadLetters(ctx, &eventrelayv1.ReplayDeadLettersRequest{DeadLetterIds: []string{dls[0].GetDeadLetterId()}})
+	if err != nil || r.GetReplayed() != 1 {
+		t.Fatalf("replay one: %v %v", r, err)
+	}
+	waitCount(t, "one replayed event", 1, f.analyticsEvents)
+	r, err = f.evAdmin.ReplayDeadLetters(ctx, &eventrelayv1.ReplayDeadLettersRequest{ConnectionId: an})
+	if err != nil || r.GetReplayed() != 11 {
+		t.Fatalf("replay the rest: %v %v", r, err)
+	}
+	waitCount(t, "replayed events", 12, f.analyticsEvents)
+	time.Sleep(300 * time.Millisecond)
+	if n := len(f.analyticsEvents()); n != 12 {
+		t.Fatalf("analytics holds %d events after replay; want 12", n)
+	}
+	left, _ := f.ev.ListDeadLetters(ctx, &eventrelayv1.ListDeadLettersRequest{ConnectionId: an})
+	all, _ := f.ev.ListDeadLetters(ctx, &eventrelayv1.ListDeadLettersRequest{ConnectionId: an, IncludeReplayed: true})
+	if len(left.GetDeadLetters()) != 0 || len(all.GetDeadLetters()) != 12 || all.GetDeadLetters()[0].GetReplayTime() == nil {
+		t.Fatalf("after replay: pending %d, all %d", len(left.GetDeadLetters()), len(all.GetDeadLetters()))
+	}
+	// Replaying twice sends nothing again.
+	if r, err := f.evAdmin.ReplayDeadLetters(ctx, &eventrelayv1.ReplayDeadLettersRequest{ConnectionId: an}); err != nil || r.GetReplayed() != 0 {
+		t.Fatalf("second replay: %v %v", r, err)
+	}
+}
+
+// Events acknowledged before a stop are all delivered after the restart,
+// on embedded and on external JetStream.
+func TestRestartDeliversEveryAckedEvent(t *testing.T) {
+	for _, ext := range []bool{false, true} {
+		t.Run(map[bool]string{false: "embedded", true: "external"}[ext], func(t *testing.T) {
+			f := startRelay(t, relayOpts{external: ext})
+			ctx := apptest.Context(t, 120*time.Second)
+			f.route(t, ctx, f.connect(t, ctx, "analytics", false))
+			// Slow the destination so the stop comes mid-delivery.
+			f.analytics.SetFaults(destsim.Faults{LatencyMS: 50})
+			const users, each = 50, 40
+			f.track(t, ctx, interleaved("rs", users, each))
+			waitCount(t, "some delivered before the stop", 1, f.analyticsEvents)
+			before := len(f.analyticsEvents())
+			f = f.restart(t)
+			f.analytics.SetFaults(destsim.Faults{})
+			waitCount(t, "every acknowledged event after restart", users*each, f.analyticsEvents)
+			time.Sleep(300 * time.Millisecond)
+			t.Logf("%d of %d delivered before the restart", before, users*each)
+			perUserOrder(t, f.analyticsEvents(), "identity", "properties", users, each)
+		})
+	}
+}
+
+func TestIdentityAttach(t *testing.T) {
+	f := startRelay(t, relayOpts{})
+	ctx := apptest.Context(t, 60*time.Second)
+	f.track(t, ctx, []*eventrelayv1.Event{
+		{Source: "appcues", UserId: "u-att", Name: "appcues:step_completed", Properties: mustStruct(map[string]any{"flowId": "f", "appcuesUserID": "ac-77"})},
+		{Source: "appcues", UserId: "u-self", Name: "Flow Started", Properties: mustStruct(map[string]any{"flowId": "f"})},
+	})
+	for user, want := range map[string]string{"u-att": "ac-77", "u-self": "u-self"} {
+		waitFor(t, 20*time.Second, "appcuesUserID on "+user, func() (bool, string) {
+			u, err := f.ss.GetUser(ctx, &segmentsyncv1.GetUserRequest{UserId: user})
+			if err != nil {
+				return false, err.Error()
+			}
+			return u.GetUser().GetProperties()["appcuesUserID"].GetStringValue() == want, fmt.Sprint(u.GetUser().GetProperties())
+		})
+	}
+}

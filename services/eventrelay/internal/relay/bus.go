@@ -1,0 +1,166 @@
+// Package relay moves events through JetStream: the publisher that stores
+// them (acknowledging only what JetStream acknowledged), one durable consumer
+// per sink that delivers them in per-user order with retries and dead
+// letters, and the identity attacher.
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	msgIDHeader   = jetstream.MsgIDHeader
+	defaultMaxAge = 7 * 24 * time.Hour
+	stallWait     = 10 * time.Second
+)
+
+// Layout names a deployment's stream and subjects. Events of an environment
+// go to <ns>.events.<env>.<source>; a replayed dead letter goes to
+// <ns>.replay.<sink connection> so only its sink sees it again. Deployments
+// (or test runs) sharing one NATS use different namespaces.
+type Layout struct {
+	Stream, Events, Replay string
+}
+
+// NewLayout is the layout of namespace (default "seghub").
+func NewLayout(namespace string) Layout {
+	if namespace == "" {
+		namespace = "seghub"
+	}
+	return Layout{Stream: strings.ToUpper(namespace) + "_EVENTS", Events: namespace + ".events.", Replay: namespace + ".replay."}
+}
+
+// Subject is where an envelope is published.
+func (l Layout) Subject(e *Envelope) string { return l.Events + e.Env + "." + e.Source }
+
+// Envelope is an event as stored in JetStream.
+type Envelope struct {
+	ID     string `json:"id"`
+	Env    string `json:"env"`
+	Source string `json:"src"`
+	Conn   string `json:"conn,omitempty"`
+	User   string `json:"user"`
+	Name   string `json:"name"`
+	// Time in unix microseconds.
+	Time  int64          `json:"ts"`
+	Props map[string]any `json:"props,omitempty"`
+	// Forward is false when the source connection's send_events was off at
+	// ingest: such events are kept for the record but go to no sink.
+	Forward bool `json:"fwd"`
+	// AppcuesUserID is the Appcues identity to attach as appcuesUserID.
+	AppcuesUserID string `json:"acid,omitempty"`
+	// Received in unix microseconds (delivery lag is measured from it).
+	Received int64 `json:"rcv"`
+}
+
+// StreamOptions configure the events stream.
+type StreamOptions struct {
+	// DedupWindow is how long JetStream remembers event ids.
+	DedupWindow time.Duration
+	// MaxAge is how long events are kept.
+	MaxAge time.Duration
+	// Replicas of the stream on a clustered JetStream.
+	Replicas int
+	Layout   Layout
+}
+
+// EnsureStream creates or updates the events stream.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
+	if o.DedupWindow <= 0 {
+		o.DedupWindow = 2 * time.Minute
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = defaultMaxAge
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        o.Layout.Stream,
+		Description: "seghub events: ingested, durable, delivered to sinks",
+		Subjects:    []string{o.Layout.Events + ">", o.Layout.Replay + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.MaxAge,
+		Duplicates:  o.DedupWindow,
+		Replicas:    o.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	return st, nil
+}
+
+// Publisher stores envelopes in JetStream.
+type Publisher struct {
+	js jetstream.JetStream
+	l  Layout
+}
+
+// NewPublisher returns a publisher on js.
+func NewPublisher(js jetstream.JetStream, l Layout) *Publisher { return &Publisher{js: js, l: l} }
+
+// Pending is a publish in flight.
+type Pending struct {
+	envs    []*Envelope
+	futures []jetstream.PubAckFuture
+}
+
+// Start publishes envs without waiting for JetStream's acknowledgements, so
+// the next batch can be prepared meanwhile; Wait collects them.
+func (p *Publisher) Start(envs []*Envelope) (*Pending, error) {
+	pd := &Pending{envs: envs, futures: make([]jetstream.PubAckFuture, len(envs))}
+	for i, e := range envs {
+		data, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		m := &nats.Msg{Subject: p.l.Subject(e), Data: data, Header: nats.Header{msgIDHeader: []string{e.Env + "/" + e.ID}}}
+		// Past the pending limit, wait for room (back-pressure) rather than fail.
+		if pd.futures[i], err = p.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait)); err != nil {
+			return nil, fmt.Errorf("publish event %s: %w", e.ID, err)
+		}
+	}
+	return pd, nil
+}
+
+// Wait returns, per envelope, whether JetStream already held its id (a
+// duplicate), once every envelope is stored. An error means some may not
+// be; a retry with the same ids is safe.
+func (pd *Pending) Wait(ctx context.Context) ([]bool, error) {
+	dups := make([]bool, len(pd.envs))
+	for i, f := range pd.futures {
+		select {
+		case ack := <-f.Ok():
+			dups[i] = ack.Duplicate
+		case err := <-f.Err():
+			return nil, fmt.Errorf("store event %s: %w", pd.envs[i].ID, err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return dups, nil
+}
+
+// Publish stores envs and waits until JetStream holds them all.
+func (p *Publisher) Publish(ctx context.Context, envs []*Envelope) ([]bool, error) {
+	pd, err := p.Start(envs)
+	if err != nil {
+		return nil, err
+	}
+	return pd.Wait(ctx)
+}
+
+// Republish stores a dead letter again for one sink.
+func (p *Publisher) Republish(ctx context.Context, sink, msgID string, envelope []byte) error {
+	m := &nats.Msg{Subject: p.l.Replay + sink, Data: envelope, Header: nats.Header{msgIDHeader: []string{msgID}}}
+	_, err := p.js.PublishMsg(ctx, m)
+	return err
+}

@@ -1,0 +1,75 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SinkConsumerName is the durable consumer of a sink connection.
+func SinkConsumerName(connectionID string) string { return "sink_" + connectionID }
+
+// SinkConsumer creates (or reopens) the durable consumer of a sink: its
+// environment's events and its own replays. A new sink starts with the events
+// stored since its first route was created (not since its consumer happened
+// to be created, which a reconcile tick may delay). A consumer left with unacknowledged messages by a
+// stopped process is rewound to its ack floor, so those messages come back
+// first and in stream order (JetStream would otherwise redeliver them only
+// after their ack wait, behind newer events of the same users).
+func SinkConsumer(ctx context.Context, st jetstream.Stream, l Layout, env, connectionID string, since time.Time, ackWait time.Duration) (jetstream.Consumer, error) {
+	name := SinkConsumerName(connectionID)
+	cfg := jetstream.ConsumerConfig{
+		Durable:        name,
+		Description:    "seghub sink " + connectionID,
+		FilterSubjects: []string{l.Events + env + ".>", l.Replay + connectionID},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        ackWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  50_000,
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	}
+	c, err := st.Consumer(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return st.CreateConsumer(ctx, cfg)
+	case err != nil:
+		return nil, fmt.Errorf("sink consumer %s: %w", name, err)
+	}
+	info := c.CachedInfo()
+	if info.NumAckPending == 0 {
+		return c, nil
+	}
+	if err := st.DeleteConsumer(ctx, name); err != nil {
+		return nil, fmt.Errorf("rewind sink consumer %s: %w", name, err)
+	}
+	cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, nil
+	cfg.OptStartSeq = info.AckFloor.Stream + 1
+	return st.CreateConsumer(ctx, cfg)
+}
+
+// DeleteSinkConsumer removes a sink's consumer (its last route is gone).
+func DeleteSinkConsumer(ctx context.Context, st jetstream.Stream, connectionID string) error {
+	err := st.DeleteConsumer(ctx, SinkConsumerName(connectionID))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Backlog is how many events wait for a consumer (not yet delivered to it,
+// or delivered and not yet acknowledged).
+func Backlog(ctx context.Context, st jetstream.Stream, name string) (uint64, error) {
+	c, err := st.Consumer(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.NumPending + uint64(info.NumAckPending), nil
+}
