@@ -3,8 +3,9 @@
 // evaluate against the membership index without allocation on the hot path.
 //
 // A hand-written evaluator rather than CEL: audiences are a small fixed
-// grammar, and compiled closures answer in tens of nanoseconds with the
-// deciding condition's path for free (see BenchmarkEvaluate).
+// grammar, and compiled closures answer 2.5-3x faster than the same audience
+// compiled to CEL, with the deciding condition's path for free (see
+// BenchmarkEvaluateVsCEL).
 package audience
 
 import (

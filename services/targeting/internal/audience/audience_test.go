@@ -157,7 +157,10 @@ func TestCompileRejects(t *testing.T) {
 
 func BenchmarkEvaluate(b *testing.B) {
 	idx := &fakeIndex{users: map[string]uint32{"ann": 1}, props: map[uint32]map[string]*segmentsyncv1.PropertyValue{1: {"seats": pnum(3)}}, segments: map[string]map[string]bool{"trial": {"ann": true}, "churn": {}}}
-	p, _ := Compile(&targetingv1.Audience{Match: group(AND, []*targetingv1.Condition{inSeg("trial"), notInSeg("churn")}, group(OR, []*targetingv1.Condition{prop("seats", targetingv1.Operator_OPERATOR_LESS_THAN, 5.0), prop("plan", targetingv1.Operator_OPERATOR_EQUALS, "x")}))}, func(string) bool { return true })
+	p, err := Compile(benchAudience(), func(string) bool { return true })
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		if !p.Eval(idx, "ann").Eligible {

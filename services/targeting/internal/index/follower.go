@@ -30,6 +30,7 @@ func Follow(ctx context.Context, client segmentsyncv1.SegmentSyncServiceClient, 
 }
 
 func followOnce(ctx context.Context, client segmentsyncv1.SegmentSyncServiceClient, ix *Index) error {
+	ix.AbandonSnapshots()
 	stream, err := client.WatchMembership(ctx, &segmentsyncv1.WatchMembershipRequest{AllEnvironments: true, IncludeUsers: true, AfterSequence: ix.Cursors()})
 	if err != nil {
 		return err

@@ -33,6 +33,9 @@ type Env struct {
 	names    map[uint32]string
 	props    map[uint32]map[string]*segmentsyncv1.PropertyValue
 	segments map[string]*Segment
+	// staging is a snapshot being received, swapped in whole at CaughtUp so
+	// readers never see half of one (it costs a second copy meanwhile).
+	staging *Env
 }
 
 func newEnv() *Env {
@@ -109,10 +112,43 @@ func (ix *Index) Apply(m *segmentsyncv1.WatchMembershipResponse) error {
 	e := ix.envFor(m.GetEnvironmentId())
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	switch ev := m.GetEvent().(type) {
+	switch m.GetEvent().(type) {
 	case *segmentsyncv1.WatchMembershipResponse_SnapshotStart:
-		fresh := newEnv()
-		e.users, e.names, e.props, e.segments, e.caughtUp = fresh.users, fresh.names, fresh.props, fresh.segments, false
+		// Until the snapshot is complete, readers keep the last complete
+		// state (a fresh replica has none and stays not caught up).
+		e.staging = newEnv()
+	case *segmentsyncv1.WatchMembershipResponse_CaughtUp:
+		if st := e.staging; st != nil {
+			e.users, e.names, e.props, e.segments, e.staging = st.users, st.names, st.props, st.segments, nil
+		}
+		e.caughtUp = true
+	}
+	target := e
+	if e.staging != nil {
+		target = e.staging
+	}
+	if err := target.apply(m); err != nil {
+		return err
+	}
+	target.version = m.GetSequence()
+	return nil
+}
+
+// AbandonSnapshots drops snapshots left incomplete by a broken feed: the
+// resumed feed continues from what readers see, not from the half received.
+func (ix *Index) AbandonSnapshots() {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	for _, e := range ix.envs {
+		e.mu.Lock()
+		e.staging = nil
+		e.mu.Unlock()
+	}
+}
+
+// apply applies a feed message's data to e.
+func (e *Env) apply(m *segmentsyncv1.WatchMembershipResponse) error {
+	switch ev := m.GetEvent().(type) {
 	case *segmentsyncv1.WatchMembershipResponse_Users:
 		for _, u := range ev.Users.GetUsers() {
 			d := u.GetDenseId()
@@ -163,10 +199,7 @@ func (ix *Index) Apply(m *segmentsyncv1.WatchMembershipResponse) error {
 		s.Version = ev.Change.GetVersion()
 	case *segmentsyncv1.WatchMembershipResponse_SegmentDeleted:
 		delete(e.segments, ev.SegmentDeleted.GetSegmentId())
-	case *segmentsyncv1.WatchMembershipResponse_CaughtUp:
-		e.caughtUp = true
 	}
-	e.version = m.GetSequence()
 	return nil
 }
 

@@ -217,14 +217,26 @@ func (s *Server) compile(ctx context.Context, a *targetingv1.Audience) (*audienc
 
 func checkName(name string) (string, error) { return apperr.Name("name", name, MaxNameLength) }
 
+// checkType refuses experience types this version does not know, rather
+// than storing them or filtering by them to an empty answer.
+func checkType(t targetingv1.ExperienceType) error {
+	if _, ok := targetingv1.ExperienceType_name[int32(t)]; !ok {
+		return apperr.Invalid("type", fmt.Sprintf("unknown experience type %d", int32(t)))
+	}
+	return nil
+}
+
 // CreateExperience implements TargetingService.
 func (s *Server) CreateExperience(ctx context.Context, req *targetingv1.CreateExperienceRequest) (*targetingv1.CreateExperienceResponse, error) {
 	name, err := checkName(req.GetName())
 	if err != nil {
 		return nil, err
 	}
-	if req.GetType() == targetingv1.ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED || targetingv1.ExperienceType_name[int32(req.GetType())] == "" {
+	if req.GetType() == targetingv1.ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED {
 		return nil, apperr.Invalid("type", "must be EXPERIENCE_TYPE_PRODUCT_TOUR, EXPERIENCE_TYPE_CHECKLIST or EXPERIENCE_TYPE_GENERIC")
+	}
+	if err := checkType(req.GetType()); err != nil {
+		return nil, err
 	}
 	if _, err := s.compile(ctx, req.GetAudience()); err != nil {
 		return nil, err
@@ -256,6 +268,9 @@ func (s *Server) GetExperience(ctx context.Context, req *targetingv1.GetExperien
 
 // ListExperiences implements TargetingService.
 func (s *Server) ListExperiences(ctx context.Context, req *targetingv1.ListExperiencesRequest) (*targetingv1.ListExperiencesResponse, error) {
+	if err := checkType(req.GetType()); err != nil {
+		return nil, err
+	}
 	xs, err := s.store.List(ctx, environment(ctx), req.GetType())
 	if err != nil {
 		return nil, err
@@ -372,6 +387,9 @@ func (s *Server) EvaluateExperience(ctx context.Context, req *targetingv1.Evalua
 // ListEligibleExperiences implements TargetingService.
 func (s *Server) ListEligibleExperiences(ctx context.Context, req *targetingv1.ListEligibleExperiencesRequest) (*targetingv1.ListEligibleExperiencesResponse, error) {
 	if err := checkID("user_id", req.GetUserId()); err != nil {
+		return nil, err
+	}
+	if err := checkType(req.GetType()); err != nil {
 		return nil, err
 	}
 	env := environment(ctx)
