@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	eventrelayv1 "github.com/seghub/seghub/gen/seghub/eventrelay/v1"
@@ -124,11 +126,22 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 			}
 		},
 		AdapterConfig: o.AdapterConfig,
-		MaxAttempts:   p.Config.DeliveryMaxAttempts,
-		MaxAge:        p.Config.DeliveryMaxAge,
-		Backoff:       o.Backoff,
-		Refresh:       o.Refresh,
-		Logger:        p.Logger,
+		UserProperty: func(ctx context.Context, env, user, property string) (string, error) {
+			conn, err := p.Conn(app.SegmentSync)
+			if err != nil {
+				return "", err
+			}
+			r, err := segmentsyncv1.NewSegmentSyncServiceClient(conn).GetUser(auth.ForEnvironment(ctx, env), &segmentsyncv1.GetUserRequest{UserId: user})
+			if status.Code(err) == codes.NotFound {
+				return "", nil
+			}
+			return r.GetUser().GetProperties()[property].GetStringValue(), err
+		},
+		MaxAttempts: p.Config.DeliveryMaxAttempts,
+		MaxAge:      p.Config.DeliveryMaxAge,
+		Backoff:     o.Backoff,
+		Refresh:     o.Refresh,
+		Logger:      p.Logger,
 		Delivered: func(sink string, e *relay.Envelope) {
 			attrs := metric.WithAttributes(attribute.String("sink", sink))
 			delivered.Add(context.Background(), 1, attrs)

@@ -474,6 +474,17 @@ func TestSendEventsOff(t *testing.T) {
 	if got = f.appcuesEvents(); len(got) != 1 || got[0]["name"] != "Seq" || got[0]["user_id"] != "u2" {
 		t.Fatalf("appcues holds %v", got)
 	}
+
+	// A user with an Appcues identity is sent under it.
+	if _, err := f.ss.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: []*segmentsyncv1.User{{UserId: "u3",
+		Properties: map[string]*segmentsyncv1.PropertyValue{"appcuesUserID": {Kind: &segmentsyncv1.PropertyValue_StringValue{StringValue: "ac-3"}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.track(t, ctx, []*eventrelayv1.Event{apiEvent("d-mapped", "u3", 0)})
+	got = waitCount(t, "forwarded under the Appcues identity", 2, f.appcuesEvents)
+	if got[1]["user_id"] != "ac-3" {
+		t.Fatalf("forwarded as %v, want the user's appcuesUserID ac-3", got[1]["user_id"])
+	}
 }
 
 func TestDeadLettersAndReplay(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,12 +43,17 @@ func main() {
 	rate := flag.Int("rate", 10000, "offered events/s of the lag phase")
 	dur := flag.Duration("d", 20*time.Second, "duration of the lag phase")
 	users := flag.Int("users", 1000, "distinct users")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the ingest phase here")
 	flag.Parse()
+	profile = *cpuprofile
 	if err := run(*events, *batch, *streams, *rate, *dur, *users); err != nil {
 		fmt.Fprintln(os.Stderr, "eventload:", err)
 		os.Exit(1)
 	}
 }
+
+// profile is where the ingest phase's CPU profile goes ("" for none).
+var profile string
 
 // arrivals records when each event reached the analytics API.
 type arrivals struct {
@@ -121,7 +127,17 @@ func run(total, batch, streams, rate int, dur time.Duration, users int) error {
 	fmt.Printf("machine: %d events per phase, %d per message, %d streams\n", total, batch, streams)
 
 	// Ingest: StreamTrack, no sink yet (nothing competes with ingest).
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		_ = pprof.StartCPUProfile(f)
+	}
 	seghubRate, err := ingest(ctx, ev, "ing", total, batch, streams, users)
+	if profile != "" {
+		pprof.StopCPUProfile()
+	}
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,9 @@ type ManagerOptions struct {
 	// Refresh is how often a sink re-reads its connection (send_events,
 	// credentials) and the manager its routes from the store.
 	Refresh time.Duration
+	// UserProperty reads a user's string property ("" when unset): the
+	// identity a destination knows the user by.
+	UserProperty func(ctx context.Context, env, user, property string) (string, error)
 }
 
 // Manager runs one sink per connection that routes point at.
@@ -150,7 +153,7 @@ func (m *Manager) stopAll() {
 func (m *Manager) start(parent context.Context, env, conn string, routes []store.Route) *runningSink {
 	ctx, cancel := context.WithCancel(parent)
 	rs := &runningSink{env: env, conn: conn, cancel: cancel, done: make(chan struct{})}
-	rs.dest = &destState{m: m, env: env, conn: conn}
+	rs.dest = &destState{m: m, env: env, conn: conn, ids: map[string]cachedID{}}
 	rs.dest.setRoutes(routes)
 	go func() {
 		defer close(rs.done)
@@ -244,7 +247,17 @@ type destState struct {
 	t        destinations.Type
 	ad       destinations.Events
 	creds    map[string]string
+	ids      map[string]cachedID // user → identity at the destination
 }
+
+// cachedID is a user's identity at a destination, read at some time.
+type cachedID struct {
+	id   string
+	read time.Time
+}
+
+// identityTTL bounds how stale a cached destination identity may be.
+const identityTTL = time.Minute
 
 func (d *destState) setRoutes(rs []store.Route) {
 	d.mu.Lock()
@@ -388,6 +401,42 @@ func (d *destState) deliverBulk(ctx context.Context, batch []UserEvents) []Resul
 	return res
 }
 
+// identity is who the destination knows the event's user as: the Appcues
+// id an Appcues event carried, else the user's identity property (the
+// connection's, or the type's default), else the user id.
+func (d *destState) identity(ctx context.Context, e *Envelope) (string, error) {
+	if e.AppcuesUserID != "" && d.typ().Name == "appcues" {
+		return e.AppcuesUserID, nil
+	}
+	d.mu.Lock()
+	prop := d.resolved.GetConnection().GetSettings().GetIdentityProperty()
+	if prop == "" {
+		prop = d.t.DefaultIdentity
+	}
+	c, ok := d.ids[e.User]
+	d.mu.Unlock()
+	if prop == "" || prop == "user_id" || d.m.o.UserProperty == nil {
+		return e.User, nil
+	}
+	if ok && time.Since(c.read) < identityTTL {
+		return c.id, nil
+	}
+	id, err := d.m.o.UserProperty(ctx, d.env, e.User, prop)
+	if err != nil {
+		return "", fmt.Errorf("read %s of user %s: %w", prop, e.User, err)
+	}
+	if id == "" {
+		id = e.User
+	}
+	d.mu.Lock()
+	if len(d.ids) > 100_000 {
+		clear(d.ids)
+	}
+	d.ids[e.User] = cachedID{id: id, read: time.Now()}
+	d.mu.Unlock()
+	return id, nil
+}
+
 // deliverEach sends each user's events one request at a time, users in
 // parallel; a user stops at its first failure so its order holds.
 func (d *destState) deliverEach(ctx context.Context, batch []UserEvents) []Result {
@@ -405,7 +454,13 @@ func (d *destState) deliverEach(ctx context.Context, batch []UserEvents) []Resul
 		go func() {
 			defer wg.Done()
 			for j, e := range ue.Events {
-				if err := ad.Track(ctx, []destinations.Event{toEvent(e)}); err != nil {
+				ev := toEvent(e)
+				id, err := d.identity(ctx, e)
+				if err == nil {
+					ev.Identity = id
+					err = ad.Track(ctx, []destinations.Event{ev})
+				}
+				if err != nil {
 					res[i] = d.failure(ctx, err, j, false)
 					return
 				}
