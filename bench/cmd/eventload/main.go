@@ -141,7 +141,7 @@ func run(total, batch, streams, rate int, dur time.Duration, users int) error {
 	if err != nil {
 		return err
 	}
-	rawRate, err := rawPublish(ctx, proc.P, "raw", total, users)
+	rawRate, err := rawPublish(ctx, proc.P, "raw", total, users, streams)
 	if err != nil {
 		return err
 	}
@@ -255,8 +255,9 @@ func ingest(ctx context.Context, ev eventrelayv1.EventRelayServiceClient, prefix
 }
 
 // rawPublish publishes the same envelopes seghub stores (same JSON size and
-// dedup header) to a stream of its own on the same server.
-func rawPublish(ctx context.Context, p *app.Platform, prefix string, total, users int) (float64, error) {
+// dedup header) to a stream of its own on the same server, from as many
+// publishers as seghub had streams.
+func rawPublish(ctx context.Context, p *app.Platform, prefix string, total, users, publishers int) (float64, error) {
 	js, err := jetstream.New(p.Bus.Conn, jetstream.WithPublishAsyncMaxPending(64<<10))
 	if err != nil {
 		return 0, err
@@ -270,18 +271,34 @@ func rawPublish(ctx context.Context, p *app.Platform, prefix string, total, user
 		payloads[i], _ = json.Marshal(map[string]any{"id": e.GetEventId(), "env": "env_bench", "src": "api", "user": e.GetUserId(), "name": e.GetName(),
 			"ts": time.Now().UnixMicro(), "props": e.GetProperties().AsMap(), "fwd": true, "rcv": time.Now().UnixMicro()})
 	}
+	// As many publishers as seghub has streams, each waiting for its acks.
 	start := time.Now()
-	futures := make([]jetstream.PubAckFuture, total)
-	for i, data := range payloads {
-		m := &nats.Msg{Subject: "benchraw.env_bench.api", Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{"env_bench/" + prefix + strconv.Itoa(i)}}}
-		if futures[i], err = js.PublishMsgAsync(m, jetstream.WithStallWait(10*time.Second)); err != nil {
-			return 0, err
-		}
+	errc := make(chan error, publishers)
+	for w := range publishers {
+		go func() {
+			var futures []jetstream.PubAckFuture
+			for i := w; i < total; i += publishers {
+				m := &nats.Msg{Subject: "benchraw.env_bench.api", Data: payloads[i], Header: nats.Header{jetstream.MsgIDHeader: []string{"env_bench/" + prefix + strconv.Itoa(i)}}}
+				f, err := js.PublishMsgAsync(m, jetstream.WithStallWait(10*time.Second))
+				if err != nil {
+					errc <- err
+					return
+				}
+				futures = append(futures, f)
+			}
+			for _, f := range futures {
+				select {
+				case <-f.Ok():
+				case err := <-f.Err():
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
+	for range publishers {
+		if err := <-errc; err != nil {
 			return 0, err
 		}
 	}
