@@ -151,13 +151,13 @@ func (in *Inbound) Receive(ctx context.Context, req *segmentsyncv1.ReceiveSegmen
 	env := conn.GetEnvironmentId()
 	if !VerifySignature(conn.GetSigningSecret(), req.GetSignature(), req.GetBody(), in.now()) {
 		in.record(connID, "rejected")
-		_ = in.store.RejectInbound(ctx, connID)
+		_ = in.store.RejectInbound(ctx, env, connID)
 		return nil, ErrInvalidSignature
 	}
 	page, err := parseWebhook(req.GetBody())
 	if err != nil {
 		in.record(connID, "malformed")
-		_ = in.store.RejectInbound(ctx, connID)
+		_ = in.store.RejectInbound(ctx, env, connID)
 		return nil, err
 	}
 	page.ConnectionID = connID

@@ -260,9 +260,9 @@ func (w *writer) matchIdentities(incoming []string, prop string, create bool) (*
 	return out, nil
 }
 
-// RejectInbound counts a refused request of a source connection.
-func (s *Store) RejectInbound(ctx context.Context, connectionID string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO ss_inbound_sources (connection_id, rejected_requests) VALUES (?, 1) ON CONFLICT (connection_id) DO UPDATE SET rejected_requests = ss_inbound_sources.rejected_requests + 1`, connectionID)
+// RejectInbound counts a refused request of a source connection of env.
+func (s *Store) RejectInbound(ctx context.Context, env, connectionID string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO ss_inbound_sources (connection_id, environment_id, rejected_requests) VALUES (?, ?, 1) ON CONFLICT (connection_id) DO UPDATE SET rejected_requests = ss_inbound_sources.rejected_requests + 1, environment_id = excluded.environment_id`, connectionID, env)
 	return err
 }
 
@@ -292,7 +292,7 @@ func (s *Store) InboundTasks(ctx context.Context, env, connectionID string, limi
 		out = append(out, t)
 	}
 	var rejected int64
-	err = s.db.QueryRowContext(ctx, `SELECT rejected_requests FROM ss_inbound_sources WHERE connection_id = ?`, connectionID).Scan(&rejected)
+	err = s.db.QueryRowContext(ctx, `SELECT rejected_requests FROM ss_inbound_sources WHERE environment_id = ? AND connection_id = ?`, env, connectionID).Scan(&rejected)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = nil
 	}
