@@ -240,7 +240,25 @@ func (db *DB) Migrate(ctx context.Context, component string, fsys fs.FS) error {
 			return fmt.Errorf("migrations of %s: version %d used twice", component, migs[i].version)
 		}
 	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, version INTEGER NOT NULL, applied_at BIGINT NOT NULL, PRIMARY KEY (component, version))`); err != nil && !IsUniqueViolation(err) {
+	// Every migration step holds one advisory lock on PostgreSQL: processes
+	// starting together on a fresh database would otherwise race even on
+	// CREATE TABLE IF NOT EXISTS.
+	lock := func(tx *Tx) error {
+		if db.Dialect != Postgres {
+			return nil
+		}
+		h := fnv.New64a()
+		h.Write([]byte("seghub-migrate"))
+		_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, int64(h.Sum64()>>1))
+		return err
+	}
+	if err := db.InTx(ctx, func(tx *Tx) error {
+		if err := lock(tx); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, version INTEGER NOT NULL, applied_at BIGINT NOT NULL, PRIMARY KEY (component, version))`)
+		return err
+	}); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	for _, m := range migs {
@@ -249,12 +267,8 @@ func (db *DB) Migrate(ctx context.Context, component string, fsys fs.FS) error {
 			return err
 		}
 		err = db.InTx(ctx, func(tx *Tx) error {
-			if db.Dialect == Postgres {
-				h := fnv.New64a()
-				h.Write([]byte("seghub-migrate"))
-				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, int64(h.Sum64()>>1)); err != nil {
-					return err
-				}
+			if err := lock(tx); err != nil {
+				return err
 			}
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE component = ? AND version = ?`, component, m.version).Scan(&n); err != nil {

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"testing/fstest"
 
@@ -71,4 +72,30 @@ func TestMigrateAndTransactions(t *testing.T) {
 			t.Fatal("broken migration applied")
 		}
 	})
+}
+
+// Processes starting together on a fresh database all migrate it, once.
+func TestConcurrentMigrationsOnAFreshDatabase(t *testing.T) {
+	for _, d := range storetest.Dialects() {
+		t.Run(d.Name, func(t *testing.T) {
+			url := d.URL(t)
+			const procs = 6
+			errs := make(chan error, procs)
+			for i := range procs {
+				db := storetest.Reopen(t, url)
+				c := i % 2 // two components (services), three processes each
+				fs := fstest.MapFS{"001_things.sql": {Data: []byte(fmt.Sprintf(`CREATE TABLE things_%d (id {{AUTOID}}, name TEXT NOT NULL);`, c))}}
+				go func() { errs <- db.Migrate(context.Background(), fmt.Sprint("component-", c), fs) }()
+			}
+			for range procs {
+				if err := <-errs; err != nil {
+					t.Fatalf("concurrent migrate: %v", err)
+				}
+			}
+			var n int
+			if err := storetest.Reopen(t, url).QueryRowContext(context.Background(), `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil || n != 2 {
+				t.Fatalf("schema_migrations rows = %d, %v; want 2 (one per component)", n, err)
+			}
+		})
+	}
 }

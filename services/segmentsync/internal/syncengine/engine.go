@@ -656,11 +656,8 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 				r.Added++
 			}
 		}
-		if err := e.st.Checkpoint(context.WithoutCancel(ctx), s.ID, ack); err != nil {
+		if err := e.st.Checkpoint(context.WithoutCancel(ctx), s.ID, ack, r); err != nil {
 			return err
-		}
-		if page%10 == 0 {
-			_ = e.st.UpdateRun(ctx, r)
 		}
 	}
 	if t.Retention > 0 {

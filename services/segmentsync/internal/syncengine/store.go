@@ -251,8 +251,9 @@ type Ack struct {
 	OK      []uint32 // delivered this batch (clears earlier failures)
 }
 
-// Checkpoint records an acknowledged batch in one transaction.
-func (st *Store) Checkpoint(ctx context.Context, syncID string, a Ack) error {
+// Checkpoint records an acknowledged batch and the run's progress in one
+// transaction, so a run resumed after a crash counts every batch once.
+func (st *Store) Checkpoint(ctx context.Context, syncID string, a Ack, r *Run) error {
 	return st.db.InTx(ctx, func(tx *store.Tx) error {
 		if err := chunked(ctx, tx, len(a.Removed), func(i, j int) (string, []any) {
 			args := []any{syncID}
@@ -295,7 +296,7 @@ func (st *Store) Checkpoint(ctx context.Context, syncID string, a Ack) error {
 				return err
 			}
 		}
-		return nil
+		return updateRun(ctx, tx, r)
 	})
 }
 
@@ -328,8 +329,14 @@ func (st *Store) CreateRun(ctx context.Context, r *Run) error {
 
 // UpdateRun writes a run's progress.
 func (st *Store) UpdateRun(ctx context.Context, r *Run) error {
+	return updateRun(ctx, st.db, r)
+}
+
+func updateRun(ctx context.Context, q interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, r *Run) error {
 	sample, _ := json.Marshal(r.FailedSample)
-	_, err := st.db.ExecContext(ctx, `UPDATE se_runs SET status = ?, started_at = ?, finished_at = ?, added = ?, removed = ?, unmatched = ?, failed = ?, retried = ?, error = ?, failed_sample = ?, data_expires_at = ?, trace_id = ? WHERE run_id = ?`,
+	_, err := q.ExecContext(ctx, `UPDATE se_runs SET status = ?, started_at = ?, finished_at = ?, added = ?, removed = ?, unmatched = ?, failed = ?, retried = ?, error = ?, failed_sample = ?, data_expires_at = ?, trace_id = ? WHERE run_id = ?`,
 		r.Status, us(r.Started), us(r.Finished), int64(r.Added), int64(r.Removed), int64(r.Unmatched), int64(r.Failed), int64(r.Retried), r.Error, string(sample), us(r.DataExpires), r.TraceID, r.ID)
 	return err
 }
