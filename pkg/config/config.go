@@ -71,9 +71,17 @@ func str(p func(*Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *p(c) = v; return nil }
 }
 
-// settings is the table; keep it sorted by topic, documented in one line each.
+func duration(p func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		*p(c) = d
+		return err
+	}
+}
+
 var busNamespace = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
+// settings is the table; keep it sorted by topic, documented in one line each.
 var settings = []setting{
 	{"grpc-addr", "SEGHUB_GRPC_ADDR", "gRPC listen address", ":9090", str(func(c *Config) *string { return &c.GRPCAddr })},
 	{"http-addr", "SEGHUB_HTTP_ADDR", "REST/JSON gateway listen address", ":8080", str(func(c *Config) *string { return &c.HTTPAddr })},
@@ -119,16 +127,8 @@ var settings = []setting{
 		c.DeliveryMaxAttempts = n
 		return err
 	}},
-	{"delivery-max-age", "SEGHUB_DELIVERY_MAX_AGE", "event delivery: how long retries go on before an event may be dead-lettered (both limits must be passed)", "1h", func(c *Config, v string) error {
-		d, err := time.ParseDuration(v)
-		c.DeliveryMaxAge = d
-		return err
-	}},
-	{"event-dedup-window", "SEGHUB_EVENT_DEDUP_WINDOW", "events: how long JetStream remembers event ids to drop duplicates (sinks' idempotency keys cover longer)", "2m", func(c *Config, v string) error {
-		d, err := time.ParseDuration(v)
-		c.EventDedupWindow = d
-		return err
-	}},
+	{"delivery-max-age", "SEGHUB_DELIVERY_MAX_AGE", "event delivery: how long retries go on before an event may be dead-lettered (both limits must be passed)", "1h", duration(func(c *Config) *time.Duration { return &c.DeliveryMaxAge })},
+	{"event-dedup-window", "SEGHUB_EVENT_DEDUP_WINDOW", "events: how long JetStream remembers event ids to drop duplicates (sinks' idempotency keys cover longer)", "2m", duration(func(c *Config) *time.Duration { return &c.EventDedupWindow })},
 	{"bus-namespace", "SEGHUB_BUS_NAMESPACE", "events: prefix of the JetStream stream and subjects, so several deployments can share one NATS (letters, digits, '-', '_')", "seghub", func(c *Config, v string) error {
 		if !busNamespace.MatchString(v) {
 			return fmt.Errorf("%q: use 1-32 letters, digits, '-' or '_'", v)
@@ -136,11 +136,7 @@ var settings = []setting{
 		c.BusNamespace = v
 		return nil
 	}},
-	{"event-retention", "SEGHUB_EVENT_RETENTION", "events: how long the events stream keeps events", "168h", func(c *Config, v string) error {
-		d, err := time.ParseDuration(v)
-		c.EventRetention = d
-		return err
-	}},
+	{"event-retention", "SEGHUB_EVENT_RETENTION", "events: how long the events stream keeps events", "168h", duration(func(c *Config) *time.Duration { return &c.EventRetention })},
 }
 
 // Defaults returns the configuration with every default applied.
