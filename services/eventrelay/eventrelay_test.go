@@ -2,6 +2,8 @@ package eventrelay_test
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
@@ -30,6 +32,9 @@ const analyticsApp = "app-1"
 
 type relayOpts struct {
 	external    bool
+	postgres    bool
+	dbURL       string // a database to share (a second replica)
+	secretKey   string // shared by replicas, as SEGHUB_SECRET_KEY is
 	dataDir     string
 	namespace   string // bus namespace to reuse (restart on external NATS)
 	maxAttempts int
@@ -65,14 +70,17 @@ func startRelay(t *testing.T, o relayOpts) *relayFixture {
 	if o.maxAttempts == 0 {
 		o.maxAttempts, o.maxAge = 1000, time.Hour
 	}
-	f.e = apptest.New(t, apptest.Options{NeedBus: true, ExternalNATS: o.external, DataDir: o.dataDir, Configure: func(c *config.Config) {
+	f.e = apptest.New(t, apptest.Options{NeedBus: true, ExternalNATS: o.external, Postgres: o.postgres, DatabaseURL: o.dbURL, DataDir: o.dataDir, Configure: func(c *config.Config) {
 		c.AnalyticsURL, c.AppcuesURL, c.CommandBarURL = o.analyticsURL, o.appcuesURL, o.appcuesURL
 		c.DeliveryMaxAttempts, c.DeliveryMaxAge = o.maxAttempts, o.maxAge
 		if o.namespace != "" {
 			c.BusNamespace = o.namespace
 		}
+		if o.secretKey != "" {
+			c.SecretKey = o.secretKey
+		}
 	}})
-	o.dataDir, o.namespace = f.e.Config.DataDir, f.e.Config.BusNamespace
+	o.dataDir, o.namespace, o.dbURL = f.e.Config.DataDir, f.e.Config.BusNamespace, f.e.Config.DatabaseURL
 	f.o = o
 	ctx := context.Background()
 	cn, err := connector.New(ctx, f.e.P)
@@ -593,5 +601,58 @@ func TestIdentityAttach(t *testing.T) {
 			}
 			return u.GetUser().GetProperties()["appcuesUserID"].GetStringValue() == want, fmt.Sprint(u.GetUser().GetProperties())
 		})
+	}
+}
+
+// Two replicas on one database and JetStream: both ingest, one delivers (per
+// user order needs one consumer per sink), and the other takes over when it
+// stops.
+func TestOneReplicaDelivers(t *testing.T) {
+	key := make([]byte, 32)
+	_, _ = crand.Read(key)
+	f1 := startRelay(t, relayOpts{external: true, postgres: true, secretKey: base64.StdEncoding.EncodeToString(key)})
+	o := f1.o
+	o.dataDir = "" // its own files; the database and the bus are shared
+	f2 := startRelay(t, o)
+	ctx := apptest.Context(t, 120*time.Second)
+	f1.route(t, ctx, f1.connect(t, ctx, "analytics", false))
+	replicas := []eventrelayv1.EventRelayServiceClient{f1.ev, eventrelayv1.NewEventRelayServiceClient(f2.e.Dial(f1.e.A.Member))}
+
+	// Batches alternate between the replicas.
+	events := interleaved("rep", 20, 40)
+	for i := 0; i < 500; i += 50 {
+		if _, err := replicas[(i/50)%2].TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: events[i : i+50]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCount(t, "events ingested by both replicas", 500, f1.analyticsEvents)
+	// Both list the sink; only the delivering one has delivered.
+	delivered := func(c eventrelayv1.EventRelayServiceClient) uint64 {
+		s, err := c.ListSinks(ctx, &eventrelayv1.ListSinksRequest{})
+		if err != nil || len(s.GetSinks()) != 1 || s.GetSinks()[0].GetType() != "analytics" {
+			t.Fatalf("sinks: %v %v", s, err)
+		}
+		return s.GetSinks()[0].GetDelivered()
+	}
+	d1, d2 := delivered(replicas[0]), delivered(replicas[1])
+	if d1+d2 != 500 || (d1 != 0 && d2 != 0) {
+		t.Fatalf("delivered: %d by the first replica, %d by the second; want all 500 by one", d1, d2)
+	}
+	// The delivering replica stops; the other takes over.
+	leader, survivor := f1, replicas[1]
+	if d2 > 0 {
+		leader, survivor = f2, replicas[0]
+	}
+	leader.e.Stop()
+	for i := 500; i < len(events); i += 50 {
+		if _, err := survivor.TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: events[i : i+50]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCount(t, "events after the takeover", len(events), f1.analyticsEvents)
+	time.Sleep(300 * time.Millisecond)
+	perUserOrder(t, f1.analyticsEvents(), "identity", "properties", 20, 40)
+	if n := delivered(survivor); n != 300 {
+		t.Fatalf("the surviving replica delivered %d, want the 300 sent after the takeover", n)
 	}
 }

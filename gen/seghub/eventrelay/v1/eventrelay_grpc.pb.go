@@ -62,7 +62,9 @@ type EventRelayServiceClient interface {
 	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
 	// DeleteRoute stops routing; a sink with no route left stops delivering.
 	DeleteRoute(ctx context.Context, in *DeleteRouteRequest, opts ...grpc.CallOption) (*DeleteRouteResponse, error)
-	// ListSinks shows each sink's backlog, deliveries and dead letters.
+	// ListSinks shows each sink (each routed connection): backlog and dead
+	// letters, and the delivery counters of the replica that delivers (one
+	// replica at a time holds the delivery lease; others answer those empty).
 	ListSinks(ctx context.Context, in *ListSinksRequest, opts ...grpc.CallOption) (*ListSinksResponse, error)
 	// ListDeadLetters lists events a sink gave up on, with the reason.
 	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
@@ -221,7 +223,9 @@ type EventRelayServiceServer interface {
 	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
 	// DeleteRoute stops routing; a sink with no route left stops delivering.
 	DeleteRoute(context.Context, *DeleteRouteRequest) (*DeleteRouteResponse, error)
-	// ListSinks shows each sink's backlog, deliveries and dead letters.
+	// ListSinks shows each sink (each routed connection): backlog and dead
+	// letters, and the delivery counters of the replica that delivers (one
+	// replica at a time holds the delivery lease; others answer those empty).
 	ListSinks(context.Context, *ListSinksRequest) (*ListSinksResponse, error)
 	// ListDeadLetters lists events a sink gave up on, with the reason.
 	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)

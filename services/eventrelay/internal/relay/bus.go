@@ -23,22 +23,47 @@ const (
 
 // Layout names a deployment's stream and subjects. Events of an environment
 // go to <ns>.events.<env>.<source>; a replayed dead letter goes to
-// <ns>.replay.<sink connection> so only its sink sees it again. Deployments
-// (or test runs) sharing one NATS use different namespaces.
+// <ns>.events.<env>._replay.<sink connection>, so one filter subject per
+// environment (all JetStream 2.9 servers allow) covers a sink's events and
+// replays, and only its sink takes the replay. Deployments (or test runs)
+// sharing one NATS use different namespaces.
 type Layout struct {
-	Stream, Events, Replay string
+	Stream, Events string
 }
+
+const replayToken = "_replay"
 
 // NewLayout is the layout of namespace (default "seghub").
 func NewLayout(namespace string) Layout {
 	if namespace == "" {
 		namespace = "seghub"
 	}
-	return Layout{Stream: strings.ToUpper(namespace) + "_EVENTS", Events: namespace + ".events.", Replay: namespace + ".replay."}
+	return Layout{Stream: strings.ToUpper(namespace) + "_EVENTS", Events: namespace + ".events."}
 }
 
 // Subject is where an envelope is published.
 func (l Layout) Subject(e *Envelope) string { return l.Events + e.Env + "." + e.Source }
+
+// ReplaySubject is where a dead letter of sink conn is replayed.
+func (l Layout) ReplaySubject(env, conn string) string {
+	return l.Events + env + "." + replayToken + "." + conn
+}
+
+// EnvFilter is the filter subject of an environment's events and replays.
+func (l Layout) EnvFilter(env string) string { return l.Events + env + ".>" }
+
+// ForSink classifies a subject for sink conn of env: whether the message is
+// for it at all, and whether it is a replay (which skips routing).
+func (l Layout) ForSink(subject, env, conn string) (mine, replay bool) {
+	rest, ok := strings.CutPrefix(subject, l.Events+env+".")
+	if !ok {
+		return false, false
+	}
+	if r, ok := strings.CutPrefix(rest, replayToken+"."); ok {
+		return r == conn, true
+	}
+	return !strings.Contains(rest, "."), false
+}
 
 // Envelope is an event as stored in JetStream.
 type Envelope struct {
@@ -85,7 +110,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        o.Layout.Stream,
 		Description: "seghub events: ingested, durable, delivered to sinks",
-		Subjects:    []string{o.Layout.Events + ">", o.Layout.Replay + ">"},
+		Subjects:    []string{o.Layout.Events + ">"},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      o.MaxAge,
@@ -158,9 +183,9 @@ func (p *Publisher) Publish(ctx context.Context, envs []*Envelope) ([]bool, erro
 	return pd.Wait(ctx)
 }
 
-// Republish stores a dead letter again for one sink.
-func (p *Publisher) Republish(ctx context.Context, sink, msgID string, envelope []byte) error {
-	m := &nats.Msg{Subject: p.l.Replay + sink, Data: envelope, Header: nats.Header{msgIDHeader: []string{msgID}}}
+// Republish stores a dead letter again for one sink of env.
+func (p *Publisher) Republish(ctx context.Context, env, sink, msgID string, envelope []byte) error {
+	m := &nats.Msg{Subject: p.l.ReplaySubject(env, sink), Data: envelope, Header: nats.Header{msgIDHeader: []string{msgID}}}
 	_, err := p.js.PublishMsg(ctx, m)
 	return err
 }

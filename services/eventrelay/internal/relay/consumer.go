@@ -22,15 +22,15 @@ func SinkConsumerName(connectionID string) string { return "sink_" + connectionI
 func SinkConsumer(ctx context.Context, st jetstream.Stream, l Layout, env, connectionID string, since time.Time, ackWait time.Duration) (jetstream.Consumer, error) {
 	name := SinkConsumerName(connectionID)
 	cfg := jetstream.ConsumerConfig{
-		Durable:        name,
-		Description:    "seghub sink " + connectionID,
-		FilterSubjects: []string{l.Events + env + ".>", l.Replay + connectionID},
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        ackWait,
-		MaxDeliver:     -1,
-		MaxAckPending:  50_000,
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
+		Durable:       name,
+		Description:   "seghub sink " + connectionID,
+		FilterSubject: l.EnvFilter(env),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 50_000,
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &since,
 	}
 	c, err := st.Consumer(ctx, name)
 	switch {

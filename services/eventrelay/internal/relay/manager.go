@@ -13,6 +13,7 @@ import (
 
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	"github.com/seghub/seghub/pkg/destinations"
+	"github.com/seghub/seghub/pkg/ids"
 	"github.com/seghub/seghub/services/eventrelay/internal/store"
 )
 
@@ -47,14 +48,21 @@ type ManagerOptions struct {
 	UserProperty func(ctx context.Context, env, user, property string) (string, error)
 }
 
-// Manager runs one sink per connection that routes point at.
+// Manager runs one sink per connection that routes point at, in the one
+// replica that holds the delivery lease.
 type Manager struct {
-	o ManagerOptions
+	o      ManagerOptions
+	holder string // this replica, in the lease
+	ttl    time.Duration
 
-	mu    sync.Mutex
-	sinks map[string]*runningSink
-	kick  chan struct{}
+	mu      sync.Mutex
+	sinks   map[string]*runningSink
+	kick    chan struct{}
+	leading bool
 }
+
+// deliveryLease is the lease a replica holds while it delivers.
+const deliveryLease = "sinks"
 
 type runningSink struct {
 	env, conn string
@@ -77,7 +85,8 @@ func NewManager(o ManagerOptions) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Manager{o: o, sinks: map[string]*runningSink{}, kick: make(chan struct{}, 1)}
+	// Renewed every Refresh; lost after a few missed renewals.
+	return &Manager{o: o, holder: ids.New("relay"), ttl: max(5*o.Refresh, time.Second), sinks: map[string]*runningSink{}, kick: make(chan struct{}, 1)}
 }
 
 // Kick makes the manager re-read routes now (after a route change here).
@@ -88,13 +97,22 @@ func (m *Manager) Kick() {
 	}
 }
 
-// Run reconciles sinks with routes until ctx ends.
+// Run reconciles sinks with routes until ctx ends, while this replica holds
+// the delivery lease; other replicas only ingest, and take over when the
+// holder stops renewing.
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(m.o.Refresh)
 	defer t.Stop()
-	defer m.stopAll()
+	defer func() {
+		m.stopAll()
+		if err := m.o.Store.ReleaseLease(context.WithoutCancel(ctx), deliveryLease, m.holder); err != nil {
+			m.o.Logger.Warn("release the event delivery lease", "error", err.Error())
+		}
+	}()
 	for {
-		if err := m.reconcile(ctx); err != nil && ctx.Err() == nil {
+		if !m.lead(ctx) {
+			m.stopAll()
+		} else if err := m.reconcile(ctx); err != nil && ctx.Err() == nil {
 			m.o.Logger.Warn("reconcile event sinks", "error", err.Error())
 		}
 		select {
@@ -104,6 +122,26 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-m.kick:
 		}
 	}
+}
+
+// lead takes or renews the delivery lease and reports whether this replica
+// delivers. An error counts as not holding it: two deliverers would break
+// per-user order.
+func (m *Manager) lead(ctx context.Context) bool {
+	ok, err := m.o.Store.AcquireLease(ctx, deliveryLease, m.holder, time.Now(), m.ttl)
+	if err != nil && ctx.Err() == nil {
+		m.o.Logger.Warn("renew the event delivery lease", "error", err.Error())
+	}
+	m.mu.Lock()
+	changed := ok != m.leading
+	m.leading = ok
+	m.mu.Unlock()
+	if changed && ok {
+		m.o.Logger.Info("this replica delivers events to sinks", "holder", m.holder)
+	} else if changed {
+		m.o.Logger.Info("another replica delivers events to sinks", "holder", m.holder)
+	}
+	return ok
 }
 
 func (m *Manager) reconcile(ctx context.Context) error {
@@ -185,7 +223,8 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink) error {
 	}
 	t := rs.dest.typ()
 	o := SinkOptions{
-		ConnectionID: rs.conn, Type: t.Name, Consumer: c, ReplayPrefix: m.o.Layout.Replay,
+		ConnectionID: rs.conn, Type: t.Name, Consumer: c,
+		Classify:    func(subject string) (bool, bool) { return m.o.Layout.ForSink(subject, rs.env, rs.conn) },
 		Accept:      rs.dest.accept,
 		MaxAttempts: m.o.MaxAttempts, MaxAge: m.o.MaxAge, Backoff: m.o.Backoff, AckWait: m.o.AckWait,
 		Logger: m.o.Logger.With("sink", rs.conn),
@@ -332,7 +371,7 @@ func (d *destState) adapter(ctx context.Context) (destinations.Events, error) {
 // accept: the event's source let it flow on, a route takes it, and — for a
 // destination rather than analytics — the destination's send_events is on.
 func (d *destState) accept(e *Envelope) bool {
-	if !e.Forward {
+	if !e.Forward || e.Env != d.env {
 		return false
 	}
 	d.mu.Lock()

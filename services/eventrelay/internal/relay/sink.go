@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,8 +40,8 @@ type DeadLetterFunc func(ctx context.Context, e *Envelope, raw []byte, reason st
 type SinkOptions struct {
 	ConnectionID, Type string
 	Consumer           jetstream.Consumer
-	// ReplayPrefix marks replayed dead letters' subjects.
-	ReplayPrefix string
+	// Classify tells whether a subject is for this sink, and a replay.
+	Classify func(subject string) (mine, replay bool)
 	// Accept decides whether an event goes to this sink (routes, send_events);
 	// replays skip it.
 	Accept  func(e *Envelope) bool
@@ -267,8 +266,8 @@ func (d *dispatcher) add(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	replay := d.s.o.ReplayPrefix != "" && strings.HasPrefix(m.Subject(), d.s.o.ReplayPrefix)
-	if !replay && !d.s.o.Accept(&e) {
+	mine, replay := d.s.o.Classify(m.Subject())
+	if !mine || (!replay && !d.s.o.Accept(&e)) {
 		_ = m.Ack()
 		d.s.mu.Lock()
 		d.s.stats.Filtered++

@@ -433,15 +433,37 @@ func (s *Server) DeleteRoute(ctx context.Context, req *eventrelayv1.DeleteRouteR
 func (s *Server) ListSinks(ctx context.Context, _ *eventrelayv1.ListSinksRequest) (*eventrelayv1.ListSinksResponse, error) {
 	env := auth.MustEnvironment(ctx)
 	out := &eventrelayv1.ListSinksResponse{}
+	// Every routed connection is a sink; the counters of its delivery are
+	// known to the replica delivering (this one, or another behind the
+	// gateway), backlog and dead letters to all.
+	routes, err := s.store.Routes(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	local := map[string]relay.SinkInfo{}
 	for _, si := range s.sinks.Sinks(env) {
-		sk := &eventrelayv1.Sink{ConnectionId: si.ConnectionID, Type: si.Type, Delivered: si.Stats.Delivered, RetryingUsers: uint32(si.Stats.RetryingUsers), LastError: si.Stats.LastError}
+		local[si.ConnectionID] = si
+	}
+	seen := map[string]bool{}
+	for _, r := range routes {
+		if seen[r.ConnectionID] {
+			continue
+		}
+		seen[r.ConnectionID] = true
+		si, ok := local[r.ConnectionID]
+		sk := &eventrelayv1.Sink{ConnectionId: r.ConnectionID, Type: si.Type, Delivered: si.Stats.Delivered, RetryingUsers: uint32(si.Stats.RetryingUsers), LastError: si.Stats.LastError}
+		if !ok || sk.Type == "" {
+			if rc, err := s.resolve(ctx, env, r.ConnectionID); err == nil {
+				sk.Type = rc.GetConnection().GetType()
+			}
+		}
 		if !si.Stats.LastDelivery.IsZero() {
 			sk.LastDeliveryTime = timestamppb.New(si.Stats.LastDelivery)
 		}
-		if n, err := relay.Backlog(ctx, s.stream, relay.SinkConsumerName(si.ConnectionID)); err == nil {
+		if n, err := relay.Backlog(ctx, s.stream, relay.SinkConsumerName(r.ConnectionID)); err == nil {
 			sk.Backlog = n
 		}
-		if n, err := s.store.CountDeadLetters(ctx, env, si.ConnectionID); err == nil {
+		if n, err := s.store.CountDeadLetters(ctx, env, r.ConnectionID); err == nil {
 			sk.DeadLetters = n
 		}
 		out.Sinks = append(out.Sinks, sk)
@@ -524,7 +546,7 @@ func (s *Server) ReplayDeadLetters(ctx context.Context, req *eventrelayv1.Replay
 		if !ok {
 			continue
 		}
-		if err := s.pub.Republish(ctx, d.ConnectionID, "replay/"+d.ID, d.Envelope); err != nil {
+		if err := s.pub.Republish(ctx, env, d.ConnectionID, "replay/"+d.ID, d.Envelope); err != nil {
 			_ = s.store.UnmarkReplayed(ctx, env, d.ID)
 			return nil, apperr.Unavailable("replayed %d; the rest could not be stored (%v): call again", n, err)
 		}

@@ -233,3 +233,22 @@ func (s *Store) CountDeadLetters(ctx context.Context, env, conn string) (uint64,
 	}
 	return n, err
 }
+
+// AcquireLease takes or renews lease name for holder until now+ttl; false
+// when another holder's lease has not expired.
+func (s *Store) AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO er_leases (name, holder, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+		WHERE er_leases.holder = excluded.holder OR er_leases.expires_at < ?`, name, holder, micros(now.Add(ttl)), micros(now))
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// ReleaseLease gives lease name up if holder has it.
+func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM er_leases WHERE name = ? AND holder = ?`, name, holder)
+	return err
+}
