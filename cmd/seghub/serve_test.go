@@ -241,7 +241,19 @@ func TestSeededDemo(t *testing.T) {
 		t.Fatalf("seeded user: %d %v", code, body)
 	}
 	// The README's event walk-through: an Appcues event reaches the
-	// simulator's analytics under its display name.
+	// simulator's analytics under its display name (once the seed routed
+	// events there; a route takes events from its creation on).
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, body = r.do(t, "GET", "/v1/event-routes", key, "")
+		if routes, _ := body["routes"].([]any); code == 200 && len(routes) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("seeded event route: %d %v", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if code, body = r.do(t, "POST", "/v1/events:track", key, `{"event":{"source":"appcues","user_id":"user-002","name":"appcues:flow_started","properties":{"flowId":"f-1"}}}`); code != 200 {
 		t.Fatalf("track: %d %v", code, body)
 	}
