@@ -10,6 +10,7 @@ import (
 	authv1 "github.com/seghub/seghub/gen/seghub/auth/v1"
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/auth"
+	"github.com/seghub/seghub/pkg/paging"
 )
 
 // MaxNameLength bounds environment and key names.
@@ -93,13 +94,33 @@ func (s *Server) CreateApiKey(ctx context.Context, req *adminv1.CreateApiKeyRequ
 	return &adminv1.CreateApiKeyResponse{ApiKey: keyPB(k), Secret: secret}, nil
 }
 
+// keyCursor is ListApiKeys' page token: the last key returned, in
+// (created_at, id) order; Created is in microseconds, as stored.
+type keyCursor struct {
+	Created int64  `json:"c"`
+	ID      string `json:"i"`
+}
+
 // ListApiKeys implements AdminService.
 func (s *Server) ListApiKeys(ctx context.Context, req *adminv1.ListApiKeysRequest) (*adminv1.ListApiKeysResponse, error) {
-	keys, err := s.store.ListKeys(ctx, auth.MustEnvironment(ctx), req.GetIncludeRevoked())
+	size, err := paging.Size(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var cur keyCursor
+	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+		return nil, err
+	}
+	keys, err := s.store.ListKeys(ctx, auth.MustEnvironment(ctx), req.GetIncludeRevoked(), cur.Created, cur.ID, size+1)
 	if err != nil {
 		return nil, err
 	}
 	resp := &adminv1.ListApiKeysResponse{}
+	if len(keys) > size {
+		keys = keys[:size]
+		last := keys[size-1]
+		resp.NextPageToken = paging.Encode(keyCursor{Created: last.CreatedAt.UnixMicro(), ID: last.ID})
+	}
 	for _, k := range keys {
 		resp.ApiKeys = append(resp.ApiKeys, keyPB(k))
 	}

@@ -131,13 +131,19 @@ func scanKey(sc interface{ Scan(...any) error }) (Key, error) {
 	return k, nil
 }
 
-// ListKeys lists env's keys.
-func (s *Store) ListKeys(ctx context.Context, env string, includeRevoked bool) ([]Key, error) {
+// ListKeys pages through env's keys ordered by (created_at, id) after the
+// given cursor; an empty afterID starts at the oldest key.
+func (s *Store) ListKeys(ctx context.Context, env string, includeRevoked bool, afterCreated int64, afterID string, limit int) ([]Key, error) {
 	q := `SELECT ` + keyColumns + ` FROM api_keys WHERE environment_id = ?`
+	args := []any{env}
+	if afterID != "" {
+		q += ` AND (created_at > ? OR (created_at = ? AND id > ?))`
+		args = append(args, afterCreated, afterCreated, afterID)
+	}
 	if !includeRevoked {
 		q += ` AND revoked_at IS NULL`
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, id`, env)
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, err
 	}

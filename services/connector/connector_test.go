@@ -352,3 +352,83 @@ func TestOAuthFlow(t *testing.T) {
 		t.Fatal("tokens in the logs")
 	}
 }
+
+// ListConnections pages in (name, id) order: walking next_page_token returns
+// every connection (of the type) once; REST takes the same query parameters.
+func TestListConnectionsPages(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := start(t, pg)
+			ctx := apptest.Context(t, 30*time.Second)
+			for _, name := range []string{"Heap c", "Heap a", "Heap e", "Heap b", "Heap d"} {
+				if _, err := f.c.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "heap", Name: name}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := f.c.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "segment_webhook", Name: "Heap by email", Settings: &connectorv1.ConnectionSettings{IdentityProperty: "email"}}); err != nil {
+				t.Fatal(err)
+			}
+			member := connectorv1.NewConnectorServiceClient(f.e.Dial(f.e.A.Member))
+			walk := func(typ string) []string {
+				var names []string
+				req := &connectorv1.ListConnectionsRequest{Type: typ, PageSize: 2}
+				for pages := 1; ; pages++ {
+					resp, err := member.ListConnections(ctx, req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(resp.GetConnections()) > 2 || pages > 3 {
+						t.Fatalf("page %d of %q holds %d connections", pages, typ, len(resp.GetConnections()))
+					}
+					for _, c := range resp.GetConnections() {
+						names = append(names, c.GetName())
+					}
+					if resp.GetNextPageToken() == "" {
+						return names
+					}
+					req.PageToken = resp.GetNextPageToken()
+				}
+			}
+			if got := strings.Join(walk("heap"), ","); got != "Heap a,Heap b,Heap c,Heap d,Heap e" {
+				t.Fatalf("heap pages = %s", got)
+			}
+			if got := strings.Join(walk(""), ","); got != "Heap a,Heap b,Heap by email,Heap c,Heap d,Heap e" {
+				t.Fatalf("pages = %s", got)
+			}
+			// page_size 0 is one default page, as before pagination.
+			if all, err := member.ListConnections(ctx, &connectorv1.ListConnectionsRequest{}); err != nil || len(all.GetConnections()) != 6 || all.GetNextPageToken() != "" {
+				t.Fatalf("default page = %v, %v", all, err)
+			}
+			_, err := member.ListConnections(ctx, &connectorv1.ListConnectionsRequest{PageToken: "garbage!"})
+			code(t, err, codes.InvalidArgument, "page_token")
+
+			// REST: page_size and page_token are query parameters.
+			rest := func(query string, into *connectorv1.ListConnectionsResponse) int {
+				req, _ := http.NewRequest("GET", f.gw.URL+"/v1/connections?"+query, nil)
+				req.Header.Set("Authorization", "Bearer "+f.e.A.Member)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode == http.StatusOK {
+					if err := protojson.Unmarshal(body, into); err != nil {
+						t.Fatalf("%s: %v", body, err)
+					}
+				}
+				return resp.StatusCode
+			}
+			var p1, p2 connectorv1.ListConnectionsResponse
+			if code := rest("type=heap&page_size=2", &p1); code != http.StatusOK || len(p1.GetConnections()) != 2 || p1.GetNextPageToken() == "" {
+				t.Fatalf("REST first page = %d %v", code, &p1)
+			}
+			if code := rest("type=heap&page_size=2&page_token="+url.QueryEscape(p1.GetNextPageToken()), &p2); code != http.StatusOK || len(p2.GetConnections()) != 2 || p2.GetConnections()[0].GetName() != "Heap c" {
+				t.Fatalf("REST second page = %d %v", code, &p2)
+			}
+			if code := rest("page_token=garbage!", &p1); code != http.StatusBadRequest {
+				t.Fatalf("REST bad page_token = %d, want 400", code)
+			}
+		})
+	}
+}

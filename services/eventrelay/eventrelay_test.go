@@ -1,12 +1,14 @@
 package eventrelay_test
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -654,5 +656,64 @@ func TestOneReplicaDelivers(t *testing.T) {
 	perUserOrder(t, f1.analyticsEvents(), "identity", "properties", 20, 40)
 	if n := delivered(survivor); n != 300 {
 		t.Fatalf("the surviving replica delivered %d, want the 300 sent after the takeover", n)
+	}
+}
+
+// ListRoutes pages oldest first: walking next_page_token returns every route
+// of the environment once, in (create time, id) order.
+func TestListRoutesPages(t *testing.T) {
+	f := startRelay(t, relayOpts{})
+	ctx := apptest.Context(t, 30*time.Second)
+	an := f.connect(t, ctx, "analytics", false)
+	type created struct {
+		at int64
+		id string
+	}
+	var want []created
+	for _, src := range []string{"api", "appcues", "commandbar", "api", "appcues"} {
+		r, err := f.evAdmin.CreateRoute(ctx, &eventrelayv1.CreateRouteRequest{ConnectionId: an, Sources: []string{src}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, created{r.GetRoute().GetCreateTime().AsTime().UnixMicro(), r.GetRoute().GetRouteId()})
+	}
+	// Routes created in the same microsecond are ordered by id.
+	slices.SortFunc(want, func(a, b created) int {
+		if a.at != b.at {
+			return cmp.Compare(a.at, b.at)
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	var got []string
+	req := &eventrelayv1.ListRoutesRequest{PageSize: 2}
+	for pages := 1; ; pages++ {
+		r, err := f.ev.ListRoutes(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.GetRoutes()) > 2 || pages > 3 {
+			t.Fatalf("page %d holds %d routes", pages, len(r.GetRoutes()))
+		}
+		for _, rt := range r.GetRoutes() {
+			got = append(got, rt.GetRouteId())
+		}
+		if r.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = r.GetNextPageToken()
+	}
+	var wantIDs []string
+	for _, c := range want {
+		wantIDs = append(wantIDs, c.id)
+	}
+	if !slices.Equal(got, wantIDs) {
+		t.Fatalf("pages = %v, want %v", got, wantIDs)
+	}
+	// page_size 0 is one default page, as before pagination.
+	if all, err := f.ev.ListRoutes(ctx, &eventrelayv1.ListRoutesRequest{}); err != nil || len(all.GetRoutes()) != 5 || all.GetNextPageToken() != "" {
+		t.Fatalf("default page = %v, %v", all, err)
+	}
+	if _, err := f.ev.ListRoutes(ctx, &eventrelayv1.ListRoutesRequest{PageToken: "garbage!"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("ListRoutes(garbage token) = %v, want InvalidArgument", err)
 	}
 }

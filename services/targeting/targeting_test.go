@@ -796,3 +796,128 @@ func sortedIDs(s ...string) []string {
 	sort.Strings(s)
 	return s
 }
+
+// ListExperiences and ListTargetableSegments page in (name, id) order:
+// walking next_page_token returns every item once, over gRPC and REST alike.
+func TestListPages(t *testing.T) {
+	f := start(t, false)
+	ctx := apptest.Context(t, 30*time.Second)
+
+	// Targetable segments: only the public, non-empty ones, from the index
+	// (waiting for it also waits until experiences can be compiled).
+	var segNames []string
+	for _, name := range []string{"Pages c", "Pages a", "Pages e", "Pages b", "Pages d", "Pages empty", "Pages private"} {
+		vis := segmentsyncv1.Visibility_VISIBILITY_UNSPECIFIED
+		if name == "Pages private" {
+			vis = segmentsyncv1.Visibility_VISIBILITY_PRIVATE
+		}
+		seg, err := f.ss.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: name, Visibility: vis})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name != "Pages empty" {
+			if _, err := f.ss.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: seg.GetSegment().GetSegmentId(), UserIds: []string{"ann"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventually(t, func() error {
+		r, err := f.tg.ListTargetableSegments(ctx, &targetingv1.ListTargetableSegmentsRequest{})
+		if err != nil || len(r.GetSegments()) != 5 {
+			return fmt.Errorf("index holds %v, %v", r, err)
+		}
+		return nil
+	})
+	sreq := &targetingv1.ListTargetableSegmentsRequest{PageSize: 2}
+	for pages := 1; ; pages++ {
+		r, err := f.tg.ListTargetableSegments(ctx, sreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.GetSegments()) > 2 || pages > 3 || r.GetIndexVersion() == 0 {
+			t.Fatalf("segment page %d = %v", pages, r)
+		}
+		for _, s := range r.GetSegments() {
+			segNames = append(segNames, s.GetName())
+		}
+		if r.GetNextPageToken() == "" {
+			break
+		}
+		sreq.PageToken = r.GetNextPageToken()
+	}
+	if got := strings.Join(segNames, ","); got != "Pages a,Pages b,Pages c,Pages d,Pages e" {
+		t.Fatalf("segment pages = %s", got)
+	}
+	if _, err := f.tg.ListTargetableSegments(ctx, &targetingv1.ListTargetableSegmentsRequest{PageToken: "garbage!"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("ListTargetableSegments(garbage token) = %v, want InvalidArgument", err)
+	}
+
+	// Experiences: two share a name, so the id decides between them.
+	var want []*targetingv1.Experience
+	for _, name := range []string{"Tour c", "Tour a", "Tour b", "Tour a", "Tour d"} {
+		r, err := f.tg.CreateExperience(ctx, &targetingv1.CreateExperienceRequest{Name: name, Type: targetingv1.ExperienceType_EXPERIENCE_TYPE_PRODUCT_TOUR, Audience: &targetingv1.Audience{Everyone: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r.GetExperience())
+	}
+	if _, err := f.tg.CreateExperience(ctx, &targetingv1.CreateExperienceRequest{Name: "Checklist", Type: targetingv1.ExperienceType_EXPERIENCE_TYPE_CHECKLIST, Audience: &targetingv1.Audience{Everyone: true}}); err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(want, func(i, j int) bool {
+		a, b := want[i], want[j]
+		return a.GetName() < b.GetName() || (a.GetName() == b.GetName() && a.GetExperienceId() < b.GetExperienceId())
+	})
+	var xs []string
+	req := &targetingv1.ListExperiencesRequest{Type: targetingv1.ExperienceType_EXPERIENCE_TYPE_PRODUCT_TOUR, PageSize: 2}
+	for pages := 1; ; pages++ {
+		r, err := f.tg.ListExperiences(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.GetExperiences()) > 2 || pages > 3 {
+			t.Fatalf("experience page %d holds %d", pages, len(r.GetExperiences()))
+		}
+		for _, x := range r.GetExperiences() {
+			xs = append(xs, x.GetExperienceId())
+		}
+		if r.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = r.GetNextPageToken()
+	}
+	var wantIDs []string
+	for _, x := range want {
+		wantIDs = append(wantIDs, x.GetExperienceId())
+	}
+	if strings.Join(xs, ",") != strings.Join(wantIDs, ",") {
+		t.Fatalf("experience pages = %v, want %v", xs, wantIDs)
+	}
+	if all, err := f.tg.ListExperiences(ctx, &targetingv1.ListExperiencesRequest{}); err != nil || len(all.GetExperiences()) != 6 || all.GetNextPageToken() != "" {
+		t.Fatalf("default page = %v, %v", all, err)
+	}
+	if _, err := f.tg.ListExperiences(ctx, &targetingv1.ListExperiencesRequest{PageToken: "garbage!"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("ListExperiences(garbage token) = %v, want InvalidArgument", err)
+	}
+
+	// REST: page_size and page_token are query parameters.
+	gw, err := gateway.New(ctx, f.e.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw.Handler())
+	defer srv.Close()
+	var rx targetingv1.ListExperiencesResponse
+	if code := restGet(t, srv, f.e.A.Member, "/v1/experiences?type=EXPERIENCE_TYPE_PRODUCT_TOUR&page_size=2&page_token="+req.PageToken, &rx); code != http.StatusOK || len(rx.GetExperiences()) != 1 || rx.GetExperiences()[0].GetExperienceId() != wantIDs[4] {
+		t.Fatalf("REST last experience page = %d %v", code, &rx)
+	}
+	var rs targetingv1.ListTargetableSegmentsResponse
+	if code := restGet(t, srv, f.e.A.Member, "/v1/targeting/segments?page_size=2&page_token="+sreq.PageToken, &rs); code != http.StatusOK || len(rs.GetSegments()) != 1 || rs.GetSegments()[0].GetName() != "Pages e" {
+		t.Fatalf("REST last segment page = %d %v", code, &rs)
+	}
+	for _, path := range []string{"/v1/experiences?page_token=garbage!", "/v1/targeting/segments?page_token=garbage!"} {
+		if code := restGet(t, srv, f.e.A.Member, path, &rs); code != http.StatusBadRequest {
+			t.Fatalf("REST %s = %d, want 400", path, code)
+		}
+	}
+}

@@ -43,7 +43,8 @@ type AdminServiceClient interface {
 	// CreateApiKey creates a key in the caller's environment. The secret is
 	// returned once and stored only as a hash.
 	CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error)
-	// ListApiKeys lists the keys of the caller's environment (never secrets).
+	// ListApiKeys lists the keys of the caller's environment (never secrets),
+	// oldest first, a page at a time.
 	ListApiKeys(ctx context.Context, in *ListApiKeysRequest, opts ...grpc.CallOption) (*ListApiKeysResponse, error)
 	// RevokeApiKey revokes a key; requests with it fail from then on.
 	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*RevokeApiKeyResponse, error)
@@ -135,7 +136,8 @@ type AdminServiceServer interface {
 	// CreateApiKey creates a key in the caller's environment. The secret is
 	// returned once and stored only as a hash.
 	CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error)
-	// ListApiKeys lists the keys of the caller's environment (never secrets).
+	// ListApiKeys lists the keys of the caller's environment (never secrets),
+	// oldest first, a page at a time.
 	ListApiKeys(context.Context, *ListApiKeysRequest) (*ListApiKeysResponse, error)
 	// RevokeApiKey revokes a key; requests with it fail from then on.
 	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error)

@@ -757,8 +757,14 @@ func (x *GetConnectionResponse) GetConnection() *Connection {
 }
 
 type ListConnectionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// At most this many connections a page: 0 means 100, more than 1000 means
+	// 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page. A
+	// token this API did not return is InvalidArgument.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -800,9 +806,26 @@ func (x *ListConnectionsRequest) GetType() string {
 	return ""
 }
 
+func (x *ListConnectionsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListConnectionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListConnectionsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Connections []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	// Set when more connections follow: pass it as page_token for the next
+	// page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -842,6 +865,13 @@ func (x *ListConnectionsResponse) GetConnections() []*Connection {
 		return x.Connections
 	}
 	return nil
+}
+
+func (x *ListConnectionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type UpdateConnectionRequest struct {
@@ -1575,11 +1605,15 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\x15GetConnectionResponse\x12?\n" +
 	"\n" +
 	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
-	"connection\",\n" +
+	"connection\"h\n" +
 	"\x16ListConnectionsRequest\x12\x12\n" +
-	"\x04type\x18\x01 \x01(\tR\x04type\"\\\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x84\x01\n" +
 	"\x17ListConnectionsResponse\x12A\n" +
-	"\vconnections\x18\x01 \x03(\v2\x1f.seghub.connector.v1.ConnectionR\vconnections\"\xc6\x02\n" +
+	"\vconnections\x18\x01 \x03(\v2\x1f.seghub.connector.v1.ConnectionR\vconnections\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc6\x02\n" +
 	"\x17UpdateConnectionRequest\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12C\n" +

@@ -46,6 +46,8 @@ type ConnectorServiceClient interface {
 	// OAuth destinations use StartAuthorization instead.
 	CreateConnection(ctx context.Context, in *CreateConnectionRequest, opts ...grpc.CallOption) (*CreateConnectionResponse, error)
 	GetConnection(ctx context.Context, in *GetConnectionRequest, opts ...grpc.CallOption) (*GetConnectionResponse, error)
+	// ListConnections lists connections (of a type) ordered by name, then id,
+	// a page at a time.
 	ListConnections(ctx context.Context, in *ListConnectionsRequest, opts ...grpc.CallOption) (*ListConnectionsResponse, error)
 	// UpdateConnection renames a connection, changes its settings, or replaces
 	// its credentials (checked like on create).
@@ -189,6 +191,8 @@ type ConnectorServiceServer interface {
 	// OAuth destinations use StartAuthorization instead.
 	CreateConnection(context.Context, *CreateConnectionRequest) (*CreateConnectionResponse, error)
 	GetConnection(context.Context, *GetConnectionRequest) (*GetConnectionResponse, error)
+	// ListConnections lists connections (of a type) ordered by name, then id,
+	// a page at a time.
 	ListConnections(context.Context, *ListConnectionsRequest) (*ListConnectionsResponse, error)
 	// UpdateConnection renames a connection, changes its settings, or replaces
 	// its credentials (checked like on create).

@@ -1046,7 +1046,13 @@ func (x *CreateRouteResponse) GetRoute() *Route {
 }
 
 type ListRoutesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many routes a page: 0 means 100, more than 1000 means
+	// 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page. A
+	// token this API did not return is InvalidArgument.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1081,9 +1087,26 @@ func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
 	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{17}
 }
 
+func (x *ListRoutesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRoutesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListRoutesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Routes []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	// Set when more routes follow: pass it as page_token for the next
+	// page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1123,6 +1146,13 @@ func (x *ListRoutesResponse) GetRoutes() []*Route {
 		return x.Routes
 	}
 	return nil
+}
+
+func (x *ListRoutesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type DeleteRouteRequest struct {
@@ -1791,10 +1821,14 @@ const file_seghub_eventrelay_v1_eventrelay_proto_rawDesc = "" +
 	"\vevent_names\x18\x03 \x03(\tR\n" +
 	"eventNames\"H\n" +
 	"\x13CreateRouteResponse\x121\n" +
-	"\x05route\x18\x01 \x01(\v2\x1b.seghub.eventrelay.v1.RouteR\x05route\"\x13\n" +
-	"\x11ListRoutesRequest\"I\n" +
+	"\x05route\x18\x01 \x01(\v2\x1b.seghub.eventrelay.v1.RouteR\x05route\"O\n" +
+	"\x11ListRoutesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"q\n" +
 	"\x12ListRoutesResponse\x123\n" +
-	"\x06routes\x18\x01 \x03(\v2\x1b.seghub.eventrelay.v1.RouteR\x06routes\"/\n" +
+	"\x06routes\x18\x01 \x03(\v2\x1b.seghub.eventrelay.v1.RouteR\x06routes\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"/\n" +
 	"\x12DeleteRouteRequest\x12\x19\n" +
 	"\broute_id\x18\x01 \x01(\tR\arouteId\"\x15\n" +
 	"\x13DeleteRouteResponse\"\xaa\x02\n" +

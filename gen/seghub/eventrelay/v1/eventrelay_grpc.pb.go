@@ -59,6 +59,7 @@ type EventRelayServiceClient interface {
 	// CreateRoute sends events to a sink connection: an analytics track API,
 	// or a destination's track API ("forward this event to Appcues").
 	CreateRoute(ctx context.Context, in *CreateRouteRequest, opts ...grpc.CallOption) (*CreateRouteResponse, error)
+	// ListRoutes lists routes oldest first, a page at a time.
 	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
 	// DeleteRoute stops routing; a sink with no route left stops delivering.
 	DeleteRoute(ctx context.Context, in *DeleteRouteRequest, opts ...grpc.CallOption) (*DeleteRouteResponse, error)
@@ -220,6 +221,7 @@ type EventRelayServiceServer interface {
 	// CreateRoute sends events to a sink connection: an analytics track API,
 	// or a destination's track API ("forward this event to Appcues").
 	CreateRoute(context.Context, *CreateRouteRequest) (*CreateRouteResponse, error)
+	// ListRoutes lists routes oldest first, a page at a time.
 	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
 	// DeleteRoute stops routing; a sink with no route left stops delivering.
 	DeleteRoute(context.Context, *DeleteRouteRequest) (*DeleteRouteResponse, error)

@@ -701,7 +701,13 @@ func (x *TargetableSegment) GetMemberCount() uint64 {
 }
 
 type ListTargetableSegmentsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many segments a page: 0 means 100, more than 1000 means
+	// 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page. A
+	// token this API did not return is InvalidArgument.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -736,10 +742,27 @@ func (*ListTargetableSegmentsRequest) Descriptor() ([]byte, []int) {
 	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{10}
 }
 
+func (x *ListTargetableSegmentsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTargetableSegmentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListTargetableSegmentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Segments      []*TargetableSegment   `protobuf:"bytes,1,rep,name=segments,proto3" json:"segments,omitempty"`
-	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Segments     []*TargetableSegment   `protobuf:"bytes,1,rep,name=segments,proto3" json:"segments,omitempty"`
+	IndexVersion int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	// Set when more segments follow: pass it as page_token for the next
+	// page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -786,6 +809,13 @@ func (x *ListTargetableSegmentsResponse) GetIndexVersion() int64 {
 		return x.IndexVersion
 	}
 	return 0
+}
+
+func (x *ListTargetableSegmentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // Condition is one rule of an audience.
@@ -1337,8 +1367,14 @@ func (x *GetExperienceResponse) GetExperience() *Experience {
 }
 
 type ListExperiencesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          ExperienceType         `protobuf:"varint,1,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  ExperienceType         `protobuf:"varint,1,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	// At most this many experiences a page: 0 means 100, more than 1000 means
+	// 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page. A
+	// token this API did not return is InvalidArgument.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1380,9 +1416,26 @@ func (x *ListExperiencesRequest) GetType() ExperienceType {
 	return ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED
 }
 
+func (x *ListExperiencesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListExperiencesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListExperiencesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Experiences   []*Experience          `protobuf:"bytes,1,rep,name=experiences,proto3" json:"experiences,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Experiences []*Experience          `protobuf:"bytes,1,rep,name=experiences,proto3" json:"experiences,omitempty"`
+	// Set when more experiences follow: pass it as page_token for the next
+	// page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1422,6 +1475,13 @@ func (x *ListExperiencesResponse) GetExperiences() []*Experience {
 		return x.Experiences
 	}
 	return nil
+}
+
+func (x *ListExperiencesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type UpdateExperienceRequest struct {
@@ -1880,11 +1940,15 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
-	"\fmember_count\x18\x03 \x01(\x04R\vmemberCount\"\x1f\n" +
-	"\x1dListTargetableSegmentsRequest\"\x89\x01\n" +
+	"\fmember_count\x18\x03 \x01(\x04R\vmemberCount\"[\n" +
+	"\x1dListTargetableSegmentsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\xb1\x01\n" +
 	"\x1eListTargetableSegmentsResponse\x12B\n" +
 	"\bsegments\x18\x01 \x03(\v2&.seghub.targeting.v1.TargetableSegmentR\bsegments\x12#\n" +
-	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"\xbc\x02\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xbc\x02\n" +
 	"\tCondition\x129\n" +
 	"\boperator\x18\x01 \x01(\x0e2\x1d.seghub.targeting.v1.OperatorR\boperator\x12\x1d\n" +
 	"\n" +
@@ -1932,11 +1996,15 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x15GetExperienceResponse\x12?\n" +
 	"\n" +
 	"experience\x18\x01 \x01(\v2\x1f.seghub.targeting.v1.ExperienceR\n" +
-	"experience\"Q\n" +
+	"experience\"\x8d\x01\n" +
 	"\x16ListExperiencesRequest\x127\n" +
-	"\x04type\x18\x01 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\"\\\n" +
+	"\x04type\x18\x01 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x84\x01\n" +
 	"\x17ListExperiencesResponse\x12A\n" +
-	"\vexperiences\x18\x01 \x03(\v2\x1f.seghub.targeting.v1.ExperienceR\vexperiences\"\xc6\x01\n" +
+	"\vexperiences\x18\x01 \x03(\v2\x1f.seghub.targeting.v1.ExperienceR\vexperiences\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc6\x01\n" +
 	"\x17UpdateExperienceRequest\x12#\n" +
 	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x129\n" +

@@ -156,11 +156,19 @@ func local_request_TargetingService_ListUserSegments_0(ctx context.Context, mars
 	return msg, metadata, err
 }
 
+var filter_TargetingService_ListTargetableSegments_0 = &utilities.DoubleArray{Encoding: map[string]int{}, Base: []int(nil), Check: []int(nil)}
+
 func request_TargetingService_ListTargetableSegments_0(ctx context.Context, marshaler runtime.Marshaler, client TargetingServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
 		protoReq ListTargetableSegmentsRequest
 		metadata runtime.ServerMetadata
 	)
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_TargetingService_ListTargetableSegments_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
 	if req.Body != nil {
 		_, _ = io.Copy(io.Discard, req.Body)
 	}
@@ -173,6 +181,12 @@ func local_request_TargetingService_ListTargetableSegments_0(ctx context.Context
 		protoReq ListTargetableSegmentsRequest
 		metadata runtime.ServerMetadata
 	)
+	if err := req.ParseForm(); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if err := runtime.PopulateQueryParameters(&protoReq, req.Form, filter_TargetingService_ListTargetableSegments_0); err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
 	msg, err := server.ListTargetableSegments(ctx, &protoReq)
 	return msg, metadata, err
 }

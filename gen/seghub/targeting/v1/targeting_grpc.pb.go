@@ -52,12 +52,15 @@ type TargetingServiceClient interface {
 	// ListUserSegments lists the segments a user is in.
 	ListUserSegments(ctx context.Context, in *ListUserSegmentsRequest, opts ...grpc.CallOption) (*ListUserSegmentsResponse, error)
 	// ListTargetableSegments lists public, non-empty segments: what a segment
-	// builder or targeting catalogue may offer.
+	// builder or targeting catalogue may offer. Ordered by name, then id, a
+	// page at a time.
 	ListTargetableSegments(ctx context.Context, in *ListTargetableSegmentsRequest, opts ...grpc.CallOption) (*ListTargetableSegmentsResponse, error)
 	// CreateExperience creates a product tour, checklist or other experience
 	// with its audience; the audience is validated and compiled on write.
 	CreateExperience(ctx context.Context, in *CreateExperienceRequest, opts ...grpc.CallOption) (*CreateExperienceResponse, error)
 	GetExperience(ctx context.Context, in *GetExperienceRequest, opts ...grpc.CallOption) (*GetExperienceResponse, error)
+	// ListExperiences lists experiences (of a type) ordered by name, then id, a
+	// page at a time.
 	ListExperiences(ctx context.Context, in *ListExperiencesRequest, opts ...grpc.CallOption) (*ListExperiencesResponse, error)
 	UpdateExperience(ctx context.Context, in *UpdateExperienceRequest, opts ...grpc.CallOption) (*UpdateExperienceResponse, error)
 	DeleteExperience(ctx context.Context, in *DeleteExperienceRequest, opts ...grpc.CallOption) (*DeleteExperienceResponse, error)
@@ -218,12 +221,15 @@ type TargetingServiceServer interface {
 	// ListUserSegments lists the segments a user is in.
 	ListUserSegments(context.Context, *ListUserSegmentsRequest) (*ListUserSegmentsResponse, error)
 	// ListTargetableSegments lists public, non-empty segments: what a segment
-	// builder or targeting catalogue may offer.
+	// builder or targeting catalogue may offer. Ordered by name, then id, a
+	// page at a time.
 	ListTargetableSegments(context.Context, *ListTargetableSegmentsRequest) (*ListTargetableSegmentsResponse, error)
 	// CreateExperience creates a product tour, checklist or other experience
 	// with its audience; the audience is validated and compiled on write.
 	CreateExperience(context.Context, *CreateExperienceRequest) (*CreateExperienceResponse, error)
 	GetExperience(context.Context, *GetExperienceRequest) (*GetExperienceResponse, error)
+	// ListExperiences lists experiences (of a type) ordered by name, then id, a
+	// page at a time.
 	ListExperiences(context.Context, *ListExperiencesRequest) (*ListExperiencesResponse, error)
 	UpdateExperience(context.Context, *UpdateExperienceRequest) (*UpdateExperienceResponse, error)
 	DeleteExperience(context.Context, *DeleteExperienceRequest) (*DeleteExperienceResponse, error)

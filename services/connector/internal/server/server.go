@@ -22,6 +22,7 @@ import (
 	"github.com/seghub/seghub/pkg/config"
 	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/pkg/ids"
+	"github.com/seghub/seghub/pkg/paging"
 	"github.com/seghub/seghub/services/connector/internal/store"
 )
 
@@ -209,13 +210,33 @@ func (s *Server) GetConnection(ctx context.Context, req *connectorv1.GetConnecti
 	return &connectorv1.GetConnectionResponse{Connection: ConnectionPB(c)}, nil
 }
 
+// connectionCursor is ListConnections' page token: the last connection
+// returned, in (name, id) order.
+type connectionCursor struct {
+	Name string `json:"n"`
+	ID   string `json:"i"`
+}
+
 // ListConnections implements ConnectorService.
 func (s *Server) ListConnections(ctx context.Context, req *connectorv1.ListConnectionsRequest) (*connectorv1.ListConnectionsResponse, error) {
-	cs, err := s.store.List(ctx, auth.MustEnvironment(ctx), req.GetType())
+	size, err := paging.Size(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var cur connectionCursor
+	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+		return nil, err
+	}
+	cs, err := s.store.List(ctx, auth.MustEnvironment(ctx), req.GetType(), cur.Name, cur.ID, size+1)
 	if err != nil {
 		return nil, err
 	}
 	resp := &connectorv1.ListConnectionsResponse{}
+	if len(cs) > size {
+		cs = cs[:size]
+		last := cs[size-1]
+		resp.NextPageToken = paging.Encode(connectionCursor{Name: last.Name, ID: last.ID})
+	}
 	for _, c := range cs {
 		resp.Connections = append(resp.Connections, ConnectionPB(c))
 	}

@@ -132,15 +132,16 @@ func (s *Store) GetByID(ctx context.Context, id string) (*Connection, error) {
 	return c, err
 }
 
-// List returns env's connections, of one type unless typ is empty.
-func (s *Store) List(ctx context.Context, env, typ string) ([]*Connection, error) {
-	q := `SELECT ` + cols + ` FROM cn_connections WHERE environment_id = ?`
-	args := []any{env}
+// List pages through env's connections (of one type unless typ is empty)
+// ordered by (name, id) after the given cursor.
+func (s *Store) List(ctx context.Context, env, typ, afterName, afterID string, limit int) ([]*Connection, error) {
+	q := `SELECT ` + cols + ` FROM cn_connections WHERE environment_id = ? AND (name > ? OR (name = ? AND connection_id > ?))`
+	args := []any{env, afterName, afterName, afterID}
 	if typ != "" {
 		q += ` AND type = ?`
 		args = append(args, typ)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY name, connection_id`, args...)
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY name, connection_id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/pkg/ids"
+	"github.com/seghub/seghub/pkg/paging"
 	"github.com/seghub/seghub/services/eventrelay/internal/relay"
 	"github.com/seghub/seghub/services/eventrelay/internal/schema"
 	"github.com/seghub/seghub/services/eventrelay/internal/store"
@@ -404,13 +405,33 @@ func routePB(r store.Route) *eventrelayv1.Route {
 	return &eventrelayv1.Route{RouteId: r.ID, ConnectionId: r.ConnectionID, Sources: r.Sources, EventNames: r.EventNames, CreateTime: timestamppb.New(r.Created)}
 }
 
+// routeCursor is ListRoutes' page token: the last route returned, in
+// (created_at, id) order; Created is in microseconds, as stored.
+type routeCursor struct {
+	Created int64  `json:"c"`
+	ID      string `json:"i"`
+}
+
 // ListRoutes implements EventRelayService.
-func (s *Server) ListRoutes(ctx context.Context, _ *eventrelayv1.ListRoutesRequest) (*eventrelayv1.ListRoutesResponse, error) {
-	rs, err := s.store.Routes(ctx, auth.MustEnvironment(ctx))
+func (s *Server) ListRoutes(ctx context.Context, req *eventrelayv1.ListRoutesRequest) (*eventrelayv1.ListRoutesResponse, error) {
+	size, err := paging.Size(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var cur routeCursor
+	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+		return nil, err
+	}
+	rs, err := s.store.RoutesPage(ctx, auth.MustEnvironment(ctx), cur.Created, cur.ID, size+1)
 	if err != nil {
 		return nil, err
 	}
 	out := &eventrelayv1.ListRoutesResponse{}
+	if len(rs) > size {
+		rs = rs[:size]
+		last := rs[size-1]
+		out.NextPageToken = paging.Encode(routeCursor{Created: last.Created.UnixMicro(), ID: last.ID})
+	}
 	for _, r := range rs {
 		out.Routes = append(out.Routes, routePB(r))
 	}

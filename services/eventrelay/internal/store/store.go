@@ -90,15 +90,33 @@ func nonNil(xs []string) []string {
 	return xs
 }
 
+const routeCols = `route_id, environment_id, connection_id, sources, event_names, created_at`
+
 // Routes lists routes of env, or of every environment when env is "".
 func (s *Store) Routes(ctx context.Context, env string) ([]Route, error) {
-	q := `SELECT route_id, environment_id, connection_id, sources, event_names, created_at FROM er_routes`
+	q := `SELECT ` + routeCols + ` FROM er_routes`
 	var args []any
 	if env != "" {
 		q += ` WHERE environment_id = ?`
 		args = append(args, env)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, route_id`, args...)
+	return s.queryRoutes(ctx, q+` ORDER BY created_at, route_id`, args...)
+}
+
+// RoutesPage pages through env's routes ordered by (created_at, id) after
+// the given cursor; an empty afterID starts at the oldest route.
+func (s *Store) RoutesPage(ctx context.Context, env string, afterCreated int64, afterID string, limit int) ([]Route, error) {
+	q := `SELECT ` + routeCols + ` FROM er_routes WHERE environment_id = ?`
+	args := []any{env}
+	if afterID != "" {
+		q += ` AND (created_at > ? OR (created_at = ? AND route_id > ?))`
+		args = append(args, afterCreated, afterCreated, afterID)
+	}
+	return s.queryRoutes(ctx, q+` ORDER BY created_at, route_id LIMIT ?`, append(args, limit)...)
+}
+
+func (s *Store) queryRoutes(ctx context.Context, q string, args ...any) ([]Route, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/auth"
+	"github.com/seghub/seghub/pkg/paging"
 	"github.com/seghub/seghub/services/targeting/internal/audience"
 	"github.com/seghub/seghub/services/targeting/internal/index"
 	"github.com/seghub/seghub/services/targeting/internal/store"
@@ -184,19 +186,44 @@ func (s *Server) ListUserSegments(ctx context.Context, req *targetingv1.ListUser
 	return resp, err
 }
 
-// ListTargetableSegments implements TargetingService: public, non-empty.
-func (s *Server) ListTargetableSegments(ctx context.Context, _ *targetingv1.ListTargetableSegmentsRequest) (*targetingv1.ListTargetableSegmentsResponse, error) {
+// nameCursor is the page token of lists ordered by (name, id): the last
+// item returned.
+type nameCursor struct {
+	Name string `json:"n"`
+	ID   string `json:"i"`
+}
+
+// ListTargetableSegments implements TargetingService: public, non-empty,
+// ordered by (name, id) as the index lists them.
+func (s *Server) ListTargetableSegments(ctx context.Context, req *targetingv1.ListTargetableSegmentsRequest) (*targetingv1.ListTargetableSegmentsResponse, error) {
+	size, err := paging.Size(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var cur nameCursor
+	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+		return nil, err
+	}
 	var resp *targetingv1.ListTargetableSegmentsResponse
-	var err error
 	s.index.Read(environment(ctx), func(v index.View) {
 		if err = ready(v); err != nil {
 			return
 		}
 		resp = &targetingv1.ListTargetableSegmentsResponse{IndexVersion: v.Version()}
-		for _, sg := range v.Segments() {
-			if sg.Public && !sg.Members.IsEmpty() {
-				resp.Segments = append(resp.Segments, &targetingv1.TargetableSegment{SegmentId: sg.ID, Name: sg.Name, MemberCount: sg.Members.GetCardinality()})
+		segs := v.Segments()
+		from := sort.Search(len(segs), func(i int) bool {
+			return segs[i].Name > cur.Name || (segs[i].Name == cur.Name && segs[i].ID > cur.ID)
+		})
+		for _, sg := range segs[from:] {
+			if !sg.Public || sg.Members.IsEmpty() {
+				continue
 			}
+			if len(resp.Segments) == size {
+				last := resp.Segments[size-1]
+				resp.NextPageToken = paging.Encode(nameCursor{Name: last.GetName(), ID: last.GetSegmentId()})
+				break
+			}
+			resp.Segments = append(resp.Segments, &targetingv1.TargetableSegment{SegmentId: sg.ID, Name: sg.Name, MemberCount: sg.Members.GetCardinality()})
 		}
 	})
 	return resp, err
@@ -271,11 +298,25 @@ func (s *Server) ListExperiences(ctx context.Context, req *targetingv1.ListExper
 	if err := checkType(req.GetType()); err != nil {
 		return nil, err
 	}
-	xs, err := s.store.List(ctx, environment(ctx), req.GetType())
+	size, err := paging.Size(req.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
-	return &targetingv1.ListExperiencesResponse{Experiences: xs}, nil
+	var cur nameCursor
+	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+		return nil, err
+	}
+	xs, err := s.store.ListPage(ctx, environment(ctx), req.GetType(), cur.Name, cur.ID, size+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &targetingv1.ListExperiencesResponse{Experiences: xs}
+	if len(xs) > size {
+		resp.Experiences = xs[:size]
+		last := xs[size-1]
+		resp.NextPageToken = paging.Encode(nameCursor{Name: last.GetName(), ID: last.GetExperienceId()})
+	}
+	return resp, nil
 }
 
 // UpdateExperience implements TargetingService.

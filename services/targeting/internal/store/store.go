@@ -78,15 +78,32 @@ func (s *Store) Get(ctx context.Context, env, id string) (*targetingv1.Experienc
 	return x, err
 }
 
-// List returns env's experiences, of one type unless typ is unspecified.
+// List returns all of env's experiences, of one type unless typ is unspecified.
 func (s *Store) List(ctx context.Context, env string, typ targetingv1.ExperienceType) ([]*targetingv1.Experience, error) {
+	q, args := listQuery(env, typ)
+	return s.query(ctx, q+` ORDER BY name, experience_id`, args...)
+}
+
+// ListPage pages through env's experiences (of one type unless typ is
+// unspecified) ordered by (name, id) after the given cursor.
+func (s *Store) ListPage(ctx context.Context, env string, typ targetingv1.ExperienceType, afterName, afterID string, limit int) ([]*targetingv1.Experience, error) {
+	q, args := listQuery(env, typ)
+	q += ` AND (name > ? OR (name = ? AND experience_id > ?)) ORDER BY name, experience_id LIMIT ?`
+	return s.query(ctx, q, append(args, afterName, afterName, afterID, limit)...)
+}
+
+func listQuery(env string, typ targetingv1.ExperienceType) (string, []any) {
 	q := `SELECT ` + cols + ` FROM tg_experiences WHERE environment_id = ?`
 	args := []any{env}
 	if typ != targetingv1.ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED {
 		q += ` AND type = ?`
 		args = append(args, typ.String())
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY name, experience_id`, args...)
+	return q, args
+}
+
+func (s *Store) query(ctx context.Context, q string, args ...any) ([]*targetingv1.Experience, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
