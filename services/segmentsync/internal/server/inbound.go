@@ -14,6 +14,7 @@ import (
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/pkg/destinations"
+	"github.com/seghub/seghub/pkg/paging"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
 )
 
@@ -186,15 +187,27 @@ func (s *Server) ListInboundSyncTasks(ctx context.Context, req *segmentsyncv1.Li
 	if strings.TrimSpace(req.GetConnectionId()) == "" {
 		return nil, apperr.Invalid("connection_id", "is required")
 	}
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
-	tasks, rejected, err := s.store.InboundTasks(ctx, env(ctx), req.GetConnectionId(), size)
+	var before *store.TaskCursor
+	if req.GetPageToken() != "" {
+		before = &store.TaskCursor{}
+		if err := paging.Decode(req.GetPageToken(), before); err != nil {
+			return nil, err
+		}
+	}
+	tasks, rejected, err := s.store.InboundTasks(ctx, env(ctx), req.GetConnectionId(), before, size+1)
 	if err != nil {
 		return nil, err
 	}
 	resp := &segmentsyncv1.ListInboundSyncTasksResponse{RejectedRequests: rejected}
+	if len(tasks) > size {
+		tasks = tasks[:size]
+		last := tasks[size-1]
+		resp.NextPageToken = paging.Encode(store.TaskCursor{T: last.FirstPage.UnixMicro(), ID: last.TaskID})
+	}
 	for _, t := range tasks {
 		pb := &segmentsyncv1.InboundSyncTask{ConnectionId: t.ConnectionID, SyncTaskId: t.TaskID, SegmentId: t.SegmentID, ExternalSegmentId: t.ExternalSegmentID,
 			PagesReceived: uint32(t.PagesReceived), TotalPages: uint32(t.TotalPages), Adds: t.Adds, Removes: t.Removes, Applied: t.Applied, FirstPageTime: timestamppb.New(t.FirstPage)}

@@ -4,8 +4,6 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +15,7 @@ import (
 
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/apperr"
+	"github.com/seghub/seghub/pkg/paging"
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
 	"github.com/seghub/seghub/services/segmentsync/internal/syncengine"
@@ -33,8 +32,8 @@ const (
 	MaxPropertyName      = 128
 	MaxPropertiesPerUser = 200
 	MaxStringValue       = 4096
-	DefaultPageSize      = 100
-	MaxPageSize          = 1000
+	DefaultPageSize      = paging.DefaultSize
+	MaxPageSize          = paging.MaxSize
 )
 
 // Server implements the data-plane RPCs of SegmentSyncService.
@@ -266,45 +265,14 @@ type segmentCursor struct {
 	ID   string `json:"i"`
 }
 
-func pageSize(n int32) (int, error) {
-	switch {
-	case n < 0:
-		return 0, apperr.Invalid("page_size", "must not be negative")
-	case n == 0:
-		return DefaultPageSize, nil
-	case n > MaxPageSize:
-		return MaxPageSize, nil
-	}
-	return int(n), nil
-}
-
-func decodeToken(tok string, v any) error {
-	if tok == "" {
-		return nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err == nil {
-		err = json.Unmarshal(b, v)
-	}
-	if err != nil {
-		return apperr.Invalid("page_token", "is not a token this API returned")
-	}
-	return nil
-}
-
-func encodeToken(v any) string {
-	b, _ := json.Marshal(v)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 // ListSegments implements SegmentSyncService.
 func (s *Server) ListSegments(ctx context.Context, req *segmentsyncv1.ListSegmentsRequest) (*segmentsyncv1.ListSegmentsResponse, error) {
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
 	var cur segmentCursor
-	if err := decodeToken(req.GetPageToken(), &cur); err != nil {
+	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
 		return nil, err
 	}
 	vis, err := visibilityToStore("visibility", req.GetVisibility(), "")
@@ -319,7 +287,7 @@ func (s *Server) ListSegments(ctx context.Context, req *segmentsyncv1.ListSegmen
 	if len(segs) > size {
 		segs = segs[:size]
 		last := segs[size-1]
-		resp.NextPageToken = encodeToken(segmentCursor{Name: last.Name, ID: last.ID})
+		resp.NextPageToken = paging.Encode(segmentCursor{Name: last.Name, ID: last.ID})
 	}
 	for _, sg := range segs {
 		resp.Segments = append(resp.Segments, SegmentToPB(sg))
@@ -468,7 +436,7 @@ func (s *Server) GetMembers(ctx context.Context, req *segmentsyncv1.GetMembersRe
 	if err := checkSegmentID(req.GetSegmentId()); err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
@@ -476,7 +444,7 @@ func (s *Server) GetMembers(ctx context.Context, req *segmentsyncv1.GetMembersRe
 		D uint32 `json:"d"`
 		S bool   `json:"s"`
 	}
-	if err := decodeToken(req.GetPageToken(), &after); err != nil {
+	if err := paging.Decode(req.GetPageToken(), &after); err != nil {
 		return nil, err
 	}
 	sg, err := s.store.GetSegment(ctx, env(ctx), req.GetSegmentId(), true)
@@ -507,7 +475,7 @@ func (s *Server) GetMembers(ctx context.Context, req *segmentsyncv1.GetMembersRe
 	}
 	if it.HasNext() && len(dense) == size {
 		after.D, after.S = dense[len(dense)-1], true
-		resp.NextPageToken = encodeToken(after)
+		resp.NextPageToken = paging.Encode(after)
 	}
 	return resp, nil
 }

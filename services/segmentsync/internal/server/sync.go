@@ -10,6 +10,7 @@ import (
 
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/apperr"
+	"github.com/seghub/seghub/pkg/paging"
 	"github.com/seghub/seghub/services/segmentsync/internal/syncengine"
 )
 
@@ -173,11 +174,24 @@ func (s *Server) ListSyncs(ctx context.Context, req *segmentsyncv1.ListSyncsRequ
 	if err != nil {
 		return nil, err
 	}
-	xs, err := e.Store().ListSyncs(ctx, env(ctx), req.GetSegmentId(), req.GetConnectionId())
+	size, err := paging.Size(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var after syncengine.Cursor
+	if err := paging.Decode(req.GetPageToken(), &after); err != nil {
+		return nil, err
+	}
+	xs, err := e.Store().ListSyncsPage(ctx, env(ctx), req.GetSegmentId(), req.GetConnectionId(), after, size+1)
 	if err != nil {
 		return nil, err
 	}
 	resp := &segmentsyncv1.ListSyncsResponse{}
+	if len(xs) > size {
+		xs = xs[:size]
+		last := xs[size-1]
+		resp.NextPageToken = paging.Encode(syncengine.Cursor{T: last.Created.UnixMicro(), ID: last.ID})
+	}
 	for _, x := range xs {
 		resp.Syncs = append(resp.Syncs, SyncToPB(x))
 	}
@@ -255,15 +269,27 @@ func (s *Server) ListSyncRuns(ctx context.Context, req *segmentsyncv1.ListSyncRu
 	if _, err := e.Store().GetSync(ctx, env(ctx), req.GetSyncId()); err != nil {
 		return nil, err
 	}
-	size, err := pageSize(req.GetPageSize())
+	size, err := paging.Size(req.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
-	runs, err := e.Store().ListRuns(ctx, req.GetSyncId(), size)
+	var before *syncengine.Cursor
+	if req.GetPageToken() != "" {
+		before = &syncengine.Cursor{}
+		if err := paging.Decode(req.GetPageToken(), before); err != nil {
+			return nil, err
+		}
+	}
+	runs, err := e.Store().ListRuns(ctx, req.GetSyncId(), before, size+1)
 	if err != nil {
 		return nil, err
 	}
 	resp := &segmentsyncv1.ListSyncRunsResponse{}
+	if len(runs) > size {
+		runs = runs[:size]
+		last := runs[size-1]
+		resp.NextPageToken = paging.Encode(syncengine.Cursor{T: last.Created.UnixMicro(), ID: last.ID})
+	}
 	for _, r := range runs {
 		resp.Runs = append(resp.Runs, RunToPB(r))
 	}

@@ -267,9 +267,20 @@ func (s *Store) RejectInbound(ctx context.Context, env, connectionID string) err
 }
 
 // InboundTasks lists a source connection's tasks, newest first, and its
+// TaskCursor is a keyset position in a source's task history.
+type TaskCursor struct {
+	T  int64  `json:"t"`
+	ID string `json:"i"`
+}
+
 // rejected request count.
-func (s *Store) InboundTasks(ctx context.Context, env, connectionID string, limit int) ([]*InboundTask, uint64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT sync_task_id FROM ss_inbound_tasks WHERE environment_id = ? AND connection_id = ? ORDER BY first_page_at DESC LIMIT ?`, env, connectionID, limit)
+func (s *Store) InboundTasks(ctx context.Context, env, connectionID string, before *TaskCursor, limit int) ([]*InboundTask, uint64, error) {
+	q, args := `SELECT sync_task_id FROM ss_inbound_tasks WHERE environment_id = ? AND connection_id = ?`, []any{env, connectionID}
+	if before != nil {
+		q += ` AND (first_page_at < ? OR (first_page_at = ? AND sync_task_id < ?))`
+		args = append(args, before.T, before.T, before.ID)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY first_page_at DESC, sync_task_id DESC LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -161,6 +161,27 @@ func (st *Store) ListSyncs(ctx context.Context, env, segmentID, connectionID str
 	return st.querySyncs(ctx, q+` ORDER BY created_at, sync_id`, args...)
 }
 
+// Cursor is a keyset position in a list ordered by time, then id.
+type Cursor struct {
+	T  int64  `json:"t"`
+	ID string `json:"i"`
+}
+
+// ListSyncsPage lists up to limit syncs of env after cursor (oldest first).
+func (st *Store) ListSyncsPage(ctx context.Context, env, segmentID, connectionID string, after Cursor, limit int) ([]*Sync, error) {
+	q := `SELECT ` + syncCols + ` FROM se_syncs WHERE environment_id = ? AND (created_at > ? OR (created_at = ? AND sync_id > ?))`
+	args := []any{env, after.T, after.T, after.ID}
+	if segmentID != "" {
+		q += ` AND segment_id = ?`
+		args = append(args, segmentID)
+	}
+	if connectionID != "" {
+		q += ` AND connection_id = ?`
+		args = append(args, connectionID)
+	}
+	return st.querySyncs(ctx, q+` ORDER BY created_at, sync_id LIMIT ?`, append(args, limit)...)
+}
+
 func (st *Store) querySyncs(ctx context.Context, q string, args ...any) ([]*Sync, error) {
 	rows, err := st.db.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -365,8 +386,13 @@ func (st *Store) GetRun(ctx context.Context, id string) (*Run, error) {
 }
 
 // ListRuns returns a sync's runs, newest first.
-func (st *Store) ListRuns(ctx context.Context, syncID string, limit int) ([]*Run, error) {
-	rows, err := st.db.QueryContext(ctx, `SELECT `+runCols+` FROM se_runs WHERE sync_id = ? ORDER BY created_at DESC, run_id DESC LIMIT ?`, syncID, limit)
+func (st *Store) ListRuns(ctx context.Context, syncID string, before *Cursor, limit int) ([]*Run, error) {
+	q, args := `SELECT `+runCols+` FROM se_runs WHERE sync_id = ?`, []any{syncID}
+	if before != nil {
+		q += ` AND (created_at < ? OR (created_at = ? AND run_id < ?))`
+		args = append(args, before.T, before.T, before.ID)
+	}
+	rows, err := st.db.QueryContext(ctx, q+` ORDER BY created_at DESC, run_id DESC LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, err
 	}
