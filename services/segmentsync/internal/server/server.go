@@ -15,8 +15,8 @@ import (
 
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/apperr"
-	"github.com/seghub/seghub/pkg/paging"
 	"github.com/seghub/seghub/pkg/auth"
+	"github.com/seghub/seghub/pkg/paging"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
 	"github.com/seghub/seghub/services/segmentsync/internal/syncengine"
 )
