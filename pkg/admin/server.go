@@ -103,12 +103,9 @@ type keyCursor struct {
 
 // ListApiKeys implements AdminService.
 func (s *Server) ListApiKeys(ctx context.Context, req *adminv1.ListApiKeysRequest) (*adminv1.ListApiKeysResponse, error) {
-	size, err := paging.Size(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
 	var cur keyCursor
-	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+	size, err := paging.Parse(req.GetPageSize(), req.GetPageToken(), &cur)
+	if err != nil {
 		return nil, err
 	}
 	keys, err := s.store.ListKeys(ctx, auth.MustEnvironment(ctx), req.GetIncludeRevoked(), cur.Created, cur.ID, size+1)

@@ -46,6 +46,16 @@ func Decode(tok string, v any) error {
 	return nil
 }
 
+// Parse is Size and Decode of one request: its page size, and its token
+// read into cursor.
+func Parse(size int32, token string, cursor any) (int, error) {
+	n, err := Size(size)
+	if err != nil {
+		return 0, err
+	}
+	return n, Decode(token, cursor)
+}
+
 // Encode returns the next_page_token carrying cursor v.
 func Encode(v any) string {
 	b, _ := json.Marshal(v)

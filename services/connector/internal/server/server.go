@@ -219,12 +219,9 @@ type connectionCursor struct {
 
 // ListConnections implements ConnectorService.
 func (s *Server) ListConnections(ctx context.Context, req *connectorv1.ListConnectionsRequest) (*connectorv1.ListConnectionsResponse, error) {
-	size, err := paging.Size(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
 	var cur connectionCursor
-	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+	size, err := paging.Parse(req.GetPageSize(), req.GetPageToken(), &cur)
+	if err != nil {
 		return nil, err
 	}
 	cs, err := s.store.List(ctx, auth.MustEnvironment(ctx), req.GetType(), cur.Name, cur.ID, size+1)

@@ -414,12 +414,9 @@ type routeCursor struct {
 
 // ListRoutes implements EventRelayService.
 func (s *Server) ListRoutes(ctx context.Context, req *eventrelayv1.ListRoutesRequest) (*eventrelayv1.ListRoutesResponse, error) {
-	size, err := paging.Size(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
 	var cur routeCursor
-	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+	size, err := paging.Parse(req.GetPageSize(), req.GetPageToken(), &cur)
+	if err != nil {
 		return nil, err
 	}
 	rs, err := s.store.RoutesPage(ctx, auth.MustEnvironment(ctx), cur.Created, cur.ID, size+1)

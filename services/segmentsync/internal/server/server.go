@@ -267,12 +267,9 @@ type segmentCursor struct {
 
 // ListSegments implements SegmentSyncService.
 func (s *Server) ListSegments(ctx context.Context, req *segmentsyncv1.ListSegmentsRequest) (*segmentsyncv1.ListSegmentsResponse, error) {
-	size, err := paging.Size(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
 	var cur segmentCursor
-	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+	size, err := paging.Parse(req.GetPageSize(), req.GetPageToken(), &cur)
+	if err != nil {
 		return nil, err
 	}
 	vis, err := visibilityToStore("visibility", req.GetVisibility(), "")

@@ -174,12 +174,9 @@ func (s *Server) ListSyncs(ctx context.Context, req *segmentsyncv1.ListSyncsRequ
 	if err != nil {
 		return nil, err
 	}
-	size, err := paging.Size(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
 	var after syncengine.Cursor
-	if err := paging.Decode(req.GetPageToken(), &after); err != nil {
+	size, err := paging.Parse(req.GetPageSize(), req.GetPageToken(), &after)
+	if err != nil {
 		return nil, err
 	}
 	xs, err := e.Store().ListSyncsPage(ctx, env(ctx), req.GetSegmentId(), req.GetConnectionId(), after, size+1)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"math"
 	"strings"
 	"time"
 
@@ -148,17 +149,7 @@ func (st *Store) GetSync(ctx context.Context, env, id string) (*Sync, error) {
 
 // ListSyncs lists env's syncs, optionally of one segment or connection.
 func (st *Store) ListSyncs(ctx context.Context, env, segmentID, connectionID string) ([]*Sync, error) {
-	q := `SELECT ` + syncCols + ` FROM se_syncs WHERE environment_id = ?`
-	args := []any{env}
-	if segmentID != "" {
-		q += ` AND segment_id = ?`
-		args = append(args, segmentID)
-	}
-	if connectionID != "" {
-		q += ` AND connection_id = ?`
-		args = append(args, connectionID)
-	}
-	return st.querySyncs(ctx, q+` ORDER BY created_at, sync_id`, args...)
+	return st.ListSyncsPage(ctx, env, segmentID, connectionID, Cursor{}, math.MaxInt32)
 }
 
 // Cursor is a keyset position in a list ordered by time, then id.

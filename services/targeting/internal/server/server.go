@@ -196,12 +196,9 @@ type nameCursor struct {
 // ListTargetableSegments implements TargetingService: public, non-empty,
 // ordered by (name, id) as the index lists them.
 func (s *Server) ListTargetableSegments(ctx context.Context, req *targetingv1.ListTargetableSegmentsRequest) (*targetingv1.ListTargetableSegmentsResponse, error) {
-	size, err := paging.Size(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
 	var cur nameCursor
-	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+	size, err := paging.Parse(req.GetPageSize(), req.GetPageToken(), &cur)
+	if err != nil {
 		return nil, err
 	}
 	var resp *targetingv1.ListTargetableSegmentsResponse
@@ -298,12 +295,9 @@ func (s *Server) ListExperiences(ctx context.Context, req *targetingv1.ListExper
 	if err := checkType(req.GetType()); err != nil {
 		return nil, err
 	}
-	size, err := paging.Size(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
 	var cur nameCursor
-	if err := paging.Decode(req.GetPageToken(), &cur); err != nil {
+	size, err := paging.Parse(req.GetPageSize(), req.GetPageToken(), &cur)
+	if err != nil {
 		return nil, err
 	}
 	xs, err := s.store.ListPage(ctx, environment(ctx), req.GetType(), cur.Name, cur.ID, size+1)
