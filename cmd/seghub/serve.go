@@ -105,7 +105,13 @@ func serve(ctx context.Context, cfg *config.Config, role string, h Hooks) error 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, lis) })
 	for _, s := range services {
-		g.Go(func() error { return s.Run(ctx) })
+		g.Go(func() error {
+			err := s.Run(ctx)
+			if ctx.Err() != nil {
+				return nil // stopping: a service cut off while it starts has not failed
+			}
+			return err
+		})
 	}
 	httpAddr := ""
 	if has(app.Gateway) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/seghub/seghub/bench/internal/harness"
@@ -26,14 +27,15 @@ import (
 func main() {
 	members := flag.Int("members", 1_000_000, "segment size")
 	unlimited := flag.Bool("unlimited", true, "lift the destination rate limit")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the full sync here")
 	flag.Parse()
-	if err := run(*members, *unlimited); err != nil {
+	if err := run(*members, *unlimited, *cpuprofile); err != nil {
 		fmt.Fprintln(os.Stderr, "syncload:", err)
 		os.Exit(1)
 	}
 }
 
-func run(members int, unlimited bool) error {
+func run(members int, unlimited bool, cpuprofile string) error {
 	ctx := context.Background()
 	sim := destsim.New(destsim.DemoCredentials())
 	srv := httptest.NewServer(sim)
@@ -82,6 +84,13 @@ func run(members int, unlimited bool) error {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		_ = pprof.StartCPUProfile(f)
+	}
 	t0 := time.Now()
 	en, err := ss.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: sid, ConnectionId: cn.GetConnection().GetConnectionId(), IdentityProperty: "user_id", Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
 	if err != nil {
@@ -92,6 +101,9 @@ func run(members int, unlimited bool) error {
 		return err
 	}
 	d := time.Since(t0)
+	if cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
 	held := len(sim.Snapshot().Appcues["demo"])
 	fmt.Printf("full sync of %d members: %v (%.0f users/s), status %v, added %d, destination holds %d\n", members, d.Round(time.Millisecond), float64(r.GetAdded())/d.Seconds(), r.GetStatus(), r.GetAdded(), held)
 
