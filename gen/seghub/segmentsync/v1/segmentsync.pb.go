@@ -2597,7 +2597,8 @@ type Sync struct {
 	// When data uploaded by the last successful run lapses at the destination
 	// (destinations with retention only, e.g. AB Tasty 30 days).
 	DataExpireTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=data_expire_time,json=dataExpireTime,proto3" json:"data_expire_time,omitempty"`
-	// Identities the destination has acknowledged and holds.
+	// Identities the destination has acknowledged and holds (in GetSync's
+	// answer; lists leave it 0).
 	DeliveredCount uint64                 `protobuf:"varint,16,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
 	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	unknownFields  protoimpl.UnknownFields

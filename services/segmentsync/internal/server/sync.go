@@ -165,6 +165,9 @@ func (s *Server) GetSync(ctx context.Context, req *segmentsyncv1.GetSyncRequest)
 	if err != nil {
 		return nil, err
 	}
+	if x.Delivered, err = e.Store().DeliveredCount(ctx, x.ID); err != nil {
+		return nil, err
+	}
 	return &segmentsyncv1.GetSyncResponse{Sync: SyncToPB(x)}, nil
 }
 

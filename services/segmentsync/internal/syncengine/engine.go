@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -596,7 +597,14 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 			remove bool
 		}{x, false})
 	}
+	// Checkpoints are written in order by one writer while the next batch is
+	// on its way; a run ends only once every acknowledged batch is recorded.
+	cp := newCheckpointer(e.st, s.ID)
+	defer cp.close()
 	for i := 0; i < len(all); i += size {
+		if err := cp.failed(); err != nil {
+			return err
+		}
 		page++
 		chunk := all[i:min(i+size, len(all))]
 		b := destinations.SegmentBatch{SegmentID: s.SegmentID, DisplayName: s.FrozenName, IdempotencyKey: fmt.Sprintf("%s-%d", r.ID, page), Page: page, TotalPages: total, TaskID: r.ID}
@@ -656,14 +664,68 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 				r.Added++
 			}
 		}
-		if err := e.st.Checkpoint(context.WithoutCancel(ctx), s.ID, ack, r); err != nil {
-			return err
-		}
+		cp.add(ack, r)
+	}
+	if err := cp.close(); err != nil {
+		return err
 	}
 	if t.Retention > 0 {
 		r.DataExpires = e.o.Now().UTC().Add(t.Retention)
 	}
 	return nil
+}
+
+// checkpointer writes a run's checkpoints in order in the background.
+type checkpointer struct {
+	st     *Store
+	syncID string
+	work   chan checkpoint
+	done   chan struct{}
+	once   sync.Once
+	mu     sync.Mutex
+	err    error
+}
+
+type checkpoint struct {
+	ack Ack
+	run Run // the run's counters as of this batch
+}
+
+func newCheckpointer(st *Store, syncID string) *checkpointer {
+	c := &checkpointer{st: st, syncID: syncID, work: make(chan checkpoint, 1), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for w := range c.work {
+			if c.failed() != nil {
+				continue
+			}
+			// Not the run's context: an acknowledged batch is recorded even
+			// when the run is being cut off.
+			if err := c.st.Checkpoint(context.Background(), c.syncID, w.ack, &w.run); err != nil {
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+			}
+		}
+	}()
+	return c
+}
+
+// add queues a batch's checkpoint; it waits while the previous one is still
+// queued, so at most one batch is ahead of its checkpoint.
+func (c *checkpointer) add(a Ack, r *Run) { c.work <- checkpoint{ack: a, run: *r} }
+
+func (c *checkpointer) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// close waits for every queued checkpoint and returns the first error.
+func (c *checkpointer) close() error {
+	c.once.Do(func() { close(c.work) })
+	<-c.done
+	return c.failed()
 }
 
 func key(id string, removal bool) string {

@@ -138,13 +138,15 @@ func (st *Store) GetSync(ctx context.Context, env, id string) (*Sync, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, apperr.NotFound("sync %q not found", id)
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := st.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM se_delivered WHERE sync_id = ?`, id).Scan(&s.Delivered); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return s, err
+}
+
+// DeliveredCount counts the identities a sync's destination holds. It reads
+// the whole checkpoint, so only GetSync's answer carries it.
+func (st *Store) DeliveredCount(ctx context.Context, syncID string) (uint64, error) {
+	var n uint64
+	err := st.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM se_delivered WHERE sync_id = ?`, syncID).Scan(&n)
+	return n, err
 }
 
 // ListSyncs lists env's syncs, optionally of one segment or connection.
