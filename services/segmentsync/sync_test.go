@@ -637,7 +637,7 @@ func TestAtMostOneRunPerSync(t *testing.T) {
 	for _, pg := range []bool{false, true} {
 		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
 			sim := destsim.New(destsim.DemoCredentials())
-			sim.SetFaults(destsim.Faults{LatencyMS: 150})
+			sim.SetFaults(destsim.Faults{LatencyMS: 400})
 			// Count requests in flight at the destination: two overlapping runs of
 			// one sync would put two there at once.
 			var inFlight, peak atomic.Int64
