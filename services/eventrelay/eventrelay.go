@@ -149,9 +149,12 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		},
 	}
 	s := &Service{p: p, sinks: relay.NewManager(mo)}
-	s.identities = relay.NewIdentities(st, layout, func(ctx context.Context, env string, byUser map[string]string) error {
+	s.identities, err = relay.NewIdentities(ctx, st, layout, func(ctx context.Context, env string, byUser map[string]string) error {
 		return attachAppcuesIDs(ctx, p, env, byUser)
 	}, p.Logger)
+	if err != nil {
+		return nil, err
+	}
 	s.server = server.New(schema.Default(), relay.NewPublisher(js, layout), st, db, s.sinks, resolve, func(n int) { ingested.Add(context.Background(), int64(n)) })
 	return s, nil
 }

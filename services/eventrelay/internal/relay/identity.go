@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -20,8 +21,7 @@ type AttachFunc func(ctx context.Context, env string, ids map[string]string) err
 // property. It reads every environment's Appcues events durably; a failed
 // attach is retried, never dropped.
 type Identities struct {
-	st     jetstream.Stream
-	l      Layout
+	c      jetstream.Consumer
 	attach AttachFunc
 	log    *slog.Logger
 	// known remembers what was attached lately, so a user's every event does
@@ -29,9 +29,23 @@ type Identities struct {
 	known map[string]string
 }
 
-// NewIdentities returns the attacher.
-func NewIdentities(st jetstream.Stream, l Layout, attach AttachFunc, log *slog.Logger) *Identities {
-	return &Identities{st: st, l: l, attach: attach, log: log, known: map[string]string{}}
+// NewIdentities returns the attacher with its durable consumer in place, so
+// every event stored after the service starts is seen (the consumer takes
+// new events only; made at Run it could miss the first ones).
+func NewIdentities(ctx context.Context, st jetstream.Stream, l Layout, attach AttachFunc, log *slog.Logger) (*Identities, error) {
+	c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       IdentityConsumerName,
+		Description:   "seghub: attach appcuesUserID from Appcues events",
+		FilterSubject: l.Events + "*.appcues",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("identity consumer: %w", err)
+	}
+	return &Identities{c: c, attach: attach, log: log, known: map[string]string{}}, nil
 }
 
 // maxKnown bounds the memory of attached identities.
@@ -39,20 +53,8 @@ const maxKnown = 200_000
 
 // Run attaches until ctx ends.
 func (a *Identities) Run(ctx context.Context) error {
-	c, err := a.st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       IdentityConsumerName,
-		Description:   "seghub: attach appcuesUserID from Appcues events",
-		FilterSubject: a.l.Events + "*.appcues",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       time.Minute,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-	})
-	if err != nil {
-		return err
-	}
 	for ctx.Err() == nil {
-		batch, err := c.Fetch(500, jetstream.FetchMaxWait(500*time.Millisecond))
+		batch, err := a.c.Fetch(500, jetstream.FetchMaxWait(500*time.Millisecond))
 		if err != nil {
 			if ctx.Err() == nil {
 				time.Sleep(200 * time.Millisecond)
