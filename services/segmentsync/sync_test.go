@@ -401,8 +401,8 @@ func TestFailedIdentitiesRetriedAndRetention(t *testing.T) {
 func TestSyncUnderFaultsEndsExact(t *testing.T) {
 	f := startSync(t, syncOpts{})
 	ctx := apptest.Context(t, 120*time.Second)
+	conn := f.appcues(t, ctx, "Appcues") // connected before the faults: its check is one call
 	f.sim.SetFaults(destsim.Faults{Rate429: 0.15, Rate5xx: 0.15})
-	conn := f.appcues(t, ctx, "Appcues")
 	seg := f.segment(t, ctx, "Faulty", 3000, 3000)
 	en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
 	if err != nil {
