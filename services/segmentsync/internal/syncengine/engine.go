@@ -344,7 +344,7 @@ func (e *Engine) Tick(ctx context.Context) (int, error) {
 				s.NextRun = now.Add(time.Minute)
 			}
 		}
-		if err := e.st.UpdateSync(ctx, e.db, s); err != nil {
+		if err := e.st.SetNextRun(ctx, e.db, s.ID, s.NextRun, s.Updated); err != nil {
 			return queued, err
 		}
 		if _, err := e.queueRun(ctx, s, trigger); err != nil {
@@ -511,32 +511,23 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 }
 
 func (e *Engine) finishSync(ctx context.Context, s *Sync, r *Run) error {
-	cur, err := e.st.GetSync(ctx, "", s.ID)
-	if removed(err) {
-		return nil // removed with its segment while this run was under way
-	}
-	if err != nil {
-		return err
-	}
-	cur.LastStatus, cur.LastError = r.Status, r.Error
+	o := Outcome{Status: r.Status, Error: r.Error, Updated: e.o.Now().UTC()}
 	if r.Status == StatusSucceeded || r.Status == StatusPartial {
-		cur.LastSynced = r.Finished
-		if cur.FrozenName == "" && r.Trigger != TriggerDisable {
-			cur.FrozenName = s.FrozenName
+		o.Synced = r.Finished
+		if r.Trigger != TriggerDisable {
+			o.FrozenName = s.FrozenName // kept if the name is frozen already
 		}
 		if !r.DataExpires.IsZero() {
-			cur.DataExpires = r.DataExpires
+			o.SetExpires, o.DataExpires = true, r.DataExpires
 			// A recurring sync refreshes the destination before its data lapses.
-			if refresh := cur.DataExpires.Add(-e.o.RetentionMargin); cur.Schedule == Recurring && cur.Enabled && refresh.Before(cur.NextRun) {
-				cur.NextRun = refresh
-			}
+			o.RefreshAt = r.DataExpires.Add(-e.o.RetentionMargin)
 		}
 		if r.Trigger == TriggerDisable {
-			cur.DataExpires = time.Time{}
+			o.SetExpires, o.DataExpires, o.RefreshAt = true, time.Time{}, time.Time{}
 		}
 	}
-	cur.Updated = e.o.Now().UTC()
-	return e.st.UpdateSync(ctx, e.db, cur)
+	// A removed sync (its segment deleted meanwhile) updates no row.
+	return e.st.RecordOutcome(ctx, e.db, s.ID, o)
 }
 
 // removed reports a sync or run that no longer exists (its segment was deleted).

@@ -126,6 +126,43 @@ func (st *Store) UpdateSync(ctx context.Context, q store.Querier, s *Sync) error
 	return err
 }
 
+// SetNextRun moves a sync's schedule and nothing else: the scheduler and a
+// finishing run write the same row, and neither may undo the other.
+func (st *Store) SetNextRun(ctx context.Context, q store.Querier, id string, next, updated time.Time) error {
+	_, err := q.ExecContext(ctx, `UPDATE se_syncs SET next_run_at = ?, updated_at = ? WHERE sync_id = ?`, us(next), us(updated), id)
+	return err
+}
+
+// Outcome is what a finished run records on its sync.
+type Outcome struct {
+	Status, Error string
+	// Set when the run delivered: last synced time, the frozen name (kept if
+	// already frozen), and the destination data's expiry.
+	Synced      time.Time
+	FrozenName  string
+	SetExpires  bool
+	DataExpires time.Time
+	// RefreshAt, when set, pulls a recurring, enabled sync's next run
+	// forward to it (before its data lapses).
+	RefreshAt time.Time
+	Updated   time.Time
+}
+
+// RecordOutcome writes a run's outcome in one statement, leaving the columns
+// other writers own (schedule, settings) as they are now.
+func (st *Store) RecordOutcome(ctx context.Context, q store.Querier, id string, o Outcome) error {
+	_, err := q.ExecContext(ctx, `UPDATE se_syncs SET last_status = ?, last_error = ?,
+		last_synced_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE last_synced_at END,
+		frozen_name = CASE WHEN frozen_name = '' THEN ? ELSE frozen_name END,
+		data_expires_at = CASE WHEN ? THEN ? ELSE data_expires_at END,
+		next_run_at = CASE WHEN CAST(? AS BIGINT) > 0 AND schedule = ? AND enabled AND next_run_at > ? THEN ? ELSE next_run_at END,
+		updated_at = ?
+		WHERE sync_id = ?`,
+		o.Status, o.Error, us(o.Synced), us(o.Synced), o.FrozenName, o.SetExpires, us(o.DataExpires),
+		us(o.RefreshAt), Recurring, us(o.RefreshAt), us(o.RefreshAt), us(o.Updated), id)
+	return err
+}
+
 // GetSync returns env's sync (env "" for the engine's own lookups).
 func (st *Store) GetSync(ctx context.Context, env, id string) (*Sync, error) {
 	q := `SELECT ` + syncCols + ` FROM se_syncs WHERE sync_id = ?`
