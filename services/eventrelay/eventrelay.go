@@ -197,8 +197,5 @@ func (s *Service) Run(ctx context.Context) error {
 	if ierr := <-errc; err == nil {
 		err = ierr
 	}
-	if ctx.Err() != nil {
-		return nil // stopped, not failed
-	}
 	return err
 }

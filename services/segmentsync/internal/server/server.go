@@ -32,8 +32,6 @@ const (
 	MaxPropertyName      = 128
 	MaxPropertiesPerUser = 200
 	MaxStringValue       = 4096
-	DefaultPageSize      = paging.DefaultSize
-	MaxPageSize          = paging.MaxSize
 )
 
 // Server implements the data-plane RPCs of SegmentSyncService.
