@@ -38,14 +38,23 @@ type split struct {
 	logs     map[string]*lockedBuffer
 }
 
+// handedOut remembers the addresses freeAddr gave: the kernel may offer a
+// just-closed port again, and two services of one split must not share one.
+var handedOut sync.Map
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // buildBinary builds ./cmd/seghub once per test binary.
