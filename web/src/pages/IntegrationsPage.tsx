@@ -1,0 +1,3 @@
+export default function IntegrationsPage() {
+  return <h1>Integrations</h1>;
+}

@@ -1,0 +1,3 @@
+export default function SegmentPage() {
+  return <h1>Segment</h1>;
+}

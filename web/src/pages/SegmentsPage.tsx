@@ -1,0 +1,3 @@
+export default function SegmentsPage() {
+  return <h1>Segments</h1>;
+}
