@@ -507,6 +507,17 @@ export type ListTargetableSegmentsResponse = {
   next_page_token?: string;
 };
 
+/** ListUserPropertiesResponse holds at most 1000 properties. */
+export type ListUserPropertiesResponse = {
+  /** Most held first, then by name. */
+  properties?: Array<UserProperty>;
+  /**
+   * Set when the environment holds more than 1000 (name, type) pairs; the
+   * least held were left out.
+   */
+  truncated?: boolean;
+};
+
 export type ListUserSegmentsResponse = {
   segment_ids?: Array<string>;
   index_version?: string;
@@ -534,6 +545,10 @@ export type PropertySchema = {
   type?: string;
   required?: boolean;
 };
+
+/** PropertyType is the type of a user property value (PropertyValue's kind). */
+export type PropertyType = "PROPERTY_TYPE_UNSPECIFIED" | "PROPERTY_TYPE_STRING" | "PROPERTY_TYPE_NUMBER" | "PROPERTY_TYPE_BOOL" | "PROPERTY_TYPE_TIMESTAMP";
+export const PropertyTypeValues = ["PROPERTY_TYPE_UNSPECIFIED", "PROPERTY_TYPE_STRING", "PROPERTY_TYPE_NUMBER", "PROPERTY_TYPE_BOOL", "PROPERTY_TYPE_TIMESTAMP"] as const;
 
 /** PropertyValue is a typed user property value. */
 export type PropertyValue = {
@@ -827,6 +842,19 @@ export type User = {
   dense_id?: number;
   create_time?: string;
   update_time?: string;
+};
+
+/**
+ * UserProperty is one property name with one value type. A name whose
+ * values differ in type across users appears once per type.
+ */
+export type UserProperty = {
+  /** The property name, as UpsertUsers set it (e.g. appcuesUserID). */
+  name?: string;
+  /** The type of the values counted. */
+  type?: PropertyType;
+  /** How many users hold a value of this type for the property. */
+  user_count?: string;
 };
 
 /**
@@ -1293,6 +1321,19 @@ export interface Operations {
     body: never;
     response: ListSyncsResponse;
   };
+  /**
+   * ListUserProperties lists the user property names seghub holds, each with
+   * its value type and how many users hold it, most held first: the choices
+   * for a connection's or a sync's identity property.
+   */
+  SegmentSyncService_ListUserProperties: {
+    method: "GET";
+    path: "/v1/user-properties";
+    pathParams: never;
+    query: never;
+    body: never;
+    response: ListUserPropertiesResponse;
+  };
   /** RemoveMembers removes users from a segment (at most 100000 ids a call). */
   SegmentSyncService_RemoveMembers: {
     method: "POST";
@@ -1521,6 +1562,7 @@ export const operations = {
   SegmentSyncService_ListSegments: { method: "GET", path: "/v1/segments" },
   SegmentSyncService_ListSyncRuns: { method: "GET", path: "/v1/syncs/{sync_id}/runs" },
   SegmentSyncService_ListSyncs: { method: "GET", path: "/v1/syncs" },
+  SegmentSyncService_ListUserProperties: { method: "GET", path: "/v1/user-properties" },
   SegmentSyncService_RemoveMembers: { method: "POST", path: "/v1/segments/{segment_id}/members:remove" },
   SegmentSyncService_SyncNow: { method: "POST", path: "/v1/syncs/{sync_id}:run" },
   SegmentSyncService_UpdateSegment: { method: "PATCH", path: "/v1/segments/{segment_id}" },
@@ -1579,6 +1621,7 @@ export const operationAccess: { readonly [K in keyof Operations]: "ANY" | "MEMBE
   SegmentSyncService_ListSegments: "MEMBER",
   SegmentSyncService_ListSyncRuns: "MEMBER",
   SegmentSyncService_ListSyncs: "MEMBER",
+  SegmentSyncService_ListUserProperties: "MEMBER",
   SegmentSyncService_RemoveMembers: "MEMBER",
   SegmentSyncService_SyncNow: "ADMIN",
   SegmentSyncService_UpdateSegment: "MEMBER",
