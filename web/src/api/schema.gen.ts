@@ -1291,6 +1291,11 @@ export interface Operations {
       visibility?: "VISIBILITY_UNSPECIFIED" | "VISIBILITY_PUBLIC" | "VISIBILITY_PRIVATE";
       /** Only segments with at least one member. */
       non_empty?: boolean;
+      /**
+       * Only segments whose name contains this text, ignoring case; at most 200
+       * characters. Searches every segment, not only one page.
+       */
+      name_contains?: string;
     };
     body: never;
     response: ListSegmentsResponse;

@@ -1320,7 +1320,10 @@ type ListSegmentsRequest struct {
 	// Only segments of this visibility; unspecified means all.
 	Visibility Visibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
 	// Only segments with at least one member.
-	NonEmpty      bool `protobuf:"varint,4,opt,name=non_empty,json=nonEmpty,proto3" json:"non_empty,omitempty"`
+	NonEmpty bool `protobuf:"varint,4,opt,name=non_empty,json=nonEmpty,proto3" json:"non_empty,omitempty"`
+	// Only segments whose name contains this text, ignoring case; at most 200
+	// characters. Searches every segment, not only one page.
+	NameContains  string `protobuf:"bytes,5,opt,name=name_contains,json=nameContains,proto3" json:"name_contains,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1381,6 +1384,13 @@ func (x *ListSegmentsRequest) GetNonEmpty() bool {
 		return x.NonEmpty
 	}
 	return false
+}
+
+func (x *ListSegmentsRequest) GetNameContains() string {
+	if x != nil {
+		return x.NameContains
+	}
+	return ""
 }
 
 type ListSegmentsResponse struct {
@@ -4593,7 +4603,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\"N\n" +
 	"\x12GetSegmentResponse\x128\n" +
-	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xb1\x01\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xd6\x01\n" +
 	"\x13ListSegmentsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -4601,7 +4611,8 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"visibility\x18\x03 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
 	"visibility\x12\x1b\n" +
-	"\tnon_empty\x18\x04 \x01(\bR\bnonEmpty\"z\n" +
+	"\tnon_empty\x18\x04 \x01(\bR\bnonEmpty\x12#\n" +
+	"\rname_contains\x18\x05 \x01(\tR\fnameContains\"z\n" +
 	"\x14ListSegmentsResponse\x12:\n" +
 	"\bsegments\x18\x01 \x03(\v2\x1e.seghub.segmentsync.v1.SegmentR\bsegments\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd1\x01\n" +

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -305,7 +306,14 @@ func (s *Server) ListSegments(ctx context.Context, req *segmentsyncv1.ListSegmen
 	if err != nil {
 		return nil, err
 	}
-	segs, err := s.store.ListSegments(ctx, env(ctx), store.SegmentFilter{Visibility: vis, NonEmpty: req.GetNonEmpty()}, cur.Name, cur.ID, size+1)
+	search := strings.TrimSpace(req.GetNameContains())
+	if utf8.RuneCountInString(search) > 200 {
+		return nil, apperr.Invalid("name_contains", "must be at most 200 characters")
+	}
+	if strings.ContainsFunc(search, unicode.IsControl) {
+		return nil, apperr.Invalid("name_contains", "must not contain control characters")
+	}
+	segs, err := s.store.ListSegments(ctx, env(ctx), store.SegmentFilter{Visibility: vis, NonEmpty: req.GetNonEmpty(), NameContains: search}, cur.Name, cur.ID, size+1)
 	if err != nil {
 		return nil, err
 	}
