@@ -1,1 +1,0 @@
-import{t as e}from"./index-DS3wvfiS.js";var t=e();function n(){return(0,t.jsx)(`h1`,{children:`Segment`})}export{n as default};

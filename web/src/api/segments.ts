@@ -1,0 +1,63 @@
+// Hooks for the Segments section: segments, their syncs and sync runs.
+import type { Sync, SyncRunStatus } from "./schema.gen";
+import { useAllPages, useOp, useOpMutation, usePagedOp } from "./hooks";
+
+export const segmentsPageSize = 50;
+
+/** One page of segments; search runs on the server over every segment. */
+export function useSegmentsPage(search: string, pageToken: string) {
+  return usePagedOp("SegmentSyncService_ListSegments", {
+    query: { page_size: segmentsPageSize, page_token: pageToken || undefined, name_contains: search || undefined },
+  });
+}
+
+export function useSegment(segmentId: string) {
+  return useOp("SegmentSyncService_GetSegment", { path: { segment_id: segmentId } });
+}
+
+/** Every sync of the environment (for the recurring-limit count), or of one segment. */
+export function useSyncs(segmentId?: string) {
+  return useAllPages("SegmentSyncService_ListSyncs", { query: segmentId ? { segment_id: segmentId } : {} }, (a) => a.syncs);
+}
+
+export function isRunning(status: SyncRunStatus | undefined): boolean {
+  return status === "SYNC_RUN_STATUS_RUNNING" || status === "SYNC_RUN_STATUS_QUEUED";
+}
+
+/** One sync, polled every second while a run is going so its delivered count climbs on screen. */
+export function useSync(syncId: string | undefined, pollMs = 1000) {
+  return useOp("SegmentSyncService_GetSync", { path: { sync_id: syncId ?? "" } }, {
+    enabled: !!syncId,
+    refetchInterval: (q) => (isRunning(q.state.data?.sync?.last_status) ? pollMs : false),
+  });
+}
+
+export function useSyncRuns(syncId: string, pageToken: string, running: boolean) {
+  return usePagedOp(
+    "SegmentSyncService_ListSyncRuns",
+    { path: { sync_id: syncId }, query: { page_size: 20, page_token: pageToken || undefined } },
+    { refetchInterval: running ? 2000 : false },
+  );
+}
+
+const syncReads = ["SegmentSyncService_ListSyncs", "SegmentSyncService_GetSync", "SegmentSyncService_ListSyncRuns"] as const;
+
+export const useEnableSync = () => useOpMutation("SegmentSyncService_EnableSync", syncReads);
+export const useUpdateSync = () => useOpMutation("SegmentSyncService_UpdateSync", syncReads);
+export const useDisableSync = () => useOpMutation("SegmentSyncService_DisableSync", syncReads);
+export const useSyncNow = () => useOpMutation("SegmentSyncService_SyncNow", syncReads);
+export const useDryRun = () => useOpMutation("SegmentSyncService_DryRun");
+
+/**
+ * Recurring syncs in use on one connection, against its destination type's
+ * limit ("7 of 10 recurring syncs in use"); the server counts the same way.
+ */
+export function recurringInUse(syncs: readonly Sync[], connectionId: string): number {
+  return syncs.filter((s) => s.enabled && s.schedule === "SYNC_SCHEDULE_RECURRING" && s.connection_id === connectionId).length;
+}
+
+/** The sync a segment's toggle for one connection shows: the enabled one, else the latest. */
+export function syncFor(syncs: readonly Sync[], segmentId: string, connectionId: string): Sync | undefined {
+  const mine = syncs.filter((s) => s.segment_id === segmentId && s.connection_id === connectionId);
+  return mine.find((s) => s.enabled) ?? [...mine].sort((a, b) => (b.create_time ?? "").localeCompare(a.create_time ?? ""))[0];
+}
