@@ -40,6 +40,9 @@ export function useSyncRuns(syncId: string, pageToken: string, running: boolean)
   );
 }
 
+export const useUpdateSegment = () =>
+  useOpMutation("SegmentSyncService_UpdateSegment", ["SegmentSyncService_GetSegment", "SegmentSyncService_ListSegments"]);
+
 const syncReads = ["SegmentSyncService_ListSyncs", "SegmentSyncService_GetSync", "SegmentSyncService_ListSyncRuns"] as const;
 
 export const useEnableSync = () => useOpMutation("SegmentSyncService_EnableSync", syncReads);

@@ -9,6 +9,7 @@ import { Field } from "./Field";
 import { GuardedFieldset } from "./Guarded";
 import { IdentityPropertySelect } from "./IdentityPropertySelect";
 import { SecretOnce } from "./SecretOnce";
+import { useAccess } from "../session/SessionContext";
 
 // Where to find each credential, in the destination's own words.
 const credentialHints: Record<string, Record<string, string>> = {
@@ -47,6 +48,7 @@ export function ConnectForm({ type, onDone }: { type: DestinationType; onDone: (
   const authorize = useStartAuthorization();
   const [created, setCreated] = useState<{ connection: Connection; secret: string } | null>(null);
   const navigate = useNavigate();
+  const access = useAccess();
   const error = oauth ? authorize.error : create.error;
   const { byField, unplaced } = placeFieldErrors(error, [
     "name",
@@ -92,7 +94,8 @@ export function ConnectForm({ type, onDone }: { type: DestinationType; onDone: (
     );
   }
 
-  const busy = create.isPending || authorize.isPending;
+  // The fieldset already disables its controls; the submit button says so itself too.
+  const busy = create.isPending || authorize.isPending || !access.may(op);
   return (
     <form onSubmit={submit} noValidate>
       <GuardedFieldset op={op}>
@@ -101,8 +104,8 @@ export function ConnectForm({ type, onDone }: { type: DestinationType; onDone: (
         </Field>
         {oauth && (
           <Field
-            label="Account (optional)"
-            hint={`The ${type.display_name} organisation to connect; you pick it on ${type.display_name}'s page if left empty.`}
+            label={`${type.display_name} organisation`}
+            hint={`The ${type.display_name} organisation to connect. Next, ${type.display_name} asks you to pick the environment and press “Allow”, then sends you back here.`}
             errors={byField["account"]}
           >
             <input value={account} onChange={(e) => setAccount(e.target.value)} />
@@ -143,7 +146,7 @@ export function ConnectForm({ type, onDone }: { type: DestinationType; onDone: (
             Cancel
           </button>
           <button type="submit" className="primary" disabled={busy}>
-            {busy ? "Checking…" : oauth ? `Continue to ${type.display_name}` : type.segments_in && !type.segments_out ? "Create source" : "Connect"}
+            {create.isPending || authorize.isPending ? "Checking…" : oauth ? `Continue to ${type.display_name}` : type.segments_in && !type.segments_out ? "Create source" : "Connect"}
           </button>
         </div>
       </GuardedFieldset>

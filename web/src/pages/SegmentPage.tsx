@@ -1,6 +1,7 @@
 import { Link, useParams } from "react-router";
 import { useConnections, useDestinationTypes } from "../api/integrations";
-import { recurringInUse, syncFor, useSegment, useSyncs } from "../api/segments";
+import { recurringInUse, syncFor, useSegment, useSyncs, useUpdateSegment } from "../api/segments";
+import { GuardedButton } from "../components/Guarded";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { SegmentSyncToggle } from "../components/SegmentSyncToggle";
@@ -14,6 +15,7 @@ export default function SegmentPage() {
   const connections = useConnections();
   const types = useDestinationTypes();
   const syncs = useSyncs();
+  const update = useUpdateSegment();
   const s = seg.data?.segment;
   if (seg.error) {
     return (
@@ -29,6 +31,7 @@ export default function SegmentPage() {
   const typeOf = (t?: string) => types.data?.types?.find((x) => x.type === t);
   const destinations = (connections.data ?? []).filter((c) => typeOf(c.type)?.segments_out);
   const isPrivate = s.visibility === "VISIBILITY_PRIVATE";
+  const makePublic = () => update.mutate({ path: { segment_id: segmentId }, body: { visibility: "VISIBILITY_PUBLIC" } });
   return (
     <section>
       <p>
@@ -60,6 +63,14 @@ export default function SegmentPage() {
           : "Each tool has its own toggle. Only admins can turn syncs on or off, or sync now."}{" "}
         {Number(s.member_count ?? 0) === 0 && "An empty segment is not offered in tools' segment builders until it has a member."}
       </p>
+      {isPrivate && (
+        <p>
+          <GuardedButton op="SegmentSyncService_UpdateSegment" onClick={makePublic} disabled={update.isPending}>
+            Make this segment public
+          </GuardedButton>
+        </p>
+      )}
+      <ErrorNotice error={update.error} />
       <ErrorNotice error={connections.error ?? types.error ?? syncs.error} />
       {connections.data && destinations.length === 0 && (
         <EmptyState title="No tool that receives segments is connected.">
