@@ -50,6 +50,7 @@ type Config struct {
 	// OAuth: where browsers come back to, and seghub's client registration
 	// with each OAuth destination.
 	PublicURL              string
+	OAuthStateTTL          time.Duration
 	CommandBarClientID     string
 	CommandBarClientSecret string
 
@@ -120,6 +121,7 @@ var settings = []setting{
 	{"analytics-url", "SEGHUB_ANALYTICS_URL", "analytics track API base URL (Heap-style)", "https://heapanalytics.com", str(func(c *Config) *string { return &c.AnalyticsURL })},
 	{"destsim-addr", "SEGHUB_DESTSIM_ADDR", "all-in-one demo: serve the destination simulator on this address and point every destination URL at it", "", str(func(c *Config) *string { return &c.DestSimAddr })},
 	{"public-url", "SEGHUB_PUBLIC_URL", "the gateway's public base URL; OAuth redirects come back to <public-url>/oauth/callback", "http://localhost:8080", str(func(c *Config) *string { return &c.PublicURL })},
+	{"oauth-state-ttl", "SEGHUB_OAUTH_STATE_TTL", "OAuth: how long an authorisation may take from start to callback; the state and the browser's seghub_oauth cookie live this long", "10m", duration(func(c *Config) *time.Duration { return &c.OAuthStateTTL })},
 	{"commandbar-client-id", "SEGHUB_COMMANDBAR_CLIENT_ID", "seghub's OAuth client id at CommandBar (the default matches the destination simulator)", "seghub", str(func(c *Config) *string { return &c.CommandBarClientID })},
 	{"commandbar-client-secret", "SEGHUB_COMMANDBAR_CLIENT_SECRET", "seghub's OAuth client secret at CommandBar (the default matches the destination simulator)", "seghub-secret", str(func(c *Config) *string { return &c.CommandBarClientSecret })},
 	{"delivery-max-attempts", "SEGHUB_DELIVERY_MAX_ATTEMPTS", "event delivery: attempts before an event may be dead-lettered", "10", func(c *Config, v string) error {

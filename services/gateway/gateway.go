@@ -61,6 +61,7 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}}),
+		runtime.WithMetadata(browserNonceMetadata),
 	)
 	for svc, regs := range registrations {
 		conn, err := p.PlainConn(svc)
@@ -84,6 +85,7 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 		}
 	}
 	g.mux.Handle("/v1/", g.gw)
+	g.mux.HandleFunc("POST /v1/connections:authorize", g.startAuthorization)
 	g.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)
