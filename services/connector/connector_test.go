@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -291,6 +293,81 @@ func TestCredentialUpdatesSurviveStatusReports(t *testing.T) {
 				if got := res.GetCredentials(); got["api_secret"] != fmt.Sprintf("secret-%d", i) || got["account_id"] != fmt.Sprintf("acct-%d", i) || res.GetConnection().GetAccount() != got["account_id"] {
 					t.Fatalf("iteration %d: after rotating to acct-%d the connection holds account %q with credentials of %q", i, i, res.GetConnection().GetAccount(), got["account_id"])
 				}
+			}
+		})
+	}
+}
+
+// Token refreshes racing each other and status reports never put back a
+// refresh token that was already used: with a destination that rotates
+// refresh tokens (each is single-use), a stale one written back would end
+// in needs_reauth at the next refresh. The stored credentials, decrypted,
+// are the newest ones handed out.
+func TestRefreshNeverOverwritesNewerCredentials(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := start(t, pg)
+			ctx := apptest.Context(t, 120*time.Second)
+			f.sim.SetFaults(destsim.Faults{TokenTTL: 60, RotateRefresh: true}) // every resolve refreshes
+			var md metadata.MD
+			started, err := f.c.StartAuthorization(ctx, &connectorv1.StartAuthorizationRequest{Type: "commandbar", Name: "CommandBar", Account: "org-1"}, grpc.Header(&md))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status, page := follow(t, authorizeRedirect(t, started.GetAuthorizeUrl()), md.Get("seghub-oauth-browser")[0]); status != 200 {
+				t.Fatalf("callback = %d %s", status, page)
+			}
+			list, _ := f.c.ListConnections(ctx, &connectorv1.ListConnectionsRequest{Type: "commandbar"})
+			id := list.GetConnections()[0].GetConnectionId()
+			internal := connectorv1.NewConnectorServiceClient(mustConn(t, f.e.P))
+			rctx := auth.ForEnvironment(ctx, f.e.A.EnvironmentID)
+			var refreshes []string
+			defer func() {
+				// Proof the race was one of refreshes: every round stored a new token.
+				if !t.Failed() && len(slices.Compact(slices.Clone(refreshes))) != len(refreshes) {
+					t.Errorf("the stored token did not change every round: %v", refreshes)
+				}
+			}()
+			for i := range 20 {
+				var wg sync.WaitGroup
+				for range 3 {
+					wg.Go(func() {
+						if _, err := internal.ResolveConnection(rctx, &connectorv1.ResolveConnectionRequest{ConnectionId: id}); err != nil {
+							t.Errorf("iteration %d: resolve: %v", i, err)
+						}
+					})
+				}
+				for _, st := range []connectorv1.ConnectionStatus{connectorv1.ConnectionStatus_CONNECTION_STATUS_ERROR, connectorv1.ConnectionStatus_CONNECTION_STATUS_CONNECTED} {
+					wg.Go(func() {
+						if _, err := internal.ReportConnectionStatus(rctx, &connectorv1.ReportConnectionStatusRequest{ConnectionId: id, Status: st, Message: "503 from CommandBar"}); err != nil {
+							t.Errorf("iteration %d: report: %v", i, err)
+						}
+					})
+				}
+				wg.Wait()
+				if t.Failed() {
+					t.FailNow()
+				}
+				last, err := internal.ResolveConnection(rctx, &connectorv1.ResolveConnectionRequest{ConnectionId: id})
+				if err != nil {
+					t.Fatalf("iteration %d: the refresh after the race failed (a used refresh token was stored): %v", i, err)
+				}
+				var sealed []byte
+				if err := f.e.P.DB.QueryRowContext(ctx, `SELECT credentials FROM cn_connections WHERE connection_id = ?`, id).Scan(&sealed); err != nil {
+					t.Fatal(err)
+				}
+				plain, err := f.e.P.Secrets.Open(sealed, []byte("credentials:"+id))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var stored map[string]string
+				if err := json.Unmarshal(plain, &stored); err != nil {
+					t.Fatal(err)
+				}
+				if stored["refresh_token"] != last.GetCredentials()["refresh_token"] || stored["access_token"] != last.GetCredentials()["access_token"] {
+					t.Fatalf("iteration %d: stored credentials are not the newest handed out", i)
+				}
+				refreshes = append(refreshes, stored["access_token"])
 			}
 		})
 	}

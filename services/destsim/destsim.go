@@ -38,6 +38,9 @@ type Faults struct {
 	TokenTTL int `json:"token_ttl_s"`
 	// RefuseRefresh makes refresh_token grants fail (needs re-authorisation).
 	RefuseRefresh bool `json:"refuse_refresh"`
+	// RotateRefresh makes a refresh token single-use, as providers that
+	// rotate refresh tokens do: the grant answers with the next one.
+	RotateRefresh bool `json:"rotate_refresh"`
 }
 
 // Credentials the simulator accepts.
@@ -450,6 +453,9 @@ func (s *Sim) token(w http.ResponseWriter, r *http.Request) {
 		if s.faults.RefuseRefresh || !ok || g.client != client {
 			writeJSON(w, 400, map[string]string{"error": "invalid_grant"})
 			return
+		}
+		if s.faults.RotateRefresh {
+			delete(s.refresh, r.PostForm.Get("refresh_token"))
 		}
 		issue(&g)
 	case "client_credentials":

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -43,6 +44,9 @@ type Server struct {
 	cfg   *config.Config
 	http  *http.Client
 	now   func() time.Time
+	// refreshing holds a turn (chan struct{}, capacity 1) per connection
+	// whose token is being refreshed.
+	refreshing sync.Map
 }
 
 // New returns the server.
@@ -466,30 +470,58 @@ func (s *Server) ResolveConnection(ctx context.Context, req *connectorv1.Resolve
 }
 
 // refresh renews an OAuth access token that expires within refreshBefore;
-// a refused refresh marks the connection needs_reauth. Writes compare and
-// swap on the credentials version: when another resolver refreshed first,
-// its token is used (if still alive) instead of being overwritten.
+// a refused refresh marks the connection needs_reauth. Resolvers in this
+// process refresh a connection one at a time, each reading what the one
+// before stored (with refresh tokens that rotate, a second refresh of the
+// same token would be refused). Writes compare and swap on the credentials
+// version, so a token another process stored first is used, not
+// overwritten.
 func (s *Server) refresh(ctx context.Context, c *store.Connection) error {
+	if c.Status != store.StatusNeedsReauth && !s.due(c) {
+		return nil
+	}
+	release, err := s.lockRefresh(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	for attempt := 0; ; attempt++ {
-		if c.Status == store.StatusNeedsReauth {
-			return apperr.FailedPrecondition("connection %s needs re-authorisation: %s", c.ID, c.LastError)
-		}
-		exp, _ := time.Parse(time.RFC3339Nano, c.Credentials["expiry"])
-		if exp.IsZero() || s.now().Add(refreshBefore).Before(exp) || (attempt > 0 && s.now().Before(exp)) {
-			return nil
-		}
-		if attempt == maxRefreshAttempts {
-			return &apperr.Error{Code: codes.Aborted, Message: fmt.Sprintf("connection %s: its token kept changing during refresh; try again", c.ID)}
-		}
-		lost, err := s.refreshOnce(ctx, c)
-		if err != nil || !lost {
-			return err
-		}
 		fresh, err := s.store.Get(ctx, c.Env, c.ID, true)
 		if err != nil {
 			return err
 		}
 		*c = *fresh
+		if c.Status == store.StatusNeedsReauth {
+			return apperr.FailedPrecondition("connection %s needs re-authorisation: %s", c.ID, c.LastError)
+		}
+		exp, _ := time.Parse(time.RFC3339Nano, c.Credentials["expiry"])
+		if !s.due(c) || (attempt > 0 && s.now().Before(exp)) {
+			return nil
+		}
+		if attempt == maxRefreshAttempts {
+			return &apperr.Error{Code: codes.Aborted, Message: fmt.Sprintf("connection %s: its token kept changing during refresh; try again", c.ID)}
+		}
+		if lost, err := s.refreshOnce(ctx, c); err != nil || !lost {
+			return err
+		}
+	}
+}
+
+// due reports whether c's access token expires within refreshBefore.
+func (s *Server) due(c *store.Connection) bool {
+	exp, _ := time.Parse(time.RFC3339Nano, c.Credentials["expiry"])
+	return !exp.IsZero() && !s.now().Add(refreshBefore).Before(exp)
+}
+
+// lockRefresh waits for its turn to refresh connection id (or for ctx).
+func (s *Server) lockRefresh(ctx context.Context, id string) (release func(), err error) {
+	l, _ := s.refreshing.LoadOrStore(id, make(chan struct{}, 1))
+	turn := l.(chan struct{})
+	select {
+	case turn <- struct{}{}:
+		return func() { <-turn }, nil
+	case <-ctx.Done():
+		return nil, apperr.Unavailable("connection %s: gave up waiting for a token refresh in progress: %v", id, ctx.Err())
 	}
 }
 
@@ -513,7 +545,7 @@ func (s *Server) refreshOnce(ctx context.Context, c *store.Connection) (lost boo
 	}
 	next := *c
 	next.Credentials = tokenCreds(tok, c.Account)
-	err = s.store.UpdateCredentials(ctx, &next, store.CredentialWrite{})
+	err = s.store.UpdateCredentials(ctx, &next, store.CredentialWrite{LiftReauth: true})
 	if errors.Is(err, store.ErrCredentialsChanged) {
 		return true, nil
 	}

@@ -231,6 +231,11 @@ type CredentialWrite struct {
 	// Reconnect marks the connection connected and clears its error: new
 	// credentials a destination accepted answer whatever refused the old.
 	Reconnect bool
+	// LiftReauth marks a connection that needs re-authorisation connected
+	// again, leaving any other status alone: a refresh the destination
+	// granted refutes a refusal recorded for older credentials (another
+	// process's refresh of the same token), not a delivery error.
+	LiftReauth bool
 	// Fields are written too, in the same statement.
 	Fields
 }
@@ -242,9 +247,14 @@ func (s *Store) UpdateCredentials(ctx context.Context, c *Connection, w Credenti
 	now := s.now().UTC().Truncate(time.Microsecond)
 	set := `credentials = ?, account = ?, credentials_version = credentials_version + 1, updated_at = ?`
 	args := []any{s.seal(c.Credentials, "credentials:"+c.ID), c.Account, now.UnixMicro()}
-	if w.Reconnect {
+	switch {
+	case w.Reconnect:
 		set += `, status = ?, last_error = ''`
 		args = append(args, StatusConnected)
+	case w.LiftReauth:
+		// Both CASEs read the row as it was before this update.
+		set += `, status = CASE WHEN status = ? THEN ? ELSE status END, last_error = CASE WHEN status = ? THEN '' ELSE last_error END`
+		args = append(args, StatusNeedsReauth, StatusConnected, StatusNeedsReauth)
 	}
 	fs, fargs := w.Fields.set(c)
 	set += fs
@@ -265,7 +275,7 @@ func (s *Store) UpdateCredentials(ctx context.Context, c *Connection, w Credenti
 	}
 	c.CredentialsVersion++
 	c.Updated = now
-	if w.Reconnect {
+	if w.Reconnect || (w.LiftReauth && c.Status == StatusNeedsReauth) {
 		c.Status, c.LastError = StatusConnected, ""
 	}
 	return nil

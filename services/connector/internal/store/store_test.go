@@ -181,6 +181,23 @@ func TestStaleCredentialWriteIsRefused(t *testing.T) {
 			if got.Credentials["access_token"] != "at-2" || got.CredentialsVersion != 2 || got.Status != StatusNeedsReauth {
 				t.Fatalf("after a stale write: %v v%d %s", got.Credentials, got.CredentialsVersion, got.Status)
 			}
+			// A granted refresh lifts needs_reauth, and only that status.
+			got.Credentials = map[string]string{"access_token": "at-3"}
+			if err := st.UpdateCredentials(ctx, got, CredentialWrite{LiftReauth: true}); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ = st.Get(ctx, "env_a", "conn_1", true); got.Status != StatusConnected || got.LastError != "" || got.Credentials["access_token"] != "at-3" {
+				t.Fatalf("after a granted refresh: %s %q %v", got.Status, got.LastError, got.Credentials)
+			}
+			if err := st.SetStatus(ctx, "env_a", "conn_1", StatusError, "503"); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.UpdateCredentials(ctx, got, CredentialWrite{LiftReauth: true}); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ = st.Get(ctx, "env_a", "conn_1", false); got.Status != StatusError || got.LastError != "503" {
+				t.Fatalf("a refresh undid a delivery error: %s %q", got.Status, got.LastError)
+			}
 			gone := &Connection{ID: "conn_gone", Env: "env_a", CredentialsVersion: 1}
 			if err := st.UpdateCredentials(ctx, gone, CredentialWrite{}); err == nil || errors.Is(err, ErrCredentialsChanged) {
 				t.Fatalf("write to a missing connection = %v, want NotFound", err)
