@@ -211,14 +211,16 @@ func AccessOf(fullMethod string) authv1.Access {
 	if v, ok := methodAccess.Load(fullMethod); ok {
 		return v.(authv1.Access)
 	}
-	access := authv1.Access_ACCESS_UNSPECIFIED
 	name := strings.ReplaceAll(strings.TrimPrefix(fullMethod, "/"), "/", ".")
-	if d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name)); err == nil {
-		if md, ok := d.(protoreflect.MethodDescriptor); ok {
-			if opts, ok := md.Options().(*descriptorpb.MethodOptions); ok && opts != nil {
-				access = proto.GetExtension(opts, authv1.E_Access).(authv1.Access)
-			}
-		}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if err != nil || !ok {
+		// Not cached: callers name methods, and names that exist are few.
+		return authv1.Access_ACCESS_UNSPECIFIED
+	}
+	access := authv1.Access_ACCESS_UNSPECIFIED
+	if opts, ok := md.Options().(*descriptorpb.MethodOptions); ok && opts != nil {
+		access = proto.GetExtension(opts, authv1.E_Access).(authv1.Access)
 	}
 	methodAccess.Store(fullMethod, access)
 	return access
