@@ -6,6 +6,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"time"
 
@@ -111,7 +112,14 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 // Handler is the gateway wrapped in OpenTelemetry, so the HTTP → gRPC hop is
 // one trace.
 func (g *Gateway) Handler() http.Handler {
-	return otelhttp.NewHandler(g.mux, "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter))
+	// A fixed server name: otherwise each Host header a caller sends becomes
+	// a metric series.
+	_, port, err := net.SplitHostPort(g.p.Config.HTTPAddr)
+	if err != nil || port == "" {
+		port = "8080"
+	}
+	return otelhttp.NewHandler(g.mux, "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
+		otelhttp.WithServerName(net.JoinHostPort("seghub", port)))
 }
 
 // readyz answers 200 when every backend's gRPC health reports SERVING.
