@@ -14,7 +14,11 @@ require github.com/seghub/seghub/services/segmentsync v0.0.0
 
 require github.com/seghub/seghub/services/eventrelay v0.0.0
 
-require github.com/seghub/seghub/services/targeting v0.0.0
+require (
+	github.com/chromedp/cdproto v0.159.0
+	github.com/chromedp/chromedp v0.23.0
+	github.com/seghub/seghub/services/targeting v0.0.0
+)
 
 require (
 	github.com/seghub/seghub/services/gateway v0.0.0
@@ -34,6 +38,7 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect

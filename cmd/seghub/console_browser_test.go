@@ -1,0 +1,598 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/accessibility"
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/dom"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/pkg/destinations"
+	"github.com/seghub/seghub/services/destsim"
+)
+
+// chromiumPath finds Debian's chromium. Under CI a missing browser fails the
+// suite (the Makefile installs it); elsewhere the browser tests skip.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{os.Getenv("SEGHUB_CHROMIUM"), "chromium", "/usr/bin/chromium"} {
+		if name == "" {
+			continue
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium not found: the browser suite needs Debian's chromium (`make chromium` installs it, or set SEGHUB_CHROMIUM)")
+	}
+	t.Skip("chromium not found: install Debian's chromium (`make chromium`) or set SEGHUB_CHROMIUM to run the browser suite")
+	return ""
+}
+
+// screenshotDir is where the suite leaves a screenshot of each main page:
+// $SEGHUB_SCREENSHOT_DIR, else testdata/out (gitignored), kept after the test.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("SEGHUB_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = filepath.Join("testdata", "out")
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// newBrowser starts headless Chromium on a fresh profile and returns a
+// function opening a new tab (a tab is a session: the console keeps its key
+// per tab).
+func newBrowser(t *testing.T) func(t *testing.T) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless,
+		chromedp.NoSandbox, // the suite runs as root in CI
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	root, cancelRoot := chromedp.NewContext(alloc)
+	if err := chromedp.Do(root); err != nil {
+		cancelRoot()
+		cancelAlloc()
+		t.Fatalf("start chromium: %v", err)
+	}
+	t.Cleanup(func() { cancelRoot(); cancelAlloc() })
+	// The copy buttons write to the clipboard, as they would for a user who allowed it.
+	for _, name := range []string{"clipboard-read", "clipboard-write"} {
+		if _, err := chromedp.CallBrowser(root, browser.SetPermission, browser.SetPermissionParams{
+			Permission: &browser.PermissionDescriptor{Name: name}, Setting: browser.PermissionSettingGranted}); err != nil {
+			t.Fatalf("grant %s: %v", name, err)
+		}
+	}
+	return func(t *testing.T) context.Context {
+		t.Helper()
+		tab, cancel := chromedp.NewContext(root)
+		if err := chromedp.Do(tab); err != nil {
+			t.Fatalf("open a tab: %v", err)
+		}
+		ctx, cancelTimeout := context.WithTimeout(tab, 2*time.Minute)
+		t.Cleanup(func() { cancelTimeout(); cancel() })
+		return ctx
+	}
+}
+
+// ui drives one tab the way a user does: it finds controls in the
+// accessibility tree by role and accessible name, never by CSS internals.
+type ui struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+	shot string
+}
+
+func (u *ui) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	u.t.Helper()
+	ctx, cancel := context.WithTimeout(u.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		u.t.Fatalf("%s: %v\npage text:\n%s", what, err, u.text())
+	}
+}
+
+func eval[T any](u *ui, js string, opts ...chromedp.EvaluateOption) T {
+	u.t.Helper()
+	v, err := chromedp.Run(u.ctx, chromedp.Evaluate[T](js, opts...))
+	if err != nil {
+		u.t.Fatalf("evaluate %s: %v\npage text:\n%s", js, err, u.text())
+	}
+	return v
+}
+
+// text is the page's visible text (for failure messages and assertions).
+func (u *ui) text() string {
+	ctx, cancel := context.WithTimeout(u.ctx, 5*time.Second)
+	defer cancel()
+	s, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+	return s
+}
+
+func (u *ui) open(path string) {
+	u.t.Helper()
+	u.do("open "+path, chromedp.Navigate(u.base+path))
+}
+
+func (u *ui) location() string {
+	u.t.Helper()
+	v, err := chromedp.Run(u.ctx, chromedp.Location())
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	return v
+}
+
+// find waits until exactly one unignored node with role and name is in the
+// accessibility tree and returns its backend DOM node id and whether it is
+// disabled.
+func (u *ui) find(role, name string) (cdp.BackendNodeID, bool) {
+	u.t.Helper()
+	return u.findIn(0, role, name)
+}
+
+// findIn is find within the subtree of the node scope (0: the document).
+func (u *ui) findIn(scope cdp.BackendNodeID, role, name string) (cdp.BackendNodeID, bool) {
+	u.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var found []*accessibility.Node
+		// The document as a JS object: DOM.getDocument would invalidate the
+		// node ids chromedp's own queries hold.
+		root := accessibility.QueryAXTreeParams{BackendNodeID: scope, AccessibleName: name, Role: role}
+		var err error
+		if scope == 0 {
+			var doc runtime.EvaluateResult
+			if doc, err = chromedp.Call(u.ctx, runtime.Evaluate, runtime.EvaluateParams{Expression: "document"}); err == nil {
+				root.ObjectID = doc.Result.ObjectID
+			}
+		}
+		if err == nil {
+			var res accessibility.QueryAXTreeResult
+			res, err = chromedp.Call(u.ctx, accessibility.QueryAXTree, root)
+			for _, n := range res.Nodes {
+				if !n.Ignored && n.BackendDOMNodeID != 0 {
+					found = append(found, n)
+				}
+			}
+		}
+		if err == nil && len(found) == 1 {
+			disabled := false
+			for _, p := range found[0].Properties {
+				if p.Name == accessibility.PropertyNameDisabled && string(p.Value.Value) == "true" {
+					disabled = true
+				}
+			}
+			return found[0].BackendDOMNodeID, disabled
+		}
+		if time.Now().After(deadline) {
+			u.t.Fatalf("no single %s named %q (found %d, err %v)\npage text:\n%s", role, name, len(found), err, u.text())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mark tags the node so chromedp's mouse and keyboard actions can reach it.
+func (u *ui) mark(id cdp.BackendNodeID) chromedp.CSS {
+	u.t.Helper()
+	tag := fmt.Sprintf("n%d", id)
+	obj, err := chromedp.Call(u.ctx, dom.ResolveNode, dom.ResolveNodeParams{BackendNodeID: id})
+	if err == nil {
+		var res runtime.CallFunctionOnResult
+		res, err = chromedp.Call(u.ctx, runtime.CallFunctionOn, runtime.CallFunctionOnParams{
+			FunctionDeclaration: `function(tag) { this.setAttribute("data-e2e", tag); }`,
+			ObjectID:            obj.Object.ObjectID,
+			Arguments:           []*runtime.CallArgument{{Value: []byte(`"` + tag + `"`)}},
+		})
+		if err == nil && res.ExceptionDetails != nil {
+			err = fmt.Errorf("%s", res.ExceptionDetails.Text)
+		}
+	}
+	if err != nil {
+		u.t.Fatalf("mark node: %v", err)
+	}
+	return chromedp.CSS(`[data-e2e="` + tag + `"]`)
+}
+
+// click presses the enabled control role/name with the mouse.
+func (u *ui) click(role, name string) {
+	u.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		id, disabled := u.find(role, name)
+		if !disabled {
+			u.do(fmt.Sprintf("click %s %q", role, name), chromedp.Click(u.mark(id)))
+			return
+		}
+		if time.Now().After(deadline) {
+			u.t.Fatalf("%s %q stays disabled\npage text:\n%s", role, name, u.text())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// section follows the top navigation's link to a section of the console.
+func (u *ui) section(name string) {
+	u.t.Helper()
+	nav, _ := u.find("navigation", "Sections")
+	id, _ := u.findIn(nav, "link", name)
+	u.do("open section "+name, chromedp.Click(u.mark(id)))
+	u.find("heading", name)
+}
+
+// fill types text into the field role/name, replacing what it held.
+func (u *ui) fill(role, name, text string) {
+	u.t.Helper()
+	id, _ := u.find(role, name)
+	sel := u.mark(id)
+	// Clear it as a select-all and delete would, then type.
+	eval[bool](u, fmt.Sprintf(`(() => {
+		const e = document.querySelector(%q);
+		Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set.call(e, "");
+		e.dispatchEvent(new Event("input", { bubbles: true }));
+		return true;
+	})()`, string(sel)))
+	u.do(fmt.Sprintf("fill %q", name), chromedp.SendKeys(sel, text))
+}
+
+// choose picks the option whose text starts with prefix in the select labelled name.
+func (u *ui) choose(name, prefix string) {
+	u.t.Helper()
+	id, _ := u.find("combobox", name)
+	sel := u.mark(id)
+	js := fmt.Sprintf(`(() => {
+		const s = document.querySelector(%q);
+		const o = [...s.options].find(o => o.text.startsWith(%q));
+		if (!o) return false;
+		Object.getOwnPropertyDescriptor(HTMLSelectElement.prototype, "value").set.call(s, o.value);
+		s.dispatchEvent(new Event("change", { bubbles: true }));
+		return true;
+	})()`, string(sel), prefix)
+	deadline := time.Now().Add(20 * time.Second)
+	for !eval[bool](u, js) {
+		if time.Now().After(deadline) {
+			u.t.Fatalf("no option %q in %q\npage text:\n%s", prefix, name, u.text())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// value is the current value of the control role/name.
+func (u *ui) value(role, name string) string {
+	u.t.Helper()
+	id, _ := u.find(role, name)
+	v, err := chromedp.Run(u.ctx, chromedp.Value(u.mark(id)))
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	return v
+}
+
+// see waits until the page shows text.
+func (u *ui) see(text string) {
+	u.t.Helper()
+	u.waitText("see "+text, func(s string) bool { return strings.Contains(s, text) })
+}
+
+func (u *ui) waitText(what string, ok func(string) bool) {
+	u.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s := u.text()
+		if ok(s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			u.t.Fatalf("timed out: %s\npage text:\n%s", what, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// screenshot saves the whole page as name.png under the output directory.
+func (u *ui) screenshot(name string) {
+	u.t.Helper()
+	png, err := chromedp.Run(u.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		u.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join(u.shot, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		u.t.Fatal(err)
+	}
+	u.t.Logf("screenshot: %s", path)
+}
+
+func (u *ui) signIn(key string) {
+	u.t.Helper()
+	u.open("/")
+	u.fill("textbox", "API key", key)
+	u.click("button", "Sign in")
+	u.find("heading", "Segments")
+}
+
+// The console in real Chromium against a real seghub and the destination
+// simulator: the integration documents' workflows, as a user clicks them.
+func TestConsoleInChromium(t *testing.T) {
+	newTab := newBrowser(t)
+	shots := screenshotDir(t)
+	sim := destsim.New(destsim.DemoCredentials())
+	simSrv := httptest.NewServer(sim)
+	defer simSrv.Close()
+	addr := freeAddr(t)
+	r := start(t, t.TempDir(), func(c *config.Config) {
+		// OAuth comes back to <public-url>/oauth/callback: this listener.
+		c.HTTPAddr, c.PublicURL = addr, "http://"+addr
+		c.Seed = true // users, segments and a product tour; no connection (no DestSimAddr)
+		c.AppcuesURL, c.CommandBarURL, c.AnalyticsURL = simSrv.URL, simSrv.URL, simSrv.URL
+	})
+	admin := keyPattern.FindString(r.stdout.String())
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(r.stderr.String()+r.stdout.String(), "seeded demo data") }, "the demo seed")
+	// A member without the identity property: counted unmatched, never sent.
+	r.ok(t, "POST", "/v1/users:upsert", admin, `{"users":[{"user_id":"user-noid","properties":{"plan":{"string_value":"pro"}}}]}`)
+	power := segmentNamed(t, r, admin, "Power users")
+	r.ok(t, "POST", "/v1/segments/"+power+"/members:add", admin, `{"user_ids":["user-noid"]}`)
+	tab := func(t *testing.T) *ui { return &ui{t: t, ctx: newTab(t), base: "http://" + addr, shot: shots} }
+
+	t.Run("AppcuesWalkThrough", func(t *testing.T) {
+		u := tab(t)
+		u.signIn(admin)
+		u.section("Integrations")
+		u.fill("searchbox", "Search the directory", "appcues")
+		u.waitText("the search narrows the directory", func(s string) bool { return !strings.Contains(s, "CommandBar") })
+		u.screenshot("integrations")
+		u.click("button", "Connect Appcues")
+		u.fill("textbox", "Account ID", "demo")
+		u.fill("textbox", "API Key", "demo-key")
+		u.fill("textbox", "API Secret", "demo-secret")
+		u.choose("Identity property", "appcuesUserID")
+		u.click("button", "Connect")
+		// Appcues also sends events: its webhook secret is shown once.
+		u.see("Appcues is connected.")
+		u.click("button", "Open the connection")
+		u.find("heading", "Appcues")
+		u.see("Connected")
+		if got := u.value("combobox", "Identity property"); got != "appcuesUserID" {
+			t.Fatalf("identity property on the connection page = %q", got)
+		}
+		u.screenshot("connection")
+
+		u.section("Segments")
+		u.fill("searchbox", "Search segments by name", "power")
+		u.click("link", "Power users")
+		u.find("heading", "Power users")
+		u.click("switch", "Appcues")
+		if got := u.value("combobox", "Appcues user ID property"); got != "appcuesUserID" {
+			t.Fatalf("the enable dialog proposes identity property %q", got)
+		}
+		u.click("button", "Sync now") // the dialog's: enable as one-time and run it
+		u.see("Synced as “Power users”")
+		u.click("button", "Sync now") // the row's: run again
+		u.click("button", "Run history")
+		// Both runs in the history: 10 added, the member without appcuesUserID unmatched.
+		u.see("enable\t(succeeded)\t10\t0\t1\t0")
+		u.see("manual\t(succeeded)\t0\t0\t1\t0")
+		u.click("button", "Enable Recurring Sync")
+		u.see("Recurring, every")
+		u.see("1 of 10 recurring syncs in use")
+		u.screenshot("segment")
+
+		// The analytics tool renames the segment; the name Appcues shows stays frozen.
+		r.ok(t, "PATCH", "/v1/segments/"+power, admin, `{"name":"Power users (renamed)"}`)
+		u.open("/segments/" + power)
+		u.find("heading", "Power users (renamed)")
+		u.see("Synced as “Power users”")
+		u.click("button", "Sync now")
+		want := map[string]bool{}
+		for i := 5; i <= 50; i += 5 {
+			want[fmt.Sprintf("ac-%03d", i)] = true
+		}
+		waitFor(t, 30*time.Second, func() bool { return mapsEqual(appcuesHolders(sim, "[seghub] Power users"), want) }, "Appcues to hold exactly the segment's members")
+		u.waitText("the run finishes", func(s string) bool { return !strings.Contains(s, "Syncing…") })
+		if got := appcuesHolders(sim, "[seghub] Power users (renamed)"); len(got) != 0 {
+			t.Fatalf("Appcues holds the segment under its new name too: %v", got)
+		}
+		if got := appcuesHolders(sim, "[seghub] Power users"); !mapsEqual(got, want) {
+			t.Fatalf("Appcues holds %v under the frozen name, want %v", got, want)
+		}
+	})
+
+	t.Run("CommandBarOAuth", func(t *testing.T) {
+		u := tab(t)
+		u.signIn(admin)
+		u.section("Integrations")
+		u.click("button", "Connect CommandBar")
+		u.fill("textbox", "CommandBar organisation", "org-7")
+		u.click("button", "Continue to CommandBar")
+		// The simulator approves at once and sends the browser to seghub's callback.
+		u.waitText("the callback page", func(s string) bool {
+			return strings.Contains(s, "Signing secret") || strings.Contains(s, "signing secret")
+		})
+		href := u.location()
+		if !strings.HasPrefix(href, "http://"+addr+"/oauth/callback") {
+			t.Fatalf("after Allow the browser is at %s", href)
+		}
+		u.screenshot("oauth-callback")
+		u.click("link", "Open the connection in seghub")
+		u.see("Connected")
+		u.see("org-7")
+		back := u.location()
+		if !strings.Contains(back, "/integrations/connections/conn_") {
+			t.Fatalf("the callback returned to %s", back)
+		}
+		if users := sim.Snapshot().Counters["tokens_issued"]; users == 0 {
+			t.Fatal("the simulator issued no token")
+		}
+	})
+
+	t.Run("HeapSourceWebhook", func(t *testing.T) {
+		u := tab(t)
+		u.signIn(admin)
+		u.section("Integrations")
+		u.fill("searchbox", "Search the directory", "heap")
+		u.click("button", "Connect Heap")
+		u.fill("textbox", "Name", "Heap production")
+		u.click("button", "Create source")
+		u.see("seghub shows it only once")
+		hook := eval[string](u, `document.getElementById("webhook-url").innerText`)
+		secret := eval[string](u, `document.getElementById("signing-secret").innerText`)
+		u.click("button", "Copy signing secret")
+		u.see("Copied")
+		clip := eval[string](u, `navigator.clipboard.readText()`, chromedp.EvalAwaitPromise)
+		if clip != secret || secret == "" || !strings.HasPrefix(hook, "http://"+addr+"/webhooks/heap/") {
+			t.Fatalf("shown once: url %q secret %q, clipboard %q", hook, secret, clip)
+		}
+		body := webhookBody("heap-seg-42", "Heap: Churn risk", "task-1", 1, page{n: 1, add: []string{"user-001", "user-002", "user-003"}})
+		if code, out := r.post(t, strings.TrimPrefix(hook, "http://"+addr), destinations.Sign(secret, time.Now(), body), body); code != 200 {
+			t.Fatalf("signed webhook: %d %v", code, out)
+		}
+		u.click("button", "Open the connection")
+		u.see("The signing secret was shown once")
+		if strings.Contains(u.text(), secret) {
+			t.Fatal("the connection page shows the signing secret again")
+		}
+		u.section("Segments")
+		u.fill("searchbox", "Search segments by name", "churn")
+		u.click("link", "Heap: Churn risk")
+		u.find("heading", "Heap: Churn risk")
+		u.see("heap-seg-42")
+		u.see("Members\n3")
+	})
+
+	t.Run("MemberSeesNoAdminAction", func(t *testing.T) {
+		member := field(r.ok(t, "POST", "/v1/api-keys", admin, `{"name":"pm","role":"ROLE_MEMBER"}`), "secret")
+		u := tab(t)
+		u.signIn(member)
+		u.see("Member")
+		for _, page := range []string{"/integrations", "/segments/" + power} {
+			u.open(page)
+			u.waitText("the page loads", func(s string) bool { return !strings.Contains(s, "Loading") })
+			if page == "/integrations" {
+				u.find("button", "Connect Appcues")
+			} else {
+				u.find("switch", "Appcues")
+			}
+			enabled := eval[[]string](u, `[...document.querySelectorAll("main button, main input, main select")]
+				.filter(e => !e.disabled && !e.closest("fieldset:disabled")).map(e => e.getAttribute("aria-label") || e.innerText || e.type)`)
+			for _, name := range enabled {
+				// Reading and navigating stay available; nothing that changes state does.
+				if !slices.Contains([]string{"Run history", "Hide run history", "search", "Previous", "Next", "Previous page", "Next page", "Copy webhook URL"}, name) {
+					t.Errorf("%s: a member has the enabled control %q", page, name)
+				}
+			}
+			if !strings.Contains(u.text(), "admin") {
+				t.Errorf("%s: no reason given for the read-only controls", page)
+			}
+		}
+		u.open("/segments/" + power)
+		id, disabled := u.find("switch", "Appcues")
+		if !disabled {
+			t.Fatalf("a member's Appcues toggle is enabled (node %d)", id)
+		}
+		u.screenshot("segment-member")
+	})
+
+	t.Run("APIErrorNextToItsField", func(t *testing.T) {
+		u := tab(t)
+		u.signIn(admin)
+		u.open("/integrations")
+		u.click("button", "Connect Appcues")
+		u.fill("textbox", "Name", "Appcues staging")
+		u.fill("textbox", "Account ID", "demo")
+		u.fill("textbox", "API Key", "wrong-key")
+		u.fill("textbox", "API Secret", "demo-secret")
+		u.click("button", "Connect")
+		u.waitText("the refusal", func(s string) bool { return strings.Contains(strings.ToLower(s), "invalid api key") })
+		where := eval[[]map[string]string](u, `[...document.querySelectorAll("[aria-invalid=true]")].map(e => ({
+			label: e.labels && e.labels[0] ? e.labels[0].innerText : "",
+			error: (e.getAttribute("aria-describedby") || "").split(" ").map(id => document.getElementById(id)).filter(x => x && x.getAttribute("role") === "alert").map(x => x.innerText).join(" "),
+		}))`)
+		u.screenshot("connect-error")
+		if len(where) == 0 {
+			t.Fatal("the refusal is not attached to any field")
+		}
+		for _, w := range where {
+			if !strings.HasPrefix(w["label"], "API") || !strings.Contains(strings.ToLower(w["error"]), "invalid api key") {
+				t.Fatalf("refusal shown on %v", where)
+			}
+		}
+		if got := appcuesHolders(sim, "x"); len(got) != 0 || countConnections(t, r, admin, "Appcues staging") != 0 {
+			t.Fatal("a refused connection was saved")
+		}
+	})
+
+	t.Run("PageScreenshots", func(t *testing.T) {
+		u := tab(t)
+		u.signIn(admin)
+		u.screenshot("segments")
+		for _, p := range []string{"events", "targeting", "admin"} {
+			u.open("/" + p)
+			u.find("heading", strings.ToUpper(p[:1])+p[1:])
+			u.screenshot(p)
+		}
+	})
+}
+
+func segmentNamed(t *testing.T, r *running, key, name string) string {
+	t.Helper()
+	body := r.ok(t, "GET", "/v1/segments?page_size=100", key, "")
+	segs, _ := body["segments"].([]any)
+	for _, s := range segs {
+		if m := s.(map[string]any); m["name"] == name {
+			return m["segment_id"].(string)
+		}
+	}
+	t.Fatalf("no segment %q in %v", name, body)
+	return ""
+}
+
+func countConnections(t *testing.T, r *running, key, name string) int {
+	t.Helper()
+	raw, _ := json.Marshal(r.ok(t, "GET", "/v1/connections", key, ""))
+	return strings.Count(string(raw), `"name":"`+name+`"`)
+}
+
+func mapsEqual(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
