@@ -94,7 +94,7 @@ func startSplit(t *testing.T, extraEnv ...string) *split {
 		"SEGHUB_NATS_URL="+nurl,
 		fmt.Sprintf("SEGHUB_BUS_NAMESPACE=e2e%d", time.Now().UnixNano()),
 		"SEGHUB_SECRET_KEY="+base64.StdEncoding.EncodeToString(key),
-		"SEGHUB_INTERNAL_KEY=internal-"+base64.RawURLEncoding.EncodeToString(key[:16]),
+		"SEGHUB_INTERNAL_KEY=internal-"+base64.RawURLEncoding.EncodeToString(key[:24]),
 		"SEGHUB_ADMIN_KEY="+s.adminKey,
 		"SEGHUB_ADMIN_ADDR="+s.addrs["gateway"],
 		"SEGHUB_CONNECTOR_ADDR="+s.addrs["connector"],

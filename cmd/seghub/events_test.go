@@ -3,9 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -27,22 +25,8 @@ func (r *running) postEvents(t *testing.T, path, sig string, body []byte) (int, 
 // the callback page shows once.
 func (r *running) connectCommandBar(t *testing.T, key string) (string, string) {
 	t.Helper()
-	code, body := r.do(t, "POST", "/v1/connections:authorize", key, `{"type":"commandbar","name":"CommandBar","account":"org-1","settings":{"send_events":true}}`)
-	if code != 200 {
-		t.Fatalf("authorize: %d %v", code, body)
-	}
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(body["authorize_url"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	cb, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || cb.Query().Get("code") == "" {
-		t.Fatalf("simulator redirect: %q %v", resp.Header.Get("Location"), err)
-	}
-	cb.Host = r.httpAddr // the public URL is not this test's listener
-	page, err := http.Get(cb.String())
+	flow := r.startOAuth(t, key, `{"type":"commandbar","name":"CommandBar","account":"org-1","settings":{"send_events":true}}`)
+	page, err := flow.Browser.Get(flow.Callback.String())
 	if err != nil {
 		t.Fatal(err)
 	}

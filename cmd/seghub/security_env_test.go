@@ -683,19 +683,9 @@ func TestNoSecretsInLogsOrResponses(t *testing.T) {
 	c.ok("POST", "/v1/event-routes", root, `{"connection_id":"`+analytics+`"}`)
 
 	// CommandBar by OAuth; the callback page shows the signing secret once.
-	body = c.ok("POST", "/v1/connections:authorize", root, `{"type":"commandbar","name":"CommandBar","account":"org-1","settings":{"send_events":true}}`)
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(field(body, "authorize_url"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	cb, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cb.Host = r.httpAddr
-	resp, err = http.Get(cb.String())
+	flow := r.startOAuth(t, root, `{"type":"commandbar","name":"CommandBar","account":"org-1","settings":{"send_events":true}}`)
+	cb := flow.Callback
+	resp, err := flow.Browser.Get(cb.String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -63,6 +62,9 @@ type Platform struct {
 	// SelfAddr is where this process's gRPC server listens (set by Listen).
 	SelfAddr string
 
+	// tlsPeers verifies the services this process calls when TLS is on.
+	tlsPeers *peerTLS
+
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 	close []func()
@@ -98,6 +100,13 @@ func NewPlatform(ctx context.Context, cfg *config.Config, o Options) (*Platform,
 	}
 	if p.Secrets, err = secretbox.New(key); err != nil {
 		return fail(err)
+	}
+	if cfg.TLSCert != "" {
+		if p.tlsPeers, err = loadPeerTLS(cfg.TLSCert, cfg.TLSKey, cfg.TLSCA); err != nil {
+			return fail(err)
+		}
+	} else if cfg.AdminAddr+cfg.ConnectorAddr+cfg.SegmentSyncAddr+cfg.EventRelayAddr+cfg.TargetingAddr != "" {
+		p.Logger.Warn("split mode without TLS: the internal key and every request travel in plaintext between services; run it on a private network only, or set SEGHUB_TLS_CERT / SEGHUB_TLS_KEY / SEGHUB_TLS_CA")
 	}
 	p.InternalKey = cfg.InternalKey
 	if p.InternalKey == "" {
@@ -189,13 +198,11 @@ func (p *Platform) AddrOf(service string) string {
 	return a
 }
 
-func (p *Platform) transport() credentials.TransportCredentials {
-	if p.Config.TLSCert != "" {
-		// Inside one deployment the certificate is ours; verification of the
-		// peer is left to the mesh when TLS is terminated there.
-		return credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}) //nolint:gosec
+func (p *Platform) transport(addr string) credentials.TransportCredentials {
+	if p.tlsPeers == nil {
+		return insecure.NewCredentials()
 	}
-	return insecure.NewCredentials()
+	return credentials.NewTLS(p.tlsPeers.config(addr == p.SelfAddr))
 }
 
 // Conn returns a client connection to service carrying the internal key; the
@@ -221,7 +228,7 @@ func (p *Platform) conn(key, addr string, extra ...grpc.DialOption) (*grpc.Clien
 		return c, nil
 	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(p.transport()),
+		grpc.WithTransportCredentials(p.transport(addr)),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(p.Telemetry.Tracer), otelgrpc.WithMeterProvider(p.Telemetry.Meter))),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}, extra...)

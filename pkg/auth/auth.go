@@ -73,6 +73,11 @@ func HashSecret(secret string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// KeyCacheTTL is how long a resolved key is trusted without the store. A key
+// revoked in one process stops working in every other within this time: the
+// expiry counts from before the store was read, so no cached answer is older.
+const KeyCacheTTL = time.Second
+
 // Authenticator turns request metadata into a Principal, caching resolved
 // keys briefly so hot read paths (targeting lookups) skip the store.
 type Authenticator struct {
@@ -83,6 +88,9 @@ type Authenticator struct {
 
 	mu    sync.RWMutex
 	cache map[string]cached
+	// forgets counts Forget calls: a lookup that overlapped one may have read
+	// the key before it was revoked, so it answers but does not cache.
+	forgets uint64
 }
 
 type cached struct {
@@ -93,13 +101,14 @@ type cached struct {
 // NewAuthenticator returns an Authenticator. internalKey may be empty to
 // disable internal calls.
 func NewAuthenticator(resolver KeyResolver, internalKey string) *Authenticator {
-	return &Authenticator{resolver: resolver, internalKey: internalKey, ttl: 5 * time.Second, now: time.Now, cache: map[string]cached{}}
+	return &Authenticator{resolver: resolver, internalKey: internalKey, ttl: KeyCacheTTL, now: time.Now, cache: map[string]cached{}}
 }
 
 // Forget drops a key hash from the cache; called when a key is revoked.
 func (a *Authenticator) Forget(hash string) {
 	a.mu.Lock()
 	delete(a.cache, hash)
+	a.forgets++
 	a.mu.Unlock()
 }
 
@@ -118,6 +127,7 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
 	now := a.now()
 	a.mu.RLock()
 	c, ok := a.cache[hash]
+	forgets := a.forgets
 	a.mu.RUnlock()
 	if ok && now.Before(c.expires) {
 		return c.p, nil
@@ -130,10 +140,12 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
 		return Principal{}, status.Error(codes.Unavailable, "could not verify API key, try again")
 	}
 	a.mu.Lock()
-	if len(a.cache) > 10000 {
-		a.cache = map[string]cached{}
+	if a.forgets == forgets {
+		if len(a.cache) > 10000 {
+			a.cache = map[string]cached{}
+		}
+		a.cache[hash] = cached{p: p, expires: now.Add(a.ttl)}
 	}
-	a.cache[hash] = cached{p: p, expires: now.Add(a.ttl)}
 	a.mu.Unlock()
 	return p, nil
 }
@@ -199,14 +211,16 @@ func AccessOf(fullMethod string) authv1.Access {
 	if v, ok := methodAccess.Load(fullMethod); ok {
 		return v.(authv1.Access)
 	}
-	access := authv1.Access_ACCESS_UNSPECIFIED
 	name := strings.ReplaceAll(strings.TrimPrefix(fullMethod, "/"), "/", ".")
-	if d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name)); err == nil {
-		if md, ok := d.(protoreflect.MethodDescriptor); ok {
-			if opts, ok := md.Options().(*descriptorpb.MethodOptions); ok && opts != nil {
-				access = proto.GetExtension(opts, authv1.E_Access).(authv1.Access)
-			}
-		}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if err != nil || !ok {
+		// Not cached: callers name methods, and names that exist are few.
+		return authv1.Access_ACCESS_UNSPECIFIED
+	}
+	access := authv1.Access_ACCESS_UNSPECIFIED
+	if opts, ok := md.Options().(*descriptorpb.MethodOptions); ok && opts != nil {
+		access = proto.GetExtension(opts, authv1.E_Access).(authv1.Access)
 	}
 	methodAccess.Store(fullMethod, access)
 	return access

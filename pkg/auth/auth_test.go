@@ -2,7 +2,9 @@ package auth
 
 import (
 	"context"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -112,5 +114,66 @@ func TestForgetDropsCachedKey(t *testing.T) {
 	a.Forget(HashSecret("admin-key-0123456789"))
 	if _, err := a.Authenticate(ctx); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("revoked key still accepted: %v", err)
+	}
+}
+
+// blockingResolver answers like mapResolver, but the first lookup waits until
+// released, so a revocation can land while it is in flight.
+type blockingResolver struct {
+	mapResolver
+	started, release chan struct{}
+	once             sync.Once
+}
+
+func (b *blockingResolver) ResolveKeyHash(ctx context.Context, hash string) (Principal, error) {
+	p, err := b.mapResolver.ResolveKeyHash(ctx, hash)
+	b.once.Do(func() { close(b.started); <-b.release })
+	return p, err
+}
+
+func TestRevokedDuringLookupIsNotCached(t *testing.T) {
+	t.Parallel()
+	hash := HashSecret("admin-key-0123456789")
+	res := &blockingResolver{mapResolver: mapResolver{hash: {EnvironmentID: "env_a", Role: authv1.Role_ROLE_ADMIN}}, started: make(chan struct{}), release: make(chan struct{})}
+	a := NewAuthenticator(res, "")
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer admin-key-0123456789"))
+	done := make(chan error)
+	go func() { _, err := a.Authenticate(ctx); done <- err }()
+	<-res.started // the lookup has read the key as valid
+	delete(res.mapResolver, hash)
+	a.Forget(hash)
+	close(res.release)
+	if err := <-done; err != nil {
+		t.Fatalf("the in-flight lookup read a valid key: %v", err)
+	}
+	if _, err := a.Authenticate(ctx); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a lookup that overlapped the revocation re-cached the key: %v", err)
+	}
+}
+
+// Another process caches the key and learns of the revocation only from the
+// store: it refuses the key at most KeyCacheTTL after the revocation.
+func TestRevocationReachesOtherProcessesWithinOneSecond(t *testing.T) {
+	t.Parallel()
+	hash := HashSecret("admin-key-0123456789")
+	res := mapResolver{hash: {EnvironmentID: "env_a", Role: authv1.Role_ROLE_ADMIN}}
+	clock := time.Unix(1_800_000_000, 0)
+	other := NewAuthenticator(res, "")
+	other.now = func() time.Time { return clock }
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer admin-key-0123456789"))
+	if _, err := other.Authenticate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	delete(res, hash) // revoked by another process, at the same instant
+	clock = clock.Add(999 * time.Millisecond)
+	if _, err := other.Authenticate(ctx); err != nil {
+		t.Fatalf("within the cache time the key is still served from the cache: %v", err)
+	}
+	clock = clock.Add(time.Millisecond)
+	if _, err := other.Authenticate(ctx); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("revoked key accepted %v after revocation: %v", time.Second, err)
+	}
+	if KeyCacheTTL > time.Second {
+		t.Fatalf("KeyCacheTTL = %v: revocation must take effect everywhere within one second", KeyCacheTTL)
 	}
 }

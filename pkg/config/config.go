@@ -30,6 +30,7 @@ type Config struct {
 	TraceSample  float64
 	TLSCert      string
 	TLSKey       string
+	TLSCA        string
 	Seed         bool
 
 	// Split mode: where each service's gRPC listens (used by the gateway and by
@@ -50,6 +51,7 @@ type Config struct {
 	// OAuth: where browsers come back to, and seghub's client registration
 	// with each OAuth destination.
 	PublicURL              string
+	OAuthStateTTL          time.Duration
 	CommandBarClientID     string
 	CommandBarClientSecret string
 
@@ -90,7 +92,13 @@ var settings = []setting{
 	{"nats-url", "SEGHUB_NATS_URL", "external NATS JetStream URL; empty starts an embedded server with data under <data-dir>/nats", "", str(func(c *Config) *string { return &c.NATSURL })},
 	{"admin-key", "SEGHUB_ADMIN_KEY", "admin API key to create on first start instead of a random one", "", str(func(c *Config) *string { return &c.AdminKey })},
 	{"secret-key", "SEGHUB_SECRET_KEY", "base64 32-byte AES-GCM key for credentials at rest; empty uses (and on first start creates, mode 0600) <data-dir>/secret.key", "", str(func(c *Config) *string { return &c.SecretKey })},
-	{"internal-key", "SEGHUB_INTERNAL_KEY", "key seghub's services use to call one another; empty uses (and creates) <data-dir>/internal.key", "", str(func(c *Config) *string { return &c.InternalKey })},
+	{"internal-key", "SEGHUB_INTERNAL_KEY", "key seghub's services use to call one another, at least 32 bytes; empty uses (and creates) <data-dir>/internal.key. Split mode sends it with every internal call: without TLS (--tls-cert) only on a private network", "", func(c *Config, v string) error {
+		if v != "" && len(v) < MinInternalKeyLength {
+			return fmt.Errorf("must be at least %d bytes (it is %d): it authenticates every internal call; generate one with `openssl rand -base64 32`", MinInternalKeyLength, len(v))
+		}
+		c.InternalKey = v
+		return nil
+	}},
 	{"log-level", "SEGHUB_LOG_LEVEL", "debug, info, warn or error", "info", str(func(c *Config) *string { return &c.LogLevel })},
 	{"log-format", "SEGHUB_LOG_FORMAT", "json or text", "json", str(func(c *Config) *string { return &c.LogFormat })},
 	{"otlp-endpoint", "SEGHUB_OTLP_ENDPOINT", "OTLP/gRPC collector for traces (host:port); empty keeps traces in-process", "", str(func(c *Config) *string { return &c.OTLPEndpoint })},
@@ -104,6 +112,7 @@ var settings = []setting{
 	}},
 	{"tls-cert", "SEGHUB_TLS_CERT", "PEM certificate: serve gRPC and REST over TLS", "", str(func(c *Config) *string { return &c.TLSCert })},
 	{"tls-key", "SEGHUB_TLS_KEY", "PEM private key for --tls-cert", "", str(func(c *Config) *string { return &c.TLSKey })},
+	{"tls-ca", "SEGHUB_TLS_CA", "PEM CA bundle that signs the other services' certificates in split mode (verified with their addresses' host names); empty trusts --tls-cert itself (one self-signed certificate shared by every service)", "", str(func(c *Config) *string { return &c.TLSCA })},
 	{"seed", "SEGHUB_SEED", "seed demo data (segments, users, a simulator connection) on first start", "false", func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
 		c.Seed = b
@@ -120,6 +129,7 @@ var settings = []setting{
 	{"analytics-url", "SEGHUB_ANALYTICS_URL", "analytics track API base URL (Heap-style)", "https://heapanalytics.com", str(func(c *Config) *string { return &c.AnalyticsURL })},
 	{"destsim-addr", "SEGHUB_DESTSIM_ADDR", "all-in-one demo: serve the destination simulator on this address and point every destination URL at it", "", str(func(c *Config) *string { return &c.DestSimAddr })},
 	{"public-url", "SEGHUB_PUBLIC_URL", "the gateway's public base URL; OAuth redirects come back to <public-url>/oauth/callback", "http://localhost:8080", str(func(c *Config) *string { return &c.PublicURL })},
+	{"oauth-state-ttl", "SEGHUB_OAUTH_STATE_TTL", "OAuth: how long an authorisation may take from start to callback; the state and the browser's seghub_oauth cookie live this long", "10m", duration(func(c *Config) *time.Duration { return &c.OAuthStateTTL })},
 	{"commandbar-client-id", "SEGHUB_COMMANDBAR_CLIENT_ID", "seghub's OAuth client id at CommandBar (the default matches the destination simulator)", "seghub", str(func(c *Config) *string { return &c.CommandBarClientID })},
 	{"commandbar-client-secret", "SEGHUB_COMMANDBAR_CLIENT_SECRET", "seghub's OAuth client secret at CommandBar (the default matches the destination simulator)", "seghub-secret", str(func(c *Config) *string { return &c.CommandBarClientSecret })},
 	{"delivery-max-attempts", "SEGHUB_DELIVERY_MAX_ATTEMPTS", "event delivery: attempts before an event may be dead-lettered", "10", func(c *Config, v string) error {
@@ -138,6 +148,9 @@ var settings = []setting{
 	}},
 	{"event-retention", "SEGHUB_EVENT_RETENTION", "events: how long the events stream keeps events", "168h", duration(func(c *Config) *time.Duration { return &c.EventRetention })},
 }
+
+// MinInternalKeyLength is the shortest internal key accepted.
+const MinInternalKeyLength = 32
 
 // Defaults returns the configuration with every default applied.
 func Defaults() *Config {

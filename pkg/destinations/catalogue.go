@@ -34,6 +34,11 @@ type Type struct {
 	DefaultIdentity   string
 	// AccountField names the credential that identifies the account (shown).
 	AccountField string
+	// GrantedAccount names the field of an OAuth token response that says
+	// which account the token grants; the same name, as an authorize URL
+	// parameter, preselects the account the user asked for. Empty: the
+	// destination does not say, and the account cannot be checked.
+	GrantedAccount string
 }
 
 // catalogue is the one table of what each destination is and allows.
@@ -45,7 +50,7 @@ var catalogue = []Type{
 		CredentialFields: []string{"account_id", "api_key", "api_secret"}, DefaultIdentity: "appcuesUserID", AccountField: "account_id"},
 	{Name: "commandbar", DisplayName: "CommandBar", Auth: AuthOAuth2, SegmentsOut: true, EventsIn: true,
 		DefaultInterval: 4 * time.Hour, RecurringLimit: 10, BatchSize: 500, RatePerMinute: 600, // rate and batch: assumed
-		DefaultIdentity: "user_id"},
+		DefaultIdentity: "user_id", GrantedAccount: "org_id"},
 	{Name: "abtasty", DisplayName: "AB Tasty", Auth: AuthClientCredentials, SegmentsOut: true,
 		DefaultInterval: 24 * time.Hour, RecurringLimit: 10, BatchSize: 1000, RatePerMinute: 120, Retention: 30 * 24 * time.Hour, // rate: assumed
 		CredentialFields: []string{"account_identifier", "client_id", "client_secret"}, DefaultIdentity: "ABTastyVisitorId", AccountField: "account_identifier"},

@@ -11,6 +11,7 @@ import (
 	"net"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/seghub/seghub/pkg/apperr"
@@ -64,6 +66,10 @@ func New(o Options) *Server {
 	if o.TracerProvider != nil {
 		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(o.TracerProvider))
 	}
+	// Any caller can name any method: only methods served here become metric
+	// series and spans.
+	served := &servedMethods{}
+	otelOpts = append(otelOpts, otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool { return served.has(info.FullMethodName) }))
 	unary := []grpc.UnaryServerInterceptor{recoverUnary(o.Logger), mapErrorsUnary(o.Logger), logUnary(o.Logger)}
 	stream := []grpc.StreamServerInterceptor{recoverStream(o.Logger), mapErrorsStream(o.Logger), logStream(o.Logger)}
 	if o.Authenticator != nil {
@@ -84,6 +90,7 @@ func New(o Options) *Server {
 		opts = append(opts, grpc.Creds(o.TLS))
 	}
 	s := &Server{Server: grpc.NewServer(opts...), Health: health.NewServer(), log: o.Logger}
+	served.srv = s.Server
 	healthpb.RegisterHealthServer(s.Server, s.Health)
 	reflection.Register(s.Server)
 	return s
@@ -233,4 +240,24 @@ func validateUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc
 		}
 	}
 	return h(ctx, req)
+}
+
+// servedMethods is the set of full method names registered on a server, read
+// once at the first call (services are registered before Serve).
+type servedMethods struct {
+	srv     *grpc.Server
+	once    sync.Once
+	methods map[string]bool
+}
+
+func (m *servedMethods) has(fullMethod string) bool {
+	m.once.Do(func() {
+		m.methods = map[string]bool{}
+		for svc, info := range m.srv.GetServiceInfo() {
+			for _, md := range info.Methods {
+				m.methods["/"+svc+"/"+md.Name] = true
+			}
+		}
+	})
+	return m.methods[fullMethod]
 }

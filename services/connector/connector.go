@@ -5,6 +5,8 @@ package connector
 
 import (
 	"context"
+	"log/slog"
+	"time"
 
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	"github.com/seghub/seghub/pkg/app"
@@ -16,6 +18,8 @@ import (
 // Service is the connector service.
 type Service struct {
 	server *server.Server
+	store  *store.Store
+	log    *slog.Logger
 }
 
 // New opens the store (migrating it) and builds the server.
@@ -24,7 +28,7 @@ func New(ctx context.Context, p *app.Platform) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{server: server.New(st, p.Config, nil)}, nil
+	return &Service{server: server.New(st, p.Config, nil), store: st, log: p.Logger}, nil
 }
 
 // Register implements app.Service.
@@ -32,5 +36,30 @@ func (s *Service) Register(g *grpcserver.Server) {
 	connectorv1.RegisterConnectorServiceServer(g.Server, s.server)
 }
 
-// Run implements app.Service; the connector has no background work.
-func (s *Service) Run(ctx context.Context) error { return nil }
+// sweepEvery is how often expired OAuth states are deleted.
+const sweepEvery = time.Minute
+
+// Run implements app.Service: it deletes expired OAuth states (abandoned
+// authorisations) until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		if n, err := s.SweepExpiredStates(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("connector: sweeping expired OAuth states failed", "err", err)
+		} else if n > 0 {
+			s.log.Info("connector: swept expired OAuth states", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// SweepExpiredStates deletes the OAuth states that expired and reports how
+// many; Run calls it every sweepEvery.
+func (s *Service) SweepExpiredStates(ctx context.Context) (int64, error) {
+	return s.store.SweepStates(ctx)
+}

@@ -3,12 +3,18 @@ package connector_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +22,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -49,11 +56,19 @@ type fixture struct {
 	gw   *httptest.Server
 	logs *apptest.LogBuffer
 	c    connectorv1.ConnectorServiceClient
+	svc  *connector.Service
 }
 
 func start(t *testing.T, postgres bool) *fixture {
 	t.Helper()
-	sim := destsim.New(destsim.DemoCredentials())
+	return startWith(t, postgres, destsim.DemoCredentials())
+}
+
+// startWith starts the connector and gateway against a simulator that
+// accepts creds.
+func startWith(t *testing.T, postgres bool, creds destsim.Credentials) *fixture {
+	t.Helper()
+	sim := destsim.New(creds)
 	simSrv := httptest.NewServer(sim)
 	t.Cleanup(simSrv.Close)
 	f := &fixture{sim: sim, logs: &apptest.LogBuffer{}}
@@ -76,6 +91,7 @@ func start(t *testing.T, postgres bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.svc = svc
 	f.e.Add(svc)
 	f.e.Start()
 	gw, err := gateway.New(context.Background(), f.e.P)
@@ -209,6 +225,154 @@ func TestAPIKeyConnections(t *testing.T) {
 	}
 }
 
+// A key rotation through UpdateConnection survives status reports (every
+// 401 reports one) and settings changes racing it: neither writes the
+// credentials it read before the rotation back over the new ones.
+func TestCredentialUpdatesSurviveStatusReports(t *testing.T) {
+	const iterations = 25
+	creds := destsim.DemoCredentials()
+	for i := range iterations {
+		creds.AppcuesAccounts[fmt.Sprintf("acct-%d", i)] = fmt.Sprintf("key-%d:secret-%d", i, i)
+	}
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := startWith(t, pg, creds)
+			ctx := apptest.Context(t, 120*time.Second)
+			created, err := f.c.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "appcues", Name: "Appcues",
+				Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := created.GetConnection().GetConnectionId()
+			internal := connectorv1.NewConnectorServiceClient(mustConn(t, f.e.P))
+			rctx := auth.ForEnvironment(ctx, f.e.A.EnvironmentID)
+			for i := range iterations {
+				rotated := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					defer close(rotated)
+					_, err := f.c.UpdateConnection(ctx, &connectorv1.UpdateConnectionRequest{ConnectionId: id, Credentials: map[string]string{
+						"account_id": fmt.Sprintf("acct-%d", i), "api_key": fmt.Sprintf("key-%d", i), "api_secret": fmt.Sprintf("secret-%d", i)}})
+					if err != nil {
+						t.Error(err)
+					}
+				})
+				for range 2 {
+					wg.Go(func() {
+						for {
+							select {
+							case <-rotated:
+								return
+							default:
+							}
+							if _, err := internal.ReportConnectionStatus(rctx, &connectorv1.ReportConnectionStatusRequest{ConnectionId: id, Status: connectorv1.ConnectionStatus_CONNECTION_STATUS_ERROR, Message: "503 from Appcues"}); err != nil {
+								t.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Go(func() {
+					for n := 0; ; n++ {
+						select {
+						case <-rotated:
+							return
+						default:
+						}
+						if _, err := f.c.UpdateConnection(ctx, &connectorv1.UpdateConnectionRequest{ConnectionId: id, Settings: &connectorv1.ConnectionSettings{SendEvents: n%2 == 0}}); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+				wg.Wait()
+				res, err := internal.ResolveConnection(rctx, &connectorv1.ResolveConnectionRequest{ConnectionId: id})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := res.GetCredentials(); got["api_secret"] != fmt.Sprintf("secret-%d", i) || got["account_id"] != fmt.Sprintf("acct-%d", i) || res.GetConnection().GetAccount() != got["account_id"] {
+					t.Fatalf("iteration %d: after rotating to acct-%d the connection holds account %q with credentials of %q", i, i, res.GetConnection().GetAccount(), got["account_id"])
+				}
+			}
+		})
+	}
+}
+
+// Token refreshes racing each other and status reports never put back a
+// refresh token that was already used: with a destination that rotates
+// refresh tokens (each is single-use), a stale one written back would end
+// in needs_reauth at the next refresh. The stored credentials, decrypted,
+// are the newest ones handed out.
+func TestRefreshNeverOverwritesNewerCredentials(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := start(t, pg)
+			ctx := apptest.Context(t, 120*time.Second)
+			f.sim.SetFaults(destsim.Faults{TokenTTL: 60, RotateRefresh: true}) // every resolve refreshes
+			var md metadata.MD
+			started, err := f.c.StartAuthorization(ctx, &connectorv1.StartAuthorizationRequest{Type: "commandbar", Name: "CommandBar", Account: "org-1"}, grpc.Header(&md))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status, page := follow(t, authorizeRedirect(t, started.GetAuthorizeUrl()), md.Get("seghub-oauth-browser")[0]); status != 200 {
+				t.Fatalf("callback = %d %s", status, page)
+			}
+			list, _ := f.c.ListConnections(ctx, &connectorv1.ListConnectionsRequest{Type: "commandbar"})
+			id := list.GetConnections()[0].GetConnectionId()
+			internal := connectorv1.NewConnectorServiceClient(mustConn(t, f.e.P))
+			rctx := auth.ForEnvironment(ctx, f.e.A.EnvironmentID)
+			var refreshes []string
+			defer func() {
+				// Proof the race was one of refreshes: every round stored a new token.
+				if !t.Failed() && len(slices.Compact(slices.Clone(refreshes))) != len(refreshes) {
+					t.Errorf("the stored token did not change every round: %v", refreshes)
+				}
+			}()
+			for i := range 20 {
+				var wg sync.WaitGroup
+				for range 3 {
+					wg.Go(func() {
+						if _, err := internal.ResolveConnection(rctx, &connectorv1.ResolveConnectionRequest{ConnectionId: id}); err != nil {
+							t.Errorf("iteration %d: resolve: %v", i, err)
+						}
+					})
+				}
+				for _, st := range []connectorv1.ConnectionStatus{connectorv1.ConnectionStatus_CONNECTION_STATUS_ERROR, connectorv1.ConnectionStatus_CONNECTION_STATUS_CONNECTED} {
+					wg.Go(func() {
+						if _, err := internal.ReportConnectionStatus(rctx, &connectorv1.ReportConnectionStatusRequest{ConnectionId: id, Status: st, Message: "503 from CommandBar"}); err != nil {
+							t.Errorf("iteration %d: report: %v", i, err)
+						}
+					})
+				}
+				wg.Wait()
+				if t.Failed() {
+					t.FailNow()
+				}
+				last, err := internal.ResolveConnection(rctx, &connectorv1.ResolveConnectionRequest{ConnectionId: id})
+				if err != nil {
+					t.Fatalf("iteration %d: the refresh after the race failed (a used refresh token was stored): %v", i, err)
+				}
+				var sealed []byte
+				if err := f.e.P.DB.QueryRowContext(ctx, `SELECT credentials FROM cn_connections WHERE connection_id = ?`, id).Scan(&sealed); err != nil {
+					t.Fatal(err)
+				}
+				plain, err := f.e.P.Secrets.Open(sealed, []byte("credentials:"+id))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var stored map[string]string
+				if err := json.Unmarshal(plain, &stored); err != nil {
+					t.Fatal(err)
+				}
+				if stored["refresh_token"] != last.GetCredentials()["refresh_token"] || stored["access_token"] != last.GetCredentials()["access_token"] {
+					t.Fatalf("iteration %d: stored credentials are not the newest handed out", i)
+				}
+				refreshes = append(refreshes, stored["access_token"])
+			}
+		})
+	}
+}
+
 func mustJSON(t *testing.T, m proto.Message) []byte {
 	t.Helper()
 	b, err := protojson.Marshal(m)
@@ -235,11 +399,18 @@ func mustConn(t *testing.T, p *app.Platform) *grpc.ClientConn {
 	return c
 }
 
-// follow opens an authorize URL like a browser: the simulator approves and
-// redirects to the gateway's callback, whose page is returned.
-func follow(t *testing.T, u string) (int, string) {
+// follow opens a callback URL like a browser holding the seghub_oauth
+// cookie nonce (none when empty), returning the page.
+func follow(t *testing.T, u, nonce string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(u)
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nonce != "" {
+		req.AddCookie(&http.Cookie{Name: "seghub_oauth", Value: nonce})
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,24 +432,59 @@ func authorizeRedirect(t *testing.T, u string) string {
 	return resp.Header.Get("Location")
 }
 
+// stateRows counts the stored rows of an OAuth state.
+func stateRows(t *testing.T, f *fixture, state string) int {
+	t.Helper()
+	sum := sha256.Sum256([]byte(state))
+	var n int
+	if err := f.e.P.DB.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM cn_oauth_states WHERE state_hash = ?`, hex.EncodeToString(sum[:])).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func TestOAuthFlow(t *testing.T) {
-	f := start(t, false)
+	creds := destsim.DemoCredentials()
+	creds.OAuthOrgs = []string{"org-7", "org-8"} // the organisations of the user who clicks "Allow"
+	f := startWith(t, false, creds)
 	ctx := apptest.Context(t, 60*time.Second)
 	f.sim.SetFaults(destsim.Faults{TokenTTL: 60}) // expires within the refresh margin
-	startAuth := func() string {
-		r, err := f.c.StartAuthorization(ctx, &connectorv1.StartAuthorizationRequest{Type: "commandbar", Name: "CommandBar", Account: "org-7", Settings: &connectorv1.ConnectionSettings{SendEvents: true}})
+	// startAuth starts a flow over gRPC, as a client without a browser: it
+	// receives the browser nonce to hand to the browser that completes it.
+	startAuthFor := func(account string) (authorizeURL, nonce string) {
+		var md metadata.MD
+		r, err := f.c.StartAuthorization(ctx, &connectorv1.StartAuthorizationRequest{Type: "commandbar", Name: "CommandBar " + account, Account: account, Settings: &connectorv1.ConnectionSettings{SendEvents: true}}, grpc.Header(&md))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(r.GetAuthorizeUrl(), "code_challenge_method=S256") || !strings.Contains(r.GetAuthorizeUrl(), "state=") {
 			t.Fatalf("authorize url = %s", r.GetAuthorizeUrl())
 		}
-		return r.GetAuthorizeUrl()
+		if n := md.Get("seghub-oauth-browser"); len(n) != 1 || len(n[0]) < 32 {
+			t.Fatalf("no browser nonce returned: %v", md)
+		}
+		return r.GetAuthorizeUrl(), md.Get("seghub-oauth-browser")[0]
 	}
+	startAuth := func() (string, string) { return startAuthFor("org-7") }
 
 	// The whole flow through the browser redirect and the gateway callback.
-	cb := authorizeRedirect(t, startAuth())
-	status, page := follow(t, cb)
+	u, nonce := startAuth()
+	cb := authorizeRedirect(t, u)
+	state := mustQuery(t, cb).Get("state")
+	// Without the browser's cookie, or with another browser's, the callback
+	// is refused, and the state stays for the browser that started it.
+	status, page := follow(t, cb, "")
+	if status != 403 || !strings.Contains(page, "another browser") {
+		t.Fatalf("callback without the cookie = %d %s", status, page)
+	}
+	_, otherNonce := startAuth()
+	if status, _ = follow(t, cb, otherNonce); status != 403 {
+		t.Fatalf("callback with another browser's cookie = %d", status)
+	}
+	if stateRows(t, f, state) != 1 {
+		t.Fatal("a refused browser consumed the state")
+	}
+	status, page = follow(t, cb, nonce)
 	if status != 200 || !strings.Contains(page, "Connected") {
 		t.Fatalf("callback = %d %s", status, page)
 	}
@@ -287,38 +493,67 @@ func TestOAuthFlow(t *testing.T) {
 		t.Fatalf("connections = %v", list)
 	}
 	connID := list.GetConnections()[0].GetConnectionId()
+	// A used state is gone, not kept marked.
+	if stateRows(t, f, state) != 0 {
+		t.Fatal("the used state is still stored")
+	}
 
 	// A replayed callback (same state and code) is refused.
-	status, page = follow(t, cb)
+	status, page = follow(t, cb, nonce)
 	if status != 403 || !strings.Contains(page, "invalid OAuth state") {
 		t.Fatalf("replayed state = %d %s", status, page)
 	}
 	// A tampered state is refused.
-	status, _ = follow(t, strings.Replace(cb, "state=", "state=x", 1))
+	status, _ = follow(t, strings.Replace(cb, "state=", "state=x", 1), nonce)
 	if status != 403 {
 		t.Fatalf("tampered state = %d", status)
 	}
-	// An expired state is refused.
-	cb2 := authorizeRedirect(t, startAuth())
-	if _, err := f.e.P.DB.ExecContext(ctx, `UPDATE cn_oauth_states SET expires_at = ? WHERE used_at IS NULL`, time.Now().Add(-time.Minute).UnixMicro()); err != nil {
+	// An expired state is refused, and the sweep deletes it.
+	u2, nonce2 := startAuth()
+	cb2 := authorizeRedirect(t, u2)
+	if _, err := f.e.P.DB.ExecContext(ctx, `UPDATE cn_oauth_states SET expires_at = ?`, time.Now().Add(-time.Minute).UnixMicro()); err != nil {
 		t.Fatal(err)
 	}
-	status, _ = follow(t, cb2)
+	status, _ = follow(t, cb2, nonce2)
 	if status != 403 {
 		t.Fatalf("expired state = %d", status)
 	}
+	if n, err := f.svc.SweepExpiredStates(ctx); err != nil || n < 2 || stateRows(t, f, mustQuery(t, cb2).Get("state")) != 0 {
+		t.Fatalf("sweep = %d, %v; the expired states are still stored", n, err)
+	}
 	// A state started by environment A, completed on behalf of B, is refused.
-	cb3 := authorizeRedirect(t, startAuth())
+	u3, nonce3 := startAuth()
 	internal := connectorv1.NewConnectorServiceClient(mustConn(t, f.e.P))
-	q := mustQuery(t, cb3)
-	_, err := internal.CompleteAuthorization(auth.ForEnvironment(ctx, f.e.B.EnvironmentID), &connectorv1.CompleteAuthorizationRequest{State: q.Get("state"), Code: q.Get("code")})
+	q := mustQuery(t, authorizeRedirect(t, u3))
+	bctx := metadata.AppendToOutgoingContext(auth.ForEnvironment(ctx, f.e.B.EnvironmentID), "seghub-oauth-browser", nonce3)
+	_, err := internal.CompleteAuthorization(bctx, &connectorv1.CompleteAuthorizationRequest{State: q.Get("state"), Code: q.Get("code")})
 	code(t, err, codes.PermissionDenied, "invalid OAuth state")
 	// A code presented with another authorisation's PKCE verifier is refused
 	// by the destination.
-	first := mustQuery(t, authorizeRedirect(t, startAuth()))
-	second := mustQuery(t, authorizeRedirect(t, startAuth()))
-	_, err = internal.CompleteAuthorization(ctx, &connectorv1.CompleteAuthorizationRequest{State: second.Get("state"), Code: first.Get("code")})
+	u4, _ := startAuth()
+	u5, nonce5 := startAuth()
+	first, second := mustQuery(t, authorizeRedirect(t, u4)), mustQuery(t, authorizeRedirect(t, u5))
+	_, err = internal.CompleteAuthorization(metadata.AppendToOutgoingContext(ctx, "seghub-oauth-browser", nonce5), &connectorv1.CompleteAuthorizationRequest{State: second.Get("state"), Code: first.Get("code")})
 	code(t, err, codes.FailedPrecondition, "refused the authorisation code")
+	// An account the user does not hold at CommandBar: the token grants
+	// another, and the connection is refused, naming the field.
+	u6, nonce6 := startAuthFor("org-9")
+	status, page = follow(t, authorizeRedirect(t, u6), nonce6)
+	if status != 403 || !strings.Contains(page, "account:") || !strings.Contains(page, "org-7") || !strings.Contains(page, "org-9") {
+		t.Fatalf("account not granted = %d %s", status, page)
+	}
+	u7, nonce7 := startAuthFor("org-9")
+	q7 := mustQuery(t, authorizeRedirect(t, u7))
+	_, err = internal.CompleteAuthorization(metadata.AppendToOutgoingContext(ctx, "seghub-oauth-browser", nonce7), &connectorv1.CompleteAuthorizationRequest{State: q7.Get("state"), Code: q7.Get("code")})
+	code(t, err, codes.PermissionDenied, `account: CommandBar granted access to "org-7", not "org-9"`)
+	// The user's other organisation, asked for, is granted.
+	u8, nonce8 := startAuthFor("org-8")
+	if status, page = follow(t, authorizeRedirect(t, u8), nonce8); status != 200 {
+		t.Fatalf("second organisation = %d %s", status, page)
+	}
+	if list, _ := f.c.ListConnections(ctx, &connectorv1.ListConnectionsRequest{Type: "commandbar"}); len(list.GetConnections()) != 2 {
+		t.Fatalf("connections after refusals = %v", list)
+	}
 
 	// Tokens refresh before expiry; the adapter delivers with them.
 	rctx := auth.ForEnvironment(ctx, f.e.A.EnvironmentID)
@@ -350,6 +585,65 @@ func TestOAuthFlow(t *testing.T) {
 	}
 	if strings.Contains(f.logs.String(), r2.GetCredentials()["access_token"]) || strings.Contains(f.logs.String(), r2.GetCredentials()["refresh_token"]) {
 		t.Fatal("tokens in the logs")
+	}
+}
+
+// The browser's way: the REST start call through the gateway sets the
+// seghub_oauth cookie (HttpOnly, SameSite=Lax, Path=/oauth, as long as the
+// state lives); the browser carries it back to the callback, which then
+// clears it. The caller cannot choose the nonce.
+func TestOAuthBrowserFlow(t *testing.T) {
+	f := start(t, false)
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := &http.Client{Jar: jar}
+	req, _ := http.NewRequest("POST", f.gw.URL+"/v1/connections:authorize", strings.NewReader(`{"type":"commandbar","name":"CommandBar","account":"org-1"}`))
+	req.Header.Set("Authorization", "Bearer "+f.e.A.Admin)
+	req.Header.Set("Grpc-Metadata-Seghub-Oauth-Browser", strings.Repeat("a", 43))
+	resp, err := browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var started connectorv1.StartAuthorizationResponse
+	if resp.StatusCode != 200 || protojson.Unmarshal(body, &started) != nil {
+		t.Fatalf("start = %d %s", resp.StatusCode, body)
+	}
+	var ck *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "seghub_oauth" {
+			ck = c
+		}
+	}
+	if ck == nil || !ck.HttpOnly || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/oauth" || ck.MaxAge != int(f.e.Config.OAuthStateTTL/time.Second) || ck.Secure {
+		t.Fatalf("cookie = %+v", ck)
+	}
+	if ck.Value == strings.Repeat("a", 43) || resp.Header.Get("Grpc-Metadata-Seghub-Oauth-Browser") != "" {
+		t.Fatalf("the caller chose or saw the browser nonce: cookie %q", ck.Value)
+	}
+	// A refused start leaves the cookie of the flow in progress alone.
+	req, _ = http.NewRequest("POST", f.gw.URL+"/v1/connections:authorize", strings.NewReader(`{"type":"commandbar","name":"CommandBar"}`))
+	req.Header.Set("Authorization", "Bearer "+f.e.A.Admin)
+	if resp, err = browser.Do(req); err != nil || resp.StatusCode != 400 || len(resp.Cookies()) != 0 {
+		t.Fatalf("refused start = %v, %v", resp, err)
+	}
+	resp.Body.Close()
+
+	resp, err = browser.Get(started.GetAuthorizeUrl()) // the simulator approves and redirects to the callback
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "Connected") {
+		t.Fatalf("callback = %d %s", resp.StatusCode, page)
+	}
+	gw, _ := url.Parse(f.gw.URL + "/oauth/callback")
+	if left := jar.Cookies(gw); len(left) != 0 {
+		t.Fatalf("the callback left the cookie: %v", left)
 	}
 }
 

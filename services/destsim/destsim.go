@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +38,9 @@ type Faults struct {
 	TokenTTL int `json:"token_ttl_s"`
 	// RefuseRefresh makes refresh_token grants fail (needs re-authorisation).
 	RefuseRefresh bool `json:"refuse_refresh"`
+	// RotateRefresh makes a refresh token single-use, as providers that
+	// rotate refresh tokens do: the grant answers with the next one.
+	RotateRefresh bool `json:"rotate_refresh"`
 }
 
 // Credentials the simulator accepts.
@@ -45,6 +49,11 @@ type Credentials struct {
 	AppcuesAccounts map[string]string
 	// OAuthClients: client id → secret (CommandBar and AB Tasty).
 	OAuthClients map[string]string
+	// OAuthOrgs are the CommandBar organisations of the user who
+	// authorises: on the consent screen they pick the one the authorize URL
+	// preselects (org_id) if it is theirs, else their first. Empty: the
+	// user belongs to every organisation.
+	OAuthOrgs []string
 	// WebhookSecrets: webhook path prefix → HMAC-SHA256 signing secret. The
 	// longest prefix of a delivery's path decides ("/" covers every hook);
 	// a path no prefix covers is accepted unsigned, as a receiver without a
@@ -121,8 +130,8 @@ type Sim struct {
 	state  State
 	codes  map[string]oauthCode
 	tokens map[string]time.Time // access token → expiry
-	// refresh tokens → client
-	refresh map[string]string
+	// refresh tokens → the grant they renew
+	refresh map[string]grant
 	// rate windows of the analytics limits, by quota key
 	window map[string]window
 	seen   map[string]bool // analytics idempotency keys
@@ -130,8 +139,13 @@ type Sim struct {
 
 type oauthCode struct {
 	client, redirect, challenge string
+	org                         string
 	expires                     time.Time
 }
+
+// grant is what a refresh token renews: the client's access to one
+// organisation.
+type grant struct{ client, org string }
 
 // State is everything the destinations hold; GET /_sim/state returns it.
 type State struct {
@@ -208,7 +222,7 @@ func (s *Sim) reset() {
 	s.state = State{Appcues: map[string]map[string]map[string]any{}, AppcuesEvents: map[string][]map[string]any{}, CommandBar: map[string]map[string]map[string]any{},
 		ABTasty: map[string]map[string]map[string]bool{}, Analytics: map[string][]map[string]any{}, AnalyticsUsers: map[string]map[string]map[string]any{},
 		WebhookSegments: map[string]map[string]*WebhookSegment{}, Counters: map[string]int{}}
-	s.codes, s.tokens, s.refresh, s.window, s.seen = map[string]oauthCode{}, map[string]time.Time{}, map[string]string{}, map[string]window{}, map[string]bool{}
+	s.codes, s.tokens, s.refresh, s.window, s.seen = map[string]oauthCode{}, map[string]time.Time{}, map[string]grant{}, map[string]window{}, map[string]bool{}
 }
 
 // ServeHTTP implements http.Handler.
@@ -349,7 +363,7 @@ func (s *Sim) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	code := randomToken("code")
 	s.mu.Lock()
-	s.codes[code] = oauthCode{client: q.Get("client_id"), redirect: q.Get("redirect_uri"), challenge: q.Get("code_challenge"), expires: time.Now().Add(5 * time.Minute)}
+	s.codes[code] = oauthCode{client: q.Get("client_id"), redirect: q.Get("redirect_uri"), challenge: q.Get("code_challenge"), org: s.chooseOrg(q.Get("org_id")), expires: time.Now().Add(5 * time.Minute)}
 	s.mu.Unlock()
 	u, err := url.Parse(q.Get("redirect_uri"))
 	if err != nil || u.Scheme == "" {
@@ -362,6 +376,21 @@ func (s *Sim) authorize(w http.ResponseWriter, r *http.Request) {
 	u.RawQuery = rq.Encode()
 	// The user "clicks Allow" at once.
 	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// chooseOrg is the organisation the user picks on the consent screen.
+func (s *Sim) chooseOrg(preselected string) string {
+	orgs := s.creds.OAuthOrgs
+	if len(orgs) == 0 {
+		if preselected != "" {
+			return preselected
+		}
+		return "org-1"
+	}
+	if slices.Contains(orgs, preselected) {
+		return preselected
+	}
+	return orgs[0]
 }
 
 func randomToken(prefix string) string {
@@ -389,15 +418,19 @@ func (s *Sim) token(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 401, map[string]string{"error": "invalid_client"})
 		return
 	}
-	issue := func(withRefresh bool) {
+	// issue answers with an access token; a token granted by a user names
+	// the organisation it grants (org_id), as the consent screen let the
+	// user choose it.
+	issue := func(g *grant) {
 		s.state.Counters["tokens_issued"]++
 		tok := randomToken("at")
 		s.tokens[tok] = time.Now().Add(time.Duration(s.faults.TokenTTL) * time.Second)
 		out := map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": s.faults.TokenTTL}
-		if withRefresh {
+		if g != nil {
 			rt := randomToken("rt")
-			s.refresh[rt] = client
+			s.refresh[rt] = *g
 			out["refresh_token"] = rt
+			out["org_id"] = g.org
 		}
 		writeJSON(w, 200, out)
 	}
@@ -414,15 +447,19 @@ func (s *Sim) token(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, 400, map[string]string{"error": "invalid_grant", "error_description": "PKCE verification failed"})
 			return
 		}
-		issue(true)
+		issue(&grant{client: client, org: c.org})
 	case "refresh_token":
-		if s.faults.RefuseRefresh || s.refresh[r.PostForm.Get("refresh_token")] != client {
+		g, ok := s.refresh[r.PostForm.Get("refresh_token")]
+		if s.faults.RefuseRefresh || !ok || g.client != client {
 			writeJSON(w, 400, map[string]string{"error": "invalid_grant"})
 			return
 		}
-		issue(true)
+		if s.faults.RotateRefresh {
+			delete(s.refresh, r.PostForm.Get("refresh_token"))
+		}
+		issue(&g)
 	case "client_credentials":
-		issue(false)
+		issue(nil)
 	default:
 		writeJSON(w, 400, map[string]string{"error": "unsupported_grant_type"})
 	}

@@ -6,6 +6,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"time"
 
@@ -62,6 +63,7 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}}),
+		runtime.WithMetadata(browserNonceMetadata),
 	)
 	for svc, regs := range registrations {
 		conn, err := p.PlainConn(svc)
@@ -85,6 +87,7 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 		}
 	}
 	g.mux.Handle("/v1/", g.gw)
+	g.mux.HandleFunc("POST /v1/connections:authorize", g.startAuthorization)
 	g.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)
@@ -117,7 +120,14 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 // Handler is the gateway wrapped in OpenTelemetry, so the HTTP → gRPC hop is
 // one trace.
 func (g *Gateway) Handler() http.Handler {
-	return otelhttp.NewHandler(g.mux, "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter))
+	// A fixed server name: otherwise each Host header a caller sends becomes
+	// a metric series.
+	_, port, err := net.SplitHostPort(g.p.Config.HTTPAddr)
+	if err != nil || port == "" {
+		port = "8080"
+	}
+	return otelhttp.NewHandler(g.mux, "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
+		otelhttp.WithServerName(net.JoinHostPort("seghub", port)))
 }
 
 // readyz answers 200 when every backend's gRPC health reports SERVING.

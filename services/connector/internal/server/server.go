@@ -7,12 +7,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,7 +32,6 @@ import (
 )
 
 const (
-	stateTTL      = 10 * time.Minute
 	refreshBefore = 2 * time.Minute
 	checkTimeout  = 15 * time.Second
 	maxName       = 100
@@ -40,6 +44,9 @@ type Server struct {
 	cfg   *config.Config
 	http  *http.Client
 	now   func() time.Time
+	// refreshing holds a turn (chan struct{}, capacity 1) per connection
+	// whose token is being refreshed.
+	refreshing sync.Map
 }
 
 // New returns the server.
@@ -259,7 +266,12 @@ func (s *Server) UpdateConnection(ctx context.Context, req *connectorv1.UpdateCo
 		c.SendEvents = set.GetSendEvents()
 		c.IdentityProperty = identity(set, t)
 	}
-	if len(req.GetCredentials()) > 0 {
+	fields := store.Fields{Name: req.Name != nil, Settings: req.GetSettings() != nil}
+	if len(req.GetCredentials()) == 0 {
+		if err := s.store.UpdateSettings(ctx, c, fields); err != nil {
+			return nil, err
+		}
+	} else {
 		if t.Auth == destinations.AuthOAuth2 {
 			return nil, apperr.FailedPrecondition("%s credentials come from OAuth; start a new authorisation to replace them", t.DisplayName)
 		}
@@ -273,9 +285,15 @@ func (s *Server) UpdateConnection(ctx context.Context, req *connectorv1.UpdateCo
 		if err := s.check(ctx, t, creds); err != nil {
 			return nil, err
 		}
-		c.Credentials, c.Account, c.Status, c.LastError = creds, creds[t.AccountField], store.StatusConnected, ""
+		// Compared with the version read above: credentials replaced by a
+		// concurrent update make this one fail rather than silently lose.
+		c.Credentials, c.Account = creds, creds[t.AccountField]
+		if err := s.store.UpdateCredentials(ctx, c, store.CredentialWrite{Reconnect: true, Fields: fields}); err != nil {
+			return nil, err
+		}
 	}
-	if err := s.store.Update(ctx, c); err != nil {
+	c, err = s.store.Get(ctx, c.Env, c.ID, false)
+	if err != nil {
 		return nil, err
 	}
 	return &connectorv1.UpdateConnectionResponse{Connection: ConnectionPB(c)}, nil
@@ -305,17 +323,56 @@ func (s *Server) StartAuthorization(ctx context.Context, req *connectorv1.StartA
 	if strings.TrimSpace(req.GetAccount()) == "" {
 		return nil, apperr.Invalid("account", "name the "+t.DisplayName+" organisation to connect")
 	}
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	state := base64.RawURLEncoding.EncodeToString(b)
-	verifier := oauth2.GenerateVerifier()
-	exp := s.now().Add(stateTTL)
-	if err := s.store.SaveState(ctx, state, store.OAuthState{Env: auth.MustEnvironment(ctx), Type: t.Name, Name: name, Account: strings.TrimSpace(req.GetAccount()),
-		SendEvents: req.GetSettings().GetSendEvents(), IdentityProperty: identity(req.GetSettings(), t), Verifier: verifier, Expires: exp}); err != nil {
+	browser, err := browserNonce(ctx)
+	if err != nil {
 		return nil, err
 	}
-	u := s.oauthConfig(t.Name).AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+	if browser == "" {
+		// A caller without a browser of its own gets the nonce to give the
+		// browser that completes the flow, as its seghub_oauth cookie.
+		browser = randomToken()
+		if err := grpc.SetHeader(ctx, metadata.Pairs(BrowserMetadata, browser)); err != nil {
+			return nil, apperr.Internal(err, "could not return the browser nonce")
+		}
+	}
+	state := randomToken()
+	verifier := oauth2.GenerateVerifier()
+	exp := s.now().Add(s.cfg.OAuthStateTTL)
+	account := strings.TrimSpace(req.GetAccount())
+	if err := s.store.SaveState(ctx, state, store.OAuthState{Env: auth.MustEnvironment(ctx), Type: t.Name, Name: name, Account: account,
+		SendEvents: req.GetSettings().GetSendEvents(), IdentityProperty: identity(req.GetSettings(), t), Verifier: verifier, Expires: exp, Browser: browser}); err != nil {
+		return nil, err
+	}
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
+	if t.GrantedAccount != "" {
+		opts = append(opts, oauth2.SetAuthURLParam(t.GrantedAccount, account))
+	}
+	u := s.oauthConfig(t.Name).AuthCodeURL(state, opts...)
 	return &connectorv1.StartAuthorizationResponse{AuthorizeUrl: u, ExpireTime: timestamppb.New(exp)}, nil
+}
+
+// BrowserMetadata is the gRPC metadata key carrying the nonce of the
+// browser an OAuth flow is bound to: set by the gateway from (or for) its
+// seghub_oauth cookie on StartAuthorization and CompleteAuthorization.
+const BrowserMetadata = "seghub-oauth-browser"
+
+// browserNonce returns the nonce the caller bound the flow to, if any.
+func browserNonce(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(BrowserMetadata)
+	if len(v) == 0 || v[0] == "" {
+		return "", nil
+	}
+	if len(v) > 1 || len(v[0]) < 32 || len(v[0]) > 128 || strings.Trim(v[0], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+		return "", apperr.Invalid(BrowserMetadata, "must be one value of 32 to 128 URL-safe base64 characters (the seghub_oauth cookie)")
+	}
+	return v[0], nil
+}
+
+func randomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // CompleteAuthorization implements ConnectorService.
@@ -323,7 +380,11 @@ func (s *Server) CompleteAuthorization(ctx context.Context, req *connectorv1.Com
 	if req.GetState() == "" {
 		return nil, apperr.Invalid("state", "is required")
 	}
-	st, err := s.store.UseState(ctx, req.GetState())
+	browser, err := browserNonce(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.store.UseState(ctx, req.GetState(), browser)
 	if err != nil {
 		return nil, err
 	}
@@ -343,6 +404,9 @@ func (s *Server) CompleteAuthorization(ctx context.Context, req *connectorv1.Com
 	if err != nil {
 		return nil, apperr.FailedPrecondition("%s refused the authorisation code: %v", t.DisplayName, err)
 	}
+	if err := checkGrantedAccount(t, tok, st.Account); err != nil {
+		return nil, err
+	}
 	c := &store.Connection{ID: ids.New("conn"), Env: st.Env, Type: st.Type, Name: st.Name, Account: st.Account, Status: store.StatusConnected,
 		SendEvents: st.SendEvents, IdentityProperty: st.IdentityProperty, Credentials: tokenCreds(tok, st.Account)}
 	if t.ReceivesWebhooks() {
@@ -352,6 +416,23 @@ func (s *Server) CompleteAuthorization(ctx context.Context, req *connectorv1.Com
 		return nil, err
 	}
 	return &connectorv1.CompleteAuthorizationResponse{Connection: ConnectionPB(c), EnvironmentId: st.Env, SigningSecret: c.SigningSecret}, nil
+}
+
+// checkGrantedAccount refuses a token that does not grant the account the
+// user asked for (the user may pick another on the consent screen): the
+// connection would otherwise show one account and deliver to another.
+func checkGrantedAccount(t destinations.Type, tok *oauth2.Token, asked string) error {
+	if t.GrantedAccount == "" {
+		return nil
+	}
+	granted, _ := tok.Extra(t.GrantedAccount).(string)
+	if granted == "" {
+		return apperr.FailedPrecondition("%s's token response does not say which account it grants (%s); nothing was saved", t.DisplayName, t.GrantedAccount)
+	}
+	if granted != asked {
+		return apperr.PermissionDenied("account: %s granted access to %q, not %q as asked; nothing was saved — start the authorisation again and choose %q on %s's consent screen", t.DisplayName, granted, asked, asked, t.DisplayName)
+	}
+	return nil
 }
 
 func tokenCreds(tok *oauth2.Token, account string) map[string]string {
@@ -389,49 +470,115 @@ func (s *Server) ResolveConnection(ctx context.Context, req *connectorv1.Resolve
 }
 
 // refresh renews an OAuth access token that expires within refreshBefore;
-// a refused refresh marks the connection needs_reauth.
+// a refused refresh marks the connection needs_reauth. Resolvers in this
+// process refresh a connection one at a time, each reading what the one
+// before stored (with refresh tokens that rotate, a second refresh of the
+// same token would be refused). Writes compare and swap on the credentials
+// version, so a token another process stored first is used, not
+// overwritten.
 func (s *Server) refresh(ctx context.Context, c *store.Connection) error {
-	exp, _ := time.Parse(time.RFC3339Nano, c.Credentials["expiry"])
-	if c.Status == store.StatusNeedsReauth {
-		return apperr.FailedPrecondition("connection %s needs re-authorisation: %s", c.ID, c.LastError)
-	}
-	if exp.IsZero() || s.now().Add(refreshBefore).Before(exp) {
+	if c.Status != store.StatusNeedsReauth && !s.due(c) {
 		return nil
 	}
+	release, err := s.lockRefresh(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	for attempt := 0; ; attempt++ {
+		fresh, err := s.store.Get(ctx, c.Env, c.ID, true)
+		if err != nil {
+			return err
+		}
+		*c = *fresh
+		if c.Status == store.StatusNeedsReauth {
+			return apperr.FailedPrecondition("connection %s needs re-authorisation: %s", c.ID, c.LastError)
+		}
+		exp, _ := time.Parse(time.RFC3339Nano, c.Credentials["expiry"])
+		if !s.due(c) || (attempt > 0 && s.now().Before(exp)) {
+			return nil
+		}
+		if attempt == maxRefreshAttempts {
+			return &apperr.Error{Code: codes.Aborted, Message: fmt.Sprintf("connection %s: its token kept changing during refresh; try again", c.ID)}
+		}
+		if lost, err := s.refreshOnce(ctx, c); err != nil || !lost {
+			return err
+		}
+	}
+}
+
+// due reports whether c's access token expires within refreshBefore.
+func (s *Server) due(c *store.Connection) bool {
+	exp, _ := time.Parse(time.RFC3339Nano, c.Credentials["expiry"])
+	return !exp.IsZero() && !s.now().Add(refreshBefore).Before(exp)
+}
+
+// lockRefresh waits for its turn to refresh connection id (or for ctx).
+func (s *Server) lockRefresh(ctx context.Context, id string) (release func(), err error) {
+	l, _ := s.refreshing.LoadOrStore(id, make(chan struct{}, 1))
+	turn := l.(chan struct{})
+	select {
+	case turn <- struct{}{}:
+		return func() { <-turn }, nil
+	case <-ctx.Done():
+		return nil, apperr.Unavailable("connection %s: gave up waiting for a token refresh in progress: %v", id, ctx.Err())
+	}
+}
+
+const maxRefreshAttempts = 3
+
+// refreshOnce asks the destination for a new token and stores it; lost
+// reports that the credentials changed meanwhile, so nothing was written.
+func (s *Server) refreshOnce(ctx context.Context, c *store.Connection) (lost bool, err error) {
 	old := &oauth2.Token{AccessToken: c.Credentials["access_token"], RefreshToken: c.Credentials["refresh_token"], Expiry: time.Now().Add(-time.Second)}
 	xctx := context.WithValue(ctx, oauth2.HTTPClient, s.http)
 	tok, err := s.oauthConfig(c.Type).TokenSource(xctx, old).Token()
 	if err != nil {
-		c.Status, c.LastError, c.LastErrorAt = store.StatusNeedsReauth, "token refresh refused: "+err.Error(), s.now().UTC()
-		if uerr := s.store.Update(ctx, c); uerr != nil {
-			return uerr
+		marked, merr := s.store.MarkNeedsReauth(ctx, c, "token refresh refused: "+err.Error())
+		if merr != nil {
+			return false, merr
 		}
-		return apperr.FailedPrecondition("connection %s needs re-authorisation: the destination refused to refresh its token", c.ID)
+		if !marked {
+			return true, nil // refused a refresh token that was replaced meanwhile
+		}
+		return false, apperr.FailedPrecondition("connection %s needs re-authorisation: the destination refused to refresh its token", c.ID)
 	}
-	c.Credentials = tokenCreds(tok, c.Account)
-	return s.store.Update(ctx, c)
+	next := *c
+	next.Credentials = tokenCreds(tok, c.Account)
+	err = s.store.UpdateCredentials(ctx, &next, store.CredentialWrite{LiftReauth: true})
+	if errors.Is(err, store.ErrCredentialsChanged) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	*c = next
+	return false, nil
 }
 
-// ReportConnectionStatus implements ConnectorService.
+// ReportConnectionStatus implements ConnectorService. A report writes the
+// status columns only: the reporter's view of the credentials may be stale.
 func (s *Server) ReportConnectionStatus(ctx context.Context, req *connectorv1.ReportConnectionStatusRequest) (*connectorv1.ReportConnectionStatusResponse, error) {
 	if err := checkID(req.GetConnectionId()); err != nil {
 		return nil, err
 	}
-	c, err := s.store.Get(ctx, auth.MustEnvironment(ctx), req.GetConnectionId(), true)
-	if err != nil {
-		return nil, err
-	}
+	var st string
 	switch req.GetStatus() {
 	case connectorv1.ConnectionStatus_CONNECTION_STATUS_CONNECTED:
-		c.Status, c.LastError = store.StatusConnected, ""
+		st = store.StatusConnected
 	case connectorv1.ConnectionStatus_CONNECTION_STATUS_NEEDS_REAUTH:
-		c.Status, c.LastError, c.LastErrorAt = store.StatusNeedsReauth, req.GetMessage(), s.now().UTC()
+		st = store.StatusNeedsReauth
 	case connectorv1.ConnectionStatus_CONNECTION_STATUS_ERROR:
-		c.Status, c.LastError, c.LastErrorAt = store.StatusError, req.GetMessage(), s.now().UTC()
+		st = store.StatusError
 	default:
 		return nil, apperr.Invalid("status", "must be CONNECTED, NEEDS_REAUTH or ERROR")
 	}
-	if err := s.store.Update(ctx, c); err != nil {
+	env := auth.MustEnvironment(ctx)
+	if err := s.store.SetStatus(ctx, env, req.GetConnectionId(), st, req.GetMessage()); err != nil {
+		return nil, err
+	}
+	c, err := s.store.Get(ctx, env, req.GetConnectionId(), false)
+	if err != nil {
 		return nil, err
 	}
 	return &connectorv1.ReportConnectionStatusResponse{Connection: ConnectionPB(c)}, nil

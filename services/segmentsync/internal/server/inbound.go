@@ -25,6 +25,10 @@ const (
 	MaxIDsPerPage      = 100000
 )
 
+// UnknownConnection is the metric label of requests naming no inbound
+// connection of seghub's.
+const UnknownConnection = "unknown"
+
 // ErrInvalidSignature is the one answer to every signature problem (bad,
 // missing, stale, unknown connection), so it reveals nothing.
 var ErrInvalidSignature = apperr.PermissionDenied("Invalid signature")
@@ -146,7 +150,8 @@ func (in *Inbound) Receive(ctx context.Context, req *segmentsyncv1.ReceiveSegmen
 	connID := req.GetConnectionId()
 	conn, err := in.resolve(ctx, connID)
 	if err != nil || !conn.GetDestination().GetSegmentsIn() {
-		in.record(connID, "rejected")
+		// Anyone can name a connection: unknown ones share one series.
+		in.record(UnknownConnection, "rejected")
 		return nil, ErrInvalidSignature
 	}
 	env := conn.GetEnvironmentId()
