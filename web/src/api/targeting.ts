@@ -61,3 +61,26 @@ export function useEvaluations(userId: string, experienceIds: readonly string[])
     })),
   });
 }
+
+/** Names of segments by id (private ones too, which ListTargetableSegments leaves out); at most 50 looked up. */
+export function useSegmentNames(segmentIds: readonly string[]) {
+  const qs = useQueries({
+    queries: segmentIds.slice(0, 50).map((id) => ({
+      queryKey: ["SegmentSyncService_GetSegment", { path: { segment_id: id } }] as const,
+      queryFn: ({ signal }: { signal: AbortSignal }) => call("SegmentSyncService_GetSegment", { path: { segment_id: id } }, { signal }),
+      staleTime: 60_000,
+    })),
+  });
+  const names = new Map<string, string>();
+  for (const q of qs) {
+    const s = q.data?.segment;
+    if (s?.segment_id && s.name) names.set(s.segment_id, s.name);
+  }
+  return names;
+}
+
+/** An experience's page, under its type's tab. */
+export function experiencePath(e: { experience_id?: string; type?: ExperienceType }): string {
+  const slug = experienceTypes.find((t) => t.type === e.type)?.slug ?? "other";
+  return `/targeting/${slug}/${e.experience_id ?? ""}`;
+}

@@ -13,10 +13,10 @@ import { Field } from "./Field";
 import { GuardedButton, GuardedFieldset } from "./Guarded";
 import { Pager, usePageTokens } from "./Pager";
 
-const roles: readonly { role: Role; words: string }[] = [
-  { role: "ROLE_MEMBER", words: "Member — uses segments, syncs, targeting and events; no admin actions" },
-  { role: "ROLE_ADMIN", words: "Admin — everything, including connections, keys and environments" },
-  { role: "ROLE_SERVICE", words: "Service — for seghub's own services talking to each other" },
+const roles: readonly { role: Role; label: string; words: string }[] = [
+  { role: "ROLE_MEMBER", label: "Member", words: "Uses segments, syncs, targeting and events; no admin actions." },
+  { role: "ROLE_ADMIN", label: "Admin", words: "Everything, including connections, keys and environments." },
+  { role: "ROLE_SERVICE", label: "Service", words: "For seghub's own services calling each other; not for people." },
 ];
 
 /** A new key's secret: shown here once, never again (seghub keeps only its hash). */
@@ -51,7 +51,6 @@ export function ApiKeys() {
   const own = (k?: ApiKey) => !!k && k.id === key?.apiKeyId;
   return (
     <>
-      <CreateApiKey />
       <div className="toolbar">
         <label className="toggle">
           <input
@@ -119,6 +118,7 @@ export function ApiKeys() {
         </table>
       )}
       <Pager label="API key pages" page={pages.page} nextToken={list.data?.next_page_token} onNext={pages.next} onPrev={pages.prev} busy={list.isFetching} />
+      <CreateApiKey />
       <Dialog title={`Revoke ${revoking?.name || revoking?.prefix || "this key"}?`} open={!!revoking} onClose={() => setRevoking(undefined)}>
         <p>Every request with it fails from then on, within a second. This cannot be undone: a new key has a new secret.</p>
         {own(revoking) && (
@@ -167,11 +167,11 @@ function CreateApiKey() {
         <Field label="Name" hint="Who or what uses it, e.g. “growth team” or “nightly export”." errors={byField["name"]}>
           <input type="text" value={name} onChange={(e) => setName(e.target.value)} autoComplete="off" />
         </Field>
-        <Field label="Role" errors={byField["role"]}>
+        <Field label="Role" hint={roles.find((r) => r.role === role)?.words} errors={byField["role"]}>
           <select value={role} onChange={(e) => setRole(e.target.value as Role)}>
             {roles.map((r) => (
               <option key={r.role} value={r.role}>
-                {r.words}
+                {r.label}
               </option>
             ))}
           </select>

@@ -10,8 +10,9 @@ afterEach(() => vi.unstubAllGlobals());
 describe("CheckUser", () => {
   it("shows the user's segments, each experience's verdict with the deciding condition, and the index version", async () => {
     mockFetch(
-      on("GET", "/v1/targeting/users/u1/segments", () => ({ body: { segment_ids: ["seg_trial"], index_version: "42" } })),
-      on("GET", "/v1/targeting/segments", () => ({ body: { segments: [{ segment_id: "seg_trial", name: "Trial users", member_count: "3" }] } })),
+      on("GET", "/v1/targeting/users/u1/segments", () => ({ body: { segment_ids: ["seg_trial", "seg_private"], index_version: "42" } })),
+      on("GET", "/v1/segments/seg_trial", () => ({ body: { segment: { segment_id: "seg_trial", name: "Trial users" } } })),
+      on("GET", "/v1/segments/seg_private", () => ({ body: { segment: { segment_id: "seg_private", name: "Internal staff" } } })),
       on("GET", "/v1/experiences", () => ({
         body: {
           experiences: [
@@ -35,6 +36,8 @@ describe("CheckUser", () => {
     await userEvent.click(screen.getByRole("button", { name: "Check" }));
     const segs = await screen.findByRole("list", { name: "Segments of u1" });
     expect(await within(segs).findByText("Trial users")).toBeTruthy();
+    // A private segment is named too, not shown as an id.
+    expect(await within(segs).findByText("Internal staff")).toBeTruthy();
     expect(screen.getByText("Answered from index version 42.")).toBeTruthy();
     const tour = (await screen.findByText("Welcome tour")).closest("tr")!;
     expect(await within(tour).findByText("Eligible")).toBeTruthy();

@@ -1,7 +1,7 @@
 import { useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
-import { useAllExperiences, useEvaluations, useTargetableSegments, useUserSegments } from "../api/targeting";
-import { singularOf } from "../api/targeting";
+import type { ConditionGroup } from "../api/schema.gen";
+import { experiencePath, singularOf, useAllExperiences, useEvaluations, useSegmentNames, useUserSegments } from "../api/targeting";
 import { conditionAt, describeCondition } from "./audienceDraft";
 import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
@@ -39,13 +39,19 @@ export function CheckUser() {
 
 function Verdicts({ userId }: { userId: string }) {
   const segs = useUserSegments(userId);
-  const targetable = useTargetableSegments();
   const exps = useAllExperiences();
   const list = exps.data ?? [];
   const evals = useEvaluations(userId, list.map((e) => e.experience_id ?? ""));
-  const names = new Map((targetable.data ?? []).map((s) => [s.segment_id ?? "", s.name ?? ""]));
-  const segmentName = (id: string) => names.get(id);
   const segmentIds = segs.data?.segment_ids ?? [];
+  // The user's segments and every segment an audience names, by name.
+  const named = new Set(segmentIds);
+  const walk = (g?: ConditionGroup) => {
+    g?.conditions?.forEach((c) => c.segment_id && named.add(c.segment_id));
+    g?.groups?.forEach(walk);
+  };
+  list.forEach((e) => walk(e.audience?.match));
+  const names = useSegmentNames([...named]);
+  const segmentName = (id: string) => names.get(id);
   return (
     <>
       <h3>Segments {userId} is in</h3>
@@ -96,7 +102,7 @@ function Verdicts({ userId }: { userId: string }) {
               return (
                 <tr key={e.experience_id}>
                   <td>
-                    <Link to={`/targeting/experiences/${e.experience_id}`}>{e.name}</Link>
+                    <Link to={experiencePath(e)}>{e.name}</Link>
                     <div className="muted">{singularOf(e.type)}</div>
                   </td>
                   <td>

@@ -210,7 +210,7 @@ function RouteForm({ sinks, schemas }: { sinks: readonly Connection[]; schemas: 
             Connect an analytics tool or a destination that takes events under <Link to="/integrations">Integrations</Link> first.
           </p>
         )}
-        <fieldset className="field">
+        <fieldset className="field wide">
           <legend>Sources (none ticked: every source)</legend>
           <div className="checks">
             {allSources.map((s) => (
@@ -222,9 +222,11 @@ function RouteForm({ sinks, schemas }: { sinks: readonly Connection[]; schemas: 
           </div>
           {byField["sources"] && <small className="field-error">{byField["sources"].join(" ")}</small>}
         </fieldset>
-        <fieldset className="field">
-          <legend>Events (none ticked: every event of those sources)</legend>
-          <div className="checks">
+        <details className="field wide">
+          <summary>
+            Events: {events.length ? `${events.length} chosen` : "every event of those sources"} (open to route only some)
+          </summary>
+          <div className="checks" role="group" aria-label="Events to route">
             {offered.map((s) => (
               <label key={`${s.source}/${s.name}`} className="toggle">
                 <input
@@ -236,8 +238,8 @@ function RouteForm({ sinks, schemas }: { sinks: readonly Connection[]; schemas: 
               </label>
             ))}
           </div>
-          {byField["event_names"] && <small className="field-error">{byField["event_names"].join(" ")}</small>}
-        </fieldset>
+        </details>
+        {byField["event_names"] && <small className="field-error">{byField["event_names"].join(" ")}</small>}
         <ErrorNotice error={create.error} extra={unplaced} />
         {create.isSuccess && <p role="status">Route added.</p>}
         <button type="submit" className="primary" disabled={create.isPending}>

@@ -2,6 +2,7 @@ import { useState } from "react";
 import { Link, Navigate, NavLink, Route, Routes, useNavigate, useParams } from "react-router";
 import type { Experience } from "../api/schema.gen";
 import {
+  experiencePath,
   experienceTypeOf,
   experienceTypes,
   singularOf,
@@ -38,8 +39,8 @@ export default function TargetingPage() {
       <Routes>
         <Route index element={<Navigate to="tours" replace />} />
         <Route path="check" element={<CheckUser />} />
-        <Route path="experiences/:experienceId" element={<EditExperience />} />
         <Route path=":typeSlug/new" element={<NewExperience />} />
+        <Route path=":typeSlug/:experienceId" element={<EditExperience />} />
         <Route path=":typeSlug" element={<ExperienceList />} />
       </Routes>
     </section>
@@ -101,7 +102,7 @@ function ExperienceList() {
             {items.map((e) => (
               <tr key={e.experience_id}>
                 <td>
-                  <Link to={`/targeting/experiences/${e.experience_id}`}>{e.name}</Link>
+                  <Link to={experiencePath(e)}>{e.name}</Link>
                 </td>
                 <td>{audienceSummary(e)}</td>
                 <td>{e.enabled ? "Live" : <span className="muted">Off</span>}</td>
@@ -134,7 +135,7 @@ function NewExperience() {
         <Link to={`/targeting/${t.slug}`}>← {t.plural}</Link>
       </p>
       <h2>New {t.singular}</h2>
-      <ExperienceForm type={t.type} onSaved={(e) => navigate(`/targeting/experiences/${e.experience_id}`, { replace: true })} />
+      <ExperienceForm type={t.type} onSaved={(e) => navigate(experiencePath(e), { replace: true })} />
     </>
   );
 }
@@ -157,7 +158,7 @@ function EditExperience() {
       </p>
       <ExperienceForm key={e.update_time} experience={e} type={e.type ?? "EXPERIENCE_TYPE_GENERIC"} onSaved={() => {}} />
       <p>
-        <Link to={`/targeting/check`}>Check a user against this {singularOf(e.type)}…</Link>
+        <Link to="/targeting/check">Check a user against this {singularOf(e.type)} and the others…</Link>
       </p>
       <DeleteExperience experience={e} afterDelete={`/targeting/${t.slug}`} />
     </>
