@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from "react";
+import { useId, useState, type FormEvent } from "react";
 import { Link } from "react-router";
 import { useCreateRoute, useDeleteRoute, useEventSchemas, useRoutes, useSinks } from "../api/events";
 import { placeFieldErrors } from "../api/fieldErrors";
@@ -9,7 +9,7 @@ import { Dialog } from "../components/Dialog";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
-import { GuardedButton, GuardedFieldset } from "../components/Guarded";
+import { GuardedButton, GuardedFieldset, GuardReason } from "../components/Guarded";
 import { count, when } from "../format";
 
 /** Events the tools emit: where they go (routes, sinks), what failed (dead letters), and each source's schema. */
@@ -44,8 +44,9 @@ export default function EventsPage() {
   );
 }
 
-function Sinks({ name }: { name: (id?: string) => string }) {
-  const sinks = useSinks();
+/** Each sink's backlog and counters, refetched every pollMs. */
+export function Sinks({ name, pollMs = 3000 }: { name: (id?: string) => string; pollMs?: number }) {
+  const sinks = useSinks(pollMs);
   const items = sinks.data?.sinks ?? [];
   return (
     <>
@@ -100,9 +101,11 @@ function RouteList({ name }: { name: (id?: string) => string }) {
   const [deleting, setDeleting] = useState<Route | undefined>();
   const del = useDeleteRoute();
   const items = routes.data ?? [];
+  const reasonId = useId();
   return (
     <>
       <ErrorNotice error={routes.error} />
+      {items.length > 0 && <GuardReason op="EventRelayService_DeleteRoute" id={reasonId} />}
       {routes.data && items.length === 0 && (
         <EmptyState title="No route yet: events are stored but go nowhere.">
           <p>Add one below to send events to analytics or to a destination's track API.</p>
@@ -131,6 +134,7 @@ function RouteList({ name }: { name: (id?: string) => string }) {
                 <td>
                   <GuardedButton
                     op="EventRelayService_DeleteRoute"
+                    sharedReasonId={reasonId}
                     className="danger"
                     aria-label={`Delete the route to ${name(r.connection_id)}`}
                     onClick={() => setDeleting(r)}
@@ -167,7 +171,7 @@ function RouteList({ name }: { name: (id?: string) => string }) {
   );
 }
 
-function RouteForm({ sinks, schemas }: { sinks: readonly Connection[]; schemas: readonly EventSchema[] }) {
+export function RouteForm({ sinks, schemas }: { sinks: readonly Connection[]; schemas: readonly EventSchema[] }) {
   const [sink, setSink] = useState("");
   const [sources, setSources] = useState<string[]>([]);
   const [events, setEvents] = useState<string[]>([]);
