@@ -37,10 +37,14 @@ export function CheckUser() {
   );
 }
 
+const maxChecked = 100;
+
 function Verdicts({ userId }: { userId: string }) {
   const segs = useUserSegments(userId);
   const exps = useAllExperiences();
-  const list = exps.data ?? [];
+  // One request per experience: the first maxChecked are checked, the rest named below.
+  const all = exps.data ?? [];
+  const list = all.slice(0, maxChecked);
   const evals = useEvaluations(userId, list.map((e) => e.experience_id ?? ""));
   const segmentIds = segs.data?.segment_ids ?? [];
   // The user's segments and every segment an audience names, by name.
@@ -130,6 +134,12 @@ function Verdicts({ userId }: { userId: string }) {
             })}
           </tbody>
         </table>
+      )}
+      {all.length > maxChecked && (
+        <p className="muted">
+          Checked the first {maxChecked} of {all.length} experiences (by name). For one experience, call{" "}
+          <code>GET /v1/experiences/&lbrace;id&rbrace;/users/{userId}</code>.
+        </p>
       )}
     </>
   );
