@@ -39,6 +39,8 @@ describe("Admin: API keys", () => {
     await userEvent.click(screen.getByRole("button", { name: "Create key" }));
     const shown = await screen.findByText("sghk_new_secret_value");
     expect(shown).toBeTruthy();
+    // Focus moves to the secret, so keyboard and screen-reader users land on it.
+    expect(document.activeElement).toBe(screen.getByRole("region", { name: "The new key" }));
     expect(screen.getByRole("button", { name: "Copy key" })).toBeTruthy();
     // The list refetched: the new key is there by its prefix only.
     expect(await screen.findByText("growth team")).toBeTruthy();

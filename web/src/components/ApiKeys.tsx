@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from "react";
+import { useEffect, useRef, useState, type FormEvent } from "react";
 import { apiKeysPageSize, useApiKeysPage, useCreateApiKey, useRevokeApiKey } from "../api/admin";
 import { placeFieldErrors } from "../api/fieldErrors";
 import type { ApiKey, Role } from "../api/schema.gen";
@@ -21,8 +21,14 @@ const roles: readonly { role: Role; label: string; words: string }[] = [
 
 /** A new key's secret: shown here once, never again (seghub keeps only its hash). */
 export function KeySecretOnce({ title, secret, onDone }: { title: string; secret: string; onDone: () => void }) {
+  // Brought into view and focus: it appears below the form and is the one thing to act on now.
+  const ref = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    ref.current?.scrollIntoView?.({ block: "center" });
+    ref.current?.focus();
+  }, [secret]);
   return (
-    <div className="notice" role="region" aria-label={title}>
+    <div className="notice" role="region" aria-label={title} tabIndex={-1} ref={ref}>
       <p>
         <strong>{title}: copy it now. seghub shows it only once</strong> and stores only its hash.
       </p>
