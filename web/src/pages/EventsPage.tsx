@@ -39,7 +39,7 @@ export default function EventsPage() {
       <DeadLetters connections={sinkConnections.length ? sinkConnections : conns} />
       <h2>Sources and their events</h2>
       <ErrorNotice error={schemas.error} />
-      <EventSchemas schemas={schemas.data?.schemas ?? []} loading={schemas.isLoading} />
+      <EventSchemas schemas={schemas.data?.schemas ?? []} loading={schemas.isLoading} connections={conns} />
     </section>
   );
 }
@@ -254,7 +254,15 @@ export function RouteForm({ sinks, schemas }: { sinks: readonly Connection[]; sc
   );
 }
 
-function EventSchemas({ schemas, loading }: { schemas: readonly EventSchema[]; loading: boolean }) {
+function EventSchemas({
+  schemas,
+  loading,
+  connections,
+}: {
+  schemas: readonly EventSchema[];
+  loading: boolean;
+  connections: readonly Connection[];
+}) {
   const sources = [...new Set(schemas.map((s) => s.source ?? ""))];
   if (loading) return <p className="loading">Loading…</p>;
   if (sources.length === 0) return <EmptyState title="No event schemas.">{null}</EmptyState>;
@@ -265,6 +273,7 @@ function EventSchemas({ schemas, loading }: { schemas: readonly EventSchema[]; l
           <summary>
             <strong>{src}</strong> — {schemas.filter((s) => s.source === src).length} events
           </summary>
+          <SourceConnections source={src} connections={connections} />
           <table>
             <thead>
               <tr>
@@ -305,5 +314,27 @@ function EventSchemas({ schemas, loading }: { schemas: readonly EventSchema[]; l
         </details>
       ))}
     </>
+  );
+}
+
+/** The connections a source's events arrive through, and whether each relays them (its send-events toggle). */
+function SourceConnections({ source, connections }: { source: string; connections: readonly Connection[] }) {
+  const mine = connections.filter((c) => c.type === source);
+  if (mine.length === 0) {
+    return (
+      <p className="hint">
+        No {source} connection yet: connect {source} under <Link to="/integrations">Integrations</Link> to receive its events.
+      </p>
+    );
+  }
+  return (
+    <ul className="props">
+      {mine.map((c) => (
+        <li key={c.connection_id}>
+          <Link to={`/integrations/connections/${c.connection_id}`}>{c.name}</Link>:{" "}
+          {c.settings?.send_events ? "its events are relayed" : <span className="status-warn">send events is off; its events are not relayed</span>}
+        </li>
+      ))}
+    </ul>
   );
 }
