@@ -9,12 +9,25 @@ import { useAccess } from "../session/SessionContext";
 export function GuardedButton({
   op,
   children,
+  sharedReasonId,
   ...rest
-}: { op: OperationId; children: ReactNode } & ButtonHTMLAttributes<HTMLButtonElement>) {
+}: {
+  op: OperationId;
+  children: ReactNode;
+  /** In a table, each row's button points at one reason shown once (GuardReason) instead of repeating it. */
+  sharedReasonId?: string;
+} & ButtonHTMLAttributes<HTMLButtonElement>) {
   const access = useAccess();
   const reasonId = useId();
   const reason = access.reasonFor(op);
   if (!reason) return <button type="button" {...rest}>{children}</button>;
+  if (sharedReasonId) {
+    return (
+      <button type="button" {...rest} disabled aria-describedby={sharedReasonId} onClick={undefined}>
+        {children}
+      </button>
+    );
+  }
   return (
     <span className="guarded">
       <button type="button" {...rest} disabled aria-describedby={reasonId} onClick={undefined}>
@@ -37,5 +50,16 @@ export function GuardedFieldset({ op, legend, children }: { op: OperationId; leg
       {reason && <p className="reason">{reason}</p>}
       {children}
     </fieldset>
+  );
+}
+
+/** The reason, shown once, why op's buttons below are read-only; nothing when the role may call op. */
+export function GuardReason({ op, id }: { op: OperationId; id: string }) {
+  const reason = useAccess().reasonFor(op);
+  if (!reason) return null;
+  return (
+    <p id={id} className="reason">
+      {reason}
+    </p>
   );
 }
