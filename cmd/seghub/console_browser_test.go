@@ -406,7 +406,7 @@ func TestConsoleInChromium(t *testing.T) {
 		u.see("enable\t(succeeded)\t10\t0\t1\t0")
 		u.see("manual\t(succeeded)\t0\t0\t1\t0")
 		u.click("button", "Enable Recurring Sync")
-		u.see("Recurring, every")
+		u.see("Recurring, hourly")
 		u.see("1 of 10 recurring syncs in use")
 		u.screenshot("segment")
 

@@ -1,4 +1,6 @@
 // Hooks for the Segments section: segments, their syncs and sync runs.
+import { useEffect, useRef } from "react";
+import { useQueryClient } from "@tanstack/react-query";
 import type { Sync, SyncRunStatus } from "./schema.gen";
 import { useAllPages, useOp, useOpMutation, usePagedOp } from "./hooks";
 
@@ -32,12 +34,30 @@ export function useSync(syncId: string | undefined, pollMs = 1000) {
   });
 }
 
+/**
+ * A sync's runs, polled while the sync or any listed run is queued or running:
+ * a manual run is queued without changing the sync's last status, so the list
+ * itself says when to keep looking. When the last active run ends, the sync's
+ * own reads (last sync, status) are refetched too.
+ */
 export function useSyncRuns(syncId: string, pageToken: string, running: boolean) {
-  return usePagedOp(
+  const qc = useQueryClient();
+  const runs = usePagedOp(
     "SegmentSyncService_ListSyncRuns",
     { path: { sync_id: syncId }, query: { page_size: 20, page_token: pageToken || undefined } },
-    { refetchInterval: running ? 2000 : false },
+    { refetchInterval: (q) => (running || anyActive(q.state.data?.runs) ? 2000 : false) },
   );
+  const active = anyActive(runs.data?.runs);
+  const wasActive = useRef(active);
+  useEffect(() => {
+    if (wasActive.current && !active) for (const op of syncReads) void qc.invalidateQueries({ queryKey: [op] });
+    wasActive.current = active;
+  }, [active, qc]);
+  return runs;
+}
+
+function anyActive(runs: readonly { status?: SyncRunStatus }[] | undefined): boolean {
+  return (runs ?? []).some((r) => isRunning(r.status));
 }
 
 export const useUpdateSegment = () =>
