@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ApiError, call, decodeError, operationURL, setTransport } from "./client";
+import { ApiError, call, credentialsFor, decodeError, operationURL, setTransport } from "./client";
 
 const badRequest = {
   code: 3,
@@ -67,5 +67,13 @@ describe("call", () => {
     expect(err).toBeInstanceOf(ApiError);
     expect((err as ApiError).message).toBe("unknown or revoked API key");
     expect(onUnauthenticated).toHaveBeenCalledOnce();
+  });
+});
+
+describe("credentialsFor", () => {
+  it("lets only the OAuth start store its browser-binding cookie", () => {
+    expect(credentialsFor("ConnectorService_StartAuthorization")).toBe("same-origin");
+    expect(credentialsFor("ConnectorService_CreateConnection")).toBe("omit");
+    expect(credentialsFor("SegmentSyncService_ListSegments")).toBe("omit");
   });
 });

@@ -98,6 +98,17 @@ export function setTransport(t: Transport): void {
   transport = t;
 }
 
+/**
+ * The API authenticates by bearer key, never by cookie, so requests carry no
+ * cookies, except the OAuth start: its answer sets the seghub_oauth cookie
+ * that binds the flow to this browser, and "omit" would also drop that
+ * Set-Cookie, so every callback would be refused as "started in another
+ * browser".
+ */
+export function credentialsFor(op: OperationId): RequestCredentials {
+  return op === "ConnectorService_StartAuthorization" ? "same-origin" : "omit";
+}
+
 /** Calls one REST operation. Components never call this: they use the hooks in ./hooks. */
 export async function call<K extends OperationId>(
   op: K,
@@ -116,7 +127,7 @@ export async function call<K extends OperationId>(
   const f = transport.fetch ?? fetch;
   let res: Response;
   try {
-    res = await f(operationURL(op, args), { method, headers, body, signal: opts.signal, credentials: "omit" });
+    res = await f(operationURL(op, args), { method, headers, body, signal: opts.signal, credentials: credentialsFor(op) });
   } catch (e) {
     if ((e as Error).name === "AbortError") throw e;
     throw new ApiError(0, "UNAVAILABLE", "seghub did not answer: check that it is running and reachable.");
