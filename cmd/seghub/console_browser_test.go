@@ -555,7 +555,9 @@ func TestConsoleInChromium(t *testing.T) {
 		u.fill("textbox", "API Key", "demo-key")
 		u.fill("textbox", "Name", strings.Repeat("x", 300))
 		u.click("button", "Connect")
-		u.waitText("a violation", func(s string) bool { return !strings.Contains(s, "Appcues refused these credentials") && strings.Contains(s, "name") })
+		u.waitText("a violation", func(s string) bool {
+			return !strings.Contains(s, "Appcues refused these credentials") && strings.Contains(s, "name")
+		})
 		where := eval[[]map[string]string](u, `[...document.querySelectorAll("[aria-invalid=true]")].map(e => ({
 			label: e.labels && e.labels[0] ? e.labels[0].innerText : "",
 			error: (e.getAttribute("aria-describedby") || "").split(" ").map(id => document.getElementById(id)).filter(x => x && x.getAttribute("role") === "alert").map(x => x.innerText).join(" "),
