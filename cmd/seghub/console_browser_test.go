@@ -491,6 +491,51 @@ func TestConsoleInChromium(t *testing.T) {
 		u.see("Members\n3")
 	})
 
+	t.Run("ProductTourForASegment", func(t *testing.T) {
+		u := tab(t)
+		u.signIn(admin)
+		u.section("Targeting")
+		u.click("link", "New product tour")
+		u.fill("textbox", "Name", "Power user tour")
+		u.choose("Audience", "Custom")
+		u.click("button", "Add condition")
+		u.choose("Condition", "Segment")
+		u.choose("Segment", "Power users")
+		u.click("button", "Create product tour")
+		u.find("heading", "Power user tour") // the saved tour's page
+		if got := eval[string](u, `[...document.querySelectorAll("main select")].map(s => s.selectedOptions[0]?.text).join("|")`); !strings.Contains(got, "Power users") {
+			t.Fatalf("the saved audience: %s", got)
+		}
+		nav, _ := u.find("navigation", "Targeting sections")
+		id, _ := u.findIn(nav, "link", "Check a user")
+		u.do("open check a user", chromedp.Click(u.mark(id)))
+		// The row of the tour in the verdicts table: name, eligible, decided by.
+		row := func(user string) []string {
+			u.fill("textbox", "User id", user)
+			u.click("button", "Check")
+			u.see("Segments " + user + " is in")
+			var cells []string
+			u.waitText("the verdict for "+user, func(string) bool {
+				cells = eval[[]string](u, `(() => {
+					const r = [...document.querySelectorAll("main tr")].find(r => r.querySelector("a")?.innerText === "Power user tour");
+					return r ? [...r.cells].map(c => c.innerText) : [];
+				})()`)
+				return len(cells) == 4 && !strings.Contains(cells[1], "Checking")
+			})
+			return cells
+		}
+		member := row("user-005")
+		if member[1] != "Eligible" {
+			t.Fatalf("member user-005: %q", member)
+		}
+		u.screenshot("targeting-check")
+		other := row("user-001")
+		if other[1] != "Not eligible" || !strings.Contains(other[2], "Power users") {
+			t.Fatalf("non-member user-001: %q (want not eligible, decided by the Power users condition)", other)
+		}
+		t.Logf("member: %q; non-member: %q", member, other)
+	})
+
 	t.Run("MemberSeesNoAdminAction", func(t *testing.T) {
 		member := field(r.ok(t, "POST", "/v1/api-keys", admin, `{"name":"pm","role":"ROLE_MEMBER"}`), "secret")
 		u := tab(t)
