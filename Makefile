@@ -14,7 +14,7 @@ PKGS      := github.com/seghub/seghub/...
 GO_DIRS   := gen pkg services cmd bench web/embed.go
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all tools generate lint check-generate test test-go run build bench e2e fuzz clean web web-types check-web
+.PHONY: all tools generate lint check-generate test test-go run build bench e2e fuzz clean web web-types check-web chromium
 
 all: build
 
@@ -53,7 +53,12 @@ check-generate: generate
 	@st=$$(git status --porcelain -- gen proto); if [ -n "$$st" ]; then \
 		echo "gen/ is stale or proto/ is unformatted; run 'make generate' and commit:"; echo "$$st"; exit 1; fi
 
-test-go:
+# The console's browser suite (cmd/seghub TestConsoleInChromium) drives
+# Debian's chromium; under CI=true a missing browser fails it.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test-go: chromium
 	go test $(TEST_FLAGS) $(PKGS)
 
 test: lint check-generate check-web test-go
