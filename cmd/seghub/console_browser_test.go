@@ -28,10 +28,11 @@ import (
 // suite (the Makefile installs it); elsewhere the browser tests skip.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{os.Getenv("SEGHUB_CHROMIUM"), "chromium", "/usr/bin/chromium"} {
-		if name == "" {
-			continue
-		}
+	candidates := []string{"chromium", "/usr/bin/chromium"}
+	if v := os.Getenv("SEGHUB_CHROMIUM"); v != "" {
+		candidates = []string{v}
+	}
+	for _, name := range candidates {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
