@@ -378,7 +378,12 @@ func TestConsoleInChromium(t *testing.T) {
 		u.fill("textbox", "Account ID", "demo")
 		u.fill("textbox", "API Key", "demo-key")
 		u.fill("textbox", "API Secret", "demo-secret")
-		u.choose("Identity property", "appcuesUserID")
+		u.choose("Identity property", "appcuesUserID — 50 users")
+		// Each property once, with how many users hold it (no stale
+		// "no user holds it yet" left from while the list loaded).
+		if got := eval[[]string](u, `[...document.querySelectorAll("dialog[open] select option")].map(o => o.text).filter(t => t.startsWith("appcuesUserID"))`); len(got) != 1 {
+			t.Fatalf("identity property options: %q", got)
+		}
 		u.click("button", "Connect")
 		// Appcues also sends events: its webhook secret is shown once.
 		u.see("Appcues is connected.")

@@ -32,6 +32,19 @@ describe("ConnectForm", () => {
     expect((select as HTMLSelectElement).value).toBe("appcuesUserID");
   });
 
+  it("lists each property once, also the suggested one shown while the list loaded", async () => {
+    // Chromium kept the loading-time "no user holds it yet" option beside the
+    // loaded one: React leaves duplicate keys unreconciled.
+    const reactErrors = vi.spyOn(console, "error").mockImplementation(() => {});
+    mockFetch(properties);
+    renderAs("ROLE_ADMIN", <ConnectForm type={appcues} onDone={() => {}} />);
+    await screen.findByRole("option", { name: "appcuesUserID — 42 users (string)" });
+    expect(reactErrors.mock.calls.flat().join(" ")).not.toContain("two children with the same key");
+    reactErrors.mockRestore();
+    const texts = screen.getAllByRole("option").map((o) => o.textContent);
+    expect(texts.filter((t) => t?.startsWith("appcuesUserID"))).toEqual(["appcuesUserID — 42 users (string)"]);
+  });
+
   it("shows the server's field violation on its field and its refusal in words", async () => {
     const fetch = mockFetch(
       properties,

@@ -32,7 +32,8 @@ export function IdentityPropertySelect({
   }
   const names = [...byName.keys()];
   // A current or suggested name nobody holds yet stays choosable, marked so.
-  for (const n of [value, suggested]) if (n && !byName.has(n)) names.push(n);
+  // Once each: value and suggested are often the same name.
+  for (const n of [value, suggested]) if (n && !names.includes(n)) names.push(n);
   return (
     <select value={value} onChange={(e) => onChange(e.target.value)} {...rest}>
       <option value="">{props.isLoading ? "Loading properties…" : "Choose a user property"}</option>
