@@ -1,9 +1,10 @@
 // Package destsim simulates the destinations seghub delivers to — Appcues,
 // CommandBar, AB Tasty, a Heap-style analytics track API and webhooks — with
-// their OAuth endpoints, documented limits and error answers, webhook
-// signature checks, in-memory state that tests inspect at /_sim/state, and
-// injectable faults (a share of 429s with Retry-After, a share of 5xx, added
-// latency, short token lifetimes).
+// their OAuth endpoints, documented limits and error answers, their
+// idempotency (a repeated key replays the first answer, a key reused for
+// other content is refused), webhook signature checks, in-memory state that
+// tests inspect at /_sim/state, and injectable faults (a share of 429s with
+// Retry-After, a share of 5xx, added latency, short token lifetimes).
 package destsim
 
 import (
@@ -672,9 +673,12 @@ func (s *Sim) analyticsTrack(w http.ResponseWriter, _ *http.Request, body []byte
 	// dropped, another event under a used key refuses the request.
 	digests := make([][32]byte, len(events))
 	for i, ev := range events {
-		digests[i] = eventDigest(ev)
 		key, _ := ev["idempotency_key"].(string)
-		if first, ok := s.events.get(in.AppID + "\x00" + key); key != "" && ok && first != digests[i] {
+		if key == "" {
+			continue
+		}
+		digests[i] = eventDigest(ev)
+		if first, ok := s.events.get(in.AppID + "\x00" + key); ok && first != digests[i] {
 			s.state.Counters["idempotency_conflicts"]++
 			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": fmt.Sprintf("idempotency_key %q was first used for a different event; a key names one exact event", key)})
 			return
