@@ -869,10 +869,13 @@ type webhookBody struct {
 }
 
 // webhookTask is a sync task as a Heap-format receiver tracks it: the page
-// total it was announced with and the digest of each page received.
+// total it was announced with, the digest of each page received, and the
+// pages held until the last one arrives (a task is applied whole, in page
+// order, as Heap's partner format and seghub's own inbound receiver do).
 type webhookTask struct {
 	total int
 	pages map[int][32]byte
+	held  map[int]*webhookBody
 }
 
 // taskPage checks a page against its sync task, as a receiver that puts a
@@ -890,7 +893,7 @@ func (s *Sim) taskPage(path string, in *webhookBody, body []byte) (refusal strin
 	key := path + "\x00" + info.TaskID
 	task, ok := s.tasks.get(key)
 	if !ok {
-		task = &webhookTask{total: info.Total, pages: map[int][32]byte{}}
+		task = &webhookTask{total: info.Total, pages: map[int][32]byte{}, held: map[int]*webhookBody{}}
 		s.tasks.put(key, task)
 	}
 	if task.total != info.Total {
@@ -904,7 +907,26 @@ func (s *Sim) taskPage(path string, in *webhookBody, body []byte) (refusal strin
 		return "", true
 	}
 	task.pages[info.Page] = digest
+	task.held[info.Page] = in
 	return "", false
+}
+
+// completeTask returns a task's pages in order once every one has arrived
+// (and forgets them), or nil while pages are missing.
+func (s *Sim) completeTask(path string, in *webhookBody) []*webhookBody {
+	if in.Data.SyncInfo.TaskID == "" {
+		return []*webhookBody{in}
+	}
+	task, ok := s.tasks.get(path + "\x00" + in.Data.SyncInfo.TaskID)
+	if !ok || len(task.held) < task.total {
+		return nil
+	}
+	pages := make([]*webhookBody, 0, task.total)
+	for p := 1; p <= task.total; p++ {
+		pages = append(pages, task.held[p])
+	}
+	task.held = map[int]*webhookBody{}
+	return pages
 }
 
 type webhookUser struct {
@@ -949,17 +971,19 @@ func (s *Sim) webhook(w http.ResponseWriter, r *http.Request, body []byte) {
 			segs = map[string]*WebhookSegment{}
 			s.state.WebhookSegments[r.URL.Path] = segs
 		}
-		seg := segs[in.Data.Segment.ID]
-		if seg == nil {
-			seg = &WebhookSegment{Members: map[string]bool{}}
-			segs[in.Data.Segment.ID] = seg
-		}
-		seg.Name = in.Data.Segment.Name
-		for _, u := range in.Data.Add {
-			seg.Members[u.ID] = true
-		}
-		for _, u := range in.Data.Remove {
-			delete(seg.Members, u.ID)
+		for _, page := range s.completeTask(r.URL.Path, &in) {
+			seg := segs[page.Data.Segment.ID]
+			if seg == nil {
+				seg = &WebhookSegment{Members: map[string]bool{}}
+				segs[page.Data.Segment.ID] = seg
+			}
+			seg.Name = page.Data.Segment.Name
+			for _, u := range page.Data.Add {
+				seg.Members[u.ID] = true
+			}
+			for _, u := range page.Data.Remove {
+				delete(seg.Members, u.ID)
+			}
 		}
 	}
 	s.state.Webhooks = append(s.state.Webhooks, WebhookDelivery{Path: r.URL.Path, Signature: sig, Body: json.RawMessage(body), Verified: signed})

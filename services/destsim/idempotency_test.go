@@ -279,11 +279,19 @@ func TestWebhookTaskPagesConsistent(t *testing.T) {
 			t.Fatalf("page %d/%d: %v, want 422 saying %q", tc.b.Page, tc.b.TotalPages, err, tc.why)
 		}
 	}
-	st := sim.Snapshot()
-	if m := st.WebhookSegments["/hooks/heap"]["seg_1"].Members; len(m) != 5 || m["w-5"] {
-		t.Fatalf("members = %v, want w-0..w-4 only", m)
+	if seg := sim.Snapshot().WebhookSegments["/hooks/heap"]["seg_1"]; seg != nil {
+		t.Fatalf("a task with pages missing was applied: %v", seg.Members)
 	}
-	if st.Counters["webhook_task_conflicts"] != 3 || st.Counters["webhook_repeated_pages"] != 1 || len(st.Webhooks) != 1 {
-		t.Fatalf("counters %v, %d deliveries; want 3 conflicts, 1 repeat, 1 delivery", st.Counters, len(st.Webhooks))
+	for p, ids := range [][]destinations.Identity{identities("x-", 0, 5), identities("x-", 5, 10)} {
+		if err := deliver(page(p+2, 3, ids)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := sim.Snapshot()
+	if m := st.WebhookSegments["/hooks/heap"]["seg_1"].Members; len(m) != 15 || m["w-5"] || !m["w-0"] || !m["x-9"] {
+		t.Fatalf("members = %v, want w-0..w-4 and x-0..x-9 once the task is whole", m)
+	}
+	if st.Counters["webhook_task_conflicts"] != 3 || st.Counters["webhook_repeated_pages"] != 1 || len(st.Webhooks) != 3 {
+		t.Fatalf("counters %v, %d deliveries; want 3 conflicts, 1 repeat, 3 deliveries", st.Counters, len(st.Webhooks))
 	}
 }

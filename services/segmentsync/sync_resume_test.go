@@ -197,8 +197,8 @@ func testRunCutOff(t *testing.T, pg bool, dest string) {
 		}
 	}
 	if len(missing)+len(extra) > 0 {
-		t.Fatalf("destination holds %d: %d members missing (e.g. %.5v), %d non-members held (e.g. %.5v); counters %v",
-			len(got), len(missing), missing, len(extra), extra, sim.Snapshot().Counters)
+		t.Fatalf("destination holds %d: %d members missing (e.g. %v), %d non-members held (e.g. %v); counters %v",
+			len(got), len(missing), missing[:min(5, len(missing))], len(extra), extra[:min(5, len(extra))], sim.Snapshot().Counters)
 	}
 	c := sim.Snapshot().Counters
 	if c["idempotency_conflicts"]+c["webhook_task_conflicts"] != 0 {

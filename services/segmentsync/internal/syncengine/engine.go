@@ -576,6 +576,10 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	// on its way; a run ends only once every acknowledged batch is recorded.
 	cp := newCheckpointer(e.st, s.ID)
 	defer cp.close()
+	// A receiver that applies whole tasks has applied nothing before the
+	// task's last page: its pages are checkpointed together at the end, so a
+	// cut-off task is sent again whole under a new task id.
+	var held []checkpoint
 	for i := 0; i < len(all); i += size {
 		if err := cp.failed(); err != nil {
 			return err
@@ -642,7 +646,14 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 				r.Added++
 			}
 		}
+		if t.WholeTasks {
+			held = append(held, checkpoint{ack: ack, run: *r})
+			continue
+		}
 		cp.add(ack, r)
+	}
+	for _, h := range held {
+		cp.add(h.ack, &h.run)
 	}
 	if err := cp.close(); err != nil {
 		return err
