@@ -26,9 +26,12 @@ type SegmentBatch struct {
 	// destination shows.
 	SegmentID, DisplayName string
 	Add, Remove            []Identity
-	// IdempotencyKey is stable across retries of this batch.
+	// IdempotencyKey names this batch's content (ContentKey): the same
+	// key is sent again only with the same segment, name, adds and removes.
 	IdempotencyKey string
-	// Page / TotalPages / TaskID describe the batch within its run.
+	// Page / TotalPages / TaskID place the batch in its task (the Heap
+	// partner format's sync_info): one task has one page total, and a page
+	// number within it names one content.
 	Page, TotalPages int
 	TaskID           string
 }

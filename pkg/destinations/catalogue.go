@@ -39,6 +39,10 @@ type Type struct {
 	// parameter, preselects the account the user asked for. Empty: the
 	// destination does not say, and the account cannot be checked.
 	GrantedAccount string
+	// WholeTasks: the receiver applies a sync task only once all its pages
+	// have arrived (the Heap partner format), so an acknowledged page is not
+	// yet delivered.
+	WholeTasks bool
 }
 
 // catalogue is the one table of what each destination is and allows.
@@ -56,7 +60,7 @@ var catalogue = []Type{
 		CredentialFields: []string{"account_identifier", "client_id", "client_secret"}, DefaultIdentity: "ABTastyVisitorId", AccountField: "account_identifier"},
 	{Name: "webhook", DisplayName: "Webhook", Auth: AuthSigningSecret, SegmentsOut: true, EventsIn: true,
 		DefaultInterval: time.Hour, RecurringLimit: 10, BatchSize: 1000, RatePerMinute: 600,
-		CredentialFields: []string{"url"}, DefaultIdentity: "user_id", AccountField: "url"},
+		CredentialFields: []string{"url"}, DefaultIdentity: "user_id", AccountField: "url", WholeTasks: true},
 	{Name: "analytics", DisplayName: "Analytics (Heap-style track API)", Auth: AuthAPIKey, EventsOut: true,
 		BatchSize: 1000, RatePerMinute: 15000, // events, not requests: a track request costs one token per event
 		CredentialFields: []string{"app_id"}, DefaultIdentity: "user_id", AccountField: "app_id"},

@@ -568,37 +568,25 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	}
 	seg := a.(destinations.Segments)
 	size := max(t.BatchSize, 1)
-	total := (len(p.Adds) + len(p.Removes) + size - 1) / size
+	all := p.changes()
+	total := (len(all) + size - 1) / size
+	task := taskID(r.ID, s, size, all)
 	page := 0
-	// Removals first, so a changed identity's old id leaves before its new
-	// one arrives.
-	all := make([]struct {
-		x      item
-		remove bool
-	}, 0, len(p.Adds)+len(p.Removes))
-	for _, x := range p.Removes {
-		all = append(all, struct {
-			x      item
-			remove bool
-		}{x, true})
-	}
-	for _, x := range p.Adds {
-		all = append(all, struct {
-			x      item
-			remove bool
-		}{x, false})
-	}
 	// Checkpoints are written in order by one writer while the next batch is
 	// on its way; a run ends only once every acknowledged batch is recorded.
 	cp := newCheckpointer(e.st, s.ID)
 	defer cp.close()
+	// A receiver that applies whole tasks has applied nothing before the
+	// task's last page: its pages are checkpointed together at the end, so a
+	// cut-off task is sent again whole under a new task id.
+	var held []checkpoint
 	for i := 0; i < len(all); i += size {
 		if err := cp.failed(); err != nil {
 			return err
 		}
 		page++
 		chunk := all[i:min(i+size, len(all))]
-		b := destinations.SegmentBatch{SegmentID: s.SegmentID, DisplayName: s.FrozenName, IdempotencyKey: fmt.Sprintf("%s-%d", r.ID, page), Page: page, TotalPages: total, TaskID: r.ID}
+		b := destinations.SegmentBatch{SegmentID: s.SegmentID, DisplayName: s.FrozenName, Page: page, TotalPages: total, TaskID: task}
 		for _, c := range chunk {
 			id := destinations.Identity{UserID: c.x.userID, ID: c.x.identity}
 			if c.remove {
@@ -607,6 +595,9 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 				b.Add = append(b.Add, id)
 			}
 		}
+		// Not the page number: a resumed attempt numbers its pages from 1
+		// again, and its page 1 holds other identities than the first's.
+		b.IdempotencyKey = destinations.ContentKey(r.ID, b)
 		bctx, bspan := e.o.Tracer.Start(ctx, "sync.batch", trace.WithAttributes(attribute.Int("batch.page", page), attribute.Int("batch.adds", len(b.Add)), attribute.Int("batch.removes", len(b.Remove))))
 		res, err := seg.DeliverSegment(bctx, b)
 		if err != nil {
@@ -655,7 +646,14 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 				r.Added++
 			}
 		}
+		if t.WholeTasks {
+			held = append(held, checkpoint{ack: ack, run: *r})
+			continue
+		}
 		cp.add(ack, r)
+	}
+	for _, h := range held {
+		cp.add(h.ack, &h.run)
 	}
 	if err := cp.close(); err != nil {
 		return err
@@ -664,6 +662,43 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		r.DataExpires = e.o.Now().UTC().Add(t.Retention)
 	}
 	return nil
+}
+
+// change is one planned add or remove.
+type change struct {
+	x      item
+	remove bool
+}
+
+// changes lists the plan in sending order: removals first, so a changed
+// identity's old id leaves before its new one arrives.
+func (p *Plan) changes() []change {
+	all := make([]change, 0, len(p.Adds)+len(p.Removes))
+	for _, x := range p.Removes {
+		all = append(all, change{x, true})
+	}
+	for _, x := range p.Adds {
+		all = append(all, change{x, false})
+	}
+	return all
+}
+
+// taskID names one attempt's sequence of pages: the run and a digest of
+// every page's content. A Heap-format receiver puts a task's pages together
+// by page number, so a task must keep one page total and one content per
+// page: an attempt resuming with the same plan continues its task, one
+// resuming with another plan (earlier pages acknowledged meanwhile) starts
+// its own.
+func taskID(runID string, s *Sync, size int, all []change) string {
+	d := destinations.NewDigest()
+	d.String(s.SegmentID)
+	d.String(s.FrozenName)
+	d.Int(size)
+	for _, c := range all {
+		d.Bool(c.remove)
+		d.String(c.x.identity)
+	}
+	return runID + "-" + d.Sum()[:16]
 }
 
 // checkpointer writes a run's checkpoints in order in the background.
