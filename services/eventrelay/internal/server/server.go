@@ -93,7 +93,7 @@ func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1
 			reject("event", "is empty")
 			continue
 		}
-		in := schema.Input{ID: strings.TrimSpace(ev.GetEventId()), Source: ev.GetSource(), ConnectionID: strings.TrimSpace(ev.GetConnectionId()), UserID: ev.GetUserId(), Name: ev.GetName()}
+		in := schema.Input{ID: ev.GetEventId(), Source: ev.GetSource(), ConnectionID: ev.GetConnectionId(), UserID: ev.GetUserId(), Name: ev.GetName()}
 		if ev.GetTimestamp() != nil {
 			if err := ev.GetTimestamp().CheckValid(); err != nil {
 				reject("timestamp", "is not a valid time")
