@@ -56,9 +56,12 @@ type Config struct {
 	// Event relay delivery.
 	DeliveryMaxAttempts int
 	DeliveryMaxAge      time.Duration
-	EventDedupWindow    time.Duration
-	EventRetention      time.Duration
-	BusNamespace        string
+	// IdentityAttachMaxAttempts is how often an event's identity attach is
+	// tried alone before the event is dead-lettered.
+	IdentityAttachMaxAttempts int
+	EventDedupWindow          time.Duration
+	EventRetention            time.Duration
+	BusNamespace              string
 }
 
 type setting struct {
@@ -125,6 +128,14 @@ var settings = []setting{
 	{"delivery-max-attempts", "SEGHUB_DELIVERY_MAX_ATTEMPTS", "event delivery: attempts before an event may be dead-lettered", "10", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		c.DeliveryMaxAttempts = n
+		return err
+	}},
+	{"identity-attach-max-attempts", "SEGHUB_IDENTITY_ATTACH_MAX_ATTEMPTS", "identity attach: tries of one Appcues event's appcuesUserID alone (after its batch failed) before it is dead-lettered (sink identity_attach); transient failures don't count", "5", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && n < 1 {
+			err = fmt.Errorf("must be at least 1")
+		}
+		c.IdentityAttachMaxAttempts = n
 		return err
 	}},
 	{"delivery-max-age", "SEGHUB_DELIVERY_MAX_AGE", "event delivery: how long retries go on before an event may be dead-lettered (both limits must be passed)", "1h", duration(func(c *Config) *time.Duration { return &c.DeliveryMaxAge })},
