@@ -3,11 +3,13 @@ package grpcserver
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/seghub/seghub/pkg/apperr"
 )
@@ -28,45 +30,132 @@ const maxViolations = 20
 
 // CheckIdentifiers refuses a request whose ids or names hold control
 // characters (or whose free text holds NUL), naming each field by its path,
-// e.g. "events[3].user_id" or "users[0].properties[\"plan\\n\"]".
+// e.g. "events[3].user_id" or "users[0].properties". Paths are built only
+// for violations: the check runs on every streamed event.
 func CheckIdentifiers(m proto.Message) error {
-	var vs []*errdetails.BadRequest_FieldViolation
-	walkStrings(m.ProtoReflect(), "", &vs)
-	if len(vs) > 0 {
-		return apperr.InvalidFields(vs...)
+	w := walker{path: make([]step, 0, 8)}
+	w.message(m.ProtoReflect())
+	if len(w.vs) > 0 {
+		return apperr.InvalidFields(w.vs...)
 	}
 	return nil
 }
 
-func walkStrings(m protoreflect.Message, prefix string, vs *[]*errdetails.BadRequest_FieldViolation) {
+// step is one element of a field path: a field, a list index or a map key.
+type step struct {
+	name  protoreflect.Name
+	index int    // -1 unless a list element
+	key   string // a map element's key
+	isKey bool
+}
+
+type walker struct {
+	path []step
+	vs   []*errdetails.BadRequest_FieldViolation
+}
+
+func (w *walker) render() string {
+	var b strings.Builder
+	for i, s := range w.path {
+		switch {
+		case s.isKey:
+			fmt.Fprintf(&b, "[%q]", s.key)
+		case s.index >= 0:
+			fmt.Fprintf(&b, "[%d]", s.index)
+		default:
+			if i > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(string(s.name))
+		}
+	}
+	return b.String()
+}
+
+func (w *walker) violate(description string) {
+	w.vs = append(w.vs, apperr.Violation(w.render(), description))
+}
+
+func (w *walker) full() bool { return len(w.vs) >= maxViolations }
+
+func (w *walker) message(m protoreflect.Message) {
+	if st, ok := m.Interface().(*structpb.Struct); ok {
+		w.structFields(st)
+		return
+	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		path := prefix + string(fd.Name())
+		w.path = append(w.path, step{name: fd.Name(), index: -1})
 		switch {
 		case fd.IsMap():
 			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				elem := fmt.Sprintf("%s[%q]", path, k.String())
 				if fd.MapKey().Kind() == protoreflect.StringKind {
 					if p := apperr.IdentifierProblem(k.String()); p != "" {
-						*vs = append(*vs, apperr.Violation(path, fmt.Sprintf("key %q %s", k.String(), p)))
+						w.violate(fmt.Sprintf("key %q %s", k.String(), p))
 					}
 				}
-				checkValue(fd.MapValue(), mv, elem, vs)
-				return true
+				w.path = append(w.path, step{key: k.String(), isKey: true})
+				w.value(fd.MapValue(), mv)
+				w.path = w.path[:len(w.path)-1]
+				return !w.full()
 			})
 		case fd.IsList():
 			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				checkValue(fd, l.Get(i), fmt.Sprintf("%s[%d]", path, i), vs)
+			for i := 0; i < l.Len() && !w.full(); i++ {
+				w.path = append(w.path, step{index: i})
+				w.value(fd, l.Get(i))
+				w.path = w.path[:len(w.path)-1]
 			}
 		default:
-			checkValue(fd, v, path, vs)
+			w.value(fd, v)
 		}
-		return len(*vs) < maxViolations
+		w.path = w.path[:len(w.path)-1]
+		return !w.full()
 	})
 }
 
-func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string, vs *[]*errdetails.BadRequest_FieldViolation) {
-	if len(*vs) >= maxViolations {
+// structFields walks event properties without reflection (its map
+// iteration allocates per entry), the same way: names are ids, strings text.
+func (w *walker) structFields(st *structpb.Struct) {
+	w.path = append(w.path, step{name: "fields", index: -1})
+	for k, v := range st.GetFields() {
+		if p := apperr.IdentifierProblem(k); p != "" {
+			w.violate(fmt.Sprintf("key %q %s", k, p))
+		}
+		w.path = append(w.path, step{key: k, isKey: true})
+		w.structValue(v)
+		w.path = w.path[:len(w.path)-1]
+		if w.full() {
+			break
+		}
+	}
+	w.path = w.path[:len(w.path)-1]
+}
+
+func (w *walker) structValue(v *structpb.Value) {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StringValue:
+		if p := apperr.TextProblem(k.StringValue); p != "" {
+			w.path = append(w.path, step{name: "string_value", index: -1})
+			w.violate(p)
+			w.path = w.path[:len(w.path)-1]
+		}
+	case *structpb.Value_StructValue:
+		w.path = append(w.path, step{name: "struct_value", index: -1})
+		w.structFields(k.StructValue)
+		w.path = w.path[:len(w.path)-1]
+	case *structpb.Value_ListValue:
+		w.path = append(w.path, step{name: "list_value", index: -1}, step{name: "values", index: -1})
+		for i, e := range k.ListValue.GetValues() {
+			w.path = append(w.path, step{index: i})
+			w.structValue(e)
+			w.path = w.path[:len(w.path)-1]
+		}
+		w.path = w.path[:len(w.path)-2]
+	}
+}
+
+func (w *walker) value(fd protoreflect.FieldDescriptor, v protoreflect.Value) {
+	if w.full() {
 		return
 	}
 	switch fd.Kind() {
@@ -76,10 +165,10 @@ func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, path stri
 			problem = apperr.TextProblem
 		}
 		if p := problem(v.String()); p != "" {
-			*vs = append(*vs, apperr.Violation(path, p))
+			w.violate(p)
 		}
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		walkStrings(v.Message(), path+".", vs)
+		w.message(v.Message())
 	}
 }
 

@@ -78,3 +78,21 @@ func TestCheckIdentifiers(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCheckIdentifiers measures the check on a StreamTrack-sized batch
+// (1000 Appcues events with five properties each).
+func BenchmarkCheckIdentifiers(b *testing.B) {
+	events := make([]*eventrelayv1.Event, 1000)
+	for i := range events {
+		p, _ := structpb.NewStruct(map[string]any{"flowId": "f-1", "flowName": "Onboarding", "stepId": "s-2", "pageUrl": "https://app.example.com/x", "npsScore": 9})
+		events[i] = &eventrelayv1.Event{EventId: "evt-000001", Source: "appcues", UserId: "user-000001", Name: "appcues:step_completed", Properties: p}
+	}
+	req := &eventrelayv1.TrackBatchRequest{Events: events}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := CheckIdentifiers(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/event")
+}
