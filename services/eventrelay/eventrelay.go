@@ -163,7 +163,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		attach = o.WrapAttach(attach)
 	}
 	s.identities, err = relay.NewIdentities(ctx, st, layout, relay.IdentityOptions{
-		Attach: attach, DeadLetters: db, MaxAttempts: p.Config.IdentityAttachMaxAttempts, Backoff: o.Backoff, Log: p.Logger,
+		Attach: attach, DeadLetters: db, MaxAttempts: p.Config.IdentityAttachMaxAttempts, MaxAge: p.Config.DeliveryMaxAge, Backoff: o.Backoff, Log: p.Logger,
 	})
 	if err != nil {
 		return nil, err

@@ -52,7 +52,7 @@ func TestPoisonIdentityIsDeadLetteredAloneOthersAttached(t *testing.T) {
 	for _, pg := range []bool{false, true} {
 		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
 			var tries atomic.Int64
-			f := startRelay(t, relayOpts{postgres: pg, wrapAttach: func(next eventrelay.AttachFunc) eventrelay.AttachFunc {
+			f := startRelay(t, relayOpts{postgres: pg, maxAttempts: 1000, maxAge: 300 * time.Millisecond, wrapAttach: func(next eventrelay.AttachFunc) eventrelay.AttachFunc {
 				return func(ctx context.Context, env string, byUser map[string]string) error {
 					tries.Add(1)
 					return next(ctx, env, byUser)
@@ -105,7 +105,7 @@ func TestPoisonIdentityIsDeadLetteredAloneOthersAttached(t *testing.T) {
 				return len(dls) == 1, fmt.Sprint(dls)
 			})
 			d := dls[0]
-			if d.GetEvent().GetUserId() != poison || d.GetEvent().GetEventId() != "ev-250" || d.GetAttempts() != 5 ||
+			if d.GetEvent().GetUserId() != poison || d.GetEvent().GetEventId() != "ev-250" || d.GetAttempts() < 5 || d.GetDeadTime().AsTime().Sub(d.GetFirstAttemptTime().AsTime()) < 300*time.Millisecond ||
 				!strings.Contains(d.GetReason(), "identity attach") || !strings.Contains(d.GetReason(), "InvalidArgument") ||
 				!strings.Contains(d.GetReason(), "control characters") {
 				t.Fatalf("dead letter %v", d)
@@ -136,7 +136,7 @@ func TestPoisonIdentityIsDeadLetteredAloneOthersAttached(t *testing.T) {
 func TestIdentityDeadLetterReplays(t *testing.T) {
 	var refuse, unavailable atomic.Bool
 	refuse.Store(true)
-	f := startRelay(t, relayOpts{wrapAttach: func(next eventrelay.AttachFunc) eventrelay.AttachFunc {
+	f := startRelay(t, relayOpts{maxAttempts: 1000, maxAge: 300 * time.Millisecond, wrapAttach: func(next eventrelay.AttachFunc) eventrelay.AttachFunc {
 		return func(ctx context.Context, env string, byUser map[string]string) error {
 			if unavailable.Load() {
 				return status.Error(codes.Unavailable, "segmentsync is down")
@@ -180,5 +180,33 @@ func TestIdentityDeadLetterReplays(t *testing.T) {
 	waitAttached(t, ctx, f.ss, map[string]string{"u-refused": "ac-u-refused"})
 	if n := len(identityDeadLetters(t, ctx, f.ev)); n != 0 {
 		t.Fatalf("%d identity dead letters pending after the replay", n)
+	}
+}
+
+// Failing alone more than the attempts, but for less than the window (an
+// outage of segmentsync's database answers Internal too), dead-letters
+// nothing: the attach lands once the cause is gone.
+func TestIdentityAttachOutageShorterThanWindow(t *testing.T) {
+	var refuse atomic.Bool
+	var refused atomic.Int64
+	refuse.Store(true)
+	f := startRelay(t, relayOpts{maxAttempts: 1000, maxAge: time.Hour, wrapAttach: func(next eventrelay.AttachFunc) eventrelay.AttachFunc {
+		return func(ctx context.Context, env string, byUser map[string]string) error {
+			if refuse.Load() {
+				refused.Add(1)
+				return status.Error(codes.Internal, "injected: database down")
+			}
+			return next(ctx, env, byUser)
+		}
+	}})
+	ctx := apptest.Context(t, 60*time.Second)
+	f.track(t, ctx, []*eventrelayv1.Event{{Source: "appcues", UserId: "u-out", Name: "appcues:flow_started", Properties: mustStruct(map[string]any{"flowId": "f", "appcuesUserID": "ac-out"})}})
+	waitFor(t, 20*time.Second, "more failed tries than the attempts", func() (bool, string) {
+		return refused.Load() > 10, fmt.Sprint(refused.Load())
+	})
+	refuse.Store(false)
+	waitAttached(t, ctx, f.ss, map[string]string{"u-out": "ac-out"})
+	if dls := identityDeadLetters(t, ctx, f.ev); len(dls) != 0 {
+		t.Fatalf("dead-lettered within the window: %v", dls)
 	}
 }

@@ -34,9 +34,12 @@ type IdentityOptions struct {
 	Attach AttachFunc
 	// DeadLetters records messages given up on.
 	DeadLetters *store.Store
-	// MaxAttempts is how often a message is tried alone before it is
-	// dead-lettered; transient failures (segmentsync unavailable) don't count.
+	// A message is dead-lettered once it has failed alone MaxAttempts times
+	// and for MaxAge, so an outage of segmentsync's database (which answers
+	// Internal, as a refused row does) dead-letters nothing unless it lasts;
+	// transient failures (segmentsync unavailable) don't count at all.
 	MaxAttempts int
+	MaxAge      time.Duration
 	// Backoff is the wait before a message is tried alone again.
 	Backoff func(attempt int) time.Duration
 	Log     *slog.Logger
@@ -47,7 +50,7 @@ type IdentityOptions struct {
 // property. It reads every environment's Appcues events durably, in batches
 // per environment; when a batch fails, its messages are tried one by one, so
 // one message segmentsync refuses (a poison message) holds up no other: it
-// is dead-lettered after MaxAttempts tries alone, with the reason.
+// is dead-lettered after MaxAttempts tries alone over MaxAge, with the reason.
 type Identities struct {
 	o      IdentityOptions
 	events jetstream.Consumer
@@ -214,7 +217,8 @@ func (a *attachLoop) process(ctx context.Context, msgs []jetstream.Msg) {
 }
 
 // alone tries one message by itself: acknowledged when attached, retried
-// later when it fails, dead-lettered once it has failed MaxAttempts times.
+// later when it fails, dead-lettered once it has failed MaxAttempts times
+// over MaxAge.
 func (a *attachLoop) alone(ctx context.Context, at attachment) {
 	want := map[string]string{at.user: at.acid}
 	err := a.o.Attach(ctx, at.env, want)
@@ -237,7 +241,7 @@ func (a *attachLoop) alone(ctx context.Context, at attachment) {
 		a.failing[at.seq] = f
 	}
 	f.attempts++
-	if f.attempts < a.o.MaxAttempts {
+	if f.attempts < a.o.MaxAttempts || time.Since(f.first) < a.o.MaxAge {
 		_ = at.m.NakWithDelay(a.o.Backoff(f.attempts))
 		return
 	}
