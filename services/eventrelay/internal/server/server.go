@@ -567,7 +567,7 @@ func (s *Server) ReplayDeadLetters(ctx context.Context, req *eventrelayv1.Replay
 		}
 		ok, err := s.store.MarkReplayed(ctx, env, d.ID, s.now())
 		if err != nil {
-			return nil, apperr.Internal(err, "replayed %d; dead letter %s was republished but not recorded as replayed: call again (the event is not delivered twice)", n, d.ID)
+			return nil, apperr.Internal(err, "replayed %d; dead letter %s was republished but not recorded as replayed: call again (within the event dedup window the second copy is dropped)", n, d.ID)
 		}
 		// !ok: a concurrent call recorded it; JetStream kept one copy.
 		if ok {
