@@ -118,9 +118,12 @@ func Code(err error) codes.Code {
 	return codes.Unknown
 }
 
-// Name validates a display name: trimmed, not blank, at most max characters.
-// It returns the trimmed name.
+// Name validates a display name: trimmed, not blank, at most max characters,
+// no control characters. It returns the trimmed name.
 func Name(field, name string, max int) (string, error) {
+	if p := IdentifierProblem(name); p != "" {
+		return "", Invalid(field, p)
+	}
 	name = strings.TrimSpace(name)
 	switch {
 	case name == "":

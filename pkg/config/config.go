@@ -58,9 +58,12 @@ type Config struct {
 	// Event relay delivery.
 	DeliveryMaxAttempts int
 	DeliveryMaxAge      time.Duration
-	EventDedupWindow    time.Duration
-	EventRetention      time.Duration
-	BusNamespace        string
+	// IdentityAttachMaxAttempts is how often an event's identity attach is
+	// tried alone before the event is dead-lettered.
+	IdentityAttachMaxAttempts int
+	EventDedupWindow          time.Duration
+	EventRetention            time.Duration
+	BusNamespace              string
 }
 
 type setting struct {
@@ -137,7 +140,15 @@ var settings = []setting{
 		c.DeliveryMaxAttempts = n
 		return err
 	}},
-	{"delivery-max-age", "SEGHUB_DELIVERY_MAX_AGE", "event delivery: how long retries go on before an event may be dead-lettered (both limits must be passed)", "1h", duration(func(c *Config) *time.Duration { return &c.DeliveryMaxAge })},
+	{"identity-attach-max-attempts", "SEGHUB_IDENTITY_ATTACH_MAX_ATTEMPTS", "identity attach: tries of one Appcues event's appcuesUserID alone (after its batch failed) before it may be dead-lettered as sink identity_attach (both this and --delivery-max-age must be passed; segmentsync being unavailable doesn't count)", "5", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && n < 1 {
+			err = fmt.Errorf("must be at least 1")
+		}
+		c.IdentityAttachMaxAttempts = n
+		return err
+	}},
+	{"delivery-max-age", "SEGHUB_DELIVERY_MAX_AGE", "event delivery and identity attach: how long retries go on before an event may be dead-lettered (both limits must be passed)", "1h", duration(func(c *Config) *time.Duration { return &c.DeliveryMaxAge })},
 	{"event-dedup-window", "SEGHUB_EVENT_DEDUP_WINDOW", "events: how long JetStream remembers event ids to drop duplicates (sinks' idempotency keys cover longer)", "2m", duration(func(c *Config) *time.Duration { return &c.EventDedupWindow })},
 	{"bus-namespace", "SEGHUB_BUS_NAMESPACE", "events: prefix of the JetStream stream and subjects, so several deployments can share one NATS (letters, digits, '-', '_')", "seghub", func(c *Config, v string) error {
 		if !busNamespace.MatchString(v) {

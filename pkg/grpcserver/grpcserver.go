@@ -77,6 +77,7 @@ func New(o Options) *Server {
 		stream = append(stream, o.Authenticator.StreamServerInterceptor())
 	}
 	unary = append(unary, validateUnary)
+	stream = append(stream, validateStream)
 	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
 		grpc.ChainUnaryInterceptor(unary...),
@@ -234,6 +235,9 @@ func logCall(ctx context.Context, log *slog.Logger, method string, start time.Ti
 type validator interface{ Validate() error }
 
 func validateUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := checkRequest(ctx, req); err != nil {
+		return nil, err
+	}
 	if v, ok := req.(validator); ok {
 		if err := v.Validate(); err != nil {
 			return nil, err

@@ -81,11 +81,12 @@ type webhookBody struct {
 	} `json:"data"`
 }
 
-// idString accepts ids sent as JSON strings or numbers.
+// idString accepts ids sent as JSON strings or numbers; one holding a
+// control character is refused (before trimming, which would hide some).
 func idString(raw json.RawMessage) (string, bool) {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return strings.TrimSpace(s), strings.TrimSpace(s) != ""
+		return strings.TrimSpace(s), strings.TrimSpace(s) != "" && apperr.IdentifierProblem(s) == ""
 	}
 	var n json.Number
 	if json.Unmarshal(raw, &n) == nil && n.String() != "" {
@@ -109,14 +110,17 @@ func parseWebhook(body []byte) (store.InboundPage, error) {
 	}
 	var ok bool
 	if p.ExternalSegmentID, ok = idString(b.Data.Segment.ID); !ok {
-		return p, apperr.Invalid("data.segment.id", "is required")
+		return p, apperr.Invalid("data.segment.id", "is required: a string or number without control characters")
+	}
+	if err := apperr.Identifier("data.segment.name", b.Data.Segment.Name); err != nil {
+		return p, err
 	}
 	if p.SegmentName = strings.TrimSpace(b.Data.Segment.Name); p.SegmentName == "" || len(p.SegmentName) > MaxNameLength {
 		return p, apperr.Invalid("data.segment.name", fmt.Sprintf("must be 1 to %d characters", MaxNameLength))
 	}
 	si := b.Data.SyncInfo
 	if p.TaskID, ok = idString(si.SyncTaskID); !ok {
-		return p, apperr.Invalid("data.sync_info.sync_task_id", "is required")
+		return p, apperr.Invalid("data.sync_info.sync_task_id", "is required: a string or number without control characters")
 	}
 	if si.TotalPages < 1 || si.TotalPages > MaxTotalPages {
 		return p, apperr.Invalid("data.sync_info.total_pages", fmt.Sprintf("must be 1 to %d", MaxTotalPages))
@@ -131,14 +135,14 @@ func parseWebhook(body []byte) (store.InboundPage, error) {
 	for i, a := range b.Data.Add {
 		id, ok := idString(a.ID)
 		if !ok || len(id) > MaxUserIDLength {
-			return p, apperr.Invalid(fmt.Sprintf("data.add[%d].id", i), "must be a non-empty id of at most 256 bytes")
+			return p, apperr.Invalid(fmt.Sprintf("data.add[%d].id", i), "must be a non-empty id of at most 256 bytes, without control characters")
 		}
 		p.Adds = append(p.Adds, id)
 	}
 	for i, r := range b.Data.Remove {
 		id, ok := idString(r.ID)
 		if !ok || len(id) > MaxUserIDLength {
-			return p, apperr.Invalid(fmt.Sprintf("data.remove[%d].id", i), "must be a non-empty id of at most 256 bytes")
+			return p, apperr.Invalid(fmt.Sprintf("data.remove[%d].id", i), "must be a non-empty id of at most 256 bytes, without control characters")
 		}
 		p.Removes = append(p.Removes, id)
 	}
