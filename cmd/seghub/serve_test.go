@@ -34,6 +34,9 @@ func start(t *testing.T, dataDir string, configure func(*config.Config)) *runnin
 	cfg.DataDir = dataDir
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
+	// Tests' destinations listen on loopback, refused unless allowed; the
+	// SSRF suite narrows this in configure.
+	cfg.DestinationAllow = "127.0.0.0/8,::1"
 	if configure != nil {
 		configure(cfg)
 	}

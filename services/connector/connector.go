@@ -24,7 +24,7 @@ func New(ctx context.Context, p *app.Platform) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{server: server.New(st, p.Config, nil)}, nil
+	return &Service{server: server.New(st, p.Config, p.Egress)}, nil
 }
 
 // Register implements app.Service.
