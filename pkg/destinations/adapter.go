@@ -324,15 +324,16 @@ func Excerpt(s string) string {
 			space = b.Len() > 0
 			continue
 		}
+		need := utf8.RuneLen(r)
 		if space {
-			if b.Len()+1 > MaxExcerpt {
-				return b.String() + "…"
-			}
+			need++
+		}
+		if b.Len()+need > MaxExcerpt {
+			return b.String() + "…"
+		}
+		if space {
 			b.WriteByte(' ')
 			space = false
-		}
-		if b.Len()+utf8.RuneLen(r) > MaxExcerpt {
-			return b.String() + "…"
 		}
 		b.WriteRune(r)
 	}

@@ -238,7 +238,7 @@ func (e *Egress) dial(ctx context.Context, d *net.Dialer, network, addr string) 
 	if e.hostAllowed(host, port) {
 		return d.DialContext(ctx, network, addr)
 	}
-	ips, err := e.lookup(ctx, host)
+	ips, err := e.lookup(ctx, strings.TrimSuffix(strings.ToLower(host), "."))
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +246,9 @@ func (e *Egress) dial(ctx context.Context, d *net.Dialer, network, addr string) 
 	var last error
 	for _, ip := range ips {
 		if why := e.addrRefused(ip); why != "" {
-			refused = why
+			if refused == "" {
+				refused = why
+			}
 			continue
 		}
 		c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
@@ -276,7 +278,7 @@ func (e *Egress) CheckURL(ctx context.Context, raw string) error {
 	if u.User != nil {
 		return errors.New("must not carry a user name or password; authenticate with the signing secret")
 	}
-	host, port := strings.ToLower(u.Hostname()), u.Port()
+	host, port := strings.TrimSuffix(strings.ToLower(u.Hostname()), "."), u.Port()
 	if port != "" && !validPort(port) {
 		return fmt.Errorf("port %q is not a port number", port)
 	}
@@ -322,10 +324,10 @@ var dialHook atomic.Pointer[func(network, address string) error]
 // HookDials calls f with every address a destination connection is about to
 // connect to (after the policy passed it); an error from f aborts the dial.
 // Tests use it to prove refused addresses are never dialled. The returned
-// func removes the hook.
-func HookDials(f func(network, address string) error) (remove func()) {
-	dialHook.Store(&f)
-	return func() { dialHook.CompareAndSwap(&f, nil) }
+// func restores the hook f replaced.
+func HookDials(f func(network, address string) error) (restore func()) {
+	prev := dialHook.Swap(&f)
+	return func() { dialHook.CompareAndSwap(&f, prev) }
 }
 
 func observeDial(network, address string, _ syscall.RawConn) error {

@@ -46,9 +46,9 @@ type Options struct {
 	BaseURL func(destType string) string
 	// Egress is the outbound policy adapters send through.
 	Egress *destinations.Egress
-	Now     func() time.Time
-	Logger  *slog.Logger
-	Tracer  trace.Tracer
+	Now    func() time.Time
+	Logger *slog.Logger
+	Tracer trace.Tracer
 	// Jitter spreads recurring runs (a share of the interval, default 2 %).
 	Jitter float64
 	// AdapterConfig adjusts adapter settings (tests shorten retries).
