@@ -81,6 +81,10 @@ const (
 	Retryable ErrorKind = iota + 1
 	Permanent
 	AuthFailed
+	// Refused: the egress policy stopped the request before it was sent;
+	// it concerns the destination as a whole, not one batch or identity,
+	// and only a change of URL or of the allow list helps.
+	Refused
 )
 
 // Error is a delivery failure with its classification.
@@ -92,6 +96,9 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	if e.Kind == Refused {
+		return e.Message
+	}
 	kind := map[ErrorKind]string{Retryable: "retryable", Permanent: "permanent", AuthFailed: "auth"}[e.Kind]
 	if e.Status > 0 {
 		return fmt.Sprintf("%s failure (HTTP %d): %s", kind, e.Status, e.Message)
@@ -293,7 +300,7 @@ func classify(status int, body []byte, ra time.Duration, err error) error {
 	if err != nil {
 		var refused *RefusedError
 		if errors.As(err, &refused) {
-			return &Error{Kind: Permanent, Message: refused.Error()}
+			return &Error{Kind: Refused, Message: refused.Error()}
 		}
 		return &Error{Kind: Retryable, Message: NetworkProblem(err)}
 	}

@@ -49,9 +49,9 @@ var blockedRanges = []struct {
 
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
-// Refused reports why ip is refused by default ("" when it is not): the
+// RefusedRange reports why ip is refused by default ("" when it is not): the
 // range it falls in.
-func Refused(ip netip.Addr) string {
+func RefusedRange(ip netip.Addr) string {
 	ip = ip.Unmap()
 	if nat64.Contains(ip) {
 		b := ip.As16()
@@ -214,7 +214,7 @@ func (e *Egress) addrRefused(ip netip.Addr) string {
 			return ""
 		}
 	}
-	if why := Refused(ip); why != "" {
+	if why := RefusedRange(ip); why != "" {
 		return why + " address " + ip.String()
 	}
 	return ""

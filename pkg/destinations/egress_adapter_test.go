@@ -17,8 +17,8 @@ import (
 
 // A destination allowed by host:port that redirects to an address the
 // policy refuses gets no further: the redirect target never receives a
-// request, the failure is permanent (retrying cannot help) and names the
-// policy. A redirect within the allowed destination is followed.
+// request, the failure is a refusal (not retried: retrying cannot help)
+// and names the policy. A redirect within the allowed destination is followed.
 func TestRedirectToRefusedAddressRefused(t *testing.T) {
 	t.Parallel()
 	var hits atomic.Int32
@@ -41,9 +41,9 @@ func TestRedirectToRefusedAddressRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = track(t, redirector.URL, destinations.Config{Egress: eg, MaxAttempts: 3, MaxBackoff: time.Millisecond})
-			if !errors.As(err, new(*destinations.Error)) || destinations.KindOf(err) != destinations.Permanent ||
+			if !errors.As(err, new(*destinations.Error)) || destinations.KindOf(err) != destinations.Refused ||
 				!strings.Contains(err.Error(), "refused by the egress policy") || !strings.Contains(err.Error(), destinations.AllowSetting) {
-				t.Fatalf("err = %v, want a permanent failure naming the egress policy and %s", err, destinations.AllowSetting)
+				t.Fatalf("err = %v, want a refusal naming the egress policy and %s", err, destinations.AllowSetting)
 			}
 			if at, _ := rc.requests(); len(at) != 1 {
 				t.Fatalf("redirector saw %d requests, want 1 (a refusal is not retried)", len(at))
@@ -81,7 +81,7 @@ func TestDefaultPolicyRefusesLoopbackDestination(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
 	defer srv.Close()
 	err := track(t, srv.URL, destinations.Config{Egress: destinations.DefaultEgress(), MaxAttempts: 3, MaxBackoff: time.Millisecond})
-	if destinations.KindOf(err) != destinations.Permanent || !strings.Contains(err.Error(), "loopback address 127.0.0.1") {
+	if destinations.KindOf(err) != destinations.Refused || !strings.Contains(err.Error(), "loopback address 127.0.0.1") {
 		t.Fatalf("err = %v, want refused as loopback", err)
 	}
 	if hits.Load() != 0 {

@@ -64,8 +64,8 @@ func TestRefusedRanges(t *testing.T) {
 		{"2606:4700:4700::1111", ""},
 		{"fec0::1", ""}, // site-local, deprecated and globally unrouted, but not in any refused range
 	} {
-		if got := Refused(netip.MustParseAddr(tc.addr)); got != tc.want {
-			t.Errorf("Refused(%s) = %q, want %q", tc.addr, got, tc.want)
+		if got := RefusedRange(netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("RefusedRange(%s) = %q, want %q", tc.addr, got, tc.want)
 		}
 	}
 }

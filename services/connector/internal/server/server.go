@@ -149,6 +149,8 @@ func (s *Server) check(ctx context.Context, t destinations.Type, creds map[strin
 		return apperr.FailedPrecondition("%s refused these credentials (%v); check them and try again — nothing was saved", t.DisplayName, err)
 	case destinations.Permanent:
 		return apperr.FailedPrecondition("%s rejected the test call (%v); nothing was saved", t.DisplayName, err)
+	case destinations.Refused:
+		return apperr.FailedPrecondition("%s cannot be called: %v; nothing was saved", t.DisplayName, err)
 	}
 	if err != nil {
 		return apperr.Unavailable("could not reach %s to check the credentials (%v); nothing was saved, try again", t.DisplayName, err)
