@@ -52,7 +52,7 @@ var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 // RefusedRange reports why ip is refused by default ("" when it is not): the
 // range it falls in.
 func RefusedRange(ip netip.Addr) string {
-	ip = ip.Unmap()
+	ip = ip.Unmap().WithZone("") // a prefix never contains a zoned address
 	if nat64.Contains(ip) {
 		b := ip.As16()
 		ip = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
@@ -208,7 +208,7 @@ func (e *Egress) hostAllowed(host, port string) bool {
 
 // addrRefused returns why ip may not be reached ("" when it may).
 func (e *Egress) addrRefused(ip netip.Addr) string {
-	ip = ip.Unmap()
+	ip = ip.Unmap().WithZone("")
 	for _, r := range e.ranges {
 		if r.Contains(ip) {
 			return ""
