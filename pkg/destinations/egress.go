@@ -151,7 +151,13 @@ func validHost(h string) bool {
 	if _, err := netip.ParseAddr(h); err == nil {
 		return true
 	}
-	for _, label := range strings.Split(h, ".") {
+	labels := strings.Split(h, ".")
+	// No top-level domain is numeric: "127.1", "2130706433" or "0x7f.1" are
+	// IPv4 shorthands some resolvers expand, not names.
+	if last := labels[len(labels)-1]; strings.HasPrefix(last, "0x") || strings.Trim(last, "0123456789") == "" {
+		return false
+	}
+	for _, label := range labels {
 		if label == "" || len(label) > 63 {
 			return false
 		}
