@@ -22,6 +22,7 @@ import (
 	"github.com/seghub/seghub/pkg/admin"
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/pkg/grpcserver"
 	"github.com/seghub/seghub/pkg/natsbus"
 	"github.com/seghub/seghub/pkg/secretbox"
@@ -58,6 +59,9 @@ type Platform struct {
 	InternalKey string
 	Auth        *auth.Authenticator
 	Admin       *admin.Store
+	// Egress is the one outbound policy (and HTTP client) for every
+	// request to a destination.
+	Egress *destinations.Egress
 
 	// SelfAddr is where this process's gRPC server listens (set by Listen).
 	SelfAddr string
@@ -87,6 +91,9 @@ func NewPlatform(ctx context.Context, cfg *config.Config, o Options) (*Platform,
 	p := &Platform{Config: cfg, Logger: tel.Logger.With("service", o.Name), Telemetry: tel, conns: map[string]*grpc.ClientConn{}}
 	p.close = append(p.close, func() { _ = shutdown(context.Background()) })
 	fail := func(err error) (*Platform, error) { p.Close(); return nil, err }
+	if p.Egress, err = destinations.NewEgress(cfg.DestinationAllow); err != nil {
+		return fail(err)
+	}
 
 	secretKey := cfg.SecretKey
 	if secretKey == "" {

@@ -47,6 +47,10 @@ type Config struct {
 	ABTastyURL    string
 	AnalyticsURL  string
 	DestSimAddr   string
+	// DestinationAllow lists hosts, host:port pairs and CIDR ranges that
+	// destinations may reach although they are loopback, private,
+	// link-local or metadata addresses (comma-separated).
+	DestinationAllow string
 
 	// OAuth: where browsers come back to, and seghub's client registration
 	// with each OAuth destination.
@@ -131,6 +135,7 @@ var settings = []setting{
 	{"abtasty-url", "SEGHUB_ABTASTY_URL", "AB Tasty API base URL", "https://api.abtasty.com", str(func(c *Config) *string { return &c.ABTastyURL })},
 	{"analytics-url", "SEGHUB_ANALYTICS_URL", "analytics track API base URL (Heap-style)", "https://heapanalytics.com", str(func(c *Config) *string { return &c.AnalyticsURL })},
 	{"destsim-addr", "SEGHUB_DESTSIM_ADDR", "all-in-one demo: serve the destination simulator on this address and point every destination URL at it", "", str(func(c *Config) *string { return &c.DestSimAddr })},
+	{"destination-allow", "SEGHUB_DESTINATION_ALLOW", "on-premises destinations: comma-separated hosts, host:port pairs or CIDR ranges that outbound requests may reach although loopback, private, link-local or metadata addresses are refused otherwise (the all-in-one adds the simulator's own address)", "", str(func(c *Config) *string { return &c.DestinationAllow })},
 	{"public-url", "SEGHUB_PUBLIC_URL", "the gateway's public base URL; OAuth redirects come back to <public-url>/oauth/callback", "http://localhost:8080", str(func(c *Config) *string { return &c.PublicURL })},
 	{"oauth-state-ttl", "SEGHUB_OAUTH_STATE_TTL", "OAuth: how long an authorisation may take from start to callback; the state and the browser's seghub_oauth cookie live this long", "10m", duration(func(c *Config) *time.Duration { return &c.OAuthStateTTL })},
 	{"commandbar-client-id", "SEGHUB_COMMANDBAR_CLIENT_ID", "seghub's OAuth client id at CommandBar (the default matches the destination simulator)", "seghub", str(func(c *Config) *string { return &c.CommandBarClientID })},

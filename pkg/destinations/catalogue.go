@@ -5,7 +5,10 @@
 // as retryable, permanent or auth (needs re-authorisation).
 package destinations
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Auth is how a destination is connected.
 type Auth int
@@ -82,6 +85,18 @@ func Lookup(name string) (Type, bool) {
 
 // All returns the catalogue.
 func All() []Type { return append([]Type(nil), catalogue...) }
+
+// URLFields names the credentials that are URLs seghub will call: the
+// egress policy checks them when a connection is saved.
+func (t Type) URLFields() []string {
+	var out []string
+	for _, f := range t.CredentialFields {
+		if f == "url" || strings.HasSuffix(f, "_url") {
+			out = append(out, f)
+		}
+	}
+	return out
+}
 
 // ReceivesWebhooks reports whether connections of t get a signing secret for
 // webhooks they send to seghub (events or segments in).

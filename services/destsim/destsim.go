@@ -31,8 +31,10 @@ import (
 // Faults are injected into destination API calls (never into OAuth or
 // /_sim endpoints). A faulted call changes no state.
 type Faults struct {
-	Rate429    float64 `json:"rate_429"`
-	Rate5xx    float64 `json:"rate_5xx"`
+	Rate429 float64 `json:"rate_429"`
+	Rate5xx float64 `json:"rate_5xx"`
+	// Rate401 refuses a share of calls' credentials (as a revoked key).
+	Rate401    float64 `json:"rate_401"`
 	LatencyMS  int     `json:"latency_ms"`
 	RetryAfter int     `json:"retry_after_s"`
 	// TokenTTL is the expires_in of issued access tokens, in seconds.
@@ -42,6 +44,9 @@ type Faults struct {
 	// RotateRefresh makes a refresh token single-use, as providers that
 	// rotate refresh tokens do: the grant answers with the next one.
 	RotateRefresh bool `json:"rotate_refresh"`
+	// ErrorBody, when set, is the body of every injected fault (tests check
+	// how much of a destination's answer seghub repeats).
+	ErrorBody string `json:"error_body"`
 }
 
 // Credentials the simulator accepts.
@@ -332,15 +337,27 @@ func (s *Sim) api(h func(w http.ResponseWriter, r *http.Request, body []byte)) h
 		if f.LatencyMS > 0 {
 			time.Sleep(time.Duration(f.LatencyMS) * time.Millisecond)
 		}
+		fault := func(code int, msg string) {
+			if f.ErrorBody == "" {
+				writeJSON(w, code, map[string]string{"error": msg})
+				return
+			}
+			w.WriteHeader(code)
+			_, _ = io.WriteString(w, f.ErrorBody)
+		}
 		switch {
 		case roll < f.Rate429:
 			s.count("injected_429")
 			w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
-			writeJSON(w, 429, map[string]string{"error": "Too Many Requests"})
+			fault(429, "Too Many Requests")
 			return
 		case roll < f.Rate429+f.Rate5xx:
 			s.count("injected_5xx")
-			writeJSON(w, 503, map[string]string{"error": "Service Unavailable"})
+			fault(503, "Service Unavailable")
+			return
+		case roll < f.Rate429+f.Rate5xx+f.Rate401:
+			s.count("injected_401")
+			fault(401, "Unauthorized")
 			return
 		}
 		s.mu.Lock()

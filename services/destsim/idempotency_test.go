@@ -202,7 +202,7 @@ func TestEventKeysReplayOrRefuse(t *testing.T) {
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	ctx := t.Context()
-	ac, err := destinations.New("appcues", destinations.Config{BaseURL: srv.URL, MaxAttempts: 1, Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}})
+	ac, err := destinations.New("appcues", destinations.Config{Egress: loopback, BaseURL: srv.URL, MaxAttempts: 1, Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestWebhookTaskPagesConsistent(t *testing.T) {
 	sim := destsim.New(destsim.DemoCredentials())
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
-	wh, err := destinations.New("webhook", destinations.Config{MaxAttempts: 1, Credentials: map[string]string{"url": srv.URL + "/hooks/heap"}})
+	wh, err := destinations.New("webhook", destinations.Config{Egress: loopback, MaxAttempts: 1, Credentials: map[string]string{"url": srv.URL + "/hooks/heap"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		rate = o.Rate
 	}
 	mo := relay.ManagerOptions{
-		Stream: st, Layout: layout, Store: db, Resolve: resolve, BaseURL: p.Config.DestinationURL,
+		Stream: st, Layout: layout, Store: db, Resolve: resolve, BaseURL: p.Config.DestinationURL, Egress: p.Egress,
 		Limiter: func(conn string, t destinations.Type) destinations.Limiter {
 			perMinute, burst := rate(t)
 			// The connection's one bucket, shared with sync runs and every process.

@@ -44,9 +44,11 @@ type Queue interface {
 type Options struct {
 	// BaseURL returns a destination type's API base URL.
 	BaseURL func(destType string) string
-	Now     func() time.Time
-	Logger  *slog.Logger
-	Tracer  trace.Tracer
+	// Egress is the outbound policy adapters send through.
+	Egress *destinations.Egress
+	Now    func() time.Time
+	Logger *slog.Logger
+	Tracer trace.Tracer
 	// Jitter spreads recurring runs (a share of the interval, default 2 %).
 	Jitter float64
 	// AdapterConfig adjusts adapter settings (tests shorten retries).
@@ -557,7 +559,7 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	}
 	// One bucket per connection, in the shared store: every run and every
 	// process writing to this connection draws from it.
-	cfg := destinations.Config{BaseURL: e.o.BaseURL(t.Name), Credentials: conn.GetCredentials(), SigningSecret: conn.GetSigningSecret(),
+	cfg := destinations.Config{BaseURL: e.o.BaseURL(t.Name), Credentials: conn.GetCredentials(), SigningSecret: conn.GetSigningSecret(), Egress: e.o.Egress,
 		Limiter: ratelimit.New(e.db, "connection:"+s.ConnectionID, perMinute, burst)}
 	if e.o.AdapterConfig != nil {
 		e.o.AdapterConfig(&cfg)
