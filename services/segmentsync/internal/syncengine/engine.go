@@ -506,13 +506,21 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 		r.Status = StatusSucceeded
 	}
 	span.SetAttributes(attribute.Int64("run.added", int64(r.Added)), attribute.Int64("run.removed", int64(r.Removed)), attribute.Int64("run.unmatched", int64(r.Unmatched)), attribute.Int64("run.failed", int64(r.Failed)))
-	if uerr := e.st.UpdateRun(context.WithoutCancel(ctx), r); uerr != nil {
-		return uerr
-	}
-	return e.finishSync(context.WithoutCancel(ctx), s, r)
+	return e.finishRun(context.WithoutCancel(ctx), s, r)
 }
 
-func (e *Engine) finishSync(ctx context.Context, s *Sync, r *Run) error {
+// finishRun records a finished run and its sync's outcome in one
+// transaction, so no reader sees a finished run beside a sync still queued.
+func (e *Engine) finishRun(ctx context.Context, s *Sync, r *Run) error {
+	return e.db.InTx(ctx, func(tx *store.Tx) error {
+		if err := updateRun(ctx, tx, r); err != nil {
+			return err
+		}
+		return e.finishSync(ctx, tx, s, r)
+	})
+}
+
+func (e *Engine) finishSync(ctx context.Context, q store.Querier, s *Sync, r *Run) error {
 	o := Outcome{Status: r.Status, Error: r.Error, Updated: e.o.Now().UTC()}
 	if r.Status == StatusSucceeded || r.Status == StatusPartial {
 		o.Synced = r.Finished
@@ -529,7 +537,7 @@ func (e *Engine) finishSync(ctx context.Context, s *Sync, r *Run) error {
 		}
 	}
 	// A removed sync (its segment deleted meanwhile) updates no row.
-	return e.st.RecordOutcome(ctx, e.db, s.ID, o)
+	return e.st.RecordOutcome(ctx, q, s.ID, o)
 }
 
 // removed reports a sync or run that no longer exists (its segment was deleted).
