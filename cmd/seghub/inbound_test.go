@@ -184,7 +184,7 @@ func TestInboundSegmentWebhooks(t *testing.T) {
 	for {
 		c1, b1 := r.do(t, "GET", "/v1/targeting/segments/"+sid+"/members/u9", key, "")
 		c2, b2 := r.do(t, "GET", "/v1/targeting/segments/"+sid+"/members/u1", key, "")
-		if c1 == 200 && c2 == 200 && b1["is_member"] == true && b2["is_member"] == nil {
+		if c1 == 200 && c2 == 200 && b1["is_member"] == true && b2["is_member"] == false {
 			break
 		}
 		if time.Now().After(deadline) {
