@@ -122,7 +122,7 @@ func parseWebhook(body []byte) (store.InboundPage, error) {
 	}
 	p.Page, p.TotalPages = si.PageNumber, si.TotalPages
 	if len(b.Data.Add)+len(b.Data.Remove) > MaxIDsPerPage {
-		return p, apperr.Invalid("data", fmt.Sprintf("at most %d ids a page", MaxIDsPerPage))
+		return p, apperr.TooLarge("data", fmt.Sprintf("at most %d ids a page", MaxIDsPerPage))
 	}
 	for i, a := range b.Data.Add {
 		id, ok := idString(a.ID)
