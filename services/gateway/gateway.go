@@ -58,12 +58,12 @@ var registrations = map[string][]registrar{
 func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error) {
 	g := &Gateway{p: p, mux: http.NewServeMux(), health: map[string]healthpb.HealthClient{}}
 	g.gw = runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: strictJSON{&runtime.JSONPb{
 			// Zero values are sent (is_member: false, counts of 0), so that
 			// a client never reads a missing field as an error.
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}}),
+		}}}),
 		runtime.WithErrorHandler(g.httpError),
 		runtime.WithIncomingHeaderMatcher(forwardHeader),
 	)
