@@ -8,6 +8,8 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -109,7 +111,16 @@ func (g *Gateway) httpError(ctx context.Context, mux *runtime.ServeMux, m runtim
 	}
 	var custom *runtime.HTTPStatusError
 	if !errors.As(err, &custom) {
-		code, retryAfter := httpStatus(status.Convert(err))
+		st := status.Convert(err)
+		if !utf8.ValidString(st.Message()) {
+			// Decode errors quote the input; a status that is not valid
+			// UTF-8 cannot be marshalled and would turn into a 500.
+			p := st.Proto()
+			p.Message = strings.ToValidUTF8(p.Message, "\uFFFD")
+			st = status.FromProto(p)
+			err = st.Err()
+		}
+		code, retryAfter := httpStatus(st)
 		if retryAfter != "" {
 			w.Header().Set("Retry-After", retryAfter)
 		}
