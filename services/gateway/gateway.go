@@ -63,7 +63,7 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 			// a client never reads a missing field as an error.
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}}}),
+		}, p.Config.RESTMaxBody}}),
 		runtime.WithErrorHandler(g.httpError),
 		runtime.WithIncomingHeaderMatcher(forwardHeader),
 	)
