@@ -325,3 +325,9 @@ func TestRESTSizeRefusalsAndZeroValues(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// jsonList is a decoded JSON array, or nil for anything else.
+func jsonList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
