@@ -331,3 +331,31 @@ func jsonList(v any) []any {
 	l, _ := v.([]any)
 	return l
 }
+
+// TestUnauthenticatedWebhooksMintNoMetricSeries: webhook posts naming
+// connections that do not exist are counted under one label, not one series
+// per id an anonymous caller makes up.
+func TestUnauthenticatedWebhooksMintNoMetricSeries(t *testing.T) {
+	r := start(t, t.TempDir(), nil)
+	var ids []string
+	for _, src := range config.WebhookSources {
+		for i := 0; i < 3; i++ {
+			id := fmt.Sprintf("conn_made%s%d", strings.ReplaceAll(src, "_", ""), i)
+			ids = append(ids, id)
+			if code, _ := r.post(t, "/webhooks/"+src+"/"+id, "ts:1,hmac:00", []byte(`{"action_type":"segment.updated","data":{}}`)); code != http.StatusForbidden {
+				t.Errorf("%s webhook for %s: %d, want 403", src, id, code)
+			}
+		}
+	}
+	resp, err := http.Get("http://" + r.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	for _, id := range ids {
+		if strings.Contains(string(metrics), id) {
+			t.Errorf("/metrics names %s, an id only an anonymous caller used", id)
+		}
+	}
+}

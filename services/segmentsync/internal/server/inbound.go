@@ -146,7 +146,9 @@ func (in *Inbound) Receive(ctx context.Context, req *segmentsyncv1.ReceiveSegmen
 	connID := req.GetConnectionId()
 	conn, err := in.resolve(ctx, connID)
 	if err != nil || !conn.GetDestination().GetSegmentsIn() {
-		in.record(connID, "rejected")
+		// The id comes from an unauthenticated URL: labelling the count
+		// with it would let anyone mint metric series.
+		in.record("unknown", "rejected")
 		return nil, ErrInvalidSignature
 	}
 	env := conn.GetEnvironmentId()
