@@ -257,7 +257,26 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 			return nil, fmt.Errorf("%s / %s = %q: %w", s.name, s.env, *vals[s.name], err)
 		}
 	}
+	if err := c.checkLimits(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// webhookEnvelope is room for the gRPC message that carries a webhook body
+// to its service (connection id, signature, framing).
+const webhookEnvelope = 64 << 10
+
+// checkLimits refuses webhook limits the gRPC hop behind them would undo: a
+// body the gateway accepts must fit in one gRPC message.
+func (c *Config) checkLimits() error {
+	for _, src := range WebhookSources {
+		if n := c.WebhookMaxBody[src]; n+webhookEnvelope > c.GRPCMaxMessage {
+			return fmt.Errorf("webhook-max-body %s=%s does not fit in a gRPC message of grpc-max-message=%s; keep it %s below, or raise SEGHUB_GRPC_MAX_MESSAGE",
+				src, FormatSize(n), FormatSize(c.GRPCMaxMessage), FormatSize(webhookEnvelope))
+		}
+	}
+	return nil
 }
 
 // SQLitePath is where the embedded default keeps its database.

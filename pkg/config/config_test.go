@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -62,7 +63,7 @@ func TestSizeLimits(t *testing.T) {
 			t.Errorf("webhook %s default %d: want positive and below the gRPC message limit %d", src, n, d.GRPCMaxMessage)
 		}
 	}
-	env := map[string]string{"SEGHUB_REST_MAX_BODY": "512KiB", "SEGHUB_WEBHOOK_MAX_BODY": "heap=32MiB"}
+	env := map[string]string{"SEGHUB_REST_MAX_BODY": "512KiB", "SEGHUB_WEBHOOK_MAX_BODY": "heap=32MiB", "SEGHUB_GRPC_MAX_MESSAGE": "64MiB"}
 	c, err := Load(nil, func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +83,16 @@ func TestSizeLimits(t *testing.T) {
 		}); err == nil {
 			t.Errorf("%s=%s accepted", name, v)
 		}
+	}
+	if _, err := Load(nil, func(k string) string {
+		return map[string]string{"SEGHUB_WEBHOOK_MAX_BODY": "heap=16MiB", "SEGHUB_GRPC_MAX_MESSAGE": "16MiB"}[k]
+	}); err == nil || !strings.Contains(err.Error(), "heap=16 MiB") {
+		t.Errorf("a webhook limit that fills a whole gRPC message: %v, want refused", err)
+	}
+	if _, err := Load(nil, func(k string) string {
+		return map[string]string{"SEGHUB_WEBHOOK_MAX_BODY": "heap=16MiB", "SEGHUB_GRPC_MAX_MESSAGE": "17MiB"}[k]
+	}); err != nil {
+		t.Errorf("raising both: %v", err)
 	}
 	if got := FormatSize(4 << 20); got != "4 MiB" {
 		t.Errorf("FormatSize = %q", got)
