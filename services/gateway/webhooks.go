@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"time"
 
@@ -29,7 +28,7 @@ func (g *Gateway) webhook(source, service string, call webhookCall) http.Handler
 			webhookError(w, webhookBodyTooLarge(source, limit))
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+		body, err := readBody(http.MaxBytesReader(w, r.Body, limit), limit)
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
