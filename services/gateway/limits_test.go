@@ -301,3 +301,16 @@ func TestWebhookBodyLimits(t *testing.T) {
 		}
 	}
 }
+
+// The x-api-key header, which the auth error message offers, works over REST
+// too: the gateway checks it and forwards it.
+func TestRESTAcceptsXAPIKey(t *testing.T) {
+	g := newTestGateway(t)
+	req := httptest.NewRequest("GET", "/v1/targeting/segments/seg_1/members/u1", nil)
+	req.Header.Set("X-Api-Key", g.env.A.Member)
+	rec := httptest.NewRecorder()
+	g.handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("x-api-key: %d %s", rec.Code, rec.Body)
+	}
+}
