@@ -161,7 +161,7 @@ func (p *Platform) Close() {
 
 // NewGRPCServer returns a gRPC server with the standard chain.
 func (p *Platform) NewGRPCServer() (*grpcserver.Server, error) {
-	o := grpcserver.Options{Logger: p.Logger, Authenticator: p.Auth, MeterProvider: p.Telemetry.Meter, TracerProvider: p.Telemetry.Tracer}
+	o := grpcserver.Options{Logger: p.Logger, Authenticator: p.Auth, MeterProvider: p.Telemetry.Meter, TracerProvider: p.Telemetry.Tracer, MaxRecvMsgSize: int(p.Config.GRPCMaxMessage)}
 	if p.Config.TLSCert != "" {
 		c, err := credentials.NewServerTLSFromFile(p.Config.TLSCert, p.Config.TLSKey)
 		if err != nil {
@@ -237,7 +237,8 @@ func (p *Platform) conn(key, addr string, extra ...grpc.DialOption) (*grpc.Clien
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(p.transport(addr)),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(p.Telemetry.Tracer), otelgrpc.WithMeterProvider(p.Telemetry.Meter))),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+		// A message the receiving server would refuse fails here, unsent.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(int(p.Config.GRPCMaxMessage))),
 	}, extra...)
 	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {

@@ -39,7 +39,8 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// TLS, when set, serves gRPC over TLS.
 	TLS credentials.TransportCredentials
-	// MaxRecvMsgSize bounds request size; 0 means 16 MiB.
+	// MaxRecvMsgSize bounds each received message (a larger one is refused
+	// ResourceExhausted before it is decoded); 0 means 16 MiB.
 	MaxRecvMsgSize int
 }
 

@@ -196,7 +196,7 @@ func checkBatchSize(field string, n int) error {
 	case n == 0:
 		return apperr.Invalid(field, "must hold at least one event")
 	case n > MaxBatchEvents:
-		return apperr.Invalid(field, fmt.Sprintf("has %d events; at most %d a batch", n, MaxBatchEvents))
+		return apperr.TooLarge(field, fmt.Sprintf("has %d events; at most %d a batch", n, MaxBatchEvents))
 	}
 	return nil
 }
@@ -309,6 +309,9 @@ func (s *Server) ReceiveEventWebhook(ctx context.Context, req *eventrelayv1.Rece
 		return nil, invalid
 	}
 	inputs, err := schema.ParseWebhook(source, req.GetBody())
+	if errors.Is(err, schema.ErrTooManyEvents) {
+		return nil, apperr.TooLarge("body", err.Error())
+	}
 	if err != nil {
 		return nil, apperr.Invalid("body", err.Error())
 	}
@@ -538,7 +541,7 @@ func (s *Server) ListDeadLetters(ctx context.Context, req *eventrelayv1.ListDead
 func (s *Server) ReplayDeadLetters(ctx context.Context, req *eventrelayv1.ReplayDeadLettersRequest) (*eventrelayv1.ReplayDeadLettersResponse, error) {
 	env := auth.MustEnvironment(ctx)
 	if len(req.GetDeadLetterIds()) > MaxReplay {
-		return nil, apperr.Invalid("dead_letter_ids", fmt.Sprintf("has %d ids; at most %d a call", len(req.GetDeadLetterIds()), MaxReplay))
+		return nil, apperr.TooLarge("dead_letter_ids", fmt.Sprintf("has %d ids; at most %d a call", len(req.GetDeadLetterIds()), MaxReplay))
 	}
 	dls, _, err := s.store.DeadLetters(ctx, store.DeadLetterFilter{Env: env, ConnectionID: req.GetConnectionId(), IDs: req.GetDeadLetterIds(), PageSize: MaxReplay})
 	if err != nil {

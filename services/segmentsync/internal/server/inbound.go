@@ -130,7 +130,7 @@ func parseWebhook(body []byte) (store.InboundPage, error) {
 	}
 	p.Page, p.TotalPages = si.PageNumber, si.TotalPages
 	if len(b.Data.Add)+len(b.Data.Remove) > MaxIDsPerPage {
-		return p, apperr.Invalid("data", fmt.Sprintf("at most %d ids a page", MaxIDsPerPage))
+		return p, apperr.TooLarge("data", fmt.Sprintf("at most %d ids a page", MaxIDsPerPage))
 	}
 	for i, a := range b.Data.Add {
 		id, ok := idString(a.ID)
@@ -154,7 +154,8 @@ func (in *Inbound) Receive(ctx context.Context, req *segmentsyncv1.ReceiveSegmen
 	connID := req.GetConnectionId()
 	conn, err := in.resolve(ctx, connID)
 	if err != nil || !conn.GetDestination().GetSegmentsIn() {
-		// Anyone can name a connection: unknown ones share one series.
+		// The id comes from an unauthenticated URL: labelling the count
+		// with it would let anyone mint metric series.
 		in.record(UnknownConnection, "rejected")
 		return nil, ErrInvalidSignature
 	}
