@@ -1,5 +1,6 @@
 import { useId, type ButtonHTMLAttributes, type ReactNode } from "react";
 import type { OperationId } from "../api/client";
+import { operationAccess } from "../api/schema.gen";
 import { useAccess } from "../session/SessionContext";
 
 /**
@@ -21,9 +22,27 @@ export function GuardedButton({
         {children}
       </button>
       <small id={reasonId} className="reason">
-        {reason}
+        {short(op, reason)}
+        <span className="sr-only">: {reason}</span>
       </small>
     </span>
+  );
+}
+
+// Beside a button the reason is short; the page's RoleNotice and screen
+// readers (aria-describedby) get it whole.
+function short(op: OperationId, reason: string): string {
+  return operationAccess[op] === "ADMIN" ? "Admins only" : reason;
+}
+
+/** Says once, at the top of a page, what a non-admin key can and cannot do here. */
+export function RoleNotice({ children }: { children: ReactNode }) {
+  const access = useAccess();
+  if (access.isAdmin) return null;
+  return (
+    <p className="notice" role="note">
+      {access.adminOnlyReason} {children}
+    </p>
   );
 }
 
