@@ -86,7 +86,7 @@ export default function IntegrationsPage() {
       </div>
       <ErrorNotice error={types.error} />
       {types.data && shown.length === 0 && <EmptyState title={`No tool matches “${search}”.`}>Clear the search to see every tool.</EmptyState>}
-      <ul className="cards" aria-label="Destination directory" style={{ listStyle: "none", padding: 0 }}>
+      <ul className="cards" aria-label="Destination directory">
         {shown.map((t) => (
           <li key={t.type} className="card" aria-labelledby={`dt-${t.type}`}>
             <h3 id={`dt-${t.type}`}>{t.display_name}</h3>
