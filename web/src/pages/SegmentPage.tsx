@@ -4,6 +4,7 @@ import { recurringInUse, syncFor, useSegment, useSyncs, useUpdateSegment } from 
 import { GuardedButton, RoleNotice } from "../components/Guarded";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
+import { SegmentRename } from "../components/SegmentRename";
 import { SegmentSyncToggle } from "../components/SegmentSyncToggle";
 import { VisibilityBadge } from "../components/VisibilityBadge";
 import { count, when } from "../format";
@@ -39,6 +40,7 @@ export default function SegmentPage() {
       </p>
       <h1>{s.name}</h1>
       {s.description && <p>{s.description}</p>}
+      <SegmentRename key={s.version} segment={s} />
       <dl className="facts">
         <dt>Visibility</dt>
         <dd>
