@@ -11,10 +11,10 @@ GRPC_GATEWAY_VERSION     := v2.33.0
 GHZ_VERSION              := v0.93.0
 
 PKGS      := github.com/seghub/seghub/...
-GO_DIRS   := gen pkg services cmd bench
+GO_DIRS   := gen pkg services cmd bench web/embed.go
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all tools generate lint check-generate test test-go run build bench e2e fuzz clean
+.PHONY: all tools generate lint check-generate test test-go run build bench e2e fuzz clean web web-types check-web
 
 all: build
 
@@ -56,7 +56,28 @@ check-generate: generate
 test-go:
 	go test $(TEST_FLAGS) $(PKGS)
 
-test: lint check-generate test-go
+test: lint check-generate check-web test-go
+
+# The web console (web/): locked dependencies, types generated from the
+# contracts, type check, unit tests, and the build that the binary embeds.
+# node_modules is reinstalled only when the lock is newer than it.
+web/node_modules/.installed: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+web-types: web/node_modules/.installed
+	cd web && node scripts/gen-types.mjs ../gen/openapi/seghub.swagger.json ../proto src/api/schema.gen.ts
+
+web: web-types
+	cd web && npx tsc --noEmit
+	cd web && npx vitest run
+	cd web && npx vite build
+
+# Rebuild and fail when the committed console or its generated types differ:
+# `make run` serves what is committed, so it must be what the sources build.
+check-web: web
+	@st=$$(git status --porcelain -- web/dist web/src/api/schema.gen.ts); if [ -n "$$st" ]; then \
+		echo "web/dist or web/src/api/schema.gen.ts is stale; run 'make web' and commit:"; echo "$$st"; exit 1; fi
 
 build:
 	go build -o bin/seghub ./cmd/seghub

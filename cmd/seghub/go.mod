@@ -18,6 +18,7 @@ require github.com/seghub/seghub/services/targeting v0.0.0
 
 require (
 	github.com/seghub/seghub/services/gateway v0.0.0
+	github.com/seghub/seghub/web v0.0.0 // indirect
 	golang.org/x/sync v0.24.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
@@ -111,3 +112,5 @@ replace github.com/seghub/seghub/services/eventrelay => ../../services/eventrela
 replace github.com/seghub/seghub/services/targeting => ../../services/targeting
 
 replace github.com/seghub/seghub/services/gateway => ../../services/gateway
+
+replace github.com/seghub/seghub/web => ../../web

@@ -25,6 +25,7 @@ import (
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/app"
 	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/web"
 )
 
 // Route mounts extra HTTP handlers (OAuth callback, inbound webhooks) that
@@ -112,6 +113,13 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 	for _, r := range extra {
 		g.mux.Handle(r.Pattern, r.Handler)
 	}
+	ui, err := console(web.Dist())
+	if err != nil {
+		return nil, err
+	}
+	// The console answers below /; the API's own patterns are more specific,
+	// and console() refuses the reserved prefixes and methods other than GET.
+	g.mux.Handle("/", ui)
 	return g, nil
 }
 

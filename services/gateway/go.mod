@@ -2,7 +2,10 @@ module github.com/seghub/seghub/services/gateway
 
 go 1.26.0
 
-require github.com/seghub/seghub/gen v0.0.0
+require (
+	github.com/seghub/seghub/gen v0.0.0
+	github.com/seghub/seghub/web v0.0.0
+)
 
 require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0
@@ -72,3 +75,5 @@ require (
 replace github.com/seghub/seghub/gen => ../../gen
 
 replace github.com/seghub/seghub/pkg => ../../pkg
+
+replace github.com/seghub/seghub/web => ../../web

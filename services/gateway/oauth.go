@@ -17,8 +17,9 @@ import (
 )
 
 var callbackPage = template.Must(template.New("cb").Parse(`<!doctype html><title>seghub</title>
-{{if .Error}}<h1>Connection failed</h1><p>{{.Error}}</p>{{else}}<h1>Connected</h1><p>{{.Name}} ({{.Type}}) is connected. You can close this window.</p>
-{{if .Secret}}<p>Webhook URL: <code>{{.Hook}}</code><br>Signing secret (shown only now): <code id="signing-secret">{{.Secret}}</code></p>{{end}}{{end}}`))
+{{if .Error}}<h1>Connection failed</h1><p>{{.Error}}</p><p><a href="/integrations">Back to Integrations</a></p>{{else}}<h1>Connected</h1><p>{{.Name}} ({{.Type}}) is connected. You can close this window.</p>
+{{if .Secret}}<p>Webhook URL: <code>{{.Hook}}</code><br>Signing secret (shown only now): <code id="signing-secret">{{.Secret}}</code></p>{{end}}
+<p><a id="open-connection" href="/integrations/connections/{{.ID}}">Open the connection in seghub</a></p>{{end}}`))
 
 const (
 	// oauthCookie binds an OAuth flow to the browser that started it: it
@@ -119,6 +120,6 @@ func (g *Gateway) oauthCallback(w http.ResponseWriter, r *http.Request) {
 	// The tool's webhooks to seghub are signed with this secret; the callback
 	// is the only place an OAuth connection can show it.
 	c := resp.GetConnection()
-	_ = callbackPage.Execute(w, map[string]string{"Name": c.GetName(), "Type": c.GetType(), "Secret": resp.GetSigningSecret(),
+	_ = callbackPage.Execute(w, map[string]string{"Name": c.GetName(), "Type": c.GetType(), "ID": c.GetConnectionId(), "Secret": resp.GetSigningSecret(),
 		"Hook": g.p.Config.PublicURL + "/webhooks/" + c.GetType() + "/" + c.GetConnectionId()})
 }

@@ -76,6 +76,62 @@ func (Visibility) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{0}
 }
 
+// PropertyType is the type of a user property value (PropertyValue's kind).
+type PropertyType int32
+
+const (
+	PropertyType_PROPERTY_TYPE_UNSPECIFIED PropertyType = 0
+	PropertyType_PROPERTY_TYPE_STRING      PropertyType = 1
+	PropertyType_PROPERTY_TYPE_NUMBER      PropertyType = 2
+	PropertyType_PROPERTY_TYPE_BOOL        PropertyType = 3
+	PropertyType_PROPERTY_TYPE_TIMESTAMP   PropertyType = 4
+)
+
+// Enum value maps for PropertyType.
+var (
+	PropertyType_name = map[int32]string{
+		0: "PROPERTY_TYPE_UNSPECIFIED",
+		1: "PROPERTY_TYPE_STRING",
+		2: "PROPERTY_TYPE_NUMBER",
+		3: "PROPERTY_TYPE_BOOL",
+		4: "PROPERTY_TYPE_TIMESTAMP",
+	}
+	PropertyType_value = map[string]int32{
+		"PROPERTY_TYPE_UNSPECIFIED": 0,
+		"PROPERTY_TYPE_STRING":      1,
+		"PROPERTY_TYPE_NUMBER":      2,
+		"PROPERTY_TYPE_BOOL":        3,
+		"PROPERTY_TYPE_TIMESTAMP":   4,
+	}
+)
+
+func (x PropertyType) Enum() *PropertyType {
+	p := new(PropertyType)
+	*p = x
+	return p
+}
+
+func (x PropertyType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PropertyType) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1].Descriptor()
+}
+
+func (PropertyType) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1]
+}
+
+func (x PropertyType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PropertyType.Descriptor instead.
+func (PropertyType) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{1}
+}
+
 // Schedule of a sync.
 type SyncSchedule int32
 
@@ -112,11 +168,11 @@ func (x SyncSchedule) String() string {
 }
 
 func (SyncSchedule) Descriptor() protoreflect.EnumDescriptor {
-	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1].Descriptor()
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2].Descriptor()
 }
 
 func (SyncSchedule) Type() protoreflect.EnumType {
-	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1]
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2]
 }
 
 func (x SyncSchedule) Number() protoreflect.EnumNumber {
@@ -125,7 +181,7 @@ func (x SyncSchedule) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncSchedule.Descriptor instead.
 func (SyncSchedule) EnumDescriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{1}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{2}
 }
 
 // What a sync sends.
@@ -164,11 +220,11 @@ func (x SyncMode) String() string {
 }
 
 func (SyncMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2].Descriptor()
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3].Descriptor()
 }
 
 func (SyncMode) Type() protoreflect.EnumType {
-	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2]
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3]
 }
 
 func (x SyncMode) Number() protoreflect.EnumNumber {
@@ -177,7 +233,7 @@ func (x SyncMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncMode.Descriptor instead.
 func (SyncMode) EnumDescriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{2}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{3}
 }
 
 type SyncRunStatus int32
@@ -229,11 +285,11 @@ func (x SyncRunStatus) String() string {
 }
 
 func (SyncRunStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3].Descriptor()
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4].Descriptor()
 }
 
 func (SyncRunStatus) Type() protoreflect.EnumType {
-	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3]
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4]
 }
 
 func (x SyncRunStatus) Number() protoreflect.EnumNumber {
@@ -242,7 +298,7 @@ func (x SyncRunStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncRunStatus.Descriptor instead.
 func (SyncRunStatus) EnumDescriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{3}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{4}
 }
 
 type SyncRunTrigger int32
@@ -289,11 +345,11 @@ func (x SyncRunTrigger) String() string {
 }
 
 func (SyncRunTrigger) Descriptor() protoreflect.EnumDescriptor {
-	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4].Descriptor()
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[5].Descriptor()
 }
 
 func (SyncRunTrigger) Type() protoreflect.EnumType {
-	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4]
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[5]
 }
 
 func (x SyncRunTrigger) Number() protoreflect.EnumNumber {
@@ -302,7 +358,7 @@ func (x SyncRunTrigger) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncRunTrigger.Descriptor instead.
 func (SyncRunTrigger) EnumDescriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{4}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{5}
 }
 
 // PropertyValue is a typed user property value.
@@ -817,6 +873,164 @@ func (x *GetUserResponse) GetSegmentIds() []string {
 	return nil
 }
 
+// ListUserPropertiesRequest asks for the environment's user property names.
+type ListUserPropertiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserPropertiesRequest) Reset() {
+	*x = ListUserPropertiesRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserPropertiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserPropertiesRequest) ProtoMessage() {}
+
+func (x *ListUserPropertiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserPropertiesRequest.ProtoReflect.Descriptor instead.
+func (*ListUserPropertiesRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{7}
+}
+
+// ListUserPropertiesResponse holds at most 1000 properties.
+type ListUserPropertiesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most held first, then by name.
+	Properties []*UserProperty `protobuf:"bytes,1,rep,name=properties,proto3" json:"properties,omitempty"`
+	// Set when the environment holds more than 1000 (name, type) pairs; the
+	// least held were left out.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserPropertiesResponse) Reset() {
+	*x = ListUserPropertiesResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserPropertiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserPropertiesResponse) ProtoMessage() {}
+
+func (x *ListUserPropertiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserPropertiesResponse.ProtoReflect.Descriptor instead.
+func (*ListUserPropertiesResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListUserPropertiesResponse) GetProperties() []*UserProperty {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
+func (x *ListUserPropertiesResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// UserProperty is one property name with one value type. A name whose
+// values differ in type across users appears once per type.
+type UserProperty struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The property name, as UpsertUsers set it (e.g. appcuesUserID).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The type of the values counted.
+	Type PropertyType `protobuf:"varint,2,opt,name=type,proto3,enum=seghub.segmentsync.v1.PropertyType" json:"type,omitempty"`
+	// How many users hold a value of this type for the property.
+	UserCount     uint64 `protobuf:"varint,3,opt,name=user_count,json=userCount,proto3" json:"user_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserProperty) Reset() {
+	*x = UserProperty{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserProperty) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserProperty) ProtoMessage() {}
+
+func (x *UserProperty) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserProperty.ProtoReflect.Descriptor instead.
+func (*UserProperty) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UserProperty) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UserProperty) GetType() PropertyType {
+	if x != nil {
+		return x.Type
+	}
+	return PropertyType_PROPERTY_TYPE_UNSPECIFIED
+}
+
+func (x *UserProperty) GetUserCount() uint64 {
+	if x != nil {
+		return x.UserCount
+	}
+	return 0
+}
+
 type DeleteUserRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
@@ -826,7 +1040,7 @@ type DeleteUserRequest struct {
 
 func (x *DeleteUserRequest) Reset() {
 	*x = DeleteUserRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1052,7 @@ func (x *DeleteUserRequest) String() string {
 func (*DeleteUserRequest) ProtoMessage() {}
 
 func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1065,7 @@ func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{7}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteUserRequest) GetUserId() string {
@@ -871,7 +1085,7 @@ type DeleteUserResponse struct {
 
 func (x *DeleteUserResponse) Reset() {
 	*x = DeleteUserResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +1097,7 @@ func (x *DeleteUserResponse) String() string {
 func (*DeleteUserResponse) ProtoMessage() {}
 
 func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1110,7 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{8}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteUserResponse) GetSegmentIds() []string {
@@ -918,7 +1132,7 @@ type CreateSegmentRequest struct {
 
 func (x *CreateSegmentRequest) Reset() {
 	*x = CreateSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1144,7 @@ func (x *CreateSegmentRequest) String() string {
 func (*CreateSegmentRequest) ProtoMessage() {}
 
 func (x *CreateSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1157,7 @@ func (x *CreateSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{9}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateSegmentRequest) GetName() string {
@@ -976,7 +1190,7 @@ type CreateSegmentResponse struct {
 
 func (x *CreateSegmentResponse) Reset() {
 	*x = CreateSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1202,7 @@ func (x *CreateSegmentResponse) String() string {
 func (*CreateSegmentResponse) ProtoMessage() {}
 
 func (x *CreateSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1215,7 @@ func (x *CreateSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{10}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateSegmentResponse) GetSegment() *Segment {
@@ -1020,7 +1234,7 @@ type GetSegmentRequest struct {
 
 func (x *GetSegmentRequest) Reset() {
 	*x = GetSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1246,7 @@ func (x *GetSegmentRequest) String() string {
 func (*GetSegmentRequest) ProtoMessage() {}
 
 func (x *GetSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1259,7 @@ func (x *GetSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSegmentRequest.ProtoReflect.Descriptor instead.
 func (*GetSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{11}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSegmentRequest) GetSegmentId() string {
@@ -1064,7 +1278,7 @@ type GetSegmentResponse struct {
 
 func (x *GetSegmentResponse) Reset() {
 	*x = GetSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1290,7 @@ func (x *GetSegmentResponse) String() string {
 func (*GetSegmentResponse) ProtoMessage() {}
 
 func (x *GetSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1303,7 @@ func (x *GetSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSegmentResponse.ProtoReflect.Descriptor instead.
 func (*GetSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{12}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetSegmentResponse) GetSegment() *Segment {
@@ -1106,14 +1320,17 @@ type ListSegmentsRequest struct {
 	// Only segments of this visibility; unspecified means all.
 	Visibility Visibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
 	// Only segments with at least one member.
-	NonEmpty      bool `protobuf:"varint,4,opt,name=non_empty,json=nonEmpty,proto3" json:"non_empty,omitempty"`
+	NonEmpty bool `protobuf:"varint,4,opt,name=non_empty,json=nonEmpty,proto3" json:"non_empty,omitempty"`
+	// Only segments whose name contains this text, ignoring case; at most 200
+	// characters. Searches every segment, not only one page.
+	NameContains  string `protobuf:"bytes,5,opt,name=name_contains,json=nameContains,proto3" json:"name_contains,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListSegmentsRequest) Reset() {
 	*x = ListSegmentsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1342,7 @@ func (x *ListSegmentsRequest) String() string {
 func (*ListSegmentsRequest) ProtoMessage() {}
 
 func (x *ListSegmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1355,7 @@ func (x *ListSegmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSegmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListSegmentsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{13}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListSegmentsRequest) GetPageSize() int32 {
@@ -1169,6 +1386,13 @@ func (x *ListSegmentsRequest) GetNonEmpty() bool {
 	return false
 }
 
+func (x *ListSegmentsRequest) GetNameContains() string {
+	if x != nil {
+		return x.NameContains
+	}
+	return ""
+}
+
 type ListSegmentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Segments      []*Segment             `protobuf:"bytes,1,rep,name=segments,proto3" json:"segments,omitempty"`
@@ -1179,7 +1403,7 @@ type ListSegmentsResponse struct {
 
 func (x *ListSegmentsResponse) Reset() {
 	*x = ListSegmentsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1415,7 @@ func (x *ListSegmentsResponse) String() string {
 func (*ListSegmentsResponse) ProtoMessage() {}
 
 func (x *ListSegmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1428,7 @@ func (x *ListSegmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSegmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListSegmentsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{14}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListSegmentsResponse) GetSegments() []*Segment {
@@ -1234,7 +1458,7 @@ type UpdateSegmentRequest struct {
 
 func (x *UpdateSegmentRequest) Reset() {
 	*x = UpdateSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1470,7 @@ func (x *UpdateSegmentRequest) String() string {
 func (*UpdateSegmentRequest) ProtoMessage() {}
 
 func (x *UpdateSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1483,7 @@ func (x *UpdateSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSegmentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{15}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateSegmentRequest) GetSegmentId() string {
@@ -1299,7 +1523,7 @@ type UpdateSegmentResponse struct {
 
 func (x *UpdateSegmentResponse) Reset() {
 	*x = UpdateSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1535,7 @@ func (x *UpdateSegmentResponse) String() string {
 func (*UpdateSegmentResponse) ProtoMessage() {}
 
 func (x *UpdateSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1548,7 @@ func (x *UpdateSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSegmentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{16}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateSegmentResponse) GetSegment() *Segment {
@@ -1343,7 +1567,7 @@ type DeleteSegmentRequest struct {
 
 func (x *DeleteSegmentRequest) Reset() {
 	*x = DeleteSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1579,7 @@ func (x *DeleteSegmentRequest) String() string {
 func (*DeleteSegmentRequest) ProtoMessage() {}
 
 func (x *DeleteSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1592,7 @@ func (x *DeleteSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSegmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{17}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteSegmentRequest) GetSegmentId() string {
@@ -1386,7 +1610,7 @@ type DeleteSegmentResponse struct {
 
 func (x *DeleteSegmentResponse) Reset() {
 	*x = DeleteSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1622,7 @@ func (x *DeleteSegmentResponse) String() string {
 func (*DeleteSegmentResponse) ProtoMessage() {}
 
 func (x *DeleteSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1635,7 @@ func (x *DeleteSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSegmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{18}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{21}
 }
 
 type AddMembersRequest struct {
@@ -1424,7 +1648,7 @@ type AddMembersRequest struct {
 
 func (x *AddMembersRequest) Reset() {
 	*x = AddMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1660,7 @@ func (x *AddMembersRequest) String() string {
 func (*AddMembersRequest) ProtoMessage() {}
 
 func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1673,7 @@ func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMembersRequest.ProtoReflect.Descriptor instead.
 func (*AddMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{19}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddMembersRequest) GetSegmentId() string {
@@ -1478,7 +1702,7 @@ type AddMembersResponse struct {
 
 func (x *AddMembersResponse) Reset() {
 	*x = AddMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1714,7 @@ func (x *AddMembersResponse) String() string {
 func (*AddMembersResponse) ProtoMessage() {}
 
 func (x *AddMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1727,7 @@ func (x *AddMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMembersResponse.ProtoReflect.Descriptor instead.
 func (*AddMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{20}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddMembersResponse) GetAdded() uint64 {
@@ -1537,7 +1761,7 @@ type RemoveMembersRequest struct {
 
 func (x *RemoveMembersRequest) Reset() {
 	*x = RemoveMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1773,7 @@ func (x *RemoveMembersRequest) String() string {
 func (*RemoveMembersRequest) ProtoMessage() {}
 
 func (x *RemoveMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1786,7 @@ func (x *RemoveMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMembersRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{21}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveMembersRequest) GetSegmentId() string {
@@ -1590,7 +1814,7 @@ type RemoveMembersResponse struct {
 
 func (x *RemoveMembersResponse) Reset() {
 	*x = RemoveMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1826,7 @@ func (x *RemoveMembersResponse) String() string {
 func (*RemoveMembersResponse) ProtoMessage() {}
 
 func (x *RemoveMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1839,7 @@ func (x *RemoveMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMembersResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{22}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveMembersResponse) GetRemoved() uint64 {
@@ -1650,7 +1874,7 @@ type ReplaceMembersRequest struct {
 
 func (x *ReplaceMembersRequest) Reset() {
 	*x = ReplaceMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1886,7 @@ func (x *ReplaceMembersRequest) String() string {
 func (*ReplaceMembersRequest) ProtoMessage() {}
 
 func (x *ReplaceMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1899,7 @@ func (x *ReplaceMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceMembersRequest.ProtoReflect.Descriptor instead.
 func (*ReplaceMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{23}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReplaceMembersRequest) GetSegmentId() string {
@@ -1704,7 +1928,7 @@ type ReplaceMembersResponse struct {
 
 func (x *ReplaceMembersResponse) Reset() {
 	*x = ReplaceMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1940,7 @@ func (x *ReplaceMembersResponse) String() string {
 func (*ReplaceMembersResponse) ProtoMessage() {}
 
 func (x *ReplaceMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1953,7 @@ func (x *ReplaceMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceMembersResponse.ProtoReflect.Descriptor instead.
 func (*ReplaceMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{24}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplaceMembersResponse) GetAdded() uint64 {
@@ -1771,7 +1995,7 @@ type GetMembersRequest struct {
 
 func (x *GetMembersRequest) Reset() {
 	*x = GetMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +2007,7 @@ func (x *GetMembersRequest) String() string {
 func (*GetMembersRequest) ProtoMessage() {}
 
 func (x *GetMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +2020,7 @@ func (x *GetMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembersRequest.ProtoReflect.Descriptor instead.
 func (*GetMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{25}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetMembersRequest) GetSegmentId() string {
@@ -1830,7 +2054,7 @@ type GetMembersResponse struct {
 
 func (x *GetMembersResponse) Reset() {
 	*x = GetMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2066,7 @@ func (x *GetMembersResponse) String() string {
 func (*GetMembersResponse) ProtoMessage() {}
 
 func (x *GetMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2079,7 @@ func (x *GetMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembersResponse.ProtoReflect.Descriptor instead.
 func (*GetMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{26}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetMembersResponse) GetUserIds() []string {
@@ -1882,7 +2106,7 @@ type IsMemberRequest struct {
 
 func (x *IsMemberRequest) Reset() {
 	*x = IsMemberRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2118,7 @@ func (x *IsMemberRequest) String() string {
 func (*IsMemberRequest) ProtoMessage() {}
 
 func (x *IsMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2131,7 @@ func (x *IsMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMemberRequest.ProtoReflect.Descriptor instead.
 func (*IsMemberRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{27}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *IsMemberRequest) GetSegmentId() string {
@@ -1934,7 +2158,7 @@ type IsMemberResponse struct {
 
 func (x *IsMemberResponse) Reset() {
 	*x = IsMemberResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2170,7 @@ func (x *IsMemberResponse) String() string {
 func (*IsMemberResponse) ProtoMessage() {}
 
 func (x *IsMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2183,7 @@ func (x *IsMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMemberResponse.ProtoReflect.Descriptor instead.
 func (*IsMemberResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{28}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *IsMemberResponse) GetIsMember() bool {
@@ -1995,7 +2219,7 @@ type WatchMembershipRequest struct {
 
 func (x *WatchMembershipRequest) Reset() {
 	*x = WatchMembershipRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2231,7 @@ func (x *WatchMembershipRequest) String() string {
 func (*WatchMembershipRequest) ProtoMessage() {}
 
 func (x *WatchMembershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2244,7 @@ func (x *WatchMembershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMembershipRequest.ProtoReflect.Descriptor instead.
 func (*WatchMembershipRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{29}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchMembershipRequest) GetSegmentIds() []string {
@@ -2073,7 +2297,7 @@ type WatchMembershipResponse struct {
 
 func (x *WatchMembershipResponse) Reset() {
 	*x = WatchMembershipResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2309,7 @@ func (x *WatchMembershipResponse) String() string {
 func (*WatchMembershipResponse) ProtoMessage() {}
 
 func (x *WatchMembershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2322,7 @@ func (x *WatchMembershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMembershipResponse.ProtoReflect.Descriptor instead.
 func (*WatchMembershipResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{30}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchMembershipResponse) GetEnvironmentId() string {
@@ -2246,7 +2470,7 @@ type SnapshotStart struct {
 
 func (x *SnapshotStart) Reset() {
 	*x = SnapshotStart{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2482,7 @@ func (x *SnapshotStart) String() string {
 func (*SnapshotStart) ProtoMessage() {}
 
 func (x *SnapshotStart) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2495,7 @@ func (x *SnapshotStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotStart.ProtoReflect.Descriptor instead.
 func (*SnapshotStart) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{31}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{34}
 }
 
 type UserBatch struct {
@@ -2283,7 +2507,7 @@ type UserBatch struct {
 
 func (x *UserBatch) Reset() {
 	*x = UserBatch{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +2519,7 @@ func (x *UserBatch) String() string {
 func (*UserBatch) ProtoMessage() {}
 
 func (x *UserBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +2532,7 @@ func (x *UserBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserBatch.ProtoReflect.Descriptor instead.
 func (*UserBatch) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{32}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UserBatch) GetUsers() []*User {
@@ -2328,7 +2552,7 @@ type UsersDeleted struct {
 
 func (x *UsersDeleted) Reset() {
 	*x = UsersDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2564,7 @@ func (x *UsersDeleted) String() string {
 func (*UsersDeleted) ProtoMessage() {}
 
 func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2577,7 @@ func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsersDeleted.ProtoReflect.Descriptor instead.
 func (*UsersDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{33}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UsersDeleted) GetDenseIds() []uint32 {
@@ -2382,7 +2606,7 @@ type SegmentState struct {
 
 func (x *SegmentState) Reset() {
 	*x = SegmentState{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +2618,7 @@ func (x *SegmentState) String() string {
 func (*SegmentState) ProtoMessage() {}
 
 func (x *SegmentState) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +2631,7 @@ func (x *SegmentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentState.ProtoReflect.Descriptor instead.
 func (*SegmentState) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{34}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SegmentState) GetSegment() *Segment {
@@ -2438,7 +2662,7 @@ type MembershipChange struct {
 
 func (x *MembershipChange) Reset() {
 	*x = MembershipChange{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2450,7 +2674,7 @@ func (x *MembershipChange) String() string {
 func (*MembershipChange) ProtoMessage() {}
 
 func (x *MembershipChange) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2463,7 +2687,7 @@ func (x *MembershipChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipChange.ProtoReflect.Descriptor instead.
 func (*MembershipChange) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{35}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MembershipChange) GetSegmentId() string {
@@ -2503,7 +2727,7 @@ type SegmentDeleted struct {
 
 func (x *SegmentDeleted) Reset() {
 	*x = SegmentDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2739,7 @@ func (x *SegmentDeleted) String() string {
 func (*SegmentDeleted) ProtoMessage() {}
 
 func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2752,7 @@ func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentDeleted.ProtoReflect.Descriptor instead.
 func (*SegmentDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{36}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SegmentDeleted) GetSegmentId() string {
@@ -2546,7 +2770,7 @@ type CaughtUp struct {
 
 func (x *CaughtUp) Reset() {
 	*x = CaughtUp{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2558,7 +2782,7 @@ func (x *CaughtUp) String() string {
 func (*CaughtUp) ProtoMessage() {}
 
 func (x *CaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2571,7 +2795,7 @@ func (x *CaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
 func (*CaughtUp) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{37}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
 }
 
 type Sync struct {
@@ -2607,7 +2831,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2843,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2856,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{38}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Sync) GetSyncId() string {
@@ -2782,7 +3006,7 @@ type SyncRun struct {
 
 func (x *SyncRun) Reset() {
 	*x = SyncRun{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2794,7 +3018,7 @@ func (x *SyncRun) String() string {
 func (*SyncRun) ProtoMessage() {}
 
 func (x *SyncRun) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2807,7 +3031,7 @@ func (x *SyncRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRun.ProtoReflect.Descriptor instead.
 func (*SyncRun) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{39}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SyncRun) GetRunId() string {
@@ -2935,7 +3159,7 @@ type FailedIdentity struct {
 
 func (x *FailedIdentity) Reset() {
 	*x = FailedIdentity{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2947,7 +3171,7 @@ func (x *FailedIdentity) String() string {
 func (*FailedIdentity) ProtoMessage() {}
 
 func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2960,7 +3184,7 @@ func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedIdentity.ProtoReflect.Descriptor instead.
 func (*FailedIdentity) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FailedIdentity) GetUserId() string {
@@ -3008,7 +3232,7 @@ type EnableSyncRequest struct {
 
 func (x *EnableSyncRequest) Reset() {
 	*x = EnableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3244,7 @@ func (x *EnableSyncRequest) String() string {
 func (*EnableSyncRequest) ProtoMessage() {}
 
 func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3257,7 @@ func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncRequest.ProtoReflect.Descriptor instead.
 func (*EnableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{41}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *EnableSyncRequest) GetSegmentId() string {
@@ -3089,7 +3313,7 @@ type EnableSyncResponse struct {
 
 func (x *EnableSyncResponse) Reset() {
 	*x = EnableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3101,7 +3325,7 @@ func (x *EnableSyncResponse) String() string {
 func (*EnableSyncResponse) ProtoMessage() {}
 
 func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3114,7 +3338,7 @@ func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncResponse.ProtoReflect.Descriptor instead.
 func (*EnableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{42}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *EnableSyncResponse) GetSync() *Sync {
@@ -3140,7 +3364,7 @@ type GetSyncRequest struct {
 
 func (x *GetSyncRequest) Reset() {
 	*x = GetSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3376,7 @@ func (x *GetSyncRequest) String() string {
 func (*GetSyncRequest) ProtoMessage() {}
 
 func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3389,7 @@ func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncRequest.ProtoReflect.Descriptor instead.
 func (*GetSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{43}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetSyncRequest) GetSyncId() string {
@@ -3184,7 +3408,7 @@ type GetSyncResponse struct {
 
 func (x *GetSyncResponse) Reset() {
 	*x = GetSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3196,7 +3420,7 @@ func (x *GetSyncResponse) String() string {
 func (*GetSyncResponse) ProtoMessage() {}
 
 func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3209,7 +3433,7 @@ func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncResponse.ProtoReflect.Descriptor instead.
 func (*GetSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetSyncResponse) GetSync() *Sync {
@@ -3231,7 +3455,7 @@ type ListSyncsRequest struct {
 
 func (x *ListSyncsRequest) Reset() {
 	*x = ListSyncsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3243,7 +3467,7 @@ func (x *ListSyncsRequest) String() string {
 func (*ListSyncsRequest) ProtoMessage() {}
 
 func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3256,7 +3480,7 @@ func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListSyncsRequest) GetSegmentId() string {
@@ -3297,7 +3521,7 @@ type ListSyncsResponse struct {
 
 func (x *ListSyncsResponse) Reset() {
 	*x = ListSyncsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3309,7 +3533,7 @@ func (x *ListSyncsResponse) String() string {
 func (*ListSyncsResponse) ProtoMessage() {}
 
 func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3322,7 +3546,7 @@ func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListSyncsResponse) GetSyncs() []*Sync {
@@ -3352,7 +3576,7 @@ type UpdateSyncRequest struct {
 
 func (x *UpdateSyncRequest) Reset() {
 	*x = UpdateSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3364,7 +3588,7 @@ func (x *UpdateSyncRequest) String() string {
 func (*UpdateSyncRequest) ProtoMessage() {}
 
 func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3377,7 +3601,7 @@ func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UpdateSyncRequest) GetSyncId() string {
@@ -3424,7 +3648,7 @@ type UpdateSyncResponse struct {
 
 func (x *UpdateSyncResponse) Reset() {
 	*x = UpdateSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3436,7 +3660,7 @@ func (x *UpdateSyncResponse) String() string {
 func (*UpdateSyncResponse) ProtoMessage() {}
 
 func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3449,7 +3673,7 @@ func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *UpdateSyncResponse) GetSync() *Sync {
@@ -3472,7 +3696,7 @@ type DisableSyncRequest struct {
 
 func (x *DisableSyncRequest) Reset() {
 	*x = DisableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3484,7 +3708,7 @@ func (x *DisableSyncRequest) String() string {
 func (*DisableSyncRequest) ProtoMessage() {}
 
 func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3497,7 +3721,7 @@ func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncRequest.ProtoReflect.Descriptor instead.
 func (*DisableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DisableSyncRequest) GetSyncId() string {
@@ -3525,7 +3749,7 @@ type DisableSyncResponse struct {
 
 func (x *DisableSyncResponse) Reset() {
 	*x = DisableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +3761,7 @@ func (x *DisableSyncResponse) String() string {
 func (*DisableSyncResponse) ProtoMessage() {}
 
 func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +3774,7 @@ func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncResponse.ProtoReflect.Descriptor instead.
 func (*DisableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DisableSyncResponse) GetSync() *Sync {
@@ -3576,7 +3800,7 @@ type SyncNowRequest struct {
 
 func (x *SyncNowRequest) Reset() {
 	*x = SyncNowRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3588,7 +3812,7 @@ func (x *SyncNowRequest) String() string {
 func (*SyncNowRequest) ProtoMessage() {}
 
 func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3601,7 +3825,7 @@ func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowRequest.ProtoReflect.Descriptor instead.
 func (*SyncNowRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SyncNowRequest) GetSyncId() string {
@@ -3620,7 +3844,7 @@ type SyncNowResponse struct {
 
 func (x *SyncNowResponse) Reset() {
 	*x = SyncNowResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3632,7 +3856,7 @@ func (x *SyncNowResponse) String() string {
 func (*SyncNowResponse) ProtoMessage() {}
 
 func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3645,7 +3869,7 @@ func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowResponse.ProtoReflect.Descriptor instead.
 func (*SyncNowResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SyncNowResponse) GetRun() *SyncRun {
@@ -3666,7 +3890,7 @@ type ListSyncRunsRequest struct {
 
 func (x *ListSyncRunsRequest) Reset() {
 	*x = ListSyncRunsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3678,7 +3902,7 @@ func (x *ListSyncRunsRequest) String() string {
 func (*ListSyncRunsRequest) ProtoMessage() {}
 
 func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3691,7 +3915,7 @@ func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListSyncRunsRequest) GetSyncId() string {
@@ -3725,7 +3949,7 @@ type ListSyncRunsResponse struct {
 
 func (x *ListSyncRunsResponse) Reset() {
 	*x = ListSyncRunsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3737,7 +3961,7 @@ func (x *ListSyncRunsResponse) String() string {
 func (*ListSyncRunsResponse) ProtoMessage() {}
 
 func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3750,7 +3974,7 @@ func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListSyncRunsResponse) GetRuns() []*SyncRun {
@@ -3778,7 +4002,7 @@ type DryRunRequest struct {
 
 func (x *DryRunRequest) Reset() {
 	*x = DryRunRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3790,7 +4014,7 @@ func (x *DryRunRequest) String() string {
 func (*DryRunRequest) ProtoMessage() {}
 
 func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3803,7 +4027,7 @@ func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunRequest.ProtoReflect.Descriptor instead.
 func (*DryRunRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DryRunRequest) GetSyncId() string {
@@ -3836,7 +4060,7 @@ type DryRunResponse struct {
 
 func (x *DryRunResponse) Reset() {
 	*x = DryRunResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3848,7 +4072,7 @@ func (x *DryRunResponse) String() string {
 func (*DryRunResponse) ProtoMessage() {}
 
 func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3861,7 +4085,7 @@ func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunResponse.ProtoReflect.Descriptor instead.
 func (*DryRunResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DryRunResponse) GetToAdd() uint64 {
@@ -3926,7 +4150,7 @@ type ReceiveSegmentWebhookRequest struct {
 
 func (x *ReceiveSegmentWebhookRequest) Reset() {
 	*x = ReceiveSegmentWebhookRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3938,7 +4162,7 @@ func (x *ReceiveSegmentWebhookRequest) String() string {
 func (*ReceiveSegmentWebhookRequest) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3951,7 +4175,7 @@ func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReceiveSegmentWebhookRequest) GetConnectionId() string {
@@ -3989,7 +4213,7 @@ type ReceiveSegmentWebhookResponse struct {
 
 func (x *ReceiveSegmentWebhookResponse) Reset() {
 	*x = ReceiveSegmentWebhookResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4001,7 +4225,7 @@ func (x *ReceiveSegmentWebhookResponse) String() string {
 func (*ReceiveSegmentWebhookResponse) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4014,7 +4238,7 @@ func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ReceiveSegmentWebhookResponse) GetSegmentId() string {
@@ -4071,7 +4295,7 @@ type InboundSyncTask struct {
 
 func (x *InboundSyncTask) Reset() {
 	*x = InboundSyncTask{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4307,7 @@ func (x *InboundSyncTask) String() string {
 func (*InboundSyncTask) ProtoMessage() {}
 
 func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4320,7 @@ func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundSyncTask.ProtoReflect.Descriptor instead.
 func (*InboundSyncTask) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *InboundSyncTask) GetConnectionId() string {
@@ -4187,7 +4411,7 @@ type ListInboundSyncTasksRequest struct {
 
 func (x *ListInboundSyncTasksRequest) Reset() {
 	*x = ListInboundSyncTasksRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4199,7 +4423,7 @@ func (x *ListInboundSyncTasksRequest) String() string {
 func (*ListInboundSyncTasksRequest) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4212,7 +4436,7 @@ func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListInboundSyncTasksRequest) GetConnectionId() string {
@@ -4248,7 +4472,7 @@ type ListInboundSyncTasksResponse struct {
 
 func (x *ListInboundSyncTasksResponse) Reset() {
 	*x = ListInboundSyncTasksResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4260,7 +4484,7 @@ func (x *ListInboundSyncTasksResponse) String() string {
 func (*ListInboundSyncTasksResponse) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4273,7 +4497,7 @@ func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListInboundSyncTasksResponse) GetTasks() []*InboundSyncTask {
@@ -4350,7 +4574,18 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x0fGetUserResponse\x12/\n" +
 	"\x04user\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.UserR\x04user\x12\x1f\n" +
 	"\vsegment_ids\x18\x02 \x03(\tR\n" +
-	"segmentIds\",\n" +
+	"segmentIds\"\x1b\n" +
+	"\x19ListUserPropertiesRequest\"\x7f\n" +
+	"\x1aListUserPropertiesResponse\x12C\n" +
+	"\n" +
+	"properties\x18\x01 \x03(\v2#.seghub.segmentsync.v1.UserPropertyR\n" +
+	"properties\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"z\n" +
+	"\fUserProperty\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
+	"\x04type\x18\x02 \x01(\x0e2#.seghub.segmentsync.v1.PropertyTypeR\x04type\x12\x1d\n" +
+	"\n" +
+	"user_count\x18\x03 \x01(\x04R\tuserCount\",\n" +
 	"\x11DeleteUserRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"5\n" +
 	"\x12DeleteUserResponse\x12\x1f\n" +
@@ -4368,7 +4603,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\"N\n" +
 	"\x12GetSegmentResponse\x128\n" +
-	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xb1\x01\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xd6\x01\n" +
 	"\x13ListSegmentsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -4376,7 +4611,8 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"visibility\x18\x03 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
 	"visibility\x12\x1b\n" +
-	"\tnon_empty\x18\x04 \x01(\bR\bnonEmpty\"z\n" +
+	"\tnon_empty\x18\x04 \x01(\bR\bnonEmpty\x12#\n" +
+	"\rname_contains\x18\x05 \x01(\tR\fnameContains\"z\n" +
 	"\x14ListSegmentsResponse\x12:\n" +
 	"\bsegments\x18\x01 \x03(\v2\x1e.seghub.segmentsync.v1.SegmentR\bsegments\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd1\x01\n" +
@@ -4634,7 +4870,13 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"Visibility\x12\x1a\n" +
 	"\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11VISIBILITY_PUBLIC\x10\x01\x12\x16\n" +
-	"\x12VISIBILITY_PRIVATE\x10\x02*f\n" +
+	"\x12VISIBILITY_PRIVATE\x10\x02*\x96\x01\n" +
+	"\fPropertyType\x12\x1d\n" +
+	"\x19PROPERTY_TYPE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14PROPERTY_TYPE_STRING\x10\x01\x12\x18\n" +
+	"\x14PROPERTY_TYPE_NUMBER\x10\x02\x12\x16\n" +
+	"\x12PROPERTY_TYPE_BOOL\x10\x03\x12\x1b\n" +
+	"\x17PROPERTY_TYPE_TIMESTAMP\x10\x04*f\n" +
 	"\fSyncSchedule\x12\x1d\n" +
 	"\x19SYNC_SCHEDULE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SYNC_SCHEDULE_ONE_TIME\x10\x01\x12\x1b\n" +
@@ -4657,10 +4899,11 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x17SYNC_RUN_TRIGGER_MANUAL\x10\x02\x12\x1d\n" +
 	"\x19SYNC_RUN_TRIGGER_SCHEDULE\x10\x03\x12&\n" +
 	"\"SYNC_RUN_TRIGGER_RETENTION_REFRESH\x10\x04\x12\x1c\n" +
-	"\x18SYNC_RUN_TRIGGER_DISABLE\x10\x052\x9c\x1a\n" +
+	"\x18SYNC_RUN_TRIGGER_DISABLE\x10\x052\xb9\x1b\n" +
 	"\x12SegmentSyncService\x12\x85\x01\n" +
 	"\vUpsertUsers\x12).seghub.segmentsync.v1.UpsertUsersRequest\x1a*.seghub.segmentsync.v1.UpsertUsersResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/users:upsert\x12y\n" +
-	"\aGetUser\x12%.seghub.segmentsync.v1.GetUserRequest\x1a&.seghub.segmentsync.v1.GetUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12\x82\x01\n" +
+	"\aGetUser\x12%.seghub.segmentsync.v1.GetUserRequest\x1a&.seghub.segmentsync.v1.GetUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12\x9a\x01\n" +
+	"\x12ListUserProperties\x120.seghub.segmentsync.v1.ListUserPropertiesRequest\x1a1.seghub.segmentsync.v1.ListUserPropertiesResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/user-properties\x12\x82\x01\n" +
 	"\n" +
 	"DeleteUser\x12(.seghub.segmentsync.v1.DeleteUserRequest\x1a).seghub.segmentsync.v1.DeleteUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}\x12\x87\x01\n" +
 	"\rCreateSegment\x12+.seghub.segmentsync.v1.CreateSegmentRequest\x1a,.seghub.segmentsync.v1.CreateSegmentResponse\"\x1b\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x11:\x01*\"\f/v1/segments\x12\x88\x01\n" +
@@ -4703,195 +4946,203 @@ func file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP() []byte {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescData
 }
 
-var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(Visibility)(0),                       // 0: seghub.segmentsync.v1.Visibility
-	(SyncSchedule)(0),                     // 1: seghub.segmentsync.v1.SyncSchedule
-	(SyncMode)(0),                         // 2: seghub.segmentsync.v1.SyncMode
-	(SyncRunStatus)(0),                    // 3: seghub.segmentsync.v1.SyncRunStatus
-	(SyncRunTrigger)(0),                   // 4: seghub.segmentsync.v1.SyncRunTrigger
-	(*PropertyValue)(nil),                 // 5: seghub.segmentsync.v1.PropertyValue
-	(*User)(nil),                          // 6: seghub.segmentsync.v1.User
-	(*Segment)(nil),                       // 7: seghub.segmentsync.v1.Segment
-	(*UpsertUsersRequest)(nil),            // 8: seghub.segmentsync.v1.UpsertUsersRequest
-	(*UpsertUsersResponse)(nil),           // 9: seghub.segmentsync.v1.UpsertUsersResponse
-	(*GetUserRequest)(nil),                // 10: seghub.segmentsync.v1.GetUserRequest
-	(*GetUserResponse)(nil),               // 11: seghub.segmentsync.v1.GetUserResponse
-	(*DeleteUserRequest)(nil),             // 12: seghub.segmentsync.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),            // 13: seghub.segmentsync.v1.DeleteUserResponse
-	(*CreateSegmentRequest)(nil),          // 14: seghub.segmentsync.v1.CreateSegmentRequest
-	(*CreateSegmentResponse)(nil),         // 15: seghub.segmentsync.v1.CreateSegmentResponse
-	(*GetSegmentRequest)(nil),             // 16: seghub.segmentsync.v1.GetSegmentRequest
-	(*GetSegmentResponse)(nil),            // 17: seghub.segmentsync.v1.GetSegmentResponse
-	(*ListSegmentsRequest)(nil),           // 18: seghub.segmentsync.v1.ListSegmentsRequest
-	(*ListSegmentsResponse)(nil),          // 19: seghub.segmentsync.v1.ListSegmentsResponse
-	(*UpdateSegmentRequest)(nil),          // 20: seghub.segmentsync.v1.UpdateSegmentRequest
-	(*UpdateSegmentResponse)(nil),         // 21: seghub.segmentsync.v1.UpdateSegmentResponse
-	(*DeleteSegmentRequest)(nil),          // 22: seghub.segmentsync.v1.DeleteSegmentRequest
-	(*DeleteSegmentResponse)(nil),         // 23: seghub.segmentsync.v1.DeleteSegmentResponse
-	(*AddMembersRequest)(nil),             // 24: seghub.segmentsync.v1.AddMembersRequest
-	(*AddMembersResponse)(nil),            // 25: seghub.segmentsync.v1.AddMembersResponse
-	(*RemoveMembersRequest)(nil),          // 26: seghub.segmentsync.v1.RemoveMembersRequest
-	(*RemoveMembersResponse)(nil),         // 27: seghub.segmentsync.v1.RemoveMembersResponse
-	(*ReplaceMembersRequest)(nil),         // 28: seghub.segmentsync.v1.ReplaceMembersRequest
-	(*ReplaceMembersResponse)(nil),        // 29: seghub.segmentsync.v1.ReplaceMembersResponse
-	(*GetMembersRequest)(nil),             // 30: seghub.segmentsync.v1.GetMembersRequest
-	(*GetMembersResponse)(nil),            // 31: seghub.segmentsync.v1.GetMembersResponse
-	(*IsMemberRequest)(nil),               // 32: seghub.segmentsync.v1.IsMemberRequest
-	(*IsMemberResponse)(nil),              // 33: seghub.segmentsync.v1.IsMemberResponse
-	(*WatchMembershipRequest)(nil),        // 34: seghub.segmentsync.v1.WatchMembershipRequest
-	(*WatchMembershipResponse)(nil),       // 35: seghub.segmentsync.v1.WatchMembershipResponse
-	(*SnapshotStart)(nil),                 // 36: seghub.segmentsync.v1.SnapshotStart
-	(*UserBatch)(nil),                     // 37: seghub.segmentsync.v1.UserBatch
-	(*UsersDeleted)(nil),                  // 38: seghub.segmentsync.v1.UsersDeleted
-	(*SegmentState)(nil),                  // 39: seghub.segmentsync.v1.SegmentState
-	(*MembershipChange)(nil),              // 40: seghub.segmentsync.v1.MembershipChange
-	(*SegmentDeleted)(nil),                // 41: seghub.segmentsync.v1.SegmentDeleted
-	(*CaughtUp)(nil),                      // 42: seghub.segmentsync.v1.CaughtUp
-	(*Sync)(nil),                          // 43: seghub.segmentsync.v1.Sync
-	(*SyncRun)(nil),                       // 44: seghub.segmentsync.v1.SyncRun
-	(*FailedIdentity)(nil),                // 45: seghub.segmentsync.v1.FailedIdentity
-	(*EnableSyncRequest)(nil),             // 46: seghub.segmentsync.v1.EnableSyncRequest
-	(*EnableSyncResponse)(nil),            // 47: seghub.segmentsync.v1.EnableSyncResponse
-	(*GetSyncRequest)(nil),                // 48: seghub.segmentsync.v1.GetSyncRequest
-	(*GetSyncResponse)(nil),               // 49: seghub.segmentsync.v1.GetSyncResponse
-	(*ListSyncsRequest)(nil),              // 50: seghub.segmentsync.v1.ListSyncsRequest
-	(*ListSyncsResponse)(nil),             // 51: seghub.segmentsync.v1.ListSyncsResponse
-	(*UpdateSyncRequest)(nil),             // 52: seghub.segmentsync.v1.UpdateSyncRequest
-	(*UpdateSyncResponse)(nil),            // 53: seghub.segmentsync.v1.UpdateSyncResponse
-	(*DisableSyncRequest)(nil),            // 54: seghub.segmentsync.v1.DisableSyncRequest
-	(*DisableSyncResponse)(nil),           // 55: seghub.segmentsync.v1.DisableSyncResponse
-	(*SyncNowRequest)(nil),                // 56: seghub.segmentsync.v1.SyncNowRequest
-	(*SyncNowResponse)(nil),               // 57: seghub.segmentsync.v1.SyncNowResponse
-	(*ListSyncRunsRequest)(nil),           // 58: seghub.segmentsync.v1.ListSyncRunsRequest
-	(*ListSyncRunsResponse)(nil),          // 59: seghub.segmentsync.v1.ListSyncRunsResponse
-	(*DryRunRequest)(nil),                 // 60: seghub.segmentsync.v1.DryRunRequest
-	(*DryRunResponse)(nil),                // 61: seghub.segmentsync.v1.DryRunResponse
-	(*ReceiveSegmentWebhookRequest)(nil),  // 62: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	(*ReceiveSegmentWebhookResponse)(nil), // 63: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	(*InboundSyncTask)(nil),               // 64: seghub.segmentsync.v1.InboundSyncTask
-	(*ListInboundSyncTasksRequest)(nil),   // 65: seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	(*ListInboundSyncTasksResponse)(nil),  // 66: seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	nil,                                   // 67: seghub.segmentsync.v1.User.PropertiesEntry
-	nil,                                   // 68: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 70: google.protobuf.Duration
+	(PropertyType)(0),                     // 1: seghub.segmentsync.v1.PropertyType
+	(SyncSchedule)(0),                     // 2: seghub.segmentsync.v1.SyncSchedule
+	(SyncMode)(0),                         // 3: seghub.segmentsync.v1.SyncMode
+	(SyncRunStatus)(0),                    // 4: seghub.segmentsync.v1.SyncRunStatus
+	(SyncRunTrigger)(0),                   // 5: seghub.segmentsync.v1.SyncRunTrigger
+	(*PropertyValue)(nil),                 // 6: seghub.segmentsync.v1.PropertyValue
+	(*User)(nil),                          // 7: seghub.segmentsync.v1.User
+	(*Segment)(nil),                       // 8: seghub.segmentsync.v1.Segment
+	(*UpsertUsersRequest)(nil),            // 9: seghub.segmentsync.v1.UpsertUsersRequest
+	(*UpsertUsersResponse)(nil),           // 10: seghub.segmentsync.v1.UpsertUsersResponse
+	(*GetUserRequest)(nil),                // 11: seghub.segmentsync.v1.GetUserRequest
+	(*GetUserResponse)(nil),               // 12: seghub.segmentsync.v1.GetUserResponse
+	(*ListUserPropertiesRequest)(nil),     // 13: seghub.segmentsync.v1.ListUserPropertiesRequest
+	(*ListUserPropertiesResponse)(nil),    // 14: seghub.segmentsync.v1.ListUserPropertiesResponse
+	(*UserProperty)(nil),                  // 15: seghub.segmentsync.v1.UserProperty
+	(*DeleteUserRequest)(nil),             // 16: seghub.segmentsync.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),            // 17: seghub.segmentsync.v1.DeleteUserResponse
+	(*CreateSegmentRequest)(nil),          // 18: seghub.segmentsync.v1.CreateSegmentRequest
+	(*CreateSegmentResponse)(nil),         // 19: seghub.segmentsync.v1.CreateSegmentResponse
+	(*GetSegmentRequest)(nil),             // 20: seghub.segmentsync.v1.GetSegmentRequest
+	(*GetSegmentResponse)(nil),            // 21: seghub.segmentsync.v1.GetSegmentResponse
+	(*ListSegmentsRequest)(nil),           // 22: seghub.segmentsync.v1.ListSegmentsRequest
+	(*ListSegmentsResponse)(nil),          // 23: seghub.segmentsync.v1.ListSegmentsResponse
+	(*UpdateSegmentRequest)(nil),          // 24: seghub.segmentsync.v1.UpdateSegmentRequest
+	(*UpdateSegmentResponse)(nil),         // 25: seghub.segmentsync.v1.UpdateSegmentResponse
+	(*DeleteSegmentRequest)(nil),          // 26: seghub.segmentsync.v1.DeleteSegmentRequest
+	(*DeleteSegmentResponse)(nil),         // 27: seghub.segmentsync.v1.DeleteSegmentResponse
+	(*AddMembersRequest)(nil),             // 28: seghub.segmentsync.v1.AddMembersRequest
+	(*AddMembersResponse)(nil),            // 29: seghub.segmentsync.v1.AddMembersResponse
+	(*RemoveMembersRequest)(nil),          // 30: seghub.segmentsync.v1.RemoveMembersRequest
+	(*RemoveMembersResponse)(nil),         // 31: seghub.segmentsync.v1.RemoveMembersResponse
+	(*ReplaceMembersRequest)(nil),         // 32: seghub.segmentsync.v1.ReplaceMembersRequest
+	(*ReplaceMembersResponse)(nil),        // 33: seghub.segmentsync.v1.ReplaceMembersResponse
+	(*GetMembersRequest)(nil),             // 34: seghub.segmentsync.v1.GetMembersRequest
+	(*GetMembersResponse)(nil),            // 35: seghub.segmentsync.v1.GetMembersResponse
+	(*IsMemberRequest)(nil),               // 36: seghub.segmentsync.v1.IsMemberRequest
+	(*IsMemberResponse)(nil),              // 37: seghub.segmentsync.v1.IsMemberResponse
+	(*WatchMembershipRequest)(nil),        // 38: seghub.segmentsync.v1.WatchMembershipRequest
+	(*WatchMembershipResponse)(nil),       // 39: seghub.segmentsync.v1.WatchMembershipResponse
+	(*SnapshotStart)(nil),                 // 40: seghub.segmentsync.v1.SnapshotStart
+	(*UserBatch)(nil),                     // 41: seghub.segmentsync.v1.UserBatch
+	(*UsersDeleted)(nil),                  // 42: seghub.segmentsync.v1.UsersDeleted
+	(*SegmentState)(nil),                  // 43: seghub.segmentsync.v1.SegmentState
+	(*MembershipChange)(nil),              // 44: seghub.segmentsync.v1.MembershipChange
+	(*SegmentDeleted)(nil),                // 45: seghub.segmentsync.v1.SegmentDeleted
+	(*CaughtUp)(nil),                      // 46: seghub.segmentsync.v1.CaughtUp
+	(*Sync)(nil),                          // 47: seghub.segmentsync.v1.Sync
+	(*SyncRun)(nil),                       // 48: seghub.segmentsync.v1.SyncRun
+	(*FailedIdentity)(nil),                // 49: seghub.segmentsync.v1.FailedIdentity
+	(*EnableSyncRequest)(nil),             // 50: seghub.segmentsync.v1.EnableSyncRequest
+	(*EnableSyncResponse)(nil),            // 51: seghub.segmentsync.v1.EnableSyncResponse
+	(*GetSyncRequest)(nil),                // 52: seghub.segmentsync.v1.GetSyncRequest
+	(*GetSyncResponse)(nil),               // 53: seghub.segmentsync.v1.GetSyncResponse
+	(*ListSyncsRequest)(nil),              // 54: seghub.segmentsync.v1.ListSyncsRequest
+	(*ListSyncsResponse)(nil),             // 55: seghub.segmentsync.v1.ListSyncsResponse
+	(*UpdateSyncRequest)(nil),             // 56: seghub.segmentsync.v1.UpdateSyncRequest
+	(*UpdateSyncResponse)(nil),            // 57: seghub.segmentsync.v1.UpdateSyncResponse
+	(*DisableSyncRequest)(nil),            // 58: seghub.segmentsync.v1.DisableSyncRequest
+	(*DisableSyncResponse)(nil),           // 59: seghub.segmentsync.v1.DisableSyncResponse
+	(*SyncNowRequest)(nil),                // 60: seghub.segmentsync.v1.SyncNowRequest
+	(*SyncNowResponse)(nil),               // 61: seghub.segmentsync.v1.SyncNowResponse
+	(*ListSyncRunsRequest)(nil),           // 62: seghub.segmentsync.v1.ListSyncRunsRequest
+	(*ListSyncRunsResponse)(nil),          // 63: seghub.segmentsync.v1.ListSyncRunsResponse
+	(*DryRunRequest)(nil),                 // 64: seghub.segmentsync.v1.DryRunRequest
+	(*DryRunResponse)(nil),                // 65: seghub.segmentsync.v1.DryRunResponse
+	(*ReceiveSegmentWebhookRequest)(nil),  // 66: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	(*ReceiveSegmentWebhookResponse)(nil), // 67: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	(*InboundSyncTask)(nil),               // 68: seghub.segmentsync.v1.InboundSyncTask
+	(*ListInboundSyncTasksRequest)(nil),   // 69: seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	(*ListInboundSyncTasksResponse)(nil),  // 70: seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	nil,                                   // 71: seghub.segmentsync.v1.User.PropertiesEntry
+	nil,                                   // 72: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	(*timestamppb.Timestamp)(nil),         // 73: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 74: google.protobuf.Duration
 }
 var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
-	69, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
-	67, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
-	69, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	69, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	73, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
+	71, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
+	73, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	73, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: seghub.segmentsync.v1.Segment.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	69, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
-	69, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
-	6,  // 7: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
-	6,  // 8: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
-	0,  // 9: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	7,  // 10: seghub.segmentsync.v1.CreateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	7,  // 11: seghub.segmentsync.v1.GetSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	0,  // 12: seghub.segmentsync.v1.ListSegmentsRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	7,  // 13: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
-	0,  // 14: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	7,  // 15: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	68, // 16: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	36, // 17: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
-	37, // 18: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
-	38, // 19: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
-	39, // 20: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
-	40, // 21: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
-	41, // 22: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
-	42, // 23: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
-	6,  // 24: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
-	7,  // 25: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
-	1,  // 26: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	70, // 27: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
-	2,  // 28: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	69, // 29: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
-	3,  // 30: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	69, // 31: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
-	69, // 32: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
-	69, // 33: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
-	4,  // 34: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
-	3,  // 35: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	69, // 36: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
-	69, // 37: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
-	69, // 38: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
-	45, // 39: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
-	69, // 40: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 41: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	70, // 42: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
-	2,  // 43: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	43, // 44: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	44, // 45: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	43, // 46: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	43, // 47: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
-	2,  // 48: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	1,  // 49: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	70, // 50: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
-	43, // 51: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	43, // 52: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	44, // 53: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	44, // 54: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	44, // 55: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
-	69, // 56: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
-	69, // 57: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
-	64, // 58: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
-	5,  // 59: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
-	8,  // 60: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
-	10, // 61: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
-	12, // 62: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
-	14, // 63: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
-	16, // 64: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
-	18, // 65: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
-	20, // 66: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
-	22, // 67: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
-	24, // 68: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
-	26, // 69: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
-	28, // 70: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
-	30, // 71: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
-	32, // 72: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
-	34, // 73: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
-	46, // 74: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
-	48, // 75: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
-	50, // 76: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
-	52, // 77: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
-	54, // 78: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
-	56, // 79: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
-	58, // 80: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
-	60, // 81: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
-	62, // 82: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	65, // 83: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	9,  // 84: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
-	11, // 85: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
-	13, // 86: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
-	15, // 87: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
-	17, // 88: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
-	19, // 89: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
-	21, // 90: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
-	23, // 91: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
-	25, // 92: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
-	27, // 93: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
-	29, // 94: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
-	31, // 95: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
-	33, // 96: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
-	35, // 97: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
-	47, // 98: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
-	49, // 99: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
-	51, // 100: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
-	53, // 101: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
-	55, // 102: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
-	57, // 103: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
-	59, // 104: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
-	61, // 105: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
-	63, // 106: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	66, // 107: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	84, // [84:108] is the sub-list for method output_type
-	60, // [60:84] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	73, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
+	73, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
+	7,  // 7: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
+	7,  // 8: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
+	15, // 9: seghub.segmentsync.v1.ListUserPropertiesResponse.properties:type_name -> seghub.segmentsync.v1.UserProperty
+	1,  // 10: seghub.segmentsync.v1.UserProperty.type:type_name -> seghub.segmentsync.v1.PropertyType
+	0,  // 11: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	8,  // 12: seghub.segmentsync.v1.CreateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	8,  // 13: seghub.segmentsync.v1.GetSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	0,  // 14: seghub.segmentsync.v1.ListSegmentsRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	8,  // 15: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
+	0,  // 16: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	8,  // 17: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	72, // 18: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	40, // 19: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
+	41, // 20: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
+	42, // 21: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
+	43, // 22: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
+	44, // 23: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
+	45, // 24: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
+	46, // 25: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
+	7,  // 26: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
+	8,  // 27: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
+	2,  // 28: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	74, // 29: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
+	3,  // 30: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	73, // 31: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
+	4,  // 32: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	73, // 33: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
+	73, // 34: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
+	73, // 35: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 36: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
+	4,  // 37: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	73, // 38: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
+	73, // 39: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
+	73, // 40: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
+	49, // 41: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
+	73, // 42: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 43: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	74, // 44: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
+	3,  // 45: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	47, // 46: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	48, // 47: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	47, // 48: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	47, // 49: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
+	3,  // 50: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	2,  // 51: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	74, // 52: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
+	47, // 53: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	47, // 54: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	48, // 55: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	48, // 56: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	48, // 57: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
+	73, // 58: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
+	73, // 59: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
+	68, // 60: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
+	6,  // 61: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	9,  // 62: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
+	11, // 63: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
+	13, // 64: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
+	16, // 65: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
+	18, // 66: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
+	20, // 67: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
+	22, // 68: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
+	24, // 69: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
+	26, // 70: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
+	28, // 71: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
+	30, // 72: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
+	32, // 73: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
+	34, // 74: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
+	36, // 75: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
+	38, // 76: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
+	50, // 77: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
+	52, // 78: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
+	54, // 79: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
+	56, // 80: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
+	58, // 81: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
+	60, // 82: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
+	62, // 83: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
+	64, // 84: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
+	66, // 85: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	69, // 86: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	10, // 87: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
+	12, // 88: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
+	14, // 89: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
+	17, // 90: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
+	19, // 91: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
+	21, // 92: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
+	23, // 93: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
+	25, // 94: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
+	27, // 95: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
+	29, // 96: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
+	31, // 97: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
+	33, // 98: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
+	35, // 99: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
+	37, // 100: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
+	39, // 101: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
+	51, // 102: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
+	53, // 103: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
+	55, // 104: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
+	57, // 105: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
+	59, // 106: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
+	61, // 107: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
+	63, // 108: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
+	65, // 109: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
+	67, // 110: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	70, // 111: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	87, // [87:112] is the sub-list for method output_type
+	62, // [62:87] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_seghub_segmentsync_v1_segmentsync_proto_init() }
@@ -4906,8 +5157,8 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 		(*PropertyValue_TimestampValue)(nil),
 		(*PropertyValue_NullValue)(nil),
 	}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15].OneofWrappers = []any{}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30].OneofWrappers = []any{
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18].OneofWrappers = []any{}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33].OneofWrappers = []any{
 		(*WatchMembershipResponse_SnapshotStart)(nil),
 		(*WatchMembershipResponse_Users)(nil),
 		(*WatchMembershipResponse_UsersDeleted)(nil),
@@ -4916,14 +5167,14 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 		(*WatchMembershipResponse_SegmentDeleted)(nil),
 		(*WatchMembershipResponse_CaughtUp)(nil),
 	}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47].OneofWrappers = []any{}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc), len(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   64,
+			NumEnums:      6,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

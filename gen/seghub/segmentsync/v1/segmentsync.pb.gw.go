@@ -101,6 +101,27 @@ func local_request_SegmentSyncService_GetUser_0(ctx context.Context, marshaler r
 	return msg, metadata, err
 }
 
+func request_SegmentSyncService_ListUserProperties_0(ctx context.Context, marshaler runtime.Marshaler, client SegmentSyncServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ListUserPropertiesRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.ListUserProperties(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_SegmentSyncService_ListUserProperties_0(ctx context.Context, marshaler runtime.Marshaler, server SegmentSyncServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ListUserPropertiesRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.ListUserProperties(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 func request_SegmentSyncService_DeleteUser_0(ctx context.Context, marshaler runtime.Marshaler, client SegmentSyncServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
 		protoReq DeleteUserRequest
@@ -956,6 +977,26 @@ func RegisterSegmentSyncServiceHandlerServer(ctx context.Context, mux *runtime.S
 		}
 		forward_SegmentSyncService_GetUser_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_SegmentSyncService_ListUserProperties_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/seghub.segmentsync.v1.SegmentSyncService/ListUserProperties", runtime.WithHTTPPathPattern("/v1/user-properties"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_SegmentSyncService_ListUserProperties_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_SegmentSyncService_ListUserProperties_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodDelete, pattern_SegmentSyncService_DeleteUser_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1410,6 +1451,23 @@ func RegisterSegmentSyncServiceHandlerClient(ctx context.Context, mux *runtime.S
 		}
 		forward_SegmentSyncService_GetUser_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_SegmentSyncService_ListUserProperties_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/seghub.segmentsync.v1.SegmentSyncService/ListUserProperties", runtime.WithHTTPPathPattern("/v1/user-properties"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_SegmentSyncService_ListUserProperties_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_SegmentSyncService_ListUserProperties_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodDelete, pattern_SegmentSyncService_DeleteUser_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1739,6 +1797,7 @@ func RegisterSegmentSyncServiceHandlerClient(ctx context.Context, mux *runtime.S
 var (
 	pattern_SegmentSyncService_UpsertUsers_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "users"}, "upsert"))
 	pattern_SegmentSyncService_GetUser_0              = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "users", "user_id"}, ""))
+	pattern_SegmentSyncService_ListUserProperties_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "user-properties"}, ""))
 	pattern_SegmentSyncService_DeleteUser_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "users", "user_id"}, ""))
 	pattern_SegmentSyncService_CreateSegment_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "segments"}, ""))
 	pattern_SegmentSyncService_GetSegment_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "segments", "segment_id"}, ""))
@@ -1763,6 +1822,7 @@ var (
 var (
 	forward_SegmentSyncService_UpsertUsers_0          = runtime.ForwardResponseMessage
 	forward_SegmentSyncService_GetUser_0              = runtime.ForwardResponseMessage
+	forward_SegmentSyncService_ListUserProperties_0   = runtime.ForwardResponseMessage
 	forward_SegmentSyncService_DeleteUser_0           = runtime.ForwardResponseMessage
 	forward_SegmentSyncService_CreateSegment_0        = runtime.ForwardResponseMessage
 	forward_SegmentSyncService_GetSegment_0           = runtime.ForwardResponseMessage

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	SegmentSyncService_UpsertUsers_FullMethodName           = "/seghub.segmentsync.v1.SegmentSyncService/UpsertUsers"
 	SegmentSyncService_GetUser_FullMethodName               = "/seghub.segmentsync.v1.SegmentSyncService/GetUser"
+	SegmentSyncService_ListUserProperties_FullMethodName    = "/seghub.segmentsync.v1.SegmentSyncService/ListUserProperties"
 	SegmentSyncService_DeleteUser_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/DeleteUser"
 	SegmentSyncService_CreateSegment_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/CreateSegment"
 	SegmentSyncService_GetSegment_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/GetSegment"
@@ -58,6 +59,10 @@ type SegmentSyncServiceClient interface {
 	UpsertUsers(ctx context.Context, in *UpsertUsersRequest, opts ...grpc.CallOption) (*UpsertUsersResponse, error)
 	// GetUser returns one user with its properties and segments.
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
+	// ListUserProperties lists the user property names seghub holds, each with
+	// its value type and how many users hold it, most held first: the choices
+	// for a connection's or a sync's identity property.
+	ListUserProperties(ctx context.Context, in *ListUserPropertiesRequest, opts ...grpc.CallOption) (*ListUserPropertiesResponse, error)
 	// DeleteUser deletes a user and removes it from every segment.
 	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
 	// CreateSegment creates an empty segment.
@@ -136,6 +141,16 @@ func (c *segmentSyncServiceClient) GetUser(ctx context.Context, in *GetUserReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetUserResponse)
 	err := c.cc.Invoke(ctx, SegmentSyncService_GetUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) ListUserProperties(ctx context.Context, in *ListUserPropertiesRequest, opts ...grpc.CallOption) (*ListUserPropertiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUserPropertiesResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_ListUserProperties_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -387,6 +402,10 @@ type SegmentSyncServiceServer interface {
 	UpsertUsers(context.Context, *UpsertUsersRequest) (*UpsertUsersResponse, error)
 	// GetUser returns one user with its properties and segments.
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
+	// ListUserProperties lists the user property names seghub holds, each with
+	// its value type and how many users hold it, most held first: the choices
+	// for a connection's or a sync's identity property.
+	ListUserProperties(context.Context, *ListUserPropertiesRequest) (*ListUserPropertiesResponse, error)
 	// DeleteUser deletes a user and removes it from every segment.
 	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
 	// CreateSegment creates an empty segment.
@@ -456,6 +475,9 @@ func (UnimplementedSegmentSyncServiceServer) UpsertUsers(context.Context, *Upser
 }
 func (UnimplementedSegmentSyncServiceServer) GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUser not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) ListUserProperties(context.Context, *ListUserPropertiesRequest) (*ListUserPropertiesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUserProperties not implemented")
 }
 func (UnimplementedSegmentSyncServiceServer) DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteUser not implemented")
@@ -576,6 +598,24 @@ func _SegmentSyncService_GetUser_Handler(srv interface{}, ctx context.Context, d
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(SegmentSyncServiceServer).GetUser(ctx, req.(*GetUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_ListUserProperties_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUserPropertiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).ListUserProperties(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_ListUserProperties_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).ListUserProperties(ctx, req.(*ListUserPropertiesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -972,6 +1012,10 @@ var SegmentSyncService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetUser",
 			Handler:    _SegmentSyncService_GetUser_Handler,
+		},
+		{
+			MethodName: "ListUserProperties",
+			Handler:    _SegmentSyncService_ListUserProperties_Handler,
 		},
 		{
 			MethodName: "DeleteUser",

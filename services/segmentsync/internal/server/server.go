@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -187,6 +188,37 @@ func (s *Server) GetUser(ctx context.Context, req *segmentsyncv1.GetUserRequest)
 	return &segmentsyncv1.GetUserResponse{User: UserToPB(u), SegmentIds: u.Segments}, nil
 }
 
+// userPropertiesLimit bounds ListUserProperties: property names are few in
+// practice, and a picker of more than this many helps nobody.
+const userPropertiesLimit = 1000
+
+// ListUserProperties implements SegmentSyncService.
+func (s *Server) ListUserProperties(ctx context.Context, _ *segmentsyncv1.ListUserPropertiesRequest) (*segmentsyncv1.ListUserPropertiesResponse, error) {
+	stats, more, err := s.store.UserPropertyStats(ctx, env(ctx), userPropertiesLimit)
+	if err != nil {
+		return nil, err
+	}
+	out := &segmentsyncv1.ListUserPropertiesResponse{Truncated: more, Properties: make([]*segmentsyncv1.UserProperty, 0, len(stats))}
+	for _, st := range stats {
+		out.Properties = append(out.Properties, &segmentsyncv1.UserProperty{Name: st.Name, Type: propertyTypeToPB(st.Kind), UserCount: uint64(st.Users)})
+	}
+	return out, nil
+}
+
+func propertyTypeToPB(k store.PropKind) segmentsyncv1.PropertyType {
+	switch k {
+	case store.PropString:
+		return segmentsyncv1.PropertyType_PROPERTY_TYPE_STRING
+	case store.PropNumber:
+		return segmentsyncv1.PropertyType_PROPERTY_TYPE_NUMBER
+	case store.PropBool:
+		return segmentsyncv1.PropertyType_PROPERTY_TYPE_BOOL
+	case store.PropTime:
+		return segmentsyncv1.PropertyType_PROPERTY_TYPE_TIMESTAMP
+	}
+	return segmentsyncv1.PropertyType_PROPERTY_TYPE_UNSPECIFIED
+}
+
 // DeleteUser implements SegmentSyncService.
 func (s *Server) DeleteUser(ctx context.Context, req *segmentsyncv1.DeleteUserRequest) (*segmentsyncv1.DeleteUserResponse, error) {
 	if err := checkUserID("user_id", req.GetUserId()); err != nil {
@@ -284,7 +316,14 @@ func (s *Server) ListSegments(ctx context.Context, req *segmentsyncv1.ListSegmen
 	if err != nil {
 		return nil, err
 	}
-	segs, err := s.store.ListSegments(ctx, env(ctx), store.SegmentFilter{Visibility: vis, NonEmpty: req.GetNonEmpty()}, cur.Name, cur.ID, size+1)
+	search := strings.TrimSpace(req.GetNameContains())
+	if utf8.RuneCountInString(search) > 200 {
+		return nil, apperr.Invalid("name_contains", "must be at most 200 characters")
+	}
+	if strings.ContainsFunc(search, unicode.IsControl) {
+		return nil, apperr.Invalid("name_contains", "must not contain control characters")
+	}
+	segs, err := s.store.ListSegments(ctx, env(ctx), store.SegmentFilter{Visibility: vis, NonEmpty: req.GetNonEmpty(), NameContains: search}, cur.Name, cur.ID, size+1)
 	if err != nil {
 		return nil, err
 	}

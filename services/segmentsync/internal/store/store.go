@@ -723,7 +723,12 @@ func (s *Store) SegmentByExternalID(ctx context.Context, env, externalID string)
 type SegmentFilter struct {
 	Visibility string
 	NonEmpty   bool
+	// NameContains keeps segments whose name contains it, ignoring case.
+	NameContains string
 }
+
+// likeEscaper makes user text literal inside a LIKE pattern.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // ListSegments pages through segments ordered by (name, id) after the given cursor.
 func (s *Store) ListSegments(ctx context.Context, env string, f SegmentFilter, afterName, afterID string, limit int) ([]*Segment, error) {
@@ -735,6 +740,10 @@ func (s *Store) ListSegments(ctx context.Context, env string, f SegmentFilter, a
 	}
 	if f.NonEmpty {
 		q += ` AND member_count > 0`
+	}
+	if f.NameContains != "" {
+		q += ` AND lower(name) LIKE ? ESCAPE '\'`
+		args = append(args, "%"+likeEscaper.Replace(strings.ToLower(f.NameContains))+"%")
 	}
 	q += ` ORDER BY name, segment_id LIMIT ?`
 	args = append(args, limit)

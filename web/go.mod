@@ -1,0 +1,3 @@
+module github.com/seghub/seghub/web
+
+go 1.26.0

@@ -1,0 +1,85 @@
+// Hooks for the Segments section: segments, their syncs and sync runs.
+import type { Sync, SyncRunStatus } from "./schema.gen";
+import { useAllPages, useOp, useOpMutation, usePagedOp } from "./hooks";
+
+export const segmentsPageSize = 50;
+
+/** One page of segments; search runs on the server over every segment. */
+export function useSegmentsPage(search: string, pageToken: string) {
+  return usePagedOp("SegmentSyncService_ListSegments", {
+    query: { page_size: segmentsPageSize, page_token: pageToken || undefined, name_contains: search || undefined },
+  });
+}
+
+export function useSegment(segmentId: string) {
+  return useOp("SegmentSyncService_GetSegment", { path: { segment_id: segmentId } });
+}
+
+/** Every sync of the environment (for the recurring-limit count), or of one segment. */
+export function useSyncs(segmentId?: string) {
+  return useAllPages("SegmentSyncService_ListSyncs", { query: segmentId ? { segment_id: segmentId } : {} }, (a) => a.syncs);
+}
+
+export function isRunning(status: SyncRunStatus | undefined): boolean {
+  return status === "SYNC_RUN_STATUS_RUNNING" || status === "SYNC_RUN_STATUS_QUEUED";
+}
+
+/**
+ * One sync, polled every second while a run is going (or one just asked for
+ * has not finished) so its delivered count climbs on screen.
+ */
+export function useSync(syncId: string | undefined, awaitingRun = false, pollMs = 1000) {
+  return useOp("SegmentSyncService_GetSync", { path: { sync_id: syncId ?? "" } }, {
+    enabled: !!syncId,
+    refetchInterval: (q) => (awaitingRun || isRunning(q.state.data?.sync?.last_status) ? pollMs : false),
+  });
+}
+
+const finished = new Set<SyncRunStatus>(["SYNC_RUN_STATUS_SUCCEEDED", "SYNC_RUN_STATUS_PARTIAL", "SYNC_RUN_STATUS_FAILED", "SYNC_RUN_STATUS_CANCELED"]);
+
+/**
+ * Whether the run "Sync now" queued has finished, read from the sync's latest
+ * runs: the sync's own status may still show the previous run for a moment.
+ */
+export function useRunFinished(syncId: string, runId: string | undefined, pollMs = 1000) {
+  const runs = useOp(
+    "SegmentSyncService_ListSyncRuns",
+    { path: { sync_id: syncId }, query: { page_size: 5 } },
+    { enabled: !!runId, refetchInterval: pollMs },
+  );
+  const run = runs.data?.runs?.find((r) => r.run_id === runId);
+  return !!run?.status && finished.has(run.status);
+}
+
+export function useSyncRuns(syncId: string, pageToken: string, running: boolean) {
+  return usePagedOp(
+    "SegmentSyncService_ListSyncRuns",
+    { path: { sync_id: syncId }, query: { page_size: 20, page_token: pageToken || undefined } },
+    { refetchInterval: running ? 2000 : false },
+  );
+}
+
+export const useUpdateSegment = () =>
+  useOpMutation("SegmentSyncService_UpdateSegment", ["SegmentSyncService_GetSegment", "SegmentSyncService_ListSegments"]);
+
+const syncReads = ["SegmentSyncService_ListSyncs", "SegmentSyncService_GetSync", "SegmentSyncService_ListSyncRuns"] as const;
+
+export const useEnableSync = () => useOpMutation("SegmentSyncService_EnableSync", syncReads);
+export const useUpdateSync = () => useOpMutation("SegmentSyncService_UpdateSync", syncReads);
+export const useDisableSync = () => useOpMutation("SegmentSyncService_DisableSync", syncReads);
+export const useSyncNow = () => useOpMutation("SegmentSyncService_SyncNow", syncReads);
+export const useDryRun = () => useOpMutation("SegmentSyncService_DryRun");
+
+/**
+ * Recurring syncs in use on one connection, against its destination type's
+ * limit ("7 of 10 recurring syncs in use"); the server counts the same way.
+ */
+export function recurringInUse(syncs: readonly Sync[], connectionId: string): number {
+  return syncs.filter((s) => s.enabled && s.schedule === "SYNC_SCHEDULE_RECURRING" && s.connection_id === connectionId).length;
+}
+
+/** The sync a segment's toggle for one connection shows: the enabled one, else the latest. */
+export function syncFor(syncs: readonly Sync[], segmentId: string, connectionId: string): Sync | undefined {
+  const mine = syncs.filter((s) => s.segment_id === segmentId && s.connection_id === connectionId);
+  return mine.find((s) => s.enabled) ?? [...mine].sort((a, b) => (b.create_time ?? "").localeCompare(a.create_time ?? ""))[0];
+}

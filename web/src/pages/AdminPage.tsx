@@ -1,0 +1,13 @@
+import { EmptyState } from "../components/EmptyState";
+
+// Placeholder until the Admin section lands (issue 14); the route and nav entry are in place.
+export default function AdminPage() {
+  return (
+    <section>
+      <h1>Admin</h1>
+      <EmptyState title="This section is not built yet.">
+        <p>Use the REST API under /v1 meanwhile (see /openapi.json).</p>
+      </EmptyState>
+    </section>
+  );
+}
