@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -43,7 +42,7 @@ func TestConsoleBesideAPI(t *testing.T) {
 		contentType  string
 	}{
 		{"GET", "/v1/whoami", 401, "application/json"},
-		{"GET", "/v1/no-such-route", 404, ""},
+		{"GET", "/v1/no-such-route", 401, "application/json"}, // no key: refused before routing
 		{"GET", "/openapi.json", 200, "application/json"},
 		{"GET", "/healthz", 200, "application/json"},
 		{"GET", "/metrics", 200, "text/plain"},
@@ -70,32 +69,13 @@ func TestOAuthCallbackReturnsToConsole(t *testing.T) {
 	defer srv.Close()
 	r := start(t, t.TempDir(), func(c *config.Config) { c.CommandBarURL = srv.URL })
 	key := keyPattern.FindString(r.stdout.String())
-	code, body := r.do(t, "POST", "/v1/connections:authorize", key, `{"type":"commandbar","name":"CommandBar","account":"org-1"}`)
-	if code != 200 {
-		t.Fatalf("authorize: %d %v", code, body)
+	flow := r.startOAuth(t, key, `{"type":"commandbar","name":"CommandBar","account":"org-1"}`)
+	code, html := flow.complete(t, flow.Browser)
+	link := regexp.MustCompile(`href="(/integrations/connections/conn_[a-z0-9]+)"`).FindStringSubmatch(html)
+	if code != 200 || link == nil {
+		t.Fatalf("callback page links nowhere in the console: %d %s", code, html)
 	}
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(body["authorize_url"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	cb, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cb.Host = r.httpAddr
-	page, err := http.Get(cb.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	html, _ := io.ReadAll(page.Body)
-	page.Body.Close()
-	link := regexp.MustCompile(`href="(/integrations/connections/conn_[a-z0-9]+)"`).FindSubmatch(html)
-	if page.StatusCode != 200 || link == nil {
-		t.Fatalf("callback page links nowhere in the console: %d %s", page.StatusCode, html)
-	}
-	console, err := http.Get("http://" + r.httpAddr + string(link[1]))
+	console, err := http.Get("http://" + r.httpAddr + link[1])
 	if err != nil {
 		t.Fatal(err)
 	}
