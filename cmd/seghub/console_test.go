@@ -3,8 +3,14 @@ package main
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/services/destsim"
 )
 
 // The console is served at / by the real gateway, beside the API, which it
@@ -54,5 +60,48 @@ func TestConsoleBesideAPI(t *testing.T) {
 		if tc.contentType != "" && !strings.HasPrefix(h.Get("Content-Type"), tc.contentType) {
 			t.Errorf("%s %s: Content-Type %q", tc.method, tc.path, h.Get("Content-Type"))
 		}
+	}
+}
+
+// An OAuth connect started in the console ends back in the console: the
+// callback page links to the new connection's console page.
+func TestOAuthCallbackReturnsToConsole(t *testing.T) {
+	srv := httptest.NewServer(destsim.New(destsim.DemoCredentials()))
+	defer srv.Close()
+	r := start(t, t.TempDir(), func(c *config.Config) { c.CommandBarURL = srv.URL })
+	key := keyPattern.FindString(r.stdout.String())
+	code, body := r.do(t, "POST", "/v1/connections:authorize", key, `{"type":"commandbar","name":"CommandBar","account":"org-1"}`)
+	if code != 200 {
+		t.Fatalf("authorize: %d %v", code, body)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(body["authorize_url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cb, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb.Host = r.httpAddr
+	page, err := http.Get(cb.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	html, _ := io.ReadAll(page.Body)
+	page.Body.Close()
+	link := regexp.MustCompile(`href="(/integrations/connections/conn_[a-z0-9]+)"`).FindSubmatch(html)
+	if page.StatusCode != 200 || link == nil {
+		t.Fatalf("callback page links nowhere in the console: %d %s", page.StatusCode, html)
+	}
+	console, err := http.Get("http://" + r.httpAddr + string(link[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(console.Body)
+	console.Body.Close()
+	if console.StatusCode != 200 || !strings.Contains(string(b), `<div id="root">`) {
+		t.Fatalf("GET %s: %d, want the console", link[1], console.StatusCode)
 	}
 }

@@ -24,12 +24,31 @@ export function isRunning(status: SyncRunStatus | undefined): boolean {
   return status === "SYNC_RUN_STATUS_RUNNING" || status === "SYNC_RUN_STATUS_QUEUED";
 }
 
-/** One sync, polled every second while a run is going so its delivered count climbs on screen. */
-export function useSync(syncId: string | undefined, pollMs = 1000) {
+/**
+ * One sync, polled every second while a run is going (or one just asked for
+ * has not finished) so its delivered count climbs on screen.
+ */
+export function useSync(syncId: string | undefined, awaitingRun = false, pollMs = 1000) {
   return useOp("SegmentSyncService_GetSync", { path: { sync_id: syncId ?? "" } }, {
     enabled: !!syncId,
-    refetchInterval: (q) => (isRunning(q.state.data?.sync?.last_status) ? pollMs : false),
+    refetchInterval: (q) => (awaitingRun || isRunning(q.state.data?.sync?.last_status) ? pollMs : false),
   });
+}
+
+const finished = new Set<SyncRunStatus>(["SYNC_RUN_STATUS_SUCCEEDED", "SYNC_RUN_STATUS_PARTIAL", "SYNC_RUN_STATUS_FAILED", "SYNC_RUN_STATUS_CANCELED"]);
+
+/**
+ * Whether the run "Sync now" queued has finished, read from the sync's latest
+ * runs: the sync's own status may still show the previous run for a moment.
+ */
+export function useRunFinished(syncId: string, runId: string | undefined, pollMs = 1000) {
+  const runs = useOp(
+    "SegmentSyncService_ListSyncRuns",
+    { path: { sync_id: syncId }, query: { page_size: 5 } },
+    { enabled: !!runId, refetchInterval: pollMs },
+  );
+  const run = runs.data?.runs?.find((r) => r.run_id === runId);
+  return !!run?.status && finished.has(run.status);
 }
 
 export function useSyncRuns(syncId: string, pageToken: string, running: boolean) {

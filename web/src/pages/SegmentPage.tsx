@@ -1,7 +1,7 @@
 import { Link, useParams } from "react-router";
 import { useConnections, useDestinationTypes } from "../api/integrations";
 import { recurringInUse, syncFor, useSegment, useSyncs, useUpdateSegment } from "../api/segments";
-import { GuardedButton } from "../components/Guarded";
+import { GuardedButton, RoleNotice } from "../components/Guarded";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { SegmentSyncToggle } from "../components/SegmentSyncToggle";
@@ -57,6 +57,7 @@ export default function SegmentPage() {
       </dl>
 
       <h2>Integrations</h2>
+      <RoleNotice>You can read each sync, its run history and run a dry run; turning syncs on or off and “Sync now” need an admin key.</RoleNotice>
       <p className="hint">
         {isPrivate
           ? "This segment is private: only public segments sync to tools."
