@@ -1,1 +1,0 @@
-import{m as e}from"./index-CowvB9ux.js";var t=e();function n({title:e,children:n}){return(0,t.jsxs)(`div`,{className:`empty`,role:`status`,children:[(0,t.jsx)(`p`,{className:`empty-title`,children:e}),n&&(0,t.jsx)(`div`,{className:`empty-next`,children:n})]})}export{n as t};

@@ -1,1 +1,0 @@
-import{t as e}from"./EmptyState-BpXxkavO.js";import{m as t}from"./index-CowvB9ux.js";var n=t();function r(){return(0,n.jsxs)(`section`,{children:[(0,n.jsx)(`h1`,{children:`Events`}),(0,n.jsx)(e,{title:`This section is not built yet.`,children:(0,n.jsx)(`p`,{children:`Use the REST API under /v1 meanwhile (see /openapi.json).`})})]})}export{r as default};
