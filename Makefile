@@ -106,6 +106,7 @@ fuzz:
 	go test -run x -fuzz FuzzVerifySignature -fuzztime $(FUZZTIME) ./services/segmentsync/internal/server
 	go test -run x -fuzz FuzzCompile -fuzztime $(FUZZTIME) ./services/targeting/internal/audience
 	go test -run x -fuzz FuzzParseWebhook -fuzztime $(FUZZTIME) ./services/eventrelay/internal/schema
+	go test -run x -fuzz FuzzRESTIngest -fuzztime $(FUZZTIME) ./services/gateway
 
 bench:
 	@echo "see bench/RESULTS.md for each benchmark's command"

@@ -103,6 +103,8 @@ func startSplit(t *testing.T, extraEnv ...string) *split {
 		"SEGHUB_TARGETING_ADDR="+s.addrs["targeting"],
 		"SEGHUB_HTTP_ADDR="+s.httpAddr,
 		"SEGHUB_LOG_LEVEL=info",
+		// The test's destination simulators listen on loopback.
+		"SEGHUB_DESTINATION_ALLOW=127.0.0.0/8,::1",
 	)
 	s.env = append(s.env, extraEnv...)
 	for _, svc := range roles[1:] {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -46,6 +47,9 @@ func serve(ctx context.Context, cfg *config.Config, role string, h Hooks) error 
 		}
 		defer stop()
 		cfg.AppcuesURL, cfg.CommandBarURL, cfg.ABTastyURL, cfg.AnalyticsURL = url, url, url, url
+		// The simulator the operator asked for, and only it, is reachable
+		// although it listens on a loopback (or private) address.
+		cfg.DestinationAllow = strings.TrimPrefix(cfg.DestinationAllow+","+strings.TrimPrefix(url, "http://"), ",")
 	}
 	p, err := app.NewPlatform(ctx, cfg, app.Options{Name: role, LogOutput: h.Stderr, NeedBus: has(app.SegmentSync) || has(app.EventRelay) || has(app.Targeting)})
 	if err != nil {

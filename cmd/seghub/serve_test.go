@@ -34,6 +34,9 @@ func start(t *testing.T, dataDir string, configure func(*config.Config)) *runnin
 	cfg.DataDir = dataDir
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
+	// Tests' destinations listen on loopback, refused unless allowed; the
+	// SSRF suite narrows this in configure.
+	cfg.DestinationAllow = "127.0.0.0/8,::1"
 	if configure != nil {
 		configure(cfg)
 	}
@@ -196,7 +199,10 @@ func TestAdminKeyFromEnvironment(t *testing.T) {
 // README's walk-through does it.
 func TestSeededDemo(t *testing.T) {
 	var cfg *config.Config
-	r := start(t, t.TempDir(), func(c *config.Config) { c.Seed, c.DestSimAddr, cfg = true, "127.0.0.1:0", c })
+	r := start(t, t.TempDir(), func(c *config.Config) {
+		// As make run: no allow list; the all-in-one allows its own simulator.
+		c.Seed, c.DestSimAddr, c.DestinationAllow, cfg = true, "127.0.0.1:0", "", c
+	})
 	key := keyPattern.FindString(r.stdout.String())
 	var segs []any
 	deadline := time.Now().Add(30 * time.Second)

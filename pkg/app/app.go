@@ -22,6 +22,7 @@ import (
 	"github.com/seghub/seghub/pkg/admin"
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/pkg/grpcserver"
 	"github.com/seghub/seghub/pkg/natsbus"
 	"github.com/seghub/seghub/pkg/secretbox"
@@ -58,6 +59,9 @@ type Platform struct {
 	InternalKey string
 	Auth        *auth.Authenticator
 	Admin       *admin.Store
+	// Egress is the one outbound policy (and HTTP client) for every
+	// request to a destination.
+	Egress *destinations.Egress
 
 	// SelfAddr is where this process's gRPC server listens (set by Listen).
 	SelfAddr string
@@ -87,6 +91,9 @@ func NewPlatform(ctx context.Context, cfg *config.Config, o Options) (*Platform,
 	p := &Platform{Config: cfg, Logger: tel.Logger.With("service", o.Name), Telemetry: tel, conns: map[string]*grpc.ClientConn{}}
 	p.close = append(p.close, func() { _ = shutdown(context.Background()) })
 	fail := func(err error) (*Platform, error) { p.Close(); return nil, err }
+	if p.Egress, err = destinations.NewEgress(cfg.DestinationAllow); err != nil {
+		return fail(err)
+	}
 
 	secretKey := cfg.SecretKey
 	if secretKey == "" {
@@ -154,7 +161,7 @@ func (p *Platform) Close() {
 
 // NewGRPCServer returns a gRPC server with the standard chain.
 func (p *Platform) NewGRPCServer() (*grpcserver.Server, error) {
-	o := grpcserver.Options{Logger: p.Logger, Authenticator: p.Auth, MeterProvider: p.Telemetry.Meter, TracerProvider: p.Telemetry.Tracer}
+	o := grpcserver.Options{Logger: p.Logger, Authenticator: p.Auth, MeterProvider: p.Telemetry.Meter, TracerProvider: p.Telemetry.Tracer, MaxRecvMsgSize: int(p.Config.GRPCMaxMessage)}
 	if p.Config.TLSCert != "" {
 		c, err := credentials.NewServerTLSFromFile(p.Config.TLSCert, p.Config.TLSKey)
 		if err != nil {
@@ -230,7 +237,8 @@ func (p *Platform) conn(key, addr string, extra ...grpc.DialOption) (*grpc.Clien
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(p.transport(addr)),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(p.Telemetry.Tracer), otelgrpc.WithMeterProvider(p.Telemetry.Meter))),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+		// A message the receiving server would refuse fails here, unsent.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(int(p.Config.GRPCMaxMessage))),
 	}, extra...)
 	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 )
 
 // Error is a domain error with a gRPC code and a message safe to show callers.
@@ -18,6 +19,9 @@ type Error struct {
 	Code       codes.Code
 	Message    string
 	Violations []*errdetails.BadRequest_FieldViolation
+	// Reason, when set, is sent as an errdetails.ErrorInfo so that transports
+	// can tell kinds of error apart without reading the message.
+	Reason string
 	// Cause is logged but never shown to callers.
 	Cause error
 }
@@ -34,12 +38,46 @@ func (e *Error) Unwrap() error { return e.Cause }
 // GRPCStatus lets status.FromError and grpc-go understand Error directly.
 func (e *Error) GRPCStatus() *status.Status {
 	st := status.New(e.Code, e.Message)
+	var details []protoadapt.MessageV1
 	if len(e.Violations) > 0 {
-		if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: e.Violations}); err == nil {
+		details = append(details, &errdetails.BadRequest{FieldViolations: e.Violations})
+	}
+	if e.Reason != "" {
+		details = append(details, &errdetails.ErrorInfo{Reason: e.Reason, Domain: Domain})
+	}
+	if len(details) > 0 {
+		if d, err := st.WithDetails(details...); err == nil {
 			return d
 		}
 	}
 	return st
+}
+
+// Domain is the errdetails.ErrorInfo domain of seghub's reasons.
+const Domain = "seghub"
+
+// ReasonTooLarge marks a request refused for its size (bytes or items): REST
+// answers it 413, gRPC InvalidArgument.
+const ReasonTooLarge = "REQUEST_TOO_LARGE"
+
+// TooLarge reports a request, message or stream over a size bound; the
+// description names the bound, e.g. TooLarge("user_ids", "has 20000 ids; at
+// most 10000 per call"). Nothing of such a request is applied.
+func TooLarge(field, description string) *Error {
+	e := Invalid(field, description)
+	e.Reason = ReasonTooLarge
+	return e
+}
+
+// IsTooLarge reports whether a gRPC status is a size refusal: TooLarge, or
+// gRPC's own message-size limit (ResourceExhausted "... larger than max").
+func IsTooLarge(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == Domain && info.GetReason() == ReasonTooLarge {
+			return true
+		}
+	}
+	return st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "larger than max")
 }
 
 func newf(c codes.Code, format string, args ...any) *Error {
@@ -118,9 +156,12 @@ func Code(err error) codes.Code {
 	return codes.Unknown
 }
 
-// Name validates a display name: trimmed, not blank, at most max characters.
-// It returns the trimmed name.
+// Name validates a display name: trimmed, not blank, at most max characters,
+// no control characters. It returns the trimmed name.
 func Name(field, name string, max int) (string, error) {
+	if p := IdentifierProblem(name); p != "" {
+		return "", Invalid(field, p)
+	}
 	name = strings.TrimSpace(name)
 	switch {
 	case name == "":

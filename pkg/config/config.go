@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,10 @@ type Config struct {
 	ABTastyURL    string
 	AnalyticsURL  string
 	DestSimAddr   string
+	// DestinationAllow lists hosts, host:port pairs and CIDR ranges that
+	// destinations may reach although they are loopback, private,
+	// link-local or metadata addresses (comma-separated).
+	DestinationAllow string
 
 	// OAuth: where browsers come back to, and seghub's client registration
 	// with each OAuth destination.
@@ -58,10 +63,25 @@ type Config struct {
 	// Event relay delivery.
 	DeliveryMaxAttempts int
 	DeliveryMaxAge      time.Duration
-	EventDedupWindow    time.Duration
-	EventRetention      time.Duration
-	BusNamespace        string
+	// IdentityAttachMaxAttempts is how often an event's identity attach is
+	// tried alone before the event is dead-lettered.
+	IdentityAttachMaxAttempts int
+	EventDedupWindow          time.Duration
+	EventRetention            time.Duration
+	BusNamespace              string
+
+	// Size limits: every body, message and stream is bounded before it is
+	// read or decoded.
+	RESTMaxBody            int64
+	WebhookMaxBody         map[string]int64
+	GRPCMaxMessage         int64
+	ReplaceMembersMaxIDs   int
+	ReplaceMembersMaxBytes int64
 }
+
+// WebhookSources are the inbound webhook routes, /webhooks/<source>/...;
+// each has its own body limit in WebhookMaxBody.
+var WebhookSources = []string{"heap", "segment_webhook", "appcues", "commandbar"}
 
 type setting struct {
 	name, env, usage string
@@ -71,6 +91,43 @@ type setting struct {
 
 func str(p func(*Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *p(c) = v; return nil }
+}
+
+// size parses a byte count: digits with an optional KiB, MiB or GiB suffix.
+func size(p func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := ParseSize(v)
+		*p(c) = n
+		return err
+	}
+}
+
+// ParseSize reads a positive byte count such as 4194304, 512KiB, 4MiB or 1GiB.
+func ParseSize(v string) (int64, error) {
+	digits, mult := v, int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if d, ok := strings.CutSuffix(v, suffix); ok {
+			digits, mult = d, m
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(digits), 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("%q: want a positive byte count such as 4194304, 512KiB or 4MiB", v)
+	}
+	return n * mult, nil
+}
+
+// FormatSize writes n the way ParseSize reads it, in the largest exact unit.
+func FormatSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		m    int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.m && n%u.m == 0 {
+			return strconv.FormatInt(n/u.m, 10) + " " + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }
 
 func duration(p func(*Config) *time.Duration) func(*Config, string) error {
@@ -128,6 +185,7 @@ var settings = []setting{
 	{"abtasty-url", "SEGHUB_ABTASTY_URL", "AB Tasty API base URL", "https://api.abtasty.com", str(func(c *Config) *string { return &c.ABTastyURL })},
 	{"analytics-url", "SEGHUB_ANALYTICS_URL", "analytics track API base URL (Heap-style)", "https://heapanalytics.com", str(func(c *Config) *string { return &c.AnalyticsURL })},
 	{"destsim-addr", "SEGHUB_DESTSIM_ADDR", "all-in-one demo: serve the destination simulator on this address and point every destination URL at it", "", str(func(c *Config) *string { return &c.DestSimAddr })},
+	{"destination-allow", "SEGHUB_DESTINATION_ALLOW", "on-premises destinations: comma-separated hosts, host:port pairs or CIDR ranges that outbound requests may reach although loopback, private, link-local or metadata addresses are refused otherwise (the all-in-one adds the simulator's own address)", "", str(func(c *Config) *string { return &c.DestinationAllow })},
 	{"public-url", "SEGHUB_PUBLIC_URL", "the gateway's public base URL; OAuth redirects come back to <public-url>/oauth/callback", "http://localhost:8080", str(func(c *Config) *string { return &c.PublicURL })},
 	{"oauth-state-ttl", "SEGHUB_OAUTH_STATE_TTL", "OAuth: how long an authorisation may take from start to callback; the state and the browser's seghub_oauth cookie live this long", "10m", duration(func(c *Config) *time.Duration { return &c.OAuthStateTTL })},
 	{"commandbar-client-id", "SEGHUB_COMMANDBAR_CLIENT_ID", "seghub's OAuth client id at CommandBar (the default matches the destination simulator)", "seghub", str(func(c *Config) *string { return &c.CommandBarClientID })},
@@ -137,7 +195,15 @@ var settings = []setting{
 		c.DeliveryMaxAttempts = n
 		return err
 	}},
-	{"delivery-max-age", "SEGHUB_DELIVERY_MAX_AGE", "event delivery: how long retries go on before an event may be dead-lettered (both limits must be passed)", "1h", duration(func(c *Config) *time.Duration { return &c.DeliveryMaxAge })},
+	{"identity-attach-max-attempts", "SEGHUB_IDENTITY_ATTACH_MAX_ATTEMPTS", "identity attach: tries of one Appcues event's appcuesUserID alone (after its batch failed) before it may be dead-lettered as sink identity_attach (both this and --delivery-max-age must be passed; segmentsync being unavailable doesn't count)", "5", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && n < 1 {
+			err = fmt.Errorf("must be at least 1")
+		}
+		c.IdentityAttachMaxAttempts = n
+		return err
+	}},
+	{"delivery-max-age", "SEGHUB_DELIVERY_MAX_AGE", "event delivery and identity attach: how long retries go on before an event may be dead-lettered (both limits must be passed)", "1h", duration(func(c *Config) *time.Duration { return &c.DeliveryMaxAge })},
 	{"event-dedup-window", "SEGHUB_EVENT_DEDUP_WINDOW", "events: how long JetStream remembers event ids to drop duplicates (sinks' idempotency keys cover longer)", "2m", duration(func(c *Config) *time.Duration { return &c.EventDedupWindow })},
 	{"bus-namespace", "SEGHUB_BUS_NAMESPACE", "events: prefix of the JetStream stream and subjects, so several deployments can share one NATS (letters, digits, '-', '_')", "seghub", func(c *Config, v string) error {
 		if !busNamespace.MatchString(v) {
@@ -147,6 +213,43 @@ var settings = []setting{
 		return nil
 	}},
 	{"event-retention", "SEGHUB_EVENT_RETENTION", "events: how long the events stream keeps events", "168h", duration(func(c *Config) *time.Duration { return &c.EventRetention })},
+	{"rest-max-body", "SEGHUB_REST_MAX_BODY", "limits: largest REST request body (/v1/...); larger bodies are refused 413 before they are decoded, and keyless requests 401 before their body is read", "4MiB", size(func(c *Config) *int64 { return &c.RESTMaxBody })},
+	{"webhook-max-body", "SEGHUB_WEBHOOK_MAX_BODY", "limits: largest inbound webhook body per route /webhooks/<source>/..., as source=size pairs (sources not named keep their default); larger bodies are refused 413 (keep each below --grpc-max-message)", "heap=8MiB,segment_webhook=8MiB,appcues=2MiB,commandbar=2MiB", webhookMaxBody},
+	{"grpc-max-message", "SEGHUB_GRPC_MAX_MESSAGE", "limits: largest gRPC message a server receives (and the gateway sends); larger ones are refused (REST: 413)", "16MiB", size(func(c *Config) *int64 { return &c.GRPCMaxMessage })},
+	{"replace-members-max-ids", "SEGHUB_REPLACE_MEMBERS_MAX_IDS", "limits: most distinct user ids one ReplaceMembers stream may carry; over it the stream is refused and nothing is applied", "10000000", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && n <= 0 {
+			err = fmt.Errorf("must be positive")
+		}
+		c.ReplaceMembersMaxIDs = n
+		return err
+	}},
+	{"replace-members-max-bytes", "SEGHUB_REPLACE_MEMBERS_MAX_BYTES", "limits: most bytes of user ids (duplicates included) one ReplaceMembers stream may carry; over it the stream is refused and nothing is applied", "256MiB", size(func(c *Config) *int64 { return &c.ReplaceMembersMaxBytes })},
+}
+
+// webhookMaxBody parses "source=size,..." over the limits already set, so a
+// setting may name only the sources it changes.
+func webhookMaxBody(c *Config, v string) error {
+	if c.WebhookMaxBody == nil {
+		c.WebhookMaxBody = map[string]int64{}
+	}
+	for _, pair := range strings.Split(v, ",") {
+		src, sz, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || !slices.Contains(WebhookSources, src) {
+			return fmt.Errorf("%q: want source=size pairs for the sources %v", pair, WebhookSources)
+		}
+		n, err := ParseSize(sz)
+		if err != nil {
+			return fmt.Errorf("%s: %w", src, err)
+		}
+		c.WebhookMaxBody[src] = n
+	}
+	for _, src := range WebhookSources {
+		if _, ok := c.WebhookMaxBody[src]; !ok {
+			return fmt.Errorf("no limit for source %q (every one of %v needs one)", src, WebhookSources)
+		}
+	}
+	return nil
 }
 
 // MinInternalKeyLength is the shortest internal key accepted.
@@ -183,7 +286,26 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 			return nil, fmt.Errorf("%s / %s = %q: %w", s.name, s.env, *vals[s.name], err)
 		}
 	}
+	if err := c.checkLimits(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// webhookEnvelope is room for the gRPC message that carries a webhook body
+// to its service (connection id, signature, framing).
+const webhookEnvelope = 64 << 10
+
+// checkLimits refuses webhook limits the gRPC hop behind them would undo: a
+// body the gateway accepts must fit in one gRPC message.
+func (c *Config) checkLimits() error {
+	for _, src := range WebhookSources {
+		if n := c.WebhookMaxBody[src]; n+webhookEnvelope > c.GRPCMaxMessage {
+			return fmt.Errorf("webhook-max-body %s=%s does not fit in a gRPC message of grpc-max-message=%s; keep it %s below, or raise SEGHUB_GRPC_MAX_MESSAGE",
+				src, FormatSize(n), FormatSize(c.GRPCMaxMessage), FormatSize(webhookEnvelope))
+		}
+	}
+	return nil
 }
 
 // SQLitePath is where the embedded default keeps its database.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,5 +49,52 @@ func TestDocIsCurrent(t *testing.T) {
 	}
 	if string(b) != Doc() {
 		t.Fatal("docs/CONFIG.md is stale: run 'go run ./cmd/seghub config-doc > docs/CONFIG.md'")
+	}
+}
+
+func TestSizeLimits(t *testing.T) {
+	t.Parallel()
+	d := Defaults()
+	if d.RESTMaxBody != 4<<20 || d.GRPCMaxMessage != 16<<20 || d.ReplaceMembersMaxBytes != 256<<20 || d.ReplaceMembersMaxIDs != 10_000_000 {
+		t.Errorf("defaults: rest %d grpc %d replace %d bytes %d ids", d.RESTMaxBody, d.GRPCMaxMessage, d.ReplaceMembersMaxBytes, d.ReplaceMembersMaxIDs)
+	}
+	for _, src := range WebhookSources {
+		if n := d.WebhookMaxBody[src]; n <= 0 || n >= d.GRPCMaxMessage {
+			t.Errorf("webhook %s default %d: want positive and below the gRPC message limit %d", src, n, d.GRPCMaxMessage)
+		}
+	}
+	env := map[string]string{"SEGHUB_REST_MAX_BODY": "512KiB", "SEGHUB_WEBHOOK_MAX_BODY": "heap=32MiB", "SEGHUB_GRPC_MAX_MESSAGE": "64MiB"}
+	c, err := Load(nil, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RESTMaxBody != 512<<10 {
+		t.Errorf("rest-max-body = %d", c.RESTMaxBody)
+	}
+	if c.WebhookMaxBody["heap"] != 32<<20 || c.WebhookMaxBody["appcues"] != d.WebhookMaxBody["appcues"] {
+		t.Errorf("webhook-max-body: %v (a source not named keeps its default)", c.WebhookMaxBody)
+	}
+	for name, v := range map[string]string{"SEGHUB_REST_MAX_BODY": "0", "SEGHUB_GRPC_MAX_MESSAGE": "4MB", "SEGHUB_WEBHOOK_MAX_BODY": "shopify=1MiB", "SEGHUB_REPLACE_MEMBERS_MAX_IDS": "-1"} {
+		if _, err := Load(nil, func(k string) string {
+			if k == name {
+				return v
+			}
+			return ""
+		}); err == nil {
+			t.Errorf("%s=%s accepted", name, v)
+		}
+	}
+	if _, err := Load(nil, func(k string) string {
+		return map[string]string{"SEGHUB_WEBHOOK_MAX_BODY": "heap=16MiB", "SEGHUB_GRPC_MAX_MESSAGE": "16MiB"}[k]
+	}); err == nil || !strings.Contains(err.Error(), "heap=16 MiB") {
+		t.Errorf("a webhook limit that fills a whole gRPC message: %v, want refused", err)
+	}
+	if _, err := Load(nil, func(k string) string {
+		return map[string]string{"SEGHUB_WEBHOOK_MAX_BODY": "heap=16MiB", "SEGHUB_GRPC_MAX_MESSAGE": "17MiB"}[k]
+	}); err != nil {
+		t.Errorf("raising both: %v", err)
+	}
+	if got := FormatSize(4 << 20); got != "4 MiB" {
+		t.Errorf("FormatSize = %q", got)
 	}
 }

@@ -3,15 +3,20 @@ package destinations
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Identity is one user as the destination knows it.
@@ -26,9 +31,12 @@ type SegmentBatch struct {
 	// destination shows.
 	SegmentID, DisplayName string
 	Add, Remove            []Identity
-	// IdempotencyKey is stable across retries of this batch.
+	// IdempotencyKey names this batch's content (ContentKey): the same
+	// key is sent again only with the same segment, name, adds and removes.
 	IdempotencyKey string
-	// Page / TotalPages / TaskID describe the batch within its run.
+	// Page / TotalPages / TaskID place the batch in its task (the Heap
+	// partner format's sync_info): one task has one page total, and a page
+	// number within it names one content.
 	Page, TotalPages int
 	TaskID           string
 }
@@ -76,6 +84,10 @@ const (
 	Retryable ErrorKind = iota + 1
 	Permanent
 	AuthFailed
+	// Refused: the egress policy stopped the request before it was sent;
+	// it concerns the destination as a whole, not one batch or identity,
+	// and only a change of URL or of the allow list helps.
+	Refused
 )
 
 // Error is a delivery failure with its classification.
@@ -87,6 +99,9 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	if e.Kind == Refused {
+		return e.Message
+	}
 	kind := map[ErrorKind]string{Retryable: "retryable", Permanent: "permanent", AuthFailed: "auth"}[e.Kind]
 	if e.Status > 0 {
 		return fmt.Sprintf("%s failure (HTTP %d): %s", kind, e.Status, e.Message)
@@ -120,8 +135,10 @@ func (noLimit) Pause(context.Context, time.Time) error { return nil }
 type Config struct {
 	BaseURL     string
 	Credentials map[string]string
-	HTTP        *http.Client
-	Limiter     Limiter
+	// Egress is the outbound policy whose client sends every request; nil
+	// means DefaultEgress (no private address allowed).
+	Egress  *Egress
+	Limiter Limiter
 	// MaxAttempts per request (default 6) and MaxBackoff between them.
 	MaxAttempts int
 	MaxBackoff  time.Duration
@@ -140,8 +157,8 @@ func New(name string, c Config) (Adapter, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown destination type %q", name)
 	}
-	if c.HTTP == nil {
-		c.HTTP = &http.Client{Timeout: 30 * time.Second}
+	if c.Egress == nil {
+		c.Egress = DefaultEgress()
 	}
 	if c.Limiter == nil {
 		c.Limiter = noLimit{}
@@ -260,7 +277,7 @@ func (h *httpClient) once(ctx context.Context, r request, payload []byte) (int, 
 	for k, v := range r.header {
 		req.Header.Set(k, v)
 	}
-	resp, err := h.c.HTTP.Do(req)
+	resp, err := h.c.Egress.Client().Do(req)
 	if err != nil {
 		return 0, nil, 0, err
 	}
@@ -284,12 +301,13 @@ func retryAfter(v string) time.Duration {
 
 func classify(status int, body []byte, ra time.Duration, err error) error {
 	if err != nil {
-		return &Error{Kind: Retryable, Message: err.Error()}
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			return &Error{Kind: Refused, Message: refused.Error()}
+		}
+		return &Error{Kind: Retryable, Message: NetworkProblem(err)}
 	}
-	msg := strings.TrimSpace(string(body))
-	if len(msg) > 300 {
-		msg = msg[:300]
-	}
+	msg := Excerpt(string(body))
 	switch {
 	case status == http.StatusTooManyRequests:
 		return &Error{Kind: Retryable, Status: status, RetryAfter: ra, Message: "rate limited: " + msg}
@@ -299,4 +317,62 @@ func classify(status int, body []byte, ra time.Duration, err error) error {
 		return &Error{Kind: Retryable, Status: status, RetryAfter: ra, Message: msg}
 	}
 	return &Error{Kind: Permanent, Status: status, Message: msg}
+}
+
+// MaxExcerpt bounds how much of a destination's answer seghub repeats in
+// errors, run records and last_error.
+const MaxExcerpt = 200
+
+// Excerpt is the part of a remote answer seghub may repeat: at most
+// MaxExcerpt bytes of valid UTF-8, control characters and runs of spaces
+// folded into one space, "…" marking a cut.
+func Excerpt(s string) string {
+	var b strings.Builder
+	space := false
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) || unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) {
+			space = b.Len() > 0
+			continue
+		}
+		need := utf8.RuneLen(r)
+		if space {
+			need++
+		}
+		if b.Len()+need > MaxExcerpt {
+			return b.String() + "…"
+		}
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// NetworkProblem describes a failed request without its internals (URLs,
+// addresses, resolver and socket details): what an operator can act on.
+func NetworkProblem(err error) string {
+	var refused *RefusedError
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case errors.As(err, &refused):
+		return refused.Error()
+	case errors.Is(err, context.Canceled):
+		return "request cancelled"
+	case errors.As(err, &dns):
+		return "could not resolve the destination's host name"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "the destination refused the connection"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the destination closed the connection"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "the destination did not answer in time"
+	}
+	var cert *tls.CertificateVerificationError
+	if errors.As(err, &cert) {
+		return "the destination's TLS certificate was not accepted"
+	}
+	return "could not reach the destination"
 }

@@ -69,11 +69,24 @@ func (p *pauses) Pause(_ context.Context, until time.Time) error {
 func track(t *testing.T, url string, c destinations.Config) error {
 	t.Helper()
 	c.BaseURL, c.Credentials = url, map[string]string{"app_id": "app-1"}
+	if c.Egress == nil {
+		c.Egress = loopbackEgress(t)
+	}
 	a, err := destinations.New("analytics", c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return a.(destinations.Events).Track(context.Background(), []destinations.Event{{ID: "ev-1", Identity: "u1", Name: "Flow Started", Timestamp: time.Now()}})
+}
+
+// loopbackEgress allows the httptest servers these tests talk to.
+func loopbackEgress(t *testing.T) *destinations.Egress {
+	t.Helper()
+	e, err := destinations.NewEgress("127.0.0.0/8,::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 // A 429 with Retry-After: 1 holds the request (and the connection's

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -107,7 +106,7 @@ func rejected(b SegmentBatch, rej []struct {
 	var out []Failure
 	for _, r := range rej {
 		if f, ok := idx[r.UserID]; ok {
-			f.Reason = r.Reason
+			f.Reason = Excerpt(r.Reason)
 			out = append(out, f)
 		}
 	}
@@ -378,8 +377,8 @@ func Verify(secret, header string, body []byte, now time.Time, tolerance time.Du
 func (w *webhook) post(ctx context.Context, body any) error {
 	raw, _ := json.Marshal(body)
 	u, err := url.Parse(w.h.c.Credentials["url"])
-	if err != nil || u.Scheme == "" {
-		return &Error{Kind: Permanent, Message: fmt.Sprintf("invalid webhook url %q", w.h.c.Credentials["url"])}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return &Error{Kind: Permanent, Message: "invalid webhook url: must be an absolute http:// or https:// URL"}
 	}
 	hc := *w.h
 	hc.c.BaseURL = u.Scheme + "://" + u.Host

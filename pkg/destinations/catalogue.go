@@ -5,7 +5,10 @@
 // as retryable, permanent or auth (needs re-authorisation).
 package destinations
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Auth is how a destination is connected.
 type Auth int
@@ -39,6 +42,10 @@ type Type struct {
 	// parameter, preselects the account the user asked for. Empty: the
 	// destination does not say, and the account cannot be checked.
 	GrantedAccount string
+	// WholeTasks: the receiver applies a sync task only once all its pages
+	// have arrived (the Heap partner format), so an acknowledged page is not
+	// yet delivered.
+	WholeTasks bool
 }
 
 // catalogue is the one table of what each destination is and allows.
@@ -56,7 +63,7 @@ var catalogue = []Type{
 		CredentialFields: []string{"account_identifier", "client_id", "client_secret"}, DefaultIdentity: "ABTastyVisitorId", AccountField: "account_identifier"},
 	{Name: "webhook", DisplayName: "Webhook", Auth: AuthSigningSecret, SegmentsOut: true, EventsIn: true,
 		DefaultInterval: time.Hour, RecurringLimit: 10, BatchSize: 1000, RatePerMinute: 600,
-		CredentialFields: []string{"url"}, DefaultIdentity: "user_id", AccountField: "url"},
+		CredentialFields: []string{"url"}, DefaultIdentity: "user_id", AccountField: "url", WholeTasks: true},
 	{Name: "analytics", DisplayName: "Analytics (Heap-style track API)", Auth: AuthAPIKey, EventsOut: true,
 		BatchSize: 1000, RatePerMinute: 15000, // events, not requests: a track request costs one token per event
 		CredentialFields: []string{"app_id"}, DefaultIdentity: "user_id", AccountField: "app_id"},
@@ -78,6 +85,18 @@ func Lookup(name string) (Type, bool) {
 
 // All returns the catalogue.
 func All() []Type { return append([]Type(nil), catalogue...) }
+
+// URLFields names the credentials that are URLs seghub will call: the
+// egress policy checks them when a connection is saved.
+func (t Type) URLFields() []string {
+	var out []string
+	for _, f := range t.CredentialFields {
+		if f == "url" || strings.HasSuffix(f, "_url") {
+			out = append(out, f)
+		}
+	}
+	return out
+}
 
 // ReceivesWebhooks reports whether connections of t get a signing secret for
 // webhooks they send to seghub (events or segments in).

@@ -39,7 +39,8 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// TLS, when set, serves gRPC over TLS.
 	TLS credentials.TransportCredentials
-	// MaxRecvMsgSize bounds request size; 0 means 16 MiB.
+	// MaxRecvMsgSize bounds each received message (a larger one is refused
+	// ResourceExhausted before it is decoded); 0 means 16 MiB.
 	MaxRecvMsgSize int
 }
 
@@ -77,6 +78,7 @@ func New(o Options) *Server {
 		stream = append(stream, o.Authenticator.StreamServerInterceptor())
 	}
 	unary = append(unary, validateUnary)
+	stream = append(stream, validateStream)
 	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
 		grpc.ChainUnaryInterceptor(unary...),
@@ -234,6 +236,9 @@ func logCall(ctx context.Context, log *slog.Logger, method string, start time.Ti
 type validator interface{ Validate() error }
 
 func validateUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := checkRequest(ctx, req); err != nil {
+		return nil, err
+	}
 	if v, ok := req.(validator); ok {
 		if err := v.Validate(); err != nil {
 			return nil, err

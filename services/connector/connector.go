@@ -28,7 +28,7 @@ func New(ctx context.Context, p *app.Platform) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{server: server.New(st, p.Config, nil), store: st, log: p.Logger}, nil
+	return &Service{server: server.New(st, p.Config, p.Egress), store: st, log: p.Logger}, nil
 }
 
 // Register implements app.Service.

@@ -565,7 +565,7 @@ func TestOAuthFlow(t *testing.T) {
 	if err != nil || r2.GetCredentials()["access_token"] == r1.GetCredentials()["access_token"] {
 		t.Fatalf("token within the refresh margin was not refreshed: %v", err)
 	}
-	a, err := destinations.New("commandbar", destinations.Config{BaseURL: f.e.Config.CommandBarURL, Credentials: r2.GetCredentials()})
+	a, err := destinations.New("commandbar", destinations.Config{BaseURL: f.e.Config.CommandBarURL, Credentials: r2.GetCredentials(), Egress: f.e.P.Egress})
 	if err != nil {
 		t.Fatal(err)
 	}

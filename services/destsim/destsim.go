@@ -1,9 +1,10 @@
 // Package destsim simulates the destinations seghub delivers to — Appcues,
 // CommandBar, AB Tasty, a Heap-style analytics track API and webhooks — with
-// their OAuth endpoints, documented limits and error answers, webhook
-// signature checks, in-memory state that tests inspect at /_sim/state, and
-// injectable faults (a share of 429s with Retry-After, a share of 5xx, added
-// latency, short token lifetimes).
+// their OAuth endpoints, documented limits and error answers, their
+// idempotency (a repeated key replays the first answer, a key reused for
+// other content is refused), webhook signature checks, in-memory state that
+// tests inspect at /_sim/state, and injectable faults (a share of 429s with
+// Retry-After, a share of 5xx, added latency, short token lifetimes).
 package destsim
 
 import (
@@ -30,8 +31,10 @@ import (
 // Faults are injected into destination API calls (never into OAuth or
 // /_sim endpoints). A faulted call changes no state.
 type Faults struct {
-	Rate429    float64 `json:"rate_429"`
-	Rate5xx    float64 `json:"rate_5xx"`
+	Rate429 float64 `json:"rate_429"`
+	Rate5xx float64 `json:"rate_5xx"`
+	// Rate401 refuses a share of calls' credentials (as a revoked key).
+	Rate401    float64 `json:"rate_401"`
 	LatencyMS  int     `json:"latency_ms"`
 	RetryAfter int     `json:"retry_after_s"`
 	// TokenTTL is the expires_in of issued access tokens, in seconds.
@@ -41,6 +44,9 @@ type Faults struct {
 	// RotateRefresh makes a refresh token single-use, as providers that
 	// rotate refresh tokens do: the grant answers with the next one.
 	RotateRefresh bool `json:"rotate_refresh"`
+	// ErrorBody, when set, is the body of every injected fault (tests check
+	// how much of a destination's answer seghub repeats).
+	ErrorBody string `json:"error_body"`
 }
 
 // Credentials the simulator accepts.
@@ -98,6 +104,9 @@ type Limits struct {
 	AnalyticsTrackPerIdentity     int `json:"analytics_track_per_identity"`
 	CommandBarMaxIdentify         int `json:"commandbar_max_identify"`
 	AppcuesMaxImport              int `json:"appcues_max_import"`
+	// IdempotencyKeys bounds each memory of keys (Idempotency-Key headers,
+	// bulk-track event keys, webhook sync tasks).
+	IdempotencyKeys int `json:"idempotency_keys"`
 }
 
 // resolved fills defaults in; afterwards a limit ≤ 0 means none.
@@ -113,6 +122,7 @@ func (l Limits) resolved() Limits {
 	def(&l.AnalyticsTrackPerIdentity, AnalyticsTrackPerIdentity)
 	def(&l.CommandBarMaxIdentify, CommandBarMaxIdentify)
 	def(&l.AppcuesMaxImport, AppcuesMaxImport)
+	def(&l.IdempotencyKeys, IdempotencyKeys)
 	return l
 }
 
@@ -134,7 +144,12 @@ type Sim struct {
 	refresh map[string]grant
 	// rate windows of the analytics limits, by quota key
 	window map[string]window
-	seen   map[string]bool // analytics idempotency keys
+	// keys: the first answer to each Idempotency-Key; events: the digest
+	// of each bulk-track event by its idempotency_key; tasks: the webhook
+	// sync tasks a Heap-format receiver has seen.
+	keys   *keyCache[*remembered]
+	events *keyCache[[32]byte]
+	tasks  *keyCache[*webhookTask]
 }
 
 type oauthCode struct {
@@ -199,10 +214,11 @@ func New(creds Credentials) *Sim {
 	m.HandleFunc("POST /oauth/v2/token", s.token)
 	m.HandleFunc("GET /v2/accounts/{account}", s.api(s.appcuesAccount))
 	m.HandleFunc("PATCH /v2/accounts/{account}/users/{user}/profile", s.api(s.appcuesProfile))
-	m.HandleFunc("POST /v2/accounts/{account}/import/profiles", s.api(s.appcuesImport))
-	m.HandleFunc("POST /v2/accounts/{account}/users/{user}/events", s.api(s.appcuesEvent))
-	m.HandleFunc("POST /api/{org}/bulk-identify/", s.api(s.commandbarIdentify))
-	m.HandleFunc("POST /accounts/{account}/segments/{segment}", s.api(s.abtastySegment))
+	// The endpoints the real APIs make idempotent by Idempotency-Key.
+	m.HandleFunc("POST /v2/accounts/{account}/import/profiles", s.api(s.idempotent(s.appcuesImport)))
+	m.HandleFunc("POST /v2/accounts/{account}/users/{user}/events", s.api(s.idempotent(s.appcuesEvent)))
+	m.HandleFunc("POST /api/{org}/bulk-identify/", s.api(s.idempotent(s.commandbarIdentify)))
+	m.HandleFunc("POST /accounts/{account}/segments/{segment}", s.api(s.idempotent(s.abtastySegment)))
 	m.HandleFunc("POST /api/track", s.api(s.analyticsTrack))
 	m.HandleFunc("POST /api/add_user_properties", s.api(s.analyticsUsers))
 	m.HandleFunc("POST /hooks/", s.api(s.webhook))
@@ -222,7 +238,9 @@ func (s *Sim) reset() {
 	s.state = State{Appcues: map[string]map[string]map[string]any{}, AppcuesEvents: map[string][]map[string]any{}, CommandBar: map[string]map[string]map[string]any{},
 		ABTasty: map[string]map[string]map[string]bool{}, Analytics: map[string][]map[string]any{}, AnalyticsUsers: map[string]map[string]map[string]any{},
 		WebhookSegments: map[string]map[string]*WebhookSegment{}, Counters: map[string]int{}}
-	s.codes, s.tokens, s.refresh, s.window, s.seen = map[string]oauthCode{}, map[string]time.Time{}, map[string]grant{}, map[string]window{}, map[string]bool{}
+	s.codes, s.tokens, s.refresh, s.window = map[string]oauthCode{}, map[string]time.Time{}, map[string]grant{}, map[string]window{}
+	n := s.limits.IdempotencyKeys
+	s.keys, s.events, s.tasks = newKeyCache[*remembered](n), newKeyCache[[32]byte](n), newKeyCache[*webhookTask](n)
 }
 
 // ServeHTTP implements http.Handler.
@@ -251,6 +269,7 @@ func (s *Sim) SetLimits(l Limits) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.limits = l.resolved()
+	s.keys.max, s.events.max, s.tasks.max = s.limits.IdempotencyKeys, s.limits.IdempotencyKeys, s.limits.IdempotencyKeys
 }
 
 // ExpireTokens ends the life of every access token issued so far, as a
@@ -318,15 +337,27 @@ func (s *Sim) api(h func(w http.ResponseWriter, r *http.Request, body []byte)) h
 		if f.LatencyMS > 0 {
 			time.Sleep(time.Duration(f.LatencyMS) * time.Millisecond)
 		}
+		fault := func(code int, msg string) {
+			if f.ErrorBody == "" {
+				writeJSON(w, code, map[string]string{"error": msg})
+				return
+			}
+			w.WriteHeader(code)
+			_, _ = io.WriteString(w, f.ErrorBody)
+		}
 		switch {
 		case roll < f.Rate429:
 			s.count("injected_429")
 			w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
-			writeJSON(w, 429, map[string]string{"error": "Too Many Requests"})
+			fault(429, "Too Many Requests")
 			return
 		case roll < f.Rate429+f.Rate5xx:
 			s.count("injected_5xx")
-			writeJSON(w, 503, map[string]string{"error": "Service Unavailable"})
+			fault(503, "Service Unavailable")
+			return
+		case roll < f.Rate429+f.Rate5xx+f.Rate401:
+			s.count("injected_401")
+			fault(401, "Unauthorized")
 			return
 		}
 		s.mu.Lock()
@@ -557,13 +588,6 @@ func (s *Sim) appcuesEvent(w http.ResponseWriter, r *http.Request, body []byte) 
 		writeJSON(w, 400, map[string]string{"error": "events need a name"})
 		return
 	}
-	if key := r.Header.Get("Idempotency-Key"); key != "" {
-		if s.seen["appcues:"+key] {
-			writeJSON(w, 200, map[string]string{"status": "duplicate"})
-			return
-		}
-		s.seen["appcues:"+key] = true
-	}
 	ev["user_id"] = r.PathValue("user")
 	acct := r.PathValue("account")
 	s.state.AppcuesEvents[acct] = append(s.state.AppcuesEvents[acct], ev)
@@ -699,19 +723,35 @@ func (s *Sim) analyticsTrack(w http.ResponseWriter, _ *http.Request, body []byte
 	}
 	quotas = append(quotas, quota{key: "app:" + in.AppID, n: len(events), limit: lim.AnalyticsPerMinute, period: time.Minute,
 		what: fmt.Sprintf("%d events per minute per app", lim.AnalyticsPerMinute)})
+	// An idempotency_key names one event: a repeat of the same event is
+	// dropped, another event under a used key refuses the request.
+	digests := make([][32]byte, len(events))
+	for i, ev := range events {
+		key, _ := ev["idempotency_key"].(string)
+		if key == "" {
+			continue
+		}
+		digests[i] = eventDigest(ev)
+		if first, ok := s.events.get(in.AppID + "\x00" + key); ok && first != digests[i] {
+			s.state.Counters["idempotency_conflicts"]++
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": fmt.Sprintf("idempotency_key %q was first used for a different event; a key names one exact event", key)})
+			return
+		}
+	}
 	if wait, what := s.admit(now, quotas); wait > 0 {
 		s.state.Counters["rate_limited"]++
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
 		writeJSON(w, 429, map[string]string{"error": "rate limit: " + what})
 		return
 	}
-	for _, ev := range events {
+	for i, ev := range events {
 		key, _ := ev["idempotency_key"].(string)
-		if key != "" && s.seen[in.AppID+":"+key] {
-			continue
-		}
 		if key != "" {
-			s.seen[in.AppID+":"+key] = true
+			if _, dup := s.events.get(in.AppID + "\x00" + key); dup {
+				s.state.Counters["idempotent_replays"]++
+				continue
+			}
+			s.events.put(in.AppID+"\x00"+key, digests[i])
 		}
 		s.state.Analytics[in.AppID] = append(s.state.Analytics[in.AppID], ev)
 	}
@@ -872,9 +912,75 @@ type webhookBody struct {
 			ID   string `json:"id"`
 			Name string `json:"name"`
 		} `json:"segment"`
+		SyncInfo struct {
+			Page   int    `json:"page_number"`
+			Total  int    `json:"total_pages"`
+			TaskID string `json:"sync_task_id"`
+		} `json:"sync_info"`
 		Add    []webhookUser `json:"add"`
 		Remove []webhookUser `json:"remove"`
 	} `json:"data"`
+}
+
+// webhookTask is a sync task as a Heap-format receiver tracks it: the page
+// total it was announced with, the digest of each page received, and the
+// pages held until the last one arrives (a task is applied whole, in page
+// order, as Heap's partner format and seghub's own inbound receiver do).
+type webhookTask struct {
+	total int
+	pages map[int][32]byte
+	held  map[int]*webhookBody
+}
+
+// taskPage checks a page against its sync task, as a receiver that puts a
+// task's pages together must: one task has one page total, and a page
+// number names one content. It returns the refusal ("" to accept) and
+// whether the page repeats one already received.
+func (s *Sim) taskPage(path string, in *webhookBody, body []byte) (refusal string, repeat bool) {
+	info := in.Data.SyncInfo
+	if info.TaskID == "" {
+		return "", false // not part of a task (a single delivery)
+	}
+	if info.Total < 1 || info.Page < 1 || info.Page > info.Total {
+		return fmt.Sprintf("sync task %s: page_number %d of total_pages %d is out of range", info.TaskID, info.Page, info.Total), false
+	}
+	key := path + "\x00" + info.TaskID
+	task, ok := s.tasks.get(key)
+	if !ok {
+		task = &webhookTask{total: info.Total, pages: map[int][32]byte{}, held: map[int]*webhookBody{}}
+		s.tasks.put(key, task)
+	}
+	if task.total != info.Total {
+		return fmt.Sprintf("sync task %s was announced with %d pages; this page says %d", info.TaskID, task.total, info.Total), false
+	}
+	digest := sha256.Sum256(body)
+	if first, seen := task.pages[info.Page]; seen {
+		if first != digest {
+			return fmt.Sprintf("page %d of sync task %s was received before with other content", info.Page, info.TaskID), false
+		}
+		return "", true
+	}
+	task.pages[info.Page] = digest
+	task.held[info.Page] = in
+	return "", false
+}
+
+// completeTask returns a task's pages in order once every one has arrived
+// (and forgets them), or nil while pages are missing.
+func (s *Sim) completeTask(path string, in *webhookBody) []*webhookBody {
+	if in.Data.SyncInfo.TaskID == "" {
+		return []*webhookBody{in}
+	}
+	task, ok := s.tasks.get(path + "\x00" + in.Data.SyncInfo.TaskID)
+	if !ok || len(task.held) < task.total {
+		return nil
+	}
+	pages := make([]*webhookBody, 0, task.total)
+	for p := 1; p <= task.total; p++ {
+		pages = append(pages, task.held[p])
+	}
+	task.held = map[int]*webhookBody{}
+	return pages
 }
 
 type webhookUser struct {
@@ -903,22 +1009,35 @@ func (s *Sim) webhook(w http.ResponseWriter, r *http.Request, body []byte) {
 			writeJSON(w, 400, map[string]string{"error": "data.segment.id is required"})
 			return
 		}
+		refusal, repeat := s.taskPage(r.URL.Path, &in, body)
+		if refusal != "" {
+			s.state.Counters["webhook_task_conflicts"]++
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": "inconsistent sync task", "message": refusal})
+			return
+		}
+		if repeat {
+			s.state.Counters["webhook_repeated_pages"]++
+			writeJSON(w, 200, map[string]string{"status": "received"})
+			return
+		}
 		segs := s.state.WebhookSegments[r.URL.Path]
 		if segs == nil {
 			segs = map[string]*WebhookSegment{}
 			s.state.WebhookSegments[r.URL.Path] = segs
 		}
-		seg := segs[in.Data.Segment.ID]
-		if seg == nil {
-			seg = &WebhookSegment{Members: map[string]bool{}}
-			segs[in.Data.Segment.ID] = seg
-		}
-		seg.Name = in.Data.Segment.Name
-		for _, u := range in.Data.Add {
-			seg.Members[u.ID] = true
-		}
-		for _, u := range in.Data.Remove {
-			delete(seg.Members, u.ID)
+		for _, page := range s.completeTask(r.URL.Path, &in) {
+			seg := segs[page.Data.Segment.ID]
+			if seg == nil {
+				seg = &WebhookSegment{Members: map[string]bool{}}
+				segs[page.Data.Segment.ID] = seg
+			}
+			seg.Name = page.Data.Segment.Name
+			for _, u := range page.Data.Add {
+				seg.Members[u.ID] = true
+			}
+			for _, u := range page.Data.Remove {
+				delete(seg.Members, u.ID)
+			}
 		}
 	}
 	s.state.Webhooks = append(s.state.Webhooks, WebhookDelivery{Path: r.URL.Path, Signature: sig, Body: json.RawMessage(body), Verified: signed})

@@ -22,6 +22,16 @@ func identities(prefix string, from, to int) []destinations.Identity {
 	return out
 }
 
+// loopback is the egress policy these tests need: the simulator listens on
+// loopback, which destinations may not reach by default.
+var loopback = func() *destinations.Egress {
+	e, err := destinations.NewEgress("127.0.0.0/8,::1")
+	if err != nil {
+		panic(err)
+	}
+	return e
+}()
+
 func fastRetries(c destinations.Config) destinations.Config {
 	c.MaxAttempts = 30
 	c.MaxBackoff = 20 * time.Millisecond
@@ -50,7 +60,7 @@ func TestAdaptersUnderFaults(t *testing.T) {
 	}
 
 	t.Run("appcues", func(t *testing.T) {
-		a, err := destinations.New("appcues", fastRetries(destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}}))
+		a, err := destinations.New("appcues", fastRetries(destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +97,7 @@ func TestAdaptersUnderFaults(t *testing.T) {
 	t.Run("commandbar", func(t *testing.T) {
 		// A token as the OAuth flow would have obtained it.
 		tok := tokenFor(t, srv.URL)
-		a, err := destinations.New("commandbar", fastRetries(destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"org_id": "org-1", "access_token": tok}}))
+		a, err := destinations.New("commandbar", fastRetries(destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"org_id": "org-1", "access_token": tok}}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +115,7 @@ func TestAdaptersUnderFaults(t *testing.T) {
 	})
 
 	t.Run("abtasty", func(t *testing.T) {
-		a, err := destinations.New("abtasty", fastRetries(destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"account_identifier": "acc-9", "client_id": "seghub", "client_secret": "seghub-secret"}}))
+		a, err := destinations.New("abtasty", fastRetries(destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"account_identifier": "acc-9", "client_id": "seghub", "client_secret": "seghub-secret"}}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +131,7 @@ func TestAdaptersUnderFaults(t *testing.T) {
 	})
 
 	t.Run("analytics", func(t *testing.T) {
-		a, err := destinations.New("analytics", fastRetries(destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"app_id": "app-1"}}))
+		a, err := destinations.New("analytics", fastRetries(destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"app_id": "app-1"}}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +151,7 @@ func TestAdaptersUnderFaults(t *testing.T) {
 	})
 
 	t.Run("webhook", func(t *testing.T) {
-		a, err := destinations.New("webhook", fastRetries(destinations.Config{Credentials: map[string]string{"url": srv.URL + "/hooks/segments"}, SigningSecret: "s3cret"}))
+		a, err := destinations.New("webhook", fastRetries(destinations.Config{Egress: loopback, Credentials: map[string]string{"url": srv.URL + "/hooks/segments"}, SigningSecret: "s3cret"}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,21 +193,21 @@ func TestAdapterErrorsClassified(t *testing.T) {
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	ctx := context.Background()
-	bad, _ := destinations.New("appcues", destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "wrong"}})
+	bad, _ := destinations.New("appcues", destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "wrong"}})
 	if err := bad.Check(ctx); destinations.KindOf(err) != destinations.AuthFailed {
 		t.Fatalf("wrong secret: %v, want an auth failure", err)
 	}
-	expired, _ := destinations.New("commandbar", destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"org_id": "o", "access_token": "at_expired"}})
+	expired, _ := destinations.New("commandbar", destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"org_id": "o", "access_token": "at_expired"}})
 	if _, err := expired.(destinations.Segments).DeliverSegment(ctx, destinations.SegmentBatch{DisplayName: "x", Add: identities("a", 0, 1)}); destinations.KindOf(err) != destinations.AuthFailed {
 		t.Fatalf("expired token: %v", err)
 	}
-	an, _ := destinations.New("analytics", destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"app_id": "a"}, MaxAttempts: 2, MaxBackoff: time.Millisecond})
+	an, _ := destinations.New("analytics", destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"app_id": "a"}, MaxAttempts: 2, MaxBackoff: time.Millisecond})
 	sim.SetFaults(destsim.Faults{Rate5xx: 1})
 	err := an.(destinations.Events).Track(ctx, []destinations.Event{{ID: "1", Identity: "u", Name: "x", Timestamp: time.Now()}})
 	if destinations.KindOf(err) != destinations.Retryable {
 		t.Fatalf("persistent 5xx: %v, want retryable after attempts", err)
 	}
-	if _, err := destinations.New("appcues", destinations.Config{Credentials: map[string]string{"account_id": "demo"}}); err == nil {
+	if _, err := destinations.New("appcues", destinations.Config{Egress: loopback, Credentials: map[string]string{"account_id": "demo"}}); err == nil {
 		t.Fatal("missing credentials accepted")
 	}
 }

@@ -186,7 +186,7 @@ func TestWebhookSignatureRefused(t *testing.T) {
 	ctx := context.Background()
 	batch := destinations.SegmentBatch{SegmentID: "seg_9", DisplayName: "Churn risk", Add: identities("w-", 0, 3), Page: 1, TotalPages: 1, TaskID: "run_9"}
 	deliver := func(path, secret string) error {
-		a, err := destinations.New("webhook", destinations.Config{Credentials: map[string]string{"url": srv.URL + path}, SigningSecret: secret, MaxAttempts: 3, MaxBackoff: time.Millisecond})
+		a, err := destinations.New("webhook", destinations.Config{Egress: loopback, Credentials: map[string]string{"url": srv.URL + path}, SigningSecret: secret, MaxAttempts: 3, MaxBackoff: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,7 +264,7 @@ func TestWebhookWithoutSecretAccepts(t *testing.T) {
 	sim := destsim.New(destsim.DemoCredentials())
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
-	a, err := destinations.New("webhook", destinations.Config{Credentials: map[string]string{"url": srv.URL + "/hooks/demo"}})
+	a, err := destinations.New("webhook", destinations.Config{Egress: loopback, Credentials: map[string]string{"url": srv.URL + "/hooks/demo"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestAnalyticsAddUserProperties(t *testing.T) {
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	sim.SetFaults(destsim.Faults{Rate429: 0.15, Rate5xx: 0.15, RetryAfter: 0})
-	a, err := destinations.New("analytics", fastRetries(destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"app_id": "app-1"}}))
+	a, err := destinations.New("analytics", fastRetries(destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"app_id": "app-1"}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,7 @@ func TestABTastyTokenExpiry(t *testing.T) {
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	sim.SetFaults(destsim.Faults{TokenTTL: 2})
-	a, err := destinations.New("abtasty", destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"account_identifier": "acc-t", "client_id": "seghub", "client_secret": "seghub-secret"}})
+	a, err := destinations.New("abtasty", destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"account_identifier": "acc-t", "client_id": "seghub", "client_secret": "seghub-secret"}})
 	if err != nil {
 		t.Fatal(err)
 	}

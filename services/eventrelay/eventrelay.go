@@ -48,11 +48,18 @@ type Options struct {
 	AdapterConfig func(*destinations.Config)
 	// Rate overrides destinations' rate limits.
 	Rate func(t destinations.Type) (perMinute, burst int)
-	// Backoff between delivery attempts of one user's events.
+	// Backoff between delivery attempts of one user's events, and between
+	// tries of an identity attach message alone.
 	Backoff func(attempt int) time.Duration
 	// Refresh is how often sinks re-read connections and routes.
 	Refresh time.Duration
+	// WrapAttach wraps the identity attacher's call to segmentsync (tests
+	// inject failures with it).
+	WrapAttach func(next AttachFunc) AttachFunc
 }
+
+// AttachFunc sets appcuesUserID on users of env (user id → Appcues id).
+type AttachFunc = func(ctx context.Context, env string, byUser map[string]string) error
 
 // New builds the service on p (which must have JetStream).
 func New(ctx context.Context, p *app.Platform) (*Service, error) {
@@ -110,7 +117,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		rate = o.Rate
 	}
 	mo := relay.ManagerOptions{
-		Stream: st, Layout: layout, Store: db, Resolve: resolve, BaseURL: p.Config.DestinationURL,
+		Stream: st, Layout: layout, Store: db, Resolve: resolve, BaseURL: p.Config.DestinationURL, Egress: p.Egress,
 		Limiter: func(conn string, t destinations.Type) destinations.Limiter {
 			perMinute, burst := rate(t)
 			// The connection's one bucket, shared with sync runs and every process.
@@ -149,9 +156,15 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		},
 	}
 	s := &Service{p: p, sinks: relay.NewManager(mo)}
-	s.identities, err = relay.NewIdentities(ctx, st, layout, func(ctx context.Context, env string, byUser map[string]string) error {
+	attach := func(ctx context.Context, env string, byUser map[string]string) error {
 		return attachAppcuesIDs(ctx, p, env, byUser)
-	}, p.Logger)
+	}
+	if o.WrapAttach != nil {
+		attach = o.WrapAttach(attach)
+	}
+	s.identities, err = relay.NewIdentities(ctx, st, layout, relay.IdentityOptions{
+		Attach: attach, DeadLetters: db, MaxAttempts: p.Config.IdentityAttachMaxAttempts, MaxAge: p.Config.DeliveryMaxAge, Backoff: o.Backoff, Log: p.Logger,
+	})
 	if err != nil {
 		return nil, err
 	}

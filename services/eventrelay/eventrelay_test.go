@@ -41,6 +41,7 @@ type relayOpts struct {
 	namespace   string // bus namespace to reuse (restart on external NATS)
 	maxAttempts int
 	maxAge      time.Duration
+	wrapAttach  func(eventrelay.AttachFunc) eventrelay.AttachFunc
 	// sims to reuse across a restart
 	analytics, appcues *destsim.Sim
 	analyticsURL       string
@@ -99,6 +100,7 @@ func startRelay(t *testing.T, o relayOpts) *relayFixture {
 		Rate:          func(destinations.Type) (int, int) { return 600_000, 10_000 },
 		Backoff:       func(int) time.Duration { return 20 * time.Millisecond },
 		Refresh:       200 * time.Millisecond,
+		WrapAttach:    o.wrapAttach,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/app"
+	"github.com/seghub/seghub/pkg/config"
 	"github.com/seghub/seghub/web"
 )
 
@@ -59,11 +60,15 @@ var registrations = map[string][]registrar{
 func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error) {
 	g := &Gateway{p: p, mux: http.NewServeMux(), health: map[string]healthpb.HealthClient{}}
 	g.gw = runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
-			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: strictJSON{&runtime.JSONPb{
+			// Zero values are sent (is_member: false, counts of 0), so that
+			// a client never reads a missing field as an error.
+			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}}),
+		}, p.Config.RESTMaxBody}}),
 		runtime.WithMetadata(browserNonceMetadata),
+		runtime.WithErrorHandler(g.httpError),
+		runtime.WithIncomingHeaderMatcher(forwardHeader),
 	)
 	for svc, regs := range registrations {
 		conn, err := p.PlainConn(svc)
@@ -86,8 +91,8 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 			g.health[svc] = healthpb.NewHealthClient(conn)
 		}
 	}
-	g.mux.Handle("/v1/", g.gw)
-	g.mux.HandleFunc("POST /v1/connections:authorize", g.startAuthorization)
+	g.mux.Handle("/v1/", g.guardREST(g.gw))
+	g.mux.Handle("POST /v1/connections:authorize", g.guardREST(http.HandlerFunc(g.startAuthorization)))
 	g.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)
@@ -98,11 +103,12 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.Handle("GET /metrics", p.Telemetry.MetricsHandler())
 	g.mux.HandleFunc("GET /oauth/callback", g.oauthCallback)
-	for _, src := range []string{"heap", "segment_webhook"} {
-		g.mux.HandleFunc("POST /webhooks/"+src+"/{connection_id}", g.webhook(app.SegmentSync, segmentWebhook))
-	}
-	for _, src := range []string{"appcues", "commandbar"} {
-		g.mux.HandleFunc("POST /webhooks/"+src+"/{connection_id}", g.webhook(app.EventRelay, eventWebhook))
+	for _, src := range config.WebhookSources {
+		service, call := app.EventRelay, webhookCall(eventWebhook)
+		if src == "heap" || src == "segment_webhook" {
+			service, call = app.SegmentSync, segmentWebhook
+		}
+		g.mux.HandleFunc("POST /webhooks/"+src+"/{connection_id}", g.webhook(src, service, call))
 	}
 	for _, r := range extra {
 		g.mux.Handle(r.Pattern, r.Handler)
@@ -156,9 +162,10 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, out)
 }
 
-// runtimeStatus is the HTTP status grpc-gateway gives a gRPC error.
+// runtimeStatus is the HTTP status REST gives a gRPC error.
 func runtimeStatus(err error) int {
-	return runtime.HTTPStatusFromCode(status.Code(err))
+	code, _ := httpStatus(status.Convert(err))
+	return code
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"context"
-	"io"
+	"errors"
 	"net/http"
 	"time"
 
@@ -14,20 +14,28 @@ import (
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 )
 
-// MaxWebhookBody bounds inbound webhook bodies.
-const MaxWebhookBody = 16 << 20
-
 // webhookCall hands one webhook's raw body and signature header to the
 // service that verifies and applies it, and returns the JSON answer.
 type webhookCall func(ctx context.Context, conn *grpc.ClientConn, connectionID, signature string, body []byte) (any, error)
 
 // webhook receives a tool's signed webhook for a source connection. The
-// gateway does not verify: the owning service holds the signing secret.
-func (g *Gateway) webhook(service string, call webhookCall) http.HandlerFunc {
+// gateway does not verify: the owning service holds the signing secret. The
+// body is bounded by the source's own limit before it is read.
+func (g *Gateway) webhook(source, service string, call webhookCall) http.HandlerFunc {
+	limit := g.p.Config.WebhookMaxBody[source]
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxWebhookBody))
-		if err != nil {
-			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body too large or unreadable"})
+		if r.ContentLength > limit {
+			webhookError(w, webhookBodyTooLarge(source, limit))
+			return
+		}
+		body, err := readBody(http.MaxBytesReader(w, r.Body, limit), limit)
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			webhookError(w, webhookBodyTooLarge(source, limit))
+			return
+		case err != nil:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "could not read the body: " + err.Error()})
 			return
 		}
 		conn, err := g.p.Conn(service)
@@ -45,16 +53,26 @@ func (g *Gateway) webhook(service string, call webhookCall) http.HandlerFunc {
 		}
 		out, err := call(ctx, conn, r.PathValue("connection_id"), sig, body)
 		if err != nil {
-			st := status.Convert(err)
-			if st.Code() == codes.PermissionDenied {
+			if status.Code(err) == codes.PermissionDenied {
 				writeJSON(w, http.StatusForbidden, map[string]string{"error": "Invalid signature"})
 				return
 			}
-			writeJSON(w, runtimeStatus(err), map[string]string{"error": st.Message()})
+			webhookError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, out)
 	}
+}
+
+// webhookError answers in the webhooks' own {"error": ...} shape with the
+// status REST would give.
+func webhookError(w http.ResponseWriter, err error) {
+	st := status.Convert(err)
+	code, retryAfter := httpStatus(st)
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	writeJSON(w, code, map[string]string{"error": st.Message()})
 }
 
 // segmentWebhook is an analytics tool's partner segment webhook (Heap's format).

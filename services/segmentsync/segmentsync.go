@@ -122,7 +122,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	eo := syncengine.Options{BaseURL: p.Config.DestinationURL, Logger: p.Logger, Tracer: p.Telemetry.Tracer.Tracer("seghub/syncengine")}
+	eo := syncengine.Options{BaseURL: p.Config.DestinationURL, Egress: p.Egress, Logger: p.Logger, Tracer: p.Telemetry.Tracer.Tracer("seghub/syncengine")}
 	if o.AdapterConfig != nil {
 		eo.AdapterConfig = o.AdapterConfig
 	}
@@ -137,7 +137,8 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if s.queue, err = syncengine.NewQueue(ctx, p.DB, s.engine, syncengine.QueueOptions{Logger: p.Logger, NoTick: o.NoTick, PollInterval: o.PollInterval}); err != nil {
 		return nil, err
 	}
-	s.server = server.New(st, s.watcher, server.NewInbound(st, resolve, record), s.engine)
+	limits := server.StreamLimits{MaxIDs: p.Config.ReplaceMembersMaxIDs, MaxBytes: p.Config.ReplaceMembersMaxBytes}
+	s.server = server.New(st, s.watcher, server.NewInbound(st, resolve, record), s.engine, limits)
 	return s, nil
 }
 

@@ -40,6 +40,8 @@ func Start(ctx context.Context, configure func(*config.Config), newServices ...f
 	cfg := config.Defaults()
 	cfg.DataDir = dir
 	cfg.LogLevel = "error"
+	// The benchmarks' destinations listen on loopback.
+	cfg.DestinationAllow = "127.0.0.0/8,::1"
 	if configure != nil {
 		configure(cfg)
 	}

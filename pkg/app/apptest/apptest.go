@@ -85,6 +85,9 @@ func New(t testing.TB, o Options) *Env {
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.LogLevel = "warn"
+	// Tests' destinations (simulators, httptest servers) listen on loopback,
+	// which the egress policy refuses unless allowed.
+	cfg.DestinationAllow = "127.0.0.0/8,::1"
 	if o.ExternalNATS {
 		o.NeedBus = true
 		cfg.NATSURL = ExternalNATSURL(t)

@@ -1,6 +1,4 @@
 // Hooks for the Segments section: segments, their syncs and sync runs.
-import { useEffect, useRef } from "react";
-import { useQueryClient } from "@tanstack/react-query";
 import type { Sync, SyncRunStatus } from "./schema.gen";
 import { useAllPages, useOp, useOpMutation, usePagedOp } from "./hooks";
 
@@ -26,38 +24,39 @@ export function isRunning(status: SyncRunStatus | undefined): boolean {
   return status === "SYNC_RUN_STATUS_RUNNING" || status === "SYNC_RUN_STATUS_QUEUED";
 }
 
-/** One sync, polled every second while a run is going so its delivered count climbs on screen. */
-export function useSync(syncId: string | undefined, pollMs = 1000) {
+/**
+ * One sync, polled every second while a run is going (or one just asked for
+ * has not finished) so its delivered count climbs on screen.
+ */
+export function useSync(syncId: string | undefined, awaitingRun = false, pollMs = 1000) {
   return useOp("SegmentSyncService_GetSync", { path: { sync_id: syncId ?? "" } }, {
     enabled: !!syncId,
-    refetchInterval: (q) => (isRunning(q.state.data?.sync?.last_status) ? pollMs : false),
+    refetchInterval: (q) => (awaitingRun || isRunning(q.state.data?.sync?.last_status) ? pollMs : false),
   });
 }
 
+const finished = new Set<SyncRunStatus>(["SYNC_RUN_STATUS_SUCCEEDED", "SYNC_RUN_STATUS_PARTIAL", "SYNC_RUN_STATUS_FAILED", "SYNC_RUN_STATUS_CANCELED"]);
+
 /**
- * A sync's runs, polled while the sync or any listed run is queued or running:
- * a manual run is queued without changing the sync's last status, so the list
- * itself says when to keep looking. When the last active run ends, the sync's
- * own reads (last sync, status) are refetched too.
+ * Whether the run "Sync now" queued has finished, read from the sync's latest
+ * runs: the sync's own status may still show the previous run for a moment.
  */
-export function useSyncRuns(syncId: string, pageToken: string, running: boolean) {
-  const qc = useQueryClient();
-  const runs = usePagedOp(
+export function useRunFinished(syncId: string, runId: string | undefined, pollMs = 1000) {
+  const runs = useOp(
     "SegmentSyncService_ListSyncRuns",
-    { path: { sync_id: syncId }, query: { page_size: 20, page_token: pageToken || undefined } },
-    { refetchInterval: (q) => (running || anyActive(q.state.data?.runs) ? 2000 : false) },
+    { path: { sync_id: syncId }, query: { page_size: 5 } },
+    { enabled: !!runId, refetchInterval: pollMs },
   );
-  const active = anyActive(runs.data?.runs);
-  const wasActive = useRef(active);
-  useEffect(() => {
-    if (wasActive.current && !active) for (const op of syncReads) void qc.invalidateQueries({ queryKey: [op] });
-    wasActive.current = active;
-  }, [active, qc]);
-  return runs;
+  const run = runs.data?.runs?.find((r) => r.run_id === runId);
+  return !!run?.status && finished.has(run.status);
 }
 
-function anyActive(runs: readonly { status?: SyncRunStatus }[] | undefined): boolean {
-  return (runs ?? []).some((r) => isRunning(r.status));
+export function useSyncRuns(syncId: string, pageToken: string, running: boolean) {
+  return usePagedOp(
+    "SegmentSyncService_ListSyncRuns",
+    { path: { sync_id: syncId }, query: { page_size: 20, page_token: pageToken || undefined } },
+    { refetchInterval: running ? 2000 : false },
+  );
 }
 
 export const useUpdateSegment = () =>

@@ -78,7 +78,7 @@ export function ApiKeys() {
       )}
       {items.length > 0 && (
         <table>
-          <caption className="muted" style={{ textAlign: "left", padding: "0.4rem 0.6rem" }}>
+          <caption className="muted table-caption">
             Oldest first, {apiKeysPageSize} a page. Only the first characters of each key are kept to tell them apart.
           </caption>
           <thead>
@@ -88,7 +88,7 @@ export function ApiKeys() {
               <th>Starts with</th>
               <th>Created</th>
               <th>
-                <span className="visually-hidden">Revoke</span>
+                <span className="sr-only">Revoke</span>
               </th>
             </tr>
           </thead>

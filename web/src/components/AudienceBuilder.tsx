@@ -183,7 +183,7 @@ function ConditionRow({
   return (
     <li className="condition">
       <fieldset>
-        <legend className="visually-hidden">Condition {n}</legend>
+        <legend className="sr-only">Condition {n}</legend>
         <div className="condition-fields">
           <Field label="Condition">
             <select value={c.kind} onChange={(e) => onChange({ ...c, kind: e.target.value as ConditionKind })}>

@@ -60,12 +60,10 @@ describe("DeadLetters", () => {
     await screen.findAllByText("400: invalid api key");
     const buttons = screen.getAllByRole("button", { name: /^Replay/ });
     expect(buttons.length).toBe(3);
-    // The reason is said once, and every read-only button points at it.
-    const reasons = screen.getAllByText(/Only admins can change this/);
-    expect(reasons.length).toBe(1);
+    // Beside each button a short "Admins only"; the whole reason is what the button is described by.
     for (const b of buttons) {
       expect(b).toHaveProperty("disabled", true);
-      expect(b.getAttribute("aria-describedby")).toBe(reasons[0]!.id);
+      expect(document.getElementById(b.getAttribute("aria-describedby")!)?.textContent).toMatch(/^Admins only: Only admins can change this/);
     }
   });
 });

@@ -1,4 +1,4 @@
-import { useId, useState } from "react";
+import { useState } from "react";
 import { deadLettersPageSize, replayedMessage, useDeadLetters, useReplayDeadLetters } from "../api/events";
 import type { Connection } from "../api/schema.gen";
 import { when } from "../format";
@@ -6,7 +6,7 @@ import { Dialog } from "./Dialog";
 import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
-import { GuardedButton, GuardReason } from "./Guarded";
+import { GuardedButton } from "./Guarded";
 import { Pager, usePageTokens } from "./Pager";
 
 /** Events a sink gave up on, with the reason; replay one, or all of a sink (or every sink). */
@@ -16,7 +16,6 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
   const [confirmAll, setConfirmAll] = useState(false);
   const [result, setResult] = useState("");
   const pages = usePageTokens();
-  const reasonId = useId();
   const list = useDeadLetters(sink, includeReplayed, pages.token);
   const replay = useReplayDeadLetters();
   const name = (id = "") => connections.find((c) => c.connection_id === id)?.name ?? id;
@@ -72,14 +71,12 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
         </label>
         <GuardedButton
           op="EventRelayService_ReplayDeadLetters"
-          sharedReasonId={reasonId}
           onClick={() => setConfirmAll(true)}
           disabled={items.length === 0}
         >
           Replay all {scope}…
         </GuardedButton>
       </div>
-      <GuardReason op="EventRelayService_ReplayDeadLetters" id={reasonId} />
       <p role="status" aria-live="polite">
         {result}
       </p>
@@ -92,7 +89,7 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
       )}
       {items.length > 0 && (
         <table>
-          <caption className="muted" style={{ textAlign: "left", padding: "0.4rem 0.6rem" }}>
+          <caption className="muted table-caption">
             {deadLettersPageSize} a page.
           </caption>
           <thead>
@@ -103,7 +100,7 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
               <th className="num">Attempts</th>
               <th>Given up</th>
               <th>
-                <span className="visually-hidden">Replay</span>
+                <span className="sr-only">Replay</span>
               </th>
             </tr>
           </thead>
@@ -126,7 +123,6 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
                   ) : (
                     <GuardedButton
                       op="EventRelayService_ReplayDeadLetters"
-                      sharedReasonId={reasonId}
                       aria-label={`Replay ${d.event?.name ?? "event"} for ${d.event?.user_id ?? "user"}`}
                       disabled={replay.isPending}
                       onClick={() => replayOne(d.dead_letter_id ?? "")}

@@ -1,5 +1,6 @@
 import { useId, type ButtonHTMLAttributes, type ReactNode } from "react";
 import type { OperationId } from "../api/client";
+import { operationAccess } from "../api/schema.gen";
 import { useAccess } from "../session/SessionContext";
 
 /**
@@ -9,34 +10,39 @@ import { useAccess } from "../session/SessionContext";
 export function GuardedButton({
   op,
   children,
-  sharedReasonId,
   ...rest
-}: {
-  op: OperationId;
-  children: ReactNode;
-  /** In a table, each row's button points at one reason shown once (GuardReason) instead of repeating it. */
-  sharedReasonId?: string;
-} & ButtonHTMLAttributes<HTMLButtonElement>) {
+}: { op: OperationId; children: ReactNode } & ButtonHTMLAttributes<HTMLButtonElement>) {
   const access = useAccess();
   const reasonId = useId();
   const reason = access.reasonFor(op);
   if (!reason) return <button type="button" {...rest}>{children}</button>;
-  if (sharedReasonId) {
-    return (
-      <button type="button" {...rest} disabled aria-describedby={sharedReasonId} onClick={undefined}>
-        {children}
-      </button>
-    );
-  }
   return (
     <span className="guarded">
       <button type="button" {...rest} disabled aria-describedby={reasonId} onClick={undefined}>
         {children}
       </button>
       <small id={reasonId} className="reason">
-        {reason}
+        {short(op, reason)}
+        <span className="sr-only">: {reason}</span>
       </small>
     </span>
+  );
+}
+
+// Beside a button the reason is short; the page's RoleNotice and screen
+// readers (aria-describedby) get it whole.
+function short(op: OperationId, reason: string): string {
+  return operationAccess[op] === "ADMIN" ? "Admins only" : reason;
+}
+
+/** Says once, at the top of a page, what a non-admin key can and cannot do here. */
+export function RoleNotice({ children }: { children: ReactNode }) {
+  const access = useAccess();
+  if (access.isAdmin) return null;
+  return (
+    <p className="notice" role="note">
+      {access.adminOnlyReason} {children}
+    </p>
   );
 }
 
@@ -50,16 +56,5 @@ export function GuardedFieldset({ op, legend, children }: { op: OperationId; leg
       {reason && <p className="reason">{reason}</p>}
       {children}
     </fieldset>
-  );
-}
-
-/** The reason, shown once, why op's buttons below are read-only; nothing when the role may call op. */
-export function GuardReason({ op, id }: { op: OperationId; id: string }) {
-  const reason = useAccess().reasonFor(op);
-  if (!reason) return null;
-  return (
-    <p id={id} className="reason">
-      {reason}
-    </p>
   );
 }

@@ -2,6 +2,9 @@ import type { PropertyType } from "../api/schema.gen";
 import { useUserProperties } from "../api/integrations";
 import { count, enumWord } from "../format";
 
+// Syncs read "user_id" as the user id itself (segmentsync's IdentityValues).
+const userIdItself = "user_id";
+
 /**
  * The identity property, picked from the property names seghub actually holds
  * with how many users hold each: the user property whose values equal the
@@ -33,10 +36,11 @@ export function IdentityPropertySelect({
   const names = [...byName.keys()];
   // A current or suggested name nobody holds yet stays choosable, marked so.
   // Once each: value and suggested are often the same name.
-  for (const n of [value, suggested]) if (n && !names.includes(n)) names.push(n);
+  for (const n of [value, suggested]) if (n && n !== userIdItself && !names.includes(n)) names.push(n);
   return (
     <select value={value} onChange={(e) => onChange(e.target.value)} {...rest}>
       <option value="">{props.isLoading ? "Loading properties…" : "Choose a user property"}</option>
+      {!byName.has(userIdItself) && <option value={userIdItself}>{userIdItself} — each user's own id (every user has it)</option>}
       {names.map((n) => {
         const e = byName.get(n);
         const label = e

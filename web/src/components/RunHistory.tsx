@@ -46,7 +46,7 @@ export function RunHistory({ syncId, running }: { syncId: string; running: boole
                   {(r.failed_identities?.length ?? 0) > 0 && (
                     <details>
                       <summary>Who and why</summary>
-                      <ul style={{ textAlign: "left" }}>
+                      <ul className="failed-list">
                         {r.failed_identities!.map((f) => (
                           <li key={`${f.user_id}-${f.removal}`}>
                             {f.user_id} ({f.identity}, {f.removal ? "removal" : "add"}): {f.reason}

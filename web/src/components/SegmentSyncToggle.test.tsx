@@ -59,6 +59,32 @@ describe("SegmentSyncToggle", () => {
     expect(calls).toBe(3);
   });
 
+  it("after Sync now, follows the queued run to its end even while the sync still shows the last one", async () => {
+    let gets = 0;
+    let runLists = 0;
+    mockFetch(
+      on("POST", "/v1/syncs/sync_1:run", () => ({ body: { run: { run_id: "run_2", status: "SYNC_RUN_STATUS_QUEUED" } } })),
+      on("GET", "/v1/syncs/sync_1", () => {
+        gets++;
+        return { body: { sync: { ...sync, delivered_count: String(gets * 10) } } };
+      }),
+      on("GET", "/v1/syncs/sync_1/runs", () => {
+        runLists++;
+        return { body: { runs: [{ run_id: "run_2", status: runLists >= 3 ? "SYNC_RUN_STATUS_SUCCEEDED" : "SYNC_RUN_STATUS_RUNNING" }] } };
+      }),
+      on("GET", "/v1/syncs", () => ({ body: { syncs: [sync] } })),
+    );
+    renderAs("ROLE_ADMIN", <SegmentSyncToggle segment={segment} connection={connection} type={appcues} listed={sync} recurringUsed={1} />);
+    await screen.findByText(/10 identities/);
+    await userEvent.click(screen.getByRole("button", { name: "Sync now" }));
+    expect(await screen.findByRole("button", { name: "Syncing…" })).toBeTruthy();
+    expect(await screen.findByText(/30 identities/, {}, { timeout: 3000 })).toBeTruthy();
+    expect(await screen.findByRole("button", { name: "Sync now" }, { timeout: 3000 })).toBeTruthy();
+    const settled = gets;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(gets).toBeLessThanOrEqual(settled + 1);
+  });
+
   it("turning it on asks for the identity property, then recurring or Sync now", async () => {
     const fetch = mockFetch(
       on("GET", "/v1/user-properties", () => ({ body: { properties: [{ name: "appcuesUserID", type: "PROPERTY_TYPE_STRING", user_count: "40" }] } })),

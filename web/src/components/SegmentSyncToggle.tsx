@@ -1,4 +1,5 @@
-import { useId, useState } from "react";
+import { useEffect, useId, useState } from "react";
+import { useQueryClient } from "@tanstack/react-query";
 import type { Connection, DestinationType, Segment, Sync } from "../api/schema.gen";
 import { useSync } from "../api/segments";
 import { useAccess } from "../session/SessionContext";
@@ -9,7 +10,7 @@ import { GuardedButton } from "./Guarded";
 import { RunHistory } from "./RunHistory";
 import { SyncStatus } from "./SyncStatus";
 import { syncToggleState } from "./syncToggleState";
-import { useSyncNow, useUpdateSync } from "../api/segments";
+import { useRunFinished, useSyncNow, useUpdateSync } from "../api/segments";
 import { ErrorNotice } from "./ErrorNotice";
 
 /**
@@ -32,9 +33,22 @@ export function SegmentSyncToggle({
   recurringUsed: number;
 }) {
   const access = useAccess();
-  const live = useSync(listed?.enabled ? listed.sync_id : undefined);
+  // The run "Sync now" queued, until it finishes.
+  const [awaiting, setAwaiting] = useState<string>();
+  const runDone = useRunFinished(listed?.sync_id ?? "", awaiting);
+  const qc = useQueryClient();
+  useEffect(() => {
+    if (awaiting && runDone) {
+      setAwaiting(undefined);
+      void qc.invalidateQueries({ queryKey: ["SegmentSyncService_ListSyncs"] });
+      void qc.invalidateQueries({ queryKey: ["SegmentSyncService_GetSync"] });
+      void qc.invalidateQueries({ queryKey: ["SegmentSyncService_ListSyncRuns"] });
+    }
+  }, [awaiting, runDone, qc]);
+  const live = useSync(listed?.enabled ? listed.sync_id : undefined, !!awaiting);
   const sync = live.data?.sync ?? listed;
-  const state = syncToggleState(sync, segment.visibility !== "VISIBILITY_PRIVATE", access);
+  const toggle = syncToggleState(sync, segment.visibility !== "VISIBILITY_PRIVATE", access);
+  const state = { ...toggle, running: toggle.running || !!awaiting };
   const [dialog, setDialog] = useState<"enable" | "disable" | null>(null);
   const [showRuns, setShowRuns] = useState(false);
   const syncNow = useSyncNow();
@@ -113,7 +127,9 @@ export function SegmentSyncToggle({
                   op="SegmentSyncService_SyncNow"
                   className="primary"
                   disabled={syncNow.isPending || state.running}
-                  onClick={() => syncNow.mutate({ path: { sync_id: sync.sync_id ?? "" }, body: {} })}
+                  onClick={() =>
+                    syncNow.mutate({ path: { sync_id: sync.sync_id ?? "" }, body: {} }, { onSuccess: (r) => setAwaiting(r.run?.run_id) })
+                  }
                 >
                   {state.running ? "Syncing…" : "Sync now"}
                 </GuardedButton>

@@ -5,7 +5,7 @@ import { ApiKeys, KeySecretOnce } from "../components/ApiKeys";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
-import { GuardedFieldset } from "../components/Guarded";
+import { GuardedFieldset, RoleNotice } from "../components/Guarded";
 import { when } from "../format";
 import { useSession } from "../session/SessionContext";
 import { roleLabel } from "../session/store";
@@ -26,12 +26,8 @@ export default function AdminPage() {
           <code>{key?.environmentId}</code>
         </dd>
       </dl>
-      {!access.isAdmin ? (
-        <div className="notice" role="note">
-          <p className="reason">{access.reasonFor("AdminService_ListApiKeys")}</p>
-          <p>Environments and API keys are listed and managed here by admins only.</p>
-        </div>
-      ) : (
+      <RoleNotice>Environments and API keys are listed and managed here by admins only.</RoleNotice>
+      {access.isAdmin && (
         <>
           <h2>Environments</h2>
           <Environments />

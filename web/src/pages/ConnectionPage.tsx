@@ -16,7 +16,7 @@ import { Dialog } from "../components/Dialog";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
-import { GuardedButton, GuardedFieldset } from "../components/Guarded";
+import { GuardedButton, GuardedFieldset, RoleNotice } from "../components/Guarded";
 import { IdentityPropertySelect } from "../components/IdentityPropertySelect";
 import { enumWord, every, fieldLabel, when } from "../format";
 
@@ -44,6 +44,7 @@ export default function ConnectionPage() {
         <Link to="/integrations">← Integrations</Link>
       </p>
       <h1>{c.name}</h1>
+      <RoleNotice>You can read this connection; changing its settings or credentials, or deleting it, needs an admin key.</RoleNotice>
       <dl className="facts">
         <dt>Tool</dt>
         <dd>{type?.display_name ?? c.type}</dd>

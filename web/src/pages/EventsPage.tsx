@@ -1,4 +1,4 @@
-import { useId, useState, type FormEvent } from "react";
+import { useState, type FormEvent } from "react";
 import { Link } from "react-router";
 import { useCreateRoute, useDeleteRoute, useEventSchemas, useRoutes, useSinks } from "../api/events";
 import { placeFieldErrors } from "../api/fieldErrors";
@@ -9,7 +9,7 @@ import { Dialog } from "../components/Dialog";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
-import { GuardedButton, GuardedFieldset, GuardReason } from "../components/Guarded";
+import { GuardedButton, GuardedFieldset, RoleNotice } from "../components/Guarded";
 import { count, when } from "../format";
 
 /** Events the tools emit: where they go (routes, sinks), what failed (dead letters), and each source's schema. */
@@ -29,6 +29,7 @@ export default function EventsPage() {
         Events that Appcues, CommandBar and the API send in are checked against their source's schema, stored, and delivered to
         each sink a route sends them to.
       </p>
+      <RoleNotice>You can watch sinks, read routes, dead letters and schemas; adding or deleting routes and replaying dead letters need an admin key.</RoleNotice>
       <ErrorNotice error={connections.error} />
       <h2>Sinks</h2>
       <Sinks name={name} />
@@ -58,7 +59,7 @@ export function Sinks({ name, pollMs = 3000 }: { name: (id?: string) => string; 
       )}
       {items.length > 0 && (
         <table aria-describedby="sinks-live">
-          <caption id="sinks-live" className="muted" style={{ textAlign: "left", padding: "0.4rem 0.6rem" }}>
+          <caption id="sinks-live" className="muted table-caption">
             Live: refreshed every few seconds.
           </caption>
           <thead>
@@ -101,11 +102,9 @@ function RouteList({ name }: { name: (id?: string) => string }) {
   const [deleting, setDeleting] = useState<Route | undefined>();
   const del = useDeleteRoute();
   const items = routes.data ?? [];
-  const reasonId = useId();
   return (
     <>
       <ErrorNotice error={routes.error} />
-      {items.length > 0 && <GuardReason op="EventRelayService_DeleteRoute" id={reasonId} />}
       {routes.data && items.length === 0 && (
         <EmptyState title="No route yet: events are stored but go nowhere.">
           <p>Add one below to send events to analytics or to a destination's track API.</p>
@@ -120,7 +119,7 @@ function RouteList({ name }: { name: (id?: string) => string }) {
               <th>Events</th>
               <th>Created</th>
               <th>
-                <span className="visually-hidden">Delete</span>
+                <span className="sr-only">Delete</span>
               </th>
             </tr>
           </thead>
@@ -134,7 +133,6 @@ function RouteList({ name }: { name: (id?: string) => string }) {
                 <td>
                   <GuardedButton
                     op="EventRelayService_DeleteRoute"
-                    sharedReasonId={reasonId}
                     className="danger"
                     aria-label={`Delete the route to ${name(r.connection_id)}`}
                     onClick={() => setDeleting(r)}

@@ -8,7 +8,7 @@ import { Dialog } from "../components/Dialog";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
-import { GuardedButton } from "../components/Guarded";
+import { GuardedButton, RoleNotice } from "../components/Guarded";
 import { days, every } from "../format";
 
 const authWords: Record<string, string> = {
@@ -42,6 +42,7 @@ export default function IntegrationsPage() {
   return (
     <section>
       <h1>Integrations</h1>
+      <RoleNotice>You can browse the directory and read connections; connecting, changing or deleting them needs an admin key.</RoleNotice>
 
       <h2>Connected</h2>
       <ErrorNotice error={connections.error} />
@@ -85,7 +86,7 @@ export default function IntegrationsPage() {
       </div>
       <ErrorNotice error={types.error} />
       {types.data && shown.length === 0 && <EmptyState title={`No tool matches “${search}”.`}>Clear the search to see every tool.</EmptyState>}
-      <ul className="cards" aria-label="Destination directory" style={{ listStyle: "none", padding: 0 }}>
+      <ul className="cards" aria-label="Destination directory">
         {shown.map((t) => (
           <li key={t.type} className="card" aria-labelledby={`dt-${t.type}`}>
             <h3 id={`dt-${t.type}`}>{t.display_name}</h3>
@@ -126,7 +127,7 @@ export default function IntegrationsPage() {
         ))}
       </ul>
       <Dialog title={`Connect ${connecting?.display_name ?? ""}`} open={!!connecting} onClose={() => setConnecting(null)}>
-        {connecting && <ConnectForm type={connecting} onDone={() => setConnecting(null)} />}
+        {connecting && <ConnectForm key={connecting.type} type={connecting} onDone={() => setConnecting(null)} />}
       </Dialog>
     </section>
   );

@@ -1,9 +1,10 @@
 import { Link, useParams } from "react-router";
 import { useConnections, useDestinationTypes } from "../api/integrations";
 import { recurringInUse, syncFor, useSegment, useSyncs, useUpdateSegment } from "../api/segments";
-import { GuardedButton } from "../components/Guarded";
+import { GuardedButton, RoleNotice } from "../components/Guarded";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
+import { SegmentRename } from "../components/SegmentRename";
 import { SegmentSyncToggle } from "../components/SegmentSyncToggle";
 import { VisibilityBadge } from "../components/VisibilityBadge";
 import { count, when } from "../format";
@@ -39,6 +40,7 @@ export default function SegmentPage() {
       </p>
       <h1>{s.name}</h1>
       {s.description && <p>{s.description}</p>}
+      <SegmentRename key={s.version} segment={s} />
       <dl className="facts">
         <dt>Visibility</dt>
         <dd>
@@ -57,6 +59,7 @@ export default function SegmentPage() {
       </dl>
 
       <h2>Integrations</h2>
+      <RoleNotice>You can read each sync, its run history and run a dry run; turning syncs on or off and “Sync now” need an admin key.</RoleNotice>
       <p className="hint">
         {isPrivate
           ? "This segment is private: only public segments sync to tools."

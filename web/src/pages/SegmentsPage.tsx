@@ -48,7 +48,7 @@ export default function SegmentsPage() {
       )}
       {segments.length > 0 && (
         <table>
-          <caption className="muted" style={{ textAlign: "left", padding: "0.4rem 0.6rem" }}>
+          <caption className="muted table-caption">
             {segmentsPageSize} a page, by name. Only public segments can be synced to tools.
           </caption>
           <thead>

@@ -69,7 +69,7 @@ function ExperienceList() {
   return (
     <>
       <div className="toolbar">
-        <h2 style={{ margin: 0 }}>{t.plural}</h2>
+        <h2>{t.plural}</h2>
         <Link className="button primary" to={`/targeting/${t.slug}/new`}>
           New {t.singular}
         </Link>

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,19 +43,22 @@ type Server struct {
 	connectorv1.UnimplementedConnectorServiceServer
 	store *store.Store
 	cfg   *config.Config
-	http  *http.Client
-	now   func() time.Time
+	// egress guards every outbound call (credential checks, OAuth token
+	// endpoints); http is its client.
+	egress *destinations.Egress
+	http   *http.Client
+	now    func() time.Time
 	// refreshing holds a turn (chan struct{}, capacity 1) per connection
 	// whose token is being refreshed.
 	refreshing sync.Map
 }
 
-// New returns the server.
-func New(st *store.Store, cfg *config.Config, hc *http.Client) *Server {
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+// New returns the server; a nil egress refuses every private address.
+func New(st *store.Store, cfg *config.Config, egress *destinations.Egress) *Server {
+	if egress == nil {
+		egress = destinations.DefaultEgress()
 	}
-	return &Server{store: st, cfg: cfg, http: hc, now: time.Now}
+	return &Server{store: st, cfg: cfg, egress: egress, http: egress.Client(), now: time.Now}
 }
 
 func (s *Server) oauthConfig(typ string) *oauth2.Config {
@@ -129,7 +133,14 @@ func (s *Server) check(ctx context.Context, t destinations.Type, creds map[strin
 	if t.SegmentsIn {
 		return nil // sources call us; there is nothing to call
 	}
-	a, err := destinations.New(t.Name, destinations.Config{BaseURL: s.cfg.DestinationURL(t.Name), Credentials: creds, HTTP: s.http, MaxAttempts: 3, MaxBackoff: time.Second})
+	// Refused early so the caller learns which field is wrong; the dial
+	// guard refuses them again whatever DNS answers later.
+	for _, f := range t.URLFields() {
+		if err := s.egress.CheckURL(ctx, creds[f]); err != nil {
+			return apperr.Invalid("credentials."+f, err.Error())
+		}
+	}
+	a, err := destinations.New(t.Name, destinations.Config{BaseURL: s.cfg.DestinationURL(t.Name), Credentials: creds, Egress: s.egress, MaxAttempts: 3, MaxBackoff: time.Second})
 	if err != nil {
 		return apperr.Invalid("credentials", err.Error())
 	}
@@ -144,6 +155,8 @@ func (s *Server) check(ctx context.Context, t destinations.Type, creds map[strin
 		return apperr.FailedPrecondition("%s refused these credentials (%v); check them and try again — nothing was saved", t.DisplayName, err)
 	case destinations.Permanent:
 		return apperr.FailedPrecondition("%s rejected the test call (%v); nothing was saved", t.DisplayName, err)
+	case destinations.Refused:
+		return apperr.FailedPrecondition("%s cannot be called: %v; nothing was saved", t.DisplayName, err)
 	}
 	if err != nil {
 		return apperr.Unavailable("could not reach %s to check the credentials (%v); nothing was saved, try again", t.DisplayName, err)
@@ -402,7 +415,7 @@ func (s *Server) CompleteAuthorization(ctx context.Context, req *connectorv1.Com
 	xctx := context.WithValue(ctx, oauth2.HTTPClient, s.http)
 	tok, err := s.oauthConfig(st.Type).Exchange(xctx, req.GetCode(), oauth2.VerifierOption(st.Verifier))
 	if err != nil {
-		return nil, apperr.FailedPrecondition("%s refused the authorisation code: %v", t.DisplayName, err)
+		return nil, apperr.FailedPrecondition("%s refused the authorisation code: %s", t.DisplayName, oauthProblem(err))
 	}
 	if err := checkGrantedAccount(t, tok, st.Account); err != nil {
 		return nil, err
@@ -534,7 +547,7 @@ func (s *Server) refreshOnce(ctx context.Context, c *store.Connection) (lost boo
 	xctx := context.WithValue(ctx, oauth2.HTTPClient, s.http)
 	tok, err := s.oauthConfig(c.Type).TokenSource(xctx, old).Token()
 	if err != nil {
-		marked, merr := s.store.MarkNeedsReauth(ctx, c, "token refresh refused: "+err.Error())
+		marked, merr := s.store.MarkNeedsReauth(ctx, c, "token refresh refused: "+oauthProblem(err))
 		if merr != nil {
 			return false, merr
 		}
@@ -582,4 +595,21 @@ func (s *Server) ReportConnectionStatus(ctx context.Context, req *connectorv1.Re
 		return nil, err
 	}
 	return &connectorv1.ReportConnectionStatusResponse{Connection: ConnectionPB(c)}, nil
+}
+
+// oauthProblem describes a failed token request without repeating the
+// token endpoint's body beyond a short excerpt of its error fields.
+func oauthProblem(err error) string {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		msg := "HTTP " + strconv.Itoa(re.Response.StatusCode)
+		if re.ErrorCode != "" {
+			msg += ": " + destinations.Excerpt(re.ErrorCode)
+		}
+		if re.ErrorDescription != "" {
+			msg += " (" + destinations.Excerpt(re.ErrorDescription) + ")"
+		}
+		return msg
+	}
+	return destinations.NetworkProblem(err)
 }

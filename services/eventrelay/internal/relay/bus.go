@@ -183,7 +183,8 @@ func (p *Publisher) Publish(ctx context.Context, envs []*Envelope) ([]bool, erro
 	return pd.Wait(ctx)
 }
 
-// Republish stores a dead letter again for one sink of env.
+// Republish stores a dead letter again for one sink of env under msgID
+// (JetStream drops a second copy within its dedup window).
 func (p *Publisher) Republish(ctx context.Context, env, sink, msgID string, envelope []byte) error {
 	m := &nats.Msg{Subject: p.l.ReplaySubject(env, sink), Data: envelope, Header: nats.Header{msgIDHeader: []string{msgID}}}
 	_, err := p.js.PublishMsg(ctx, m)

@@ -28,6 +28,8 @@ type ManagerOptions struct {
 	Report func(ctx context.Context, env, connectionID string, st connectorv1.ConnectionStatus, msg string)
 	// BaseURL of a destination type's API.
 	BaseURL func(typ string) string
+	// Egress is the outbound policy adapters send through.
+	Egress *destinations.Egress
 	// Limiter is the connection's token bucket, shared with every other
 	// writer to it (sync runs included).
 	Limiter func(connectionID string, t destinations.Type) destinations.Limiter
@@ -348,7 +350,7 @@ func (d *destState) adapter(ctx context.Context) (destinations.Events, error) {
 	defer d.mu.Unlock()
 	d.read, d.resolved, d.t = time.Now(), rc, t
 	if d.ad == nil || !maps.Equal(d.creds, rc.GetCredentials()) {
-		cfg := destinations.Config{BaseURL: d.m.o.BaseURL(t.Name), Credentials: rc.GetCredentials(), MaxAttempts: 3, MaxBackoff: 2 * time.Second}
+		cfg := destinations.Config{BaseURL: d.m.o.BaseURL(t.Name), Credentials: rc.GetCredentials(), Egress: d.m.o.Egress, MaxAttempts: 3, MaxBackoff: 2 * time.Second}
 		if d.m.o.Limiter != nil {
 			cfg.Limiter = d.m.o.Limiter(d.conn, t)
 		}

@@ -3,12 +3,16 @@ package schema
 import (
 	"testing"
 	"time"
+
+	"github.com/seghub/seghub/pkg/apperr"
 )
 
 // FuzzParseWebhook: any webhook body either is refused or yields at most
 // MaxWebhookEvents events, and every event validation accepts names a schema
-// event and a user, with a time the store's microseconds can hold.
+// event and a user, with a time the store's microseconds can hold, and ids
+// and names free of control characters.
 func FuzzParseWebhook(f *testing.F) {
+	f.Add(true, []byte(`{"id":"e\u001b","event":"opened","userId":"u\u0000","metadata":{"k\n":1}}`))
 	f.Add(false, []byte(`{"id":"evt-1","name":"appcues:flow_started","timestamp":1741953600000,"user_id":"u-1","account_id":"a-1","attributes":{"flowId":"f-1","flowName":"Onboarding","flowVersion":3},"context":{"url":"https://app.example.com","title":"Home"}}`))
 	f.Add(false, []byte(`[{"name":"appcues:nps_score","user_id":"u-1","attributes":{"score":9,"appcuesUserID":"ac-1"}},{"name":"NPS Feedback Submitted","userId":7,"attributes":{"feedback":"ok"}}]`))
 	f.Add(false, []byte(`{"events":[{"name":"appcues:form_field_submitted","user_id":"u","timestamp":"2025-03-14T12:00:00Z","attributes":{"flowId":1234567,"formId":"f","fieldId":"e","value":true}}]}`))
@@ -53,6 +57,16 @@ func FuzzParseWebhook(f *testing.F) {
 			ev, ok := sc.Lookup(source, n.Name)
 			if !ok || ev.Name != n.Name {
 				t.Fatalf("events[%d] accepted as %q, not a %s event's name", i, n.Name, source)
+			}
+			for _, id := range []string{n.ID, n.UserID, n.Name, n.AppcuesUserID} {
+				if apperr.IdentifierProblem(id) != "" {
+					t.Fatalf("events[%d] accepted with id or name %q", i, id)
+				}
+			}
+			for k := range n.Properties {
+				if apperr.IdentifierProblem(k) != "" {
+					t.Fatalf("events[%d] accepted with property name %q", i, k)
+				}
 			}
 			if source == Appcues && n.AppcuesUserID == "" {
 				t.Fatalf("events[%d] accepted without an Appcues identity", i)

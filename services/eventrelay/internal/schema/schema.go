@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/seghub/seghub/pkg/apperr"
 )
 
 // Sources.
@@ -215,6 +217,13 @@ func fieldErr(field, format string, args ...any) *FieldError {
 // Validate checks in against its source's schema and returns it normalised.
 // now is the receive time (used for a missing timestamp and the future bound).
 func (s *Schema) Validate(in Input, now time.Time) (Normalized, *FieldError) {
+	// Ids and names reach SQL, log lines and destinations' Idempotency-Key
+	// headers: checked before trimming, which would hide some.
+	for _, f := range []struct{ field, value string }{{"source", in.Source}, {"event_id", in.ID}, {"connection_id", in.ConnectionID}, {"user_id", in.UserID}, {"name", in.Name}} {
+		if p := apperr.IdentifierProblem(f.value); p != "" {
+			return Normalized{}, fieldErr(f.field, "%s", p)
+		}
+	}
 	in.Source = strings.ToLower(strings.TrimSpace(in.Source))
 	if in.Source == "" {
 		in.Source = API
@@ -222,6 +231,7 @@ func (s *Schema) Validate(in Input, now time.Time) (Normalized, *FieldError) {
 	if _, ok := s.events[in.Source]; !ok {
 		return Normalized{}, fieldErr("source", "unknown source %q (one of %s)", in.Source, strings.Join(s.Sources(), ", "))
 	}
+	in.ID, in.ConnectionID = strings.TrimSpace(in.ID), strings.TrimSpace(in.ConnectionID)
 	if len(in.ID) > MaxEventIDLen {
 		return Normalized{}, fieldErr("event_id", "is longer than %d characters", MaxEventIDLen)
 	}
@@ -251,6 +261,9 @@ func (s *Schema) Validate(in Input, now time.Time) (Normalized, *FieldError) {
 		if k == "" || len(k) > MaxPropertyKey {
 			return Normalized{}, fieldErr("properties", "property names must be 1 to %d characters", MaxPropertyKey)
 		}
+		if p := apperr.IdentifierProblem(k); p != "" {
+			return Normalized{}, fieldErr("properties", "property name %q %s", k, p)
+		}
 		if err := checkValue(v, 0); err != "" {
 			return Normalized{}, fieldErr("properties."+k, "%s", err)
 		}
@@ -266,6 +279,9 @@ func (s *Schema) Validate(in Input, now time.Time) (Normalized, *FieldError) {
 	out.Name = ev.Name
 	if in.Source == Appcues {
 		if id, ok := in.Properties["appcuesUserID"].(string); ok && strings.TrimSpace(id) != "" {
+			if p := apperr.IdentifierProblem(id); p != "" {
+				return Normalized{}, fieldErr("properties.appcuesUserID", "%s", p)
+			}
 			if id = strings.TrimSpace(id); len(id) > MaxUserIDLen {
 				return Normalized{}, fieldErr("properties.appcuesUserID", "is longer than %d characters", MaxUserIDLen)
 			}
@@ -314,12 +330,16 @@ func checkValue(v any, depth int) string {
 		if len(x) > MaxStringLen {
 			return fmt.Sprintf("is longer than %d bytes", MaxStringLen)
 		}
+		return apperr.TextProblem(x)
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return "must be a finite number"
 		}
 	case map[string]any:
-		for _, e := range x {
+		for k, e := range x {
+			if p := apperr.IdentifierProblem(k); p != "" {
+				return fmt.Sprintf("property name %q %s", k, p)
+			}
 			if err := checkValue(e, depth+1); err != "" {
 				return err
 			}

@@ -417,6 +417,19 @@ func TestValidateRefusesField(t *testing.T) {
 		{"long string deep inside", with(func(in *Input) { in.Properties = map[string]any{"o": nest(strings.Repeat("x", MaxStringLen+1), 3)} }), "properties.o"},
 		{"appcues unknown event", with(func(in *Input) { in.Source = Appcues; in.Name = "appcues:tour_started" }), "name"},
 		{"appcues wrong case", with(func(in *Input) { in.Source = Appcues; in.Name = "flow started" }), "name"},
+		// Ids and names refuse control characters, even where trimming would remove them.
+		{"NUL in user id", with(func(in *Input) { in.UserID = "u\x00" }), "user_id"},
+		{"trailing newline in user id", with(func(in *Input) { in.UserID = "u1\n" }), "user_id"},
+		{"ESC in name", with(func(in *Input) { in.Name = "\x1b[31mSigned Up" }), "name"},
+		{"CRLF in event id (an Idempotency-Key header)", with(func(in *Input) { in.ID = "e1\r\nX-Evil: 1" }), "event_id"},
+		{"DEL in connection id", with(func(in *Input) { in.ConnectionID = "conn_1\x7f" }), "connection_id"},
+		{"U+2028 in source", with(func(in *Input) { in.Source = "api\u2028" }), "source"},
+		{"control character in a property name", with(func(in *Input) { in.Properties = map[string]any{"pl\nan": "gold"} }), "properties"},
+		{"control character in a nested property name", with(func(in *Input) { in.Properties = map[string]any{"o": map[string]any{"\x00": 1.0}} }), "properties.o"},
+		{"NUL in a property value", with(func(in *Input) { in.Properties = map[string]any{"s": "a\x00b"} }), "properties.s"},
+		{"control character in appcuesUserID", with(func(in *Input) {
+			in.Source, in.Name, in.Properties = Appcues, "appcues:flow_started", map[string]any{"flowId": "f", "appcuesUserID": "ac\x1b"}
+		}), "properties.appcuesUserID"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -695,4 +708,31 @@ func TestParseWebhookRefuses(t *testing.T) {
 			t.Fatalf("parsed %d events, %v; want %d", len(got), err, MaxWebhookEvents)
 		}
 	})
+}
+
+// A webhook's ids and names go through the same validator as the API's: an
+// Appcues or CommandBar event with a control character in an id is refused,
+// naming the field.
+func TestWebhookEventsRefuseControlCharacters(t *testing.T) {
+	t.Parallel()
+	sc := Default()
+	for _, tc := range []struct {
+		source, body, field string
+	}{
+		{Appcues, `{"id":"e1","name":"appcues:flow_started","user_id":"u\u0000","attributes":{"flowId":"f"}}`, "user_id"},
+		{Appcues, `{"id":"e1\r\nX: 1","name":"appcues:flow_started","user_id":"u","attributes":{"flowId":"f"}}`, "event_id"},
+		{Appcues, `{"id":"e1","name":"appcues:flow_started","user_id":"u","attributes":{"flowId":"f","appcuesUserID":"\u001b"}}`, "properties.appcuesUserID"},
+		{CommandBar, `{"id":"e1","event":"opened\n","user_id":"u"}`, "name"},
+		{CommandBar, `{"id":"e1","event":"opened","userId":"u\u007f"}`, "user_id"},
+		{CommandBar, `{"id":"e1","event":"opened","user_id":"u","metadata":{"k\u0085":1}}`, "properties"},
+	} {
+		ins, err := ParseWebhook(tc.source, []byte(tc.body))
+		if err != nil || len(ins) != 1 {
+			t.Fatalf("%s: parse: %v", tc.body, err)
+		}
+		_, ferr := sc.Validate(ins[0], now)
+		if ferr == nil || ferr.Field != tc.field || !strings.Contains(ferr.Reason, "control characters") {
+			t.Errorf("%s: %+v; want a control-character refusal of %s", tc.body, ferr, tc.field)
+		}
+	}
 }

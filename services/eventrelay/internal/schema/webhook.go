@@ -12,6 +12,9 @@ import (
 // MaxWebhookEvents bounds the events of one webhook request.
 const MaxWebhookEvents = 1000
 
+// ErrTooManyEvents is wrapped by ParseWebhook for a body over MaxWebhookEvents.
+var ErrTooManyEvents = errors.New("too many events")
+
 // ParseWebhook decodes a tool's event webhook body into events of source. A
 // body holds one event, a JSON array of events, or {"events": [...]}.
 //
@@ -76,7 +79,7 @@ func splitEvents(body []byte) ([]json.RawMessage, error) {
 		return nil, errors.New("no events")
 	}
 	if len(list) > MaxWebhookEvents {
-		return nil, fmt.Errorf("%d events; at most %d a request", len(list), MaxWebhookEvents)
+		return nil, fmt.Errorf("%w: %d events; at most %d a request", ErrTooManyEvents, len(list), MaxWebhookEvents)
 	}
 	return list, nil
 }

@@ -93,7 +93,7 @@ func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1
 			reject("event", "is empty")
 			continue
 		}
-		in := schema.Input{ID: strings.TrimSpace(ev.GetEventId()), Source: ev.GetSource(), ConnectionID: strings.TrimSpace(ev.GetConnectionId()), UserID: ev.GetUserId(), Name: ev.GetName()}
+		in := schema.Input{ID: ev.GetEventId(), Source: ev.GetSource(), ConnectionID: ev.GetConnectionId(), UserID: ev.GetUserId(), Name: ev.GetName()}
 		if ev.GetTimestamp() != nil {
 			if err := ev.GetTimestamp().CheckValid(); err != nil {
 				reject("timestamp", "is not a valid time")
@@ -196,7 +196,7 @@ func checkBatchSize(field string, n int) error {
 	case n == 0:
 		return apperr.Invalid(field, "must hold at least one event")
 	case n > MaxBatchEvents:
-		return apperr.Invalid(field, fmt.Sprintf("has %d events; at most %d a batch", n, MaxBatchEvents))
+		return apperr.TooLarge(field, fmt.Sprintf("has %d events; at most %d a batch", n, MaxBatchEvents))
 	}
 	return nil
 }
@@ -309,6 +309,9 @@ func (s *Server) ReceiveEventWebhook(ctx context.Context, req *eventrelayv1.Rece
 		return nil, invalid
 	}
 	inputs, err := schema.ParseWebhook(source, req.GetBody())
+	if errors.Is(err, schema.ErrTooManyEvents) {
+		return nil, apperr.TooLarge("body", err.Error())
+	}
 	if err != nil {
 		return nil, apperr.Invalid("body", err.Error())
 	}
@@ -538,7 +541,7 @@ func (s *Server) ListDeadLetters(ctx context.Context, req *eventrelayv1.ListDead
 func (s *Server) ReplayDeadLetters(ctx context.Context, req *eventrelayv1.ReplayDeadLettersRequest) (*eventrelayv1.ReplayDeadLettersResponse, error) {
 	env := auth.MustEnvironment(ctx)
 	if len(req.GetDeadLetterIds()) > MaxReplay {
-		return nil, apperr.Invalid("dead_letter_ids", fmt.Sprintf("has %d ids; at most %d a call", len(req.GetDeadLetterIds()), MaxReplay))
+		return nil, apperr.TooLarge("dead_letter_ids", fmt.Sprintf("has %d ids; at most %d a call", len(req.GetDeadLetterIds()), MaxReplay))
 	}
 	dls, _, err := s.store.DeadLetters(ctx, store.DeadLetterFilter{Env: env, ConnectionID: req.GetConnectionId(), IDs: req.GetDeadLetterIds(), PageSize: MaxReplay})
 	if err != nil {
@@ -557,18 +560,26 @@ func (s *Server) ReplayDeadLetters(ctx context.Context, req *eventrelayv1.Replay
 	}
 	var n uint32
 	for _, d := range dls {
-		ok, err := s.store.MarkReplayed(ctx, env, d.ID, s.now())
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
-		}
-		if err := s.pub.Republish(ctx, env, d.ConnectionID, "replay/"+d.ID, d.Envelope); err != nil {
-			_ = s.store.UnmarkReplayed(ctx, env, d.ID)
+		// Publish first, then mark: a crash between the two leaves the letter
+		// listed, and replaying it again republishes under the same message
+		// id, which JetStream drops as a duplicate within its dedup window
+		// (past it, the event is delivered again under its own event id,
+		// which sinks send as the Idempotency-Key).
+		if err := s.pub.Republish(ctx, env, d.ConnectionID, replayMsgID(d.ID), d.Envelope); err != nil {
 			return nil, apperr.Unavailable("replayed %d; the rest could not be stored (%v): call again", n, err)
 		}
-		n++
+		ok, err := s.store.MarkReplayed(ctx, env, d.ID, s.now())
+		if err != nil {
+			return nil, apperr.Internal(err, "replayed %d; dead letter %s was republished but not recorded as replayed: call again (within the event dedup window the second copy is dropped)", n, d.ID)
+		}
+		// !ok: a concurrent call recorded it; JetStream kept one copy.
+		if ok {
+			n++
+		}
 	}
 	return &eventrelayv1.ReplayDeadLettersResponse{Replayed: n}, nil
 }
+
+// replayMsgID is the JetStream message id a dead letter is republished
+// under, so republishing it twice stores it once.
+func replayMsgID(deadLetterID string) string { return "replay/" + deadLetterID }

@@ -236,12 +236,6 @@ func (s *Store) MarkReplayed(ctx context.Context, env, id string, at time.Time) 
 	return n == 1, nil
 }
 
-// UnmarkReplayed undoes MarkReplayed when republishing failed.
-func (s *Store) UnmarkReplayed(ctx context.Context, env, id string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE er_dead_letters SET replayed_at = NULL WHERE environment_id = ? AND dead_letter_id = ?`, env, id)
-	return err
-}
-
 // CountDeadLetters counts a sink's dead letters not yet replayed.
 func (s *Store) CountDeadLetters(ctx context.Context, env, conn string) (uint64, error) {
 	var n uint64

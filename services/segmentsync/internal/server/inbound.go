@@ -81,11 +81,12 @@ type webhookBody struct {
 	} `json:"data"`
 }
 
-// idString accepts ids sent as JSON strings or numbers.
+// idString accepts ids sent as JSON strings or numbers; one holding a
+// control character is refused (before trimming, which would hide some).
 func idString(raw json.RawMessage) (string, bool) {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return strings.TrimSpace(s), strings.TrimSpace(s) != ""
+		return strings.TrimSpace(s), strings.TrimSpace(s) != "" && apperr.IdentifierProblem(s) == ""
 	}
 	var n json.Number
 	if json.Unmarshal(raw, &n) == nil && n.String() != "" {
@@ -109,14 +110,17 @@ func parseWebhook(body []byte) (store.InboundPage, error) {
 	}
 	var ok bool
 	if p.ExternalSegmentID, ok = idString(b.Data.Segment.ID); !ok {
-		return p, apperr.Invalid("data.segment.id", "is required")
+		return p, apperr.Invalid("data.segment.id", "is required: a string or number without control characters")
+	}
+	if err := apperr.Identifier("data.segment.name", b.Data.Segment.Name); err != nil {
+		return p, err
 	}
 	if p.SegmentName = strings.TrimSpace(b.Data.Segment.Name); p.SegmentName == "" || len(p.SegmentName) > MaxNameLength {
 		return p, apperr.Invalid("data.segment.name", fmt.Sprintf("must be 1 to %d characters", MaxNameLength))
 	}
 	si := b.Data.SyncInfo
 	if p.TaskID, ok = idString(si.SyncTaskID); !ok {
-		return p, apperr.Invalid("data.sync_info.sync_task_id", "is required")
+		return p, apperr.Invalid("data.sync_info.sync_task_id", "is required: a string or number without control characters")
 	}
 	if si.TotalPages < 1 || si.TotalPages > MaxTotalPages {
 		return p, apperr.Invalid("data.sync_info.total_pages", fmt.Sprintf("must be 1 to %d", MaxTotalPages))
@@ -126,19 +130,19 @@ func parseWebhook(body []byte) (store.InboundPage, error) {
 	}
 	p.Page, p.TotalPages = si.PageNumber, si.TotalPages
 	if len(b.Data.Add)+len(b.Data.Remove) > MaxIDsPerPage {
-		return p, apperr.Invalid("data", fmt.Sprintf("at most %d ids a page", MaxIDsPerPage))
+		return p, apperr.TooLarge("data", fmt.Sprintf("at most %d ids a page", MaxIDsPerPage))
 	}
 	for i, a := range b.Data.Add {
 		id, ok := idString(a.ID)
 		if !ok || len(id) > MaxUserIDLength {
-			return p, apperr.Invalid(fmt.Sprintf("data.add[%d].id", i), "must be a non-empty id of at most 256 bytes")
+			return p, apperr.Invalid(fmt.Sprintf("data.add[%d].id", i), "must be a non-empty id of at most 256 bytes, without control characters")
 		}
 		p.Adds = append(p.Adds, id)
 	}
 	for i, r := range b.Data.Remove {
 		id, ok := idString(r.ID)
 		if !ok || len(id) > MaxUserIDLength {
-			return p, apperr.Invalid(fmt.Sprintf("data.remove[%d].id", i), "must be a non-empty id of at most 256 bytes")
+			return p, apperr.Invalid(fmt.Sprintf("data.remove[%d].id", i), "must be a non-empty id of at most 256 bytes, without control characters")
 		}
 		p.Removes = append(p.Removes, id)
 	}
@@ -150,7 +154,8 @@ func (in *Inbound) Receive(ctx context.Context, req *segmentsyncv1.ReceiveSegmen
 	connID := req.GetConnectionId()
 	conn, err := in.resolve(ctx, connID)
 	if err != nil || !conn.GetDestination().GetSegmentsIn() {
-		// Anyone can name a connection: unknown ones share one series.
+		// The id comes from an unauthenticated URL: labelling the count
+		// with it would let anyone mint metric series.
 		in.record(UnknownConnection, "rejected")
 		return nil, ErrInvalidSignature
 	}

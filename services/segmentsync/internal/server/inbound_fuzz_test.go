@@ -3,6 +3,8 @@ package server
 import (
 	"testing"
 	"time"
+
+	"github.com/seghub/seghub/pkg/apperr"
 )
 
 // FuzzParseWebhook: any body either parses into a page whose numbers and
@@ -20,8 +22,13 @@ func FuzzParseWebhook(f *testing.F) {
 		if p.Page < 1 || p.Page > p.TotalPages || p.TotalPages > MaxTotalPages || p.TaskID == "" || p.ExternalSegmentID == "" || p.SegmentName == "" {
 			t.Fatalf("accepted an invalid page: %+v", p)
 		}
+		for _, id := range []string{p.TaskID, p.ExternalSegmentID, p.SegmentName} {
+			if apperr.IdentifierProblem(id) != "" {
+				t.Fatalf("accepted id or name %q", id)
+			}
+		}
 		for _, id := range append(append([]string{}, p.Adds...), p.Removes...) {
-			if id == "" || len(id) > MaxUserIDLength {
+			if id == "" || len(id) > MaxUserIDLength || apperr.IdentifierProblem(id) != "" {
 				t.Fatalf("accepted id %q", id)
 			}
 		}

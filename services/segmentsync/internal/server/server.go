@@ -26,7 +26,6 @@ import (
 const (
 	MaxUsersPerUpsert    = 1000
 	MaxIDsPerCall        = 100000
-	MaxReplaceMembers    = 50_000_000
 	MaxUserIDLength      = 256
 	MaxNameLength        = 200
 	MaxDescriptionLength = 2000
@@ -35,6 +34,16 @@ const (
 	MaxStringValue       = 4096
 )
 
+// StreamLimits bound what one ReplaceMembers stream may carry, since it is
+// held in memory until the client closes it (settings
+// replace-members-max-ids and replace-members-max-bytes).
+type StreamLimits struct {
+	// MaxIDs is the most distinct user ids.
+	MaxIDs int
+	// MaxBytes is the most bytes of user ids, duplicates included.
+	MaxBytes int64
+}
+
 // Server implements the data-plane RPCs of SegmentSyncService.
 type Server struct {
 	segmentsyncv1.UnimplementedSegmentSyncServiceServer
@@ -42,12 +51,13 @@ type Server struct {
 	watcher *Watcher
 	inbound *Inbound
 	engine  *syncengine.Engine
+	replace StreamLimits
 }
 
 // New returns the server; inbound and engine may be nil where webhooks or
 // syncs are not served.
-func New(st *store.Store, w *Watcher, inbound *Inbound, engine *syncengine.Engine) *Server {
-	return &Server{store: st, watcher: w, inbound: inbound, engine: engine}
+func New(st *store.Store, w *Watcher, inbound *Inbound, engine *syncengine.Engine, replace StreamLimits) *Server {
+	return &Server{store: st, watcher: w, inbound: inbound, engine: engine, replace: replace}
 }
 
 func env(ctx context.Context) string { return auth.MustEnvironment(ctx) }
@@ -66,7 +76,7 @@ func checkUserID(field, id string) error {
 
 func checkIDs(field string, ids []string, limit int) error {
 	if len(ids) > limit {
-		return apperr.Invalid(field, fmt.Sprintf("has %d ids; at most %d per call", len(ids), limit))
+		return apperr.TooLarge(field, fmt.Sprintf("has %d ids; at most %d per call", len(ids), limit))
 	}
 	for i, id := range ids {
 		if err := checkUserID(fmt.Sprintf("%s[%d]", field, i), id); err != nil {
@@ -135,7 +145,7 @@ func (s *Server) UpsertUsers(ctx context.Context, req *segmentsyncv1.UpsertUsers
 		return nil, apperr.Invalid("users", "must hold at least one user")
 	}
 	if len(req.GetUsers()) > MaxUsersPerUpsert {
-		return nil, apperr.Invalid("users", fmt.Sprintf("has %d users; at most %d per call", len(req.GetUsers()), MaxUsersPerUpsert))
+		return nil, apperr.TooLarge("users", fmt.Sprintf("has %d users; at most %d per call", len(req.GetUsers()), MaxUsersPerUpsert))
 	}
 	ups := make([]store.UserUpsert, 0, len(req.GetUsers()))
 	for i, u := range req.GetUsers() {
@@ -415,12 +425,13 @@ func (s *Server) RemoveMembers(ctx context.Context, req *segmentsyncv1.RemoveMem
 
 // ReplaceMembers implements SegmentSyncService: ids are gathered until the
 // client closes the stream and applied in one transaction, so a broken
-// stream changes nothing.
+// stream, or one over its limits, changes nothing.
 func (s *Server) ReplaceMembers(stream segmentsyncv1.SegmentSyncService_ReplaceMembersServer) error {
 	ctx := stream.Context()
 	segmentID := ""
 	seen := make(map[string]struct{})
 	ids := make([]string, 0, 1024)
+	var idBytes int64
 	for i := 0; ; i++ {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -444,13 +455,16 @@ func (s *Server) ReplaceMembers(stream segmentsyncv1.SegmentSyncService_ReplaceM
 			if err := checkUserID(fmt.Sprintf("message[%d].user_ids[%d]", i, j), id); err != nil {
 				return err
 			}
+			if idBytes += int64(len(id)); idBytes > s.replace.MaxBytes {
+				return apperr.TooLarge("user_ids", fmt.Sprintf("one ReplaceMembers stream carries at most %d bytes of user ids (replace-members-max-bytes); message %d goes over it and nothing was applied", s.replace.MaxBytes, i))
+			}
 			if _, dup := seen[id]; !dup {
+				if len(ids) == s.replace.MaxIDs {
+					return apperr.TooLarge("user_ids", fmt.Sprintf("one ReplaceMembers stream carries at most %d distinct user ids (replace-members-max-ids); message %d goes over it and nothing was applied", s.replace.MaxIDs, i))
+				}
 				seen[id] = struct{}{}
 				ids = append(ids, id)
 			}
-		}
-		if len(ids) > MaxReplaceMembers {
-			return apperr.Invalid("user_ids", fmt.Sprintf("more than %d distinct ids in one ReplaceMembers", MaxReplaceMembers))
 		}
 	}
 	if segmentID == "" {

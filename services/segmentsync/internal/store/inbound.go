@@ -68,7 +68,7 @@ func (s *Store) ReceiveInboundPage(ctx context.Context, env string, p InboundPag
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return nil // a repeated page
+			return samePage(ctx, w.tx, p) // a repeated page changes nothing
 		}
 		t.PagesReceived++
 		if _, err := w.tx.ExecContext(ctx, `UPDATE ss_inbound_tasks SET pages_received = ? WHERE connection_id = ? AND sync_task_id = ?`, t.PagesReceived, p.ConnectionID, p.TaskID); err != nil {
@@ -80,6 +80,48 @@ func (s *Store) ReceiveInboundPage(ctx context.Context, env string, p InboundPag
 		return w.applyInbound(t, p)
 	})
 	return task, err
+}
+
+// samePage refuses a page number received before with other content: a
+// page number names one content, and dropping the new one as a repeat
+// would lose the identities a sender meant to deliver.
+func samePage(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, p InboundPage) error {
+	var adds, removes string
+	if err := q.QueryRowContext(ctx, `SELECT adds, removes FROM ss_inbound_pages WHERE connection_id = ? AND sync_task_id = ? AND page_number = ?`, p.ConnectionID, p.TaskID, p.Page).Scan(&adds, &removes); err != nil {
+		return fmt.Errorf("segmentsync: read page %d of inbound task %s: %w", p.Page, p.TaskID, err)
+	}
+	var first InboundPage
+	if err := json.Unmarshal([]byte(adds), &first.Adds); err != nil {
+		return fmt.Errorf("segmentsync: decode page %d of inbound task %s: %w", p.Page, p.TaskID, err)
+	}
+	if err := json.Unmarshal([]byte(removes), &first.Removes); err != nil {
+		return fmt.Errorf("segmentsync: decode page %d of inbound task %s: %w", p.Page, p.TaskID, err)
+	}
+	if !sameIDs(first.Adds, p.Adds) || !sameIDs(first.Removes, p.Removes) {
+		return apperr.Invalid("data.sync_info.page_number", fmt.Sprintf("page %d of task %s was received before with other users; a page number names one content, so send changed membership under a new sync_task_id", p.Page, p.TaskID))
+	}
+	return nil
+}
+
+// sameIDs compares two lists of ids as sets (a sender may list them in
+// another order when it repeats a page).
+func sameIDs(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := make(map[string]int, len(a))
+	for _, id := range a {
+		seen[id]++
+	}
+	for _, id := range b {
+		if seen[id] == 0 {
+			return false
+		}
+		seen[id]--
+	}
+	return true
 }
 
 func loadTask(ctx context.Context, q interface {

@@ -44,9 +44,11 @@ type Queue interface {
 type Options struct {
 	// BaseURL returns a destination type's API base URL.
 	BaseURL func(destType string) string
-	Now     func() time.Time
-	Logger  *slog.Logger
-	Tracer  trace.Tracer
+	// Egress is the outbound policy adapters send through.
+	Egress *destinations.Egress
+	Now    func() time.Time
+	Logger *slog.Logger
+	Tracer trace.Tracer
 	// Jitter spreads recurring runs (a share of the interval, default 2 %).
 	Jitter float64
 	// AdapterConfig adjusts adapter settings (tests shorten retries).
@@ -504,13 +506,21 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 		r.Status = StatusSucceeded
 	}
 	span.SetAttributes(attribute.Int64("run.added", int64(r.Added)), attribute.Int64("run.removed", int64(r.Removed)), attribute.Int64("run.unmatched", int64(r.Unmatched)), attribute.Int64("run.failed", int64(r.Failed)))
-	if uerr := e.st.UpdateRun(context.WithoutCancel(ctx), r); uerr != nil {
-		return uerr
-	}
-	return e.finishSync(context.WithoutCancel(ctx), s, r)
+	return e.finishRun(context.WithoutCancel(ctx), s, r)
 }
 
-func (e *Engine) finishSync(ctx context.Context, s *Sync, r *Run) error {
+// finishRun records a finished run and its sync's outcome in one
+// transaction, so no reader sees a finished run beside a sync still queued.
+func (e *Engine) finishRun(ctx context.Context, s *Sync, r *Run) error {
+	return e.db.InTx(ctx, func(tx *store.Tx) error {
+		if err := updateRun(ctx, tx, r); err != nil {
+			return err
+		}
+		return e.finishSync(ctx, tx, s, r)
+	})
+}
+
+func (e *Engine) finishSync(ctx context.Context, q store.Querier, s *Sync, r *Run) error {
 	o := Outcome{Status: r.Status, Error: r.Error, Updated: e.o.Now().UTC()}
 	if r.Status == StatusSucceeded || r.Status == StatusPartial {
 		o.Synced = r.Finished
@@ -527,7 +537,7 @@ func (e *Engine) finishSync(ctx context.Context, s *Sync, r *Run) error {
 		}
 	}
 	// A removed sync (its segment deleted meanwhile) updates no row.
-	return e.st.RecordOutcome(ctx, e.db, s.ID, o)
+	return e.st.RecordOutcome(ctx, q, s.ID, o)
 }
 
 // removed reports a sync or run that no longer exists (its segment was deleted).
@@ -557,7 +567,7 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	}
 	// One bucket per connection, in the shared store: every run and every
 	// process writing to this connection draws from it.
-	cfg := destinations.Config{BaseURL: e.o.BaseURL(t.Name), Credentials: conn.GetCredentials(), SigningSecret: conn.GetSigningSecret(),
+	cfg := destinations.Config{BaseURL: e.o.BaseURL(t.Name), Credentials: conn.GetCredentials(), SigningSecret: conn.GetSigningSecret(), Egress: e.o.Egress,
 		Limiter: ratelimit.New(e.db, "connection:"+s.ConnectionID, perMinute, burst)}
 	if e.o.AdapterConfig != nil {
 		e.o.AdapterConfig(&cfg)
@@ -568,37 +578,25 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	}
 	seg := a.(destinations.Segments)
 	size := max(t.BatchSize, 1)
-	total := (len(p.Adds) + len(p.Removes) + size - 1) / size
+	all := p.changes()
+	total := (len(all) + size - 1) / size
+	task := taskID(r.ID, s, size, all)
 	page := 0
-	// Removals first, so a changed identity's old id leaves before its new
-	// one arrives.
-	all := make([]struct {
-		x      item
-		remove bool
-	}, 0, len(p.Adds)+len(p.Removes))
-	for _, x := range p.Removes {
-		all = append(all, struct {
-			x      item
-			remove bool
-		}{x, true})
-	}
-	for _, x := range p.Adds {
-		all = append(all, struct {
-			x      item
-			remove bool
-		}{x, false})
-	}
 	// Checkpoints are written in order by one writer while the next batch is
 	// on its way; a run ends only once every acknowledged batch is recorded.
 	cp := newCheckpointer(e.st, s.ID)
 	defer cp.close()
+	// A receiver that applies whole tasks has applied nothing before the
+	// task's last page: its pages are checkpointed together at the end, so a
+	// cut-off task is sent again whole under a new task id.
+	var held []checkpoint
 	for i := 0; i < len(all); i += size {
 		if err := cp.failed(); err != nil {
 			return err
 		}
 		page++
 		chunk := all[i:min(i+size, len(all))]
-		b := destinations.SegmentBatch{SegmentID: s.SegmentID, DisplayName: s.FrozenName, IdempotencyKey: fmt.Sprintf("%s-%d", r.ID, page), Page: page, TotalPages: total, TaskID: r.ID}
+		b := destinations.SegmentBatch{SegmentID: s.SegmentID, DisplayName: s.FrozenName, Page: page, TotalPages: total, TaskID: task}
 		for _, c := range chunk {
 			id := destinations.Identity{UserID: c.x.userID, ID: c.x.identity}
 			if c.remove {
@@ -607,6 +605,9 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 				b.Add = append(b.Add, id)
 			}
 		}
+		// Not the page number: a resumed attempt numbers its pages from 1
+		// again, and its page 1 holds other identities than the first's.
+		b.IdempotencyKey = destinations.ContentKey(r.ID, b)
 		bctx, bspan := e.o.Tracer.Start(ctx, "sync.batch", trace.WithAttributes(attribute.Int("batch.page", page), attribute.Int("batch.adds", len(b.Add)), attribute.Int("batch.removes", len(b.Remove))))
 		res, err := seg.DeliverSegment(bctx, b)
 		if err != nil {
@@ -655,7 +656,14 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 				r.Added++
 			}
 		}
+		if t.WholeTasks {
+			held = append(held, checkpoint{ack: ack, run: *r})
+			continue
+		}
 		cp.add(ack, r)
+	}
+	for _, h := range held {
+		cp.add(h.ack, &h.run)
 	}
 	if err := cp.close(); err != nil {
 		return err
@@ -664,6 +672,43 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		r.DataExpires = e.o.Now().UTC().Add(t.Retention)
 	}
 	return nil
+}
+
+// change is one planned add or remove.
+type change struct {
+	x      item
+	remove bool
+}
+
+// changes lists the plan in sending order: removals first, so a changed
+// identity's old id leaves before its new one arrives.
+func (p *Plan) changes() []change {
+	all := make([]change, 0, len(p.Adds)+len(p.Removes))
+	for _, x := range p.Removes {
+		all = append(all, change{x, true})
+	}
+	for _, x := range p.Adds {
+		all = append(all, change{x, false})
+	}
+	return all
+}
+
+// taskID names one attempt's sequence of pages: the run and a digest of
+// every page's content. A Heap-format receiver puts a task's pages together
+// by page number, so a task must keep one page total and one content per
+// page: an attempt resuming with the same plan continues its task, one
+// resuming with another plan (earlier pages acknowledged meanwhile) starts
+// its own.
+func taskID(runID string, s *Sync, size int, all []change) string {
+	d := destinations.NewDigest()
+	d.String(s.SegmentID)
+	d.String(s.FrozenName)
+	d.Int(size)
+	for _, c := range all {
+		d.Bool(c.remove)
+		d.String(c.x.identity)
+	}
+	return runID + "-" + d.Sum()[:16]
 }
 
 // checkpointer writes a run's checkpoints in order in the background.

@@ -114,7 +114,7 @@ func (s *Server) CheckMembership(ctx context.Context, req *targetingv1.CheckMemb
 
 func (s *Server) batch(ctx context.Context, checks []*targetingv1.MembershipCheck) ([]bool, int64, error) {
 	if len(checks) > MaxBatchChecks {
-		return nil, 0, apperr.Invalid("checks", fmt.Sprintf("has %d checks; at most %d per request", len(checks), MaxBatchChecks))
+		return nil, 0, apperr.TooLarge("checks", fmt.Sprintf("has %d checks; at most %d per request", len(checks), MaxBatchChecks))
 	}
 	out := make([]bool, len(checks))
 	var version int64
