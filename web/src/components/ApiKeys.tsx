@@ -6,7 +6,7 @@ import { when } from "../format";
 import { useSession } from "../session/SessionContext";
 import { roleLabel } from "../session/store";
 import { CopyButton } from "./CopyButton";
-import { Dialog } from "./Dialog";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
@@ -125,26 +125,20 @@ export function ApiKeys() {
       )}
       <Pager label="API key pages" page={pages.page} nextToken={list.data?.next_page_token} onNext={pages.next} onPrev={pages.prev} busy={list.isFetching} />
       <CreateApiKey />
-      <Dialog title={`Revoke ${revoking?.name || revoking?.prefix || "this key"}?`} open={!!revoking} onClose={() => setRevoking(undefined)}>
+      <ConfirmDialog
+        title={`Revoke ${revoking?.name || revoking?.prefix || "this key"}?`}
+        open={!!revoking}
+        onClose={() => setRevoking(undefined)}
+        error={revoke.error}
+        confirmLabel="Revoke key"
+        pending={revoke.isPending}
+        onConfirm={() => revoke.mutate({ path: { id: revoking?.id ?? "" }, body: {} }, { onSuccess: () => setRevoking(undefined) })}
+      >
         <p>Every request with it fails from then on, within a second. This cannot be undone: a new key has a new secret.</p>
         {own(revoking) && (
           <p className="reason">This is the key you are signed in with: revoking it signs this tab out.</p>
         )}
-        <ErrorNotice error={revoke.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setRevoking(undefined)}>
-            Cancel
-          </button>
-          <button
-            type="button"
-            className="danger"
-            disabled={revoke.isPending}
-            onClick={() => revoke.mutate({ path: { id: revoking?.id ?? "" }, body: {} }, { onSuccess: () => setRevoking(undefined) })}
-          >
-            Revoke key
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }

@@ -2,7 +2,7 @@ import { useState } from "react";
 import { deadLettersPageSize, replayedMessage, useDeadLetters, useReplayDeadLetters } from "../api/events";
 import type { Connection } from "../api/schema.gen";
 import { when } from "../format";
-import { Dialog } from "./Dialog";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
@@ -144,18 +144,18 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
         onPrev={pages.prev}
         busy={list.isFetching}
       />
-      <Dialog title={`Replay every dead letter ${scope}?`} open={confirmAll} onClose={() => setConfirmAll(false)}>
+      <ConfirmDialog
+        title={`Replay every dead letter ${scope}?`}
+        open={confirmAll}
+        onClose={() => setConfirmAll(false)}
+        error={replay.error}
+        confirmLabel="Replay all"
+        tone="primary"
+        pending={replay.isPending}
+        onConfirm={replayAll}
+      >
         <p>Each waiting dead letter goes back to its sink's queue and is delivered again, in order per user.</p>
-        <ErrorNotice error={replay.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setConfirmAll(false)}>
-            Cancel
-          </button>
-          <button type="button" className="primary" disabled={replay.isPending} onClick={replayAll}>
-            Replay all
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }

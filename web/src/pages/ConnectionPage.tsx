@@ -12,7 +12,7 @@ import type { Connection, DestinationType } from "../api/schema.gen";
 import { recurringInUse, useSyncs } from "../api/segments";
 import { ConnectionStatus } from "../components/ConnectionStatus";
 import { CopyButton } from "../components/CopyButton";
-import { Dialog } from "../components/Dialog";
+import { ConfirmDialog } from "../components/ConfirmDialog";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
@@ -218,25 +218,17 @@ function DeleteConnection({ connection }: { connection: Connection }) {
       <GuardedButton op="ConnectorService_DeleteConnection" className="danger" onClick={() => setOpen(true)}>
         Delete connection…
       </GuardedButton>
-      <Dialog title={`Delete ${connection.name}?`} open={open} onClose={() => setOpen(false)}>
+      <ConfirmDialog
+        title={`Delete ${connection.name}?`}
+        open={open}
+        onClose={() => setOpen(false)}
+        error={del.error}
+        confirmLabel="Delete"
+        pending={del.isPending}
+        onConfirm={() => del.mutate({ path: { connection_id: connection.connection_id ?? "" } }, { onSuccess: () => navigate("/integrations") })}
+      >
         <p>Its syncs stop and its stored credentials are erased. What the tool already holds stays there.</p>
-        <ErrorNotice error={del.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setOpen(false)}>
-            Cancel
-          </button>
-          <button
-            type="button"
-            className="danger"
-            disabled={del.isPending}
-            onClick={() =>
-              del.mutate({ path: { connection_id: connection.connection_id ?? "" } }, { onSuccess: () => navigate("/integrations") })
-            }
-          >
-            Delete
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }

@@ -5,7 +5,7 @@ import { placeFieldErrors } from "../api/fieldErrors";
 import { useConnections, useDestinationTypes } from "../api/integrations";
 import type { Connection, EventSchema, Route } from "../api/schema.gen";
 import { DeadLetters } from "../components/DeadLetters";
-import { Dialog } from "../components/Dialog";
+import { ConfirmDialog } from "../components/ConfirmDialog";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
@@ -145,26 +145,20 @@ function RouteList({ name }: { name: (id?: string) => string }) {
           </tbody>
         </table>
       )}
-      <Dialog title="Delete this route?" open={!!deleting} onClose={() => setDeleting(undefined)}>
+      <ConfirmDialog
+        title="Delete this route?"
+        open={!!deleting}
+        onClose={() => setDeleting(undefined)}
+        error={del.error}
+        confirmLabel="Delete route"
+        pending={del.isPending}
+        onConfirm={() => del.mutate({ path: { route_id: deleting?.route_id ?? "" } }, { onSuccess: () => setDeleting(undefined) })}
+      >
         <p>
           Events stop flowing to {name(deleting?.connection_id)} through it; a sink with no route left stops delivering. Events
           already delivered stay delivered.
         </p>
-        <ErrorNotice error={del.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setDeleting(undefined)}>
-            Cancel
-          </button>
-          <button
-            type="button"
-            className="danger"
-            disabled={del.isPending}
-            onClick={() => del.mutate({ path: { route_id: deleting?.route_id ?? "" } }, { onSuccess: () => setDeleting(undefined) })}
-          >
-            Delete route
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }

@@ -11,7 +11,7 @@ import {
   useExperiencesPage,
 } from "../api/targeting";
 import { CheckUser } from "../components/CheckUser";
-import { Dialog } from "../components/Dialog";
+import { ConfirmDialog } from "../components/ConfirmDialog";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { ExperienceForm } from "../components/ExperienceForm";
@@ -175,25 +175,17 @@ function DeleteExperience({ experience, afterDelete }: { experience: Experience;
       <GuardedButton op="TargetingService_DeleteExperience" className="danger" onClick={() => setOpen(true)}>
         Delete {singularOf(experience.type)}…
       </GuardedButton>
-      <Dialog title={`Delete ${experience.name}?`} open={open} onClose={() => setOpen(false)}>
+      <ConfirmDialog
+        title={`Delete ${experience.name}?`}
+        open={open}
+        onClose={() => setOpen(false)}
+        error={del.error}
+        confirmLabel="Delete"
+        pending={del.isPending}
+        onConfirm={() => del.mutate({ path: { experience_id: experience.experience_id ?? "" } }, { onSuccess: () => navigate(afterDelete) })}
+      >
         <p>No user is eligible for it from then on, and its audience is gone.</p>
-        <ErrorNotice error={del.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setOpen(false)}>
-            Cancel
-          </button>
-          <button
-            type="button"
-            className="danger"
-            disabled={del.isPending}
-            onClick={() =>
-              del.mutate({ path: { experience_id: experience.experience_id ?? "" } }, { onSuccess: () => navigate(afterDelete) })
-            }
-          >
-            Delete
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }
