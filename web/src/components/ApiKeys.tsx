@@ -11,7 +11,7 @@ import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
 import { GuardedButton, GuardedFieldset } from "./Guarded";
-import { Pager, usePageTokens } from "./Pager";
+import { ListPager, usePageTokens } from "./Pager";
 
 const roles: readonly { role: Role; label: string; words: string }[] = [
   { role: "ROLE_MEMBER", label: "Member", words: "Uses segments, syncs, targeting and events; no admin actions." },
@@ -123,7 +123,7 @@ export function ApiKeys() {
           </tbody>
         </table>
       )}
-      <Pager label="API key pages" page={pages.page} nextToken={list.data?.next_page_token} onNext={pages.next} onPrev={pages.prev} busy={list.isFetching} />
+      <ListPager label="API key pages" pages={pages} list={list} />
       <CreateApiKey />
       <ConfirmDialog
         title={`Revoke ${revoking?.name || revoking?.prefix || "this key"}?`}

@@ -7,7 +7,7 @@ import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
 import { GuardedButton } from "./Guarded";
-import { Pager, usePageTokens } from "./Pager";
+import { ListPager, usePageTokens } from "./Pager";
 
 /** Events a sink gave up on, with the reason; replay one, or all of a sink (or every sink). */
 export function DeadLetters({ connections }: { connections: readonly Connection[] }) {
@@ -136,14 +136,7 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
           </tbody>
         </table>
       )}
-      <Pager
-        label="Dead letter pages"
-        page={pages.page}
-        nextToken={list.data?.next_page_token}
-        onNext={pages.next}
-        onPrev={pages.prev}
-        busy={list.isFetching}
-      />
+      <ListPager label="Dead letter pages" pages={pages} list={list} />
       <ConfirmDialog
         title={`Replay every dead letter ${scope}?`}
         open={confirmAll}

@@ -2,7 +2,7 @@ import { useSyncRuns } from "../api/segments";
 import { count, enumWord, when } from "../format";
 import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
-import { Pager, usePageTokens } from "./Pager";
+import { ListPager, usePageTokens } from "./Pager";
 import { SyncStatus } from "./SyncStatus";
 
 /** A sync's runs, newest first: added, removed, unmatched, failed (with who and why). */
@@ -61,7 +61,7 @@ export function RunHistory({ syncId, running }: { syncId: string; running: boole
           </tbody>
         </table>
       )}
-      <Pager label="Run history pages" page={pages.page} nextToken={runs.data?.next_page_token} onNext={pages.next} onPrev={pages.prev} busy={runs.isFetching} />
+      <ListPager label="Run history pages" pages={pages} list={runs} />
     </div>
   );
 }

@@ -4,7 +4,7 @@ import { segmentsPageSize, useSegmentsPage } from "../api/segments";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
-import { Pager, usePageTokens } from "../components/Pager";
+import { ListPager, usePageTokens } from "../components/Pager";
 import { VisibilityBadge } from "../components/VisibilityBadge";
 import { count, when } from "../format";
 
@@ -76,14 +76,7 @@ export default function SegmentsPage() {
           </tbody>
         </table>
       )}
-      <Pager
-        label="Segment pages"
-        page={pages.page}
-        nextToken={list.data?.next_page_token}
-        onNext={pages.next}
-        onPrev={pages.prev}
-        busy={list.isFetching}
-      />
+      <ListPager label="Segment pages" pages={pages} list={list} />
     </section>
   );
 }

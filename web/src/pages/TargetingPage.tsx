@@ -16,7 +16,7 @@ import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { ExperienceForm } from "../components/ExperienceForm";
 import { GuardedButton } from "../components/Guarded";
-import { Pager, usePageTokens } from "../components/Pager";
+import { ListPager, usePageTokens } from "../components/Pager";
 import { when } from "../format";
 
 /** Product tours, checklists and other experiences with their audiences; "check a user". */
@@ -112,14 +112,7 @@ function ExperienceList() {
           </tbody>
         </table>
       )}
-      <Pager
-        label={`${t.plural} pages`}
-        page={pages.page}
-        nextToken={list.data?.next_page_token}
-        onNext={pages.next}
-        onPrev={pages.prev}
-        busy={list.isFetching}
-      />
+      <ListPager label={`${t.plural} pages`} pages={pages} list={list} />
     </>
   );
 }
