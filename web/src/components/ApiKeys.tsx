@@ -5,12 +5,12 @@ import type { ApiKey, Role } from "../api/schema.gen";
 import { when } from "../format";
 import { useSession } from "../session/SessionContext";
 import { roleLabel } from "../session/store";
-import { CopyButton } from "./CopyButton";
 import { ConfirmDialog } from "./ConfirmDialog";
-import { EmptyState } from "./EmptyState";
+import { CopyButton } from "./CopyButton";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
 import { GuardedButton, GuardedFieldset } from "./Guarded";
+import { ListStatus } from "./ListStatus";
 import { ListPager, usePageTokens } from "./Pager";
 
 const roles: readonly { role: Role; label: string; words: string }[] = [
@@ -70,12 +70,13 @@ export function ApiKeys() {
           Show revoked keys
         </label>
       </div>
-      <ErrorNotice error={list.error} />
-      {list.data && items.length === 0 && pages.page === 1 && (
-        <EmptyState title="No keys to show.">
-          <p>Create one above for each person or system that calls seghub.</p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={list.error}
+        empty={!!list.data && items.length === 0 && pages.page === 1}
+        title="No keys to show."
+      >
+        <p>Create one above for each person or system that calls seghub.</p>
+      </ListStatus>
       {items.length > 0 && (
         <table>
           <caption className="muted table-caption">

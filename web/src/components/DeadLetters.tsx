@@ -3,10 +3,10 @@ import { deadLettersPageSize, replayedMessage, useDeadLetters, useReplayDeadLett
 import type { Connection } from "../api/schema.gen";
 import { when } from "../format";
 import { ConfirmDialog } from "./ConfirmDialog";
-import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
 import { GuardedButton } from "./Guarded";
+import { ListStatus } from "./ListStatus";
 import { ListPager, usePageTokens } from "./Pager";
 
 /** Events a sink gave up on, with the reason; replay one, or all of a sink (or every sink). */
@@ -81,12 +81,13 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
         {result}
       </p>
       {!confirmAll && <ErrorNotice error={replay.error} />}
-      <ErrorNotice error={list.error} />
-      {list.data && items.length === 0 && pages.page === 1 && (
-        <EmptyState title={includeReplayed ? "No dead letters." : "No dead letter is waiting."}>
-          <p>Events land here when a sink refuses them for good or retries run out; the reason says what to fix before replaying.</p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={list.error}
+        empty={!!list.data && items.length === 0 && pages.page === 1}
+        title={includeReplayed ? "No dead letters." : "No dead letter is waiting."}
+      >
+        <p>Events land here when a sink refuses them for good or retries run out; the reason says what to fix before replaying.</p>
+      </ListStatus>
       {items.length > 0 && (
         <table>
           <caption className="muted table-caption">

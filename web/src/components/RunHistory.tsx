@@ -1,7 +1,6 @@
 import { useSyncRuns } from "../api/segments";
 import { count, enumWord, when } from "../format";
-import { EmptyState } from "./EmptyState";
-import { ErrorNotice } from "./ErrorNotice";
+import { ListStatus } from "./ListStatus";
 import { ListPager, usePageTokens } from "./Pager";
 import { SyncStatus } from "./SyncStatus";
 
@@ -13,8 +12,7 @@ export function RunHistory({ syncId, running }: { syncId: string; running: boole
   return (
     <div>
       <h3>Run history</h3>
-      <ErrorNotice error={runs.error} />
-      {runs.data && list.length === 0 && <EmptyState title="No runs yet.">Press “Sync now” to run it.</EmptyState>}
+      <ListStatus error={runs.error} empty={!!runs.data && list.length === 0} title="No runs yet.">Press “Sync now” to run it.</ListStatus>
       {list.length > 0 && (
         <table>
           <thead>

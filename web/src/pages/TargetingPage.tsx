@@ -12,10 +12,10 @@ import {
 } from "../api/targeting";
 import { CheckUser } from "../components/CheckUser";
 import { ConfirmDialog } from "../components/ConfirmDialog";
-import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { ExperienceForm } from "../components/ExperienceForm";
 import { GuardedButton } from "../components/Guarded";
+import { ListStatus } from "../components/ListStatus";
 import { ListPager, usePageTokens } from "../components/Pager";
 import { when } from "../format";
 
@@ -79,15 +79,16 @@ function ExperienceList() {
           </span>
         )}
       </div>
-      <ErrorNotice error={list.error} />
-      {list.data && items.length === 0 && pages.page === 1 && (
-        <EmptyState title={`No ${t.plural.toLowerCase()} yet.`}>
-          <p>
-            <Link to={`/targeting/${t.slug}/new`}>Create a {t.singular}</Link>, then choose who sees it under Targeting: everyone, or a
-            custom audience built from segments and user properties.
-          </p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={list.error}
+        empty={!!list.data && items.length === 0 && pages.page === 1}
+        title={`No ${t.plural.toLowerCase()} yet.`}
+      >
+        <p>
+          <Link to={`/targeting/${t.slug}/new`}>Create a {t.singular}</Link>, then choose who sees it under Targeting: everyone, or a
+          custom audience built from segments and user properties.
+        </p>
+      </ListStatus>
       {items.length > 0 && (
         <table>
           <thead>
