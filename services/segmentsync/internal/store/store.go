@@ -189,7 +189,11 @@ func Open(ctx context.Context, db *store.DB, notify func(env string, seq int64))
 	if notify == nil {
 		notify = func(string, int64) {}
 	}
-	return &Store{db: db, now: time.Now, notify: notify}, nil
+	s := &Store{db: db, now: time.Now, notify: notify}
+	if err := s.backfillUserSegments(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // DB returns the underlying database (for packages sharing the service's store).
@@ -512,12 +516,8 @@ func (s *Store) GetUser(ctx context.Context, env, userID string) (*User, error) 
 	if err != nil {
 		return nil, err
 	}
-	segs, err := s.segmentsWith(ctx, s.db, env, u.Dense)
-	if err != nil {
-		return nil, err
-	}
-	for _, sg := range segs {
-		u.Segments = append(u.Segments, sg.ID)
+	if u.Segments, err = userSegmentIDs(ctx, s.db, env, u.Dense); err != nil {
+		return nil, fmt.Errorf("segmentsync: segments of user %q: %w", userID, err)
 	}
 	return u, nil
 }
@@ -582,12 +582,16 @@ func (s *Store) DeleteUser(ctx context.Context, env, userID string) ([]string, e
 		if err != nil {
 			return err
 		}
-		segs, err := s.segmentsWith(ctx, w.tx, env, uint32(d))
+		segIDs, err := userSegmentIDs(ctx, w.tx, env, uint32(d))
 		if err != nil {
-			return err
+			return fmt.Errorf("segmentsync: segments of user %q: %w", userID, err)
 		}
 		one := roaring.BitmapOf(uint32(d))
-		for _, sg := range segs {
+		for _, id := range segIDs {
+			sg, err := s.getSegment(ctx, w.tx, env, id, true)
+			if err != nil {
+				return err
+			}
 			if _, _, err := w.applyMembership(sg, nil, one); err != nil {
 				return err
 			}
@@ -600,21 +604,6 @@ func (s *Store) DeleteUser(ctx context.Context, env, userID string) ([]string, e
 		return w.log(KindUsersDeleted, "", 0, nil, one, string(detail))
 	})
 	return removedFrom, err
-}
-
-// segmentsWith returns env's segments (with members) that contain dense.
-func (s *Store) segmentsWith(ctx context.Context, q store.Querier, env string, dense uint32) ([]*Segment, error) {
-	all, err := s.segments(ctx, q, env, true)
-	if err != nil {
-		return nil, err
-	}
-	var out []*Segment
-	for _, sg := range all {
-		if sg.Members.Contains(dense) {
-			out = append(out, sg)
-		}
-	}
-	return out, nil
 }
 
 const segCols = `segment_id, environment_id, name, description, visibility, external_id, member_count, version, created_at, updated_at`
@@ -795,11 +784,17 @@ func (s *Store) UpdateSegment(ctx context.Context, env, id string, up SegmentUpd
 // are told by a segment_deleted change.
 func (s *Store) DeleteSegment(ctx context.Context, env, id string) error {
 	return s.write(ctx, env, func(w *writer) error {
-		sg, err := s.getSegment(ctx, w.tx, env, id, false)
+		sg, err := s.getSegment(ctx, w.tx, env, id, true)
 		if err != nil {
 			return err
 		}
 		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_segments WHERE segment_id = ?`, id); err != nil {
+			return err
+		}
+		if err := w.unindexMembers(id, sg.Members); err != nil {
+			return fmt.Errorf("segmentsync: unindex members of segment %s: %w", id, err)
+		}
+		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_user_segments_backfill WHERE segment_id = ?`, id); err != nil {
 			return err
 		}
 		return w.log(KindSegmentDeleted, id, sg.Version+1, nil, nil, "")
@@ -823,6 +818,12 @@ func (w *writer) applyMembership(sg *Segment, add, remove *roaring.Bitmap) (adde
 	}
 	if realAdd.IsEmpty() && realRemove.IsEmpty() {
 		return 0, 0, nil
+	}
+	if err := w.indexMembers(sg.ID, realAdd); err != nil {
+		return 0, 0, fmt.Errorf("segmentsync: index members of segment %s: %w", sg.ID, err)
+	}
+	if err := w.unindexMembers(sg.ID, realRemove); err != nil {
+		return 0, 0, fmt.Errorf("segmentsync: unindex members of segment %s: %w", sg.ID, err)
 	}
 	sg.Members.Or(realAdd)
 	sg.Members.AndNot(realRemove)
