@@ -1026,11 +1026,68 @@ type Identity struct {
 	UserID, Value string
 }
 
+// UsersChangedSince returns the users created, updated or deleted in env
+// after log sequence seq; ok is false when the log was pruned past seq (the
+// caller must then assume any user may have changed).
+func (s *Store) UsersChangedSince(ctx context.Context, env string, seq int64) (changed *roaring.Bitmap, ok bool, err error) {
+	head, err := s.Head(ctx, env)
+	if err != nil {
+		return nil, false, err
+	}
+	changed = roaring.New()
+	if head <= seq {
+		return changed, head == seq, nil
+	}
+	oldest, err := s.OldestSeq(ctx, env)
+	if err != nil {
+		return nil, false, err
+	}
+	if oldest == 0 || oldest > seq+1 {
+		return nil, false, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT added, removed FROM ss_changes WHERE environment_id = ? AND seq > ? AND kind IN (?, ?)`, env, seq, KindUsers, KindUsersDeleted)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a, r []byte
+		if err := rows.Scan(&a, &r); err != nil {
+			return nil, false, err
+		}
+		for _, blob := range [][]byte{a, r} {
+			m, err := membership.Decode(blob)
+			if err != nil {
+				return nil, false, err
+			}
+			changed.Or(m)
+		}
+	}
+	return changed, true, rows.Err()
+}
+
 // IdentityValues returns, for the users in members, the value of the
 // identity property ("user_id" means the user id itself); users without a
-// value are absent. One scan of the environment's users.
+// value are absent. Few members are looked up by dense id; many take one
+// scan of the environment's users, which is cheaper per user.
 func (s *Store) IdentityValues(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
 	out := make(map[uint32]Identity, members.GetCardinality())
+	var nextDense int64
+	if err := s.db.QueryRowContext(ctx, `SELECT next_dense FROM ss_env_heads WHERE environment_id = ?`, env).Scan(&nextDense); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	if int64(members.GetCardinality())*lookupCost < nextDense {
+		users, err := s.UsersByDense(ctx, env, members.ToArray())
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range users {
+			if id, ok := identityOf(u.ID, u.Props, prop); ok {
+				out[u.Dense] = id
+			}
+		}
+		return out, nil
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT dense_id, user_id, properties FROM ss_users WHERE environment_id = ?`, env)
 	if err != nil {
 		return nil, err
@@ -1046,22 +1103,34 @@ func (s *Store) IdentityValues(ctx context.Context, env, prop string, members *r
 		if !members.Contains(uint32(d)) {
 			continue
 		}
-		if prop == "user_id" {
-			out[uint32(d)] = Identity{UserID: id, Value: id}
-			continue
-		}
-		if !strings.Contains(props, needle) {
-			continue
-		}
-		pm, err := decodeProps(props)
-		if err != nil {
-			return nil, err
-		}
-		if v, ok := pm[prop]; ok {
-			if val := v.String(); val != "" {
-				out[uint32(d)] = Identity{UserID: id, Value: val}
+		var pm map[string]Prop
+		if prop != "user_id" {
+			if !strings.Contains(props, needle) {
+				continue // decoding is the cost: skip users without the property
 			}
+			if pm, err = decodeProps(props); err != nil {
+				return nil, err
+			}
+		}
+		if v, ok := identityOf(id, pm, prop); ok {
+			out[uint32(d)] = v
 		}
 	}
 	return out, rows.Err()
+}
+
+// lookupCost is roughly what reading one user by dense id costs in rows of a
+// sequential scan.
+const lookupCost = 8
+
+func identityOf(userID string, props map[string]Prop, prop string) (Identity, bool) {
+	if prop == "user_id" {
+		return Identity{UserID: userID, Value: userID}, true
+	}
+	if v, ok := props[prop]; ok {
+		if val := v.String(); val != "" {
+			return Identity{UserID: userID, Value: val}, true
+		}
+	}
+	return Identity{}, false
 }

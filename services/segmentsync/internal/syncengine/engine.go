@@ -373,10 +373,19 @@ type Plan struct {
 	Retry         uint64
 	Version       int64
 	SegmentName   string
+	// check is set when the plan compared every member's identity value: a
+	// run that finishes records it for later dry runs.
+	check *IdentityCheck
 }
 
+// identities returns a member's identity value now (false: it has none).
+type identities func(dense uint32) (ssstore.Identity, bool)
+
 // plan computes the diff between the segment and what the destination holds.
-func (e *Engine) plan(ctx context.Context, s *Sync, trigger string) (*Plan, error) {
+// quick (dry runs) reads identity values only for members that can differ
+// from what the destination holds, when the sync's last identity check
+// allows; the plan is the same either way.
+func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) (*Plan, error) {
 	seg, err := e.data.GetSegment(ctx, s.Env, s.SegmentID, true)
 	if err != nil {
 		return nil, err
@@ -385,27 +394,52 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string) (*Plan, erro
 	if err != nil {
 		return nil, err
 	}
+	failed, err := e.st.Failed(ctx, s.ID)
+	if err != nil {
+		return nil, err
+	}
 	current := seg.Members
 	if trigger == TriggerDisable {
 		current = roaring.New()
 	}
-	values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, current)
-	if err != nil {
-		return nil, err
-	}
 	p := &Plan{Version: seg.Version, SegmentName: seg.Name}
 	full := trigger == TriggerRetention
 	mirror := s.Mode == Mirror || trigger == TriggerDisable
+	var identity identities
+	if quick && !full {
+		if identity, err = e.changedIdentities(ctx, s, current, delivered, failed); err != nil {
+			return nil, err
+		}
+	}
+	if identity == nil {
+		// The log position is read before the values: a user changed while
+		// they are read is after it, and rechecked by the next dry run.
+		seq, err := e.data.Head(ctx, s.Env)
+		if err != nil {
+			return nil, err
+		}
+		values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, current)
+		if err != nil {
+			return nil, err
+		}
+		identity = func(d uint32) (ssstore.Identity, bool) { v, ok := values[d]; return v, ok }
+		p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, UnmatchedHeld: roaring.New()}
+	}
 	it := current.Iterator()
 	for it.HasNext() {
 		d := it.Next()
-		v, ok := values[d]
+		v, ok := identity(d)
 		old, held := delivered[d]
 		switch {
 		case !ok:
 			p.Unmatched++
-			if held && mirror {
-				p.Removes = append(p.Removes, item{dense: d, identity: old})
+			if held {
+				if p.check != nil {
+					p.check.UnmatchedHeld.Add(d)
+				}
+				if mirror {
+					p.Removes = append(p.Removes, item{dense: d, identity: old})
+				}
 			}
 		case held && old == v.Value && !full:
 		default:
@@ -428,10 +462,6 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string) (*Plan, erro
 			p.Removes = append(p.Removes, item{dense: d, identity: delivered[d]})
 		}
 	}
-	failed, err := e.st.Failed(ctx, s.ID)
-	if err != nil {
-		return nil, err
-	}
 	for _, lists := range [][]item{p.Adds, p.Removes} {
 		for _, x := range lists {
 			if _, ok := failed[x.dense]; ok {
@@ -440,6 +470,44 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string) (*Plan, erro
 		}
 	}
 	return p, nil
+}
+
+// changedIdentities reads identity values only where they can differ from
+// the sync's last identity check: members not held, and held members that
+// changed since the check, failed, or had no value then. Every other held
+// member still has the value the destination holds. It returns nil when no
+// usable check exists (none yet, another identity property, or the change
+// log pruned past it).
+func (e *Engine) changedIdentities(ctx context.Context, s *Sync, current *roaring.Bitmap, delivered map[uint32]string, failed map[uint32]FailedIdentity) (identities, error) {
+	chk, err := e.st.IdentityCheck(ctx, s.ID)
+	if err != nil || chk == nil || chk.IdentityProperty != s.IdentityProperty {
+		return nil, err
+	}
+	recheck, ok, err := e.data.UsersChangedSince(ctx, s.Env, chk.Seq)
+	if err != nil || !ok {
+		return nil, err
+	}
+	recheck.Or(chk.UnmatchedHeld)
+	for d := range failed {
+		recheck.Add(d)
+	}
+	held := roaring.New()
+	for d := range delivered {
+		held.Add(d)
+	}
+	need := roaring.AndNot(current, held)
+	need.Or(roaring.And(roaring.And(current, held), recheck))
+	values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, need)
+	if err != nil {
+		return nil, err
+	}
+	return func(d uint32) (ssstore.Identity, bool) {
+		if need.Contains(d) {
+			v, ok := values[d]
+			return v, ok
+		}
+		return ssstore.Identity{Value: delivered[d]}, true
+	}, nil
 }
 
 // DryRun computes the next run's diff and sends nothing.
@@ -452,7 +520,7 @@ func (e *Engine) DryRun(ctx context.Context, env, syncID string, sample int) (*P
 	if e.refreshDue(s, e.o.Now()) {
 		trigger = TriggerRetention
 	}
-	return e.plan(ctx, s, trigger)
+	return e.plan(ctx, s, trigger, true)
 }
 
 // Execute performs run runID: plan, send batches, checkpoint after each
@@ -543,7 +611,7 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	if err != nil {
 		return err
 	}
-	p, err := e.plan(ctx, s, r.Trigger)
+	p, err := e.plan(ctx, s, r.Trigger, false)
 	if err != nil {
 		return err
 	}
@@ -658,6 +726,10 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		cp.add(ack, r)
 	}
 	if err := cp.close(); err != nil {
+		return err
+	}
+	// Every planned identity is now held or recorded failed.
+	if err := e.st.SaveIdentityCheck(ctx, s.ID, *p.check); err != nil {
 		return err
 	}
 	if t.Retention > 0 {
