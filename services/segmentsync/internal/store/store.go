@@ -1071,23 +1071,32 @@ func (s *Store) UsersChangedSince(ctx context.Context, env string, seq int64) (c
 // value are absent. Few members are looked up by dense id; many take one
 // scan of the environment's users, which is cheaper per user.
 func (s *Store) IdentityValues(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
-	out := make(map[uint32]Identity, members.GetCardinality())
 	var nextDense int64
 	if err := s.db.QueryRowContext(ctx, `SELECT next_dense FROM ss_env_heads WHERE environment_id = ?`, env).Scan(&nextDense); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, err
 	}
 	if int64(members.GetCardinality())*lookupCost < nextDense {
-		users, err := s.UsersByDense(ctx, env, members.ToArray())
-		if err != nil {
-			return nil, err
-		}
-		for _, u := range users {
-			if id, ok := identityOf(u.ID, u.Props, prop); ok {
-				out[u.Dense] = id
-			}
-		}
-		return out, nil
+		return s.identityValuesByLookup(ctx, env, prop, members)
 	}
+	return s.identityValuesByScan(ctx, env, prop, members)
+}
+
+func (s *Store) identityValuesByLookup(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
+	out := make(map[uint32]Identity, members.GetCardinality())
+	users, err := s.UsersByDense(ctx, env, members.ToArray())
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		if id, ok := identityOf(u.ID, u.Props, prop); ok {
+			out[u.Dense] = id
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) identityValuesByScan(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
+	out := make(map[uint32]Identity, members.GetCardinality())
 	rows, err := s.db.QueryContext(ctx, `SELECT dense_id, user_id, properties FROM ss_users WHERE environment_id = ?`, env)
 	if err != nil {
 		return nil, err

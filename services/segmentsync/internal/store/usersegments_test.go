@@ -187,3 +187,53 @@ func assertIndexMatchesBitmaps(t *testing.T, s *Store, env string) {
 		}
 	}
 }
+
+// Identity values read by dense id (few members) and by a scan of the
+// environment (many) agree, for string, number and missing values and for
+// the user id itself.
+func TestIdentityValuesLookupMatchesScan(t *testing.T) {
+	backends(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		s, err := Open(ctx, db, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const env = "env_id"
+		var ups []UserUpsert
+		for i := 0; i < 60; i++ {
+			u := UserUpsert{ID: fmt.Sprintf("u%d", i), Props: map[string]*Prop{"plan": {Kind: PropString, S: "pro"}}}
+			switch i % 4 {
+			case 0:
+				u.Props["appcuesUserID"] = &Prop{Kind: PropString, S: fmt.Sprintf("ac-%d", i)}
+			case 1:
+				u.Props["appcuesUserID"] = &Prop{Kind: PropNumber, N: float64(i)}
+			case 2:
+				u.Props["appcuesUserID"] = &Prop{Kind: PropString, S: ""}
+			}
+			ups = append(ups, u)
+		}
+		if _, _, err := s.UpsertUsers(ctx, env, ups); err != nil {
+			t.Fatal(err)
+		}
+		members := roaring.New()
+		for d := uint32(0); d <= 64; d += 3 { // some dense ids of no user
+			members.Add(d)
+		}
+		for _, prop := range []string{"appcuesUserID", "user_id", "absent"} {
+			byLookup, err := s.identityValuesByLookup(ctx, env, prop, members)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byScan, err := s.identityValuesByScan(ctx, env, prop, members)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(byLookup, byScan) {
+				t.Fatalf("%s: by lookup %v, by scan %v", prop, byLookup, byScan)
+			}
+			if prop != "absent" && len(byScan) == 0 {
+				t.Fatalf("%s: no values found", prop)
+			}
+		}
+	})
+}
