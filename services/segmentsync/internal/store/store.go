@@ -1,6 +1,7 @@
 // Package store is segmentsync's SQL: users with dense ids and typed
-// properties, segments with their membership bitmaps, and the per-environment
-// change log that WatchMembership replays. Every write appends to the log in
+// properties, segments with their membership bitmaps (and, per user, the
+// segments it is in), and the per-environment change log that
+// WatchMembership replays. Every write appends to the log in
 // the same transaction; writers of one environment serialise on its head row,
 // so log sequences are gapless and in commit order.
 package store
