@@ -378,19 +378,11 @@ type Plan struct {
 	check *IdentityCheck
 }
 
-// identities returns a member's identity value now (false: it has none).
-type identities func(dense uint32) (ssstore.Identity, bool)
-
-// plan computes the diff between the segment and what the destination holds.
-// quick (dry runs) reads identity values only for members that can differ
-// from what the destination holds, when the sync's last identity check
-// allows; the plan is the same either way.
+// plan computes the diff between the segment and what the destination
+// holds. quick (dry runs) takes quickPlan when the sync's last identity check
+// allows it; the plan is the same either way.
 func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) (*Plan, error) {
 	seg, err := e.data.GetSegment(ctx, s.Env, s.SegmentID, true)
-	if err != nil {
-		return nil, err
-	}
-	delivered, err := e.st.Delivered(ctx, s.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -405,38 +397,37 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 	p := &Plan{Version: seg.Version, SegmentName: seg.Name}
 	full := trigger == TriggerRetention
 	mirror := s.Mode == Mirror || trigger == TriggerDisable
-	var identity identities
 	if quick && !full {
-		if identity, err = e.changedIdentities(ctx, s, current, delivered, failed); err != nil {
-			return nil, err
+		ok, err := e.quickPlan(ctx, p, s, current, failed, mirror)
+		if err != nil || ok {
+			return p, err
 		}
 	}
-	if identity == nil {
-		// The log position is read before the values: a user changed while
-		// they are read is after it, and rechecked by the next dry run.
-		seq, err := e.data.Head(ctx, s.Env)
-		if err != nil {
-			return nil, err
-		}
-		values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, current)
-		if err != nil {
-			return nil, err
-		}
-		identity = func(d uint32) (ssstore.Identity, bool) { v, ok := values[d]; return v, ok }
-		p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, UnmatchedHeld: roaring.New()}
+	delivered, err := e.st.Delivered(ctx, s.ID)
+	if err != nil {
+		return nil, err
 	}
+	// The log position is read before the values: a user changed while they
+	// are read is after it, and rechecked by the next dry run.
+	seq, err := e.data.Head(ctx, s.Env)
+	if err != nil {
+		return nil, err
+	}
+	values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, current)
+	if err != nil {
+		return nil, err
+	}
+	p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, UnmatchedHeld: roaring.New()}
 	it := current.Iterator()
 	for it.HasNext() {
 		d := it.Next()
-		v, ok := identity(d)
+		v, ok := values[d]
 		old, held := delivered[d]
 		switch {
 		case !ok:
 			p.Unmatched++
 			if held {
-				if p.check != nil {
-					p.check.UnmatchedHeld.Add(d)
-				}
+				p.check.UnmatchedHeld.Add(d)
 				if mirror {
 					p.Removes = append(p.Removes, item{dense: d, identity: old})
 				}
@@ -462,52 +453,88 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 			p.Removes = append(p.Removes, item{dense: d, identity: delivered[d]})
 		}
 	}
-	for _, lists := range [][]item{p.Adds, p.Removes} {
-		for _, x := range lists {
-			if _, ok := failed[x.dense]; ok {
-				p.Retry++
-			}
-		}
-	}
+	p.Retry = retries(p, failed)
 	return p, nil
 }
 
-// changedIdentities reads identity values only where they can differ from
-// the sync's last identity check: members not held, and held members that
-// changed since the check, failed, or had no value then. Every other held
-// member still has the value the destination holds. It returns nil when no
-// usable check exists (none yet, another identity property, or the change
-// log pruned past it).
-func (e *Engine) changedIdentities(ctx context.Context, s *Sync, current *roaring.Bitmap, delivered map[uint32]string, failed map[uint32]FailedIdentity) (identities, error) {
+// quickPlan fills p as plan's full comparison would, reading identity values
+// and delivered identities only where the plan can have an item: members
+// not held, members held but changed since the sync's last identity check,
+// failed or without a value then, and (mirror) members held but gone. Every
+// other held member still has the value the destination holds, so it adds
+// nothing. It returns false when no usable check exists (none yet, another
+// identity property, or the change log pruned past it).
+func (e *Engine) quickPlan(ctx context.Context, p *Plan, s *Sync, current *roaring.Bitmap, failed map[uint32]FailedIdentity, mirror bool) (bool, error) {
 	chk, err := e.st.IdentityCheck(ctx, s.ID)
 	if err != nil || chk == nil || chk.IdentityProperty != s.IdentityProperty {
-		return nil, err
+		return false, err
 	}
 	recheck, ok, err := e.data.UsersChangedSince(ctx, s.Env, chk.Seq)
 	if err != nil || !ok {
-		return nil, err
+		return false, err
 	}
 	recheck.Or(chk.UnmatchedHeld)
 	for d := range failed {
 		recheck.Add(d)
 	}
-	held := roaring.New()
-	for d := range delivered {
-		held.Add(d)
+	held, err := e.st.DeliveredMembers(ctx, s.ID)
+	if err != nil {
+		return false, err
 	}
-	need := roaring.AndNot(current, held)
-	need.Or(roaring.And(roaring.And(current, held), recheck))
+	heldChanged := roaring.And(roaring.And(current, held), recheck)
+	need := roaring.Or(roaring.AndNot(current, held), heldChanged)
+	gone := roaring.New()
+	if mirror {
+		gone = roaring.AndNot(held, current)
+	}
 	values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, need)
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	return func(d uint32) (ssstore.Identity, bool) {
-		if need.Contains(d) {
-			v, ok := values[d]
-			return v, ok
+	delivered, err := e.st.DeliveredIdentities(ctx, s.ID, roaring.Or(heldChanged, gone))
+	if err != nil {
+		return false, err
+	}
+	// Members outside need add nothing: walking need alone keeps plan's order.
+	it := need.Iterator()
+	for it.HasNext() {
+		d := it.Next()
+		v, ok := values[d]
+		old, held := delivered[d]
+		switch {
+		case !ok:
+			p.Unmatched++
+			if held && mirror {
+				p.Removes = append(p.Removes, item{dense: d, identity: old})
+			}
+		case held && old == v.Value:
+		default:
+			if held {
+				p.Removes = append(p.Removes, item{dense: d, userID: v.UserID, identity: old})
+			}
+			p.Adds = append(p.Adds, item{dense: d, userID: v.UserID, identity: v.Value})
 		}
-		return ssstore.Identity{Value: delivered[d]}, true
-	}, nil
+	}
+	it = gone.Iterator()
+	for it.HasNext() {
+		d := it.Next()
+		p.Removes = append(p.Removes, item{dense: d, identity: delivered[d]})
+	}
+	p.Retry = retries(p, failed)
+	return true, nil
+}
+
+// retries counts the planned items whose last delivery failed.
+func retries(p *Plan, failed map[uint32]FailedIdentity) uint64 {
+	var n uint64
+	for _, lists := range [][]item{p.Adds, p.Removes} {
+		for _, x := range lists {
+			if _, ok := failed[x.dense]; ok {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // DryRun computes the next run's diff and sends nothing.

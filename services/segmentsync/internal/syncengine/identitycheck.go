@@ -47,3 +47,60 @@ func (st *Store) SaveIdentityCheck(ctx context.Context, syncID string, c Identit
 	}
 	return nil
 }
+
+// DeliveredMembers returns the dense ids a sync's destination holds (the
+// checkpoint's keys only: an index scan, no identities).
+func (st *Store) DeliveredMembers(ctx context.Context, syncID string) (*roaring.Bitmap, error) {
+	rows, err := st.db.QueryContext(ctx, `SELECT dense_id FROM se_delivered WHERE sync_id = ? ORDER BY dense_id`, syncID)
+	if err != nil {
+		return nil, fmt.Errorf("syncengine: delivered members of %s: %w", syncID, err)
+	}
+	defer rows.Close()
+	out := roaring.New()
+	buf := make([]uint32, 0, 4096)
+	for rows.Next() {
+		var d int64
+		if err := rows.Scan(&d); err != nil {
+			return nil, fmt.Errorf("syncengine: delivered members of %s: %w", syncID, err)
+		}
+		if buf = append(buf, uint32(d)); len(buf) == cap(buf) {
+			out.AddMany(buf)
+			buf = buf[:0]
+		}
+	}
+	out.AddMany(buf)
+	return out, rows.Err()
+}
+
+// DeliveredIdentities returns what the destination holds for the given
+// members of a sync: dense id → identity.
+func (st *Store) DeliveredIdentities(ctx context.Context, syncID string, members *roaring.Bitmap) (map[uint32]string, error) {
+	out := make(map[uint32]string, members.GetCardinality())
+	all := members.ToArray()
+	for i := 0; i < len(all); i += 500 {
+		chunk := all[i:min(i+500, len(all))]
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, syncID)
+		for _, d := range chunk {
+			args = append(args, int64(d))
+		}
+		rows, err := st.db.QueryContext(ctx, `SELECT dense_id, identity FROM se_delivered WHERE sync_id = ? AND dense_id IN (`+marks(len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("syncengine: delivered identities of %s: %w", syncID, err)
+		}
+		for rows.Next() {
+			var d int64
+			var id string
+			if err := rows.Scan(&d, &id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("syncengine: delivered identities of %s: %w", syncID, err)
+			}
+			out[uint32(d)] = id
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("syncengine: delivered identities of %s: %w", syncID, err)
+		}
+	}
+	return out, nil
+}
