@@ -417,7 +417,7 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 	if err != nil {
 		return nil, err
 	}
-	p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, UnmatchedHeld: roaring.New()}
+	p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, Unverified: roaring.New()}
 	it := current.Iterator()
 	for it.HasNext() {
 		d := it.Next()
@@ -427,7 +427,7 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 		case !ok:
 			p.Unmatched++
 			if held {
-				p.check.UnmatchedHeld.Add(d)
+				p.check.Unverified.Add(d)
 				if mirror {
 					p.Removes = append(p.Removes, item{dense: d, identity: old})
 				}
@@ -441,13 +441,14 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 			p.Adds = append(p.Adds, item{dense: d, userID: v.UserID, identity: v.Value})
 		}
 	}
-	if mirror {
-		gone := make([]uint32, 0)
-		for d := range delivered {
-			if !current.Contains(d) {
-				gone = append(gone, d)
-			}
+	gone := make([]uint32, 0)
+	for d := range delivered {
+		if !current.Contains(d) {
+			gone = append(gone, d)
+			p.check.Unverified.Add(d)
 		}
+	}
+	if mirror {
 		sort.Slice(gone, func(i, j int) bool { return gone[i] < gone[j] })
 		for _, d := range gone {
 			p.Removes = append(p.Removes, item{dense: d, identity: delivered[d]})
@@ -460,7 +461,7 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 // quickPlan fills p as plan's full comparison would, reading identity values
 // and delivered identities only where the plan can have an item: members
 // not held, members held but changed since the sync's last identity check,
-// failed or without a value then, and (mirror) members held but gone. Every
+// failed or unconfirmed by it, and (mirror) members held but gone. Every
 // other held member still has the value the destination holds, so it adds
 // nothing. It returns false when no usable check exists (none yet, another
 // identity property, or the change log pruned past it).
@@ -473,7 +474,7 @@ func (e *Engine) quickPlan(ctx context.Context, p *Plan, s *Sync, current *roari
 	if err != nil || !ok {
 		return false, err
 	}
-	recheck.Or(chk.UnmatchedHeld)
+	recheck.Or(chk.Unverified)
 	for d := range failed {
 		recheck.Add(d)
 	}

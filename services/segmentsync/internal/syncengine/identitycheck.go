@@ -13,25 +13,28 @@ import (
 
 // IdentityCheck is the last full comparison of a sync's delivered identities
 // with its members' current values. Until a user changes after Seq, a held
-// member outside UnmatchedHeld still has the value the destination holds.
+// user outside Unverified still has the value the destination holds.
+// Unverified holds the held users the comparison did not confirm: members
+// without a value and users held but no longer members (upsert keeps them;
+// their values were not read).
 type IdentityCheck struct {
 	IdentityProperty string
 	Seq              int64
-	UnmatchedHeld    *roaring.Bitmap
+	Unverified       *roaring.Bitmap
 }
 
 // IdentityCheck returns a sync's last identity check (nil when none).
 func (st *Store) IdentityCheck(ctx context.Context, syncID string) (*IdentityCheck, error) {
 	var c IdentityCheck
 	var blob []byte
-	err := st.db.QueryRowContext(ctx, `SELECT identity_property, seq, unmatched_held FROM se_identity_checks WHERE sync_id = ?`, syncID).Scan(&c.IdentityProperty, &c.Seq, &blob)
+	err := st.db.QueryRowContext(ctx, `SELECT identity_property, seq, unverified FROM se_identity_checks WHERE sync_id = ?`, syncID).Scan(&c.IdentityProperty, &c.Seq, &blob)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("syncengine: identity check of %s: %w", syncID, err)
 	}
-	if c.UnmatchedHeld, err = membership.Decode(blob); err != nil {
+	if c.Unverified, err = membership.Decode(blob); err != nil {
 		return nil, fmt.Errorf("syncengine: identity check of %s: %w", syncID, err)
 	}
 	return &c, nil
@@ -39,9 +42,9 @@ func (st *Store) IdentityCheck(ctx context.Context, syncID string) (*IdentityChe
 
 // SaveIdentityCheck records a finished run's identity check.
 func (st *Store) SaveIdentityCheck(ctx context.Context, syncID string, c IdentityCheck) error {
-	_, err := st.db.ExecContext(ctx, `INSERT INTO se_identity_checks (sync_id, identity_property, seq, unmatched_held) VALUES (?, ?, ?, ?)
-		ON CONFLICT (sync_id) DO UPDATE SET identity_property = excluded.identity_property, seq = excluded.seq, unmatched_held = excluded.unmatched_held`,
-		syncID, c.IdentityProperty, c.Seq, membership.Encode(c.UnmatchedHeld))
+	_, err := st.db.ExecContext(ctx, `INSERT INTO se_identity_checks (sync_id, identity_property, seq, unverified) VALUES (?, ?, ?, ?)
+		ON CONFLICT (sync_id) DO UPDATE SET identity_property = excluded.identity_property, seq = excluded.seq, unverified = excluded.unverified`,
+		syncID, c.IdentityProperty, c.Seq, membership.Encode(c.Unverified))
 	if err != nil {
 		return fmt.Errorf("syncengine: save identity check of %s: %w", syncID, err)
 	}
