@@ -112,7 +112,7 @@ func TestUserLookupsMatchPopulation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(st, nil, nil, nil)
+	srv := New(st, nil, nil, nil, StreamLimits{})
 	actx := auth.WithPrincipal(ctx, auth.Principal{EnvironmentID: p.env})
 	for i := 0; i < p.users; i++ {
 		r, err := srv.GetUser(actx, &segmentsyncv1.GetUserRequest{UserId: userName(i)})
@@ -152,7 +152,7 @@ func BenchmarkUserLookups(b *testing.B) {
 		memberships += m.GetCardinality()
 	}
 	b.Logf("built %d users, %d segments, %d memberships in %v", p.users, len(p.segments), memberships, time.Since(t0).Round(time.Second))
-	srv := New(st, nil, nil, nil)
+	srv := New(st, nil, nil, nil, StreamLimits{})
 	actx := auth.WithPrincipal(ctx, auth.Principal{EnvironmentID: p.env})
 	rng := rand.New(rand.NewPCG(2, 2))
 	b.Run("GetUser", func(b *testing.B) {
