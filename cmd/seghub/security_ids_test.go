@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -20,12 +19,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/pkg/config"
 	"github.com/seghub/seghub/pkg/destinations"
+	"github.com/seghub/seghub/pkg/openapiroutes"
 	"github.com/seghub/seghub/services/destsim"
 )
 
@@ -108,20 +107,10 @@ var freeTextFields = map[string]bool{"description": true, "string_value": true, 
 
 // openAPIFields lists the string fields of every operation of the served
 // OpenAPI document, in idFields' notation.
-func openAPIFields(t *testing.T, doc []byte) map[string][]string {
+func openAPIFields(t *testing.T) map[string][]string {
 	t.Helper()
-	var d struct {
-		Paths map[string]map[string]struct {
-			Parameters []struct {
-				Name, In, Type, Format string
-				Enum                   []any
-				Schema                 map[string]any
-				Items                  map[string]any
-			}
-		}
-		Definitions map[string]map[string]any
-	}
-	if err := json.Unmarshal(doc, &d); err != nil {
+	d, err := openapiroutes.Served()
+	if err != nil {
 		t.Fatal(err)
 	}
 	var walk func(s map[string]any, prefix string, seen map[string]bool, out *[]string)
@@ -157,26 +146,24 @@ func openAPIFields(t *testing.T, doc []byte) map[string][]string {
 		}
 	}
 	got := map[string][]string{}
-	for path, ops := range d.Paths {
-		for method, op := range ops {
-			fields := []string{}
-			for _, p := range op.Parameters {
-				switch {
-				case p.In == "body":
-					var body []string
-					walk(p.Schema, "", map[string]bool{}, &body)
-					for _, f := range body {
-						if p.Name != "body" {
-							f = p.Name + "." + f
-						}
-						fields = append(fields, "body."+f)
+	for _, op := range d.Routes {
+		fields := []string{}
+		for _, p := range op.Parameters {
+			switch {
+			case p.In == "body":
+				var body []string
+				walk(p.Schema, "", map[string]bool{}, &body)
+				for _, f := range body {
+					if p.Name != "body" {
+						f = p.Name + "." + f
 					}
-				case (p.Type == "string" && p.Enum == nil && p.Format == "") || (p.Type == "array" && p.Items["type"] == "string" && p.Items["enum"] == nil):
-					fields = append(fields, p.In+"."+p.Name)
+					fields = append(fields, "body."+f)
 				}
+			case (p.Type == "string" && p.Enum == nil && p.Format == "") || (p.Type == "array" && p.Items["type"] == "string" && p.Items["enum"] == nil):
+				fields = append(fields, p.In+"."+p.Name)
 			}
-			got[strings.ToUpper(method)+" "+path] = fields
 		}
+		got[op.Method+" "+op.Path] = fields
 	}
 	return got
 }
@@ -184,11 +171,7 @@ func openAPIFields(t *testing.T, doc []byte) map[string][]string {
 // TestIDFieldsCoverOpenAPI keeps idFields equal to what the served OpenAPI
 // document offers.
 func TestIDFieldsCoverOpenAPI(t *testing.T) {
-	doc, err := os.ReadFile("../../gen/openapi/seghub.swagger.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkCoverage(t, openAPIFields(t, doc))
+	checkCoverage(t, openAPIFields(t))
 }
 
 func checkCoverage(t *testing.T, api map[string][]string) {
@@ -440,35 +423,25 @@ func TestGRPCIDFieldsRefuseControlCharacters(t *testing.T) {
 		dial(grpc.WithPerRPCCredentials(auth.InternalCredentials{Key: internalKey, Insecure: true})),
 	}
 	checked := 0
-	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
-		if !strings.HasPrefix(string(fd.Package()), "seghub.") {
-			return true
-		}
-		for i := 0; i < fd.Services().Len(); i++ {
-			sd := fd.Services().Get(i)
-			for j := 0; j < sd.Methods().Len(); j++ {
-				md := sd.Methods().Get(j)
-				full := "/" + string(sd.FullName()) + "/" + string(md.Name())
-				for _, field := range stringFieldPaths(md.Input(), "", 0) {
-					req := dynamicpb.NewMessage(md.Input())
-					setPath(req, field.path, "a\x00b")
-					var code codes.Code
-					var got []string
-					for _, conn := range conns {
-						code, got = invokeOnce(conn, md, full, req)
-						if code != codes.PermissionDenied {
-							break
-						}
-					}
-					checked++
-					if code != codes.InvalidArgument || !contains(got, field.want) {
-						t.Errorf("%s with NUL in %s: %v %q; want InvalidArgument naming %s", full, field.path, code, got, field.want)
-					}
+	for _, m := range seghubRPCs() {
+		md, full := m.md, m.full
+		for _, field := range stringFieldPaths(md.Input(), "", 0) {
+			req := dynamicpb.NewMessage(md.Input())
+			setPath(req, field.path, "a\x00b")
+			var code codes.Code
+			var got []string
+			for _, conn := range conns {
+				code, got = invokeOnce(conn, md, full, req)
+				if code != codes.PermissionDenied {
+					break
 				}
 			}
+			checked++
+			if code != codes.InvalidArgument || !contains(got, field.want) {
+				t.Errorf("%s with NUL in %s: %v %q; want InvalidArgument naming %s", full, field.path, code, got, field.want)
+			}
 		}
-		return true
-	})
+	}
 	if checked < 50 {
 		t.Fatalf("only %d request fields checked", checked)
 	}

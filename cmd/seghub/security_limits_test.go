@@ -8,12 +8,10 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"regexp"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seghub/seghub/gen/openapi"
 	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/pkg/openapiroutes"
 )
 
 // oversizedBody streams n bytes that start like a JSON string value, so that a
@@ -46,37 +44,6 @@ func (b *oversizedBody) Read(p []byte) (int, error) {
 	}
 	b.sent.Add(k)
 	return int(k), nil
-}
-
-type restRoute struct {
-	method, path string
-	hasBody      bool
-}
-
-// everyRESTRoute lists the routes of the served OpenAPI document with path
-// parameters filled in, so that a new route is probed as soon as it exists.
-func everyRESTRoute(t *testing.T) []restRoute {
-	t.Helper()
-	var doc struct {
-		Paths map[string]map[string]struct {
-			Parameters []struct{ In string } `json:"parameters"`
-		} `json:"paths"`
-	}
-	if err := json.Unmarshal(openapi.JSON, &doc); err != nil {
-		t.Fatal(err)
-	}
-	param := regexp.MustCompile(`\{[^}]+\}`)
-	var out []restRoute
-	for path, ops := range doc.Paths {
-		for method, op := range ops {
-			out = append(out, restRoute{method: strings.ToUpper(method), path: param.ReplaceAllString(path, "probe1"),
-				hasBody: slices.ContainsFunc(op.Parameters, func(p struct{ In string }) bool { return p.In == "body" })})
-		}
-	}
-	if len(out) < 40 {
-		t.Fatalf("only %d routes in the OpenAPI document", len(out))
-	}
-	return out
 }
 
 // procStatus reads a "<name>: <n> kB" line of /proc/self/status in bytes.
@@ -165,12 +132,13 @@ func TestOversizedBodiesEveryRoute(t *testing.T) {
 	perProbe, heapBound, rssBound := uint64(4*limit), uint64(32<<20), uint64(256<<20)
 	r := start(t, t.TempDir(), nil)
 	adminKey := keyPattern.FindString(r.stdout.String())
-	routes := everyRESTRoute(t)
+	routes := openapiroutes.Every(t)
 	client := &http.Client{Timeout: 60 * time.Second}
 	var worstAlloc uint64
-	send := func(rt restRoute, key string, declared bool) (int, string) {
+	send := func(rt openapiroutes.Route, key string, declared bool) (int, string) {
+		path := rt.Fill("probe1")
 		body := &oversizedBody{n: probe}
-		req, err := http.NewRequest(rt.method, "http://"+r.httpAddr+rt.path, body)
+		req, err := http.NewRequest(rt.Method, "http://"+r.httpAddr+path, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +152,7 @@ func TestOversizedBodiesEveryRoute(t *testing.T) {
 		before := allocated()
 		resp, err := client.Do(req)
 		if err != nil {
-			t.Fatalf("%s %s: %v (after sending %d bytes)", rt.method, rt.path, err, body.sent.Load())
+			t.Fatalf("%s %s: %v (after sending %d bytes)", rt.Method, path, err, body.sent.Load())
 		}
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
@@ -193,7 +161,7 @@ func TestOversizedBodiesEveryRoute(t *testing.T) {
 		alloc := allocated() - before
 		worstAlloc = max(worstAlloc, alloc)
 		if alloc > perProbe {
-			t.Errorf("%s %s (key %v, declared %v): %d MiB allocated, bound %d MiB", rt.method, rt.path, key != "", declared, alloc>>20, perProbe>>20)
+			t.Errorf("%s %s (key %v, declared %v): %d MiB allocated, bound %d MiB", rt.Method, path, key != "", declared, alloc>>20, perProbe>>20)
 		}
 		return resp.StatusCode, string(raw)
 	}
@@ -206,7 +174,7 @@ func TestOversizedBodiesEveryRoute(t *testing.T) {
 	stop = memoryPeaks(t)
 	probes := 0
 	for _, rt := range routes {
-		what := rt.method + " " + rt.path
+		what := rt.Method + " " + rt.Fill("probe1")
 		for _, declared := range []bool{false, true} {
 			if code, body := send(rt, "", declared); code != http.StatusUnauthorized {
 				t.Errorf("%s without a key (declared %v): %d %s, want 401", what, declared, code, body)
@@ -218,7 +186,7 @@ func TestOversizedBodiesEveryRoute(t *testing.T) {
 			t.Errorf("%s with a key, declared %d bytes: %d %s, want 413 naming %d", what, probe, code, body, limit)
 		}
 		probes++
-		if rt.hasBody {
+		if rt.HasBody() {
 			code, body := send(rt, adminKey, false)
 			if code != http.StatusRequestEntityTooLarge || !strings.Contains(body, fmt.Sprint(limit)) {
 				t.Errorf("%s with a key, streamed: %d %s, want 413 naming %d", what, code, body, limit)

@@ -214,7 +214,9 @@ var migrationName = regexp.MustCompile(`^(\d+)_[a-z0-9_]+\.sql$`)
 
 // Migrate applies the numbered migrations in dir (NNN_name.sql) of fsys that
 // component has not applied yet, each in its own transaction. Tokens let one
-// file serve both engines: {{AUTOID}} (auto-increment primary key), {{BLOB}}.
+// file serve both engines: {{AUTOID}} (auto-increment primary key), {{BLOB}},
+// and {{WITHOUT_ROWID}} after a table whose primary key is its only index (on
+// SQLite the rows then live in that index instead of twice).
 // Concurrent starters on PostgreSQL serialise on an advisory lock.
 func (db *DB) Migrate(ctx context.Context, component string, fsys fs.FS) error {
 	entries, err := fs.ReadDir(fsys, ".")
@@ -292,7 +294,7 @@ func (db *DB) Migrate(ctx context.Context, component string, fsys fs.FS) error {
 
 func (db *DB) expand(q string) string {
 	if db.Dialect == Postgres {
-		return strings.NewReplacer("{{AUTOID}}", "BIGSERIAL PRIMARY KEY", "{{BLOB}}", "BYTEA").Replace(q)
+		return strings.NewReplacer("{{AUTOID}}", "BIGSERIAL PRIMARY KEY", "{{BLOB}}", "BYTEA", "{{WITHOUT_ROWID}}", "").Replace(q)
 	}
-	return strings.NewReplacer("{{AUTOID}}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{{BLOB}}", "BLOB").Replace(q)
+	return strings.NewReplacer("{{AUTOID}}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{{BLOB}}", "BLOB", "{{WITHOUT_ROWID}}", "WITHOUT ROWID").Replace(q)
 }

@@ -3,7 +3,6 @@ package destsim_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -43,9 +42,7 @@ func fastRetries(c destinations.Config) destinations.Config {
 func TestAdaptersUnderFaults(t *testing.T) {
 	creds := destsim.DemoCredentials()
 	creds.WebhookSecrets = map[string]string{"/hooks/segments": "s3cret"}
-	sim := destsim.New(creds)
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, creds)
 	sim.SetFaults(destsim.Faults{Rate429: 0.15, Rate5xx: 0.15, RetryAfter: 0})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -189,9 +186,7 @@ func TestAdaptersUnderFaults(t *testing.T) {
 }
 
 func TestAdapterErrorsClassified(t *testing.T) {
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	ctx := context.Background()
 	bad, _ := destinations.New("appcues", destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "wrong"}})
 	if err := bad.Check(ctx); destinations.KindOf(err) != destinations.AuthFailed {

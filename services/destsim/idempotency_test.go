@@ -1,14 +1,9 @@
 package destsim_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -17,61 +12,12 @@ import (
 	"github.com/seghub/seghub/services/destsim"
 )
 
-// reply is a raw simulator answer.
-type reply struct {
-	status   int
-	replayed bool
-	body     string
-}
-
-func send(t *testing.T, method, u string, header map[string]string, body []byte) reply {
-	t.Helper()
-	req, err := http.NewRequest(method, u, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return reply{status: resp.StatusCode, replayed: resp.Header.Get("Idempotent-Replayed") == "true", body: string(b)}
-}
-
-func bearer(t *testing.T, base string) string {
-	t.Helper()
-	resp, err := http.PostForm(base+"/oauth/v2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"seghub"}, "client_secret": {"seghub-secret"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.AccessToken == "" {
-		t.Fatalf("no token: %v", err)
-	}
-	return "Bearer " + out.AccessToken
-}
-
-func mustJSON(v any) []byte {
-	b, _ := json.Marshal(v)
-	return b
-}
-
 // Every segment endpoint the real APIs make idempotent: a repeated key with
 // the same body gets the first answer and changes nothing; the same key
 // with another body is refused with 422 and changes nothing either.
 func TestIdempotencyKeyReplaysOrRefuses(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	appcues := map[string]string{"Authorization": "Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ="} // demo-key:demo-secret
 	tok := map[string]string{"Authorization": bearer(t, srv.URL)}
 
@@ -156,9 +102,7 @@ func TestIdempotencyKeyReplaysOrRefuses(t *testing.T) {
 // token is carried out, not answered 401 again.
 func TestIdempotencyKeyForgetsRefusedCredentials(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	body := mustJSON([]map[string]any{{"visitor_id": "v-1", "value": true}})
 	if r := send(t, "POST", srv.URL+"/accounts/acc/segments/Trial", map[string]string{"Authorization": "Bearer at_revoked", "Idempotency-Key": "k"}, body); r.status != 401 {
 		t.Fatalf("revoked token: %+v", r)
@@ -172,9 +116,7 @@ func TestIdempotencyKeyForgetsRefusedCredentials(t *testing.T) {
 // The memory of keys is bounded: the oldest key is forgotten first.
 func TestIdempotencyKeysBounded(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	sim.SetLimits(destsim.Limits{IdempotencyKeys: 2})
 	auth := map[string]string{"Authorization": bearer(t, srv.URL)}
 	post := func(key, id string) reply {
@@ -198,9 +140,7 @@ func TestIdempotencyKeysBounded(t *testing.T) {
 // the bulk track API's per-event idempotency_key.
 func TestEventKeysReplayOrRefuse(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	ctx := t.Context()
 	ac, err := destinations.New("appcues", destinations.Config{Egress: loopback, BaseURL: srv.URL, MaxAttempts: 1, Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}})
 	if err != nil {
@@ -245,9 +185,7 @@ func TestEventKeysReplayOrRefuse(t *testing.T) {
 // page total, and a page number names one content.
 func TestWebhookTaskPagesConsistent(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	wh, err := destinations.New("webhook", destinations.Config{Egress: loopback, MaxAttempts: 1, Credentials: map[string]string{"url": srv.URL + "/hooks/heap"}})
 	if err != nil {
 		t.Fatal(err)

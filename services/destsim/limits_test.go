@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"strconv"
 	"strings"
@@ -17,42 +15,6 @@ import (
 	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/services/destsim"
 )
-
-// answer is a simulator reply: status, Retry-After and the JSON body.
-type answer struct {
-	status     int
-	retryAfter string
-	body       map[string]any
-}
-
-func post(t *testing.T, url string, header map[string]string, body []byte) answer {
-	t.Helper()
-	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	a := answer{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
-	_ = json.NewDecoder(resp.Body).Decode(&a.body)
-	return a
-}
-
-func postJSON(t *testing.T, url string, header map[string]string, v any) answer {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return post(t, url, header, b)
-}
 
 // events returns n bulk-track events of app, spread over identities.
 func events(prefix string, n, identities int) []map[string]any {
@@ -79,9 +41,7 @@ func wantRateLimited(t *testing.T, a answer, limit string, period time.Duration)
 // refused request stores nothing.
 func TestAnalyticsLimits(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	track := srv.URL + "/api/track"
 	stored := func(app string) int { return len(sim.Snapshot().Analytics[app]) }
 
@@ -151,10 +111,8 @@ func TestAnalyticsLimits(t *testing.T) {
 
 func TestCommandBarIdentifyLimit(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	auth := map[string]string{"Authorization": "Bearer " + tokenFor(t, srv.URL)}
+	sim, srv := startSim(t, destsim.DemoCredentials())
+	auth := map[string]string{"Authorization": bearer(t, srv.URL)}
 	rows := func(n int) []map[string]any {
 		out := make([]map[string]any, n)
 		for i := range out {
@@ -180,9 +138,7 @@ func TestWebhookSignatureRefused(t *testing.T) {
 	t.Parallel()
 	creds := destsim.DemoCredentials()
 	creds.WebhookSecrets = map[string]string{"/hooks/": "global", "/hooks/acme": "acme-secret"}
-	sim := destsim.New(creds)
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, creds)
 	ctx := context.Background()
 	batch := destinations.SegmentBatch{SegmentID: "seg_9", DisplayName: "Churn risk", Add: identities("w-", 0, 3), Page: 1, TotalPages: 1, TaskID: "run_9"}
 	deliver := func(path, secret string) error {
@@ -261,9 +217,7 @@ func TestWebhookSignatureRefused(t *testing.T) {
 // the demo's does) and still keeps the membership they describe.
 func TestWebhookWithoutSecretAccepts(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	a, err := destinations.New("webhook", destinations.Config{Egress: loopback, Credentials: map[string]string{"url": srv.URL + "/hooks/demo"}})
 	if err != nil {
 		t.Fatal(err)
@@ -290,9 +244,7 @@ func TestWebhookWithoutSecretAccepts(t *testing.T) {
 // through injected faults.
 func TestAnalyticsAddUserProperties(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	sim.SetFaults(destsim.Faults{Rate429: 0.15, Rate5xx: 0.15, RetryAfter: 0})
 	a, err := destinations.New("analytics", fastRetries(destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"app_id": "app-1"}}))
 	if err != nil {
@@ -328,9 +280,7 @@ func TestAnalyticsAddUserProperties(t *testing.T) {
 // token revoked early without calling the credentials refused.
 func TestABTastyTokenExpiry(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	sim.SetFaults(destsim.Faults{TokenTTL: 2})
 	a, err := destinations.New("abtasty", destinations.Config{Egress: loopback, BaseURL: srv.URL, Credentials: map[string]string{"account_identifier": "acc-t", "client_id": "seghub", "client_secret": "seghub-secret"}})
 	if err != nil {
@@ -386,9 +336,7 @@ func TestABTastyTokenExpiry(t *testing.T) {
 // /_sim/limits, and a zero Limits restores the documented ones.
 func TestSetLimits(t *testing.T) {
 	t.Parallel()
-	sim := destsim.New(destsim.DemoCredentials())
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := startSim(t, destsim.DemoCredentials())
 	track := srv.URL + "/api/track"
 
 	sim.SetLimits(destsim.Limits{AnalyticsMaxEvents: -1, AnalyticsPerMinute: 1500})
@@ -400,7 +348,7 @@ func TestSetLimits(t *testing.T) {
 	if a := postJSON(t, srv.URL+"/_sim/limits", nil, map[string]any{"commandbar_max_identify": 2}); a.status != 204 {
 		t.Fatalf("POST /_sim/limits: %d", a.status)
 	}
-	auth := map[string]string{"Authorization": "Bearer " + tokenFor(t, srv.URL)}
+	auth := map[string]string{"Authorization": bearer(t, srv.URL)}
 	three := []map[string]any{{"id": "a"}, {"id": "b"}, {"id": "c"}}
 	if a := postJSON(t, srv.URL+"/api/org-1/bulk-identify/", auth, three); a.status != 400 || !strings.Contains(fmt.Sprint(a.body["detail"]), "at most 2 users") {
 		t.Fatalf("3 users over a limit of 2: %d %v", a.status, a.body)

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,11 +21,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/seghub/seghub/gen/openapi"
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/app/apptest"
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/pkg/openapiroutes"
 )
 
 const (
@@ -122,38 +120,6 @@ func (g *testGateway) serve(method, path, key string, body io.Reader, length int
 	return rec
 }
 
-type route struct {
-	method, path string
-	hasBody      bool
-}
-
-// restRoutes lists every REST route of the OpenAPI document, with path
-// parameters filled in, so that new routes are covered as they are added.
-func restRoutes(t *testing.T) []route {
-	t.Helper()
-	var doc struct {
-		Paths map[string]map[string]struct {
-			Parameters []struct{ In string } `json:"parameters"`
-		} `json:"paths"`
-	}
-	if err := json.Unmarshal(openapi.JSON, &doc); err != nil {
-		t.Fatal(err)
-	}
-	param := regexp.MustCompile(`\{[^}]+\}`)
-	var out []route
-	for path, ops := range doc.Paths {
-		for method, op := range ops {
-			r := route{method: strings.ToUpper(method), path: param.ReplaceAllString(path, "x1")}
-			r.hasBody = slices.ContainsFunc(op.Parameters, func(p struct{ In string }) bool { return p.In == "body" })
-			out = append(out, r)
-		}
-	}
-	if len(out) < 40 {
-		t.Fatalf("only %d routes in the OpenAPI document", len(out))
-	}
-	return out
-}
-
 func wantTooLarge(t *testing.T, what string, rec *httptest.ResponseRecorder, limit int64) {
 	t.Helper()
 	if rec.Code != http.StatusRequestEntityTooLarge {
@@ -171,28 +137,29 @@ func wantTooLarge(t *testing.T, what string, rec *httptest.ResponseRecorder, lim
 func TestRESTBodyLimitEveryRoute(t *testing.T) {
 	g := newTestGateway(t)
 	key := g.env.A.Admin
-	for _, r := range restRoutes(t) {
-		what := r.method + " " + r.path
+	for _, r := range openapiroutes.Every(t) {
+		path := r.Fill("x1")
+		what := r.Method + " " + path
 		// Declared too large: refused before reading.
 		body := &countingBody{n: testRESTLimit + 1}
-		wantTooLarge(t, what+" (Content-Length)", g.serve(r.method, r.path, key, body, body.n), testRESTLimit)
+		wantTooLarge(t, what+" (Content-Length)", g.serve(r.Method, path, key, body, body.n), testRESTLimit)
 		if body.read != 0 {
 			t.Errorf("%s: read %d bytes of a body declared too large", what, body.read)
 		}
 		// Without a key, or with an unknown one: 401, body unread.
 		for _, k := range []string{"", "sghk_00000000000000000000000000000000"} {
 			body = &countingBody{n: 8 * testRESTLimit}
-			rec := g.serve(r.method, r.path, k, body, -1)
+			rec := g.serve(r.Method, path, k, body, -1)
 			if rec.Code != http.StatusUnauthorized || body.read != 0 {
 				t.Errorf("%s with key %q: %d after reading %d bytes, want 401 with nothing read", what, k, rec.Code, body.read)
 			}
 		}
-		if !r.hasBody {
+		if !r.HasBody() {
 			continue
 		}
 		// Streamed without a length: refused once the limit is crossed.
 		body = &countingBody{n: 8 * testRESTLimit}
-		wantTooLarge(t, what+" (streamed)", g.serve(r.method, r.path, key, body, -1), testRESTLimit)
+		wantTooLarge(t, what+" (streamed)", g.serve(r.Method, path, key, body, -1), testRESTLimit)
 		if body.read > testRESTLimit+64<<10 {
 			t.Errorf("%s: read %d bytes of a streamed body over the %d limit", what, body.read, testRESTLimit)
 		}

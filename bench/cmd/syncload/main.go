@@ -1,7 +1,8 @@
 // Command syncload measures the sync engine end to end on the embedded
 // default: a full sync of a 1 M-member segment to the destination simulator
-// (Appcues bulk import), then a 1 % churn re-sync. The destination's rate
-// limit is lifted (-unlimited) to measure seghub rather than the limit.
+// (Appcues bulk import), then a dry run and a 1 % churn re-sync. The
+// destination's rate limit is lifted (-unlimited) to measure seghub rather
+// than the limit.
 package main
 
 import (
@@ -110,6 +111,15 @@ func run(members int, unlimited bool, cpuprofile string) error {
 	churn := members / 100
 	if _, err := harness.Replace(ctx, ss, sid, "user-", churn/2, members+churn/2); err != nil {
 		return err
+	}
+	// A dry run of the churn: the same diff, nothing sent.
+	for i := 0; i < 3; i++ {
+		t0 = time.Now()
+		dr, err := ss.DryRun(ctx, &segmentsyncv1.DryRunRequest{SyncId: en.GetSync().GetSyncId(), SampleSize: 5})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("dry run of the churn: %v, to add %d, to remove %d, unmatched %d\n", time.Since(t0).Round(time.Millisecond), dr.GetToAdd(), dr.GetToRemove(), dr.GetUnmatched())
 	}
 	before := sim.Snapshot().Counters["requests"]
 	t0 = time.Now()

@@ -5,13 +5,13 @@ import type { ApiKey, Role } from "../api/schema.gen";
 import { when } from "../format";
 import { useSession } from "../session/SessionContext";
 import { roleLabel } from "../session/store";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { CopyButton } from "./CopyButton";
-import { Dialog } from "./Dialog";
-import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
 import { GuardedButton, GuardedFieldset } from "./Guarded";
-import { Pager, usePageTokens } from "./Pager";
+import { ListStatus } from "./ListStatus";
+import { ListPager, usePageTokens } from "./Pager";
 
 const roles: readonly { role: Role; label: string; words: string }[] = [
   { role: "ROLE_MEMBER", label: "Member", words: "Uses segments, syncs, targeting and events; no admin actions." },
@@ -70,12 +70,13 @@ export function ApiKeys() {
           Show revoked keys
         </label>
       </div>
-      <ErrorNotice error={list.error} />
-      {list.data && items.length === 0 && pages.page === 1 && (
-        <EmptyState title="No keys to show.">
-          <p>Create one above for each person or system that calls seghub.</p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={list.error}
+        empty={!!list.data && items.length === 0 && pages.page === 1}
+        title="No keys to show."
+      >
+        <p>Create one above for each person or system that calls seghub.</p>
+      </ListStatus>
       {items.length > 0 && (
         <table>
           <caption className="muted table-caption">
@@ -123,28 +124,22 @@ export function ApiKeys() {
           </tbody>
         </table>
       )}
-      <Pager label="API key pages" page={pages.page} nextToken={list.data?.next_page_token} onNext={pages.next} onPrev={pages.prev} busy={list.isFetching} />
+      <ListPager label="API key pages" pages={pages} list={list} />
       <CreateApiKey />
-      <Dialog title={`Revoke ${revoking?.name || revoking?.prefix || "this key"}?`} open={!!revoking} onClose={() => setRevoking(undefined)}>
+      <ConfirmDialog
+        title={`Revoke ${revoking?.name || revoking?.prefix || "this key"}?`}
+        open={!!revoking}
+        onClose={() => setRevoking(undefined)}
+        error={revoke.error}
+        confirmLabel="Revoke key"
+        pending={revoke.isPending}
+        onConfirm={() => revoke.mutate({ path: { id: revoking?.id ?? "" }, body: {} }, { onSuccess: () => setRevoking(undefined) })}
+      >
         <p>Every request with it fails from then on, within a second. This cannot be undone: a new key has a new secret.</p>
         {own(revoking) && (
           <p className="reason">This is the key you are signed in with: revoking it signs this tab out.</p>
         )}
-        <ErrorNotice error={revoke.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setRevoking(undefined)}>
-            Cancel
-          </button>
-          <button
-            type="button"
-            className="danger"
-            disabled={revoke.isPending}
-            onClick={() => revoke.mutate({ path: { id: revoking?.id ?? "" }, body: {} }, { onSuccess: () => setRevoking(undefined) })}
-          >
-            Revoke key
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }

@@ -6,6 +6,7 @@ import { conditionAt, describeCondition } from "./audienceDraft";
 import { EmptyState } from "./EmptyState";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
+import { ListStatus } from "./ListStatus";
 
 /**
  * "Check a user": the segments a user is in and, for each experience,
@@ -80,14 +81,15 @@ function Verdicts({ userId }: { userId: string }) {
         </ul>
       )}
       <h3>Experiences</h3>
-      <ErrorNotice error={exps.error} />
-      {exps.data && list.length === 0 && (
-        <EmptyState title="No experiences yet.">
-          <p>
-            <Link to="/targeting/tours/new">Create a product tour</Link> or a checklist with an audience, then check the user again.
-          </p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={exps.error}
+        empty={!!exps.data && list.length === 0}
+        title="No experiences yet."
+      >
+        <p>
+          <Link to="/targeting/tours/new">Create a product tour</Link> or a checklist with an audience, then check the user again.
+        </p>
+      </ListStatus>
       {list.length > 0 && (
         <table>
           <thead>

@@ -2,12 +2,12 @@ import { useState } from "react";
 import { deadLettersPageSize, replayedMessage, useDeadLetters, useReplayDeadLetters } from "../api/events";
 import type { Connection } from "../api/schema.gen";
 import { when } from "../format";
-import { Dialog } from "./Dialog";
-import { EmptyState } from "./EmptyState";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
 import { GuardedButton } from "./Guarded";
-import { Pager, usePageTokens } from "./Pager";
+import { ListStatus } from "./ListStatus";
+import { ListPager, usePageTokens } from "./Pager";
 
 /** Events a sink gave up on, with the reason; replay one, or all of a sink (or every sink). */
 export function DeadLetters({ connections }: { connections: readonly Connection[] }) {
@@ -81,12 +81,13 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
         {result}
       </p>
       {!confirmAll && <ErrorNotice error={replay.error} />}
-      <ErrorNotice error={list.error} />
-      {list.data && items.length === 0 && pages.page === 1 && (
-        <EmptyState title={includeReplayed ? "No dead letters." : "No dead letter is waiting."}>
-          <p>Events land here when a sink refuses them for good or retries run out; the reason says what to fix before replaying.</p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={list.error}
+        empty={!!list.data && items.length === 0 && pages.page === 1}
+        title={includeReplayed ? "No dead letters." : "No dead letter is waiting."}
+      >
+        <p>Events land here when a sink refuses them for good or retries run out; the reason says what to fix before replaying.</p>
+      </ListStatus>
       {items.length > 0 && (
         <table>
           <caption className="muted table-caption">
@@ -136,26 +137,19 @@ export function DeadLetters({ connections }: { connections: readonly Connection[
           </tbody>
         </table>
       )}
-      <Pager
-        label="Dead letter pages"
-        page={pages.page}
-        nextToken={list.data?.next_page_token}
-        onNext={pages.next}
-        onPrev={pages.prev}
-        busy={list.isFetching}
-      />
-      <Dialog title={`Replay every dead letter ${scope}?`} open={confirmAll} onClose={() => setConfirmAll(false)}>
+      <ListPager label="Dead letter pages" pages={pages} list={list} />
+      <ConfirmDialog
+        title={`Replay every dead letter ${scope}?`}
+        open={confirmAll}
+        onClose={() => setConfirmAll(false)}
+        error={replay.error}
+        confirmLabel="Replay all"
+        tone="primary"
+        pending={replay.isPending}
+        onConfirm={replayAll}
+      >
         <p>Each waiting dead letter goes back to its sink's queue and is delivered again, in order per user.</p>
-        <ErrorNotice error={replay.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setConfirmAll(false)}>
-            Cancel
-          </button>
-          <button type="button" className="primary" disabled={replay.isPending} onClick={replayAll}>
-            Replay all
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }

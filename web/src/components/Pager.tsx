@@ -41,3 +41,16 @@ export function Pager({
     </nav>
   );
 }
+
+/** The Pager of a list query walked with usePageTokens. */
+export function ListPager({
+  label,
+  pages,
+  list,
+}: {
+  label: string;
+  pages: ReturnType<typeof usePageTokens>;
+  list: { data?: { next_page_token?: string }; isFetching: boolean };
+}) {
+  return <Pager label={label} page={pages.page} nextToken={list.data?.next_page_token} onNext={pages.next} onPrev={pages.prev} busy={list.isFetching} />;
+}

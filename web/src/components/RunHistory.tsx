@@ -1,8 +1,7 @@
 import { useSyncRuns } from "../api/segments";
 import { count, enumWord, when } from "../format";
-import { EmptyState } from "./EmptyState";
-import { ErrorNotice } from "./ErrorNotice";
-import { Pager, usePageTokens } from "./Pager";
+import { ListStatus } from "./ListStatus";
+import { ListPager, usePageTokens } from "./Pager";
 import { SyncStatus } from "./SyncStatus";
 
 /** A sync's runs, newest first: added, removed, unmatched, failed (with who and why). */
@@ -13,8 +12,7 @@ export function RunHistory({ syncId, running }: { syncId: string; running: boole
   return (
     <div>
       <h3>Run history</h3>
-      <ErrorNotice error={runs.error} />
-      {runs.data && list.length === 0 && <EmptyState title="No runs yet.">Press “Sync now” to run it.</EmptyState>}
+      <ListStatus error={runs.error} empty={!!runs.data && list.length === 0} title="No runs yet.">Press “Sync now” to run it.</ListStatus>
       {list.length > 0 && (
         <table>
           <thead>
@@ -61,7 +59,7 @@ export function RunHistory({ syncId, running }: { syncId: string; running: boole
           </tbody>
         </table>
       )}
-      <Pager label="Run history pages" page={pages.page} nextToken={runs.data?.next_page_token} onNext={pages.next} onPrev={pages.prev} busy={runs.isFetching} />
+      <ListPager label="Run history pages" pages={pages} list={runs} />
     </div>
   );
 }

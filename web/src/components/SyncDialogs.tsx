@@ -3,6 +3,7 @@ import { placeFieldErrors } from "../api/fieldErrors";
 import type { Connection, DestinationType, Segment, Sync, SyncMode, SyncSchedule } from "../api/schema.gen";
 import { useDisableSync, useEnableSync } from "../api/segments";
 import { every } from "../format";
+import { ConfirmDialog } from "./ConfirmDialog";
 import { Dialog } from "./Dialog";
 import { ErrorNotice } from "./ErrorNotice";
 import { Field } from "./Field";
@@ -105,7 +106,15 @@ export function DisableSyncDialog({ open, onClose, sync, connection }: { open: b
   const [clear, setClear] = useState(false);
   const disable = useDisableSync();
   return (
-    <Dialog title={`Stop syncing to ${connection.name}?`} open={open} onClose={onClose}>
+    <ConfirmDialog
+      title={`Stop syncing to ${connection.name}?`}
+      open={open}
+      onClose={onClose}
+      error={disable.error}
+      confirmLabel="Stop syncing"
+      pending={disable.isPending}
+      onConfirm={() => disable.mutate({ path: { sync_id: sync.sync_id ?? "" }, body: { clear_destination: clear } }, { onSuccess: onClose })}
+    >
       <p>The schedule stops. What {connection.name} already holds stays there unless you also remove it.</p>
       <div className="field">
         <label className="toggle">
@@ -113,20 +122,6 @@ export function DisableSyncDialog({ open, onClose, sync, connection }: { open: b
           Also remove every user this sync delivered from {connection.name}
         </label>
       </div>
-      <ErrorNotice error={disable.error} />
-      <div className="dialog-actions">
-        <button type="button" onClick={onClose}>
-          Cancel
-        </button>
-        <button
-          type="button"
-          className="danger"
-          disabled={disable.isPending}
-          onClick={() => disable.mutate({ path: { sync_id: sync.sync_id ?? "" }, body: { clear_destination: clear } }, { onSuccess: onClose })}
-        >
-          Stop syncing
-        </button>
-      </div>
-    </Dialog>
+    </ConfirmDialog>
   );
 }

@@ -2,10 +2,10 @@ import { useState, type FormEvent } from "react";
 import { useCreateEnvironment, useEnvironments } from "../api/admin";
 import { placeFieldErrors } from "../api/fieldErrors";
 import { ApiKeys, KeySecretOnce } from "../components/ApiKeys";
-import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
 import { GuardedFieldset, RoleNotice } from "../components/Guarded";
+import { ListStatus } from "../components/ListStatus";
 import { when } from "../format";
 import { useSession } from "../session/SessionContext";
 import { roleLabel } from "../session/store";
@@ -63,8 +63,7 @@ function Environments() {
   }
   return (
     <>
-      <ErrorNotice error={envs.error} />
-      {envs.data && items.length === 0 && <EmptyState title="No environments to show." />}
+      <ListStatus error={envs.error} empty={!!envs.data && items.length === 0} title="No environments to show." />
       {items.length > 0 && (
         <table>
           <thead>

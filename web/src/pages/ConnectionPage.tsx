@@ -10,14 +10,14 @@ import {
 } from "../api/integrations";
 import type { Connection, DestinationType } from "../api/schema.gen";
 import { recurringInUse, useSyncs } from "../api/segments";
+import { ConfirmDialog } from "../components/ConfirmDialog";
 import { ConnectionStatus } from "../components/ConnectionStatus";
 import { CopyButton } from "../components/CopyButton";
-import { Dialog } from "../components/Dialog";
-import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
 import { GuardedButton, GuardedFieldset, RoleNotice } from "../components/Guarded";
 import { IdentityPropertySelect } from "../components/IdentityPropertySelect";
+import { ListStatus } from "../components/ListStatus";
 import { enumWord, every, fieldLabel, when } from "../format";
 
 /** One connection: status, identity property, send-events, credentials, its syncs, delete. */
@@ -171,14 +171,15 @@ function ConnectionSyncs({ connection, type }: { connection: Connection; type: D
       <p>
         {recurringInUse(all.data ?? [], connection.connection_id ?? "")} of {type.recurring_limit} recurring syncs in use on this connection (one-time syncs are unlimited).
       </p>
-      <ErrorNotice error={all.error} />
-      {all.data && mine.length === 0 && (
-        <EmptyState title="No segment syncs to this connection yet.">
-          <p>
-            Open a segment under <Link to="/segments">Segments</Link> and turn on its {connection.name} toggle.
-          </p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={all.error}
+        empty={!!all.data && mine.length === 0}
+        title="No segment syncs to this connection yet."
+      >
+        <p>
+          Open a segment under <Link to="/segments">Segments</Link> and turn on its {connection.name} toggle.
+        </p>
+      </ListStatus>
       {mine.length > 0 && (
         <table>
           <thead>
@@ -218,25 +219,17 @@ function DeleteConnection({ connection }: { connection: Connection }) {
       <GuardedButton op="ConnectorService_DeleteConnection" className="danger" onClick={() => setOpen(true)}>
         Delete connection…
       </GuardedButton>
-      <Dialog title={`Delete ${connection.name}?`} open={open} onClose={() => setOpen(false)}>
+      <ConfirmDialog
+        title={`Delete ${connection.name}?`}
+        open={open}
+        onClose={() => setOpen(false)}
+        error={del.error}
+        confirmLabel="Delete"
+        pending={del.isPending}
+        onConfirm={() => del.mutate({ path: { connection_id: connection.connection_id ?? "" } }, { onSuccess: () => navigate("/integrations") })}
+      >
         <p>Its syncs stop and its stored credentials are erased. What the tool already holds stays there.</p>
-        <ErrorNotice error={del.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setOpen(false)}>
-            Cancel
-          </button>
-          <button
-            type="button"
-            className="danger"
-            disabled={del.isPending}
-            onClick={() =>
-              del.mutate({ path: { connection_id: connection.connection_id ?? "" } }, { onSuccess: () => navigate("/integrations") })
-            }
-          >
-            Delete
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }

@@ -4,12 +4,13 @@ import { useCreateRoute, useDeleteRoute, useEventSchemas, useRoutes, useSinks } 
 import { placeFieldErrors } from "../api/fieldErrors";
 import { useConnections, useDestinationTypes } from "../api/integrations";
 import type { Connection, EventSchema, Route } from "../api/schema.gen";
+import { ConfirmDialog } from "../components/ConfirmDialog";
 import { DeadLetters } from "../components/DeadLetters";
-import { Dialog } from "../components/Dialog";
 import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
 import { GuardedButton, GuardedFieldset, RoleNotice } from "../components/Guarded";
+import { ListStatus } from "../components/ListStatus";
 import { count, when } from "../format";
 
 /** Events the tools emit: where they go (routes, sinks), what failed (dead letters), and each source's schema. */
@@ -51,12 +52,13 @@ export function Sinks({ name, pollMs = 3000 }: { name: (id?: string) => string; 
   const items = sinks.data?.sinks ?? [];
   return (
     <>
-      <ErrorNotice error={sinks.error} />
-      {sinks.data && items.length === 0 && (
-        <EmptyState title="No sink yet.">
-          <p>Add a route below: it sends events to an analytics or destination connection, which then appears here.</p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={sinks.error}
+        empty={!!sinks.data && items.length === 0}
+        title="No sink yet."
+      >
+        <p>Add a route below: it sends events to an analytics or destination connection, which then appears here.</p>
+      </ListStatus>
       {items.length > 0 && (
         <table aria-describedby="sinks-live">
           <caption id="sinks-live" className="muted table-caption">
@@ -104,12 +106,13 @@ function RouteList({ name }: { name: (id?: string) => string }) {
   const items = routes.data ?? [];
   return (
     <>
-      <ErrorNotice error={routes.error} />
-      {routes.data && items.length === 0 && (
-        <EmptyState title="No route yet: events are stored but go nowhere.">
-          <p>Add one below to send events to analytics or to a destination's track API.</p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={routes.error}
+        empty={!!routes.data && items.length === 0}
+        title="No route yet: events are stored but go nowhere."
+      >
+        <p>Add one below to send events to analytics or to a destination's track API.</p>
+      </ListStatus>
       {items.length > 0 && (
         <table>
           <thead>
@@ -145,26 +148,20 @@ function RouteList({ name }: { name: (id?: string) => string }) {
           </tbody>
         </table>
       )}
-      <Dialog title="Delete this route?" open={!!deleting} onClose={() => setDeleting(undefined)}>
+      <ConfirmDialog
+        title="Delete this route?"
+        open={!!deleting}
+        onClose={() => setDeleting(undefined)}
+        error={del.error}
+        confirmLabel="Delete route"
+        pending={del.isPending}
+        onConfirm={() => del.mutate({ path: { route_id: deleting?.route_id ?? "" } }, { onSuccess: () => setDeleting(undefined) })}
+      >
         <p>
           Events stop flowing to {name(deleting?.connection_id)} through it; a sink with no route left stops delivering. Events
           already delivered stay delivered.
         </p>
-        <ErrorNotice error={del.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setDeleting(undefined)}>
-            Cancel
-          </button>
-          <button
-            type="button"
-            className="danger"
-            disabled={del.isPending}
-            onClick={() => del.mutate({ path: { route_id: deleting?.route_id ?? "" } }, { onSuccess: () => setDeleting(undefined) })}
-          >
-            Delete route
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }

@@ -5,10 +5,9 @@ import type { DestinationType } from "../api/schema.gen";
 import { ConnectForm } from "../components/ConnectForm";
 import { ConnectionStatus } from "../components/ConnectionStatus";
 import { Dialog } from "../components/Dialog";
-import { EmptyState } from "../components/EmptyState";
-import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
 import { GuardedButton, RoleNotice } from "../components/Guarded";
+import { ListStatus } from "../components/ListStatus";
 import { days, every } from "../format";
 
 const authWords: Record<string, string> = {
@@ -45,12 +44,13 @@ export default function IntegrationsPage() {
       <RoleNotice>You can browse the directory and read connections; connecting, changing or deleting them needs an admin key.</RoleNotice>
 
       <h2>Connected</h2>
-      <ErrorNotice error={connections.error} />
-      {connections.data && connections.data.length === 0 && (
-        <EmptyState title="Nothing is connected yet.">
-          <p>Pick a tool from the directory below and press Connect.</p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={connections.error}
+        empty={!!connections.data && connections.data.length === 0}
+        title="Nothing is connected yet."
+      >
+        <p>Pick a tool from the directory below and press Connect.</p>
+      </ListStatus>
       {connections.data && connections.data.length > 0 && (
         <table>
           <thead>
@@ -84,8 +84,7 @@ export default function IntegrationsPage() {
           <input type="search" value={search} onChange={(e) => setSearch(e.target.value)} placeholder="Appcues, events in…" />
         </Field>
       </div>
-      <ErrorNotice error={types.error} />
-      {types.data && shown.length === 0 && <EmptyState title={`No tool matches “${search}”.`}>Clear the search to see every tool.</EmptyState>}
+      <ListStatus error={types.error} empty={!!types.data && shown.length === 0} title={`No tool matches “${search}”.`}>Clear the search to see every tool.</ListStatus>
       <ul className="cards" aria-label="Destination directory">
         {shown.map((t) => (
           <li key={t.type} className="card" aria-labelledby={`dt-${t.type}`}>

@@ -1,9 +1,9 @@
 import { Link, useParams } from "react-router";
 import { useConnections, useDestinationTypes } from "../api/integrations";
 import { recurringInUse, syncFor, useSegment, useSyncs, useUpdateSegment } from "../api/segments";
-import { GuardedButton, RoleNotice } from "../components/Guarded";
-import { EmptyState } from "../components/EmptyState";
 import { ErrorNotice } from "../components/ErrorNotice";
+import { GuardedButton, RoleNotice } from "../components/Guarded";
+import { ListStatus } from "../components/ListStatus";
 import { SegmentRename } from "../components/SegmentRename";
 import { SegmentSyncToggle } from "../components/SegmentSyncToggle";
 import { VisibilityBadge } from "../components/VisibilityBadge";
@@ -74,15 +74,16 @@ export default function SegmentPage() {
         </p>
       )}
       <ErrorNotice error={update.error} />
-      <ErrorNotice error={connections.error ?? types.error ?? syncs.error} />
-      {connections.data && destinations.length === 0 && (
-        <EmptyState title="No tool that receives segments is connected.">
-          <p>
-            Connect Appcues, CommandBar or AB Tasty under <Link to="/integrations">Integrations</Link>, then come back to turn
-            on its toggle.
-          </p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={connections.error ?? types.error ?? syncs.error}
+        empty={!!connections.data && destinations.length === 0}
+        title="No tool that receives segments is connected."
+      >
+        <p>
+          Connect Appcues, CommandBar or AB Tasty under <Link to="/integrations">Integrations</Link>, then come back to turn
+          on its toggle.
+        </p>
+      </ListStatus>
       {destinations.length > 0 && syncs.data && (
         <div className="card">
           {destinations.map((c) => (

@@ -1,10 +1,9 @@
 import { useEffect, useState } from "react";
 import { Link } from "react-router";
 import { segmentsPageSize, useSegmentsPage } from "../api/segments";
-import { EmptyState } from "../components/EmptyState";
-import { ErrorNotice } from "../components/ErrorNotice";
 import { Field } from "../components/Field";
-import { Pager, usePageTokens } from "../components/Pager";
+import { ListStatus } from "../components/ListStatus";
+import { ListPager, usePageTokens } from "../components/Pager";
 import { VisibilityBadge } from "../components/VisibilityBadge";
 import { count, when } from "../format";
 
@@ -33,19 +32,20 @@ export default function SegmentsPage() {
         </Field>
         {list.isFetching && <span className="muted" role="status">Loading…</span>}
       </div>
-      <ErrorNotice error={list.error} />
-      {list.data && segments.length === 0 && pages.page === 1 && (
-        <EmptyState title={search ? `No segment name contains “${search}”.` : "No segments yet."}>
-          {search ? (
-            <p>Try a shorter search.</p>
-          ) : (
-            <p>
-              Segments arrive from your analytics tool (connect a source under <Link to="/integrations">Integrations</Link>) or
-              through the API: <code>POST /v1/segments</code>.
-            </p>
-          )}
-        </EmptyState>
-      )}
+      <ListStatus
+        error={list.error}
+        empty={!!list.data && segments.length === 0 && pages.page === 1}
+        title={search ? `No segment name contains “${search}”.` : "No segments yet."}
+      >
+        {search ? (
+          <p>Try a shorter search.</p>
+        ) : (
+          <p>
+            Segments arrive from your analytics tool (connect a source under <Link to="/integrations">Integrations</Link>) or
+            through the API: <code>POST /v1/segments</code>.
+          </p>
+        )}
+      </ListStatus>
       {segments.length > 0 && (
         <table>
           <caption className="muted table-caption">
@@ -76,14 +76,7 @@ export default function SegmentsPage() {
           </tbody>
         </table>
       )}
-      <Pager
-        label="Segment pages"
-        page={pages.page}
-        nextToken={list.data?.next_page_token}
-        onNext={pages.next}
-        onPrev={pages.prev}
-        busy={list.isFetching}
-      />
+      <ListPager label="Segment pages" pages={pages} list={list} />
     </section>
   );
 }

@@ -11,12 +11,12 @@ import {
   useExperiencesPage,
 } from "../api/targeting";
 import { CheckUser } from "../components/CheckUser";
-import { Dialog } from "../components/Dialog";
-import { EmptyState } from "../components/EmptyState";
+import { ConfirmDialog } from "../components/ConfirmDialog";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { ExperienceForm } from "../components/ExperienceForm";
 import { GuardedButton } from "../components/Guarded";
-import { Pager, usePageTokens } from "../components/Pager";
+import { ListStatus } from "../components/ListStatus";
+import { ListPager, usePageTokens } from "../components/Pager";
 import { when } from "../format";
 
 /** Product tours, checklists and other experiences with their audiences; "check a user". */
@@ -79,15 +79,16 @@ function ExperienceList() {
           </span>
         )}
       </div>
-      <ErrorNotice error={list.error} />
-      {list.data && items.length === 0 && pages.page === 1 && (
-        <EmptyState title={`No ${t.plural.toLowerCase()} yet.`}>
-          <p>
-            <Link to={`/targeting/${t.slug}/new`}>Create a {t.singular}</Link>, then choose who sees it under Targeting: everyone, or a
-            custom audience built from segments and user properties.
-          </p>
-        </EmptyState>
-      )}
+      <ListStatus
+        error={list.error}
+        empty={!!list.data && items.length === 0 && pages.page === 1}
+        title={`No ${t.plural.toLowerCase()} yet.`}
+      >
+        <p>
+          <Link to={`/targeting/${t.slug}/new`}>Create a {t.singular}</Link>, then choose who sees it under Targeting: everyone, or a
+          custom audience built from segments and user properties.
+        </p>
+      </ListStatus>
       {items.length > 0 && (
         <table>
           <thead>
@@ -112,14 +113,7 @@ function ExperienceList() {
           </tbody>
         </table>
       )}
-      <Pager
-        label={`${t.plural} pages`}
-        page={pages.page}
-        nextToken={list.data?.next_page_token}
-        onNext={pages.next}
-        onPrev={pages.prev}
-        busy={list.isFetching}
-      />
+      <ListPager label={`${t.plural} pages`} pages={pages} list={list} />
     </>
   );
 }
@@ -175,25 +169,17 @@ function DeleteExperience({ experience, afterDelete }: { experience: Experience;
       <GuardedButton op="TargetingService_DeleteExperience" className="danger" onClick={() => setOpen(true)}>
         Delete {singularOf(experience.type)}…
       </GuardedButton>
-      <Dialog title={`Delete ${experience.name}?`} open={open} onClose={() => setOpen(false)}>
+      <ConfirmDialog
+        title={`Delete ${experience.name}?`}
+        open={open}
+        onClose={() => setOpen(false)}
+        error={del.error}
+        confirmLabel="Delete"
+        pending={del.isPending}
+        onConfirm={() => del.mutate({ path: { experience_id: experience.experience_id ?? "" } }, { onSuccess: () => navigate(afterDelete) })}
+      >
         <p>No user is eligible for it from then on, and its audience is gone.</p>
-        <ErrorNotice error={del.error} />
-        <div className="dialog-actions">
-          <button type="button" onClick={() => setOpen(false)}>
-            Cancel
-          </button>
-          <button
-            type="button"
-            className="danger"
-            disabled={del.isPending}
-            onClick={() =>
-              del.mutate({ path: { experience_id: experience.experience_id ?? "" } }, { onSuccess: () => navigate(afterDelete) })
-            }
-          >
-            Delete
-          </button>
-        </div>
-      </Dialog>
+      </ConfirmDialog>
     </>
   );
 }

@@ -1,6 +1,7 @@
 // Package store is segmentsync's SQL: users with dense ids and typed
-// properties, segments with their membership bitmaps, and the per-environment
-// change log that WatchMembership replays. Every write appends to the log in
+// properties, segments with their membership bitmaps (and, per user, the
+// segments it is in), and the per-environment change log that
+// WatchMembership replays. Every write appends to the log in
 // the same transaction; writers of one environment serialise on its head row,
 // so log sequences are gapless and in commit order.
 package store
@@ -189,7 +190,11 @@ func Open(ctx context.Context, db *store.DB, notify func(env string, seq int64))
 	if notify == nil {
 		notify = func(string, int64) {}
 	}
-	return &Store{db: db, now: time.Now, notify: notify}, nil
+	s := &Store{db: db, now: time.Now, notify: notify}
+	if err := s.backfillUserSegments(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // DB returns the underlying database (for packages sharing the service's store).
@@ -512,12 +517,8 @@ func (s *Store) GetUser(ctx context.Context, env, userID string) (*User, error) 
 	if err != nil {
 		return nil, err
 	}
-	segs, err := s.segmentsWith(ctx, s.db, env, u.Dense)
-	if err != nil {
-		return nil, err
-	}
-	for _, sg := range segs {
-		u.Segments = append(u.Segments, sg.ID)
+	if u.Segments, err = userSegmentIDs(ctx, s.db, env, u.Dense); err != nil {
+		return nil, fmt.Errorf("segmentsync: segments of user %q: %w", userID, err)
 	}
 	return u, nil
 }
@@ -582,12 +583,16 @@ func (s *Store) DeleteUser(ctx context.Context, env, userID string) ([]string, e
 		if err != nil {
 			return err
 		}
-		segs, err := s.segmentsWith(ctx, w.tx, env, uint32(d))
+		segIDs, err := userSegmentIDs(ctx, w.tx, env, uint32(d))
 		if err != nil {
-			return err
+			return fmt.Errorf("segmentsync: segments of user %q: %w", userID, err)
 		}
 		one := roaring.BitmapOf(uint32(d))
-		for _, sg := range segs {
+		for _, id := range segIDs {
+			sg, err := s.getSegment(ctx, w.tx, env, id, true)
+			if err != nil {
+				return err
+			}
 			if _, _, err := w.applyMembership(sg, nil, one); err != nil {
 				return err
 			}
@@ -600,21 +605,6 @@ func (s *Store) DeleteUser(ctx context.Context, env, userID string) ([]string, e
 		return w.log(KindUsersDeleted, "", 0, nil, one, string(detail))
 	})
 	return removedFrom, err
-}
-
-// segmentsWith returns env's segments (with members) that contain dense.
-func (s *Store) segmentsWith(ctx context.Context, q store.Querier, env string, dense uint32) ([]*Segment, error) {
-	all, err := s.segments(ctx, q, env, true)
-	if err != nil {
-		return nil, err
-	}
-	var out []*Segment
-	for _, sg := range all {
-		if sg.Members.Contains(dense) {
-			out = append(out, sg)
-		}
-	}
-	return out, nil
 }
 
 const segCols = `segment_id, environment_id, name, description, visibility, external_id, member_count, version, created_at, updated_at`
@@ -804,11 +794,17 @@ func (s *Store) UpdateSegment(ctx context.Context, env, id string, up SegmentUpd
 // are told by a segment_deleted change.
 func (s *Store) DeleteSegment(ctx context.Context, env, id string) error {
 	return s.write(ctx, env, func(w *writer) error {
-		sg, err := s.getSegment(ctx, w.tx, env, id, false)
+		sg, err := s.getSegment(ctx, w.tx, env, id, true)
 		if err != nil {
 			return err
 		}
 		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_segments WHERE segment_id = ?`, id); err != nil {
+			return err
+		}
+		if err := w.unindexMembers(id, sg.Members); err != nil {
+			return fmt.Errorf("segmentsync: unindex members of segment %s: %w", id, err)
+		}
+		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_user_segments_backfill WHERE segment_id = ?`, id); err != nil {
 			return err
 		}
 		return w.log(KindSegmentDeleted, id, sg.Version+1, nil, nil, "")
@@ -832,6 +828,12 @@ func (w *writer) applyMembership(sg *Segment, add, remove *roaring.Bitmap) (adde
 	}
 	if realAdd.IsEmpty() && realRemove.IsEmpty() {
 		return 0, 0, nil
+	}
+	if err := w.indexMembers(sg.ID, realAdd); err != nil {
+		return 0, 0, fmt.Errorf("segmentsync: index members of segment %s: %w", sg.ID, err)
+	}
+	if err := w.unindexMembers(sg.ID, realRemove); err != nil {
+		return 0, 0, fmt.Errorf("segmentsync: unindex members of segment %s: %w", sg.ID, err)
 	}
 	sg.Members.Or(realAdd)
 	sg.Members.AndNot(realRemove)
@@ -1034,10 +1036,76 @@ type Identity struct {
 	UserID, Value string
 }
 
+// UsersChangedSince returns the users created, updated or deleted in env
+// after log sequence seq; ok is false when the log was pruned past seq (the
+// caller must then assume any user may have changed).
+func (s *Store) UsersChangedSince(ctx context.Context, env string, seq int64) (changed *roaring.Bitmap, ok bool, err error) {
+	head, err := s.Head(ctx, env)
+	if err != nil {
+		return nil, false, err
+	}
+	changed = roaring.New()
+	if head <= seq {
+		return changed, head == seq, nil
+	}
+	oldest, err := s.OldestSeq(ctx, env)
+	if err != nil {
+		return nil, false, err
+	}
+	if oldest == 0 || oldest > seq+1 {
+		return nil, false, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT added, removed FROM ss_changes WHERE environment_id = ? AND seq > ? AND kind IN (?, ?)`, env, seq, KindUsers, KindUsersDeleted)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a, r []byte
+		if err := rows.Scan(&a, &r); err != nil {
+			return nil, false, err
+		}
+		for _, blob := range [][]byte{a, r} {
+			m, err := membership.Decode(blob)
+			if err != nil {
+				return nil, false, err
+			}
+			changed.Or(m)
+		}
+	}
+	return changed, true, rows.Err()
+}
+
 // IdentityValues returns, for the users in members, the value of the
 // identity property ("user_id" means the user id itself); users without a
-// value are absent. One scan of the environment's users.
+// value are absent. Few members are looked up by dense id; many take one
+// scan of the environment's users, which is cheaper per user.
 func (s *Store) IdentityValues(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
+	var nextDense int64
+	if err := s.db.QueryRowContext(ctx, `SELECT next_dense FROM ss_env_heads WHERE environment_id = ?`, env).Scan(&nextDense); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	if int64(members.GetCardinality())*lookupCost < nextDense {
+		return s.identityValuesByLookup(ctx, env, prop, members)
+	}
+	return s.identityValuesByScan(ctx, env, prop, members)
+}
+
+func (s *Store) identityValuesByLookup(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
+	out := make(map[uint32]Identity, members.GetCardinality())
+	users, err := s.UsersByDense(ctx, env, members.ToArray())
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		if id, ok := identityOf(u.ID, u.Props, prop); ok {
+			out[u.Dense] = id
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) identityValuesByScan(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
 	out := make(map[uint32]Identity, members.GetCardinality())
 	rows, err := s.db.QueryContext(ctx, `SELECT dense_id, user_id, properties FROM ss_users WHERE environment_id = ?`, env)
 	if err != nil {
@@ -1054,22 +1122,34 @@ func (s *Store) IdentityValues(ctx context.Context, env, prop string, members *r
 		if !members.Contains(uint32(d)) {
 			continue
 		}
-		if prop == "user_id" {
-			out[uint32(d)] = Identity{UserID: id, Value: id}
-			continue
-		}
-		if !strings.Contains(props, needle) {
-			continue
-		}
-		pm, err := decodeProps(props)
-		if err != nil {
-			return nil, err
-		}
-		if v, ok := pm[prop]; ok {
-			if val := v.String(); val != "" {
-				out[uint32(d)] = Identity{UserID: id, Value: val}
+		var pm map[string]Prop
+		if prop != "user_id" {
+			if !strings.Contains(props, needle) {
+				continue // decoding is the cost: skip users without the property
 			}
+			if pm, err = decodeProps(props); err != nil {
+				return nil, err
+			}
+		}
+		if v, ok := identityOf(id, pm, prop); ok {
+			out[uint32(d)] = v
 		}
 	}
 	return out, rows.Err()
+}
+
+// lookupCost is roughly what reading one user by dense id costs in rows of a
+// sequential scan.
+const lookupCost = 8
+
+func identityOf(userID string, props map[string]Prop, prop string) (Identity, bool) {
+	if prop == "user_id" {
+		return Identity{UserID: userID, Value: userID}, true
+	}
+	if v, ok := props[prop]; ok {
+		if val := v.String(); val != "" {
+			return Identity{UserID: userID, Value: val}, true
+		}
+	}
+	return Identity{}, false
 }

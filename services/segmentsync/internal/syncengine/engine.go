@@ -375,15 +375,20 @@ type Plan struct {
 	Retry         uint64
 	Version       int64
 	SegmentName   string
+	// check is set when the plan compared every member's identity value: a
+	// run that finishes records it for later dry runs.
+	check *IdentityCheck
 }
 
-// plan computes the diff between the segment and what the destination holds.
-func (e *Engine) plan(ctx context.Context, s *Sync, trigger string) (*Plan, error) {
+// plan computes the diff between the segment and what the destination
+// holds. quick (dry runs) takes quickPlan when the sync's last identity check
+// allows it; the plan is the same either way.
+func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) (*Plan, error) {
 	seg, err := e.data.GetSegment(ctx, s.Env, s.SegmentID, true)
 	if err != nil {
 		return nil, err
 	}
-	delivered, err := e.st.Delivered(ctx, s.ID)
+	failed, err := e.st.Failed(ctx, s.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -391,13 +396,30 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string) (*Plan, erro
 	if trigger == TriggerDisable {
 		current = roaring.New()
 	}
+	p := &Plan{Version: seg.Version, SegmentName: seg.Name}
+	full := trigger == TriggerRetention
+	mirror := s.Mode == Mirror || trigger == TriggerDisable
+	if quick && !full {
+		ok, err := e.quickPlan(ctx, p, s, current, failed, mirror)
+		if err != nil || ok {
+			return p, err
+		}
+	}
+	delivered, err := e.st.Delivered(ctx, s.ID)
+	if err != nil {
+		return nil, err
+	}
+	// The log position is read before the values: a user changed while they
+	// are read is after it, and rechecked by the next dry run.
+	seq, err := e.data.Head(ctx, s.Env)
+	if err != nil {
+		return nil, err
+	}
 	values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, current)
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Version: seg.Version, SegmentName: seg.Name}
-	full := trigger == TriggerRetention
-	mirror := s.Mode == Mirror || trigger == TriggerDisable
+	p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, Unverified: roaring.New()}
 	it := current.Iterator()
 	for it.HasNext() {
 		d := it.Next()
@@ -406,8 +428,11 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string) (*Plan, erro
 		switch {
 		case !ok:
 			p.Unmatched++
-			if held && mirror {
-				p.Removes = append(p.Removes, item{dense: d, identity: old})
+			if held {
+				p.check.Unverified.Add(d)
+				if mirror {
+					p.Removes = append(p.Removes, item{dense: d, identity: old})
+				}
 			}
 		case held && old == v.Value && !full:
 		default:
@@ -418,30 +443,101 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string) (*Plan, erro
 			p.Adds = append(p.Adds, item{dense: d, userID: v.UserID, identity: v.Value})
 		}
 	}
-	if mirror {
-		gone := make([]uint32, 0)
-		for d := range delivered {
-			if !current.Contains(d) {
-				gone = append(gone, d)
-			}
+	gone := make([]uint32, 0)
+	for d := range delivered {
+		if !current.Contains(d) {
+			gone = append(gone, d)
+			p.check.Unverified.Add(d)
 		}
+	}
+	if mirror {
 		sort.Slice(gone, func(i, j int) bool { return gone[i] < gone[j] })
 		for _, d := range gone {
 			p.Removes = append(p.Removes, item{dense: d, identity: delivered[d]})
 		}
 	}
-	failed, err := e.st.Failed(ctx, s.ID)
-	if err != nil {
-		return nil, err
+	p.Retry = retries(p, failed)
+	return p, nil
+}
+
+// quickPlan fills p as plan's full comparison would, reading identity values
+// and delivered identities only where the plan can have an item: members
+// not held, members held but changed since the sync's last identity check,
+// failed or unconfirmed by it, and (mirror) members held but gone. Every
+// other held member still has the value the destination holds, so it adds
+// nothing. It returns false when no usable check exists (none yet, another
+// identity property, or the change log pruned past it).
+func (e *Engine) quickPlan(ctx context.Context, p *Plan, s *Sync, current *roaring.Bitmap, failed map[uint32]FailedIdentity, mirror bool) (bool, error) {
+	chk, err := e.st.IdentityCheck(ctx, s.ID)
+	if err != nil || chk == nil || chk.IdentityProperty != s.IdentityProperty {
+		return false, err
 	}
+	recheck, ok, err := e.data.UsersChangedSince(ctx, s.Env, chk.Seq)
+	if err != nil || !ok {
+		return false, err
+	}
+	recheck.Or(chk.Unverified)
+	for d := range failed {
+		recheck.Add(d)
+	}
+	held, err := e.st.DeliveredMembers(ctx, s.ID)
+	if err != nil {
+		return false, err
+	}
+	heldChanged := roaring.And(roaring.And(current, held), recheck)
+	need := roaring.Or(roaring.AndNot(current, held), heldChanged)
+	gone := roaring.New()
+	if mirror {
+		gone = roaring.AndNot(held, current)
+	}
+	values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, need)
+	if err != nil {
+		return false, err
+	}
+	delivered, err := e.st.DeliveredIdentities(ctx, s.ID, roaring.Or(heldChanged, gone))
+	if err != nil {
+		return false, err
+	}
+	// Members outside need add nothing: walking need alone keeps plan's order.
+	it := need.Iterator()
+	for it.HasNext() {
+		d := it.Next()
+		v, ok := values[d]
+		old, held := delivered[d]
+		switch {
+		case !ok:
+			p.Unmatched++
+			if held && mirror {
+				p.Removes = append(p.Removes, item{dense: d, identity: old})
+			}
+		case held && old == v.Value:
+		default:
+			if held {
+				p.Removes = append(p.Removes, item{dense: d, userID: v.UserID, identity: old})
+			}
+			p.Adds = append(p.Adds, item{dense: d, userID: v.UserID, identity: v.Value})
+		}
+	}
+	it = gone.Iterator()
+	for it.HasNext() {
+		d := it.Next()
+		p.Removes = append(p.Removes, item{dense: d, identity: delivered[d]})
+	}
+	p.Retry = retries(p, failed)
+	return true, nil
+}
+
+// retries counts the planned items whose last delivery failed.
+func retries(p *Plan, failed map[uint32]FailedIdentity) uint64 {
+	var n uint64
 	for _, lists := range [][]item{p.Adds, p.Removes} {
 		for _, x := range lists {
 			if _, ok := failed[x.dense]; ok {
-				p.Retry++
+				n++
 			}
 		}
 	}
-	return p, nil
+	return n
 }
 
 // DryRun computes the next run's diff and sends nothing.
@@ -454,7 +550,7 @@ func (e *Engine) DryRun(ctx context.Context, env, syncID string, sample int) (*P
 	if e.refreshDue(s, e.o.Now()) {
 		trigger = TriggerRetention
 	}
-	return e.plan(ctx, s, trigger)
+	return e.plan(ctx, s, trigger, true)
 }
 
 // Execute performs run runID: plan, send batches, checkpoint after each
@@ -553,7 +649,7 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	if err != nil {
 		return err
 	}
-	p, err := e.plan(ctx, s, r.Trigger)
+	p, err := e.plan(ctx, s, r.Trigger, false)
 	if err != nil {
 		return err
 	}
@@ -666,6 +762,10 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		cp.add(h.ack, &h.run)
 	}
 	if err := cp.close(); err != nil {
+		return err
+	}
+	// Every planned identity is now held or recorded failed.
+	if err := e.st.SaveIdentityCheck(ctx, s.ID, *p.check); err != nil {
 		return err
 	}
 	if t.Retention > 0 {

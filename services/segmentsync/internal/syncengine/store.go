@@ -243,7 +243,7 @@ func (st *Store) DueSyncs(ctx context.Context, now time.Time) ([]*Sync, error) {
 
 // DeleteSync removes a sync with its runs, checkpoints and failures.
 func (st *Store) DeleteSync(ctx context.Context, q store.Querier, syncID string) error {
-	for _, table := range []string{"se_failed", "se_delivered", "se_runs", "se_syncs"} {
+	for _, table := range []string{"se_failed", "se_delivered", "se_identity_checks", "se_runs", "se_syncs"} {
 		if _, err := q.ExecContext(ctx, `DELETE FROM `+table+` WHERE sync_id = ?`, syncID); err != nil {
 			return err
 		}
