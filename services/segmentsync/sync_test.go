@@ -162,7 +162,8 @@ func (f *syncFixture) waitRun(t *testing.T, ctx context.Context, syncID string, 
 		}
 		if r != nil {
 			switch r.GetStatus() {
-			case segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED, segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_PARTIAL, segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_FAILED:
+			case segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED, segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_PARTIAL, segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_FAILED,
+				segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC:
 				return r
 			}
 		}

@@ -31,6 +31,9 @@ const (
 	StatusPartial   = "partial"
 	StatusFailed    = "failed"
 	StatusCanceled  = "canceled"
+	// The segment is no longer public: the run sent nothing; the sync stays
+	// enabled and its next run delivers once the segment is public again.
+	StatusSegmentNotPublic = "segment_not_public"
 
 	TriggerEnable    = "enable"
 	TriggerManual    = "manual"
@@ -244,6 +247,27 @@ func (st *Store) DueSyncs(ctx context.Context, now time.Time) ([]*Sync, error) {
 // DeleteSync removes a sync with its runs, checkpoints and failures.
 func (st *Store) DeleteSync(ctx context.Context, q store.Querier, syncID string) error {
 	for _, table := range []string{"se_failed", "se_delivered", "se_identity_checks", "se_runs", "se_syncs"} {
+		if _, err := q.ExecContext(ctx, `DELETE FROM `+table+` WHERE sync_id = ?`, syncID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SyncOf returns env's sync of a segment to a connection, or nil: there is
+// at most one (unique index).
+func (st *Store) SyncOf(ctx context.Context, q store.Querier, env, segmentID, connectionID string) (*Sync, error) {
+	s, err := scanSync(q.QueryRowContext(ctx, `SELECT `+syncCols+` FROM se_syncs WHERE environment_id = ? AND segment_id = ? AND connection_id = ?`, env, segmentID, connectionID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return s, err
+}
+
+// ForgetDelivered drops what a sync delivered and its identity check, so
+// its next run sends everything again.
+func (st *Store) ForgetDelivered(ctx context.Context, q store.Querier, syncID string) error {
+	for _, table := range []string{"se_failed", "se_delivered", "se_identity_checks"} {
 		if _, err := q.ExecContext(ctx, `DELETE FROM `+table+` WHERE sync_id = ?`, syncID); err != nil {
 			return err
 		}
