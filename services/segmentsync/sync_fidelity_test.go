@@ -1,6 +1,7 @@
 package segmentsync_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +142,37 @@ func TestPrivateSegmentStopsSyncUntilPublic(t *testing.T) {
 	}
 	if got := f.appcuesMembers("[seghub] Beta"); len(got) != 4 || got["ac-0"] {
 		t.Fatalf("appcues holds %d after resuming", len(got))
+	}
+}
+
+// Appcues allows ten recurring syncs at a time per environment: two Appcues
+// connections share them, and the refusal says how many are in use.
+func TestRecurringLimitSharedByConnectionsOfAType(t *testing.T) {
+	f := startSync(t, syncOpts{})
+	ctx := apptest.Context(t, 120*time.Second)
+	a, b := f.appcues(t, ctx, "Appcues A"), f.appcues(t, ctx, "Appcues B")
+	for i := 0; i < 10; i++ {
+		seg := f.segment(t, ctx, fmt.Sprint("R", i), 1, 1)
+		conn := a
+		if i%2 == 1 {
+			conn = b
+		}
+		if _, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg := f.segment(t, ctx, "R-extra", 1, 1)
+	_, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: b, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "10 of 10 in use") || !strings.Contains(err.Error(), "per environment") {
+		t.Fatalf("11th recurring Appcues sync on a second connection: %v", err)
+	}
+	// A one-time sync is not limited, and turning it recurring is.
+	en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: b, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.admin.UpdateSync(ctx, &segmentsyncv1.UpdateSyncRequest{SyncId: en.GetSync().GetSyncId(), Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("turning an 11th Appcues sync recurring: %v", err)
 	}
 }

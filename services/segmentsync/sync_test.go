@@ -319,7 +319,7 @@ func TestRecurringScheduleAndLimit(t *testing.T) {
 	}
 	seg := f.segment(t, ctx, "R-extra", 3, 3)
 	_, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING})
-	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "at most 10") || !strings.Contains(err.Error(), "10 are in use") {
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "at most 10") || !strings.Contains(err.Error(), "10 of 10 in use") {
 		t.Fatalf("11th recurring sync: %v", err)
 	}
 	// One-time syncs are unlimited.

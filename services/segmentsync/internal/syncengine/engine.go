@@ -59,6 +59,9 @@ type Options struct {
 	// RetentionMargin is how long before a destination's retention lapses a
 	// recurring sync re-sends its full state (default 3 days).
 	RetentionMargin time.Duration
+	// RecurringLimit returns a destination type's recurring-sync limit per
+	// environment (default: the catalogue's).
+	RecurringLimit func(t destinations.Type) int
 }
 
 // Engine is the sync engine.
@@ -84,6 +87,9 @@ func New(st *Store, data *ssstore.Store, conns Connections, o Options) *Engine {
 	}
 	if o.Jitter == 0 {
 		o.Jitter = 0.02
+	}
+	if o.RecurringLimit == nil {
+		o.RecurringLimit = func(t destinations.Type) int { return t.RecurringLimit }
 	}
 	if o.RetentionMargin == 0 {
 		o.RetentionMargin = 72 * time.Hour
@@ -182,13 +188,19 @@ func (e *Engine) Enable(ctx context.Context, r EnableRequest) (*Sync, *Run, erro
 	return s, run, err
 }
 
+// checkLimit applies the destination's recurring-sync limit, which counts
+// per environment and destination type: two Appcues connections share ten.
 func (e *Engine) checkLimit(ctx context.Context, q store.Querier, s *Sync, t destinations.Type) error {
-	n, err := e.st.CountRecurring(ctx, q, s.Env, s.ConnectionID, s.ID)
+	limit := e.o.RecurringLimit(t)
+	if limit <= 0 {
+		return nil
+	}
+	n, err := e.st.CountRecurring(ctx, q, s.Env, t.Name, s.ID)
 	if err != nil {
 		return err
 	}
-	if t.RecurringLimit > 0 && n >= t.RecurringLimit {
-		return apperr.ResourceExhausted("%s allows at most %d recurring syncs per connection and %d are in use on %s; use a one-time sync (\"Sync now\") or disable another", t.DisplayName, t.RecurringLimit, n, s.ConnectionID)
+	if n >= limit {
+		return apperr.ResourceExhausted("%s allows at most %d recurring syncs at a time per environment, across all its connections: %d of %d in use; use a one-time sync (\"Sync now\") or disable another recurring %s sync", t.DisplayName, limit, n, limit, t.DisplayName)
 	}
 	return nil
 }

@@ -232,10 +232,11 @@ func (st *Store) querySyncs(ctx context.Context, q string, args ...any) ([]*Sync
 	return out, rows.Err()
 }
 
-// CountRecurring counts a connection's enabled recurring syncs.
-func (st *Store) CountRecurring(ctx context.Context, q store.Querier, env, connectionID, except string) (int, error) {
+// CountRecurring counts an environment's enabled recurring syncs to a
+// destination type (all its connections), except one sync.
+func (st *Store) CountRecurring(ctx context.Context, q store.Querier, env, destType, except string) (int, error) {
 	var n int
-	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM se_syncs WHERE environment_id = ? AND connection_id = ? AND schedule = ? AND enabled = TRUE AND sync_id <> ?`, env, connectionID, Recurring, except).Scan(&n)
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM se_syncs WHERE environment_id = ? AND destination_type = ? AND schedule = ? AND enabled = TRUE AND sync_id <> ?`, env, destType, Recurring, except).Scan(&n)
 	return n, err
 }
 

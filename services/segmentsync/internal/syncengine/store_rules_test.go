@@ -109,3 +109,43 @@ func TestMigrationKeepsOneSyncPerSegmentConnection(t *testing.T) {
 		})
 	}
 }
+
+// The recurring limit counts an environment's enabled recurring syncs per
+// destination type, across its connections.
+func TestStoreCountRecurringPerEnvironmentAndType(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := b.open(t)
+			st, err := OpenStore(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			for _, s := range []*Sync{
+				ruleSync("s1", "seg1", "appcues_a", "appcues", Recurring, true, now),
+				ruleSync("s2", "seg2", "appcues_b", "appcues", Recurring, true, now),
+				ruleSync("s3", "seg3", "appcues_b", "appcues", Recurring, false, now),
+				ruleSync("s4", "seg4", "appcues_b", "appcues", OneTime, true, now),
+				ruleSync("s5", "seg5", "commandbar", "commandbar", Recurring, true, now),
+			} {
+				if err := st.CreateSync(ctx, db, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			other := ruleSync("s6", "seg6", "appcues_c", "appcues", Recurring, true, now)
+			other.Env = "env2"
+			if err := st.CreateSync(ctx, db, other); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				typ, except string
+				want        int
+			}{{"appcues", "", 2}, {"appcues", "s1", 1}, {"commandbar", "", 1}, {"abtasty", "", 0}} {
+				if n, err := st.CountRecurring(ctx, db, "env", c.typ, c.except); err != nil || n != c.want {
+					t.Errorf("CountRecurring(%s, except %q) = %d, %v; want %d", c.typ, c.except, n, err, c.want)
+				}
+			}
+		})
+	}
+}
