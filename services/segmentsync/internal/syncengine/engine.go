@@ -155,7 +155,7 @@ func (e *Engine) Enable(ctx context.Context, r EnableRequest) (*Sync, *Run, erro
 			return err
 		}
 		if old != nil && old.Enabled && !r.Reset {
-			return apperr.AlreadyExists("segment %q already syncs to connection %s as sync %s; change it with UpdateSync, run it with SyncNow, or enable with reset to start over", seg.Name, r.ConnectionID, old.ID)
+			return apperr.AlreadyExists("segment %q already syncs to connection %s as sync %s; change it with UpdateSync, run it with SyncNow, or EnableSync with start_over to begin again", seg.Name, r.ConnectionID, old.ID)
 		}
 		s = old
 		if s == nil {
