@@ -59,6 +59,9 @@ type Config struct {
 	OAuthStateTTL          time.Duration
 	CommandBarClientID     string
 	CommandBarClientSecret string
+	// CommandBarRecurringLimit is how many recurring syncs the CommandBar
+	// plan allows per environment (it depends on the plan).
+	CommandBarRecurringLimit int
 
 	// Event relay delivery.
 	DeliveryMaxAttempts int
@@ -189,6 +192,14 @@ var settings = []setting{
 	{"public-url", "SEGHUB_PUBLIC_URL", "the gateway's public base URL; OAuth redirects come back to <public-url>/oauth/callback", "http://localhost:8080", str(func(c *Config) *string { return &c.PublicURL })},
 	{"oauth-state-ttl", "SEGHUB_OAUTH_STATE_TTL", "OAuth: how long an authorisation may take from start to callback; the state and the browser's seghub_oauth cookie live this long", "10m", duration(func(c *Config) *time.Duration { return &c.OAuthStateTTL })},
 	{"commandbar-client-id", "SEGHUB_COMMANDBAR_CLIENT_ID", "seghub's OAuth client id at CommandBar (the default matches the destination simulator)", "seghub", str(func(c *Config) *string { return &c.CommandBarClientID })},
+	{"commandbar-recurring-limit", "SEGHUB_COMMANDBAR_RECURRING_LIMIT", "syncs: most recurring segment syncs to CommandBar at a time per environment, as the CommandBar plan allows (one-time syncs are unlimited)", "10", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && n < 1 {
+			err = fmt.Errorf("must be at least 1")
+		}
+		c.CommandBarRecurringLimit = n
+		return err
+	}},
 	{"commandbar-client-secret", "SEGHUB_COMMANDBAR_CLIENT_SECRET", "seghub's OAuth client secret at CommandBar (the default matches the destination simulator)", "seghub-secret", str(func(c *Config) *string { return &c.CommandBarClientSecret })},
 	{"delivery-max-attempts", "SEGHUB_DELIVERY_MAX_ATTEMPTS", "event delivery: attempts before an event may be dead-lettered", "10", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
@@ -333,6 +344,16 @@ func EnvNames() []string {
 		out[i] = s.env
 	}
 	return out
+}
+
+// RecurringLimit returns how many recurring syncs to a destination type an
+// environment may have at a time: the catalogue's, or the plan's where this
+// deployment sets it.
+func (c *Config) RecurringLimit(typ string, catalogue int) int {
+	if typ == "commandbar" && c.CommandBarRecurringLimit > 0 {
+		return c.CommandBarRecurringLimit
+	}
+	return catalogue
 }
 
 // DestinationURL returns the configured API base URL of a destination type

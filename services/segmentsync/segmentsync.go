@@ -122,7 +122,8 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	eo := syncengine.Options{BaseURL: p.Config.DestinationURL, Egress: p.Egress, Logger: p.Logger, Tracer: p.Telemetry.Tracer.Tracer("seghub/syncengine")}
+	eo := syncengine.Options{BaseURL: p.Config.DestinationURL, Egress: p.Egress, Logger: p.Logger, Tracer: p.Telemetry.Tracer.Tracer("seghub/syncengine"),
+		RecurringLimit: func(t destinations.Type) int { return p.Config.RecurringLimit(t.Name, t.RecurringLimit) }}
 	if o.AdapterConfig != nil {
 		eo.AdapterConfig = o.AdapterConfig
 	}

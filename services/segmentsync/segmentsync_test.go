@@ -725,7 +725,9 @@ func TestDeleteSegmentRemovesItsSyncs(t *testing.T) {
 			conn := f.appcues(t, ctx, "Appcues")
 			doomed := f.segment(t, ctx, "Doomed", 4, 4)
 			kept := f.segment(t, ctx, "Kept", 2, 2)
-			enable := func(seg string, sched segmentsyncv1.SyncSchedule) string {
+			// A segment has one sync per connection: its second goes to another.
+			conn2 := f.appcues(t, ctx, "Appcues 2")
+			enable := func(seg, conn string, sched segmentsyncv1.SyncSchedule) string {
 				t.Helper()
 				en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: sched})
 				if err != nil {
@@ -737,10 +739,10 @@ func TestDeleteSegmentRemovesItsSyncs(t *testing.T) {
 				return en.GetSync().GetSyncId()
 			}
 			gone := []string{
-				enable(doomed, segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING),
-				enable(doomed, segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME),
+				enable(doomed, conn, segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING),
+				enable(doomed, conn2, segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME),
 			}
-			keptSync := enable(kept, segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING)
+			keptSync := enable(kept, conn, segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING)
 			if n := len(f.appcuesMembers("[seghub] Doomed")); n != 4 {
 				t.Fatalf("appcues holds %d of Doomed before the delete", n)
 			}

@@ -162,7 +162,8 @@ func (f *syncFixture) waitRun(t *testing.T, ctx context.Context, syncID string, 
 		}
 		if r != nil {
 			switch r.GetStatus() {
-			case segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED, segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_PARTIAL, segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_FAILED:
+			case segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED, segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_PARTIAL, segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_FAILED,
+				segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC:
 				return r
 			}
 		}
@@ -318,7 +319,7 @@ func TestRecurringScheduleAndLimit(t *testing.T) {
 	}
 	seg := f.segment(t, ctx, "R-extra", 3, 3)
 	_, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING})
-	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "at most 10") || !strings.Contains(err.Error(), "10 are in use") {
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "at most 10") || !strings.Contains(err.Error(), "10 of 10 in use") {
 		t.Fatalf("11th recurring sync: %v", err)
 	}
 	// One-time syncs are unlimited.

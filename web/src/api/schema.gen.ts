@@ -258,6 +258,12 @@ export type EnableSyncRequest = {
   interval?: string;
   /** Defaults to MIRROR. */
   mode?: SyncMode;
+  /**
+   * A segment has one sync per connection: enabling it again resumes that
+   * sync with its frozen name and what it delivered. start_over resets it
+   * instead: the name is frozen anew and everything is sent again.
+   */
+  start_over?: boolean;
 };
 
 export type EnableSyncResponse = {
@@ -735,9 +741,11 @@ export type SyncRun = {
  *  - SYNC_RUN_STATUS_PARTIAL: The run finished but some identities failed permanently; they are retried
  * by the next run.
  *  - SYNC_RUN_STATUS_FAILED: The destination refused the run as a whole (see error).
+ *  - SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC: The segment is no longer public: the run sent nothing. The sync stays
+ * enabled and resumes with its next run once the segment is public again.
  */
-export type SyncRunStatus = "SYNC_RUN_STATUS_UNSPECIFIED" | "SYNC_RUN_STATUS_QUEUED" | "SYNC_RUN_STATUS_RUNNING" | "SYNC_RUN_STATUS_SUCCEEDED" | "SYNC_RUN_STATUS_PARTIAL" | "SYNC_RUN_STATUS_FAILED" | "SYNC_RUN_STATUS_CANCELED";
-export const SyncRunStatusValues = ["SYNC_RUN_STATUS_UNSPECIFIED", "SYNC_RUN_STATUS_QUEUED", "SYNC_RUN_STATUS_RUNNING", "SYNC_RUN_STATUS_SUCCEEDED", "SYNC_RUN_STATUS_PARTIAL", "SYNC_RUN_STATUS_FAILED", "SYNC_RUN_STATUS_CANCELED"] as const;
+export type SyncRunStatus = "SYNC_RUN_STATUS_UNSPECIFIED" | "SYNC_RUN_STATUS_QUEUED" | "SYNC_RUN_STATUS_RUNNING" | "SYNC_RUN_STATUS_SUCCEEDED" | "SYNC_RUN_STATUS_PARTIAL" | "SYNC_RUN_STATUS_FAILED" | "SYNC_RUN_STATUS_CANCELED" | "SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC";
+export const SyncRunStatusValues = ["SYNC_RUN_STATUS_UNSPECIFIED", "SYNC_RUN_STATUS_QUEUED", "SYNC_RUN_STATUS_RUNNING", "SYNC_RUN_STATUS_SUCCEEDED", "SYNC_RUN_STATUS_PARTIAL", "SYNC_RUN_STATUS_FAILED", "SYNC_RUN_STATUS_CANCELED", "SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC"] as const;
 
 /**
  *  - SYNC_RUN_TRIGGER_RETENTION_REFRESH: A full re-send before a destination's retention expires (AB Tasty: 30 days).

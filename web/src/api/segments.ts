@@ -35,7 +35,7 @@ export function useSync(syncId: string | undefined, awaitingRun = false, pollMs 
   });
 }
 
-const finished = new Set<SyncRunStatus>(["SYNC_RUN_STATUS_SUCCEEDED", "SYNC_RUN_STATUS_PARTIAL", "SYNC_RUN_STATUS_FAILED", "SYNC_RUN_STATUS_CANCELED"]);
+const finished = new Set<SyncRunStatus>(["SYNC_RUN_STATUS_SUCCEEDED", "SYNC_RUN_STATUS_PARTIAL", "SYNC_RUN_STATUS_FAILED", "SYNC_RUN_STATUS_CANCELED", "SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC"]);
 
 /**
  * Whether the run "Sync now" queued has finished, read from the sync's latest
@@ -71,11 +71,12 @@ export const useSyncNow = () => useOpMutation("SegmentSyncService_SyncNow", sync
 export const useDryRun = () => useOpMutation("SegmentSyncService_DryRun");
 
 /**
- * Recurring syncs in use on one connection, against its destination type's
- * limit ("7 of 10 recurring syncs in use"); the server counts the same way.
+ * Recurring syncs in use to one destination type in the environment, across
+ * all its connections, against the type's limit ("7 of 10 recurring syncs in
+ * use"); the server counts the same way. syncs must be the environment's.
  */
-export function recurringInUse(syncs: readonly Sync[], connectionId: string): number {
-  return syncs.filter((s) => s.enabled && s.schedule === "SYNC_SCHEDULE_RECURRING" && s.connection_id === connectionId).length;
+export function recurringInUse(syncs: readonly Sync[], destinationType: string): number {
+  return syncs.filter((s) => s.enabled && s.schedule === "SYNC_SCHEDULE_RECURRING" && s.destination_type === destinationType).length;
 }
 
 /** The sync a segment's toggle for one connection shows: the enabled one, else the latest. */

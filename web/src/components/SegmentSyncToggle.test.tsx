@@ -32,7 +32,7 @@ describe("SegmentSyncToggle", () => {
     expect(screen.getByRole("switch", { name: "Appcues" })).toHaveProperty("checked", true);
     expect(screen.getByText("“Trial users”")).toBeTruthy();
     expect(screen.getByText("Recurring, hourly")).toBeTruthy();
-    expect(screen.getByText(/7 of 10 recurring syncs in use/)).toBeTruthy();
+    expect(screen.getByText(/7 of 10 recurring Appcues syncs in use in this environment/)).toBeTruthy();
     expect(await screen.findByText(/38 identities held by Appcues/)).toBeTruthy();
   });
 
@@ -85,6 +85,27 @@ describe("SegmentSyncToggle", () => {
     expect(gets).toBeLessThanOrEqual(settled + 1);
   });
 
+  it("a run stopped because the segment is no longer public ends the wait and says why", async () => {
+    const why = 'segment "Trial users" is no longer public, so nothing was sent';
+    let runLists = 0;
+    mockFetch(
+      on("POST", "/v1/syncs/sync_1:run", () => ({ body: { run: { run_id: "run_2", status: "SYNC_RUN_STATUS_QUEUED" } } })),
+      on("GET", "/v1/syncs/sync_1", () => ({
+        body: { sync: { ...sync, ...(runLists >= 2 ? { last_status: "SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC", last_error: why } : {}) } },
+      })),
+      on("GET", "/v1/syncs/sync_1/runs", () => {
+        runLists++;
+        return { body: { runs: [{ run_id: "run_2", status: runLists >= 2 ? "SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC" : "SYNC_RUN_STATUS_RUNNING" }] } };
+      }),
+      on("GET", "/v1/syncs", () => ({ body: { syncs: [sync] } })),
+    );
+    renderAs("ROLE_ADMIN", <SegmentSyncToggle segment={segment} connection={connection} type={appcues} listed={sync} recurringUsed={1} />);
+    await userEvent.click(await screen.findByRole("button", { name: "Sync now" }));
+    expect(await screen.findByRole("button", { name: "Syncing…" })).toBeTruthy();
+    expect(await screen.findByRole("button", { name: "Sync now" }, { timeout: 4000 })).toBeTruthy();
+    expect(await screen.findByText(/no longer public/, {}, { timeout: 3000 })).toBeTruthy();
+  });
+
   it("turning it on asks for the identity property, then recurring or Sync now", async () => {
     const fetch = mockFetch(
       on("GET", "/v1/user-properties", () => ({ body: { properties: [{ name: "appcuesUserID", type: "PROPERTY_TYPE_STRING", user_count: "40" }] } })),
@@ -93,7 +114,7 @@ describe("SegmentSyncToggle", () => {
     );
     renderAs("ROLE_ADMIN", <SegmentSyncToggle segment={segment} connection={connection} type={appcues} listed={undefined} recurringUsed={9} />);
     await userEvent.click(screen.getByRole("switch", { name: "Appcues" }));
-    expect(screen.getByText("9 of 10 recurring syncs in use")).toBeTruthy();
+    expect(screen.getByText("9 of 10 recurring Appcues syncs in use")).toBeTruthy();
     await userEvent.click(screen.getByRole("button", { name: "Enable Recurring Sync" }));
     await vi.waitFor(() => expect(fetch.mock.calls.some(([u, i]) => String(u) === "/v1/syncs" && (i as RequestInit).method === "POST")).toBe(true));
     const post = fetch.mock.calls.find(([u, i]) => String(u) === "/v1/syncs" && (i as RequestInit).method === "POST")!;
@@ -111,7 +132,7 @@ describe("SegmentSyncToggle", () => {
     renderAs("ROLE_ADMIN", <SegmentSyncToggle segment={segment} connection={connection} type={appcues} listed={undefined} recurringUsed={10} />);
     await userEvent.click(screen.getByRole("switch", { name: "Appcues" }));
     expect(screen.getByRole("button", { name: "Enable Recurring Sync" })).toHaveProperty("disabled", true);
-    expect(screen.getByText(/Every recurring sync is in use/)).toBeTruthy();
+    expect(screen.getByText(/Every recurring Appcues sync of this environment is in use/)).toBeTruthy();
     expect(screen.getByRole("button", { name: "Sync now" })).toHaveProperty("disabled", false);
   });
 

@@ -137,7 +137,7 @@ export function SegmentSyncToggle({
                   <GuardedButton
                     op="SegmentSyncService_UpdateSync"
                     disabled={update.isPending || recurringUsed >= (type.recurring_limit ?? 0)}
-                    title={recurringUsed >= (type.recurring_limit ?? 0) ? "Every recurring sync of this connection is in use" : undefined}
+                    title={recurringUsed >= (type.recurring_limit ?? 0) ? `Every recurring ${type.display_name} sync of this environment is in use` : undefined}
                     onClick={() => update.mutate({ path: { sync_id: sync.sync_id ?? "" }, body: { schedule: "SYNC_SCHEDULE_RECURRING" } })}
                   >
                     Enable Recurring Sync
@@ -158,7 +158,7 @@ export function SegmentSyncToggle({
               </div>
             )}
             <p className="muted">
-              {recurringUsed} of {type.recurring_limit} recurring syncs in use on {connection.name}.
+              {recurringUsed} of {type.recurring_limit} recurring {type.display_name} syncs in use in this environment (all {type.display_name} connections).
             </p>
             <ErrorNotice error={syncNow.error ?? update.error} />
             {sync.enabled && <DryRunPanel syncId={sync.sync_id ?? ""} />}

@@ -70,13 +70,13 @@ export function EnableSyncDialog({
       </Field>
       <p>
         <strong>
-          {recurringUsed} of {limit} recurring syncs in use
+          {recurringUsed} of {limit} recurring {type.display_name} syncs in use
         </strong>{" "}
-        on {connection.name}. A recurring sync updates {every(type.default_interval)}; “Sync now” syncs once and is unlimited.
+        in this environment, across all its {type.display_name} connections. A recurring sync updates {every(type.default_interval)}; “Sync now” syncs once and is unlimited.
       </p>
       {full && (
         <p className="reason" id="recurring-full">
-          Every recurring sync is in use: use “Sync now”, or turn off another segment's recurring sync first.
+          Every recurring {type.display_name} sync of this environment is in use: use “Sync now”, or turn off another segment's recurring sync first.
         </p>
       )}
       <ErrorNotice error={enable.error} extra={unplaced} />

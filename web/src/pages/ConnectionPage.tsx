@@ -169,7 +169,7 @@ function ConnectionSyncs({ connection, type }: { connection: Connection; type: D
     <>
       <h2>Segments synced here</h2>
       <p>
-        {recurringInUse(all.data ?? [], connection.connection_id ?? "")} of {type.recurring_limit} recurring syncs in use on this connection (one-time syncs are unlimited).
+        {recurringInUse(all.data ?? [], connection.type ?? "")} of {type.recurring_limit} recurring {type.display_name} syncs in use in this environment, across all its {type.display_name} connections (one-time syncs are unlimited).
       </p>
       <ListStatus
         error={all.error}

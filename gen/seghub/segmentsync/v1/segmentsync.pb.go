@@ -250,6 +250,9 @@ const (
 	// The destination refused the run as a whole (see error).
 	SyncRunStatus_SYNC_RUN_STATUS_FAILED   SyncRunStatus = 5
 	SyncRunStatus_SYNC_RUN_STATUS_CANCELED SyncRunStatus = 6
+	// The segment is no longer public: the run sent nothing. The sync stays
+	// enabled and resumes with its next run once the segment is public again.
+	SyncRunStatus_SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC SyncRunStatus = 7
 )
 
 // Enum value maps for SyncRunStatus.
@@ -262,15 +265,17 @@ var (
 		4: "SYNC_RUN_STATUS_PARTIAL",
 		5: "SYNC_RUN_STATUS_FAILED",
 		6: "SYNC_RUN_STATUS_CANCELED",
+		7: "SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC",
 	}
 	SyncRunStatus_value = map[string]int32{
-		"SYNC_RUN_STATUS_UNSPECIFIED": 0,
-		"SYNC_RUN_STATUS_QUEUED":      1,
-		"SYNC_RUN_STATUS_RUNNING":     2,
-		"SYNC_RUN_STATUS_SUCCEEDED":   3,
-		"SYNC_RUN_STATUS_PARTIAL":     4,
-		"SYNC_RUN_STATUS_FAILED":      5,
-		"SYNC_RUN_STATUS_CANCELED":    6,
+		"SYNC_RUN_STATUS_UNSPECIFIED":        0,
+		"SYNC_RUN_STATUS_QUEUED":             1,
+		"SYNC_RUN_STATUS_RUNNING":            2,
+		"SYNC_RUN_STATUS_SUCCEEDED":          3,
+		"SYNC_RUN_STATUS_PARTIAL":            4,
+		"SYNC_RUN_STATUS_FAILED":             5,
+		"SYNC_RUN_STATUS_CANCELED":           6,
+		"SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC": 7,
 	}
 )
 
@@ -3225,7 +3230,11 @@ type EnableSyncRequest struct {
 	// Recurring only; empty means the destination's default interval.
 	Interval *durationpb.Duration `protobuf:"bytes,5,opt,name=interval,proto3" json:"interval,omitempty"`
 	// Defaults to MIRROR.
-	Mode          SyncMode `protobuf:"varint,6,opt,name=mode,proto3,enum=seghub.segmentsync.v1.SyncMode" json:"mode,omitempty"`
+	Mode SyncMode `protobuf:"varint,6,opt,name=mode,proto3,enum=seghub.segmentsync.v1.SyncMode" json:"mode,omitempty"`
+	// A segment has one sync per connection: enabling it again resumes that
+	// sync with its frozen name and what it delivered. start_over resets it
+	// instead: the name is frozen anew and everything is sent again.
+	StartOver     bool `protobuf:"varint,7,opt,name=start_over,json=startOver,proto3" json:"start_over,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3300,6 +3309,13 @@ func (x *EnableSyncRequest) GetMode() SyncMode {
 		return x.Mode
 	}
 	return SyncMode_SYNC_MODE_UNSPECIFIED
+}
+
+func (x *EnableSyncRequest) GetStartOver() bool {
+	if x != nil {
+		return x.StartOver
+	}
+	return false
 }
 
 type EnableSyncResponse struct {
@@ -4762,7 +4778,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\aremoval\x18\x04 \x01(\bR\aremoval\"\xb1\x02\n" +
+	"\aremoval\x18\x04 \x01(\bR\aremoval\"\xd0\x02\n" +
 	"\x11EnableSyncRequest\x12\x1d\n" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12#\n" +
@@ -4770,7 +4786,9 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x11identity_property\x18\x03 \x01(\tR\x10identityProperty\x12?\n" +
 	"\bschedule\x18\x04 \x01(\x0e2#.seghub.segmentsync.v1.SyncScheduleR\bschedule\x125\n" +
 	"\binterval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\x04mode\x18\x06 \x01(\x0e2\x1f.seghub.segmentsync.v1.SyncModeR\x04mode\"w\n" +
+	"\x04mode\x18\x06 \x01(\x0e2\x1f.seghub.segmentsync.v1.SyncModeR\x04mode\x12\x1d\n" +
+	"\n" +
+	"start_over\x18\a \x01(\bR\tstartOver\"w\n" +
 	"\x12EnableSyncResponse\x12/\n" +
 	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\x120\n" +
 	"\x03run\x18\x02 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\")\n" +
@@ -4884,7 +4902,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\bSyncMode\x12\x19\n" +
 	"\x15SYNC_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10SYNC_MODE_UPSERT\x10\x01\x12\x14\n" +
-	"\x10SYNC_MODE_MIRROR\x10\x02*\xdf\x01\n" +
+	"\x10SYNC_MODE_MIRROR\x10\x02*\x87\x02\n" +
 	"\rSyncRunStatus\x12\x1f\n" +
 	"\x1bSYNC_RUN_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SYNC_RUN_STATUS_QUEUED\x10\x01\x12\x1b\n" +
@@ -4892,7 +4910,8 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x19SYNC_RUN_STATUS_SUCCEEDED\x10\x03\x12\x1b\n" +
 	"\x17SYNC_RUN_STATUS_PARTIAL\x10\x04\x12\x1a\n" +
 	"\x16SYNC_RUN_STATUS_FAILED\x10\x05\x12\x1c\n" +
-	"\x18SYNC_RUN_STATUS_CANCELED\x10\x06*\xd1\x01\n" +
+	"\x18SYNC_RUN_STATUS_CANCELED\x10\x06\x12&\n" +
+	"\"SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC\x10\a*\xd1\x01\n" +
 	"\x0eSyncRunTrigger\x12 \n" +
 	"\x1cSYNC_RUN_TRIGGER_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17SYNC_RUN_TRIGGER_ENABLE\x10\x01\x12\x1b\n" +

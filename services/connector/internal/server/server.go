@@ -71,7 +71,8 @@ func (s *Server) oauthConfig(typ string) *oauth2.Config {
 	}
 }
 
-func typePB(t destinations.Type) *connectorv1.DestinationType {
+func (s *Server) typePB(t destinations.Type) *connectorv1.DestinationType {
+	t.RecurringLimit = s.cfg.RecurringLimit(t.Name, t.RecurringLimit)
 	pb := &connectorv1.DestinationType{Type: t.Name, DisplayName: t.DisplayName, AuthMethod: connectorv1.AuthMethod(t.Auth),
 		SegmentsOut: t.SegmentsOut, EventsIn: t.EventsIn, EventsOut: t.EventsOut, SegmentsIn: t.SegmentsIn,
 		RecurringLimit: uint32(t.RecurringLimit), BatchSize: uint32(t.BatchSize), RateLimitPerMinute: uint32(t.RatePerMinute),
@@ -103,7 +104,7 @@ func ConnectionPB(c *store.Connection) *connectorv1.Connection {
 func (s *Server) ListDestinationTypes(context.Context, *connectorv1.ListDestinationTypesRequest) (*connectorv1.ListDestinationTypesResponse, error) {
 	resp := &connectorv1.ListDestinationTypesResponse{}
 	for _, t := range destinations.All() {
-		resp.Types = append(resp.Types, typePB(t))
+		resp.Types = append(resp.Types, s.typePB(t))
 	}
 	return resp, nil
 }
@@ -479,7 +480,7 @@ func (s *Server) ResolveConnection(ctx context.Context, req *connectorv1.Resolve
 			return nil, err
 		}
 	}
-	return &connectorv1.ResolveConnectionResponse{Connection: ConnectionPB(c), Destination: typePB(t), Credentials: c.Credentials, SigningSecret: c.SigningSecret, EnvironmentId: c.Env}, nil
+	return &connectorv1.ResolveConnectionResponse{Connection: ConnectionPB(c), Destination: s.typePB(t), Credentials: c.Credentials, SigningSecret: c.SigningSecret, EnvironmentId: c.Env}, nil
 }
 
 // refresh renews an OAuth access token that expires within refreshBefore;

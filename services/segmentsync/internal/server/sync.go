@@ -28,6 +28,7 @@ var statusPB = map[string]segmentsyncv1.SyncRunStatus{
 	syncengine.StatusQueued: segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_QUEUED, syncengine.StatusRunning: segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_RUNNING,
 	syncengine.StatusSucceeded: segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED, syncengine.StatusPartial: segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_PARTIAL,
 	syncengine.StatusFailed: segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_FAILED, syncengine.StatusCanceled: segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_CANCELED,
+	syncengine.StatusSegmentNotPublic: segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SEGMENT_NOT_PUBLIC,
 }
 
 var triggerPB = map[string]segmentsyncv1.SyncRunTrigger{
@@ -138,7 +139,7 @@ func (s *Server) EnableSync(ctx context.Context, req *segmentsyncv1.EnableSyncRe
 		return nil, err
 	}
 	x, run, err := e.Enable(ctx, syncengine.EnableRequest{Env: env(ctx), SegmentID: req.GetSegmentId(), ConnectionID: req.GetConnectionId(), IdentityProperty: strings.TrimSpace(req.GetIdentityProperty()),
-		Schedule: sched, Interval: req.GetInterval().AsDuration(), Mode: mode})
+		Schedule: sched, Interval: req.GetInterval().AsDuration(), Mode: mode, Reset: req.GetStartOver()})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ package syncengine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -58,6 +59,9 @@ type Options struct {
 	// RetentionMargin is how long before a destination's retention lapses a
 	// recurring sync re-sends its full state (default 3 days).
 	RetentionMargin time.Duration
+	// RecurringLimit returns a destination type's recurring-sync limit per
+	// environment (default: the catalogue's).
+	RecurringLimit func(t destinations.Type) int
 }
 
 // Engine is the sync engine.
@@ -84,6 +88,9 @@ func New(st *Store, data *ssstore.Store, conns Connections, o Options) *Engine {
 	if o.Jitter == 0 {
 		o.Jitter = 0.02
 	}
+	if o.RecurringLimit == nil {
+		o.RecurringLimit = func(t destinations.Type) int { return t.RecurringLimit }
+	}
 	if o.RetentionMargin == 0 {
 		o.RetentionMargin = 72 * time.Hour
 	}
@@ -102,6 +109,8 @@ type EnableRequest struct {
 	Schedule                                       string
 	Interval                                       time.Duration
 	Mode                                           string
+	// Reset starts an existing sync over: a new frozen name, everything sent again.
+	Reset bool
 }
 
 func (e *Engine) destination(ctx context.Context, env, connID string) (*connectorv1.ResolveConnectionResponse, destinations.Type, error) {
@@ -116,7 +125,10 @@ func (e *Engine) destination(ctx context.Context, env, connID string) (*connecto
 	return conn, t, nil
 }
 
-// Enable creates a sync and queues its first run.
+// Enable starts a segment's sync to a connection and queues a run. A
+// segment has one sync per connection: a disabled one is resumed with its
+// frozen name and what it delivered, so nothing is sent twice and no second
+// property appears at the destination; Reset starts it over.
 func (e *Engine) Enable(ctx context.Context, r EnableRequest) (*Sync, *Run, error) {
 	seg, err := e.data.GetSegment(ctx, r.Env, r.SegmentID, false)
 	if err != nil {
@@ -136,18 +148,38 @@ func (e *Engine) Enable(ctx context.Context, r EnableRequest) (*Sync, *Run, erro
 		r.Interval = t.DefaultInterval
 	}
 	now := e.o.Now().UTC().Truncate(time.Microsecond)
-	s := &Sync{ID: ids.New("sync"), Env: r.Env, SegmentID: r.SegmentID, ConnectionID: r.ConnectionID, DestinationType: t.Name, IdentityProperty: r.IdentityProperty,
-		Schedule: r.Schedule, Interval: r.Interval, Mode: r.Mode, Enabled: true, LastStatus: StatusQueued, Created: now, Updated: now}
-	if s.Schedule == Recurring {
-		s.NextRun = now.Add(e.spread(s.Interval))
-	}
+	var s *Sync
 	err = e.db.InTx(ctx, func(tx *store.Tx) error {
+		old, err := e.st.SyncOf(ctx, tx, r.Env, r.SegmentID, r.ConnectionID)
+		if err != nil {
+			return err
+		}
+		if old != nil && old.Enabled && !r.Reset {
+			return apperr.AlreadyExists("segment %q already syncs to connection %s as sync %s; change it with UpdateSync, run it with SyncNow, or EnableSync with start_over to begin again", seg.Name, r.ConnectionID, old.ID)
+		}
+		s = old
+		if s == nil {
+			s = &Sync{ID: ids.New("sync"), Env: r.Env, SegmentID: r.SegmentID, ConnectionID: r.ConnectionID, DestinationType: t.Name, Created: now}
+		}
+		s.IdentityProperty, s.Schedule, s.Interval, s.Mode = r.IdentityProperty, r.Schedule, r.Interval, r.Mode
+		s.Enabled, s.LastStatus, s.LastError, s.Updated = true, StatusQueued, "", now
+		s.NextRun = time.Time{}
 		if s.Schedule == Recurring {
+			s.NextRun = now.Add(e.spread(s.Interval))
 			if err := e.checkLimit(ctx, tx, s, t); err != nil {
 				return err
 			}
 		}
-		return e.st.CreateSync(ctx, tx, s)
+		if old == nil {
+			return e.st.CreateSync(ctx, tx, s)
+		}
+		if r.Reset {
+			s.FrozenName, s.LastSynced, s.DataExpires = "", time.Time{}, time.Time{}
+			if err := e.st.ForgetDelivered(ctx, tx, s.ID); err != nil {
+				return err
+			}
+		}
+		return e.st.UpdateSync(ctx, tx, s)
 	})
 	if err != nil {
 		return nil, nil, err
@@ -156,13 +188,19 @@ func (e *Engine) Enable(ctx context.Context, r EnableRequest) (*Sync, *Run, erro
 	return s, run, err
 }
 
+// checkLimit applies the destination's recurring-sync limit, which counts
+// per environment and destination type: two Appcues connections share ten.
 func (e *Engine) checkLimit(ctx context.Context, q store.Querier, s *Sync, t destinations.Type) error {
-	n, err := e.st.CountRecurring(ctx, q, s.Env, s.ConnectionID, s.ID)
+	limit := e.o.RecurringLimit(t)
+	if limit <= 0 {
+		return nil
+	}
+	n, err := e.st.CountRecurring(ctx, q, s.Env, t.Name, s.ID)
 	if err != nil {
 		return err
 	}
-	if t.RecurringLimit > 0 && n >= t.RecurringLimit {
-		return apperr.ResourceExhausted("%s allows at most %d recurring syncs per connection and %d are in use on %s; use a one-time sync (\"Sync now\") or disable another", t.DisplayName, t.RecurringLimit, n, s.ConnectionID)
+	if n >= limit {
+		return apperr.ResourceExhausted("%s allows at most %d recurring syncs at a time per environment, across all its connections: %d of %d in use; use a one-time sync (\"Sync now\") or disable another recurring %s sync", t.DisplayName, limit, n, limit, t.DisplayName)
 	}
 	return nil
 }
@@ -238,7 +276,7 @@ func (e *Engine) SyncNow(ctx context.Context, env, syncID string) (*Run, error) 
 		return nil, err
 	}
 	if !s.Enabled {
-		return nil, apperr.FailedPrecondition("sync %s is disabled; enable a new sync to run it", syncID)
+		return nil, apperr.FailedPrecondition("sync %s is disabled; enable it again (EnableSync) to run it", syncID)
 	}
 	return e.queueRun(ctx, s, TriggerManual)
 }
@@ -592,7 +630,10 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 		return ctx.Err()
 	}
 	r.Finished = e.o.Now().UTC()
+	var private *notPublicError
 	switch {
+	case errors.As(err, &private):
+		r.Status, r.Error = StatusSegmentNotPublic, err.Error()
 	case err != nil:
 		r.Status, r.Error = StatusFailed, err.Error()
 		span.SetStatus(codes.Error, err.Error())
@@ -644,7 +685,26 @@ type runError struct{ msg string }
 
 func (e *runError) Error() string { return e.msg }
 
+// notPublicError stops a run for a segment made private after its sync was
+// enabled: only public segments leave seghub.
+type notPublicError struct{ name string }
+
+func (e *notPublicError) Error() string {
+	return fmt.Sprintf("segment %q is no longer public, so nothing was sent; make it public again and the sync resumes with its next run", e.name)
+}
+
 func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
+	// Clearing the destination (disable) only removes what was sent, so it
+	// goes ahead for a private segment too.
+	if r.Trigger != TriggerDisable {
+		seg, err := e.data.GetSegment(ctx, s.Env, s.SegmentID, false)
+		if err != nil {
+			return err
+		}
+		if seg.Visibility != ssstore.Public {
+			return &notPublicError{name: seg.Name}
+		}
+	}
 	conn, t, err := e.destination(ctx, s.Env, s.ConnectionID)
 	if err != nil {
 		return err

@@ -31,6 +31,9 @@ const (
 	StatusPartial   = "partial"
 	StatusFailed    = "failed"
 	StatusCanceled  = "canceled"
+	// The segment is no longer public: the run sent nothing; the sync stays
+	// enabled and its next run delivers once the segment is public again.
+	StatusSegmentNotPublic = "segment_not_public"
 
 	TriggerEnable    = "enable"
 	TriggerManual    = "manual"
@@ -229,10 +232,11 @@ func (st *Store) querySyncs(ctx context.Context, q string, args ...any) ([]*Sync
 	return out, rows.Err()
 }
 
-// CountRecurring counts a connection's enabled recurring syncs.
-func (st *Store) CountRecurring(ctx context.Context, q store.Querier, env, connectionID, except string) (int, error) {
+// CountRecurring counts an environment's enabled recurring syncs to a
+// destination type (all its connections), except one sync.
+func (st *Store) CountRecurring(ctx context.Context, q store.Querier, env, destType, except string) (int, error) {
 	var n int
-	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM se_syncs WHERE environment_id = ? AND connection_id = ? AND schedule = ? AND enabled = TRUE AND sync_id <> ?`, env, connectionID, Recurring, except).Scan(&n)
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM se_syncs WHERE environment_id = ? AND destination_type = ? AND schedule = ? AND enabled = TRUE AND sync_id <> ?`, env, destType, Recurring, except).Scan(&n)
 	return n, err
 }
 
@@ -244,6 +248,27 @@ func (st *Store) DueSyncs(ctx context.Context, now time.Time) ([]*Sync, error) {
 // DeleteSync removes a sync with its runs, checkpoints and failures.
 func (st *Store) DeleteSync(ctx context.Context, q store.Querier, syncID string) error {
 	for _, table := range []string{"se_failed", "se_delivered", "se_identity_checks", "se_runs", "se_syncs"} {
+		if _, err := q.ExecContext(ctx, `DELETE FROM `+table+` WHERE sync_id = ?`, syncID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SyncOf returns env's sync of a segment to a connection, or nil: there is
+// at most one (unique index).
+func (st *Store) SyncOf(ctx context.Context, q store.Querier, env, segmentID, connectionID string) (*Sync, error) {
+	s, err := scanSync(q.QueryRowContext(ctx, `SELECT `+syncCols+` FROM se_syncs WHERE environment_id = ? AND segment_id = ? AND connection_id = ?`, env, segmentID, connectionID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return s, err
+}
+
+// ForgetDelivered drops what a sync delivered and its identity check, so
+// its next run sends everything again.
+func (st *Store) ForgetDelivered(ctx context.Context, q store.Querier, syncID string) error {
+	for _, table := range []string{"se_failed", "se_delivered", "se_identity_checks"} {
 		if _, err := q.ExecContext(ctx, `DELETE FROM `+table+` WHERE sync_id = ?`, syncID); err != nil {
 			return err
 		}
