@@ -412,7 +412,7 @@ func TestConsoleInChromium(t *testing.T) {
 		u.see("manual\t(succeeded)\t0\t0\t1\t0")
 		u.click("button", "Enable Recurring Sync")
 		u.see("Recurring, hourly")
-		u.see("1 of 10 recurring syncs in use")
+		u.see("1 of 10 recurring Appcues syncs in use")
 		u.screenshot("segment")
 
 		// Renamed in the console; the name Appcues shows stays frozen.
