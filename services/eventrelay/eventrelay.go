@@ -97,6 +97,10 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
+	rejected, err := meter.Int64Counter("seghub.events.rejected", metric.WithDescription("Events refused at ingestion, by source and the field class that failed"))
+	if err != nil {
+		return nil, err
+	}
 	lag, err := meter.Float64Histogram("seghub.events.delivery_lag", metric.WithUnit("s"), metric.WithDescription("Time from ingest to delivery"),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 	if err != nil {
@@ -168,7 +172,10 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	s.server = server.New(schema.Default(), relay.NewPublisher(js, layout), st, db, s.sinks, resolve, func(n int) { ingested.Add(context.Background(), int64(n)) })
+	s.server = server.New(schema.Default(), relay.NewPublisher(js, layout), st, db, s.sinks, resolve, func(n int) { ingested.Add(context.Background(), int64(n)) },
+		func(source, class string) {
+			rejected.Add(context.Background(), 1, metric.WithAttributes(attribute.String("source", source), attribute.String("reason", class)))
+		})
 	return s, nil
 }
 

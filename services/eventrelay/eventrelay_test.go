@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -279,9 +281,9 @@ func TestSchemasAndValidation(t *testing.T) {
 		field string
 	}{
 		{"no user", &eventrelayv1.Event{Source: "api", Name: "x"}, "event.user_id"},
-		{"unknown appcues event", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "Flow Exploded"}, "event.name"},
+		{"unknown commandbar event", &eventrelayv1.Event{Source: "commandbar", UserId: "u", Name: "teleported"}, "event.name"},
 		{"unknown source", &eventrelayv1.Event{Source: "mixpanel", UserId: "u", Name: "x"}, "event.source"},
-		{"missing required property", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "appcues:nps_score", Properties: mustStruct(map[string]any{})}, "event.properties.NPS Score"},
+		{"property of the wrong type", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "appcues:nps_score", Properties: mustStruct(map[string]any{"score": "nine"})}, "event.properties.NPS Score"},
 		{"score out of range", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "NPS Score Submitted", Properties: mustStruct(map[string]any{"score": 11})}, "event.properties.NPS Score"},
 		{"unknown connection", &eventrelayv1.Event{Source: "commandbar", ConnectionId: "cn_nope", UserId: "u", Name: "opened"}, "event.connection_id"},
 		{"connection of another type", &eventrelayv1.Event{Source: "commandbar", ConnectionId: an, UserId: "u", Name: "opened"}, "event.connection_id"},
@@ -294,12 +296,16 @@ func TestSchemasAndValidation(t *testing.T) {
 	}
 
 	// In a batch, good events are stored and each bad one is reported.
+	var header metadata.MD
 	b, err := f.ev.TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: []*eventrelayv1.Event{
 		{Source: "commandbar", UserId: "u2", Name: "opened"},
 		{Source: "commandbar", UserId: "u2", Name: "teleported"},
-		{Source: "appcues", UserId: "u2", Name: "Form Submitted", Properties: mustStruct(map[string]any{"flowId": "f"})},
+		{Source: "appcues", UserId: "u2", Name: "Form Submitted", Properties: mustStruct(map[string]any{"flowId": "f", "formId": true})},
 		{Source: "api", UserId: "u2", Name: "Plan Upgraded"},
-	}})
+	}}, grpc.Header(&header))
+	if got := header.Get("seghub-events-rejected"); len(got) != 1 || got[0] != "2" {
+		t.Errorf("partly refused batch answered header %v; want seghub-events-rejected: 2", header)
+	}
 	if err != nil || len(b.GetEventIds()) != 2 || len(b.GetRejected()) != 2 || b.GetRejected()[0].GetIndex() != 1 || b.GetRejected()[0].GetField() != "name" ||
 		b.GetRejected()[1].GetIndex() != 2 || b.GetRejected()[1].GetField() != "properties.Form ID" {
 		t.Fatalf("mixed batch: %v %v", b, err)

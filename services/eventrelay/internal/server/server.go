@@ -9,12 +9,15 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -59,14 +62,54 @@ type Server struct {
 	resolve  Resolver
 	now      func() time.Time
 	ingested func(n int)
+	rejected func(source, class string)
 }
 
-// New returns the server. ingested observes stored event counts (metrics).
-func New(sc *schema.Schema, pub *relay.Publisher, st jetstream.Stream, db *store.Store, sinks *relay.Manager, resolve Resolver, ingested func(int)) *Server {
+// New returns the server. ingested observes stored event counts and rejected
+// each refused event (metrics).
+func New(sc *schema.Schema, pub *relay.Publisher, st jetstream.Stream, db *store.Store, sinks *relay.Manager, resolve Resolver, ingested func(int), rejected func(source, class string)) *Server {
 	if ingested == nil {
 		ingested = func(int) {}
 	}
-	return &Server{schema: sc, pub: pub, stream: st, store: db, sinks: sinks, resolve: resolve, now: time.Now, ingested: ingested}
+	if rejected == nil {
+		rejected = func(string, string) {}
+	}
+	return &Server{schema: sc, pub: pub, stream: st, store: db, sinks: sinks, resolve: resolve, now: time.Now, ingested: ingested, rejected: rejected}
+}
+
+// RejectedHeader is the response header (gRPC metadata; Grpc-Metadata-… over
+// REST) that counts a batch's refused events, so that a caller reading only
+// the status learns its batch was partly refused.
+const RejectedHeader = "seghub-events-rejected"
+
+// rejectionClass is a rejection's field without the caller's property name
+// ("properties.plan" → "properties"): a metric label of bounded cardinality.
+func rejectionClass(field string) string {
+	class, _, _ := strings.Cut(field, ".")
+	return class
+}
+
+// metricSource is an event's source as a metric label: a known source or
+// "unknown", never the caller's text.
+func (s *Server) metricSource(source string) string {
+	source = strings.ToLower(strings.TrimSpace(source))
+	if source == "" {
+		return schema.API
+	}
+	for _, known := range s.schema.Sources() {
+		if source == known {
+			return source
+		}
+	}
+	return "unknown"
+}
+
+// reportRejected sets RejectedHeader when some of a stored batch's events
+// were refused.
+func reportRejected(ctx context.Context, b *batch) {
+	if len(b.rejected) > 0 {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(RejectedHeader, strconv.Itoa(len(b.rejected))))
+	}
 }
 
 // batch is one call's events on their way to JetStream.
@@ -88,6 +131,7 @@ func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1
 	for i, ev := range events {
 		reject := func(field, reason string) {
 			b.rejected = append(b.rejected, &eventrelayv1.Rejection{Index: uint32(i), Field: field, Reason: reason})
+			s.rejected(s.metricSource(ev.GetSource()), rejectionClass(field))
 		}
 		if ev == nil {
 			reject("event", "is empty")
@@ -216,6 +260,7 @@ func (s *Server) TrackBatch(ctx context.Context, req *eventrelayv1.TrackBatchReq
 	if err != nil {
 		return nil, err
 	}
+	reportRejected(ctx, b)
 	return &eventrelayv1.TrackBatchResponse{EventIds: b.ids, Rejected: b.rejected, Duplicates: dups}, nil
 }
 
@@ -338,6 +383,7 @@ func (s *Server) ReceiveEventWebhook(ctx context.Context, req *eventrelayv1.Rece
 	if err != nil {
 		return nil, err
 	}
+	reportRejected(ctx, b)
 	return &eventrelayv1.ReceiveEventWebhookResponse{Accepted: uint32(len(b.envs)) - dups, Rejected: b.rejected, Duplicates: dups}, nil
 }
 
