@@ -724,3 +724,43 @@ func TestListRoutesPages(t *testing.T) {
 		t.Fatalf("ListRoutes(garbage token) = %v, want InvalidArgument", err)
 	}
 }
+
+// A route can deliver its events under another name (Heap's Snapshot
+// workaround: Appcues.track("any name")); other routes keep the event's own.
+func TestRouteDeliversAs(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := startRelay(t, relayOpts{postgres: pg})
+			ctx := apptest.Context(t, 60*time.Second)
+			an := f.connect(t, ctx, "analytics", false)
+			f.route(t, ctx, an)
+			dest := f.connect(t, ctx, "appcues", true)
+			if _, err := f.evAdmin.CreateRoute(ctx, &eventrelayv1.CreateRouteRequest{ConnectionId: dest, Sources: []string{"api"}, DeliverAs: "\x1b[31mSeq"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "deliver_as") {
+				t.Fatalf("control character in deliver_as: %v", err)
+			}
+			r, err := f.evAdmin.CreateRoute(ctx, &eventrelayv1.CreateRouteRequest{ConnectionId: dest, EventNames: []string{"Seq"}, DeliverAs: " Checkout Seen "})
+			if err != nil || r.GetRoute().GetDeliverAs() != "Checkout Seen" {
+				t.Fatalf("route with deliver_as: %v %v", r, err)
+			}
+			list, err := f.ev.ListRoutes(ctx, &eventrelayv1.ListRoutesRequest{})
+			if err != nil || len(list.GetRoutes()) != 2 || list.GetRoutes()[1].GetDeliverAs() != "Checkout Seen" {
+				t.Fatalf("routes: %v %v", list, err)
+			}
+			f.track(t, ctx, []*eventrelayv1.Event{apiEvent("r-1", "u1", 0), {EventId: "r-2", Source: "api", UserId: "u1", Name: "Other"}})
+			got := waitCount(t, "renamed at appcues", 1, f.appcuesEvents)
+			if got[0]["name"] != "Checkout Seen" {
+				t.Fatalf("appcues received %v; want the event named Checkout Seen", got[0])
+			}
+			an2 := waitCount(t, "both at analytics", 2, f.analyticsEvents)
+			for _, e := range an2 {
+				if e["event"] != "Seq" && e["event"] != "Other" {
+					t.Fatalf("analytics received %v under a route's rename", e)
+				}
+			}
+			time.Sleep(300 * time.Millisecond)
+			if n := len(f.appcuesEvents()); n != 1 {
+				t.Fatalf("appcues holds %d events; only Seq is routed there", n)
+			}
+		})
+	}
+}

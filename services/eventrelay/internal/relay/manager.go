@@ -396,8 +396,19 @@ func (d *destState) accept(e *Envelope) bool {
 	return d.t.Name == "analytics" || d.resolved.GetConnection().GetSettings().GetSendEvents()
 }
 
-func toEvent(e *Envelope) destinations.Event {
-	return destinations.Event{ID: e.ID, Identity: e.User, Name: e.Name, Timestamp: time.UnixMicro(e.Time), Properties: e.Props}
+// toEvent is e as the destination receives it: under the name of the first
+// route that takes it and renames it, else its own.
+func (d *destState) toEvent(e *Envelope) destinations.Event {
+	name := e.Name
+	d.mu.Lock()
+	for _, r := range d.routes {
+		if r.DeliverAs != "" && r.Matches(e.Source, e.Name) {
+			name = r.DeliverAs
+			break
+		}
+	}
+	d.mu.Unlock()
+	return destinations.Event{ID: e.ID, Identity: e.User, Name: name, Timestamp: time.UnixMicro(e.Time), Properties: e.Props}
 }
 
 // failure turns a delivery error into a Result, reporting refused credentials.
@@ -427,7 +438,7 @@ func (d *destState) deliverBulk(ctx context.Context, batch []UserEvents) []Resul
 		var evs []destinations.Event
 		for _, ue := range batch {
 			for _, e := range ue.Events {
-				evs = append(evs, toEvent(e))
+				evs = append(evs, d.toEvent(e))
 			}
 		}
 		err = ad.Track(ctx, evs)
@@ -495,7 +506,7 @@ func (d *destState) deliverEach(ctx context.Context, batch []UserEvents) []Resul
 		go func() {
 			defer wg.Done()
 			for j, e := range ue.Events {
-				ev := toEvent(e)
+				ev := d.toEvent(e)
 				id, err := d.identity(ctx, e)
 				if err == nil {
 					ev.Identity = id

@@ -429,7 +429,14 @@ func (s *Server) CreateRoute(ctx context.Context, req *eventrelayv1.CreateRouteR
 			return nil, apperr.Invalid(fmt.Sprintf("event_names[%d]", i), fmt.Sprintf("must be 1 to %d characters", schema.MaxNameLen))
 		}
 	}
-	r := &store.Route{Env: env, ConnectionID: req.GetConnectionId(), Sources: req.GetSources(), EventNames: s.deliveredNames(req.GetEventNames())}
+	deliverAs := strings.TrimSpace(req.GetDeliverAs())
+	if p := apperr.IdentifierProblem(req.GetDeliverAs()); p != "" {
+		return nil, apperr.Invalid("deliver_as", p)
+	}
+	if len(deliverAs) > schema.MaxNameLen {
+		return nil, apperr.Invalid("deliver_as", fmt.Sprintf("must be at most %d characters", schema.MaxNameLen))
+	}
+	r := &store.Route{Env: env, ConnectionID: req.GetConnectionId(), Sources: req.GetSources(), EventNames: s.deliveredNames(req.GetEventNames()), DeliverAs: deliverAs}
 	if err := s.store.CreateRoute(ctx, r); err != nil {
 		return nil, err
 	}
@@ -451,7 +458,7 @@ func (s *Server) deliveredNames(names []string) []string {
 }
 
 func routePB(r store.Route) *eventrelayv1.Route {
-	return &eventrelayv1.Route{RouteId: r.ID, ConnectionId: r.ConnectionID, Sources: r.Sources, EventNames: r.EventNames, CreateTime: timestamppb.New(r.Created)}
+	return &eventrelayv1.Route{RouteId: r.ID, ConnectionId: r.ConnectionID, Sources: r.Sources, EventNames: r.EventNames, DeliverAs: r.DeliverAs, CreateTime: timestamppb.New(r.Created)}
 }
 
 // routeCursor is ListRoutes' page token: the last route returned, in
