@@ -148,6 +148,29 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 			}
 			return r.GetUser().GetProperties()[property].GetStringValue(), err
 		},
+		AnalyticsConnections: func(ctx context.Context, env string) (map[string]time.Time, error) {
+			conn, err := p.Conn(app.Connector)
+			if err != nil {
+				return nil, err
+			}
+			out := map[string]time.Time{}
+			req := &connectorv1.ListConnectionsRequest{Type: "analytics", PageSize: 1000}
+			for {
+				r, err := connectorv1.NewConnectorServiceClient(conn).ListConnections(auth.ForEnvironment(ctx, env), req)
+				if status.Code(err) == codes.NotFound {
+					return out, nil // the environment is gone
+				}
+				if err != nil {
+					return nil, err
+				}
+				for _, c := range r.GetConnections() {
+					out[c.GetConnectionId()] = c.GetCreateTime().AsTime()
+				}
+				if req.PageToken = r.GetNextPageToken(); req.PageToken == "" {
+					return out, nil
+				}
+			}
+		},
 		MaxAttempts: p.Config.DeliveryMaxAttempts,
 		MaxAge:      p.Config.DeliveryMaxAge,
 		Backoff:     o.Backoff,

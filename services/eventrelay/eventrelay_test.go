@@ -764,3 +764,41 @@ func TestRouteDeliversAs(t *testing.T) {
 		})
 	}
 }
+
+// A source connection with send_events on reaches every analytics connection
+// of its environment with no route; events without a source connection, or
+// of one with send_events off, still need one.
+func TestSourceEventsReachAnalyticsWithoutRoute(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := startRelay(t, relayOpts{postgres: pg})
+			ctx := apptest.Context(t, 60*time.Second)
+			f.connect(t, ctx, "analytics", false)
+			on, off := f.connect(t, ctx, "appcues", true), f.connect(t, ctx, "appcues", false)
+			ev := func(id, conn string) *eventrelayv1.Event {
+				return &eventrelayv1.Event{EventId: id, Source: "appcues", ConnectionId: conn, UserId: "u1", Name: "appcues:flow_error"}
+			}
+			f.track(t, ctx, []*eventrelayv1.Event{ev("s-1", on), ev("off-1", off), apiEvent("api-1", "u1", 0)})
+			waitCount(t, "the source's event at analytics", 1, f.analyticsEvents)
+			time.Sleep(500 * time.Millisecond)
+			if got := f.analyticsEvents(); len(got) != 1 || got[0]["idempotency_key"] != "s-1" || got[0]["event"] != "Flow Error" {
+				t.Fatalf("analytics holds %v; want only s-1 as Flow Error", got)
+			}
+			if r, err := f.ev.ListRoutes(ctx, &eventrelayv1.ListRoutesRequest{}); err != nil || len(r.GetRoutes()) != 0 {
+				t.Fatalf("routes: %v %v (none created)", r, err)
+			}
+			// An analytics connection added later takes the events from then on.
+			if _, err := f.conn.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "analytics", Name: "second analytics", Credentials: map[string]string{"app_id": "app-second"}}); err != nil {
+				t.Fatal(err)
+			}
+			second := func() []map[string]any { return f.analytics.Snapshot().Analytics["app-second"] }
+			f.track(t, ctx, []*eventrelayv1.Event{ev("s-2", on)})
+			waitCount(t, "s-2 at the first analytics connection", 2, f.analyticsEvents)
+			waitCount(t, "s-2 at the second analytics connection", 1, second)
+			time.Sleep(500 * time.Millisecond)
+			if got := second(); len(got) != 1 || got[0]["idempotency_key"] != "s-2" {
+				t.Fatalf("the second connection holds %v; want only s-2 (s-1 came before it)", got)
+			}
+		})
+	}
+}

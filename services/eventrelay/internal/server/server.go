@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,6 +64,8 @@ type Server struct {
 	now      func() time.Time
 	ingested func(n int)
 	rejected func(source, class string)
+	// sourceEnvs caches the environments already recorded as forwarding.
+	sourceEnvs sync.Map
 }
 
 // New returns the server. ingested observes stored event counts and rejected
@@ -117,11 +120,13 @@ type batch struct {
 	envs     []*relay.Envelope
 	ids      []string
 	rejected []*eventrelayv1.Rejection
+	// fromSource: some events come from a source connection that forwards.
+	fromSource bool
 }
 
 // prepare validates events and builds their envelopes. via is set for a
 // webhook: the connection the events arrived through.
-func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1.Event, via *connectorv1.ResolveConnectionResponse) *batch {
+func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1.Event, via *connectorv1.ResolveConnectionResponse) (*batch, error) {
 	now := s.now()
 	b := &batch{}
 	conns := map[string]*connectorv1.ResolveConnectionResponse{}
@@ -170,6 +175,7 @@ func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1
 			}
 			// The source's "send events" toggle decides whether its events flow on.
 			forward = c.GetConnection().GetSettings().GetSendEvents()
+			b.fromSource = b.fromSource || forward
 		}
 		if n.ID == "" {
 			n.ID = ids.New("evt")
@@ -178,7 +184,26 @@ func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1
 			Time: n.Time.UnixMicro(), Props: n.Properties, Forward: forward, AppcuesUserID: n.AppcuesUserID, Received: now.UnixMicro()})
 		b.ids = append(b.ids, n.ID)
 	}
-	return b
+	if b.fromSource {
+		if err := s.markSourceEnv(ctx, env, now); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// markSourceEnv records, before its first forwarded event is stored, that
+// env's source connections forward events: its analytics connections then
+// take them with no route.
+func (s *Server) markSourceEnv(ctx context.Context, env string, now time.Time) error {
+	if _, ok := s.sourceEnvs.Load(env); ok {
+		return nil
+	}
+	if err := s.store.MarkSourceEnv(ctx, env, now); err != nil {
+		return unavailable(err)
+	}
+	s.sourceEnvs.Store(env, true)
+	return nil
 }
 
 // store publishes a prepared batch and waits until JetStream holds it.
@@ -223,7 +248,10 @@ func (s *Server) Track(ctx context.Context, req *eventrelayv1.TrackRequest) (*ev
 	if req.GetEvent() == nil {
 		return nil, apperr.Invalid("event", "is required")
 	}
-	b := s.prepare(ctx, env, []*eventrelayv1.Event{req.GetEvent()}, nil)
+	b, err := s.prepare(ctx, env, []*eventrelayv1.Event{req.GetEvent()}, nil)
+	if err != nil {
+		return nil, err
+	}
 	if len(b.rejected) > 0 {
 		r := b.rejected[0]
 		return nil, apperr.Invalid("event."+r.GetField(), r.GetReason())
@@ -252,7 +280,10 @@ func (s *Server) TrackBatch(ctx context.Context, req *eventrelayv1.TrackBatchReq
 	if err := checkBatchSize("events", len(req.GetEvents())); err != nil {
 		return nil, err
 	}
-	b := s.prepare(ctx, env, req.GetEvents(), nil)
+	b, err := s.prepare(ctx, env, req.GetEvents(), nil)
+	if err != nil {
+		return nil, err
+	}
 	if len(b.envs) == 0 {
 		return nil, allRejected("events", b.rejected)
 	}
@@ -315,9 +346,10 @@ func (s *Server) StreamTrack(stream eventrelayv1.EventRelayService_StreamTrackSe
 		}
 		f := inflight{seq: req.GetSequence()}
 		if f.err = checkBatchSize(fmt.Sprintf("sequence %d: events", req.GetSequence()), len(req.GetEvents())); f.err == nil {
-			b := s.prepare(ctx, env, req.GetEvents(), nil)
-			f.rejected = b.rejected
-			if len(b.envs) > 0 {
+			b, perr := s.prepare(ctx, env, req.GetEvents(), nil)
+			if perr != nil {
+				f.err = perr
+			} else if f.rejected = b.rejected; len(b.envs) > 0 {
 				if f.pending, err = s.pub.Start(b.envs); err != nil {
 					f.err = unavailable(err)
 				}
@@ -375,7 +407,10 @@ func (s *Server) ReceiveEventWebhook(ctx context.Context, req *eventrelayv1.Rece
 		}
 		events[i] = ev
 	}
-	b := s.prepare(ctx, rc.GetEnvironmentId(), events, rc)
+	b, err := s.prepare(ctx, rc.GetEnvironmentId(), events, rc)
+	if err != nil {
+		return nil, err
+	}
 	if len(b.envs) == 0 {
 		return nil, allRejected("events", b.rejected)
 	}

@@ -28,6 +28,9 @@ type Route struct {
 	// DeliverAs renames the events this route takes; "" keeps their names.
 	DeliverAs string
 	Created   time.Time
+	// FromSources marks the implicit route of an analytics connection: it
+	// takes only events of source connections (not stored).
+	FromSources bool
 }
 
 // Matches reports whether an event of source named name takes this route.
@@ -135,6 +138,32 @@ func (s *Store) queryRoutes(ctx context.Context, q string, args ...any) ([]Route
 		_ = json.Unmarshal([]byte(names), &r.EventNames)
 		r.Created = fromMicros(created)
 		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// MarkSourceEnv records that env's source connections forward events, from
+// since on; a later call keeps the first time.
+func (s *Store) MarkSourceEnv(ctx context.Context, env string, since time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO er_source_envs (environment_id, since) VALUES (?, ?) ON CONFLICT (environment_id) DO NOTHING`, env, micros(since))
+	return err
+}
+
+// SourceEnvs lists the environments MarkSourceEnv recorded, with their times.
+func (s *Store) SourceEnvs(ctx context.Context) (map[string]time.Time, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT environment_id, since FROM er_source_envs`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var env string
+		var since int64
+		if err := rows.Scan(&env, &since); err != nil {
+			return nil, err
+		}
+		out[env] = fromMicros(since)
 	}
 	return out, rows.Err()
 }
