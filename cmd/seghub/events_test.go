@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
@@ -76,13 +78,13 @@ func TestEventWebhooksAndREST(t *testing.T) {
 		code int
 		want string
 	}{
-		"no signature":    {"", good, 403, "Invalid signature"},
-		"wrong secret":    {destinations.Sign("whsec_other", time.Now(), good), good, 403, "Invalid signature"},
-		"stale":           {destinations.Sign(secret, time.Now().Add(-6*time.Minute), good), good, 403, "Invalid signature"},
-		"signed other":    {destinations.Sign(secret, time.Now(), []byte(`{}`)), good, 403, "Invalid signature"},
-		"not JSON":        {"", []byte(`{"events":[`), 400, "malformed JSON"},
-		"unknown event":   {"", []byte(`{"name":"appcues:flow_exploded","user_id":"u"}`), 400, `events[0].name`},
-		"missing flow id": {"", []byte(`{"name":"appcues:flow_started","user_id":"u"}`), 400, "Flow ID"},
+		"no signature":   {"", good, 403, "Invalid signature"},
+		"wrong secret":   {destinations.Sign("whsec_other", time.Now(), good), good, 403, "Invalid signature"},
+		"stale":          {destinations.Sign(secret, time.Now().Add(-6*time.Minute), good), good, 403, "Invalid signature"},
+		"signed other":   {destinations.Sign(secret, time.Now(), []byte(`{}`)), good, 403, "Invalid signature"},
+		"not JSON":       {"", []byte(`{"events":[`), 400, "malformed JSON"},
+		"no user":        {"", []byte(`{"name":"appcues:flow_exploded"}`), 400, `events[0].user_id`},
+		"flow id a bool": {"", []byte(`{"name":"appcues:flow_started","user_id":"u","attributes":{"flowId":true}}`), 400, "Flow ID"},
 	}
 	for name, tc := range refused {
 		sig := tc.sig
@@ -100,6 +102,17 @@ func TestEventWebhooksAndREST(t *testing.T) {
 	code, body = r.postEvents(t, path, destinations.Sign(secret, time.Now(), good), good)
 	if code != 200 || body["accepted"] != float64(2) {
 		t.Fatalf("signed webhook: %d %v", code, body)
+	}
+	// Properties are sent "when provided" and events beyond the documented
+	// sixteen pass through; a partly refused batch says so and is counted.
+	mixed := []byte(`[
+		{"id":"ac-evt-3","name":"appcues:flow_error","user_id":"user-1","attributes":{"flowId":"f-1","error":"selector not found"}},
+		{"id":"ac-evt-4","name":"appcues:form_submitted","user_id":"user-1","attributes":{"stepId":"s-1"}},
+		{"id":"ac-evt-5","name":"appcues:flow_started","user_id":"user-1","attributes":{"flowId":true}}]`)
+	code, body = r.postEvents(t, path, destinations.Sign(secret, time.Now(), mixed), mixed)
+	if rj, _ := body["rejected"].([]any); code != 200 || body["status"] != "partial" || body["accepted"] != float64(2) || len(rj) != 1 ||
+		fmt.Sprint(rj[0]) != "map[field:properties.Flow ID index:2 reason:must be a string]" {
+		t.Fatalf("partly refused webhook: %d %v", code, body)
 	}
 	// Delivered again (a tool's retry): stored once.
 	if code, body = r.postEvents(t, path, destinations.Sign(secret, time.Now(), good), good); code != 200 || body["duplicates"] != float64(2) {
@@ -121,38 +134,69 @@ func TestEventWebhooksAndREST(t *testing.T) {
 	if code, body = r.do(t, "POST", "/v1/events:track", key, `{"event":{"source":"api","name":"No user"}}`); code != 400 || !strings.Contains(fmt.Sprint(body), "user_id") {
 		t.Fatalf("bad track: %d %v", code, body)
 	}
-	code, body = r.do(t, "POST", "/v1/events:trackBatch", key, `{"events":[{"source":"commandbar","user_id":"user-3","name":"nudge_shown"},{"source":"commandbar","user_id":"user-3","name":"nope"}]}`)
-	if code != 200 || len(body["event_ids"].([]any)) != 1 || len(body["rejected"].([]any)) != 1 {
-		t.Fatalf("track batch: %d %v", code, body)
+	batch, _ := http.NewRequest("POST", "http://"+r.httpAddr+"/v1/events:trackBatch",
+		strings.NewReader(`{"events":[{"source":"commandbar","user_id":"user-3","name":"nudge_shown"},{"source":"commandbar","user_id":"user-3","name":"nope"}]}`))
+	batch.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body = nil
+	_ = json.Unmarshal(raw, &body)
+	if resp.StatusCode != 200 || len(body["event_ids"].([]any)) != 1 || len(body["rejected"].([]any)) != 1 || resp.Header.Get("Grpc-Metadata-Seghub-Events-Rejected") != "1" {
+		t.Fatalf("track batch: %d %v %v", resp.StatusCode, resp.Header, body)
+	}
+	// Refused events are counted by source and field class, never by the
+	// caller's names (unknown sources and property names stay out of labels).
+	metrics, _ := http.Get("http://" + r.httpAddr + "/metrics")
+	mb, _ := io.ReadAll(metrics.Body)
+	metrics.Body.Close()
+	for _, want := range []string{
+		`seghub_events_rejected_total{otel_scope_name="seghub/eventrelay",otel_scope_schema_url="",otel_scope_version="",reason="properties",source="appcues"} 2`,
+		`seghub_events_rejected_total{otel_scope_name="seghub/eventrelay",otel_scope_schema_url="",otel_scope_version="",reason="name",source="commandbar"} 2`,
+		`seghub_events_rejected_total{otel_scope_name="seghub/eventrelay",otel_scope_schema_url="",otel_scope_version="",reason="user_id",source="api"} 1`,
+	} {
+		if !strings.Contains(string(mb), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(string(mb), "events_rejected"))
+		}
 	}
 	if code, body = r.do(t, "GET", "/v1/event-schemas?source=appcues", key, ""); code != 200 || len(body["schemas"].([]any)) != 16 {
 		t.Fatalf("schemas: %d %v", code, body)
 	}
 
 	// Everything accepted reaches analytics once, under delivered names.
-	want := map[string]string{"ac-evt-1": "Flow Started", "ac-evt-2": "NPS Score Submitted", "cb-1": "opened", "api-1": "Plan Upgraded"}
+	want := map[string]string{"ac-evt-1": "Flow Started", "ac-evt-2": "NPS Score Submitted", "ac-evt-3": "Flow Error", "ac-evt-4": "Form Submitted", "cb-1": "opened", "api-1": "Plan Upgraded"}
 	deadline := time.Now().Add(30 * time.Second)
 	var got []map[string]any
 	for {
 		got = sim.Snapshot().Analytics["app-9"]
-		if len(got) >= 5 || time.Now().After(deadline) {
+		if len(got) >= 7 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if len(got) != 5 {
+	if len(got) != 7 {
 		t.Fatalf("analytics holds %d events: %v", len(got), got)
 	}
+	delivered := map[string]bool{}
 	for _, e := range got {
 		id, _ := e["idempotency_key"].(string)
 		if name, ok := want[id]; ok && e["event"] != name {
 			t.Errorf("event %s delivered as %v, want %q", id, e["event"], name)
 		}
+		delivered[id] = true
 		if id == "ac-evt-1" {
 			p := e["properties"].(map[string]any)
 			if p["Flow ID"] != "f-1" || p["pageUrl"] != "https://app.example.com/home" {
 				t.Errorf("flow started properties: %v", p)
 			}
+		}
+	}
+	for id := range want {
+		if !delivered[id] {
+			t.Errorf("event %s accepted but not delivered: %v", id, got)
 		}
 	}
 	// The Appcues user id (the webhook's user_id) was attached to the user

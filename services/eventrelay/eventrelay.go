@@ -97,6 +97,10 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
+	rejected, err := meter.Int64Counter("seghub.events.rejected", metric.WithDescription("Events refused at ingestion, by source and the field class that failed"))
+	if err != nil {
+		return nil, err
+	}
 	lag, err := meter.Float64Histogram("seghub.events.delivery_lag", metric.WithUnit("s"), metric.WithDescription("Time from ingest to delivery"),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 	if err != nil {
@@ -144,6 +148,29 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 			}
 			return r.GetUser().GetProperties()[property].GetStringValue(), err
 		},
+		AnalyticsConnections: func(ctx context.Context, env string) (map[string]time.Time, error) {
+			conn, err := p.Conn(app.Connector)
+			if err != nil {
+				return nil, err
+			}
+			out := map[string]time.Time{}
+			req := &connectorv1.ListConnectionsRequest{Type: "analytics", PageSize: 1000}
+			for {
+				r, err := connectorv1.NewConnectorServiceClient(conn).ListConnections(auth.ForEnvironment(ctx, env), req)
+				if status.Code(err) == codes.NotFound {
+					return out, nil // the environment is gone
+				}
+				if err != nil {
+					return nil, err
+				}
+				for _, c := range r.GetConnections() {
+					out[c.GetConnectionId()] = c.GetCreateTime().AsTime()
+				}
+				if req.PageToken = r.GetNextPageToken(); req.PageToken == "" {
+					return out, nil
+				}
+			}
+		},
 		MaxAttempts: p.Config.DeliveryMaxAttempts,
 		MaxAge:      p.Config.DeliveryMaxAge,
 		Backoff:     o.Backoff,
@@ -168,7 +195,10 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	s.server = server.New(schema.Default(), relay.NewPublisher(js, layout), st, db, s.sinks, resolve, func(n int) { ingested.Add(context.Background(), int64(n)) })
+	s.server = server.New(schema.Default(), relay.NewPublisher(js, layout), st, db, s.sinks, resolve, func(n int) { ingested.Add(context.Background(), int64(n)) },
+		func(source, class string) {
+			rejected.Add(context.Background(), 1, metric.WithAttributes(attribute.String("source", source), attribute.String("reason", class)))
+		})
 	return s, nil
 }
 

@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -279,9 +281,9 @@ func TestSchemasAndValidation(t *testing.T) {
 		field string
 	}{
 		{"no user", &eventrelayv1.Event{Source: "api", Name: "x"}, "event.user_id"},
-		{"unknown appcues event", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "Flow Exploded"}, "event.name"},
+		{"unknown commandbar event", &eventrelayv1.Event{Source: "commandbar", UserId: "u", Name: "teleported"}, "event.name"},
 		{"unknown source", &eventrelayv1.Event{Source: "mixpanel", UserId: "u", Name: "x"}, "event.source"},
-		{"missing required property", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "appcues:nps_score", Properties: mustStruct(map[string]any{})}, "event.properties.NPS Score"},
+		{"property of the wrong type", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "appcues:nps_score", Properties: mustStruct(map[string]any{"score": "nine"})}, "event.properties.NPS Score"},
 		{"score out of range", &eventrelayv1.Event{Source: "appcues", UserId: "u", Name: "NPS Score Submitted", Properties: mustStruct(map[string]any{"score": 11})}, "event.properties.NPS Score"},
 		{"unknown connection", &eventrelayv1.Event{Source: "commandbar", ConnectionId: "cn_nope", UserId: "u", Name: "opened"}, "event.connection_id"},
 		{"connection of another type", &eventrelayv1.Event{Source: "commandbar", ConnectionId: an, UserId: "u", Name: "opened"}, "event.connection_id"},
@@ -294,12 +296,16 @@ func TestSchemasAndValidation(t *testing.T) {
 	}
 
 	// In a batch, good events are stored and each bad one is reported.
+	var header metadata.MD
 	b, err := f.ev.TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: []*eventrelayv1.Event{
 		{Source: "commandbar", UserId: "u2", Name: "opened"},
 		{Source: "commandbar", UserId: "u2", Name: "teleported"},
-		{Source: "appcues", UserId: "u2", Name: "Form Submitted", Properties: mustStruct(map[string]any{"flowId": "f"})},
+		{Source: "appcues", UserId: "u2", Name: "Form Submitted", Properties: mustStruct(map[string]any{"flowId": "f", "formId": true})},
 		{Source: "api", UserId: "u2", Name: "Plan Upgraded"},
-	}})
+	}}, grpc.Header(&header))
+	if got := header.Get("seghub-events-rejected"); len(got) != 1 || got[0] != "2" {
+		t.Errorf("partly refused batch answered header %v; want seghub-events-rejected: 2", header)
+	}
 	if err != nil || len(b.GetEventIds()) != 2 || len(b.GetRejected()) != 2 || b.GetRejected()[0].GetIndex() != 1 || b.GetRejected()[0].GetField() != "name" ||
 		b.GetRejected()[1].GetIndex() != 2 || b.GetRejected()[1].GetField() != "properties.Form ID" {
 		t.Fatalf("mixed batch: %v %v", b, err)
@@ -716,5 +722,83 @@ func TestListRoutesPages(t *testing.T) {
 	}
 	if _, err := f.ev.ListRoutes(ctx, &eventrelayv1.ListRoutesRequest{PageToken: "garbage!"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("ListRoutes(garbage token) = %v, want InvalidArgument", err)
+	}
+}
+
+// A route can deliver its events under another name (Heap's Snapshot
+// workaround: Appcues.track("any name")); other routes keep the event's own.
+func TestRouteDeliversAs(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := startRelay(t, relayOpts{postgres: pg})
+			ctx := apptest.Context(t, 60*time.Second)
+			an := f.connect(t, ctx, "analytics", false)
+			f.route(t, ctx, an)
+			dest := f.connect(t, ctx, "appcues", true)
+			if _, err := f.evAdmin.CreateRoute(ctx, &eventrelayv1.CreateRouteRequest{ConnectionId: dest, Sources: []string{"api"}, DeliverAs: "\x1b[31mSeq"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "deliver_as") {
+				t.Fatalf("control character in deliver_as: %v", err)
+			}
+			r, err := f.evAdmin.CreateRoute(ctx, &eventrelayv1.CreateRouteRequest{ConnectionId: dest, EventNames: []string{"Seq"}, DeliverAs: " Checkout Seen "})
+			if err != nil || r.GetRoute().GetDeliverAs() != "Checkout Seen" {
+				t.Fatalf("route with deliver_as: %v %v", r, err)
+			}
+			list, err := f.ev.ListRoutes(ctx, &eventrelayv1.ListRoutesRequest{})
+			if err != nil || len(list.GetRoutes()) != 2 || list.GetRoutes()[1].GetDeliverAs() != "Checkout Seen" {
+				t.Fatalf("routes: %v %v", list, err)
+			}
+			f.track(t, ctx, []*eventrelayv1.Event{apiEvent("r-1", "u1", 0), {EventId: "r-2", Source: "api", UserId: "u1", Name: "Other"}})
+			got := waitCount(t, "renamed at appcues", 1, f.appcuesEvents)
+			if got[0]["name"] != "Checkout Seen" {
+				t.Fatalf("appcues received %v; want the event named Checkout Seen", got[0])
+			}
+			an2 := waitCount(t, "both at analytics", 2, f.analyticsEvents)
+			for _, e := range an2 {
+				if e["event"] != "Seq" && e["event"] != "Other" {
+					t.Fatalf("analytics received %v under a route's rename", e)
+				}
+			}
+			time.Sleep(300 * time.Millisecond)
+			if n := len(f.appcuesEvents()); n != 1 {
+				t.Fatalf("appcues holds %d events; only Seq is routed there", n)
+			}
+		})
+	}
+}
+
+// A source connection with send_events on reaches every analytics connection
+// of its environment with no route; events without a source connection, or
+// of one with send_events off, still need one.
+func TestSourceEventsReachAnalyticsWithoutRoute(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := startRelay(t, relayOpts{postgres: pg})
+			ctx := apptest.Context(t, 60*time.Second)
+			f.connect(t, ctx, "analytics", false)
+			on, off := f.connect(t, ctx, "appcues", true), f.connect(t, ctx, "appcues", false)
+			ev := func(id, conn string) *eventrelayv1.Event {
+				return &eventrelayv1.Event{EventId: id, Source: "appcues", ConnectionId: conn, UserId: "u1", Name: "appcues:flow_error"}
+			}
+			f.track(t, ctx, []*eventrelayv1.Event{ev("s-1", on), ev("off-1", off), apiEvent("api-1", "u1", 0)})
+			waitCount(t, "the source's event at analytics", 1, f.analyticsEvents)
+			time.Sleep(500 * time.Millisecond)
+			if got := f.analyticsEvents(); len(got) != 1 || got[0]["idempotency_key"] != "s-1" || got[0]["event"] != "Flow Error" {
+				t.Fatalf("analytics holds %v; want only s-1 as Flow Error", got)
+			}
+			if r, err := f.ev.ListRoutes(ctx, &eventrelayv1.ListRoutesRequest{}); err != nil || len(r.GetRoutes()) != 0 {
+				t.Fatalf("routes: %v %v (none created)", r, err)
+			}
+			// An analytics connection added later takes the events from then on.
+			if _, err := f.conn.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "analytics", Name: "second analytics", Credentials: map[string]string{"app_id": "app-second"}}); err != nil {
+				t.Fatal(err)
+			}
+			second := func() []map[string]any { return f.analytics.Snapshot().Analytics["app-second"] }
+			f.track(t, ctx, []*eventrelayv1.Event{ev("s-2", on)})
+			waitCount(t, "s-2 at the first analytics connection", 2, f.analyticsEvents)
+			waitCount(t, "s-2 at the second analytics connection", 1, second)
+			time.Sleep(500 * time.Millisecond)
+			if got := second(); len(got) != 1 || got[0]["idempotency_key"] != "s-2" {
+				t.Fatalf("the second connection holds %v; want only s-2 (s-1 came before it)", got)
+			}
+		})
 	}
 }

@@ -96,5 +96,10 @@ func eventWebhook(ctx context.Context, conn *grpc.ClientConn, id, sig string, bo
 	for _, r := range resp.GetRejected() {
 		rejected = append(rejected, map[string]any{"index": r.GetIndex(), "field": r.GetField(), "reason": r.GetReason()})
 	}
-	return map[string]any{"status": "ok", "accepted": resp.GetAccepted(), "duplicates": resp.GetDuplicates(), "rejected": rejected}, nil
+	// A tool that reads only the status still learns part of its batch was refused.
+	st := "ok"
+	if len(rejected) > 0 {
+		st = "partial"
+	}
+	return map[string]any{"status": st, "accepted": resp.GetAccepted(), "duplicates": resp.GetDuplicates(), "rejected": rejected}, nil
 }

@@ -154,6 +154,8 @@ export type CreateRouteRequest = {
   connection_id?: string;
   sources?: Array<string>;
   event_names?: Array<string>;
+  /** Deliver the routed events under this name instead of their own. */
+  deliver_as?: string;
 };
 
 export type CreateRouteResponse = {
@@ -621,6 +623,11 @@ export type Route = {
   /** Event names routed (delivered names); empty routes every event. */
   event_names?: Array<string>;
   create_time?: string;
+  /**
+   * The name events taking this route are delivered under; empty keeps
+   * theirs (Heap's Snapshot workaround, Appcues.track("any name")).
+   */
+  deliver_as?: string;
 };
 
 export type Segment = {

@@ -43,12 +43,14 @@ describe("RouteForm", () => {
     expect(screen.queryByRole("checkbox", { name: /opened/ })).toBeNull();
     await userEvent.click(screen.getByText(/open to route only some/));
     await userEvent.click(screen.getByRole("checkbox", { name: /Flow Started/ }));
+    await userEvent.type(screen.getByLabelText(/Deliver as/), "Tour Began");
     await userEvent.click(screen.getByRole("button", { name: "Add route" }));
     expect(await screen.findByText("Route added.")).toBeTruthy();
     expect(JSON.parse(String((fetch.mock.calls[0]![1] as RequestInit).body))).toEqual({
       connection_id: "conn_amp",
       sources: ["appcues"],
       event_names: ["Flow Started"],
+      deliver_as: "Tour Began",
     });
   });
 

@@ -131,7 +131,10 @@ function RouteList({ name }: { name: (id?: string) => string }) {
               <tr key={r.route_id}>
                 <td>{name(r.connection_id)}</td>
                 <td>{listOrAll(r.sources, "every source")}</td>
-                <td>{listOrAll(r.event_names, "every event")}</td>
+                <td>
+                  {listOrAll(r.event_names, "every event")}
+                  {r.deliver_as && <span className="muted"> → delivered as “{r.deliver_as}”</span>}
+                </td>
                 <td>{when(r.create_time)}</td>
                 <td>
                   <GuardedButton
@@ -170,19 +173,21 @@ export function RouteForm({ sinks, schemas }: { sinks: readonly Connection[]; sc
   const [sink, setSink] = useState("");
   const [sources, setSources] = useState<string[]>([]);
   const [events, setEvents] = useState<string[]>([]);
+  const [deliverAs, setDeliverAs] = useState("");
   const create = useCreateRoute();
-  const { byField, unplaced } = placeFieldErrors(create.error, ["connection_id", "sources", "event_names"]);
+  const { byField, unplaced } = placeFieldErrors(create.error, ["connection_id", "sources", "event_names", "deliver_as"]);
   const allSources = [...new Set([...schemas.map((s) => s.source ?? ""), "api"])].filter(Boolean);
   const offered = schemas.filter((s) => sources.length === 0 || sources.includes(s.source ?? ""));
   const toggle = (xs: string[], x: string, on: boolean) => (on ? [...xs, x] : xs.filter((y) => y !== x));
   function submit(e: FormEvent) {
     e.preventDefault();
     create.mutate(
-      { body: { connection_id: sink, sources, event_names: events.filter((n) => offered.some((s) => s.name === n)) } },
+      { body: { connection_id: sink, sources, event_names: events.filter((n) => offered.some((s) => s.name === n)), deliver_as: deliverAs } },
       {
         onSuccess: () => {
           setSources([]);
           setEvents([]);
+          setDeliverAs("");
         },
       },
     );
@@ -239,6 +244,13 @@ export function RouteForm({ sinks, schemas }: { sinks: readonly Connection[]; sc
           </div>
         </details>
         {byField["event_names"] && <small className="field-error">{byField["event_names"].join(" ")}</small>}
+        <Field
+          label="Deliver as (optional)"
+          hint={'Send these events under another name, like Appcues.track("any name"); empty keeps their own.'}
+          errors={byField["deliver_as"]}
+        >
+          <input value={deliverAs} onChange={(e) => setDeliverAs(e.target.value)} maxLength={255} />
+        </Field>
         <ErrorNotice error={create.error} extra={unplaced} />
         {create.isSuccess && <p role="status">Route added.</p>}
         <button type="submit" className="primary" disabled={create.isPending}>

@@ -870,8 +870,11 @@ type Route struct {
 	// Sources routed; empty routes every source.
 	Sources []string `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
 	// Event names routed (delivered names); empty routes every event.
-	EventNames    []string               `protobuf:"bytes,4,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	EventNames []string               `protobuf:"bytes,4,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The name events taking this route are delivered under; empty keeps
+	// theirs (Heap's Snapshot workaround, Appcues.track("any name")).
+	DeliverAs     string `protobuf:"bytes,6,opt,name=deliver_as,json=deliverAs,proto3" json:"deliver_as,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -941,11 +944,20 @@ func (x *Route) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Route) GetDeliverAs() string {
+	if x != nil {
+		return x.DeliverAs
+	}
+	return ""
+}
+
 type CreateRouteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Sources       []string               `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
-	EventNames    []string               `protobuf:"bytes,3,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Sources      []string               `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
+	EventNames   []string               `protobuf:"bytes,3,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
+	// Deliver the routed events under this name instead of their own.
+	DeliverAs     string `protobuf:"bytes,4,opt,name=deliver_as,json=deliverAs,proto3" json:"deliver_as,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -999,6 +1011,13 @@ func (x *CreateRouteRequest) GetEventNames() []string {
 		return x.EventNames
 	}
 	return nil
+}
+
+func (x *CreateRouteRequest) GetDeliverAs() string {
+	if x != nil {
+		return x.DeliverAs
+	}
+	return ""
 }
 
 type CreateRouteResponse struct {
@@ -1806,7 +1825,7 @@ const file_seghub_eventrelay_v1_eventrelay_proto_rawDesc = "" +
 	"\x17ListEventSchemasRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\"W\n" +
 	"\x18ListEventSchemasResponse\x12;\n" +
-	"\aschemas\x18\x01 \x03(\v2!.seghub.eventrelay.v1.EventSchemaR\aschemas\"\xbf\x01\n" +
+	"\aschemas\x18\x01 \x03(\v2!.seghub.eventrelay.v1.EventSchemaR\aschemas\"\xde\x01\n" +
 	"\x05Route\x12\x19\n" +
 	"\broute_id\x18\x01 \x01(\tR\arouteId\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x18\n" +
@@ -1814,12 +1833,16 @@ const file_seghub_eventrelay_v1_eventrelay_proto_rawDesc = "" +
 	"\vevent_names\x18\x04 \x03(\tR\n" +
 	"eventNames\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"t\n" +
+	"createTime\x12\x1d\n" +
+	"\n" +
+	"deliver_as\x18\x06 \x01(\tR\tdeliverAs\"\x93\x01\n" +
 	"\x12CreateRouteRequest\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x18\n" +
 	"\asources\x18\x02 \x03(\tR\asources\x12\x1f\n" +
 	"\vevent_names\x18\x03 \x03(\tR\n" +
-	"eventNames\"H\n" +
+	"eventNames\x12\x1d\n" +
+	"\n" +
+	"deliver_as\x18\x04 \x01(\tR\tdeliverAs\"H\n" +
 	"\x13CreateRouteResponse\x121\n" +
 	"\x05route\x18\x01 \x01(\v2\x1b.seghub.eventrelay.v1.RouteR\x05route\"O\n" +
 	"\x11ListRoutesRequest\x12\x1b\n" +

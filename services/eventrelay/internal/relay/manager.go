@@ -48,9 +48,13 @@ type ManagerOptions struct {
 	// UserProperty reads a user's string property ("" when unset): the
 	// identity a destination knows the user by.
 	UserProperty func(ctx context.Context, env, user, property string) (string, error)
+	// AnalyticsConnections lists env's analytics connections and when each
+	// was created: they take source connections' events with no route.
+	AnalyticsConnections func(ctx context.Context, env string) (map[string]time.Time, error)
 }
 
-// Manager runs one sink per connection that routes point at, in the one
+// Manager runs one sink per connection that routes point at (analytics
+// connections take source connections' events implicitly), in the one
 // replica that holds the delivery lease.
 type Manager struct {
 	o      ManagerOptions
@@ -151,6 +155,9 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if routes, err = m.withSourceRoutes(ctx, routes); err != nil {
+		return err
+	}
 	want := map[string][]store.Route{}
 	envOf := map[string]string{}
 	for _, r := range routes {
@@ -177,6 +184,33 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		m.sinks[conn] = m.start(ctx, envOf[conn], conn, rs)
 	}
 	return nil
+}
+
+// withSourceRoutes adds an implicit route to each analytics connection of an
+// environment whose source connections forward events, starting when both
+// the forwarding and the connection exist.
+func (m *Manager) withSourceRoutes(ctx context.Context, routes []store.Route) ([]store.Route, error) {
+	if m.o.AnalyticsConnections == nil {
+		return routes, nil
+	}
+	envs, err := m.o.Store.SourceEnvs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for env, since := range envs {
+		conns, err := m.o.AnalyticsConnections(ctx, env)
+		if err != nil {
+			return nil, fmt.Errorf("list analytics connections of %s: %w", env, err)
+		}
+		for conn, created := range conns {
+			start := since
+			if created.After(start) {
+				start = created
+			}
+			routes = append(routes, store.Route{Env: env, ConnectionID: conn, Created: start, FromSources: true})
+		}
+	}
+	return routes, nil
 }
 
 func (m *Manager) stopAll() {
@@ -379,6 +413,9 @@ func (d *destState) accept(e *Envelope) bool {
 	d.mu.Lock()
 	routed := false
 	for _, r := range d.routes {
+		if r.FromSources && e.Conn == "" {
+			continue // the implicit route takes only source connections' events
+		}
 		if r.Matches(e.Source, e.Name) {
 			routed = true
 			break
@@ -396,8 +433,19 @@ func (d *destState) accept(e *Envelope) bool {
 	return d.t.Name == "analytics" || d.resolved.GetConnection().GetSettings().GetSendEvents()
 }
 
-func toEvent(e *Envelope) destinations.Event {
-	return destinations.Event{ID: e.ID, Identity: e.User, Name: e.Name, Timestamp: time.UnixMicro(e.Time), Properties: e.Props}
+// toEvent is e as the destination receives it: under the name of the first
+// route that takes it and renames it, else its own.
+func (d *destState) toEvent(e *Envelope) destinations.Event {
+	name := e.Name
+	d.mu.Lock()
+	for _, r := range d.routes {
+		if r.DeliverAs != "" && r.Matches(e.Source, e.Name) {
+			name = r.DeliverAs
+			break
+		}
+	}
+	d.mu.Unlock()
+	return destinations.Event{ID: e.ID, Identity: e.User, Name: name, Timestamp: time.UnixMicro(e.Time), Properties: e.Props}
 }
 
 // failure turns a delivery error into a Result, reporting refused credentials.
@@ -427,7 +475,7 @@ func (d *destState) deliverBulk(ctx context.Context, batch []UserEvents) []Resul
 		var evs []destinations.Event
 		for _, ue := range batch {
 			for _, e := range ue.Events {
-				evs = append(evs, toEvent(e))
+				evs = append(evs, d.toEvent(e))
 			}
 		}
 		err = ad.Track(ctx, evs)
@@ -495,7 +543,7 @@ func (d *destState) deliverEach(ctx context.Context, batch []UserEvents) []Resul
 		go func() {
 			defer wg.Done()
 			for j, e := range ue.Events {
-				ev := toEvent(e)
+				ev := d.toEvent(e)
 				id, err := d.identity(ctx, e)
 				if err == nil {
 					ev.Identity = id

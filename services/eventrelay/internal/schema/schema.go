@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/seghub/seghub/pkg/apperr"
 )
@@ -69,7 +71,7 @@ type Schema struct {
 // Appcues property vocabulary (display name, wire key, type). Wire keys follow
 // Appcues' event attributes; where Appcues does not document one, it is assumed.
 var (
-	flowID          = Property{Name: "Flow ID", Wire: "flowId", Type: String, Required: true}
+	flowID          = Property{Name: "Flow ID", Wire: "flowId", Type: String}
 	flowName        = Property{Name: "Flow Name", Wire: "flowName", Type: String}
 	flowVersion     = Property{Name: "Flow Version", Wire: "flowVersion", Type: Scalar}
 	timestampProp   = Property{Name: "Timestamp", Wire: "timestamp", Type: Timestamp}
@@ -92,14 +94,16 @@ var (
 	npsFeedback     = Property{Name: "NPS Feedback", Wire: "feedback", Type: String}
 )
 
+// appcuesVocabulary is every Appcues property above: an Appcues event outside
+// the sixteen passes through with these checked and renamed where present.
+var appcuesVocabulary = []Property{flowID, flowName, flowVersion, timestampProp, stepID, stepType, stepChildID, stepChildNumber,
+	interactionType, interaction, category, destination, formID, response, fieldID, label, value, pageTitle, pageURL}
+
 func props(ps ...Property) []Property { return ps }
 
-func required(p Property) Property { p.Required = true; return p }
-
-func optional(p Property) Property { p.Required = false; return p }
-
 // appcuesEvents are the sixteen Flow / Step / Form / NPS events Appcues sends
-// to analytics, with their wire names.
+// to analytics, with their wire names. Appcues sends each property "when
+// provided", so none is required; a property present is type-checked.
 func appcuesEvents() []*Event {
 	flow := props(flowID, flowName, flowVersion, timestampProp)
 	step := props(flowID, flowName, flowVersion, timestampProp, stepID, stepType)
@@ -117,14 +121,14 @@ func appcuesEvents() []*Event {
 		ev("Step Skipped", "step_skipped", step),
 		ev("Step Aborted", "step_aborted", step),
 		ev("Step Interacted", "step_interacted", props(flowID, flowName, flowVersion, timestampProp, stepChildID, stepChildNumber, stepType, interactionType, interaction, category, destination)),
-		ev("Form Submitted", "form_submitted", props(flowID, flowName, flowVersion, timestampProp, stepID, stepType, interactionType, required(formID), response)),
-		ev("Form Field Submitted", "form_field_submitted", props(flowID, flowName, flowVersion, timestampProp, stepID, stepType, interactionType, category, required(formID), required(fieldID), label, value)),
+		ev("Form Submitted", "form_submitted", props(flowID, flowName, flowVersion, timestampProp, stepID, stepType, interactionType, formID, response)),
+		ev("Form Field Submitted", "form_field_submitted", props(flowID, flowName, flowVersion, timestampProp, stepID, stepType, interactionType, category, formID, fieldID, label, value)),
 		ev("NPS Survey Started", "nps_survey_started", nps),
-		ev("NPS Score Submitted", "nps_score", append(append([]Property(nil), nps...), required(npsScore))),
-		ev("NPS Feedback Submitted", "nps_feedback", append(append([]Property(nil), nps...), required(npsFeedback))),
+		ev("NPS Score Submitted", "nps_score", append(append([]Property(nil), nps...), npsScore)),
+		ev("NPS Feedback Submitted", "nps_feedback", append(append([]Property(nil), nps...), npsFeedback)),
 		ev("NPS Ask Me Later Selected", "nps_ask_me_later_selected", nps),
 		// Wire name assumed: Appcues documents the event, not its key.
-		ev("NPS Update Score Selected", "nps_clicked_update_nps_score", append(append([]Property(nil), nps...), optional(npsScore))),
+		ev("NPS Update Score Selected", "nps_clicked_update_nps_score", append(append([]Property(nil), nps...), npsScore)),
 	}
 }
 
@@ -187,6 +191,17 @@ func (s *Schema) Events(source string) []*Event {
 func (s *Schema) Lookup(source, name string) (*Event, bool) {
 	e, ok := s.events[source][name]
 	return e, ok
+}
+
+// lookupFold finds an event by an accepted name in any letter case, so that
+// "flow started" is Flow Started rather than a pass-through event of its own.
+func (s *Schema) lookupFold(source, name string) (*Event, bool) {
+	for n, e := range s.events[source] {
+		if strings.EqualFold(n, name) {
+			return e, true
+		}
+	}
+	return nil, false
 }
 
 // Input is an event as received.
@@ -273,7 +288,14 @@ func (s *Schema) Validate(in Input, now time.Time) (Normalized, *FieldError) {
 		return out, nil
 	}
 	ev, ok := s.Lookup(in.Source, in.Name)
-	if !ok {
+	if !ok && in.Source == Appcues {
+		ev, ok = s.lookupFold(Appcues, in.Name)
+	}
+	if !ok && in.Source == Appcues {
+		// Appcues adds events (Flow Error, Step Child Activated …) beyond
+		// the documented sixteen; dropping them would lose what users did.
+		ev = &Event{Source: Appcues, Name: appcuesDisplayName(in.Name), Properties: appcuesVocabulary}
+	} else if !ok {
 		return Normalized{}, fieldErr("name", "%q is not a %s event (see ListEventSchemas)", in.Name, in.Source)
 	}
 	out.Name = ev.Name
@@ -319,6 +341,23 @@ func (s *Schema) Validate(in Input, now time.Time) (Normalized, *FieldError) {
 	delete(props, "appcuesUserID")
 	out.Properties = props
 	return out, nil
+}
+
+// appcuesDisplayName writes an Appcues wire name ("appcues:step_child_activated")
+// the way analytics shows the documented events ("Step Child Activated"); any
+// other name is kept as sent.
+func appcuesDisplayName(name string) string {
+	wire, ok := strings.CutPrefix(name, "appcues:")
+	if !ok || wire == "" {
+		return name
+	}
+	words := strings.Split(wire, "_")
+	for i, w := range words {
+		if r, n := utf8.DecodeRuneInString(w); n > 0 {
+			words[i] = string(unicode.ToUpper(r)) + w[n:]
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 func checkValue(v any, depth int) string {

@@ -119,11 +119,14 @@ func TestAppcuesEventsAcceptedUnderBothNames(t *testing.T) {
 	}
 }
 
-func TestAppcuesRequiredProperties(t *testing.T) {
+// Appcues sends its properties "when provided": an event lacking any of them
+// is accepted, and one carrying it with the wrong type is refused.
+func TestAppcuesPropertiesOptionalButTyped(t *testing.T) {
 	t.Parallel()
+	wrongType := map[string]any{"flowId": true, "formId": []any{"f"}, "fieldId": map[string]any{}, "score": "nine", "feedback": 3.0}
 	for _, tc := range appcuesEventTable {
-		for missing := range tc.required {
-			t.Run(tc.display+" without "+missing, func(t *testing.T) {
+		for key := range tc.required {
+			t.Run(tc.display+" without "+key, func(t *testing.T) {
 				t.Parallel()
 				for _, absent := range []bool{true, false} {
 					props := map[string]any{}
@@ -131,15 +134,51 @@ func TestAppcuesRequiredProperties(t *testing.T) {
 						props[k] = v
 					}
 					if absent {
-						delete(props, missing)
+						delete(props, key)
 					} else {
-						props[missing] = nil // JSON null is no value
+						props[key] = nil // JSON null is no value
 					}
-					wantFieldError(t, Input{Source: Appcues, UserID: "u1", Name: "appcues:" + tc.wire, Properties: props}, "properties."+wireDisplay[missing])
+					out := validate(t, Input{Source: Appcues, UserID: "u1", Name: "appcues:" + tc.wire, Properties: props})
+					if _, has := out.Properties[wireDisplay[key]]; has || out.Name != tc.display {
+						t.Errorf("normalised to %q %v; want %q without %q", out.Name, out.Properties, tc.display, wireDisplay[key])
+					}
 				}
+				props := map[string]any{key: wrongType[key]}
+				wantFieldError(t, Input{Source: Appcues, UserID: "u1", Name: "appcues:" + tc.wire, Properties: props}, "properties."+wireDisplay[key])
 			})
 		}
 	}
+	wantFieldError(t, Input{Source: Appcues, UserID: "u1", Name: "NPS Score Submitted", Properties: map[string]any{"score": 11.0}}, "properties.NPS Score")
+}
+
+// Appcues events beyond the documented sixteen pass through under their own
+// names, with the known properties renamed and checked like any other.
+func TestAppcuesEventsOutsideSchemaPassThrough(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, want string
+		in, props  map[string]any
+	}{
+		{"appcues:flow_error", "Flow Error", map[string]any{"flowId": "f1", "error": "boom"}, map[string]any{"Flow ID": "f1", "error": "boom"}},
+		{"appcues:step_error", "Step Error", map[string]any{"stepId": "s1"}, map[string]any{"Step ID": "s1"}},
+		{"appcues:step_child_activated", "Step Child Activated", map[string]any{"stepChildNumber": 2.0}, map[string]any{"Step Child Number": 2.0}},
+		{"appcues:step_child_deactivated", "Step Child Deactivated", nil, map[string]any{}},
+		{"Step Child Recovered", "Step Child Recovered", map[string]any{"Flow ID": "f1"}, map[string]any{"Flow ID": "f1"}},
+		{"appcues:élan_shown", "Élan Shown", nil, map[string]any{}},
+		// A known event in another letter case is that event, not a new one.
+		{"flow started", "Flow Started", nil, map[string]any{}},
+		{"APPCUES:FLOW_STARTED", "Flow Started", nil, map[string]any{}},
+	}
+	for _, tc := range tests {
+		out := validate(t, Input{Source: Appcues, UserID: "u1", Name: tc.name, Properties: tc.in})
+		if out.Name != tc.want || !reflect.DeepEqual(out.Properties, tc.props) {
+			t.Errorf("%q normalised to %q %v; want %q %v", tc.name, out.Name, out.Properties, tc.want, tc.props)
+		}
+		if out.AppcuesUserID != "u1" {
+			t.Errorf("%q: Appcues identity %q; want u1", tc.name, out.AppcuesUserID)
+		}
+	}
+	wantFieldError(t, Input{Source: Appcues, UserID: "u1", Name: "appcues:flow_error", Properties: map[string]any{"flowId": true}}, "properties.Flow ID")
 }
 
 func TestAppcuesPropertiesRenamed(t *testing.T) {
@@ -415,8 +454,7 @@ func TestValidateRefusesField(t *testing.T) {
 		{"nested too deep", with(func(in *Input) { in.Properties = map[string]any{"deep": nest("x", MaxPropertyDepth+1)} }), "properties.deep"},
 		{"list nested too deep", with(func(in *Input) { in.Properties = map[string]any{"deep": []any{nest(1.0, MaxPropertyDepth)}} }), "properties.deep"},
 		{"long string deep inside", with(func(in *Input) { in.Properties = map[string]any{"o": nest(strings.Repeat("x", MaxStringLen+1), 3)} }), "properties.o"},
-		{"appcues unknown event", with(func(in *Input) { in.Source = Appcues; in.Name = "appcues:tour_started" }), "name"},
-		{"appcues wrong case", with(func(in *Input) { in.Source = Appcues; in.Name = "flow started" }), "name"},
+		{"commandbar unknown event", with(func(in *Input) { in.Source = CommandBar; in.Name = "tour_started" }), "name"},
 		// Ids and names refuse control characters, even where trimming would remove them.
 		{"NUL in user id", with(func(in *Input) { in.UserID = "u\x00" }), "user_id"},
 		{"trailing newline in user id", with(func(in *Input) { in.UserID = "u1\n" }), "user_id"},

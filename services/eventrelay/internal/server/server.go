@@ -9,12 +9,16 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -59,14 +63,56 @@ type Server struct {
 	resolve  Resolver
 	now      func() time.Time
 	ingested func(n int)
+	rejected func(source, class string)
+	// sourceEnvs caches the environments already recorded as forwarding.
+	sourceEnvs sync.Map
 }
 
-// New returns the server. ingested observes stored event counts (metrics).
-func New(sc *schema.Schema, pub *relay.Publisher, st jetstream.Stream, db *store.Store, sinks *relay.Manager, resolve Resolver, ingested func(int)) *Server {
+// New returns the server. ingested observes stored event counts and rejected
+// each refused event (metrics).
+func New(sc *schema.Schema, pub *relay.Publisher, st jetstream.Stream, db *store.Store, sinks *relay.Manager, resolve Resolver, ingested func(int), rejected func(source, class string)) *Server {
 	if ingested == nil {
 		ingested = func(int) {}
 	}
-	return &Server{schema: sc, pub: pub, stream: st, store: db, sinks: sinks, resolve: resolve, now: time.Now, ingested: ingested}
+	if rejected == nil {
+		rejected = func(string, string) {}
+	}
+	return &Server{schema: sc, pub: pub, stream: st, store: db, sinks: sinks, resolve: resolve, now: time.Now, ingested: ingested, rejected: rejected}
+}
+
+// RejectedHeader is the response header (gRPC metadata; Grpc-Metadata-… over
+// REST) that counts a batch's refused events, so that a caller reading only
+// the status learns its batch was partly refused.
+const RejectedHeader = "seghub-events-rejected"
+
+// rejectionClass is a rejection's field without the caller's property name
+// ("properties.plan" → "properties"): a metric label of bounded cardinality.
+func rejectionClass(field string) string {
+	class, _, _ := strings.Cut(field, ".")
+	return class
+}
+
+// metricSource is an event's source as a metric label: a known source or
+// "unknown", never the caller's text.
+func (s *Server) metricSource(source string) string {
+	source = strings.ToLower(strings.TrimSpace(source))
+	if source == "" {
+		return schema.API
+	}
+	for _, known := range s.schema.Sources() {
+		if source == known {
+			return source
+		}
+	}
+	return "unknown"
+}
+
+// reportRejected sets RejectedHeader when some of a stored batch's events
+// were refused.
+func reportRejected(ctx context.Context, b *batch) {
+	if len(b.rejected) > 0 {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(RejectedHeader, strconv.Itoa(len(b.rejected))))
+	}
 }
 
 // batch is one call's events on their way to JetStream.
@@ -74,11 +120,13 @@ type batch struct {
 	envs     []*relay.Envelope
 	ids      []string
 	rejected []*eventrelayv1.Rejection
+	// fromSource: some events come from a source connection that forwards.
+	fromSource bool
 }
 
 // prepare validates events and builds their envelopes. via is set for a
 // webhook: the connection the events arrived through.
-func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1.Event, via *connectorv1.ResolveConnectionResponse) *batch {
+func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1.Event, via *connectorv1.ResolveConnectionResponse) (*batch, error) {
 	now := s.now()
 	b := &batch{}
 	conns := map[string]*connectorv1.ResolveConnectionResponse{}
@@ -88,6 +136,7 @@ func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1
 	for i, ev := range events {
 		reject := func(field, reason string) {
 			b.rejected = append(b.rejected, &eventrelayv1.Rejection{Index: uint32(i), Field: field, Reason: reason})
+			s.rejected(s.metricSource(ev.GetSource()), rejectionClass(field))
 		}
 		if ev == nil {
 			reject("event", "is empty")
@@ -126,6 +175,7 @@ func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1
 			}
 			// The source's "send events" toggle decides whether its events flow on.
 			forward = c.GetConnection().GetSettings().GetSendEvents()
+			b.fromSource = b.fromSource || forward
 		}
 		if n.ID == "" {
 			n.ID = ids.New("evt")
@@ -134,7 +184,26 @@ func (s *Server) prepare(ctx context.Context, env string, events []*eventrelayv1
 			Time: n.Time.UnixMicro(), Props: n.Properties, Forward: forward, AppcuesUserID: n.AppcuesUserID, Received: now.UnixMicro()})
 		b.ids = append(b.ids, n.ID)
 	}
-	return b
+	if b.fromSource {
+		if err := s.markSourceEnv(ctx, env, now); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// markSourceEnv records, before its first forwarded event is stored, that
+// env's source connections forward events: its analytics connections then
+// take them with no route.
+func (s *Server) markSourceEnv(ctx context.Context, env string, now time.Time) error {
+	if _, ok := s.sourceEnvs.Load(env); ok {
+		return nil
+	}
+	if err := s.store.MarkSourceEnv(ctx, env, now); err != nil {
+		return unavailable(err)
+	}
+	s.sourceEnvs.Store(env, true)
+	return nil
 }
 
 // store publishes a prepared batch and waits until JetStream holds it.
@@ -179,7 +248,10 @@ func (s *Server) Track(ctx context.Context, req *eventrelayv1.TrackRequest) (*ev
 	if req.GetEvent() == nil {
 		return nil, apperr.Invalid("event", "is required")
 	}
-	b := s.prepare(ctx, env, []*eventrelayv1.Event{req.GetEvent()}, nil)
+	b, err := s.prepare(ctx, env, []*eventrelayv1.Event{req.GetEvent()}, nil)
+	if err != nil {
+		return nil, err
+	}
 	if len(b.rejected) > 0 {
 		r := b.rejected[0]
 		return nil, apperr.Invalid("event."+r.GetField(), r.GetReason())
@@ -208,7 +280,10 @@ func (s *Server) TrackBatch(ctx context.Context, req *eventrelayv1.TrackBatchReq
 	if err := checkBatchSize("events", len(req.GetEvents())); err != nil {
 		return nil, err
 	}
-	b := s.prepare(ctx, env, req.GetEvents(), nil)
+	b, err := s.prepare(ctx, env, req.GetEvents(), nil)
+	if err != nil {
+		return nil, err
+	}
 	if len(b.envs) == 0 {
 		return nil, allRejected("events", b.rejected)
 	}
@@ -216,6 +291,7 @@ func (s *Server) TrackBatch(ctx context.Context, req *eventrelayv1.TrackBatchReq
 	if err != nil {
 		return nil, err
 	}
+	reportRejected(ctx, b)
 	return &eventrelayv1.TrackBatchResponse{EventIds: b.ids, Rejected: b.rejected, Duplicates: dups}, nil
 }
 
@@ -270,9 +346,10 @@ func (s *Server) StreamTrack(stream eventrelayv1.EventRelayService_StreamTrackSe
 		}
 		f := inflight{seq: req.GetSequence()}
 		if f.err = checkBatchSize(fmt.Sprintf("sequence %d: events", req.GetSequence()), len(req.GetEvents())); f.err == nil {
-			b := s.prepare(ctx, env, req.GetEvents(), nil)
-			f.rejected = b.rejected
-			if len(b.envs) > 0 {
+			b, perr := s.prepare(ctx, env, req.GetEvents(), nil)
+			if perr != nil {
+				f.err = perr
+			} else if f.rejected = b.rejected; len(b.envs) > 0 {
 				if f.pending, err = s.pub.Start(b.envs); err != nil {
 					f.err = unavailable(err)
 				}
@@ -330,7 +407,10 @@ func (s *Server) ReceiveEventWebhook(ctx context.Context, req *eventrelayv1.Rece
 		}
 		events[i] = ev
 	}
-	b := s.prepare(ctx, rc.GetEnvironmentId(), events, rc)
+	b, err := s.prepare(ctx, rc.GetEnvironmentId(), events, rc)
+	if err != nil {
+		return nil, err
+	}
 	if len(b.envs) == 0 {
 		return nil, allRejected("events", b.rejected)
 	}
@@ -338,6 +418,7 @@ func (s *Server) ReceiveEventWebhook(ctx context.Context, req *eventrelayv1.Rece
 	if err != nil {
 		return nil, err
 	}
+	reportRejected(ctx, b)
 	return &eventrelayv1.ReceiveEventWebhookResponse{Accepted: uint32(len(b.envs)) - dups, Rejected: b.rejected, Duplicates: dups}, nil
 }
 
@@ -383,7 +464,14 @@ func (s *Server) CreateRoute(ctx context.Context, req *eventrelayv1.CreateRouteR
 			return nil, apperr.Invalid(fmt.Sprintf("event_names[%d]", i), fmt.Sprintf("must be 1 to %d characters", schema.MaxNameLen))
 		}
 	}
-	r := &store.Route{Env: env, ConnectionID: req.GetConnectionId(), Sources: req.GetSources(), EventNames: s.deliveredNames(req.GetEventNames())}
+	deliverAs := strings.TrimSpace(req.GetDeliverAs())
+	if p := apperr.IdentifierProblem(req.GetDeliverAs()); p != "" {
+		return nil, apperr.Invalid("deliver_as", p)
+	}
+	if len(deliverAs) > schema.MaxNameLen {
+		return nil, apperr.Invalid("deliver_as", fmt.Sprintf("must be at most %d characters", schema.MaxNameLen))
+	}
+	r := &store.Route{Env: env, ConnectionID: req.GetConnectionId(), Sources: req.GetSources(), EventNames: s.deliveredNames(req.GetEventNames()), DeliverAs: deliverAs}
 	if err := s.store.CreateRoute(ctx, r); err != nil {
 		return nil, err
 	}
@@ -405,7 +493,7 @@ func (s *Server) deliveredNames(names []string) []string {
 }
 
 func routePB(r store.Route) *eventrelayv1.Route {
-	return &eventrelayv1.Route{RouteId: r.ID, ConnectionId: r.ConnectionID, Sources: r.Sources, EventNames: r.EventNames, CreateTime: timestamppb.New(r.Created)}
+	return &eventrelayv1.Route{RouteId: r.ID, ConnectionId: r.ConnectionID, Sources: r.Sources, EventNames: r.EventNames, DeliverAs: r.DeliverAs, CreateTime: timestamppb.New(r.Created)}
 }
 
 // routeCursor is ListRoutes' page token: the last route returned, in

@@ -25,7 +25,12 @@ var migrations embed.FS
 type Route struct {
 	ID, Env, ConnectionID string
 	Sources, EventNames   []string
-	Created               time.Time
+	// DeliverAs renames the events this route takes; "" keeps their names.
+	DeliverAs string
+	Created   time.Time
+	// FromSources marks the implicit route of an analytics connection: it
+	// takes only events of source connections (not stored).
+	FromSources bool
 }
 
 // Matches reports whether an event of source named name takes this route.
@@ -78,8 +83,8 @@ func (s *Store) CreateRoute(ctx context.Context, r *Route) error {
 	r.ID, r.Created = ids.New("route"), time.Now().UTC()
 	src, _ := json.Marshal(nonNil(r.Sources))
 	names, _ := json.Marshal(nonNil(r.EventNames))
-	_, err := s.db.ExecContext(ctx, `INSERT INTO er_routes (route_id, environment_id, connection_id, sources, event_names, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		r.ID, r.Env, r.ConnectionID, string(src), string(names), micros(r.Created))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO er_routes (route_id, environment_id, connection_id, sources, event_names, deliver_as, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.Env, r.ConnectionID, string(src), string(names), r.DeliverAs, micros(r.Created))
 	return err
 }
 
@@ -90,7 +95,7 @@ func nonNil(xs []string) []string {
 	return xs
 }
 
-const routeCols = `route_id, environment_id, connection_id, sources, event_names, created_at`
+const routeCols = `route_id, environment_id, connection_id, sources, event_names, deliver_as, created_at`
 
 // Routes lists routes of env, or of every environment when env is "".
 func (s *Store) Routes(ctx context.Context, env string) ([]Route, error) {
@@ -126,13 +131,39 @@ func (s *Store) queryRoutes(ctx context.Context, q string, args ...any) ([]Route
 		var r Route
 		var src, names string
 		var created int64
-		if err := rows.Scan(&r.ID, &r.Env, &r.ConnectionID, &src, &names, &created); err != nil {
+		if err := rows.Scan(&r.ID, &r.Env, &r.ConnectionID, &src, &names, &r.DeliverAs, &created); err != nil {
 			return nil, err
 		}
 		_ = json.Unmarshal([]byte(src), &r.Sources)
 		_ = json.Unmarshal([]byte(names), &r.EventNames)
 		r.Created = fromMicros(created)
 		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// MarkSourceEnv records that env's source connections forward events, from
+// since on; a later call keeps the first time.
+func (s *Store) MarkSourceEnv(ctx context.Context, env string, since time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO er_source_envs (environment_id, since) VALUES (?, ?) ON CONFLICT (environment_id) DO NOTHING`, env, micros(since))
+	return err
+}
+
+// SourceEnvs lists the environments MarkSourceEnv recorded, with their times.
+func (s *Store) SourceEnvs(ctx context.Context) (map[string]time.Time, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT environment_id, since FROM er_source_envs`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var env string
+		var since int64
+		if err := rows.Scan(&env, &since); err != nil {
+			return nil, err
+		}
+		out[env] = fromMicros(since)
 	}
 	return out, rows.Err()
 }
