@@ -7,6 +7,7 @@
 package authv1
 
 import (
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	descriptorpb "google.golang.org/protobuf/types/descriptorpb"
@@ -165,7 +166,7 @@ var File_seghub_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_seghub_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x19seghub/auth/v1/auth.proto\x12\x0eseghub.auth.v1\x1a google/protobuf/descriptor.proto*O\n" +
+	"\x19seghub/auth/v1/auth.proto\x12\x0eseghub.auth.v1\x1a google/protobuf/descriptor.proto\x1a.protoc-gen-openapiv2/options/annotations.proto*O\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -180,7 +181,13 @@ const file_seghub_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"ACCESS_ANY\x10\x04\x12\x11\n" +
 	"\rACCESS_SYSTEM\x10\x05:P\n" +
-	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\x8d\x8c\x03 \x01(\x0e2\x16.seghub.auth.v1.AccessR\x06accessB\xad\x01\n" +
+	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\x8d\x8c\x03 \x01(\x0e2\x16.seghub.auth.v1.AccessR\x06accessB\xb5\x05\x92A\x84\x04\x12\xbc\x02\n" +
+	"\x06seghub\x12\xad\x02seghub syncs product-analytics segments to Appcues, CommandBar and AB Tasty, relays their events back to analytics destinations, and serves targeting lookups. Every operation takes an API key of the environment as 'Authorization: Bearer <key>'; keys are created with POST /v1/api-keys by an admin key.2\x02v1Z\xb4\x01\n" +
+	"\xb1\x01\n" +
+	"\x06bearer\x12\xa6\x01\b\x02\x12\x90\x01An API key sent as 'Bearer <key>'. Its role (admin, member, service) decides which operations it may call; a missing or unknown key answers 401.\x1a\rAuthorization \x02b\f\n" +
+	"\n" +
+	"\n" +
+	"\x06bearer\x12\x00\n" +
 	"\x12com.seghub.auth.v1B\tAuthProtoP\x01Z2github.com/seghub/seghub/gen/seghub/auth/v1;authv1\xa2\x02\x03SAX\xaa\x02\x0eSeghub.Auth.V1\xca\x02\x0eSeghub\\Auth\\V1\xe2\x02\x1aSeghub\\Auth\\V1\\GPBMetadata\xea\x02\x10Seghub::Auth::V1b\x06proto3"
 
 var (

@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// servedOpenAPI is the part of GET /openapi.json a newcomer reads first: the
+// header, the security scheme, and per operation whether it overrides it.
+type servedOpenAPI struct {
+	Info struct {
+		Title, Version, Description string
+	}
+	SecurityDefinitions map[string]struct {
+		Type, In, Name, Description string
+	}
+	Security []map[string][]string
+	Paths    map[string]map[string]struct {
+		Summary     string
+		Description string
+		Security    *[]map[string][]string
+	}
+	Definitions map[string]struct {
+		Description string
+		Required    []string
+		Properties  map[string]struct {
+			Description string
+			ReadOnly    bool
+		}
+	}
+}
+
+func getOpenAPI(t *testing.T) servedOpenAPI {
+	t.Helper()
+	g := newTestGateway(t)
+	rec := g.serve(http.MethodGet, "/openapi.json", "", nil, 0)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /openapi.json: %d %s", rec.Code, rec.Body)
+	}
+	var doc servedOpenAPI
+	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+		t.Fatalf("GET /openapi.json: %v", err)
+	}
+	return doc
+}
+
+// TestOpenAPIHeaderAndBearerScheme: the served document is titled seghub,
+// versioned, described, and every operation requires the bearer API key.
+func TestOpenAPIHeaderAndBearerScheme(t *testing.T) {
+	doc := getOpenAPI(t)
+	if doc.Info.Title != "seghub" {
+		t.Errorf("info.title %q, want seghub", doc.Info.Title)
+	}
+	if doc.Info.Version != "v1" {
+		t.Errorf("info.version %q, want v1", doc.Info.Version)
+	}
+	if d := doc.Info.Description; !strings.Contains(d, "Authorization: Bearer <key>") || !strings.Contains(d, "Appcues") {
+		t.Errorf("info.description does not say what seghub is and how to authenticate: %q", d)
+	}
+	bearer, ok := doc.SecurityDefinitions["bearer"]
+	if !ok {
+		t.Fatalf("no 'bearer' security definition in %v", doc.SecurityDefinitions)
+	}
+	// Swagger 2.0 has no http bearer type: an apiKey in the Authorization header
+	// whose value is "Bearer <key>" is how such a scheme is declared.
+	if bearer.Type != "apiKey" || bearer.In != "header" || bearer.Name != "Authorization" || !strings.Contains(bearer.Description, "Bearer <key>") {
+		t.Errorf("bearer scheme %+v, want an apiKey in the Authorization header sent as 'Bearer <key>'", bearer)
+	}
+	if len(doc.Security) != 1 || doc.Security[0]["bearer"] == nil {
+		t.Errorf("document-wide security %v, want [{bearer: []}]", doc.Security)
+	}
+	ops := 0
+	for path, methods := range doc.Paths {
+		for method, op := range methods {
+			ops++
+			if op.Security != nil {
+				t.Errorf("%s %s overrides the bearer requirement with %v", strings.ToUpper(method), path, *op.Security)
+			}
+		}
+	}
+	if ops == 0 {
+		t.Fatal("the document has no operations")
+	}
+}
