@@ -39,12 +39,19 @@ generate: tools
 	rm -rf gen/seghub gen/openapi/*.json
 	buf generate
 
+# buf breaking compares the contracts with the last release point: the tag
+# $(BREAKING_BASELINE), or the main branch when the tag is not fetched. Moving the
+# tag after a release accepts that release's contract (docs/DEVELOPING.md).
+BREAKING_BASELINE ?= v1-baseline
+
 lint: tools
 	buf lint
 	buf format -d --exit-code
-	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
-		buf breaking --against '.git#ref=HEAD~1' --path proto/seghub; \
-	else echo "buf breaking: no previous commit to compare with, skipped"; fi
+	@against=; for ref in $(BREAKING_BASELINE) origin/main main; do \
+		if git rev-parse -q --verify "$$ref^{commit}" >/dev/null; then against=$$ref; break; fi; done; \
+	if [ -n "$$against" ]; then echo "buf breaking --against $$against"; \
+		buf breaking --against ".git#ref=$$(git rev-parse "$$against^{commit}")" --path proto/seghub; \
+	else echo "buf breaking: neither tag $(BREAKING_BASELINE) nor branch main is here (git fetch origin main), skipped"; fi
 	go vet $(PKGS)
 	@out=$$(gofmt -l $(GO_DIRS)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
