@@ -24,10 +24,14 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// An environment: an isolated tenant whose users, segments, connections and keys no other environment sees.
 type Environment struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the environment, assigned by seghub.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Display name given at creation: 1 to 100 characters, not blank.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// When the environment was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Environment that created this one; empty for the bootstrap environment.
 	ParentId      string `protobuf:"bytes,4,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
@@ -93,15 +97,22 @@ func (x *Environment) GetParentId() string {
 	return ""
 }
 
+// An API key of an environment: its metadata only; the secret is shown once, when the key is created.
 type ApiKey struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	EnvironmentId string                 `protobuf:"bytes,2,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	Role          v1.Role                `protobuf:"varint,4,opt,name=role,proto3,enum=seghub.auth.v1.Role" json:"role,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the key, assigned by seghub; used to revoke it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Environment the key belongs to and every request with it is scoped to.
+	EnvironmentId string `protobuf:"bytes,2,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	// Display name given at creation: 1 to 100 characters, not blank.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// What the key may call (see Role).
+	Role v1.Role `protobuf:"varint,4,opt,name=role,proto3,enum=seghub.auth.v1.Role" json:"role,omitempty"`
 	// First characters of the key, to tell keys apart; never the whole key.
-	Prefix        string                 `protobuf:"bytes,5,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	Prefix string `protobuf:"bytes,5,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// When the key was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When the key was revoked; unset while it is valid.
 	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -186,9 +197,11 @@ func (x *ApiKey) GetRevokeTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Input of CreateEnvironment.
 type CreateEnvironmentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Display name of the new environment: 1 to 100 characters, not blank.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,10 +243,13 @@ func (x *CreateEnvironmentRequest) GetName() string {
 	return ""
 }
 
+// Output of CreateEnvironment.
 type CreateEnvironmentResponse struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Environment *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
-	AdminKey    *ApiKey                `protobuf:"bytes,2,opt,name=admin_key,json=adminKey,proto3" json:"admin_key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The environment created.
+	Environment *Environment `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Metadata of the new environment's first admin key.
+	AdminKey *ApiKey `protobuf:"bytes,2,opt,name=admin_key,json=adminKey,proto3" json:"admin_key,omitempty"`
 	// The first admin key of the new environment. Shown only in this response.
 	AdminSecret   string `protobuf:"bytes,3,opt,name=admin_secret,json=adminSecret,proto3" json:"admin_secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -291,6 +307,7 @@ func (x *CreateEnvironmentResponse) GetAdminSecret() string {
 	return ""
 }
 
+// Input of ListEnvironments: no parameters; the caller's key decides what is listed.
 type ListEnvironmentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -327,9 +344,11 @@ func (*ListEnvironmentsRequest) Descriptor() ([]byte, []int) {
 	return file_seghub_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
+// Output of ListEnvironments.
 type ListEnvironmentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Environments  []*Environment         `protobuf:"bytes,1,rep,name=environments,proto3" json:"environments,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's environment and those it created.
+	Environments  []*Environment `protobuf:"bytes,1,rep,name=environments,proto3" json:"environments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -371,10 +390,13 @@ func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
 	return nil
 }
 
+// Input of CreateApiKey.
 type CreateApiKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Role          v1.Role                `protobuf:"varint,2,opt,name=role,proto3,enum=seghub.auth.v1.Role" json:"role,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Display name of the key: 1 to 100 characters, not blank.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Role of the key: ROLE_ADMIN, ROLE_MEMBER or ROLE_SERVICE; ROLE_UNSPECIFIED is InvalidArgument.
+	Role          v1.Role `protobuf:"varint,2,opt,name=role,proto3,enum=seghub.auth.v1.Role" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -423,9 +445,11 @@ func (x *CreateApiKeyRequest) GetRole() v1.Role {
 	return v1.Role(0)
 }
 
+// Output of CreateApiKey.
 type CreateApiKeyResponse struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	ApiKey *ApiKey                `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Metadata of the key created.
+	ApiKey *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
 	// The key itself. Shown only in this response.
 	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -476,9 +500,11 @@ func (x *CreateApiKeyResponse) GetSecret() string {
 	return ""
 }
 
+// Input of ListApiKeys.
 type ListApiKeysRequest struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	IncludeRevoked bool                   `protobuf:"varint,1,opt,name=include_revoked,json=includeRevoked,proto3" json:"include_revoked,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also list revoked keys; by default only valid keys are listed.
+	IncludeRevoked bool `protobuf:"varint,1,opt,name=include_revoked,json=includeRevoked,proto3" json:"include_revoked,omitempty"`
 	// At most this many keys a page: 0 means 100, more than 1000 means
 	// 1000; negative is InvalidArgument.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
@@ -540,9 +566,11 @@ func (x *ListApiKeysRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of ListApiKeys: one page of keys, oldest first.
 type ListApiKeysResponse struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	ApiKeys []*ApiKey              `protobuf:"bytes,1,rep,name=api_keys,json=apiKeys,proto3" json:"api_keys,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The keys of this page, never their secrets.
+	ApiKeys []*ApiKey `protobuf:"bytes,1,rep,name=api_keys,json=apiKeys,proto3" json:"api_keys,omitempty"`
 	// Set when more keys follow: pass it as page_token for the next
 	// page. Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
@@ -594,9 +622,11 @@ func (x *ListApiKeysResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Input of RevokeApiKey.
 type RevokeApiKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the key to revoke (ApiKey.id), in the caller's environment.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,9 +668,11 @@ func (x *RevokeApiKeyRequest) GetId() string {
 	return ""
 }
 
+// Output of RevokeApiKey.
 type RevokeApiKeyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ApiKey        *ApiKey                `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, now with revoke_time set.
+	ApiKey        *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -682,6 +714,7 @@ func (x *RevokeApiKeyResponse) GetApiKey() *ApiKey {
 	return nil
 }
 
+// Input of WhoAmI: no parameters; the answer is about the calling key.
 type WhoAmIRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -718,11 +751,15 @@ func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
 	return file_seghub_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
+// Output of WhoAmI.
 type WhoAmIResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	EnvironmentId string                 `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
-	ApiKeyId      string                 `protobuf:"bytes,2,opt,name=api_key_id,json=apiKeyId,proto3" json:"api_key_id,omitempty"`
-	Role          v1.Role                `protobuf:"varint,3,opt,name=role,proto3,enum=seghub.auth.v1.Role" json:"role,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Environment of the calling key.
+	EnvironmentId string `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	// Identifier of the calling key; empty for seghub's internal key.
+	ApiKeyId string `protobuf:"bytes,2,opt,name=api_key_id,json=apiKeyId,proto3" json:"api_key_id,omitempty"`
+	// Role of the calling key.
+	Role          v1.Role `protobuf:"varint,3,opt,name=role,proto3,enum=seghub.auth.v1.Role" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -782,35 +819,35 @@ var File_seghub_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_seghub_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1bseghub/admin/v1/admin.proto\x12\x0fseghub.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\x8b\x01\n" +
-	"\vEnvironment\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
-	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12\x1b\n" +
-	"\tparent_id\x18\x04 \x01(\tR\bparentId\"\x8f\x02\n" +
-	"\x06ApiKey\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
-	"\x0eenvironment_id\x18\x02 \x01(\tR\renvironmentId\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\x12(\n" +
-	"\x04role\x18\x04 \x01(\x0e2\x14.seghub.auth.v1.RoleR\x04role\x12\x16\n" +
-	"\x06prefix\x18\x05 \x01(\tR\x06prefix\x12;\n" +
-	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vrevoke_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\".\n" +
-	"\x18CreateEnvironmentRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xb4\x01\n" +
+	"\x1bseghub/admin/v1/admin.proto\x12\x0fseghub.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\x9f\x01\n" +
+	"\vEnvironment\x12\x13\n" +
+	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x03R\x02id\x12\x17\n" +
+	"\x04name\x18\x02 \x01(\tB\x03\xe0A\x03R\x04name\x12@\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"createTime\x12 \n" +
+	"\tparent_id\x18\x04 \x01(\tB\x03\xe0A\x03R\bparentId\"\xb2\x02\n" +
+	"\x06ApiKey\x12\x13\n" +
+	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x03R\x02id\x12*\n" +
+	"\x0eenvironment_id\x18\x02 \x01(\tB\x03\xe0A\x03R\renvironmentId\x12\x17\n" +
+	"\x04name\x18\x03 \x01(\tB\x03\xe0A\x03R\x04name\x12-\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x14.seghub.auth.v1.RoleB\x03\xe0A\x03R\x04role\x12\x1b\n" +
+	"\x06prefix\x18\x05 \x01(\tB\x03\xe0A\x03R\x06prefix\x12@\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"createTime\x12@\n" +
+	"\vrevoke_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"revokeTime\"3\n" +
+	"\x18CreateEnvironmentRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"\xb4\x01\n" +
 	"\x19CreateEnvironmentResponse\x12>\n" +
 	"\venvironment\x18\x01 \x01(\v2\x1c.seghub.admin.v1.EnvironmentR\venvironment\x124\n" +
 	"\tadmin_key\x18\x02 \x01(\v2\x17.seghub.admin.v1.ApiKeyR\badminKey\x12!\n" +
 	"\fadmin_secret\x18\x03 \x01(\tR\vadminSecret\"\x19\n" +
 	"\x17ListEnvironmentsRequest\"\\\n" +
 	"\x18ListEnvironmentsResponse\x12@\n" +
-	"\fenvironments\x18\x01 \x03(\v2\x1c.seghub.admin.v1.EnvironmentR\fenvironments\"S\n" +
-	"\x13CreateApiKeyRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
-	"\x04role\x18\x02 \x01(\x0e2\x14.seghub.auth.v1.RoleR\x04role\"`\n" +
+	"\fenvironments\x18\x01 \x03(\v2\x1c.seghub.admin.v1.EnvironmentR\fenvironments\"]\n" +
+	"\x13CreateApiKeyRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\x12-\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x14.seghub.auth.v1.RoleB\x03\xe0A\x02R\x04role\"`\n" +
 	"\x14CreateApiKeyResponse\x120\n" +
 	"\aapi_key\x18\x01 \x01(\v2\x17.seghub.admin.v1.ApiKeyR\x06apiKey\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"y\n" +
@@ -821,9 +858,9 @@ const file_seghub_admin_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"q\n" +
 	"\x13ListApiKeysResponse\x122\n" +
 	"\bapi_keys\x18\x01 \x03(\v2\x17.seghub.admin.v1.ApiKeyR\aapiKeys\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"%\n" +
-	"\x13RevokeApiKeyRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"H\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"*\n" +
+	"\x13RevokeApiKeyRequest\x12\x13\n" +
+	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x02R\x02id\"H\n" +
 	"\x14RevokeApiKeyResponse\x120\n" +
 	"\aapi_key\x18\x01 \x01(\v2\x17.seghub.admin.v1.ApiKeyR\x06apiKey\"\x0f\n" +
 	"\rWhoAmIRequest\"\x7f\n" +

@@ -27,6 +27,7 @@ const (
 type Role int32
 
 const (
+	// No role; refused where a role is required.
 	Role_ROLE_UNSPECIFIED Role = 0
 	// Full control: connections, syncs, keys.
 	Role_ROLE_ADMIN Role = 1
@@ -84,6 +85,7 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 type Access int32
 
 const (
+	// Not declared; an RPC with it is refused to every caller (fail closed).
 	Access_ACCESS_UNSPECIFIED Access = 0
 	// admin or member keys.
 	Access_ACCESS_MEMBER Access = 1
@@ -158,6 +160,8 @@ var file_seghub_auth_v1_auth_proto_extTypes = []protoimpl.ExtensionInfo{
 
 // Extension fields to descriptorpb.MethodOptions.
 var (
+	// Who may call the RPC; every seghub RPC sets it.
+	//
 	// optional seghub.auth.v1.Access access = 50701;
 	E_Access = &file_seghub_auth_v1_auth_proto_extTypes[0]
 )
