@@ -25,14 +25,21 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// How a destination type's connections authenticate, which decides whether CreateConnection or
+// StartAuthorization creates them.
 type AuthMethod int32
 
 const (
-	AuthMethod_AUTH_METHOD_UNSPECIFIED        AuthMethod = 0
-	AuthMethod_AUTH_METHOD_API_KEY            AuthMethod = 1
-	AuthMethod_AUTH_METHOD_OAUTH2             AuthMethod = 2
+	// Not set; no catalogue entry has it.
+	AuthMethod_AUTH_METHOD_UNSPECIFIED AuthMethod = 0
+	// An API key (and, per type, other credential fields) given to CreateConnection.
+	AuthMethod_AUTH_METHOD_API_KEY AuthMethod = 1
+	// OAuth 2.0 authorisation code with PKCE, begun with StartAuthorization.
+	AuthMethod_AUTH_METHOD_OAUTH2 AuthMethod = 2
+	// A client id and secret given to CreateConnection, exchanged for tokens by seghub.
 	AuthMethod_AUTH_METHOD_CLIENT_CREDENTIALS AuthMethod = 3
-	AuthMethod_AUTH_METHOD_SIGNING_SECRET     AuthMethod = 4
+	// No outbound credential: seghub issues a secret that signs the tool's inbound webhooks.
+	AuthMethod_AUTH_METHOD_SIGNING_SECRET AuthMethod = 4
 )
 
 // Enum value maps for AuthMethod.
@@ -80,13 +87,18 @@ func (AuthMethod) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{0}
 }
 
+// Health of a connection, updated by credential checks and delivery outcomes.
 type ConnectionStatus int32
 
 const (
-	ConnectionStatus_CONNECTION_STATUS_UNSPECIFIED  ConnectionStatus = 0
-	ConnectionStatus_CONNECTION_STATUS_CONNECTED    ConnectionStatus = 1
+	// Not set; never stored, and refused by ReportConnectionStatus.
+	ConnectionStatus_CONNECTION_STATUS_UNSPECIFIED ConnectionStatus = 0
+	// The last check or delivery succeeded.
+	ConnectionStatus_CONNECTION_STATUS_CONNECTED ConnectionStatus = 1
+	// The destination refused the credentials (401/403): update them or authorise again.
 	ConnectionStatus_CONNECTION_STATUS_NEEDS_REAUTH ConnectionStatus = 2
-	ConnectionStatus_CONNECTION_STATUS_ERROR        ConnectionStatus = 3
+	// The last delivery failed for another reason; last_error says why.
+	ConnectionStatus_CONNECTION_STATUS_ERROR ConnectionStatus = 3
 )
 
 // Enum value maps for ConnectionStatus.
@@ -132,26 +144,37 @@ func (ConnectionStatus) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{1}
 }
 
+// One entry of the catalogue: a tool seghub can connect to and what it exchanges with it.
 type DestinationType struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Type        string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	DisplayName string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
-	AuthMethod  AuthMethod             `protobuf:"varint,3,opt,name=auth_method,json=authMethod,proto3,enum=seghub.connector.v1.AuthMethod" json:"auth_method,omitempty"`
-	SegmentsOut bool                   `protobuf:"varint,4,opt,name=segments_out,json=segmentsOut,proto3" json:"segments_out,omitempty"`
-	EventsIn    bool                   `protobuf:"varint,5,opt,name=events_in,json=eventsIn,proto3" json:"events_in,omitempty"`
-	EventsOut   bool                   `protobuf:"varint,6,opt,name=events_out,json=eventsOut,proto3" json:"events_out,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the type, used in CreateConnection.type (for example "appcues").
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Name of the tool for people (for example "Appcues").
+	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// How its connections authenticate.
+	AuthMethod AuthMethod `protobuf:"varint,3,opt,name=auth_method,json=authMethod,proto3,enum=seghub.connector.v1.AuthMethod" json:"auth_method,omitempty"`
+	// Segments can be synced to it (it is a sync destination).
+	SegmentsOut bool `protobuf:"varint,4,opt,name=segments_out,json=segmentsOut,proto3" json:"segments_out,omitempty"`
+	// It sends events to seghub (Appcues, CommandBar webhooks).
+	EventsIn bool `protobuf:"varint,5,opt,name=events_in,json=eventsIn,proto3" json:"events_in,omitempty"`
+	// Events can be relayed to it (it is an analytics destination).
+	EventsOut bool `protobuf:"varint,6,opt,name=events_out,json=eventsOut,proto3" json:"events_out,omitempty"`
 	// Inbound segments (analytics tools pushing segments to seghub).
-	SegmentsIn      bool                 `protobuf:"varint,7,opt,name=segments_in,json=segmentsIn,proto3" json:"segments_in,omitempty"`
+	SegmentsIn bool `protobuf:"varint,7,opt,name=segments_in,json=segmentsIn,proto3" json:"segments_in,omitempty"`
+	// Interval of a recurring sync to it when EnableSync names none.
 	DefaultInterval *durationpb.Duration `protobuf:"bytes,8,opt,name=default_interval,json=defaultInterval,proto3" json:"default_interval,omitempty"`
-	RecurringLimit  uint32               `protobuf:"varint,9,opt,name=recurring_limit,json=recurringLimit,proto3" json:"recurring_limit,omitempty"`
-	BatchSize       uint32               `protobuf:"varint,10,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	// Most recurring syncs to it at a time; 0 means no limit.
+	RecurringLimit uint32 `protobuf:"varint,9,opt,name=recurring_limit,json=recurringLimit,proto3" json:"recurring_limit,omitempty"`
+	// Most users sent to it in one request of a sync run.
+	BatchSize uint32 `protobuf:"varint,10,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
 	// Requests a minute (for analytics: events a minute, its documented quota).
 	RateLimitPerMinute uint32 `protobuf:"varint,11,opt,name=rate_limit_per_minute,json=rateLimitPerMinute,proto3" json:"rate_limit_per_minute,omitempty"`
 	// How long the destination keeps uploaded data (0: forever).
 	Retention *durationpb.Duration `protobuf:"bytes,12,opt,name=retention,proto3" json:"retention,omitempty"`
 	// Credential fields CreateConnection expects.
-	CredentialFields        []string `protobuf:"bytes,13,rep,name=credential_fields,json=credentialFields,proto3" json:"credential_fields,omitempty"`
-	DefaultIdentityProperty string   `protobuf:"bytes,14,opt,name=default_identity_property,json=defaultIdentityProperty,proto3" json:"default_identity_property,omitempty"`
+	CredentialFields []string `protobuf:"bytes,13,rep,name=credential_fields,json=credentialFields,proto3" json:"credential_fields,omitempty"`
+	// User property whose value identifies a user in this tool, used when a sync or connection names none.
+	DefaultIdentityProperty string `protobuf:"bytes,14,opt,name=default_identity_property,json=defaultIdentityProperty,proto3" json:"default_identity_property,omitempty"`
 	unknownFields           protoimpl.UnknownFields
 	sizeCache               protoimpl.SizeCache
 }
@@ -284,6 +307,7 @@ func (x *DestinationType) GetDefaultIdentityProperty() string {
 	return ""
 }
 
+// Settings of a connection that are not credentials.
 type ConnectionSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Relay this tool's events into analytics.
@@ -338,18 +362,28 @@ func (x *ConnectionSettings) GetIdentityProperty() string {
 	return ""
 }
 
+// A connection of the environment to a destination type, with its settings and health; never its credentials.
 type Connection struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	Status        ConnectionStatus       `protobuf:"varint,4,opt,name=status,proto3,enum=seghub.connector.v1.ConnectionStatus" json:"status,omitempty"`
-	LastError     string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the connection, assigned by seghub.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Destination type (DestinationType.type); fixed at creation.
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// Display name: 1 to 100 characters, not blank.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Health of the connection.
+	Status ConnectionStatus `protobuf:"varint,4,opt,name=status,proto3,enum=seghub.connector.v1.ConnectionStatus" json:"status,omitempty"`
+	// Message of the last failed check or delivery; empty when there was none.
+	LastError string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When last_error happened; unset when there was none.
 	LastErrorTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_error_time,json=lastErrorTime,proto3" json:"last_error_time,omitempty"`
-	Settings      *ConnectionSettings    `protobuf:"bytes,7,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Settings of the connection.
+	Settings *ConnectionSettings `protobuf:"bytes,7,opt,name=settings,proto3" json:"settings,omitempty"`
 	// Non-secret account identifier (Appcues account id, CommandBar org, ...).
-	Account    string                 `protobuf:"bytes,8,opt,name=account,proto3" json:"account,omitempty"`
+	Account string `protobuf:"bytes,8,opt,name=account,proto3" json:"account,omitempty"`
+	// When the connection was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When the connection was last changed.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Path of this connection's inbound webhook on the gateway, for types
 	// that receive events or segments.
@@ -465,6 +499,7 @@ func (x *Connection) GetWebhookPath() string {
 	return ""
 }
 
+// Input of ListDestinationTypes: no parameters.
 type ListDestinationTypesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -501,9 +536,11 @@ func (*ListDestinationTypesRequest) Descriptor() ([]byte, []int) {
 	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{3}
 }
 
+// Output of ListDestinationTypes.
 type ListDestinationTypesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Types         []*DestinationType     `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every destination type seghub supports, ordered by type.
+	Types         []*DestinationType `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -545,12 +582,17 @@ func (x *ListDestinationTypesResponse) GetTypes() []*DestinationType {
 	return nil
 }
 
+// Input of CreateConnection.
 type CreateConnectionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Destination type to connect (DestinationType.type); an unknown type is InvalidArgument listing the known
+	// ones.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Display name: 1 to 100 characters, not blank.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Per type, see DestinationType.credential_fields.
-	Credentials   map[string]string   `protobuf:"bytes,3,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Credentials map[string]string `protobuf:"bytes,3,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Settings of the connection; an empty identity_property takes the type's default.
 	Settings      *ConnectionSettings `protobuf:"bytes,4,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -614,9 +656,11 @@ func (x *CreateConnectionRequest) GetSettings() *ConnectionSettings {
 	return nil
 }
 
+// Output of CreateConnection.
 type CreateConnectionResponse struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Connection *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connection created.
+	Connection *Connection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
 	// The inbound webhook signing secret, for types that receive webhooks.
 	// Shown only in this response.
 	SigningSecret string `protobuf:"bytes,2,opt,name=signing_secret,json=signingSecret,proto3" json:"signing_secret,omitempty"`
@@ -668,9 +712,11 @@ func (x *CreateConnectionResponse) GetSigningSecret() string {
 	return ""
 }
 
+// Input of GetConnection.
 type GetConnectionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the connection.
+	ConnectionId  string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,9 +758,11 @@ func (x *GetConnectionRequest) GetConnectionId() string {
 	return ""
 }
 
+// Output of GetConnection.
 type GetConnectionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Connection    *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connection.
+	Connection    *Connection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -756,9 +804,11 @@ func (x *GetConnectionResponse) GetConnection() *Connection {
 	return nil
 }
 
+// Input of ListConnections.
 type ListConnectionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Only connections of this destination type; empty lists every type.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
 	// At most this many connections a page: 0 means 100, more than 1000 means
 	// 1000; negative is InvalidArgument.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
@@ -820,9 +870,11 @@ func (x *ListConnectionsRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of ListConnections: one page, ordered by name, then id.
 type ListConnectionsResponse struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Connections []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connections of this page.
+	Connections []*Connection `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
 	// Set when more connections follow: pass it as page_token for the next
 	// page. Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
@@ -874,11 +926,15 @@ func (x *ListConnectionsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Input of UpdateConnection: fields left unset are unchanged.
 type UpdateConnectionRequest struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Name         *string                `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
-	Settings     *ConnectionSettings    `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the connection to change.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// New display name: 1 to 100 characters, not blank.
+	Name *string `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	// New settings, replacing the current ones when set.
+	Settings *ConnectionSettings `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
 	// Replaces the credentials when set.
 	Credentials   map[string]string `protobuf:"bytes,4,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
@@ -943,9 +999,11 @@ func (x *UpdateConnectionRequest) GetCredentials() map[string]string {
 	return nil
 }
 
+// Output of UpdateConnection.
 type UpdateConnectionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Connection    *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connection as changed.
+	Connection    *Connection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -987,9 +1045,11 @@ func (x *UpdateConnectionResponse) GetConnection() *Connection {
 	return nil
 }
 
+// Input of DeleteConnection.
 type DeleteConnectionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the connection to delete.
+	ConnectionId  string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1031,6 +1091,7 @@ func (x *DeleteConnectionRequest) GetConnectionId() string {
 	return ""
 }
 
+// Output of DeleteConnection: empty on success.
 type DeleteConnectionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1067,12 +1128,16 @@ func (*DeleteConnectionResponse) Descriptor() ([]byte, []int) {
 	return file_seghub_connector_v1_connector_proto_rawDescGZIP(), []int{14}
 }
 
+// Input of StartAuthorization.
 type StartAuthorizationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// OAuth destination type to connect (auth_method AUTH_METHOD_OAUTH2).
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Display name of the connection to create: 1 to 100 characters, not blank.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// The destination account or organisation to connect.
-	Account       string              `protobuf:"bytes,3,opt,name=account,proto3" json:"account,omitempty"`
+	Account string `protobuf:"bytes,3,opt,name=account,proto3" json:"account,omitempty"`
+	// Settings of the connection to create.
 	Settings      *ConnectionSettings `protobuf:"bytes,4,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1136,9 +1201,12 @@ func (x *StartAuthorizationRequest) GetSettings() *ConnectionSettings {
 	return nil
 }
 
+// Output of StartAuthorization.
 type StartAuthorizationResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AuthorizeUrl  string                 `protobuf:"bytes,1,opt,name=authorize_url,json=authorizeUrl,proto3" json:"authorize_url,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// URL of the destination's consent page; open it in the browser that called StartAuthorization.
+	AuthorizeUrl string `protobuf:"bytes,1,opt,name=authorize_url,json=authorizeUrl,proto3" json:"authorize_url,omitempty"`
+	// When the authorisation expires if not completed.
 	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1188,10 +1256,13 @@ func (x *StartAuthorizationResponse) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Input of CompleteAuthorization, taken from the OAuth callback's query.
 type CompleteAuthorizationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	State string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
-	Code  string                 `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// The state parameter StartAuthorization issued.
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// The authorisation code; required unless error is set.
+	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
 	// An error the destination returned instead of a code.
 	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1249,10 +1320,13 @@ func (x *CompleteAuthorizationRequest) GetError() string {
 	return ""
 }
 
+// Output of CompleteAuthorization.
 type CompleteAuthorizationResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Connection    *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
-	EnvironmentId string                 `protobuf:"bytes,2,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connection created.
+	Connection *Connection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	// Environment the connection was created in.
+	EnvironmentId string `protobuf:"bytes,2,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
 	// The inbound webhook signing secret, for types that receive webhooks.
 	SigningSecret string `protobuf:"bytes,3,opt,name=signing_secret,json=signingSecret,proto3" json:"signing_secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1310,9 +1384,11 @@ func (x *CompleteAuthorizationResponse) GetSigningSecret() string {
 	return ""
 }
 
+// Input of ResolveConnection.
 type ResolveConnectionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the connection to resolve.
+	ConnectionId  string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1354,10 +1430,13 @@ func (x *ResolveConnectionRequest) GetConnectionId() string {
 	return ""
 }
 
+// Output of ResolveConnection, for seghub's own services only.
 type ResolveConnectionResponse struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Connection  *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
-	Destination *DestinationType       `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connection.
+	Connection *Connection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	// Its destination type.
+	Destination *DestinationType `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
 	// Decrypted credentials, ready for an adapter.
 	Credentials map[string]string `protobuf:"bytes,3,rep,name=credentials,proto3" json:"credentials,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The inbound webhook signing secret, if any.
@@ -1434,11 +1513,15 @@ func (x *ResolveConnectionResponse) GetEnvironmentId() string {
 	return ""
 }
 
+// Input of ReportConnectionStatus.
 type ReportConnectionStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Status        ConnectionStatus       `protobuf:"varint,2,opt,name=status,proto3,enum=seghub.connector.v1.ConnectionStatus" json:"status,omitempty"`
-	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the connection.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// New status: CONNECTED, NEEDS_REAUTH or ERROR.
+	Status ConnectionStatus `protobuf:"varint,2,opt,name=status,proto3,enum=seghub.connector.v1.ConnectionStatus" json:"status,omitempty"`
+	// Why: the delivery error that caused it; becomes last_error.
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1494,9 +1577,11 @@ func (x *ReportConnectionStatusRequest) GetMessage() string {
 	return ""
 }
 
+// Output of ReportConnectionStatus.
 type ReportConnectionStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Connection    *Connection            `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The connection with its new status.
+	Connection    *Connection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1542,7 +1627,7 @@ var File_seghub_connector_v1_connector_proto protoreflect.FileDescriptor
 
 const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\n" +
-	"#seghub/connector/v1/connector.proto\x12\x13seghub.connector.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xed\x04\n" +
+	"#seghub/connector/v1/connector.proto\x12\x13seghub.connector.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xed\x04\n" +
 	"\x0fDestinationType\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12@\n" +
@@ -1566,30 +1651,30 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\x12ConnectionSettings\x12\x1f\n" +
 	"\vsend_events\x18\x01 \x01(\bR\n" +
 	"sendEvents\x12+\n" +
-	"\x11identity_property\x18\x02 \x01(\tR\x10identityProperty\"\xf7\x03\n" +
+	"\x11identity_property\x18\x02 \x01(\tR\x10identityProperty\"\xa4\x04\n" +
 	"\n" +
-	"Connection\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
-	"\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\x12=\n" +
-	"\x06status\x18\x04 \x01(\x0e2%.seghub.connector.v1.ConnectionStatusR\x06status\x12\x1d\n" +
+	"Connection\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x03R\fconnectionId\x12\x17\n" +
+	"\x04type\x18\x02 \x01(\tB\x03\xe0A\x03R\x04type\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12B\n" +
+	"\x06status\x18\x04 \x01(\x0e2%.seghub.connector.v1.ConnectionStatusB\x03\xe0A\x03R\x06status\x12\"\n" +
 	"\n" +
-	"last_error\x18\x05 \x01(\tR\tlastError\x12B\n" +
-	"\x0flast_error_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rlastErrorTime\x12C\n" +
-	"\bsettings\x18\a \x01(\v2'.seghub.connector.v1.ConnectionSettingsR\bsettings\x12\x18\n" +
-	"\aaccount\x18\b \x01(\tR\aaccount\x12;\n" +
-	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
+	"last_error\x18\x05 \x01(\tB\x03\xe0A\x03R\tlastError\x12G\n" +
+	"\x0flast_error_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\rlastErrorTime\x12C\n" +
+	"\bsettings\x18\a \x01(\v2'.seghub.connector.v1.ConnectionSettingsR\bsettings\x12\x1d\n" +
+	"\aaccount\x18\b \x01(\tB\x03\xe0A\x03R\aaccount\x12@\n" +
+	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"createTime\x12@\n" +
 	"\vupdate_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12!\n" +
-	"\fwebhook_path\x18\v \x01(\tR\vwebhookPath\"\x1d\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"updateTime\x12&\n" +
+	"\fwebhook_path\x18\v \x01(\tB\x03\xe0A\x03R\vwebhookPath\"\x1d\n" +
 	"\x1bListDestinationTypesRequest\"Z\n" +
 	"\x1cListDestinationTypesResponse\x12:\n" +
-	"\x05types\x18\x01 \x03(\v2$.seghub.connector.v1.DestinationTypeR\x05types\"\xa7\x02\n" +
-	"\x17CreateConnectionRequest\x12\x12\n" +
-	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12_\n" +
+	"\x05types\x18\x01 \x03(\v2$.seghub.connector.v1.DestinationTypeR\x05types\"\xb1\x02\n" +
+	"\x17CreateConnectionRequest\x12\x17\n" +
+	"\x04type\x18\x01 \x01(\tB\x03\xe0A\x02R\x04type\x12\x17\n" +
+	"\x04name\x18\x02 \x01(\tB\x03\xe0A\x02R\x04name\x12_\n" +
 	"\vcredentials\x18\x03 \x03(\v2=.seghub.connector.v1.CreateConnectionRequest.CredentialsEntryR\vcredentials\x12C\n" +
 	"\bsettings\x18\x04 \x01(\v2'.seghub.connector.v1.ConnectionSettingsR\bsettings\x1a>\n" +
 	"\x10CredentialsEntry\x12\x10\n" +
@@ -1599,9 +1684,9 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\n" +
 	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
 	"connection\x12%\n" +
-	"\x0esigning_secret\x18\x02 \x01(\tR\rsigningSecret\";\n" +
-	"\x14GetConnectionRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"X\n" +
+	"\x0esigning_secret\x18\x02 \x01(\tR\rsigningSecret\"@\n" +
+	"\x14GetConnectionRequest\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fconnectionId\"X\n" +
 	"\x15GetConnectionResponse\x12?\n" +
 	"\n" +
 	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
@@ -1613,9 +1698,9 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x84\x01\n" +
 	"\x17ListConnectionsResponse\x12A\n" +
 	"\vconnections\x18\x01 \x03(\v2\x1f.seghub.connector.v1.ConnectionR\vconnections\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc6\x02\n" +
-	"\x17UpdateConnectionRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x17\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcb\x02\n" +
+	"\x17UpdateConnectionRequest\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fconnectionId\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12C\n" +
 	"\bsettings\x18\x03 \x01(\v2'.seghub.connector.v1.ConnectionSettingsR\bsettings\x12_\n" +
 	"\vcredentials\x18\x04 \x03(\v2=.seghub.connector.v1.UpdateConnectionRequest.CredentialsEntryR\vcredentials\x1a>\n" +
@@ -1626,21 +1711,21 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\x18UpdateConnectionResponse\x12?\n" +
 	"\n" +
 	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
-	"connection\">\n" +
-	"\x17DeleteConnectionRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"\x1a\n" +
-	"\x18DeleteConnectionResponse\"\xa2\x01\n" +
-	"\x19StartAuthorizationRequest\x12\x12\n" +
-	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"connection\"C\n" +
+	"\x17DeleteConnectionRequest\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fconnectionId\"\x1a\n" +
+	"\x18DeleteConnectionResponse\"\xac\x01\n" +
+	"\x19StartAuthorizationRequest\x12\x17\n" +
+	"\x04type\x18\x01 \x01(\tB\x03\xe0A\x02R\x04type\x12\x17\n" +
+	"\x04name\x18\x02 \x01(\tB\x03\xe0A\x02R\x04name\x12\x18\n" +
 	"\aaccount\x18\x03 \x01(\tR\aaccount\x12C\n" +
 	"\bsettings\x18\x04 \x01(\v2'.seghub.connector.v1.ConnectionSettingsR\bsettings\"~\n" +
 	"\x1aStartAuthorizationResponse\x12#\n" +
 	"\rauthorize_url\x18\x01 \x01(\tR\fauthorizeUrl\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"^\n" +
-	"\x1cCompleteAuthorizationRequest\x12\x14\n" +
-	"\x05state\x18\x01 \x01(\tR\x05state\x12\x12\n" +
+	"expireTime\"c\n" +
+	"\x1cCompleteAuthorizationRequest\x12\x19\n" +
+	"\x05state\x18\x01 \x01(\tB\x03\xe0A\x02R\x05state\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\"\xae\x01\n" +
 	"\x1dCompleteAuthorizationResponse\x12?\n" +
@@ -1648,9 +1733,9 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
 	"connection\x12%\n" +
 	"\x0eenvironment_id\x18\x02 \x01(\tR\renvironmentId\x12%\n" +
-	"\x0esigning_secret\x18\x03 \x01(\tR\rsigningSecret\"?\n" +
-	"\x18ResolveConnectionRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"\x95\x03\n" +
+	"\x0esigning_secret\x18\x03 \x01(\tR\rsigningSecret\"D\n" +
+	"\x18ResolveConnectionRequest\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fconnectionId\"\x95\x03\n" +
 	"\x19ResolveConnectionResponse\x12?\n" +
 	"\n" +
 	"connection\x18\x01 \x01(\v2\x1f.seghub.connector.v1.ConnectionR\n" +
@@ -1661,10 +1746,10 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\x0eenvironment_id\x18\x05 \x01(\tR\renvironmentId\x1a>\n" +
 	"\x10CredentialsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
-	"\x1dReportConnectionStatusRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12=\n" +
-	"\x06status\x18\x02 \x01(\x0e2%.seghub.connector.v1.ConnectionStatusR\x06status\x12\x18\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa7\x01\n" +
+	"\x1dReportConnectionStatusRequest\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fconnectionId\x12B\n" +
+	"\x06status\x18\x02 \x01(\x0e2%.seghub.connector.v1.ConnectionStatusB\x03\xe0A\x02R\x06status\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"a\n" +
 	"\x1eReportConnectionStatusResponse\x12?\n" +
 	"\n" +

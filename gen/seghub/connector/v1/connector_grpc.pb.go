@@ -45,6 +45,8 @@ type ConnectorServiceClient interface {
 	// source destination; the credentials are checked with a test call first.
 	// OAuth destinations use StartAuthorization instead.
 	CreateConnection(ctx context.Context, in *CreateConnectionRequest, opts ...grpc.CallOption) (*CreateConnectionResponse, error)
+	// GetConnection returns one connection of the caller's environment, without its credentials; NotFound when the
+	// id names none.
 	GetConnection(ctx context.Context, in *GetConnectionRequest, opts ...grpc.CallOption) (*GetConnectionResponse, error)
 	// ListConnections lists connections (of a type) ordered by name, then id,
 	// a page at a time.
@@ -52,6 +54,8 @@ type ConnectorServiceClient interface {
 	// UpdateConnection renames a connection, changes its settings, or replaces
 	// its credentials (checked like on create).
 	UpdateConnection(ctx context.Context, in *UpdateConnectionRequest, opts ...grpc.CallOption) (*UpdateConnectionResponse, error)
+	// DeleteConnection removes a connection and its credentials; syncs and routes that use it stop delivering to
+	// it.
 	DeleteConnection(ctx context.Context, in *DeleteConnectionRequest, opts ...grpc.CallOption) (*DeleteConnectionResponse, error)
 	// StartAuthorization begins an OAuth 2.0 authorisation (with state and
 	// PKCE); open the returned URL in a browser. The destination redirects to
@@ -190,6 +194,8 @@ type ConnectorServiceServer interface {
 	// source destination; the credentials are checked with a test call first.
 	// OAuth destinations use StartAuthorization instead.
 	CreateConnection(context.Context, *CreateConnectionRequest) (*CreateConnectionResponse, error)
+	// GetConnection returns one connection of the caller's environment, without its credentials; NotFound when the
+	// id names none.
 	GetConnection(context.Context, *GetConnectionRequest) (*GetConnectionResponse, error)
 	// ListConnections lists connections (of a type) ordered by name, then id,
 	// a page at a time.
@@ -197,6 +203,8 @@ type ConnectorServiceServer interface {
 	// UpdateConnection renames a connection, changes its settings, or replaces
 	// its credentials (checked like on create).
 	UpdateConnection(context.Context, *UpdateConnectionRequest) (*UpdateConnectionResponse, error)
+	// DeleteConnection removes a connection and its credentials; syncs and routes that use it stop delivering to
+	// it.
 	DeleteConnection(context.Context, *DeleteConnectionRequest) (*DeleteConnectionResponse, error)
 	// StartAuthorization begins an OAuth 2.0 authorisation (with state and
 	// PKCE); open the returned URL in a browser. The destination redirects to
