@@ -24,13 +24,18 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Kind of experience, for filtering; it does not change how an audience is evaluated.
 type ExperienceType int32
 
 const (
-	ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED  ExperienceType = 0
+	// Not set: refused on create; in filters, every type.
+	ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED ExperienceType = 0
+	// A guided product tour.
 	ExperienceType_EXPERIENCE_TYPE_PRODUCT_TOUR ExperienceType = 1
-	ExperienceType_EXPERIENCE_TYPE_CHECKLIST    ExperienceType = 2
-	ExperienceType_EXPERIENCE_TYPE_GENERIC      ExperienceType = 3
+	// An onboarding checklist.
+	ExperienceType_EXPERIENCE_TYPE_CHECKLIST ExperienceType = 2
+	// Any other experience (banner, modal, survey...).
+	ExperienceType_EXPERIENCE_TYPE_GENERIC ExperienceType = 3
 )
 
 // Enum value maps for ExperienceType.
@@ -76,21 +81,28 @@ func (ExperienceType) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{0}
 }
 
+// Test a condition applies: segment membership or a comparison of a user property.
 type Operator int32
 
 const (
+	// Not set; InvalidArgument.
 	Operator_OPERATOR_UNSPECIFIED Operator = 0
 	// The user is in segment_id.
 	Operator_OPERATOR_IN_SEGMENT Operator = 1
 	// The user is not in segment_id.
 	Operator_OPERATOR_NOT_IN_SEGMENT Operator = 2
 	// User property comparisons.
-	Operator_OPERATOR_EQUALS       Operator = 3
-	Operator_OPERATOR_NOT_EQUALS   Operator = 4
-	Operator_OPERATOR_LESS_THAN    Operator = 5
+	Operator_OPERATOR_EQUALS Operator = 3
+	// The property differs from the value (any value type).
+	Operator_OPERATOR_NOT_EQUALS Operator = 4
+	// The property is less than a number_value or earlier than a timestamp_value.
+	Operator_OPERATOR_LESS_THAN Operator = 5
+	// The property is greater than a number_value or later than a timestamp_value.
 	Operator_OPERATOR_GREATER_THAN Operator = 6
-	Operator_OPERATOR_CONTAINS     Operator = 7
-	Operator_OPERATOR_EXISTS       Operator = 8
+	// The property is a string containing string_value.
+	Operator_OPERATOR_CONTAINS Operator = 7
+	// The user has the property, whatever its value; takes no value.
+	Operator_OPERATOR_EXISTS Operator = 8
 )
 
 // Enum value maps for Operator.
@@ -146,12 +158,16 @@ func (Operator) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{1}
 }
 
+// How a group combines its members.
 type Combinator int32
 
 const (
+	// Not set: allowed only when the group has a single member.
 	Combinator_COMBINATOR_UNSPECIFIED Combinator = 0
-	Combinator_COMBINATOR_AND         Combinator = 1
-	Combinator_COMBINATOR_OR          Combinator = 2
+	// Every member must match.
+	Combinator_COMBINATOR_AND Combinator = 1
+	// At least one member must match.
+	Combinator_COMBINATOR_OR Combinator = 2
 )
 
 // Enum value maps for Combinator.
@@ -195,10 +211,13 @@ func (Combinator) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{2}
 }
 
+// Input of CheckMembership.
 type CheckMembershipRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment: at most 256 bytes.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// The user's identifier in the environment: at most 256 bytes.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -247,10 +266,13 @@ func (x *CheckMembershipRequest) GetUserId() string {
 	return ""
 }
 
+// Output of CheckMembership.
 type CheckMembershipResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	IsMember      bool                   `protobuf:"varint,1,opt,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
-	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the user is in the segment.
+	IsMember bool `protobuf:"varint,1,opt,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
+	// Version of the index (the environment's change sequence) the answer was computed from.
+	IndexVersion  int64 `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -299,10 +321,13 @@ func (x *CheckMembershipResponse) GetIndexVersion() int64 {
 	return 0
 }
 
+// One (user, segment) pair of a batch check.
 type MembershipCheck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	SegmentId     string                 `protobuf:"bytes,2,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's identifier; an unknown user is not a member.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Identifier of the segment; an unknown segment fails the whole batch with NotFound.
+	SegmentId     string `protobuf:"bytes,2,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -351,9 +376,11 @@ func (x *MembershipCheck) GetSegmentId() string {
 	return ""
 }
 
+// Input of BatchCheck.
 type BatchCheckRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Checks        []*MembershipCheck     `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pairs to check: at most 10000; more is refused as too large.
+	Checks        []*MembershipCheck `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,11 +422,13 @@ func (x *BatchCheckRequest) GetChecks() []*MembershipCheck {
 	return nil
 }
 
+// Output of BatchCheck.
 type BatchCheckResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One answer per check, in order.
-	IsMember      []bool `protobuf:"varint,1,rep,packed,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
-	IndexVersion  int64  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	IsMember []bool `protobuf:"varint,1,rep,packed,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
+	// Version of the index all answers were computed from.
+	IndexVersion  int64 `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,9 +477,11 @@ func (x *BatchCheckResponse) GetIndexVersion() int64 {
 	return 0
 }
 
+// One request of a BatchCheckStream stream.
 type BatchCheckStreamRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Checks        []*MembershipCheck     `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pairs to check: at most 10000; more is refused as too large.
+	Checks        []*MembershipCheck `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -492,10 +523,13 @@ func (x *BatchCheckStreamRequest) GetChecks() []*MembershipCheck {
 	return nil
 }
 
+// The answer to one BatchCheckStream request, in the order the requests came.
 type BatchCheckStreamResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	IsMember      []bool                 `protobuf:"varint,1,rep,packed,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
-	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One answer per check, in order.
+	IsMember []bool `protobuf:"varint,1,rep,packed,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
+	// Version of the index the answers were computed from.
+	IndexVersion  int64 `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,9 +578,11 @@ func (x *BatchCheckStreamResponse) GetIndexVersion() int64 {
 	return 0
 }
 
+// Input of ListUserSegments.
 type ListUserSegmentsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's identifier: at most 256 bytes.
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,10 +624,13 @@ func (x *ListUserSegmentsRequest) GetUserId() string {
 	return ""
 }
 
+// Output of ListUserSegments.
 type ListUserSegmentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentIds    []string               `protobuf:"bytes,1,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
-	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifiers of the segments the user is in; empty for an unknown user.
+	SegmentIds []string `protobuf:"bytes,1,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	// Version of the index the answer was computed from.
+	IndexVersion  int64 `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -640,11 +679,15 @@ func (x *ListUserSegmentsResponse) GetIndexVersion() int64 {
 	return 0
 }
 
+// A segment a targeting catalogue may offer: public and with at least one member.
 type TargetableSegment struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	MemberCount   uint64                 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// Name of the segment.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// How many users are in it, as of index_version.
+	MemberCount   uint64 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,6 +743,7 @@ func (x *TargetableSegment) GetMemberCount() uint64 {
 	return 0
 }
 
+// Input of ListTargetableSegments.
 type ListTargetableSegmentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most this many segments a page: 0 means 100, more than 1000 means
@@ -756,10 +800,13 @@ func (x *ListTargetableSegmentsRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of ListTargetableSegments: one page, ordered by name, then id.
 type ListTargetableSegmentsResponse struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Segments     []*TargetableSegment   `protobuf:"bytes,1,rep,name=segments,proto3" json:"segments,omitempty"`
-	IndexVersion int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The segments of this page.
+	Segments []*TargetableSegment `protobuf:"bytes,1,rep,name=segments,proto3" json:"segments,omitempty"`
+	// Version of the index the page was computed from.
+	IndexVersion int64 `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
 	// Set when more segments follow: pass it as page_token for the next
 	// page. Empty on the last page.
 	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
@@ -820,12 +867,16 @@ func (x *ListTargetableSegmentsResponse) GetNextPageToken() string {
 
 // Condition is one rule of an audience.
 type Condition struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Operator Operator               `protobuf:"varint,1,opt,name=operator,proto3,enum=seghub.targeting.v1.Operator" json:"operator,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the condition tests.
+	Operator Operator `protobuf:"varint,1,opt,name=operator,proto3,enum=seghub.targeting.v1.Operator" json:"operator,omitempty"`
 	// For segment operators.
 	SegmentId string `protobuf:"bytes,2,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	// For property operators.
 	Property string `protobuf:"bytes,3,opt,name=property,proto3" json:"property,omitempty"`
+	// Value the property is compared with; exactly one for comparisons, none for OPERATOR_EXISTS and segment
+	// operators.
+	//
 	// Types that are valid to be assigned to Value:
 	//
 	//	*Condition_StringValue
@@ -936,18 +987,22 @@ type isCondition_Value interface {
 }
 
 type Condition_StringValue struct {
+	// A string, for EQUALS, NOT_EQUALS and CONTAINS.
 	StringValue string `protobuf:"bytes,4,opt,name=string_value,json=stringValue,proto3,oneof"`
 }
 
 type Condition_NumberValue struct {
+	// A number, for EQUALS, NOT_EQUALS, LESS_THAN and GREATER_THAN.
 	NumberValue float64 `protobuf:"fixed64,5,opt,name=number_value,json=numberValue,proto3,oneof"`
 }
 
 type Condition_BoolValue struct {
+	// A boolean, for EQUALS and NOT_EQUALS.
 	BoolValue bool `protobuf:"varint,6,opt,name=bool_value,json=boolValue,proto3,oneof"`
 }
 
 type Condition_TimestampValue struct {
+	// A time, for EQUALS, NOT_EQUALS, LESS_THAN and GREATER_THAN.
 	TimestampValue *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=timestamp_value,json=timestampValue,proto3,oneof"`
 }
 
@@ -961,10 +1016,13 @@ func (*Condition_TimestampValue) isCondition_Value() {}
 
 // ConditionGroup combines conditions and nested groups with AND or OR.
 type ConditionGroup struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Combinator    Combinator             `protobuf:"varint,1,opt,name=combinator,proto3,enum=seghub.targeting.v1.Combinator" json:"combinator,omitempty"`
-	Conditions    []*Condition           `protobuf:"bytes,2,rep,name=conditions,proto3" json:"conditions,omitempty"`
-	Groups        []*ConditionGroup      `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// AND or OR; required when the group has more than one member.
+	Combinator Combinator `protobuf:"varint,1,opt,name=combinator,proto3,enum=seghub.targeting.v1.Combinator" json:"combinator,omitempty"`
+	// Conditions of the group; an audience holds at most 100 conditions in all.
+	Conditions []*Condition `protobuf:"bytes,2,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	// Nested groups, at most 8 levels deep; a group needs at least one condition or group.
+	Groups        []*ConditionGroup `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1022,9 +1080,11 @@ func (x *ConditionGroup) GetGroups() []*ConditionGroup {
 
 // Audience: everyone, or those matching the group.
 type Audience struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Everyone      bool                   `protobuf:"varint,1,opt,name=everyone,proto3" json:"everyone,omitempty"`
-	Match         *ConditionGroup        `protobuf:"bytes,2,opt,name=match,proto3" json:"match,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Everyone sees the experience; set either this or match, not both.
+	Everyone bool `protobuf:"varint,1,opt,name=everyone,proto3" json:"everyone,omitempty"`
+	// Those matching this group see it; required unless everyone is set.
+	Match         *ConditionGroup `protobuf:"bytes,2,opt,name=match,proto3" json:"match,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1073,14 +1133,22 @@ func (x *Audience) GetMatch() *ConditionGroup {
 	return nil
 }
 
+// A product tour, checklist or other experience and the audience that may see it.
 type Experience struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Type          ExperienceType         `protobuf:"varint,3,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
-	Audience      *Audience              `protobuf:"bytes,4,opt,name=audience,proto3" json:"audience,omitempty"`
-	Enabled       bool                   `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the experience, assigned by seghub.
+	ExperienceId string `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	// Display name: 1 to 200 characters, not blank.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Kind of experience.
+	Type ExperienceType `protobuf:"varint,3,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	// Who may see it.
+	Audience *Audience `protobuf:"bytes,4,opt,name=audience,proto3" json:"audience,omitempty"`
+	// Disabled experiences are eligible to no one.
+	Enabled bool `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// When the experience was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When the experience was last changed.
 	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1165,11 +1233,15 @@ func (x *Experience) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Input of CreateExperience.
 type CreateExperienceRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Type     ExperienceType         `protobuf:"varint,2,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
-	Audience *Audience              `protobuf:"bytes,3,opt,name=audience,proto3" json:"audience,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Display name: 1 to 200 characters, not blank.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Kind of experience; EXPERIENCE_TYPE_UNSPECIFIED is InvalidArgument.
+	Type ExperienceType `protobuf:"varint,2,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	// Who may see it: everyone, or a group of at most 100 conditions nested at most 8 deep.
+	Audience *Audience `protobuf:"bytes,3,opt,name=audience,proto3" json:"audience,omitempty"`
 	// Experiences are created enabled unless disabled is set.
 	Disabled      bool `protobuf:"varint,4,opt,name=disabled,proto3" json:"disabled,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1234,9 +1306,11 @@ func (x *CreateExperienceRequest) GetDisabled() bool {
 	return false
 }
 
+// Output of CreateExperience.
 type CreateExperienceResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Experience    *Experience            `protobuf:"bytes,1,opt,name=experience,proto3" json:"experience,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The experience created.
+	Experience    *Experience `protobuf:"bytes,1,opt,name=experience,proto3" json:"experience,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1278,9 +1352,11 @@ func (x *CreateExperienceResponse) GetExperience() *Experience {
 	return nil
 }
 
+// Input of GetExperience.
 type GetExperienceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the experience.
+	ExperienceId  string `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1322,9 +1398,11 @@ func (x *GetExperienceRequest) GetExperienceId() string {
 	return ""
 }
 
+// Output of GetExperience.
 type GetExperienceResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Experience    *Experience            `protobuf:"bytes,1,opt,name=experience,proto3" json:"experience,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The experience.
+	Experience    *Experience `protobuf:"bytes,1,opt,name=experience,proto3" json:"experience,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1366,9 +1444,11 @@ func (x *GetExperienceResponse) GetExperience() *Experience {
 	return nil
 }
 
+// Input of ListExperiences.
 type ListExperiencesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Type  ExperienceType         `protobuf:"varint,1,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	// Only experiences of this type; unspecified lists every type.
+	Type ExperienceType `protobuf:"varint,1,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
 	// At most this many experiences a page: 0 means 100, more than 1000 means
 	// 1000; negative is InvalidArgument.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
@@ -1430,9 +1510,11 @@ func (x *ListExperiencesRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of ListExperiences: one page, ordered by name, then id.
 type ListExperiencesResponse struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Experiences []*Experience          `protobuf:"bytes,1,rep,name=experiences,proto3" json:"experiences,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The experiences of this page.
+	Experiences []*Experience `protobuf:"bytes,1,rep,name=experiences,proto3" json:"experiences,omitempty"`
 	// Set when more experiences follow: pass it as page_token for the next
 	// page. Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
@@ -1484,12 +1566,17 @@ func (x *ListExperiencesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Input of UpdateExperience: fields left unset are unchanged.
 type UpdateExperienceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
-	Name          *string                `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
-	Audience      *Audience              `protobuf:"bytes,3,opt,name=audience,proto3" json:"audience,omitempty"`
-	Enabled       *bool                  `protobuf:"varint,4,opt,name=enabled,proto3,oneof" json:"enabled,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the experience to change.
+	ExperienceId string `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	// New display name: 1 to 200 characters, not blank.
+	Name *string `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	// New audience, validated like on create.
+	Audience *Audience `protobuf:"bytes,3,opt,name=audience,proto3" json:"audience,omitempty"`
+	// Enable or disable the experience.
+	Enabled       *bool `protobuf:"varint,4,opt,name=enabled,proto3,oneof" json:"enabled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1552,9 +1639,11 @@ func (x *UpdateExperienceRequest) GetEnabled() bool {
 	return false
 }
 
+// Output of UpdateExperience.
 type UpdateExperienceResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Experience    *Experience            `protobuf:"bytes,1,opt,name=experience,proto3" json:"experience,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The experience as changed.
+	Experience    *Experience `protobuf:"bytes,1,opt,name=experience,proto3" json:"experience,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1596,9 +1685,11 @@ func (x *UpdateExperienceResponse) GetExperience() *Experience {
 	return nil
 }
 
+// Input of DeleteExperience.
 type DeleteExperienceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the experience to delete.
+	ExperienceId  string `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1640,6 +1731,7 @@ func (x *DeleteExperienceRequest) GetExperienceId() string {
 	return ""
 }
 
+// Output of DeleteExperience: empty on success.
 type DeleteExperienceResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1676,10 +1768,13 @@ func (*DeleteExperienceResponse) Descriptor() ([]byte, []int) {
 	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{25}
 }
 
+// Input of EvaluateExperience.
 type EvaluateExperienceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExperienceId  string                 `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the experience.
+	ExperienceId string `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	// The user's identifier: at most 256 bytes.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1728,15 +1823,19 @@ func (x *EvaluateExperienceRequest) GetUserId() string {
 	return ""
 }
 
+// Output of EvaluateExperience.
 type EvaluateExperienceResponse struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Eligible bool                   `protobuf:"varint,1,opt,name=eligible,proto3" json:"eligible,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the user is in the experience's audience (and the experience is enabled).
+	Eligible bool `protobuf:"varint,1,opt,name=eligible,proto3" json:"eligible,omitempty"`
 	// The condition that decided, as a path ("match.conditions[1]",
 	// "match.groups[0].conditions[2]") and in words; "everyone" for open
 	// audiences; "disabled" for disabled experiences.
-	DecidedBy     string `protobuf:"bytes,2,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	IndexVersion  int64  `protobuf:"varint,4,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	DecidedBy string `protobuf:"bytes,2,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	// Why, in words, for people.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Version of the index the answer was computed from.
+	IndexVersion  int64 `protobuf:"varint,4,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1799,9 +1898,11 @@ func (x *EvaluateExperienceResponse) GetIndexVersion() int64 {
 	return 0
 }
 
+// Input of ListEligibleExperiences.
 type ListEligibleExperiencesRequest struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's identifier: at most 256 bytes.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Unspecified means every type.
 	Type          ExperienceType `protobuf:"varint,2,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1852,10 +1953,13 @@ func (x *ListEligibleExperiencesRequest) GetType() ExperienceType {
 	return ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED
 }
 
+// Output of ListEligibleExperiences.
 type ListEligibleExperiencesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Experiences   []*Experience          `protobuf:"bytes,1,rep,name=experiences,proto3" json:"experiences,omitempty"`
-	IndexVersion  int64                  `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Enabled experiences (of the type asked) whose audience includes the user.
+	Experiences []*Experience `protobuf:"bytes,1,rep,name=experiences,proto3" json:"experiences,omitempty"`
+	// Version of the index the answer was computed from.
+	IndexVersion  int64 `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1908,11 +2012,11 @@ var File_seghub_targeting_v1_targeting_proto protoreflect.FileDescriptor
 
 const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\n" +
-	"#seghub/targeting/v1/targeting.proto\x12\x13seghub.targeting.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"P\n" +
-	"\x16CheckMembershipRequest\x12\x1d\n" +
+	"#seghub/targeting/v1/targeting.proto\x12\x13seghub.targeting.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"Z\n" +
+	"\x16CheckMembershipRequest\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"[\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\x12\x1c\n" +
+	"\auser_id\x18\x02 \x01(\tB\x03\xe0A\x02R\x06userId\"[\n" +
 	"\x17CheckMembershipResponse\x12\x1b\n" +
 	"\tis_member\x18\x01 \x01(\bR\bisMember\x12#\n" +
 	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"I\n" +
@@ -1929,9 +2033,9 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x06checks\x18\x01 \x03(\v2$.seghub.targeting.v1.MembershipCheckR\x06checks\"\\\n" +
 	"\x18BatchCheckStreamResponse\x12\x1b\n" +
 	"\tis_member\x18\x01 \x03(\bR\bisMember\x12#\n" +
-	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"2\n" +
-	"\x17ListUserSegmentsRequest\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"`\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"7\n" +
+	"\x17ListUserSegmentsRequest\x12\x1c\n" +
+	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\"`\n" +
 	"\x18ListUserSegmentsResponse\x12\x1f\n" +
 	"\vsegment_ids\x18\x01 \x03(\tR\n" +
 	"segmentIds\x12#\n" +
@@ -1948,9 +2052,9 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x1eListTargetableSegmentsResponse\x12B\n" +
 	"\bsegments\x18\x01 \x03(\v2&.seghub.targeting.v1.TargetableSegmentR\bsegments\x12#\n" +
 	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xbc\x02\n" +
-	"\tCondition\x129\n" +
-	"\boperator\x18\x01 \x01(\x0e2\x1d.seghub.targeting.v1.OperatorR\boperator\x12\x1d\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xc1\x02\n" +
+	"\tCondition\x12>\n" +
+	"\boperator\x18\x01 \x01(\x0e2\x1d.seghub.targeting.v1.OperatorB\x03\xe0A\x02R\boperator\x12\x1d\n" +
 	"\n" +
 	"segment_id\x18\x02 \x01(\tR\tsegmentId\x12\x1a\n" +
 	"\bproperty\x18\x03 \x01(\tR\bproperty\x12#\n" +
@@ -1970,29 +2074,29 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x06groups\x18\x03 \x03(\v2#.seghub.targeting.v1.ConditionGroupR\x06groups\"a\n" +
 	"\bAudience\x12\x1a\n" +
 	"\beveryone\x18\x01 \x01(\bR\beveryone\x129\n" +
-	"\x05match\x18\x02 \x01(\v2#.seghub.targeting.v1.ConditionGroupR\x05match\"\xcd\x02\n" +
+	"\x05match\x18\x02 \x01(\v2#.seghub.targeting.v1.ConditionGroupR\x05match\"\xdc\x02\n" +
 	"\n" +
-	"Experience\x12#\n" +
-	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\x12\x12\n" +
+	"Experience\x12(\n" +
+	"\rexperience_id\x18\x01 \x01(\tB\x03\xe0A\x03R\fexperienceId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
 	"\x04type\x18\x03 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\x129\n" +
 	"\baudience\x18\x04 \x01(\v2\x1d.seghub.targeting.v1.AudienceR\baudience\x12\x18\n" +
-	"\aenabled\x18\x05 \x01(\bR\aenabled\x12;\n" +
-	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xbd\x01\n" +
-	"\x17CreateExperienceRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
-	"\x04type\x18\x02 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\x129\n" +
-	"\baudience\x18\x03 \x01(\v2\x1d.seghub.targeting.v1.AudienceR\baudience\x12\x1a\n" +
+	"\aenabled\x18\x05 \x01(\bR\aenabled\x12@\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"createTime\x12@\n" +
+	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"updateTime\"\xcc\x01\n" +
+	"\x17CreateExperienceRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\x12<\n" +
+	"\x04type\x18\x02 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeB\x03\xe0A\x02R\x04type\x12>\n" +
+	"\baudience\x18\x03 \x01(\v2\x1d.seghub.targeting.v1.AudienceB\x03\xe0A\x02R\baudience\x12\x1a\n" +
 	"\bdisabled\x18\x04 \x01(\bR\bdisabled\"[\n" +
 	"\x18CreateExperienceResponse\x12?\n" +
 	"\n" +
 	"experience\x18\x01 \x01(\v2\x1f.seghub.targeting.v1.ExperienceR\n" +
-	"experience\";\n" +
-	"\x14GetExperienceRequest\x12#\n" +
-	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\"X\n" +
+	"experience\"@\n" +
+	"\x14GetExperienceRequest\x12(\n" +
+	"\rexperience_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fexperienceId\"X\n" +
 	"\x15GetExperienceResponse\x12?\n" +
 	"\n" +
 	"experience\x18\x01 \x01(\v2\x1f.seghub.targeting.v1.ExperienceR\n" +
@@ -2004,9 +2108,9 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x84\x01\n" +
 	"\x17ListExperiencesResponse\x12A\n" +
 	"\vexperiences\x18\x01 \x03(\v2\x1f.seghub.targeting.v1.ExperienceR\vexperiences\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc6\x01\n" +
-	"\x17UpdateExperienceRequest\x12#\n" +
-	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\x12\x17\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcb\x01\n" +
+	"\x17UpdateExperienceRequest\x12(\n" +
+	"\rexperience_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fexperienceId\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x129\n" +
 	"\baudience\x18\x03 \x01(\v2\x1d.seghub.targeting.v1.AudienceR\baudience\x12\x1d\n" +
 	"\aenabled\x18\x04 \x01(\bH\x01R\aenabled\x88\x01\x01B\a\n" +
@@ -2016,21 +2120,21 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x18UpdateExperienceResponse\x12?\n" +
 	"\n" +
 	"experience\x18\x01 \x01(\v2\x1f.seghub.targeting.v1.ExperienceR\n" +
-	"experience\">\n" +
-	"\x17DeleteExperienceRequest\x12#\n" +
-	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\"\x1a\n" +
-	"\x18DeleteExperienceResponse\"Y\n" +
-	"\x19EvaluateExperienceRequest\x12#\n" +
-	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"\x94\x01\n" +
+	"experience\"C\n" +
+	"\x17DeleteExperienceRequest\x12(\n" +
+	"\rexperience_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fexperienceId\"\x1a\n" +
+	"\x18DeleteExperienceResponse\"c\n" +
+	"\x19EvaluateExperienceRequest\x12(\n" +
+	"\rexperience_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fexperienceId\x12\x1c\n" +
+	"\auser_id\x18\x02 \x01(\tB\x03\xe0A\x02R\x06userId\"\x94\x01\n" +
 	"\x1aEvaluateExperienceResponse\x12\x1a\n" +
 	"\beligible\x18\x01 \x01(\bR\beligible\x12\x1d\n" +
 	"\n" +
 	"decided_by\x18\x02 \x01(\tR\tdecidedBy\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12#\n" +
-	"\rindex_version\x18\x04 \x01(\x03R\findexVersion\"r\n" +
-	"\x1eListEligibleExperiencesRequest\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\x127\n" +
+	"\rindex_version\x18\x04 \x01(\x03R\findexVersion\"w\n" +
+	"\x1eListEligibleExperiencesRequest\x12\x1c\n" +
+	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\x127\n" +
 	"\x04type\x18\x02 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\"\x89\x01\n" +
 	"\x1fListEligibleExperiencesResponse\x12A\n" +
 	"\vexperiences\x18\x01 \x03(\v2\x1f.seghub.targeting.v1.ExperienceR\vexperiences\x12#\n" +

@@ -58,11 +58,15 @@ type TargetingServiceClient interface {
 	// CreateExperience creates a product tour, checklist or other experience
 	// with its audience; the audience is validated and compiled on write.
 	CreateExperience(ctx context.Context, in *CreateExperienceRequest, opts ...grpc.CallOption) (*CreateExperienceResponse, error)
+	// GetExperience returns one experience with its audience; NotFound when the id names none.
 	GetExperience(ctx context.Context, in *GetExperienceRequest, opts ...grpc.CallOption) (*GetExperienceResponse, error)
 	// ListExperiences lists experiences (of a type) ordered by name, then id, a
 	// page at a time.
 	ListExperiences(ctx context.Context, in *ListExperiencesRequest, opts ...grpc.CallOption) (*ListExperiencesResponse, error)
+	// UpdateExperience renames an experience, replaces its audience (validated like on create) or enables or
+	// disables it.
 	UpdateExperience(ctx context.Context, in *UpdateExperienceRequest, opts ...grpc.CallOption) (*UpdateExperienceResponse, error)
+	// DeleteExperience removes an experience; it is no longer evaluated or listed.
 	DeleteExperience(ctx context.Context, in *DeleteExperienceRequest, opts ...grpc.CallOption) (*DeleteExperienceResponse, error)
 	// EvaluateExperience tells whether a user is in an experience's audience
 	// and which condition decided.
@@ -227,11 +231,15 @@ type TargetingServiceServer interface {
 	// CreateExperience creates a product tour, checklist or other experience
 	// with its audience; the audience is validated and compiled on write.
 	CreateExperience(context.Context, *CreateExperienceRequest) (*CreateExperienceResponse, error)
+	// GetExperience returns one experience with its audience; NotFound when the id names none.
 	GetExperience(context.Context, *GetExperienceRequest) (*GetExperienceResponse, error)
 	// ListExperiences lists experiences (of a type) ordered by name, then id, a
 	// page at a time.
 	ListExperiences(context.Context, *ListExperiencesRequest) (*ListExperiencesResponse, error)
+	// UpdateExperience renames an experience, replaces its audience (validated like on create) or enables or
+	// disables it.
 	UpdateExperience(context.Context, *UpdateExperienceRequest) (*UpdateExperienceResponse, error)
+	// DeleteExperience removes an experience; it is no longer evaluated or listed.
 	DeleteExperience(context.Context, *DeleteExperienceRequest) (*DeleteExperienceResponse, error)
 	// EvaluateExperience tells whether a user is in an experience's audience
 	// and which condition decided.
