@@ -36,13 +36,16 @@ type Event struct {
 	// The source connection the event came through (its send_events toggle
 	// decides whether the event flows on). Optional for "api".
 	ConnectionId string `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	UserId       string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The user who caused the event: 1 to 255 characters.
+	UserId string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Event name: Appcues display ("Flow Started") or wire name
 	// ("appcues:flow_started"), a CommandBar event name, or any name for "api".
 	Name string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
 	// When it happened; empty means when seghub received it.
-	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	Properties    *structpb.Struct       `protobuf:"bytes,7,opt,name=properties,proto3" json:"properties,omitempty"`
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// Event properties: at most 200 keys of at most 255 characters, strings at most 8 KiB, nesting at most 8 deep;
+	// a source's schema types its known properties.
+	Properties    *structpb.Struct `protobuf:"bytes,7,opt,name=properties,proto3" json:"properties,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -128,10 +131,13 @@ func (x *Event) GetProperties() *structpb.Struct {
 
 // Rejection is one refused event.
 type Rejection struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Field         string                 `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position of the refused event in the request (0-based).
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The field that made it refused, such as "user_id" or "properties.flowId".
+	Field string `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
+	// Why, in words, for people.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -187,9 +193,11 @@ func (x *Rejection) GetReason() string {
 	return ""
 }
 
+// Input of Track.
 type TrackRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event to ingest.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,9 +239,11 @@ func (x *TrackRequest) GetEvent() *Event {
 	return nil
 }
 
+// Output of Track.
 type TrackResponse struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	EventId string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the stored event: the one given or the one seghub assigned.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	// True when an event with this id was already stored.
 	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -284,9 +294,11 @@ func (x *TrackResponse) GetDuplicate() bool {
 	return false
 }
 
+// Input of TrackBatch.
 type TrackBatchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events to ingest: 1 to 1000.
+	Events        []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -328,12 +340,15 @@ func (x *TrackBatchRequest) GetEvents() []*Event {
 	return nil
 }
 
+// Output of TrackBatch.
 type TrackBatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Ids of the stored events, in request order (rejected ones left out).
-	EventIds      []string     `protobuf:"bytes,1,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
-	Rejected      []*Rejection `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
-	Duplicates    uint32       `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	EventIds []string `protobuf:"bytes,1,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
+	// The events refused, with their index and field; none of them was stored.
+	Rejected []*Rejection `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	// How many events were already stored under their id (accepted, not stored twice).
+	Duplicates    uint32 `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -389,10 +404,12 @@ func (x *TrackBatchResponse) GetDuplicates() uint32 {
 	return 0
 }
 
+// One batch of a StreamTrack stream.
 type StreamTrackRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Echoed in the answer.
-	Sequence      uint64   `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The events to ingest: 1 to 1000.
 	Events        []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -442,12 +459,17 @@ func (x *StreamTrackRequest) GetEvents() []*Event {
 	return nil
 }
 
+// The answer to one StreamTrack batch, once its events are durably stored.
 type StreamTrackResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sequence      uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	Accepted      uint32                 `protobuf:"varint,2,opt,name=accepted,proto3" json:"accepted,omitempty"`
-	Rejected      []*Rejection           `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`
-	Duplicates    uint32                 `protobuf:"varint,4,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sequence of the batch answered.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// How many events of the batch were stored or were duplicates.
+	Accepted uint32 `protobuf:"varint,2,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// The events refused, with their index and field.
+	Rejected []*Rejection `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	// How many events were already stored under their id.
+	Duplicates    uint32 `protobuf:"varint,4,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -510,9 +532,11 @@ func (x *StreamTrackResponse) GetDuplicates() uint32 {
 	return 0
 }
 
+// Input of ReceiveEventWebhook, built by the gateway from an inbound webhook.
 type ReceiveEventWebhookRequest struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The source connection named by the webhook's path.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// The signature header as received ("ts:<unix>,hmac:<hex>").
 	Signature string `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
 	// The raw body, exactly as received (the signature covers it).
@@ -572,11 +596,15 @@ func (x *ReceiveEventWebhookRequest) GetBody() []byte {
 	return nil
 }
 
+// Output of ReceiveEventWebhook.
 type ReceiveEventWebhookResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Accepted      uint32                 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
-	Rejected      []*Rejection           `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
-	Duplicates    uint32                 `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many events of the body were stored or were duplicates.
+	Accepted uint32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// The events refused, with their index and field.
+	Rejected []*Rejection `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
+	// How many events were already stored under their id.
+	Duplicates    uint32 `protobuf:"varint,3,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -632,6 +660,7 @@ func (x *ReceiveEventWebhookResponse) GetDuplicates() uint32 {
 	return 0
 }
 
+// One property a source's event carries.
 type PropertySchema struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Display name ("Flow ID").
@@ -639,8 +668,9 @@ type PropertySchema struct {
 	// The tool's own key for it ("flowId"), accepted too.
 	WireName string `protobuf:"bytes,2,opt,name=wire_name,json=wireName,proto3" json:"wire_name,omitempty"`
 	// "string", "number", "bool", "timestamp", "object", "list" or "any".
-	Type          string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
-	Required      bool   `protobuf:"varint,4,opt,name=required,proto3" json:"required,omitempty"`
+	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	// The event is refused without it.
+	Required      bool `protobuf:"varint,4,opt,name=required,proto3" json:"required,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,13 +733,16 @@ func (x *PropertySchema) GetRequired() bool {
 	return false
 }
 
+// The schema of one event of a source: its names and properties.
 type EventSchema struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Source string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The source emitting it: "appcues" or "commandbar".
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
 	// The name delivered to sinks.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Other names the event is accepted under.
-	Aliases       []string          `protobuf:"bytes,3,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	Aliases []string `protobuf:"bytes,3,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	// The properties it carries, with their types.
 	Properties    []*PropertySchema `protobuf:"bytes,4,rep,name=properties,proto3" json:"properties,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -773,6 +806,7 @@ func (x *EventSchema) GetProperties() []*PropertySchema {
 	return nil
 }
 
+// Input of ListEventSchemas.
 type ListEventSchemasRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Filter by source; empty lists all.
@@ -818,9 +852,11 @@ func (x *ListEventSchemasRequest) GetSource() string {
 	return ""
 }
 
+// Output of ListEventSchemas.
 type ListEventSchemasResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Schemas       []*EventSchema         `protobuf:"bytes,1,rep,name=schemas,proto3" json:"schemas,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schemas, by source, then name.
+	Schemas       []*EventSchema `protobuf:"bytes,1,rep,name=schemas,proto3" json:"schemas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -862,15 +898,18 @@ func (x *ListEventSchemasResponse) GetSchemas() []*EventSchema {
 	return nil
 }
 
+// A route: which events go to a sink connection, and under what name.
 type Route struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	RouteId string                 `protobuf:"bytes,1,opt,name=route_id,json=routeId,proto3" json:"route_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the route, assigned by seghub.
+	RouteId string `protobuf:"bytes,1,opt,name=route_id,json=routeId,proto3" json:"route_id,omitempty"`
 	// The sink: an analytics connection or a destination with a track API.
 	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// Sources routed; empty routes every source.
 	Sources []string `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
 	// Event names routed (delivered names); empty routes every event.
-	EventNames []string               `protobuf:"bytes,4,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
+	EventNames []string `protobuf:"bytes,4,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
+	// When the route was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// The name events taking this route are delivered under; empty keeps
 	// theirs (Heap's Snapshot workaround, Appcues.track("any name")).
@@ -951,11 +990,15 @@ func (x *Route) GetDeliverAs() string {
 	return ""
 }
 
+// Input of CreateRoute.
 type CreateRouteRequest struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Sources      []string               `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
-	EventNames   []string               `protobuf:"bytes,3,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sink: an analytics connection or a destination with a track API.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Sources routed ("appcues", "commandbar", "api"); empty routes every source.
+	Sources []string `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
+	// Delivered event names routed, each 1 to 255 characters; empty routes every event.
+	EventNames []string `protobuf:"bytes,3,rep,name=event_names,json=eventNames,proto3" json:"event_names,omitempty"`
 	// Deliver the routed events under this name instead of their own.
 	DeliverAs     string `protobuf:"bytes,4,opt,name=deliver_as,json=deliverAs,proto3" json:"deliver_as,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1020,9 +1063,11 @@ func (x *CreateRouteRequest) GetDeliverAs() string {
 	return ""
 }
 
+// Output of CreateRoute.
 type CreateRouteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Route         *Route                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The route created.
+	Route         *Route `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1064,6 +1109,7 @@ func (x *CreateRouteResponse) GetRoute() *Route {
 	return nil
 }
 
+// Input of ListRoutes.
 type ListRoutesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most this many routes a page: 0 means 100, more than 1000 means
@@ -1120,9 +1166,11 @@ func (x *ListRoutesRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of ListRoutes: one page, oldest first.
 type ListRoutesResponse struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Routes []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The routes of this page.
+	Routes []*Route `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
 	// Set when more routes follow: pass it as page_token for the next
 	// page. Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
@@ -1174,9 +1222,11 @@ func (x *ListRoutesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Input of DeleteRoute.
 type DeleteRouteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RouteId       string                 `protobuf:"bytes,1,opt,name=route_id,json=routeId,proto3" json:"route_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the route to delete.
+	RouteId       string `protobuf:"bytes,1,opt,name=route_id,json=routeId,proto3" json:"route_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,6 +1268,7 @@ func (x *DeleteRouteRequest) GetRouteId() string {
 	return ""
 }
 
+// Output of DeleteRoute: empty on success.
 type DeleteRouteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1254,18 +1305,24 @@ func (*DeleteRouteResponse) Descriptor() ([]byte, []int) {
 	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{20}
 }
 
+// A sink: one connection events are delivered to, with its backlog and delivery counters.
 type Sink struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sink's connection.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// Destination type (analytics, appcues).
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// Events waiting in the sink's consumer.
-	Backlog     uint64 `protobuf:"varint,3,opt,name=backlog,proto3" json:"backlog,omitempty"`
-	Delivered   uint64 `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Backlog uint64 `protobuf:"varint,3,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	// Events delivered since the delivering replica started.
+	Delivered uint64 `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// Events given up on and kept as dead letters.
 	DeadLetters uint64 `protobuf:"varint,5,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
 	// Users whose head event is waiting for a retry.
-	RetryingUsers    uint32                 `protobuf:"varint,6,opt,name=retrying_users,json=retryingUsers,proto3" json:"retrying_users,omitempty"`
-	LastError        string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	RetryingUsers uint32 `protobuf:"varint,6,opt,name=retrying_users,json=retryingUsers,proto3" json:"retrying_users,omitempty"`
+	// The last delivery error; empty when there was none.
+	LastError string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When an event was last delivered; unset before the first.
 	LastDeliveryTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_delivery_time,json=lastDeliveryTime,proto3" json:"last_delivery_time,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
@@ -1357,6 +1414,7 @@ func (x *Sink) GetLastDeliveryTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Input of ListSinks: no parameters.
 type ListSinksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1393,9 +1451,11 @@ func (*ListSinksRequest) Descriptor() ([]byte, []int) {
 	return file_seghub_eventrelay_v1_eventrelay_proto_rawDescGZIP(), []int{22}
 }
 
+// Output of ListSinks.
 type ListSinksResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sinks         []*Sink                `protobuf:"bytes,1,rep,name=sinks,proto3" json:"sinks,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every sink of the environment.
+	Sinks         []*Sink `protobuf:"bytes,1,rep,name=sinks,proto3" json:"sinks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1437,15 +1497,23 @@ func (x *ListSinksResponse) GetSinks() []*Sink {
 	return nil
 }
 
+// An event a sink gave up on, with why.
 type DeadLetter struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	DeadLetterId     string                 `protobuf:"bytes,1,opt,name=dead_letter_id,json=deadLetterId,proto3" json:"dead_letter_id,omitempty"`
-	ConnectionId     string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Event            *Event                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
-	Reason           string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	Attempts         uint32                 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the dead letter, used to replay it.
+	DeadLetterId string `protobuf:"bytes,1,opt,name=dead_letter_id,json=deadLetterId,proto3" json:"dead_letter_id,omitempty"`
+	// The sink connection that gave up.
+	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// The event as it was to be delivered.
+	Event *Event `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	// The last delivery error.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How many deliveries were tried.
+	Attempts uint32 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// When the first delivery was tried.
 	FirstAttemptTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_attempt_time,json=firstAttemptTime,proto3" json:"first_attempt_time,omitempty"`
-	DeadTime         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=dead_time,json=deadTime,proto3" json:"dead_time,omitempty"`
+	// When the sink gave up.
+	DeadTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=dead_time,json=deadTime,proto3" json:"dead_time,omitempty"`
 	// Set once replayed.
 	ReplayTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=replay_time,json=replayTime,proto3" json:"replay_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1538,16 +1606,19 @@ func (x *DeadLetter) GetReplayTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Input of ListDeadLetters.
 type ListDeadLettersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Filter by sink connection; empty lists every sink's.
 	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// Include dead letters already replayed.
-	IncludeReplayed bool   `protobuf:"varint,2,opt,name=include_replayed,json=includeReplayed,proto3" json:"include_replayed,omitempty"`
-	PageSize        uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken       string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	IncludeReplayed bool `protobuf:"varint,2,opt,name=include_replayed,json=includeReplayed,proto3" json:"include_replayed,omitempty"`
+	// At most this many dead letters a page: 0 means 100, more than 1000 means 1000.
+	PageSize uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListDeadLettersRequest) Reset() {
@@ -1608,10 +1679,13 @@ func (x *ListDeadLettersRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of ListDeadLetters: one page.
 type ListDeadLettersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DeadLetters   []*DeadLetter          `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dead letters of this page.
+	DeadLetters []*DeadLetter `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// Set when more dead letters follow: pass it as page_token for the next page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1660,12 +1734,14 @@ func (x *ListDeadLettersResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Input of ReplayDeadLetters.
 type ReplayDeadLettersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Replay these; empty replays every pending dead letter of connection_id
-	// (or of every sink when that is empty too).
+	// Replay these (at most 10000); empty replays every pending dead letter of
+	// connection_id (or of every sink when that is empty too).
 	DeadLetterIds []string `protobuf:"bytes,1,rep,name=dead_letter_ids,json=deadLetterIds,proto3" json:"dead_letter_ids,omitempty"`
-	ConnectionId  string   `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// Replay only this sink's dead letters; empty with no ids replays every sink's.
+	ConnectionId  string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1714,9 +1790,11 @@ func (x *ReplayDeadLettersRequest) GetConnectionId() string {
 	return ""
 }
 
+// Output of ReplayDeadLetters.
 type ReplayDeadLettersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Replayed      uint32                 `protobuf:"varint,1,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many dead letters were sent to their sink again.
+	Replayed      uint32 `protobuf:"varint,1,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1762,13 +1840,13 @@ var File_seghub_eventrelay_v1_eventrelay_proto protoreflect.FileDescriptor
 
 const file_seghub_eventrelay_v1_eventrelay_proto_rawDesc = "" +
 	"\n" +
-	"%seghub/eventrelay/v1/eventrelay.proto\x12\x14seghub.eventrelay.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xff\x01\n" +
+	"%seghub/eventrelay/v1/eventrelay.proto\x12\x14seghub.eventrelay.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\x89\x02\n" +
 	"\x05Event\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12#\n" +
-	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12\x17\n" +
-	"\auser_id\x18\x04 \x01(\tR\x06userId\x12\x12\n" +
-	"\x04name\x18\x05 \x01(\tR\x04name\x128\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12\x1c\n" +
+	"\auser_id\x18\x04 \x01(\tB\x03\xe0A\x02R\x06userId\x12\x17\n" +
+	"\x04name\x18\x05 \x01(\tB\x03\xe0A\x02R\x04name\x128\n" +
 	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x127\n" +
 	"\n" +
 	"properties\x18\a \x01(\v2\x17.google.protobuf.StructR\n" +
@@ -1776,32 +1854,32 @@ const file_seghub_eventrelay_v1_eventrelay_proto_rawDesc = "" +
 	"\tRejection\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"A\n" +
-	"\fTrackRequest\x121\n" +
-	"\x05event\x18\x01 \x01(\v2\x1b.seghub.eventrelay.v1.EventR\x05event\"H\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"F\n" +
+	"\fTrackRequest\x126\n" +
+	"\x05event\x18\x01 \x01(\v2\x1b.seghub.eventrelay.v1.EventB\x03\xe0A\x02R\x05event\"H\n" +
 	"\rTrackResponse\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"H\n" +
-	"\x11TrackBatchRequest\x123\n" +
-	"\x06events\x18\x01 \x03(\v2\x1b.seghub.eventrelay.v1.EventR\x06events\"\x8e\x01\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"M\n" +
+	"\x11TrackBatchRequest\x128\n" +
+	"\x06events\x18\x01 \x03(\v2\x1b.seghub.eventrelay.v1.EventB\x03\xe0A\x02R\x06events\"\x8e\x01\n" +
 	"\x12TrackBatchResponse\x12\x1b\n" +
 	"\tevent_ids\x18\x01 \x03(\tR\beventIds\x12;\n" +
 	"\brejected\x18\x02 \x03(\v2\x1f.seghub.eventrelay.v1.RejectionR\brejected\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x03 \x01(\rR\n" +
-	"duplicates\"e\n" +
+	"duplicates\"j\n" +
 	"\x12StreamTrackRequest\x12\x1a\n" +
-	"\bsequence\x18\x01 \x01(\x04R\bsequence\x123\n" +
-	"\x06events\x18\x02 \x03(\v2\x1b.seghub.eventrelay.v1.EventR\x06events\"\xaa\x01\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x128\n" +
+	"\x06events\x18\x02 \x03(\v2\x1b.seghub.eventrelay.v1.EventB\x03\xe0A\x02R\x06events\"\xaa\x01\n" +
 	"\x13StreamTrackResponse\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1a\n" +
 	"\baccepted\x18\x02 \x01(\rR\baccepted\x12;\n" +
 	"\brejected\x18\x03 \x03(\v2\x1f.seghub.eventrelay.v1.RejectionR\brejected\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x04 \x01(\rR\n" +
-	"duplicates\"s\n" +
-	"\x1aReceiveEventWebhookRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x1c\n" +
+	"duplicates\"x\n" +
+	"\x1aReceiveEventWebhookRequest\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fconnectionId\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\tR\tsignature\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body\"\x96\x01\n" +
 	"\x1bReceiveEventWebhookResponse\x12\x1a\n" +
@@ -1825,19 +1903,19 @@ const file_seghub_eventrelay_v1_eventrelay_proto_rawDesc = "" +
 	"\x17ListEventSchemasRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\"W\n" +
 	"\x18ListEventSchemasResponse\x12;\n" +
-	"\aschemas\x18\x01 \x03(\v2!.seghub.eventrelay.v1.EventSchemaR\aschemas\"\xde\x01\n" +
-	"\x05Route\x12\x19\n" +
-	"\broute_id\x18\x01 \x01(\tR\arouteId\x12#\n" +
+	"\aschemas\x18\x01 \x03(\v2!.seghub.eventrelay.v1.EventSchemaR\aschemas\"\xe8\x01\n" +
+	"\x05Route\x12\x1e\n" +
+	"\broute_id\x18\x01 \x01(\tB\x03\xe0A\x03R\arouteId\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x18\n" +
 	"\asources\x18\x03 \x03(\tR\asources\x12\x1f\n" +
 	"\vevent_names\x18\x04 \x03(\tR\n" +
-	"eventNames\x12;\n" +
-	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"eventNames\x12@\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"createTime\x12\x1d\n" +
 	"\n" +
-	"deliver_as\x18\x06 \x01(\tR\tdeliverAs\"\x93\x01\n" +
-	"\x12CreateRouteRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x18\n" +
+	"deliver_as\x18\x06 \x01(\tR\tdeliverAs\"\x98\x01\n" +
+	"\x12CreateRouteRequest\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fconnectionId\x12\x18\n" +
 	"\asources\x18\x02 \x03(\tR\asources\x12\x1f\n" +
 	"\vevent_names\x18\x03 \x03(\tR\n" +
 	"eventNames\x12\x1d\n" +
@@ -1851,9 +1929,9 @@ const file_seghub_eventrelay_v1_eventrelay_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"q\n" +
 	"\x12ListRoutesResponse\x123\n" +
 	"\x06routes\x18\x01 \x03(\v2\x1b.seghub.eventrelay.v1.RouteR\x06routes\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"/\n" +
-	"\x12DeleteRouteRequest\x12\x19\n" +
-	"\broute_id\x18\x01 \x01(\tR\arouteId\"\x15\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"4\n" +
+	"\x12DeleteRouteRequest\x12\x1e\n" +
+	"\broute_id\x18\x01 \x01(\tB\x03\xe0A\x02R\arouteId\"\x15\n" +
 	"\x13DeleteRouteResponse\"\xaa\x02\n" +
 	"\x04Sink\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
