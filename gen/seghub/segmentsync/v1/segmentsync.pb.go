@@ -30,9 +30,12 @@ const (
 type Visibility int32
 
 const (
+	// Not set: public on create, unchanged on update, every visibility in filters.
 	Visibility_VISIBILITY_UNSPECIFIED Visibility = 0
-	Visibility_VISIBILITY_PUBLIC      Visibility = 1
-	Visibility_VISIBILITY_PRIVATE     Visibility = 2
+	// Synced to destinations and offered to targeting.
+	Visibility_VISIBILITY_PUBLIC Visibility = 1
+	// Kept in seghub only: its syncs stop with SEGMENT_NOT_PUBLIC until it is public again.
+	Visibility_VISIBILITY_PRIVATE Visibility = 2
 )
 
 // Enum value maps for Visibility.
@@ -80,11 +83,16 @@ func (Visibility) EnumDescriptor() ([]byte, []int) {
 type PropertyType int32
 
 const (
+	// Not set; never returned.
 	PropertyType_PROPERTY_TYPE_UNSPECIFIED PropertyType = 0
-	PropertyType_PROPERTY_TYPE_STRING      PropertyType = 1
-	PropertyType_PROPERTY_TYPE_NUMBER      PropertyType = 2
-	PropertyType_PROPERTY_TYPE_BOOL        PropertyType = 3
-	PropertyType_PROPERTY_TYPE_TIMESTAMP   PropertyType = 4
+	// Values set with string_value.
+	PropertyType_PROPERTY_TYPE_STRING PropertyType = 1
+	// Values set with number_value.
+	PropertyType_PROPERTY_TYPE_NUMBER PropertyType = 2
+	// Values set with bool_value.
+	PropertyType_PROPERTY_TYPE_BOOL PropertyType = 3
+	// Values set with timestamp_value.
+	PropertyType_PROPERTY_TYPE_TIMESTAMP PropertyType = 4
 )
 
 // Enum value maps for PropertyType.
@@ -136,6 +144,7 @@ func (PropertyType) EnumDescriptor() ([]byte, []int) {
 type SyncSchedule int32
 
 const (
+	// Not set: required on EnableSync; unchanged on UpdateSync.
 	SyncSchedule_SYNC_SCHEDULE_UNSPECIFIED SyncSchedule = 0
 	// "Sync now": runs once when enabled and when SyncNow is called. Unlimited.
 	SyncSchedule_SYNC_SCHEDULE_ONE_TIME SyncSchedule = 1
@@ -188,6 +197,7 @@ func (SyncSchedule) EnumDescriptor() ([]byte, []int) {
 type SyncMode int32
 
 const (
+	// Not set: MIRROR on EnableSync; unchanged on UpdateSync.
 	SyncMode_SYNC_MODE_UNSPECIFIED SyncMode = 0
 	// Adds only; users who leave the segment stay at the destination.
 	SyncMode_SYNC_MODE_UPSERT SyncMode = 1
@@ -236,19 +246,24 @@ func (SyncMode) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{3}
 }
 
+// Outcome of a sync run.
 type SyncRunStatus int32
 
 const (
+	// Not set; a sync that never ran shows it as last_status.
 	SyncRunStatus_SYNC_RUN_STATUS_UNSPECIFIED SyncRunStatus = 0
-	SyncRunStatus_SYNC_RUN_STATUS_QUEUED      SyncRunStatus = 1
-	SyncRunStatus_SYNC_RUN_STATUS_RUNNING     SyncRunStatus = 2
+	// Waiting for a worker.
+	SyncRunStatus_SYNC_RUN_STATUS_QUEUED SyncRunStatus = 1
+	// Sending to the destination.
+	SyncRunStatus_SYNC_RUN_STATUS_RUNNING SyncRunStatus = 2
 	// Every identity was delivered.
 	SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED SyncRunStatus = 3
 	// The run finished but some identities failed permanently; they are retried
 	// by the next run.
 	SyncRunStatus_SYNC_RUN_STATUS_PARTIAL SyncRunStatus = 4
 	// The destination refused the run as a whole (see error).
-	SyncRunStatus_SYNC_RUN_STATUS_FAILED   SyncRunStatus = 5
+	SyncRunStatus_SYNC_RUN_STATUS_FAILED SyncRunStatus = 5
+	// Not run: another run of this sync was already queued or running.
 	SyncRunStatus_SYNC_RUN_STATUS_CANCELED SyncRunStatus = 6
 	// The segment is no longer public: the run sent nothing. The sync stays
 	// enabled and resumes with its next run once the segment is public again.
@@ -306,13 +321,18 @@ func (SyncRunStatus) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{4}
 }
 
+// What started a sync run.
 type SyncRunTrigger int32
 
 const (
+	// Not set; never stored.
 	SyncRunTrigger_SYNC_RUN_TRIGGER_UNSPECIFIED SyncRunTrigger = 0
-	SyncRunTrigger_SYNC_RUN_TRIGGER_ENABLE      SyncRunTrigger = 1
-	SyncRunTrigger_SYNC_RUN_TRIGGER_MANUAL      SyncRunTrigger = 2
-	SyncRunTrigger_SYNC_RUN_TRIGGER_SCHEDULE    SyncRunTrigger = 3
+	// The first run, queued by EnableSync.
+	SyncRunTrigger_SYNC_RUN_TRIGGER_ENABLE SyncRunTrigger = 1
+	// SyncNow.
+	SyncRunTrigger_SYNC_RUN_TRIGGER_MANUAL SyncRunTrigger = 2
+	// A recurring sync's interval elapsed.
+	SyncRunTrigger_SYNC_RUN_TRIGGER_SCHEDULE SyncRunTrigger = 3
 	// A full re-send before a destination's retention expires (AB Tasty: 30 days).
 	SyncRunTrigger_SYNC_RUN_TRIGGER_RETENTION_REFRESH SyncRunTrigger = 4
 	// The run that clears the destination when a sync is disabled with clear_destination.
@@ -369,6 +389,8 @@ func (SyncRunTrigger) EnumDescriptor() ([]byte, []int) {
 // PropertyValue is a typed user property value.
 type PropertyValue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// The value: exactly one of these must be set.
+	//
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*PropertyValue_StringValue
@@ -468,18 +490,22 @@ type isPropertyValue_Kind interface {
 }
 
 type PropertyValue_StringValue struct {
+	// A string of at most 4096 bytes.
 	StringValue string `protobuf:"bytes,1,opt,name=string_value,json=stringValue,proto3,oneof"`
 }
 
 type PropertyValue_NumberValue struct {
+	// A finite number (not NaN or infinity).
 	NumberValue float64 `protobuf:"fixed64,2,opt,name=number_value,json=numberValue,proto3,oneof"`
 }
 
 type PropertyValue_BoolValue struct {
+	// A boolean.
 	BoolValue bool `protobuf:"varint,3,opt,name=bool_value,json=boolValue,proto3,oneof"`
 }
 
 type PropertyValue_TimestampValue struct {
+	// A point in time.
 	TimestampValue *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=timestamp_value,json=timestampValue,proto3,oneof"`
 }
 
@@ -498,14 +524,18 @@ func (*PropertyValue_TimestampValue) isPropertyValue_Kind() {}
 
 func (*PropertyValue_NullValue) isPropertyValue_Kind() {}
 
+// A user of the environment with its properties.
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The user id given by the caller (the analytics tool's user id).
-	UserId     string                    `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The user's properties: at most 200, names 1 to 128 bytes; UpsertUsers merges them into those held.
 	Properties map[string]*PropertyValue `protobuf:"bytes,2,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Dense integer id used in membership bitmaps (assigned by seghub).
-	DenseId       uint32                 `protobuf:"varint,3,opt,name=dense_id,json=denseId,proto3" json:"dense_id,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	DenseId uint32 `protobuf:"varint,3,opt,name=dense_id,json=denseId,proto3" json:"dense_id,omitempty"`
+	// When the user was first stored.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When the user or its properties last changed.
 	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -576,18 +606,26 @@ func (x *User) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// A segment: a named set of users, synced to destinations when public.
 type Segment struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId   string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
-	Visibility  Visibility             `protobuf:"varint,4,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
-	MemberCount uint64                 `protobuf:"varint,5,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment, assigned by seghub.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// Display name: 1 to 200 characters, not blank.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Free text for people: at most 2000 characters.
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// Whether it syncs and is offered to targeting (see Visibility).
+	Visibility Visibility `protobuf:"varint,4,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
+	// How many users are in it.
+	MemberCount uint64 `protobuf:"varint,5,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
 	// Bumped by every membership or metadata change.
 	Version int64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
 	// Id of the segment in the analytics tool it came from, if any.
-	ExternalId    string                 `protobuf:"bytes,7,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	ExternalId string `protobuf:"bytes,7,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
+	// When the segment was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When the segment last changed.
 	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -686,9 +724,11 @@ func (x *Segment) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Input of UpsertUsers.
 type UpsertUsersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The users to create or update: 1 to 1000.
+	Users         []*User `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -730,10 +770,13 @@ func (x *UpsertUsersRequest) GetUsers() []*User {
 	return nil
 }
 
+// Output of UpsertUsers.
 type UpsertUsersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Created       uint32                 `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
-	Updated       uint32                 `protobuf:"varint,2,opt,name=updated,proto3" json:"updated,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many users were new.
+	Created uint32 `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	// How many users existed and were updated.
+	Updated       uint32 `protobuf:"varint,2,opt,name=updated,proto3" json:"updated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -782,9 +825,11 @@ func (x *UpsertUsersResponse) GetUpdated() uint32 {
 	return 0
 }
 
+// Input of GetUser.
 type GetUserRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's id: 1 to 256 bytes.
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -826,10 +871,13 @@ func (x *GetUserRequest) GetUserId() string {
 	return ""
 }
 
+// Output of GetUser.
 type GetUserResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	SegmentIds    []string               `protobuf:"bytes,2,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user with its properties.
+	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// Identifiers of the segments the user is in.
+	SegmentIds    []string `protobuf:"bytes,2,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1036,9 +1084,11 @@ func (x *UserProperty) GetUserCount() uint64 {
 	return 0
 }
 
+// Input of DeleteUser.
 type DeleteUserRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's id: 1 to 256 bytes.
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1080,6 +1130,7 @@ func (x *DeleteUserRequest) GetUserId() string {
 	return ""
 }
 
+// Output of DeleteUser.
 type DeleteUserResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Segments the user was removed from.
@@ -1125,10 +1176,13 @@ func (x *DeleteUserResponse) GetSegmentIds() []string {
 	return nil
 }
 
+// Input of CreateSegment.
 type CreateSegmentRequest struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Display name: 1 to 200 characters, not blank.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Free text for people: at most 2000 characters.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// Defaults to public.
 	Visibility    Visibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1186,9 +1240,11 @@ func (x *CreateSegmentRequest) GetVisibility() Visibility {
 	return Visibility_VISIBILITY_UNSPECIFIED
 }
 
+// Output of CreateSegment.
 type CreateSegmentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Segment       *Segment               `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The segment created, empty.
+	Segment       *Segment `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1230,9 +1286,11 @@ func (x *CreateSegmentResponse) GetSegment() *Segment {
 	return nil
 }
 
+// Input of GetSegment.
 type GetSegmentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment.
+	SegmentId     string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1274,9 +1332,11 @@ func (x *GetSegmentRequest) GetSegmentId() string {
 	return ""
 }
 
+// Output of GetSegment.
 type GetSegmentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Segment       *Segment               `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The segment.
+	Segment       *Segment `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1318,10 +1378,13 @@ func (x *GetSegmentResponse) GetSegment() *Segment {
 	return nil
 }
 
+// Input of ListSegments.
 type ListSegmentsRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many segments a page: 0 means 100, more than 1000 means 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only segments of this visibility; unspecified means all.
 	Visibility Visibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
 	// Only segments with at least one member.
@@ -1398,10 +1461,13 @@ func (x *ListSegmentsRequest) GetNameContains() string {
 	return ""
 }
 
+// Output of ListSegments: one page, ordered by name.
 type ListSegmentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Segments      []*Segment             `protobuf:"bytes,1,rep,name=segments,proto3" json:"segments,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The segments of this page.
+	Segments []*Segment `protobuf:"bytes,1,rep,name=segments,proto3" json:"segments,omitempty"`
+	// Set when more segments follow: pass it as page_token for the next page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1450,12 +1516,16 @@ func (x *ListSegmentsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Input of UpdateSegment: at least one of name, description or visibility must be set.
 type UpdateSegmentRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment to change.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	// Fields left unset are unchanged.
-	Name          *string    `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
-	Description   *string    `protobuf:"bytes,3,opt,name=description,proto3,oneof" json:"description,omitempty"`
+	Name *string `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	// New description: at most 2000 characters.
+	Description *string `protobuf:"bytes,3,opt,name=description,proto3,oneof" json:"description,omitempty"`
+	// New visibility; unspecified leaves it unchanged.
 	Visibility    Visibility `protobuf:"varint,4,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1519,9 +1589,11 @@ func (x *UpdateSegmentRequest) GetVisibility() Visibility {
 	return Visibility_VISIBILITY_UNSPECIFIED
 }
 
+// Output of UpdateSegment.
 type UpdateSegmentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Segment       *Segment               `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The segment as changed.
+	Segment       *Segment `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1563,9 +1635,11 @@ func (x *UpdateSegmentResponse) GetSegment() *Segment {
 	return nil
 }
 
+// Input of DeleteSegment.
 type DeleteSegmentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment to delete.
+	SegmentId     string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1607,6 +1681,7 @@ func (x *DeleteSegmentRequest) GetSegmentId() string {
 	return ""
 }
 
+// Output of DeleteSegment: empty on success.
 type DeleteSegmentResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1643,10 +1718,13 @@ func (*DeleteSegmentResponse) Descriptor() ([]byte, []int) {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{21}
 }
 
+// Input of AddMembers.
 type AddMembersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// Ids of the users to add: at most 100000, each 1 to 256 bytes; unknown ids create bare users.
+	UserIds       []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1695,11 +1773,14 @@ func (x *AddMembersRequest) GetUserIds() []string {
 	return nil
 }
 
+// Output of AddMembers.
 type AddMembersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Members actually added (already present ones are not counted).
-	Added         uint64 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
-	Version       int64  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Added uint64 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	// The segment's version after the change.
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The segment's member count after the change.
 	MemberCount   uint64 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1756,10 +1837,13 @@ func (x *AddMembersResponse) GetMemberCount() uint64 {
 	return 0
 }
 
+// Input of RemoveMembers.
 type RemoveMembersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// Ids of the users to remove: at most 100000, each 1 to 256 bytes.
+	UserIds       []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1808,11 +1892,15 @@ func (x *RemoveMembersRequest) GetUserIds() []string {
 	return nil
 }
 
+// Output of RemoveMembers.
 type RemoveMembersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Removed       uint64                 `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
-	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	MemberCount   uint64                 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Members actually removed (users who were not members are not counted).
+	Removed uint64 `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	// The segment's version after the change.
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The segment's member count after the change.
+	MemberCount   uint64 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1868,10 +1956,13 @@ func (x *RemoveMembersResponse) GetMemberCount() uint64 {
 	return 0
 }
 
+// One message of a ReplaceMembers stream.
 type ReplaceMembersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required in the first message only.
-	SegmentId     string   `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// A part of the new membership; the stream's parts are bounded by the replace-members-max-ids and -max-bytes
+	// settings.
 	UserIds       []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1921,12 +2012,17 @@ func (x *ReplaceMembersRequest) GetUserIds() []string {
 	return nil
 }
 
+// Output of ReplaceMembers, once the new membership is applied.
 type ReplaceMembersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Added         uint64                 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
-	Removed       uint64                 `protobuf:"varint,2,opt,name=removed,proto3" json:"removed,omitempty"`
-	MemberCount   uint64                 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
-	Version       int64                  `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Users who were not members and now are.
+	Added uint64 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	// Members who are no longer.
+	Removed uint64 `protobuf:"varint,2,opt,name=removed,proto3" json:"removed,omitempty"`
+	// The segment's member count after the replacement.
+	MemberCount uint64 `protobuf:"varint,3,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	// The segment's version after the replacement.
+	Version       int64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1989,11 +2085,15 @@ func (x *ReplaceMembersResponse) GetVersion() int64 {
 	return 0
 }
 
+// Input of GetMembers.
 type GetMembersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// At most this many members a page: 0 means 100, more than 1000 means 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2049,10 +2149,13 @@ func (x *GetMembersRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of GetMembers: one page, in dense-id order.
 type GetMembersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ids of the members of this page.
+	UserIds []string `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	// Set when more members follow: pass it as page_token for the next page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2101,10 +2204,13 @@ func (x *GetMembersResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Input of IsMember.
 type IsMemberRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// The user's id: 1 to 256 bytes.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2153,10 +2259,13 @@ func (x *IsMemberRequest) GetUserId() string {
 	return ""
 }
 
+// Output of IsMember.
 type IsMemberResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	IsMember      bool                   `protobuf:"varint,1,opt,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
-	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the user is in the segment; an unknown user is not.
+	IsMember bool `protobuf:"varint,1,opt,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
+	// The segment's version the answer was read at.
+	Version       int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2205,6 +2314,7 @@ func (x *IsMemberResponse) GetVersion() int64 {
 	return 0
 }
 
+// Input of WatchMembership.
 type WatchMembershipRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Segments to watch; empty means every segment.
@@ -2283,9 +2393,13 @@ func (x *WatchMembershipRequest) GetIncludeUsers() bool {
 // WatchMembershipResponse is one step of an environment's feed. Applying the
 // messages in order brings the watcher to `sequence` of `environment_id`.
 type WatchMembershipResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	EnvironmentId string                 `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
-	Sequence      int64                  `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Environment this step belongs to.
+	EnvironmentId string `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
+	// The environment's change sequence reached once this step is applied.
+	Sequence int64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// What changed.
+	//
 	// Types that are valid to be assigned to Event:
 	//
 	//	*WatchMembershipResponse_SnapshotStart
@@ -2467,6 +2581,7 @@ func (*WatchMembershipResponse_SegmentDeleted) isWatchMembershipResponse_Event()
 
 func (*WatchMembershipResponse_CaughtUp) isWatchMembershipResponse_Event() {}
 
+// Marks the start of an environment's snapshot: discard what is held for it.
 type SnapshotStart struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2503,9 +2618,11 @@ func (*SnapshotStart) Descriptor() ([]byte, []int) {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{34}
 }
 
+// Users created or changed, in their current state.
 type UserBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The users.
+	Users         []*User `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2547,10 +2664,13 @@ func (x *UserBatch) GetUsers() []*User {
 	return nil
 }
 
+// Users deleted; they are gone from every segment too.
 type UsersDeleted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DenseIds      []uint32               `protobuf:"varint,1,rep,packed,name=dense_ids,json=denseIds,proto3" json:"dense_ids,omitempty"`
-	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Their dense ids.
+	DenseIds []uint32 `protobuf:"varint,1,rep,packed,name=dense_ids,json=denseIds,proto3" json:"dense_ids,omitempty"`
+	// Their user ids, in the order of dense_ids.
+	UserIds       []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2599,6 +2719,7 @@ func (x *UsersDeleted) GetUserIds() []string {
 	return nil
 }
 
+// A segment's full state: metadata, version and members.
 type SegmentState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// member_count and version describe `members`.
@@ -2653,13 +2774,16 @@ func (x *SegmentState) GetMembers() []byte {
 	return nil
 }
 
+// A change of one segment's membership.
 type MembershipChange struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	// The segment's version after this change.
 	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Roaring bitmaps (portable serialization) of dense ids.
-	Added         []byte `protobuf:"bytes,3,opt,name=added,proto3" json:"added,omitempty"`
+	Added []byte `protobuf:"bytes,3,opt,name=added,proto3" json:"added,omitempty"`
+	// Dense ids removed.
 	Removed       []byte `protobuf:"bytes,4,opt,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2723,9 +2847,11 @@ func (x *MembershipChange) GetRemoved() []byte {
 	return nil
 }
 
+// A segment was deleted.
 type SegmentDeleted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the deleted segment.
+	SegmentId     string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2767,6 +2893,7 @@ func (x *SegmentDeleted) GetSegmentId() string {
 	return ""
 }
 
+// The snapshot or backlog of the environment has been sent; what follows is live.
 type CaughtUp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2803,35 +2930,48 @@ func (*CaughtUp) Descriptor() ([]byte, []int) {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
 }
 
+// A sync: one segment delivered to one connection, with its schedule and last outcome.
 type Sync struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	SyncId       string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
-	SegmentId    string                 `protobuf:"bytes,2,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	ConnectionId string                 `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the sync, assigned by seghub.
+	SyncId string `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	// The segment synced; fixed at creation.
+	SegmentId string `protobuf:"bytes,2,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// The destination connection; fixed at creation.
+	ConnectionId string `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// Destination type of the connection (appcues, commandbar, abtasty, webhook).
 	DestinationType string `protobuf:"bytes,4,opt,name=destination_type,json=destinationType,proto3" json:"destination_type,omitempty"`
 	// The user property whose values are the destination's user ids.
-	IdentityProperty string               `protobuf:"bytes,5,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
-	Schedule         SyncSchedule         `protobuf:"varint,6,opt,name=schedule,proto3,enum=seghub.segmentsync.v1.SyncSchedule" json:"schedule,omitempty"`
-	Interval         *durationpb.Duration `protobuf:"bytes,7,opt,name=interval,proto3" json:"interval,omitempty"`
-	Mode             SyncMode             `protobuf:"varint,8,opt,name=mode,proto3,enum=seghub.segmentsync.v1.SyncMode" json:"mode,omitempty"`
-	Enabled          bool                 `protobuf:"varint,9,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	IdentityProperty string `protobuf:"bytes,5,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
+	// One-time or recurring.
+	Schedule SyncSchedule `protobuf:"varint,6,opt,name=schedule,proto3,enum=seghub.segmentsync.v1.SyncSchedule" json:"schedule,omitempty"`
+	// Time between recurring runs: at least 5 minutes.
+	Interval *durationpb.Duration `protobuf:"bytes,7,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Upsert or mirror.
+	Mode SyncMode `protobuf:"varint,8,opt,name=mode,proto3,enum=seghub.segmentsync.v1.SyncMode" json:"mode,omitempty"`
+	// Whether the sync runs; DisableSync clears it, EnableSync sets it again.
+	Enabled bool `protobuf:"varint,9,opt,name=enabled,proto3" json:"enabled,omitempty"`
 	// The name the destination sees, fixed at the first successful run; empty
 	// before it. Renaming the segment later does not change it.
-	FrozenDisplayName string                 `protobuf:"bytes,10,opt,name=frozen_display_name,json=frozenDisplayName,proto3" json:"frozen_display_name,omitempty"`
-	LastSyncedTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_synced_time,json=lastSyncedTime,proto3" json:"last_synced_time,omitempty"`
-	LastStatus        SyncRunStatus          `protobuf:"varint,12,opt,name=last_status,json=lastStatus,proto3,enum=seghub.segmentsync.v1.SyncRunStatus" json:"last_status,omitempty"`
-	LastError         string                 `protobuf:"bytes,13,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	NextRunTime       *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=next_run_time,json=nextRunTime,proto3" json:"next_run_time,omitempty"`
+	FrozenDisplayName string `protobuf:"bytes,10,opt,name=frozen_display_name,json=frozenDisplayName,proto3" json:"frozen_display_name,omitempty"`
+	// When the last run finished.
+	LastSyncedTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_synced_time,json=lastSyncedTime,proto3" json:"last_synced_time,omitempty"`
+	// Outcome of the last run.
+	LastStatus SyncRunStatus `protobuf:"varint,12,opt,name=last_status,json=lastStatus,proto3,enum=seghub.segmentsync.v1.SyncRunStatus" json:"last_status,omitempty"`
+	// Error of the last run; empty when it had none.
+	LastError string `protobuf:"bytes,13,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When the next scheduled run is due; unset for one-time syncs.
+	NextRunTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=next_run_time,json=nextRunTime,proto3" json:"next_run_time,omitempty"`
 	// When data uploaded by the last successful run lapses at the destination
 	// (destinations with retention only, e.g. AB Tasty 30 days).
 	DataExpireTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=data_expire_time,json=dataExpireTime,proto3" json:"data_expire_time,omitempty"`
 	// Identities the destination has acknowledged and holds (in GetSync's
 	// answer; lists leave it 0).
-	DeliveredCount uint64                 `protobuf:"varint,16,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
-	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	DeliveredCount uint64 `protobuf:"varint,16,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
+	// When the sync was created.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Sync) Reset() {
@@ -2983,30 +3123,43 @@ func (x *Sync) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// One run of a sync: what it sent and how it ended.
 type SyncRun struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	RunId      string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	SyncId     string                 `protobuf:"bytes,2,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
-	Trigger    SyncRunTrigger         `protobuf:"varint,3,opt,name=trigger,proto3,enum=seghub.segmentsync.v1.SyncRunTrigger" json:"trigger,omitempty"`
-	Status     SyncRunStatus          `protobuf:"varint,4,opt,name=status,proto3,enum=seghub.segmentsync.v1.SyncRunStatus" json:"status,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the run.
+	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The sync it belongs to.
+	SyncId string `protobuf:"bytes,2,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	// What started it.
+	Trigger SyncRunTrigger `protobuf:"varint,3,opt,name=trigger,proto3,enum=seghub.segmentsync.v1.SyncRunTrigger" json:"trigger,omitempty"`
+	// Where it is or how it ended.
+	Status SyncRunStatus `protobuf:"varint,4,opt,name=status,proto3,enum=seghub.segmentsync.v1.SyncRunStatus" json:"status,omitempty"`
+	// When it was queued.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	StartTime  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When a worker started it; unset while queued.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When it ended; unset until then.
 	FinishTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
-	Added      uint64                 `protobuf:"varint,8,opt,name=added,proto3" json:"added,omitempty"`
-	Removed    uint64                 `protobuf:"varint,9,opt,name=removed,proto3" json:"removed,omitempty"`
+	// Identities added at the destination.
+	Added uint64 `protobuf:"varint,8,opt,name=added,proto3" json:"added,omitempty"`
+	// Identities removed from the destination.
+	Removed uint64 `protobuf:"varint,9,opt,name=removed,proto3" json:"removed,omitempty"`
 	// Members without a value for the identity property; never sent.
 	Unmatched uint64 `protobuf:"varint,10,opt,name=unmatched,proto3" json:"unmatched,omitempty"`
 	// Identities whose add or remove failed permanently in this run.
 	Failed uint64 `protobuf:"varint,11,opt,name=failed,proto3" json:"failed,omitempty"`
-	Error  string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	// Why the run failed or stopped; empty when it did not.
+	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
 	// Some of the failed identities with their reasons.
 	FailedIdentities []*FailedIdentity `protobuf:"bytes,13,rep,name=failed_identities,json=failedIdentities,proto3" json:"failed_identities,omitempty"`
 	// Identities from earlier runs' failures retried by this run.
-	Retried        uint64                 `protobuf:"varint,14,opt,name=retried,proto3" json:"retried,omitempty"`
+	Retried uint64 `protobuf:"varint,14,opt,name=retried,proto3" json:"retried,omitempty"`
+	// When the data this run uploaded lapses at the destination (destinations with retention only).
 	DataExpireTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=data_expire_time,json=dataExpireTime,proto3" json:"data_expire_time,omitempty"`
-	TraceId        string                 `protobuf:"bytes,16,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Trace id of the run, to find its spans and logs.
+	TraceId       string `protobuf:"bytes,16,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SyncRun) Reset() {
@@ -3151,11 +3304,15 @@ func (x *SyncRun) GetTraceId() string {
 	return ""
 }
 
+// An identity whose add or remove failed permanently.
 type FailedIdentity struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Identity string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
-	Reason   string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member's user id.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The value of the identity property sent to the destination.
+	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	// Why it failed, as the destination said.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// true for a failed removal, false for a failed add.
 	Removal       bool `protobuf:"varint,4,opt,name=removal,proto3" json:"removal,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -3220,13 +3377,17 @@ func (x *FailedIdentity) GetRemoval() bool {
 	return false
 }
 
+// Input of EnableSync.
 type EnableSyncRequest struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId    string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	ConnectionId string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The public segment to sync.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// The destination connection.
+	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// Empty means the connection's default identity property.
-	IdentityProperty string       `protobuf:"bytes,3,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
-	Schedule         SyncSchedule `protobuf:"varint,4,opt,name=schedule,proto3,enum=seghub.segmentsync.v1.SyncSchedule" json:"schedule,omitempty"`
+	IdentityProperty string `protobuf:"bytes,3,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
+	// One-time or recurring; unspecified is InvalidArgument.
+	Schedule SyncSchedule `protobuf:"varint,4,opt,name=schedule,proto3,enum=seghub.segmentsync.v1.SyncSchedule" json:"schedule,omitempty"`
 	// Recurring only; empty means the destination's default interval.
 	Interval *durationpb.Duration `protobuf:"bytes,5,opt,name=interval,proto3" json:"interval,omitempty"`
 	// Defaults to MIRROR.
@@ -3318,9 +3479,11 @@ func (x *EnableSyncRequest) GetStartOver() bool {
 	return false
 }
 
+// Output of EnableSync.
 type EnableSyncResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Sync  *Sync                  `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
+	// The sync, created or resumed.
+	Sync *Sync `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
 	// The first run, queued at once.
 	Run           *SyncRun `protobuf:"bytes,2,opt,name=run,proto3" json:"run,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -3371,9 +3534,11 @@ func (x *EnableSyncResponse) GetRun() *SyncRun {
 	return nil
 }
 
+// Input of GetSync.
 type GetSyncRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SyncId        string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the sync.
+	SyncId        string `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3415,9 +3580,11 @@ func (x *GetSyncRequest) GetSyncId() string {
 	return ""
 }
 
+// Output of GetSync.
 type GetSyncResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sync          *Sync                  `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sync, with delivered_count.
+	Sync          *Sync `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3459,12 +3626,17 @@ func (x *GetSyncResponse) GetSync() *Sync {
 	return nil
 }
 
+// Input of ListSyncs.
 type ListSyncsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	ConnectionId  string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	PageSize      int32                  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only syncs of this segment; empty lists every segment's.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// Only syncs to this connection; empty lists every connection's.
+	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// At most this many syncs a page: 0 means 100, more than 1000 means 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3527,10 +3699,13 @@ func (x *ListSyncsRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of ListSyncs: one page.
 type ListSyncsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Syncs         []*Sync                `protobuf:"bytes,1,rep,name=syncs,proto3" json:"syncs,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The syncs of this page (delivered_count left 0).
+	Syncs []*Sync `protobuf:"bytes,1,rep,name=syncs,proto3" json:"syncs,omitempty"`
+	// Set when more syncs follow: pass it as page_token for the next page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3579,13 +3754,19 @@ func (x *ListSyncsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Input of UpdateSync: fields left unset are unchanged.
 type UpdateSyncRequest struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	SyncId           string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
-	Mode             SyncMode               `protobuf:"varint,2,opt,name=mode,proto3,enum=seghub.segmentsync.v1.SyncMode" json:"mode,omitempty"`
-	Schedule         SyncSchedule           `protobuf:"varint,3,opt,name=schedule,proto3,enum=seghub.segmentsync.v1.SyncSchedule" json:"schedule,omitempty"`
-	Interval         *durationpb.Duration   `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
-	IdentityProperty *string                `protobuf:"bytes,5,opt,name=identity_property,json=identityProperty,proto3,oneof" json:"identity_property,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the sync to change.
+	SyncId string `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	// New mode; unspecified leaves it unchanged.
+	Mode SyncMode `protobuf:"varint,2,opt,name=mode,proto3,enum=seghub.segmentsync.v1.SyncMode" json:"mode,omitempty"`
+	// New schedule; unspecified leaves it unchanged.
+	Schedule SyncSchedule `protobuf:"varint,3,opt,name=schedule,proto3,enum=seghub.segmentsync.v1.SyncSchedule" json:"schedule,omitempty"`
+	// New interval of a recurring sync: at least 5 minutes.
+	Interval *durationpb.Duration `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
+	// New identity property, when set.
+	IdentityProperty *string `protobuf:"bytes,5,opt,name=identity_property,json=identityProperty,proto3,oneof" json:"identity_property,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -3655,9 +3836,11 @@ func (x *UpdateSyncRequest) GetIdentityProperty() string {
 	return ""
 }
 
+// Output of UpdateSync.
 type UpdateSyncResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sync          *Sync                  `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sync as changed.
+	Sync          *Sync `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3699,9 +3882,11 @@ func (x *UpdateSyncResponse) GetSync() *Sync {
 	return nil
 }
 
+// Input of DisableSync.
 type DisableSyncRequest struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	SyncId string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the sync to disable.
+	SyncId string `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
 	// false (default): the schedule stops and what the destination holds is
 	// left as it is. true: a last run removes every identity this sync
 	// delivered, then the sync stops.
@@ -3754,9 +3939,11 @@ func (x *DisableSyncRequest) GetClearDestination() bool {
 	return false
 }
 
+// Output of DisableSync.
 type DisableSyncResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Sync  *Sync                  `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
+	// The sync, now disabled.
+	Sync *Sync `protobuf:"bytes,1,opt,name=sync,proto3" json:"sync,omitempty"`
 	// The clearing run, when clear_destination was set.
 	Run           *SyncRun `protobuf:"bytes,2,opt,name=run,proto3" json:"run,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -3807,9 +3994,11 @@ func (x *DisableSyncResponse) GetRun() *SyncRun {
 	return nil
 }
 
+// Input of SyncNow.
 type SyncNowRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SyncId        string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the sync to run.
+	SyncId        string `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3851,9 +4040,11 @@ func (x *SyncNowRequest) GetSyncId() string {
 	return ""
 }
 
+// Output of SyncNow.
 type SyncNowResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Run           *SyncRun               `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run queued.
+	Run           *SyncRun `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3895,11 +4086,15 @@ func (x *SyncNowResponse) GetRun() *SyncRun {
 	return nil
 }
 
+// Input of ListSyncRuns.
 type ListSyncRunsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SyncId        string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
-	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the sync.
+	SyncId string `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	// At most this many runs a page: 0 means 100, more than 1000 means 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3955,10 +4150,13 @@ func (x *ListSyncRunsRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of ListSyncRuns: one page, newest first.
 type ListSyncRunsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Runs          []*SyncRun             `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The runs of this page.
+	Runs []*SyncRun `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	// Set when more runs follow: pass it as page_token for the next page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4007,9 +4205,11 @@ func (x *ListSyncRunsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Input of DryRun.
 type DryRunRequest struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	SyncId string                 `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the sync.
+	SyncId string `protobuf:"bytes,1,opt,name=sync_id,json=syncId,proto3" json:"sync_id,omitempty"`
 	// How many example identities of each kind to return (at most 100).
 	SampleSize    int32 `protobuf:"varint,2,opt,name=sample_size,json=sampleSize,proto3" json:"sample_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -4060,16 +4260,23 @@ func (x *DryRunRequest) GetSampleSize() int32 {
 	return 0
 }
 
+// Output of DryRun: what the next run would send; nothing is sent.
 type DryRunResponse struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	ToAdd     uint64                 `protobuf:"varint,1,opt,name=to_add,json=toAdd,proto3" json:"to_add,omitempty"`
-	ToRemove  uint64                 `protobuf:"varint,2,opt,name=to_remove,json=toRemove,proto3" json:"to_remove,omitempty"`
-	Unmatched uint64                 `protobuf:"varint,3,opt,name=unmatched,proto3" json:"unmatched,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identities the next run would add.
+	ToAdd uint64 `protobuf:"varint,1,opt,name=to_add,json=toAdd,proto3" json:"to_add,omitempty"`
+	// Identities the next run would remove.
+	ToRemove uint64 `protobuf:"varint,2,opt,name=to_remove,json=toRemove,proto3" json:"to_remove,omitempty"`
+	// Members without a value for the identity property; they would not be sent.
+	Unmatched uint64 `protobuf:"varint,3,opt,name=unmatched,proto3" json:"unmatched,omitempty"`
 	// Earlier failures the next run would retry.
-	ToRetry        uint64   `protobuf:"varint,4,opt,name=to_retry,json=toRetry,proto3" json:"to_retry,omitempty"`
-	SampleAdds     []string `protobuf:"bytes,5,rep,name=sample_adds,json=sampleAdds,proto3" json:"sample_adds,omitempty"`
-	SampleRemoves  []string `protobuf:"bytes,6,rep,name=sample_removes,json=sampleRemoves,proto3" json:"sample_removes,omitempty"`
-	SegmentVersion int64    `protobuf:"varint,7,opt,name=segment_version,json=segmentVersion,proto3" json:"segment_version,omitempty"`
+	ToRetry uint64 `protobuf:"varint,4,opt,name=to_retry,json=toRetry,proto3" json:"to_retry,omitempty"`
+	// Some identities it would add (at most sample_size).
+	SampleAdds []string `protobuf:"bytes,5,rep,name=sample_adds,json=sampleAdds,proto3" json:"sample_adds,omitempty"`
+	// Some identities it would remove (at most sample_size).
+	SampleRemoves []string `protobuf:"bytes,6,rep,name=sample_removes,json=sampleRemoves,proto3" json:"sample_removes,omitempty"`
+	// The segment version the answer was computed at.
+	SegmentVersion int64 `protobuf:"varint,7,opt,name=segment_version,json=segmentVersion,proto3" json:"segment_version,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -4153,9 +4360,11 @@ func (x *DryRunResponse) GetSegmentVersion() int64 {
 	return 0
 }
 
+// Input of ReceiveSegmentWebhook, built by the gateway from an inbound webhook.
 type ReceiveSegmentWebhookRequest struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The source connection named by the webhook's path.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// The signature header as received (e.g. Heap-Hash: "ts:<unix>,hmac:<hex>").
 	Signature string `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
 	// The raw request body, exactly as received (the signature covers it).
@@ -4215,12 +4424,17 @@ func (x *ReceiveSegmentWebhookRequest) GetBody() []byte {
 	return nil
 }
 
+// Output of ReceiveSegmentWebhook.
 type ReceiveSegmentWebhookResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	SyncTaskId    string                 `protobuf:"bytes,2,opt,name=sync_task_id,json=syncTaskId,proto3" json:"sync_task_id,omitempty"`
-	PagesReceived uint32                 `protobuf:"varint,3,opt,name=pages_received,json=pagesReceived,proto3" json:"pages_received,omitempty"`
-	TotalPages    uint32                 `protobuf:"varint,4,opt,name=total_pages,json=totalPages,proto3" json:"total_pages,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The seghub segment the pushed segment maps to.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// The tool's sync task the page belongs to.
+	SyncTaskId string `protobuf:"bytes,2,opt,name=sync_task_id,json=syncTaskId,proto3" json:"sync_task_id,omitempty"`
+	// Pages of the task received so far.
+	PagesReceived uint32 `protobuf:"varint,3,opt,name=pages_received,json=pagesReceived,proto3" json:"pages_received,omitempty"`
+	// Pages the task announced (at most 10000).
+	TotalPages uint32 `protobuf:"varint,4,opt,name=total_pages,json=totalPages,proto3" json:"total_pages,omitempty"`
 	// True once the last page arrived and the task was applied.
 	Applied       bool `protobuf:"varint,5,opt,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -4292,21 +4506,33 @@ func (x *ReceiveSegmentWebhookResponse) GetApplied() bool {
 	return false
 }
 
+// A segment push received from an analytics tool, possibly in many pages.
 type InboundSyncTask struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId      string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	SyncTaskId        string                 `protobuf:"bytes,2,opt,name=sync_task_id,json=syncTaskId,proto3" json:"sync_task_id,omitempty"`
-	SegmentId         string                 `protobuf:"bytes,3,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
-	ExternalSegmentId string                 `protobuf:"bytes,4,opt,name=external_segment_id,json=externalSegmentId,proto3" json:"external_segment_id,omitempty"`
-	PagesReceived     uint32                 `protobuf:"varint,5,opt,name=pages_received,json=pagesReceived,proto3" json:"pages_received,omitempty"`
-	TotalPages        uint32                 `protobuf:"varint,6,opt,name=total_pages,json=totalPages,proto3" json:"total_pages,omitempty"`
-	Adds              uint64                 `protobuf:"varint,7,opt,name=adds,proto3" json:"adds,omitempty"`
-	Removes           uint64                 `protobuf:"varint,8,opt,name=removes,proto3" json:"removes,omitempty"`
-	Applied           bool                   `protobuf:"varint,9,opt,name=applied,proto3" json:"applied,omitempty"`
-	FirstPageTime     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=first_page_time,json=firstPageTime,proto3" json:"first_page_time,omitempty"`
-	AppliedTime       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=applied_time,json=appliedTime,proto3" json:"applied_time,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The source connection it came through.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// The tool's id for the push.
+	SyncTaskId string `protobuf:"bytes,2,opt,name=sync_task_id,json=syncTaskId,proto3" json:"sync_task_id,omitempty"`
+	// The seghub segment it updates.
+	SegmentId string `protobuf:"bytes,3,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// The segment's id in the tool.
+	ExternalSegmentId string `protobuf:"bytes,4,opt,name=external_segment_id,json=externalSegmentId,proto3" json:"external_segment_id,omitempty"`
+	// Pages received so far.
+	PagesReceived uint32 `protobuf:"varint,5,opt,name=pages_received,json=pagesReceived,proto3" json:"pages_received,omitempty"`
+	// Pages the task announced.
+	TotalPages uint32 `protobuf:"varint,6,opt,name=total_pages,json=totalPages,proto3" json:"total_pages,omitempty"`
+	// Members added by the pages received.
+	Adds uint64 `protobuf:"varint,7,opt,name=adds,proto3" json:"adds,omitempty"`
+	// Members removed by the pages received.
+	Removes uint64 `protobuf:"varint,8,opt,name=removes,proto3" json:"removes,omitempty"`
+	// True once the last page arrived and the task was applied.
+	Applied bool `protobuf:"varint,9,opt,name=applied,proto3" json:"applied,omitempty"`
+	// When the first page arrived.
+	FirstPageTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=first_page_time,json=firstPageTime,proto3" json:"first_page_time,omitempty"`
+	// When the task was applied; unset until then.
+	AppliedTime   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=applied_time,json=appliedTime,proto3" json:"applied_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InboundSyncTask) Reset() {
@@ -4416,11 +4642,15 @@ func (x *InboundSyncTask) GetAppliedTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Input of ListInboundSyncTasks.
 type ListInboundSyncTasksRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The source connection.
+	ConnectionId string `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// At most this many tasks a page: 0 means 100, more than 1000 means 1000; negative is InvalidArgument.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4476,10 +4706,13 @@ func (x *ListInboundSyncTasksRequest) GetPageToken() string {
 	return ""
 }
 
+// Output of ListInboundSyncTasks: one page.
 type ListInboundSyncTasksResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tasks         []*InboundSyncTask     `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tasks of this page.
+	Tasks []*InboundSyncTask `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// Set when more tasks follow: pass it as page_token for the next page. Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// Requests refused (bad signature, stale timestamp, malformed body).
 	RejectedRequests uint64 `protobuf:"varint,3,opt,name=rejected_requests,json=rejectedRequests,proto3" json:"rejected_requests,omitempty"`
 	unknownFields    protoimpl.UnknownFields
@@ -4541,7 +4774,7 @@ var File_seghub_segmentsync_v1_segmentsync_proto protoreflect.FileDescriptor
 
 const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
-	"'seghub/segmentsync/v1/segmentsync.proto\x12\x15seghub.segmentsync.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xea\x01\n" +
+	"'seghub/segmentsync/v1/segmentsync.proto\x12\x15seghub.segmentsync.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xea\x01\n" +
 	"\rPropertyValue\x12#\n" +
 	"\fstring_value\x18\x01 \x01(\tH\x00R\vstringValue\x12#\n" +
 	"\fnumber_value\x18\x02 \x01(\x01H\x00R\vnumberValue\x12\x1f\n" +
@@ -4550,43 +4783,43 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x0ftimestamp_value\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x0etimestampValue\x12\x1f\n" +
 	"\n" +
 	"null_value\x18\x05 \x01(\bH\x00R\tnullValueB\x06\n" +
-	"\x04kind\"\xe6\x02\n" +
-	"\x04User\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\x12K\n" +
+	"\x04kind\"\xfa\x02\n" +
+	"\x04User\x12\x1c\n" +
+	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\x12K\n" +
 	"\n" +
 	"properties\x18\x02 \x03(\v2+.seghub.segmentsync.v1.User.PropertiesEntryR\n" +
-	"properties\x12\x19\n" +
-	"\bdense_id\x18\x03 \x01(\rR\adenseId\x12;\n" +
-	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"properties\x12\x1e\n" +
+	"\bdense_id\x18\x03 \x01(\rB\x03\xe0A\x03R\adenseId\x12@\n" +
+	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"createTime\x12@\n" +
+	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"updateTime\x1ac\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12:\n" +
-	"\x05value\x18\x02 \x01(\v2$.seghub.segmentsync.v1.PropertyValueR\x05value:\x028\x01\"\xf9\x02\n" +
-	"\aSegment\x12\x1d\n" +
+	"\x05value\x18\x02 \x01(\v2$.seghub.segmentsync.v1.PropertyValueR\x05value:\x028\x01\"\x97\x03\n" +
+	"\aSegment\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x12\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x03R\tsegmentId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12A\n" +
 	"\n" +
 	"visibility\x18\x04 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
-	"visibility\x12!\n" +
-	"\fmember_count\x18\x05 \x01(\x04R\vmemberCount\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\x03R\aversion\x12\x1f\n" +
-	"\vexternal_id\x18\a \x01(\tR\n" +
-	"externalId\x12;\n" +
-	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"G\n" +
-	"\x12UpsertUsersRequest\x121\n" +
-	"\x05users\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.UserR\x05users\"I\n" +
+	"visibility\x12&\n" +
+	"\fmember_count\x18\x05 \x01(\x04B\x03\xe0A\x03R\vmemberCount\x12\x1d\n" +
+	"\aversion\x18\x06 \x01(\x03B\x03\xe0A\x03R\aversion\x12$\n" +
+	"\vexternal_id\x18\a \x01(\tB\x03\xe0A\x03R\n" +
+	"externalId\x12@\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"createTime\x12@\n" +
+	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"updateTime\"L\n" +
+	"\x12UpsertUsersRequest\x126\n" +
+	"\x05users\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.UserB\x03\xe0A\x02R\x05users\"I\n" +
 	"\x13UpsertUsersResponse\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\rR\acreated\x12\x18\n" +
-	"\aupdated\x18\x02 \x01(\rR\aupdated\")\n" +
-	"\x0eGetUserRequest\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"c\n" +
+	"\aupdated\x18\x02 \x01(\rR\aupdated\".\n" +
+	"\x0eGetUserRequest\x12\x1c\n" +
+	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\"c\n" +
 	"\x0fGetUserResponse\x12/\n" +
 	"\x04user\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.UserR\x04user\x12\x1f\n" +
 	"\vsegment_ids\x18\x02 \x03(\tR\n" +
@@ -4601,23 +4834,23 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\x04type\x18\x02 \x01(\x0e2#.seghub.segmentsync.v1.PropertyTypeR\x04type\x12\x1d\n" +
 	"\n" +
-	"user_count\x18\x03 \x01(\x04R\tuserCount\",\n" +
-	"\x11DeleteUserRequest\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"5\n" +
+	"user_count\x18\x03 \x01(\x04R\tuserCount\"1\n" +
+	"\x11DeleteUserRequest\x12\x1c\n" +
+	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\"5\n" +
 	"\x12DeleteUserResponse\x12\x1f\n" +
 	"\vsegment_ids\x18\x01 \x03(\tR\n" +
-	"segmentIds\"\x8f\x01\n" +
-	"\x14CreateSegmentRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"segmentIds\"\x94\x01\n" +
+	"\x14CreateSegmentRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12A\n" +
 	"\n" +
 	"visibility\x18\x03 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
 	"visibility\"Q\n" +
 	"\x15CreateSegmentResponse\x128\n" +
-	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"2\n" +
-	"\x11GetSegmentRequest\x12\x1d\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"7\n" +
+	"\x11GetSegmentRequest\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\"N\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\"N\n" +
 	"\x12GetSegmentResponse\x128\n" +
 	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xd6\x01\n" +
 	"\x13ListSegmentsRequest\x12\x1b\n" +
@@ -4631,10 +4864,10 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\rname_contains\x18\x05 \x01(\tR\fnameContains\"z\n" +
 	"\x14ListSegmentsResponse\x12:\n" +
 	"\bsegments\x18\x01 \x03(\v2\x1e.seghub.segmentsync.v1.SegmentR\bsegments\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd1\x01\n" +
-	"\x14UpdateSegmentRequest\x12\x1d\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd6\x01\n" +
+	"\x14UpdateSegmentRequest\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x17\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12%\n" +
 	"\vdescription\x18\x03 \x01(\tH\x01R\vdescription\x88\x01\x01\x12A\n" +
 	"\n" +
@@ -4643,22 +4876,22 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x05_nameB\x0e\n" +
 	"\f_description\"Q\n" +
 	"\x15UpdateSegmentResponse\x128\n" +
-	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"5\n" +
-	"\x14DeleteSegmentRequest\x12\x1d\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\":\n" +
+	"\x14DeleteSegmentRequest\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\"\x17\n" +
-	"\x15DeleteSegmentResponse\"M\n" +
-	"\x11AddMembersRequest\x12\x1d\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\"\x17\n" +
+	"\x15DeleteSegmentResponse\"R\n" +
+	"\x11AddMembersRequest\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x19\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\x12\x19\n" +
 	"\buser_ids\x18\x02 \x03(\tR\auserIds\"g\n" +
 	"\x12AddMembersResponse\x12\x14\n" +
 	"\x05added\x18\x01 \x01(\x04R\x05added\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12!\n" +
-	"\fmember_count\x18\x03 \x01(\x04R\vmemberCount\"P\n" +
-	"\x14RemoveMembersRequest\x12\x1d\n" +
+	"\fmember_count\x18\x03 \x01(\x04R\vmemberCount\"U\n" +
+	"\x14RemoveMembersRequest\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x19\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\x12\x19\n" +
 	"\buser_ids\x18\x02 \x03(\tR\auserIds\"n\n" +
 	"\x15RemoveMembersResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\x04R\aremoved\x12\x18\n" +
@@ -4672,20 +4905,20 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x05added\x18\x01 \x01(\x04R\x05added\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\x04R\aremoved\x12!\n" +
 	"\fmember_count\x18\x03 \x01(\x04R\vmemberCount\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x03R\aversion\"n\n" +
-	"\x11GetMembersRequest\x12\x1d\n" +
+	"\aversion\x18\x04 \x01(\x03R\aversion\"s\n" +
+	"\x11GetMembersRequest\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x1b\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"W\n" +
 	"\x12GetMembersResponse\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"I\n" +
-	"\x0fIsMemberRequest\x12\x1d\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"S\n" +
+	"\x0fIsMemberRequest\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"I\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\x12\x1c\n" +
+	"\auser_id\x18\x02 \x01(\tB\x03\xe0A\x02R\x06userId\"I\n" +
 	"\x10IsMemberResponse\x12\x1b\n" +
 	"\tis_member\x18\x01 \x01(\bR\bisMember\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb4\x02\n" +
@@ -4729,71 +4962,71 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\"\n" +
 	"\n" +
-	"\bCaughtUp\"\xca\x06\n" +
-	"\x04Sync\x12\x17\n" +
-	"\async_id\x18\x01 \x01(\tR\x06syncId\x12\x1d\n" +
+	"\bCaughtUp\"\x8b\a\n" +
+	"\x04Sync\x12\x1c\n" +
+	"\async_id\x18\x01 \x01(\tB\x03\xe0A\x03R\x06syncId\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x02 \x01(\tR\tsegmentId\x12#\n" +
-	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12)\n" +
-	"\x10destination_type\x18\x04 \x01(\tR\x0fdestinationType\x12+\n" +
+	"segment_id\x18\x02 \x01(\tB\x03\xe0A\x03R\tsegmentId\x12(\n" +
+	"\rconnection_id\x18\x03 \x01(\tB\x03\xe0A\x03R\fconnectionId\x12.\n" +
+	"\x10destination_type\x18\x04 \x01(\tB\x03\xe0A\x03R\x0fdestinationType\x12+\n" +
 	"\x11identity_property\x18\x05 \x01(\tR\x10identityProperty\x12?\n" +
 	"\bschedule\x18\x06 \x01(\x0e2#.seghub.segmentsync.v1.SyncScheduleR\bschedule\x125\n" +
 	"\binterval\x18\a \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
-	"\x04mode\x18\b \x01(\x0e2\x1f.seghub.segmentsync.v1.SyncModeR\x04mode\x12\x18\n" +
-	"\aenabled\x18\t \x01(\bR\aenabled\x12.\n" +
+	"\x04mode\x18\b \x01(\x0e2\x1f.seghub.segmentsync.v1.SyncModeR\x04mode\x12\x1d\n" +
+	"\aenabled\x18\t \x01(\bB\x03\xe0A\x03R\aenabled\x123\n" +
 	"\x13frozen_display_name\x18\n" +
-	" \x01(\tR\x11frozenDisplayName\x12D\n" +
-	"\x10last_synced_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0elastSyncedTime\x12E\n" +
-	"\vlast_status\x18\f \x01(\x0e2$.seghub.segmentsync.v1.SyncRunStatusR\n" +
-	"lastStatus\x12\x1d\n" +
+	" \x01(\tB\x03\xe0A\x03R\x11frozenDisplayName\x12I\n" +
+	"\x10last_synced_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\x0elastSyncedTime\x12J\n" +
+	"\vlast_status\x18\f \x01(\x0e2$.seghub.segmentsync.v1.SyncRunStatusB\x03\xe0A\x03R\n" +
+	"lastStatus\x12\"\n" +
 	"\n" +
-	"last_error\x18\r \x01(\tR\tlastError\x12>\n" +
-	"\rnext_run_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vnextRunTime\x12D\n" +
-	"\x10data_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0edataExpireTime\x12'\n" +
-	"\x0fdelivered_count\x18\x10 \x01(\x04R\x0edeliveredCount\x12;\n" +
-	"\vcreate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xb8\x05\n" +
-	"\aSyncRun\x12\x15\n" +
-	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
-	"\async_id\x18\x02 \x01(\tR\x06syncId\x12?\n" +
-	"\atrigger\x18\x03 \x01(\x0e2%.seghub.segmentsync.v1.SyncRunTriggerR\atrigger\x12<\n" +
-	"\x06status\x18\x04 \x01(\x0e2$.seghub.segmentsync.v1.SyncRunStatusR\x06status\x12;\n" +
-	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x129\n" +
+	"last_error\x18\r \x01(\tB\x03\xe0A\x03R\tlastError\x12C\n" +
+	"\rnext_run_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\vnextRunTime\x12I\n" +
+	"\x10data_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\x0edataExpireTime\x12,\n" +
+	"\x0fdelivered_count\x18\x10 \x01(\x04B\x03\xe0A\x03R\x0edeliveredCount\x12@\n" +
+	"\vcreate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"createTime\"\x88\x06\n" +
+	"\aSyncRun\x12\x1a\n" +
+	"\x06run_id\x18\x01 \x01(\tB\x03\xe0A\x03R\x05runId\x12\x1c\n" +
+	"\async_id\x18\x02 \x01(\tB\x03\xe0A\x03R\x06syncId\x12D\n" +
+	"\atrigger\x18\x03 \x01(\x0e2%.seghub.segmentsync.v1.SyncRunTriggerB\x03\xe0A\x03R\atrigger\x12A\n" +
+	"\x06status\x18\x04 \x01(\x0e2$.seghub.segmentsync.v1.SyncRunStatusB\x03\xe0A\x03R\x06status\x12@\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"createTime\x12>\n" +
 	"\n" +
-	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
-	"\vfinish_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishTime\x12\x14\n" +
-	"\x05added\x18\b \x01(\x04R\x05added\x12\x18\n" +
-	"\aremoved\x18\t \x01(\x04R\aremoved\x12\x1c\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\tstartTime\x12@\n" +
+	"\vfinish_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"finishTime\x12\x19\n" +
+	"\x05added\x18\b \x01(\x04B\x03\xe0A\x03R\x05added\x12\x1d\n" +
+	"\aremoved\x18\t \x01(\x04B\x03\xe0A\x03R\aremoved\x12!\n" +
 	"\tunmatched\x18\n" +
-	" \x01(\x04R\tunmatched\x12\x16\n" +
-	"\x06failed\x18\v \x01(\x04R\x06failed\x12\x14\n" +
-	"\x05error\x18\f \x01(\tR\x05error\x12R\n" +
-	"\x11failed_identities\x18\r \x03(\v2%.seghub.segmentsync.v1.FailedIdentityR\x10failedIdentities\x12\x18\n" +
-	"\aretried\x18\x0e \x01(\x04R\aretried\x12D\n" +
-	"\x10data_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0edataExpireTime\x12\x19\n" +
-	"\btrace_id\x18\x10 \x01(\tR\atraceId\"w\n" +
+	" \x01(\x04B\x03\xe0A\x03R\tunmatched\x12\x1b\n" +
+	"\x06failed\x18\v \x01(\x04B\x03\xe0A\x03R\x06failed\x12\x19\n" +
+	"\x05error\x18\f \x01(\tB\x03\xe0A\x03R\x05error\x12W\n" +
+	"\x11failed_identities\x18\r \x03(\v2%.seghub.segmentsync.v1.FailedIdentityB\x03\xe0A\x03R\x10failedIdentities\x12\x1d\n" +
+	"\aretried\x18\x0e \x01(\x04B\x03\xe0A\x03R\aretried\x12I\n" +
+	"\x10data_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\x0edataExpireTime\x12\x1e\n" +
+	"\btrace_id\x18\x10 \x01(\tB\x03\xe0A\x03R\atraceId\"w\n" +
 	"\x0eFailedIdentity\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\aremoval\x18\x04 \x01(\bR\aremoval\"\xd0\x02\n" +
-	"\x11EnableSyncRequest\x12\x1d\n" +
+	"\aremoval\x18\x04 \x01(\bR\aremoval\"\xdf\x02\n" +
+	"\x11EnableSyncRequest\x12\"\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12#\n" +
-	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12+\n" +
-	"\x11identity_property\x18\x03 \x01(\tR\x10identityProperty\x12?\n" +
-	"\bschedule\x18\x04 \x01(\x0e2#.seghub.segmentsync.v1.SyncScheduleR\bschedule\x125\n" +
+	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\x12(\n" +
+	"\rconnection_id\x18\x02 \x01(\tB\x03\xe0A\x02R\fconnectionId\x12+\n" +
+	"\x11identity_property\x18\x03 \x01(\tR\x10identityProperty\x12D\n" +
+	"\bschedule\x18\x04 \x01(\x0e2#.seghub.segmentsync.v1.SyncScheduleB\x03\xe0A\x02R\bschedule\x125\n" +
 	"\binterval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
 	"\x04mode\x18\x06 \x01(\x0e2\x1f.seghub.segmentsync.v1.SyncModeR\x04mode\x12\x1d\n" +
 	"\n" +
 	"start_over\x18\a \x01(\bR\tstartOver\"w\n" +
 	"\x12EnableSyncResponse\x12/\n" +
 	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\x120\n" +
-	"\x03run\x18\x02 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\")\n" +
-	"\x0eGetSyncRequest\x12\x17\n" +
-	"\async_id\x18\x01 \x01(\tR\x06syncId\"B\n" +
+	"\x03run\x18\x02 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\".\n" +
+	"\x0eGetSyncRequest\x12\x1c\n" +
+	"\async_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06syncId\"B\n" +
 	"\x0fGetSyncResponse\x12/\n" +
 	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\"\x92\x01\n" +
 	"\x10ListSyncsRequest\x12\x1d\n" +
@@ -4805,36 +5038,36 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"n\n" +
 	"\x11ListSyncsResponse\x121\n" +
 	"\x05syncs\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.SyncR\x05syncs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa1\x02\n" +
-	"\x11UpdateSyncRequest\x12\x17\n" +
-	"\async_id\x18\x01 \x01(\tR\x06syncId\x123\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa6\x02\n" +
+	"\x11UpdateSyncRequest\x12\x1c\n" +
+	"\async_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06syncId\x123\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x1f.seghub.segmentsync.v1.SyncModeR\x04mode\x12?\n" +
 	"\bschedule\x18\x03 \x01(\x0e2#.seghub.segmentsync.v1.SyncScheduleR\bschedule\x125\n" +
 	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\binterval\x120\n" +
 	"\x11identity_property\x18\x05 \x01(\tH\x00R\x10identityProperty\x88\x01\x01B\x14\n" +
 	"\x12_identity_property\"E\n" +
 	"\x12UpdateSyncResponse\x12/\n" +
-	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\"Z\n" +
-	"\x12DisableSyncRequest\x12\x17\n" +
-	"\async_id\x18\x01 \x01(\tR\x06syncId\x12+\n" +
+	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\"_\n" +
+	"\x12DisableSyncRequest\x12\x1c\n" +
+	"\async_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06syncId\x12+\n" +
 	"\x11clear_destination\x18\x02 \x01(\bR\x10clearDestination\"x\n" +
 	"\x13DisableSyncResponse\x12/\n" +
 	"\x04sync\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.SyncR\x04sync\x120\n" +
-	"\x03run\x18\x02 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\")\n" +
-	"\x0eSyncNowRequest\x12\x17\n" +
-	"\async_id\x18\x01 \x01(\tR\x06syncId\"C\n" +
+	"\x03run\x18\x02 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\".\n" +
+	"\x0eSyncNowRequest\x12\x1c\n" +
+	"\async_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06syncId\"C\n" +
 	"\x0fSyncNowResponse\x120\n" +
-	"\x03run\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\"j\n" +
-	"\x13ListSyncRunsRequest\x12\x17\n" +
-	"\async_id\x18\x01 \x01(\tR\x06syncId\x12\x1b\n" +
+	"\x03run\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x03run\"o\n" +
+	"\x13ListSyncRunsRequest\x12\x1c\n" +
+	"\async_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06syncId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"r\n" +
 	"\x14ListSyncRunsResponse\x122\n" +
 	"\x04runs\x18\x01 \x03(\v2\x1e.seghub.segmentsync.v1.SyncRunR\x04runs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"I\n" +
-	"\rDryRunRequest\x12\x17\n" +
-	"\async_id\x18\x01 \x01(\tR\x06syncId\x12\x1f\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"N\n" +
+	"\rDryRunRequest\x12\x1c\n" +
+	"\async_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06syncId\x12\x1f\n" +
 	"\vsample_size\x18\x02 \x01(\x05R\n" +
 	"sampleSize\"\xee\x01\n" +
 	"\x0eDryRunResponse\x12\x15\n" +
@@ -4845,9 +5078,9 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\vsample_adds\x18\x05 \x03(\tR\n" +
 	"sampleAdds\x12%\n" +
 	"\x0esample_removes\x18\x06 \x03(\tR\rsampleRemoves\x12'\n" +
-	"\x0fsegment_version\x18\a \x01(\x03R\x0esegmentVersion\"u\n" +
-	"\x1cReceiveSegmentWebhookRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x1c\n" +
+	"\x0fsegment_version\x18\a \x01(\x03R\x0esegmentVersion\"z\n" +
+	"\x1cReceiveSegmentWebhookRequest\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fconnectionId\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\tR\tsignature\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body\"\xc2\x01\n" +
 	"\x1dReceiveSegmentWebhookResponse\x12\x1d\n" +
@@ -4874,9 +5107,9 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\aapplied\x18\t \x01(\bR\aapplied\x12B\n" +
 	"\x0ffirst_page_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rfirstPageTime\x12=\n" +
-	"\fapplied_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vappliedTime\"~\n" +
-	"\x1bListInboundSyncTasksRequest\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x1b\n" +
+	"\fapplied_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vappliedTime\"\x83\x01\n" +
+	"\x1bListInboundSyncTasksRequest\x12(\n" +
+	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x02R\fconnectionId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\xb1\x01\n" +
