@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -82,5 +83,60 @@ func TestOpenAPIHeaderAndBearerScheme(t *testing.T) {
 	}
 	if ops == 0 {
 		t.Fatal("the document has no operations")
+	}
+}
+
+// TestOpenAPIDocumentsEveryContract: every seghub message, field and
+// operation reaches the served document with its description, and field
+// behaviour marks required request fields and server-set fields.
+func TestOpenAPIDocumentsEveryContract(t *testing.T) {
+	doc := getOpenAPI(t)
+	seghub := 0
+	for name, def := range doc.Definitions {
+		if !strings.HasPrefix(name, "seghub.") {
+			continue
+		}
+		seghub++
+		if def.Description == "" {
+			t.Errorf("definition %s has no description", name)
+		}
+		for prop, p := range def.Properties {
+			if p.Description == "" {
+				t.Errorf("%s.%s has no description", name, prop)
+			}
+		}
+	}
+	if seghub == 0 {
+		t.Fatal("no seghub definitions in the document")
+	}
+	for path, methods := range doc.Paths {
+		for method, op := range methods {
+			if op.Summary == "" && op.Description == "" {
+				t.Errorf("%s %s has no summary or description", strings.ToUpper(method), path)
+			}
+		}
+	}
+	for _, c := range []struct {
+		def, field string
+		required   bool // else read-only
+	}{
+		{"seghub.segmentsync.v1.CreateSegmentRequest", "name", true},
+		{"seghub.admin.v1.CreateApiKeyRequest", "role", true},
+		{"seghub.eventrelay.v1.Event", "user_id", true},
+		{"seghub.segmentsync.v1.Segment", "segment_id", false},
+		{"seghub.segmentsync.v1.Sync", "frozen_display_name", false},
+		{"seghub.connector.v1.Connection", "status", false},
+	} {
+		def, ok := doc.Definitions[c.def]
+		if !ok {
+			t.Errorf("no definition %s", c.def)
+			continue
+		}
+		if c.required && !slices.Contains(def.Required, c.field) {
+			t.Errorf("%s.%s is not required (required: %v)", c.def, c.field, def.Required)
+		}
+		if !c.required && !def.Properties[c.field].ReadOnly {
+			t.Errorf("%s.%s is not read-only", c.def, c.field)
+		}
 	}
 }
