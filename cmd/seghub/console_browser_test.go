@@ -265,7 +265,9 @@ func (u *ui) fill(role, name, text string) {
 		e.dispatchEvent(new Event("input", { bubbles: true }));
 		return true;
 	})()`, string(sel)))
-	u.do(fmt.Sprintf("fill %q", name), chromedp.SendKeys(sel, text))
+	// Focus and key events rather than SendKeys, which reads the node's
+	// attributes outside their lock (a data race in chromedp v0.23.0).
+	u.do(fmt.Sprintf("fill %q", name), chromedp.Focus(sel), chromedp.KeyEvent(text))
 }
 
 // choose picks the option whose text starts with prefix in the select labelled name.

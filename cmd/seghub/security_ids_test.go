@@ -54,7 +54,7 @@ var idFields = map[string][]string{
 	"GET /v1/environments":                                      {},
 	"POST /v1/environments":                                     {"body.name"},
 	"GET /v1/event-routes":                                      {"query.page_token"},
-	"POST /v1/event-routes":                                     {"body.connection_id", "body.sources[]", "body.event_names[]"},
+	"POST /v1/event-routes":                                     {"body.connection_id", "body.sources[]", "body.event_names[]", "body.deliver_as"},
 	"DELETE /v1/event-routes/{route_id}":                        {"path.route_id"},
 	"GET /v1/event-schemas":                                     {"query.source"},
 	"GET /v1/event-sinks":                                       {},
