@@ -1,0 +1,85 @@
+package segmentsync_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
+	"github.com/seghub/seghub/pkg/app/apptest"
+)
+
+// An identity property must be one a run can read: user_id, the
+// destination's own (a tag may attach it later), or one some user holds. An
+// unknown one is refused naming the field and the close matches; a run whose
+// every member lacks the property says so on the run and the sync.
+func TestIdentityPropertyValidatedAndAllUnmatchedRunSaysSo(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := startSync(t, syncOpts{postgres: pg})
+			ctx := apptest.Context(t, 120*time.Second)
+			conn := f.appcues(t, ctx, "Appcues")
+
+			// No user holds appcuesUserID yet: Appcues' own property is accepted,
+			// and the run tells why nobody was sent.
+			nobody := f.segment(t, ctx, "Nobody", 3, 0)
+			en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: nobody, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+			if err != nil {
+				t.Fatalf("enabling on Appcues' own identity property no user holds yet: %v", err)
+			}
+			r := f.waitRun(t, ctx, en.GetSync().GetSyncId(), 1, en.GetRun().GetRunId())
+			if r.GetUnmatched() != 3 || r.GetAdded() != 0 || !strings.Contains(r.GetError(), `no member of the segment's 3 has identity property "appcuesUserID"`) {
+				t.Fatalf("all-unmatched run = %v; want its error to say no member has appcuesUserID", r)
+			}
+			g, _ := f.ss.GetSync(ctx, &segmentsyncv1.GetSyncRequest{SyncId: en.GetSync().GetSyncId()})
+			if !strings.Contains(g.GetSync().GetLastError(), "appcuesUserID") {
+				t.Fatalf("sync after an all-unmatched run = %v; want last_error to say why", g.GetSync())
+			}
+
+			seg := f.segment(t, ctx, "Trial", 4, 2)
+			if _, err := f.ss.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: []*segmentsyncv1.User{{UserId: "u3", Properties: map[string]*segmentsyncv1.PropertyValue{
+				"email": {Kind: &segmentsyncv1.PropertyValue_StringValue{StringValue: "u3@example.com"}}}}}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct{ prop, suggests string }{
+				{"Email", `"email"`},
+				{"appcuesUserId", `"appcuesUserID"`},
+				{"appcues", `"appcuesUserID"`},
+				{"emial", `"email"`},
+				{"userid", `"user_id"`},
+			} {
+				_, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, IdentityProperty: c.prop, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+				if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "identity_property") || !strings.Contains(err.Error(), c.suggests) {
+					t.Errorf("enable on %q: %v; want InvalidArgument naming identity_property and suggesting %s", c.prop, err, c.suggests)
+				}
+			}
+			_, err = f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, IdentityProperty: "plan_tier", Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "/v1/user-properties") {
+				t.Errorf("enable on a property unlike any: %v; want InvalidArgument pointing at /v1/user-properties", err)
+			}
+
+			en, err = f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, IdentityProperty: "user_id", Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+			if err != nil {
+				t.Fatalf("user_id is always valid: %v", err)
+			}
+			id := en.GetSync().GetSyncId()
+			if r := f.waitRun(t, ctx, id, 1, en.GetRun().GetRunId()); r.GetAdded() != 4 || r.GetError() != "" {
+				t.Fatalf("user_id run = %v", r)
+			}
+			typo := "emial"
+			if _, err := f.admin.UpdateSync(ctx, &segmentsyncv1.UpdateSyncRequest{SyncId: id, IdentityProperty: &typo}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `"email"`) {
+				t.Fatalf("update to %q: %v; want InvalidArgument suggesting email", typo, err)
+			}
+			if g, _ := f.ss.GetSync(ctx, &segmentsyncv1.GetSyncRequest{SyncId: id}); g.GetSync().GetIdentityProperty() != "user_id" {
+				t.Fatalf("a refused update changed the sync: %v", g.GetSync())
+			}
+			email := "email"
+			if u, err := f.admin.UpdateSync(ctx, &segmentsyncv1.UpdateSyncRequest{SyncId: id, IdentityProperty: &email}); err != nil || u.GetSync().GetIdentityProperty() != "email" {
+				t.Fatalf("update to a held property = %v, %v", u, err)
+			}
+		})
+	}
+}
