@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app/apptest"
 )
@@ -79,6 +80,79 @@ func TestIdentityPropertyValidatedAndAllUnmatchedRunSaysSo(t *testing.T) {
 			email := "email"
 			if u, err := f.admin.UpdateSync(ctx, &segmentsyncv1.UpdateSyncRequest{SyncId: id, IdentityProperty: &email}); err != nil || u.GetSync().GetIdentityProperty() != "email" {
 				t.Fatalf("update to a held property = %v, %v", u, err)
+			}
+		})
+	}
+}
+
+// IdentifyUser, called with a member key as a tag on the page would, attaches
+// AB Tasty's visitor id to users; the AB Tasty sync then delivers exactly
+// those users, under their visitor ids.
+func TestIdentifyAttachesVisitorIDsThatSyncsDeliver(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := startSync(t, syncOpts{postgres: pg})
+			ctx := apptest.Context(t, 120*time.Second)
+			cr, err := f.conn.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "abtasty", Name: "AB", Credentials: map[string]string{"account_identifier": "acc", "client_id": "seghub", "client_secret": "seghub-secret"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			seg := f.segment(t, ctx, "Trial", 4, 0)
+			got, err := f.ss.IdentifyUser(ctx, &segmentsyncv1.IdentifyUserRequest{UserId: "u0", Source: "abtasty", VisitorId: "vis-0"})
+			if err != nil || got.GetCreated() || len(got.GetProperties()) != 1 || got.GetProperties()[0] != "ABTastyVisitorId" {
+				t.Fatalf("identify u0 = %v, %v", got, err)
+			}
+			if _, err := f.ss.IdentifyUser(ctx, &segmentsyncv1.IdentifyUserRequest{UserId: "u1", Properties: map[string]string{"ABTastyVisitorId": "vis-1"}}); err != nil {
+				t.Fatal(err)
+			}
+			// A new user is created; properties it had are kept by a later identify.
+			if got, err := f.ss.IdentifyUser(ctx, &segmentsyncv1.IdentifyUserRequest{UserId: "new", Source: "abtasty", VisitorId: "vis-new"}); err != nil || !got.GetCreated() {
+				t.Fatalf("identify a new user = %v, %v", got, err)
+			}
+			if _, err := f.ss.IdentifyUser(ctx, &segmentsyncv1.IdentifyUserRequest{UserId: "u0", Source: "appcues", VisitorId: "ac-0"}); err != nil {
+				t.Fatal(err)
+			}
+			u, err := f.ss.GetUser(ctx, &segmentsyncv1.GetUserRequest{UserId: "u0"})
+			if err != nil || u.GetUser().GetProperties()["ABTastyVisitorId"].GetStringValue() != "vis-0" || u.GetUser().GetProperties()["appcuesUserID"].GetStringValue() != "ac-0" {
+				t.Fatalf("u0 after two identifies = %v, %v", u, err)
+			}
+			for _, c := range []struct {
+				req   *segmentsyncv1.IdentifyUserRequest
+				field string
+			}{
+				{&segmentsyncv1.IdentifyUserRequest{UserId: "u2", Source: "heap", VisitorId: "x"}, "source"},
+				{&segmentsyncv1.IdentifyUserRequest{UserId: "u2", Source: "abtasty"}, "visitor_id"},
+				{&segmentsyncv1.IdentifyUserRequest{UserId: "u2", VisitorId: "x"}, "source"},
+				{&segmentsyncv1.IdentifyUserRequest{UserId: "u2"}, "visitor_id"},
+				{&segmentsyncv1.IdentifyUserRequest{UserId: "u2", Properties: map[string]string{"user_id": "x"}}, "properties"},
+				{&segmentsyncv1.IdentifyUserRequest{UserId: "u2", Source: "abtasty", VisitorId: "a", Properties: map[string]string{"ABTastyVisitorId": "b"}}, "properties"},
+				{&segmentsyncv1.IdentifyUserRequest{Source: "abtasty", VisitorId: "a"}, "user_id"},
+			} {
+				_, err := f.ss.IdentifyUser(ctx, c.req)
+				if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.field) {
+					t.Errorf("identify %v: %v; want InvalidArgument naming %s", c.req, err, c.field)
+				}
+			}
+
+			en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: cr.GetConnection().GetConnectionId(), Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if en.GetSync().GetIdentityProperty() != "ABTastyVisitorId" {
+				t.Fatalf("AB Tasty sync keyed on %q", en.GetSync().GetIdentityProperty())
+			}
+			r := f.waitRun(t, ctx, en.GetSync().GetSyncId(), 1, en.GetRun().GetRunId())
+			if r.GetAdded() != 2 || r.GetUnmatched() != 2 || r.GetError() != "" {
+				t.Fatalf("AB Tasty run = %v; want the two identified users sent and two unmatched", r)
+			}
+			visitors := map[string]bool{}
+			for _, members := range f.sim.Snapshot().ABTasty["acc"] {
+				for v := range members {
+					visitors[v] = true
+				}
+			}
+			if len(visitors) != 2 || !visitors["vis-0"] || !visitors["vis-1"] {
+				t.Fatalf("AB Tasty holds %v; want vis-0 and vis-1", visitors)
 			}
 		})
 	}
