@@ -1,6 +1,7 @@
 package segmentsync_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -153,6 +154,70 @@ func TestIdentifyAttachesVisitorIDsThatSyncsDeliver(t *testing.T) {
 			}
 			if len(visitors) != 2 || !visitors["vis-0"] || !visitors["vis-1"] {
 				t.Fatalf("AB Tasty holds %v; want vis-0 and vis-1", visitors)
+			}
+		})
+	}
+}
+
+// A segment is targetable by a destination only when at least one member
+// holds its identity property (the AB Tasty document's rule): ListSegments'
+// targetable_by keeps those, across pages.
+func TestListSegmentsTargetableByIdentityProperty(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			f := startSync(t, syncOpts{postgres: pg})
+			ctx := apptest.Context(t, 120*time.Second)
+			var segs []string
+			for _, name := range []string{"A none", "B one", "C none", "D one", "E one"} {
+				s, err := f.ss.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: name})
+				if err != nil {
+					t.Fatal(err)
+				}
+				segs = append(segs, s.GetSegment().GetSegmentId())
+			}
+			if _, err := f.ss.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "F empty"}); err != nil {
+				t.Fatal(err)
+			}
+			for i, seg := range segs {
+				user := fmt.Sprintf("v%d", i)
+				if strings.HasSuffix([]string{"A none", "B one", "C none", "D one", "E one"}[i], " one") {
+					if _, err := f.ss.IdentifyUser(ctx, &segmentsyncv1.IdentifyUserRequest{UserId: user, Source: "abtasty", VisitorId: "vis-" + user}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := replace(ctx, f.ss, seg, []string{user, "plain"}, 10); err != nil {
+					t.Fatal(err)
+				}
+			}
+			list := func(prop string, size int32) []string {
+				var names []string
+				token := ""
+				for {
+					r, err := f.ss.ListSegments(ctx, &segmentsyncv1.ListSegmentsRequest{TargetableBy: prop, PageSize: size, PageToken: token})
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, s := range r.GetSegments() {
+						names = append(names, s.GetName())
+					}
+					if token = r.GetNextPageToken(); token == "" {
+						return names
+					}
+				}
+			}
+			for _, size := range []int32{1, 2, 50} {
+				if got := strings.Join(list("ABTastyVisitorId", size), ","); got != "B one,D one,E one" {
+					t.Errorf("targetable by ABTastyVisitorId, pages of %d: %s", size, got)
+				}
+			}
+			if got := strings.Join(list("user_id", 2), ","); got != "A none,B one,C none,D one,E one" {
+				t.Errorf("targetable by user_id: %s; want every non-empty segment", got)
+			}
+			if got := list("appcuesUserID", 2); len(got) != 0 {
+				t.Errorf("targetable by a property nobody holds: %v", got)
+			}
+			if got := strings.Join(list("", 50), ","); got != "A none,B one,C none,D one,E one,F empty" {
+				t.Errorf("no filter: %s", got)
 			}
 		})
 	}

@@ -1349,6 +1349,12 @@ export interface Operations {
        * characters. Searches every segment, not only one page.
        */
       name_contains?: string;
+      /**
+       * Only segments at least one of whose members holds this identity property
+       * (a connection's identity_property, e.g. ABTastyVisitorId): the segments
+       * that destination can target. user_id keeps every non-empty segment.
+       */
+      targetable_by?: string;
     };
     body: never;
     response: ListSegmentsResponse;

@@ -1457,7 +1457,11 @@ type ListSegmentsRequest struct {
 	NonEmpty bool `protobuf:"varint,4,opt,name=non_empty,json=nonEmpty,proto3" json:"non_empty,omitempty"`
 	// Only segments whose name contains this text, ignoring case; at most 200
 	// characters. Searches every segment, not only one page.
-	NameContains  string `protobuf:"bytes,5,opt,name=name_contains,json=nameContains,proto3" json:"name_contains,omitempty"`
+	NameContains string `protobuf:"bytes,5,opt,name=name_contains,json=nameContains,proto3" json:"name_contains,omitempty"`
+	// Only segments at least one of whose members holds this identity property
+	// (a connection's identity_property, e.g. ABTastyVisitorId): the segments
+	// that destination can target. user_id keeps every non-empty segment.
+	TargetableBy  string `protobuf:"bytes,6,opt,name=targetable_by,json=targetableBy,proto3" json:"targetable_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1523,6 +1527,13 @@ func (x *ListSegmentsRequest) GetNonEmpty() bool {
 func (x *ListSegmentsRequest) GetNameContains() string {
 	if x != nil {
 		return x.NameContains
+	}
+	return ""
+}
+
+func (x *ListSegmentsRequest) GetTargetableBy() string {
+	if x != nil {
+		return x.TargetableBy
 	}
 	return ""
 }
@@ -4764,7 +4775,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\"N\n" +
 	"\x12GetSegmentResponse\x128\n" +
-	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xd6\x01\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xfb\x01\n" +
 	"\x13ListSegmentsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -4773,7 +4784,8 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"visibility\x18\x03 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
 	"visibility\x12\x1b\n" +
 	"\tnon_empty\x18\x04 \x01(\bR\bnonEmpty\x12#\n" +
-	"\rname_contains\x18\x05 \x01(\tR\fnameContains\"z\n" +
+	"\rname_contains\x18\x05 \x01(\tR\fnameContains\x12#\n" +
+	"\rtargetable_by\x18\x06 \x01(\tR\ftargetableBy\"z\n" +
 	"\x14ListSegmentsResponse\x12:\n" +
 	"\bsegments\x18\x01 \x03(\v2\x1e.seghub.segmentsync.v1.SegmentR\bsegments\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd1\x01\n" +
