@@ -758,6 +758,11 @@ export type SyncRun = {
   unmatched?: string;
   /** Identities whose add or remove failed permanently in this run. */
   failed?: string;
+  /**
+   * Why the run failed or stopped; on a run that otherwise succeeded, why no
+   * member could be sent (every member lacks the identity property: the
+   * segment is not targetable by this destination yet).
+   */
   error?: string;
   /** Some of the failed identities with their reasons. */
   failed_identities?: Array<FailedIdentity>;

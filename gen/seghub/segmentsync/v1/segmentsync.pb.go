@@ -3138,7 +3138,10 @@ type SyncRun struct {
 	Unmatched uint64 `protobuf:"varint,10,opt,name=unmatched,proto3" json:"unmatched,omitempty"`
 	// Identities whose add or remove failed permanently in this run.
 	Failed uint64 `protobuf:"varint,11,opt,name=failed,proto3" json:"failed,omitempty"`
-	Error  string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	// Why the run failed or stopped; on a run that otherwise succeeded, why no
+	// member could be sent (every member lacks the identity property: the
+	// segment is not targetable by this destination yet).
+	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
 	// Some of the failed identities with their reasons.
 	FailedIdentities []*FailedIdentity `protobuf:"bytes,13,rep,name=failed_identities,json=failedIdentities,proto3" json:"failed_identities,omitempty"`
 	// Identities from earlier runs' failures retried by this run.
