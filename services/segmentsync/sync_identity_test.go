@@ -82,6 +82,13 @@ func TestIdentityPropertyValidatedAndAllUnmatchedRunSaysSo(t *testing.T) {
 			if u, err := f.admin.UpdateSync(ctx, &segmentsyncv1.UpdateSyncRequest{SyncId: id, IdentityProperty: &email}); err != nil || u.GetSync().GetIdentityProperty() != "email" {
 				t.Fatalf("update to a held property = %v, %v", u, err)
 			}
+			// Its last holder leaving does not block updates that keep it.
+			if _, err := f.ss.DeleteUser(ctx, &segmentsyncv1.DeleteUserRequest{UserId: "u3"}); err != nil {
+				t.Fatal(err)
+			}
+			if u, err := f.admin.UpdateSync(ctx, &segmentsyncv1.UpdateSyncRequest{SyncId: id, IdentityProperty: &email, Mode: segmentsyncv1.SyncMode_SYNC_MODE_UPSERT}); err != nil || u.GetSync().GetMode() != segmentsyncv1.SyncMode_SYNC_MODE_UPSERT {
+				t.Fatalf("update keeping a property nobody holds any more = %v, %v", u, err)
+			}
 		})
 	}
 }

@@ -303,10 +303,13 @@ func (e *Engine) Update(ctx context.Context, env, syncID string, u UpdateRequest
 		s.Mode = u.Mode
 	}
 	t, _ := destinations.Lookup(s.DestinationType)
-	if u.IdentityProperty != nil {
+	// An unchanged property passes even if its last holder has left since.
+	if u.IdentityProperty != nil && *u.IdentityProperty != s.IdentityProperty {
 		if err := e.checkIdentity(ctx, env, *u.IdentityProperty, "", t); err != nil {
 			return nil, err
 		}
+	}
+	if u.IdentityProperty != nil {
 		s.IdentityProperty = *u.IdentityProperty
 	}
 	if u.Interval > 0 {
