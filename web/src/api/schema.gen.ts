@@ -594,6 +594,33 @@ export type GoogleRpcStatus = {
   details?: Array<GoogleProtobufAny>;
 };
 
+/**
+ * IdentifyUserRequest names the user and the ids to attach: source with
+ * visitor_id, properties, or both.
+ */
+export type IdentifyUserBody = {
+  /**
+   * A destination type of the catalogue ("abtasty", "appcues", …): visitor_id
+   * is stored under that type's identity property (abtasty: ABTastyVisitorId).
+   */
+  source?: string;
+  /** The tool's id of this user; required with source. */
+  visitor_id?: string;
+  /**
+   * Identity properties set by name, e.g. {"ABTastyVisitorId": "…"}: at most
+   * 200, names 1 to 128 bytes, values 1 to 4096 bytes.
+   */
+  properties?: Record<string, string>;
+};
+
+/** IdentifyUserResponse reports the user and the property names set. */
+export type IdentifyUserResponse = {
+  /** Whether the call created the user. */
+  created?: boolean;
+  /** The property names set, sorted. */
+  properties?: Array<string>;
+};
+
 /** A segment push received from an analytics tool, possibly in many pages. */
 export type InboundSyncTask = {
   /** The source connection it came through. */
@@ -1074,7 +1101,11 @@ export type SyncRun = {
   unmatched?: string;
   /** Identities whose add or remove failed permanently in this run. */
   failed?: string;
-  /** Why the run failed or stopped; empty when it did not. */
+  /**
+   * Why the run failed or stopped; on a run that otherwise succeeded, why no
+   * member could be sent (every member lacks the identity property: the
+   * segment is not targetable by this destination yet).
+   */
   error?: string;
   /** Some of the failed identities with their reasons. */
   failed_identities?: Array<FailedIdentity>;
@@ -1696,6 +1727,20 @@ export interface Operations {
     body: never;
     response: GetUserResponse;
   };
+  /**
+   * IdentifyUser attaches a tool's visitor id to a user (created if new),
+   * the way Appcues ids arrive on the user: a tag on the page calls it with a
+   * member key once the tool knows its visitor (AB Tasty: ABTastyVisitorId).
+   * Other properties are kept.
+   */
+  SegmentSyncService_IdentifyUser: {
+    method: "POST";
+    path: "/v1/users/{user_id}:identify";
+    pathParams: { user_id: string; };
+    query: never;
+    body: IdentifyUserBody;
+    response: IdentifyUserResponse;
+  };
   /** IsMember tells whether a user is in a segment. */
   SegmentSyncService_IsMember: {
     method: "GET";
@@ -1744,6 +1789,12 @@ export interface Operations {
        * characters. Searches every segment, not only one page.
        */
       name_contains?: string;
+      /**
+       * Only segments at least one of whose members holds this identity property
+       * (a connection's identity_property, e.g. ABTastyVisitorId): the segments
+       * that destination can target. user_id keeps every non-empty segment.
+       */
+      targetable_by?: string;
     };
     body: never;
     response: ListSegmentsResponse;
@@ -2037,6 +2088,7 @@ export const operations = {
   SegmentSyncService_GetSegment: { method: "GET", path: "/v1/segments/{segment_id}" },
   SegmentSyncService_GetSync: { method: "GET", path: "/v1/syncs/{sync_id}" },
   SegmentSyncService_GetUser: { method: "GET", path: "/v1/users/{user_id}" },
+  SegmentSyncService_IdentifyUser: { method: "POST", path: "/v1/users/{user_id}:identify" },
   SegmentSyncService_IsMember: { method: "GET", path: "/v1/segments/{segment_id}/members/{user_id}" },
   SegmentSyncService_ListInboundSyncTasks: { method: "GET", path: "/v1/sources/{connection_id}/sync-tasks" },
   SegmentSyncService_ListSegments: { method: "GET", path: "/v1/segments" },
@@ -2096,6 +2148,7 @@ export const operationAccess: { readonly [K in keyof Operations]: "ANY" | "MEMBE
   SegmentSyncService_GetSegment: "MEMBER",
   SegmentSyncService_GetSync: "MEMBER",
   SegmentSyncService_GetUser: "MEMBER",
+  SegmentSyncService_IdentifyUser: "MEMBER",
   SegmentSyncService_IsMember: "MEMBER",
   SegmentSyncService_ListInboundSyncTasks: "MEMBER",
   SegmentSyncService_ListSegments: "MEMBER",

@@ -926,6 +926,137 @@ func (x *GetUserResponse) GetSegmentIds() []string {
 	return nil
 }
 
+// IdentifyUserRequest names the user and the ids to attach: source with
+// visitor_id, properties, or both.
+type IdentifyUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's id: 1 to 256 bytes; a new id creates the user.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// A destination type of the catalogue ("abtasty", "appcues", …): visitor_id
+	// is stored under that type's identity property (abtasty: ABTastyVisitorId).
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// The tool's id of this user; required with source.
+	VisitorId string `protobuf:"bytes,3,opt,name=visitor_id,json=visitorId,proto3" json:"visitor_id,omitempty"`
+	// Identity properties set by name, e.g. {"ABTastyVisitorId": "…"}: at most
+	// 200, names 1 to 128 bytes, values 1 to 4096 bytes.
+	Properties    map[string]string `protobuf:"bytes,4,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentifyUserRequest) Reset() {
+	*x = IdentifyUserRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifyUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifyUserRequest) ProtoMessage() {}
+
+func (x *IdentifyUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifyUserRequest.ProtoReflect.Descriptor instead.
+func (*IdentifyUserRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *IdentifyUserRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *IdentifyUserRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *IdentifyUserRequest) GetVisitorId() string {
+	if x != nil {
+		return x.VisitorId
+	}
+	return ""
+}
+
+func (x *IdentifyUserRequest) GetProperties() map[string]string {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
+// IdentifyUserResponse reports the user and the property names set.
+type IdentifyUserResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the call created the user.
+	Created bool `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	// The property names set, sorted.
+	Properties    []string `protobuf:"bytes,2,rep,name=properties,proto3" json:"properties,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentifyUserResponse) Reset() {
+	*x = IdentifyUserResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifyUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifyUserResponse) ProtoMessage() {}
+
+func (x *IdentifyUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifyUserResponse.ProtoReflect.Descriptor instead.
+func (*IdentifyUserResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *IdentifyUserResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *IdentifyUserResponse) GetProperties() []string {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
 // ListUserPropertiesRequest asks for the environment's user property names.
 type ListUserPropertiesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -935,7 +1066,7 @@ type ListUserPropertiesRequest struct {
 
 func (x *ListUserPropertiesRequest) Reset() {
 	*x = ListUserPropertiesRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1078,7 @@ func (x *ListUserPropertiesRequest) String() string {
 func (*ListUserPropertiesRequest) ProtoMessage() {}
 
 func (x *ListUserPropertiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1091,7 @@ func (x *ListUserPropertiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserPropertiesRequest.ProtoReflect.Descriptor instead.
 func (*ListUserPropertiesRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{7}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{9}
 }
 
 // ListUserPropertiesResponse holds at most 1000 properties.
@@ -977,7 +1108,7 @@ type ListUserPropertiesResponse struct {
 
 func (x *ListUserPropertiesResponse) Reset() {
 	*x = ListUserPropertiesResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1120,7 @@ func (x *ListUserPropertiesResponse) String() string {
 func (*ListUserPropertiesResponse) ProtoMessage() {}
 
 func (x *ListUserPropertiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1133,7 @@ func (x *ListUserPropertiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserPropertiesResponse.ProtoReflect.Descriptor instead.
 func (*ListUserPropertiesResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{8}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListUserPropertiesResponse) GetProperties() []*UserProperty {
@@ -1035,7 +1166,7 @@ type UserProperty struct {
 
 func (x *UserProperty) Reset() {
 	*x = UserProperty{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1178,7 @@ func (x *UserProperty) String() string {
 func (*UserProperty) ProtoMessage() {}
 
 func (x *UserProperty) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1191,7 @@ func (x *UserProperty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserProperty.ProtoReflect.Descriptor instead.
 func (*UserProperty) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{9}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UserProperty) GetName() string {
@@ -1095,7 +1226,7 @@ type DeleteUserRequest struct {
 
 func (x *DeleteUserRequest) Reset() {
 	*x = DeleteUserRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1238,7 @@ func (x *DeleteUserRequest) String() string {
 func (*DeleteUserRequest) ProtoMessage() {}
 
 func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1251,7 @@ func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{10}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteUserRequest) GetUserId() string {
@@ -1141,7 +1272,7 @@ type DeleteUserResponse struct {
 
 func (x *DeleteUserResponse) Reset() {
 	*x = DeleteUserResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1284,7 @@ func (x *DeleteUserResponse) String() string {
 func (*DeleteUserResponse) ProtoMessage() {}
 
 func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1297,7 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{11}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteUserResponse) GetSegmentIds() []string {
@@ -1191,7 +1322,7 @@ type CreateSegmentRequest struct {
 
 func (x *CreateSegmentRequest) Reset() {
 	*x = CreateSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1334,7 @@ func (x *CreateSegmentRequest) String() string {
 func (*CreateSegmentRequest) ProtoMessage() {}
 
 func (x *CreateSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1347,7 @@ func (x *CreateSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{12}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateSegmentRequest) GetName() string {
@@ -1251,7 +1382,7 @@ type CreateSegmentResponse struct {
 
 func (x *CreateSegmentResponse) Reset() {
 	*x = CreateSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1394,7 @@ func (x *CreateSegmentResponse) String() string {
 func (*CreateSegmentResponse) ProtoMessage() {}
 
 func (x *CreateSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1407,7 @@ func (x *CreateSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{13}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateSegmentResponse) GetSegment() *Segment {
@@ -1297,7 +1428,7 @@ type GetSegmentRequest struct {
 
 func (x *GetSegmentRequest) Reset() {
 	*x = GetSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1440,7 @@ func (x *GetSegmentRequest) String() string {
 func (*GetSegmentRequest) ProtoMessage() {}
 
 func (x *GetSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1453,7 @@ func (x *GetSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSegmentRequest.ProtoReflect.Descriptor instead.
 func (*GetSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{14}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetSegmentRequest) GetSegmentId() string {
@@ -1343,7 +1474,7 @@ type GetSegmentResponse struct {
 
 func (x *GetSegmentResponse) Reset() {
 	*x = GetSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1486,7 @@ func (x *GetSegmentResponse) String() string {
 func (*GetSegmentResponse) ProtoMessage() {}
 
 func (x *GetSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1499,7 @@ func (x *GetSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSegmentResponse.ProtoReflect.Descriptor instead.
 func (*GetSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{15}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetSegmentResponse) GetSegment() *Segment {
@@ -1391,14 +1522,18 @@ type ListSegmentsRequest struct {
 	NonEmpty bool `protobuf:"varint,4,opt,name=non_empty,json=nonEmpty,proto3" json:"non_empty,omitempty"`
 	// Only segments whose name contains this text, ignoring case; at most 200
 	// characters. Searches every segment, not only one page.
-	NameContains  string `protobuf:"bytes,5,opt,name=name_contains,json=nameContains,proto3" json:"name_contains,omitempty"`
+	NameContains string `protobuf:"bytes,5,opt,name=name_contains,json=nameContains,proto3" json:"name_contains,omitempty"`
+	// Only segments at least one of whose members holds this identity property
+	// (a connection's identity_property, e.g. ABTastyVisitorId): the segments
+	// that destination can target. user_id keeps every non-empty segment.
+	TargetableBy  string `protobuf:"bytes,6,opt,name=targetable_by,json=targetableBy,proto3" json:"targetable_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListSegmentsRequest) Reset() {
 	*x = ListSegmentsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1545,7 @@ func (x *ListSegmentsRequest) String() string {
 func (*ListSegmentsRequest) ProtoMessage() {}
 
 func (x *ListSegmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1558,7 @@ func (x *ListSegmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSegmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListSegmentsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{16}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListSegmentsRequest) GetPageSize() int32 {
@@ -1461,6 +1596,13 @@ func (x *ListSegmentsRequest) GetNameContains() string {
 	return ""
 }
 
+func (x *ListSegmentsRequest) GetTargetableBy() string {
+	if x != nil {
+		return x.TargetableBy
+	}
+	return ""
+}
+
 // Output of ListSegments: one page, ordered by name.
 type ListSegmentsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1474,7 +1616,7 @@ type ListSegmentsResponse struct {
 
 func (x *ListSegmentsResponse) Reset() {
 	*x = ListSegmentsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1628,7 @@ func (x *ListSegmentsResponse) String() string {
 func (*ListSegmentsResponse) ProtoMessage() {}
 
 func (x *ListSegmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1641,7 @@ func (x *ListSegmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSegmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListSegmentsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{17}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListSegmentsResponse) GetSegments() []*Segment {
@@ -1533,7 +1675,7 @@ type UpdateSegmentRequest struct {
 
 func (x *UpdateSegmentRequest) Reset() {
 	*x = UpdateSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1687,7 @@ func (x *UpdateSegmentRequest) String() string {
 func (*UpdateSegmentRequest) ProtoMessage() {}
 
 func (x *UpdateSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1700,7 @@ func (x *UpdateSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSegmentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{18}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateSegmentRequest) GetSegmentId() string {
@@ -1600,7 +1742,7 @@ type UpdateSegmentResponse struct {
 
 func (x *UpdateSegmentResponse) Reset() {
 	*x = UpdateSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1754,7 @@ func (x *UpdateSegmentResponse) String() string {
 func (*UpdateSegmentResponse) ProtoMessage() {}
 
 func (x *UpdateSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1767,7 @@ func (x *UpdateSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSegmentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{19}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpdateSegmentResponse) GetSegment() *Segment {
@@ -1646,7 +1788,7 @@ type DeleteSegmentRequest struct {
 
 func (x *DeleteSegmentRequest) Reset() {
 	*x = DeleteSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1800,7 @@ func (x *DeleteSegmentRequest) String() string {
 func (*DeleteSegmentRequest) ProtoMessage() {}
 
 func (x *DeleteSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1813,7 @@ func (x *DeleteSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSegmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{20}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteSegmentRequest) GetSegmentId() string {
@@ -1690,7 +1832,7 @@ type DeleteSegmentResponse struct {
 
 func (x *DeleteSegmentResponse) Reset() {
 	*x = DeleteSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1844,7 @@ func (x *DeleteSegmentResponse) String() string {
 func (*DeleteSegmentResponse) ProtoMessage() {}
 
 func (x *DeleteSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1857,7 @@ func (x *DeleteSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSegmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{21}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{23}
 }
 
 // Input of AddMembers.
@@ -1731,7 +1873,7 @@ type AddMembersRequest struct {
 
 func (x *AddMembersRequest) Reset() {
 	*x = AddMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1885,7 @@ func (x *AddMembersRequest) String() string {
 func (*AddMembersRequest) ProtoMessage() {}
 
 func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1898,7 @@ func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMembersRequest.ProtoReflect.Descriptor instead.
 func (*AddMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{22}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddMembersRequest) GetSegmentId() string {
@@ -1788,7 +1930,7 @@ type AddMembersResponse struct {
 
 func (x *AddMembersResponse) Reset() {
 	*x = AddMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +1942,7 @@ func (x *AddMembersResponse) String() string {
 func (*AddMembersResponse) ProtoMessage() {}
 
 func (x *AddMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +1955,7 @@ func (x *AddMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMembersResponse.ProtoReflect.Descriptor instead.
 func (*AddMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{23}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AddMembersResponse) GetAdded() uint64 {
@@ -1850,7 +1992,7 @@ type RemoveMembersRequest struct {
 
 func (x *RemoveMembersRequest) Reset() {
 	*x = RemoveMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2004,7 @@ func (x *RemoveMembersRequest) String() string {
 func (*RemoveMembersRequest) ProtoMessage() {}
 
 func (x *RemoveMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2017,7 @@ func (x *RemoveMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMembersRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{24}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveMembersRequest) GetSegmentId() string {
@@ -1907,7 +2049,7 @@ type RemoveMembersResponse struct {
 
 func (x *RemoveMembersResponse) Reset() {
 	*x = RemoveMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2061,7 @@ func (x *RemoveMembersResponse) String() string {
 func (*RemoveMembersResponse) ProtoMessage() {}
 
 func (x *RemoveMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2074,7 @@ func (x *RemoveMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMembersResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{25}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RemoveMembersResponse) GetRemoved() uint64 {
@@ -1970,7 +2112,7 @@ type ReplaceMembersRequest struct {
 
 func (x *ReplaceMembersRequest) Reset() {
 	*x = ReplaceMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2124,7 @@ func (x *ReplaceMembersRequest) String() string {
 func (*ReplaceMembersRequest) ProtoMessage() {}
 
 func (x *ReplaceMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2137,7 @@ func (x *ReplaceMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceMembersRequest.ProtoReflect.Descriptor instead.
 func (*ReplaceMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{26}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReplaceMembersRequest) GetSegmentId() string {
@@ -2029,7 +2171,7 @@ type ReplaceMembersResponse struct {
 
 func (x *ReplaceMembersResponse) Reset() {
 	*x = ReplaceMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2183,7 @@ func (x *ReplaceMembersResponse) String() string {
 func (*ReplaceMembersResponse) ProtoMessage() {}
 
 func (x *ReplaceMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2196,7 @@ func (x *ReplaceMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceMembersResponse.ProtoReflect.Descriptor instead.
 func (*ReplaceMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{27}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReplaceMembersResponse) GetAdded() uint64 {
@@ -2100,7 +2242,7 @@ type GetMembersRequest struct {
 
 func (x *GetMembersRequest) Reset() {
 	*x = GetMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2254,7 @@ func (x *GetMembersRequest) String() string {
 func (*GetMembersRequest) ProtoMessage() {}
 
 func (x *GetMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2267,7 @@ func (x *GetMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembersRequest.ProtoReflect.Descriptor instead.
 func (*GetMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{28}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetMembersRequest) GetSegmentId() string {
@@ -2162,7 +2304,7 @@ type GetMembersResponse struct {
 
 func (x *GetMembersResponse) Reset() {
 	*x = GetMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2316,7 @@ func (x *GetMembersResponse) String() string {
 func (*GetMembersResponse) ProtoMessage() {}
 
 func (x *GetMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2329,7 @@ func (x *GetMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembersResponse.ProtoReflect.Descriptor instead.
 func (*GetMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{29}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetMembersResponse) GetUserIds() []string {
@@ -2217,7 +2359,7 @@ type IsMemberRequest struct {
 
 func (x *IsMemberRequest) Reset() {
 	*x = IsMemberRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2371,7 @@ func (x *IsMemberRequest) String() string {
 func (*IsMemberRequest) ProtoMessage() {}
 
 func (x *IsMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2384,7 @@ func (x *IsMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMemberRequest.ProtoReflect.Descriptor instead.
 func (*IsMemberRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{30}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *IsMemberRequest) GetSegmentId() string {
@@ -2272,7 +2414,7 @@ type IsMemberResponse struct {
 
 func (x *IsMemberResponse) Reset() {
 	*x = IsMemberResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2426,7 @@ func (x *IsMemberResponse) String() string {
 func (*IsMemberResponse) ProtoMessage() {}
 
 func (x *IsMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2439,7 @@ func (x *IsMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMemberResponse.ProtoReflect.Descriptor instead.
 func (*IsMemberResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{31}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *IsMemberResponse) GetIsMember() bool {
@@ -2334,7 +2476,7 @@ type WatchMembershipRequest struct {
 
 func (x *WatchMembershipRequest) Reset() {
 	*x = WatchMembershipRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2488,7 @@ func (x *WatchMembershipRequest) String() string {
 func (*WatchMembershipRequest) ProtoMessage() {}
 
 func (x *WatchMembershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2501,7 @@ func (x *WatchMembershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMembershipRequest.ProtoReflect.Descriptor instead.
 func (*WatchMembershipRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{32}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchMembershipRequest) GetSegmentIds() []string {
@@ -2416,7 +2558,7 @@ type WatchMembershipResponse struct {
 
 func (x *WatchMembershipResponse) Reset() {
 	*x = WatchMembershipResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2428,7 +2570,7 @@ func (x *WatchMembershipResponse) String() string {
 func (*WatchMembershipResponse) ProtoMessage() {}
 
 func (x *WatchMembershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2441,7 +2583,7 @@ func (x *WatchMembershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMembershipResponse.ProtoReflect.Descriptor instead.
 func (*WatchMembershipResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{33}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchMembershipResponse) GetEnvironmentId() string {
@@ -2590,7 +2732,7 @@ type SnapshotStart struct {
 
 func (x *SnapshotStart) Reset() {
 	*x = SnapshotStart{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2602,7 +2744,7 @@ func (x *SnapshotStart) String() string {
 func (*SnapshotStart) ProtoMessage() {}
 
 func (x *SnapshotStart) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2615,7 +2757,7 @@ func (x *SnapshotStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotStart.ProtoReflect.Descriptor instead.
 func (*SnapshotStart) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{34}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{36}
 }
 
 // Users created or changed, in their current state.
@@ -2629,7 +2771,7 @@ type UserBatch struct {
 
 func (x *UserBatch) Reset() {
 	*x = UserBatch{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2641,7 +2783,7 @@ func (x *UserBatch) String() string {
 func (*UserBatch) ProtoMessage() {}
 
 func (x *UserBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2654,7 +2796,7 @@ func (x *UserBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserBatch.ProtoReflect.Descriptor instead.
 func (*UserBatch) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{35}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UserBatch) GetUsers() []*User {
@@ -2677,7 +2819,7 @@ type UsersDeleted struct {
 
 func (x *UsersDeleted) Reset() {
 	*x = UsersDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2831,7 @@ func (x *UsersDeleted) String() string {
 func (*UsersDeleted) ProtoMessage() {}
 
 func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2844,7 @@ func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsersDeleted.ProtoReflect.Descriptor instead.
 func (*UsersDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{36}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UsersDeleted) GetDenseIds() []uint32 {
@@ -2732,7 +2874,7 @@ type SegmentState struct {
 
 func (x *SegmentState) Reset() {
 	*x = SegmentState{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +2886,7 @@ func (x *SegmentState) String() string {
 func (*SegmentState) ProtoMessage() {}
 
 func (x *SegmentState) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +2899,7 @@ func (x *SegmentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentState.ProtoReflect.Descriptor instead.
 func (*SegmentState) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{37}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SegmentState) GetSegment() *Segment {
@@ -2791,7 +2933,7 @@ type MembershipChange struct {
 
 func (x *MembershipChange) Reset() {
 	*x = MembershipChange{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2945,7 @@ func (x *MembershipChange) String() string {
 func (*MembershipChange) ProtoMessage() {}
 
 func (x *MembershipChange) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2958,7 @@ func (x *MembershipChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipChange.ProtoReflect.Descriptor instead.
 func (*MembershipChange) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{38}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *MembershipChange) GetSegmentId() string {
@@ -2858,7 +3000,7 @@ type SegmentDeleted struct {
 
 func (x *SegmentDeleted) Reset() {
 	*x = SegmentDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2870,7 +3012,7 @@ func (x *SegmentDeleted) String() string {
 func (*SegmentDeleted) ProtoMessage() {}
 
 func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2883,7 +3025,7 @@ func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentDeleted.ProtoReflect.Descriptor instead.
 func (*SegmentDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{39}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SegmentDeleted) GetSegmentId() string {
@@ -2902,7 +3044,7 @@ type CaughtUp struct {
 
 func (x *CaughtUp) Reset() {
 	*x = CaughtUp{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2914,7 +3056,7 @@ func (x *CaughtUp) String() string {
 func (*CaughtUp) ProtoMessage() {}
 
 func (x *CaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2927,7 +3069,7 @@ func (x *CaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
 func (*CaughtUp) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{42}
 }
 
 // A sync: one segment delivered to one connection, with its schedule and last outcome.
@@ -2976,7 +3118,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3130,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3143,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{41}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Sync) GetSyncId() string {
@@ -3148,7 +3290,9 @@ type SyncRun struct {
 	Unmatched uint64 `protobuf:"varint,10,opt,name=unmatched,proto3" json:"unmatched,omitempty"`
 	// Identities whose add or remove failed permanently in this run.
 	Failed uint64 `protobuf:"varint,11,opt,name=failed,proto3" json:"failed,omitempty"`
-	// Why the run failed or stopped; empty when it did not.
+	// Why the run failed or stopped; on a run that otherwise succeeded, why no
+	// member could be sent (every member lacks the identity property: the
+	// segment is not targetable by this destination yet).
 	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
 	// Some of the failed identities with their reasons.
 	FailedIdentities []*FailedIdentity `protobuf:"bytes,13,rep,name=failed_identities,json=failedIdentities,proto3" json:"failed_identities,omitempty"`
@@ -3164,7 +3308,7 @@ type SyncRun struct {
 
 func (x *SyncRun) Reset() {
 	*x = SyncRun{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3176,7 +3320,7 @@ func (x *SyncRun) String() string {
 func (*SyncRun) ProtoMessage() {}
 
 func (x *SyncRun) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3189,7 +3333,7 @@ func (x *SyncRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRun.ProtoReflect.Descriptor instead.
 func (*SyncRun) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{42}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SyncRun) GetRunId() string {
@@ -3321,7 +3465,7 @@ type FailedIdentity struct {
 
 func (x *FailedIdentity) Reset() {
 	*x = FailedIdentity{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3333,7 +3477,7 @@ func (x *FailedIdentity) String() string {
 func (*FailedIdentity) ProtoMessage() {}
 
 func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3346,7 +3490,7 @@ func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedIdentity.ProtoReflect.Descriptor instead.
 func (*FailedIdentity) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{43}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FailedIdentity) GetUserId() string {
@@ -3402,7 +3546,7 @@ type EnableSyncRequest struct {
 
 func (x *EnableSyncRequest) Reset() {
 	*x = EnableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3414,7 +3558,7 @@ func (x *EnableSyncRequest) String() string {
 func (*EnableSyncRequest) ProtoMessage() {}
 
 func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3427,7 +3571,7 @@ func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncRequest.ProtoReflect.Descriptor instead.
 func (*EnableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *EnableSyncRequest) GetSegmentId() string {
@@ -3492,7 +3636,7 @@ type EnableSyncResponse struct {
 
 func (x *EnableSyncResponse) Reset() {
 	*x = EnableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3648,7 @@ func (x *EnableSyncResponse) String() string {
 func (*EnableSyncResponse) ProtoMessage() {}
 
 func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3661,7 @@ func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncResponse.ProtoReflect.Descriptor instead.
 func (*EnableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *EnableSyncResponse) GetSync() *Sync {
@@ -3545,7 +3689,7 @@ type GetSyncRequest struct {
 
 func (x *GetSyncRequest) Reset() {
 	*x = GetSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3557,7 +3701,7 @@ func (x *GetSyncRequest) String() string {
 func (*GetSyncRequest) ProtoMessage() {}
 
 func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3570,7 +3714,7 @@ func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncRequest.ProtoReflect.Descriptor instead.
 func (*GetSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetSyncRequest) GetSyncId() string {
@@ -3591,7 +3735,7 @@ type GetSyncResponse struct {
 
 func (x *GetSyncResponse) Reset() {
 	*x = GetSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3603,7 +3747,7 @@ func (x *GetSyncResponse) String() string {
 func (*GetSyncResponse) ProtoMessage() {}
 
 func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3616,7 +3760,7 @@ func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncResponse.ProtoReflect.Descriptor instead.
 func (*GetSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetSyncResponse) GetSync() *Sync {
@@ -3643,7 +3787,7 @@ type ListSyncsRequest struct {
 
 func (x *ListSyncsRequest) Reset() {
 	*x = ListSyncsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3655,7 +3799,7 @@ func (x *ListSyncsRequest) String() string {
 func (*ListSyncsRequest) ProtoMessage() {}
 
 func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3668,7 +3812,7 @@ func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListSyncsRequest) GetSegmentId() string {
@@ -3712,7 +3856,7 @@ type ListSyncsResponse struct {
 
 func (x *ListSyncsResponse) Reset() {
 	*x = ListSyncsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3724,7 +3868,7 @@ func (x *ListSyncsResponse) String() string {
 func (*ListSyncsResponse) ProtoMessage() {}
 
 func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3737,7 +3881,7 @@ func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListSyncsResponse) GetSyncs() []*Sync {
@@ -3773,7 +3917,7 @@ type UpdateSyncRequest struct {
 
 func (x *UpdateSyncRequest) Reset() {
 	*x = UpdateSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3785,7 +3929,7 @@ func (x *UpdateSyncRequest) String() string {
 func (*UpdateSyncRequest) ProtoMessage() {}
 
 func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3798,7 +3942,7 @@ func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *UpdateSyncRequest) GetSyncId() string {
@@ -3847,7 +3991,7 @@ type UpdateSyncResponse struct {
 
 func (x *UpdateSyncResponse) Reset() {
 	*x = UpdateSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3859,7 +4003,7 @@ func (x *UpdateSyncResponse) String() string {
 func (*UpdateSyncResponse) ProtoMessage() {}
 
 func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3872,7 +4016,7 @@ func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *UpdateSyncResponse) GetSync() *Sync {
@@ -3897,7 +4041,7 @@ type DisableSyncRequest struct {
 
 func (x *DisableSyncRequest) Reset() {
 	*x = DisableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3909,7 +4053,7 @@ func (x *DisableSyncRequest) String() string {
 func (*DisableSyncRequest) ProtoMessage() {}
 
 func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3922,7 +4066,7 @@ func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncRequest.ProtoReflect.Descriptor instead.
 func (*DisableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DisableSyncRequest) GetSyncId() string {
@@ -3952,7 +4096,7 @@ type DisableSyncResponse struct {
 
 func (x *DisableSyncResponse) Reset() {
 	*x = DisableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3964,7 +4108,7 @@ func (x *DisableSyncResponse) String() string {
 func (*DisableSyncResponse) ProtoMessage() {}
 
 func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3977,7 +4121,7 @@ func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncResponse.ProtoReflect.Descriptor instead.
 func (*DisableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DisableSyncResponse) GetSync() *Sync {
@@ -4005,7 +4149,7 @@ type SyncNowRequest struct {
 
 func (x *SyncNowRequest) Reset() {
 	*x = SyncNowRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4017,7 +4161,7 @@ func (x *SyncNowRequest) String() string {
 func (*SyncNowRequest) ProtoMessage() {}
 
 func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4030,7 +4174,7 @@ func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowRequest.ProtoReflect.Descriptor instead.
 func (*SyncNowRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SyncNowRequest) GetSyncId() string {
@@ -4051,7 +4195,7 @@ type SyncNowResponse struct {
 
 func (x *SyncNowResponse) Reset() {
 	*x = SyncNowResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4063,7 +4207,7 @@ func (x *SyncNowResponse) String() string {
 func (*SyncNowResponse) ProtoMessage() {}
 
 func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4076,7 +4220,7 @@ func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowResponse.ProtoReflect.Descriptor instead.
 func (*SyncNowResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SyncNowResponse) GetRun() *SyncRun {
@@ -4101,7 +4245,7 @@ type ListSyncRunsRequest struct {
 
 func (x *ListSyncRunsRequest) Reset() {
 	*x = ListSyncRunsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4113,7 +4257,7 @@ func (x *ListSyncRunsRequest) String() string {
 func (*ListSyncRunsRequest) ProtoMessage() {}
 
 func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4126,7 +4270,7 @@ func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListSyncRunsRequest) GetSyncId() string {
@@ -4163,7 +4307,7 @@ type ListSyncRunsResponse struct {
 
 func (x *ListSyncRunsResponse) Reset() {
 	*x = ListSyncRunsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4175,7 +4319,7 @@ func (x *ListSyncRunsResponse) String() string {
 func (*ListSyncRunsResponse) ProtoMessage() {}
 
 func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4188,7 +4332,7 @@ func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListSyncRunsResponse) GetRuns() []*SyncRun {
@@ -4218,7 +4362,7 @@ type DryRunRequest struct {
 
 func (x *DryRunRequest) Reset() {
 	*x = DryRunRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4230,7 +4374,7 @@ func (x *DryRunRequest) String() string {
 func (*DryRunRequest) ProtoMessage() {}
 
 func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4243,7 +4387,7 @@ func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunRequest.ProtoReflect.Descriptor instead.
 func (*DryRunRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DryRunRequest) GetSyncId() string {
@@ -4283,7 +4427,7 @@ type DryRunResponse struct {
 
 func (x *DryRunResponse) Reset() {
 	*x = DryRunResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4295,7 +4439,7 @@ func (x *DryRunResponse) String() string {
 func (*DryRunResponse) ProtoMessage() {}
 
 func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4308,7 +4452,7 @@ func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunResponse.ProtoReflect.Descriptor instead.
 func (*DryRunResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DryRunResponse) GetToAdd() uint64 {
@@ -4375,7 +4519,7 @@ type ReceiveSegmentWebhookRequest struct {
 
 func (x *ReceiveSegmentWebhookRequest) Reset() {
 	*x = ReceiveSegmentWebhookRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4387,7 +4531,7 @@ func (x *ReceiveSegmentWebhookRequest) String() string {
 func (*ReceiveSegmentWebhookRequest) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4400,7 +4544,7 @@ func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ReceiveSegmentWebhookRequest) GetConnectionId() string {
@@ -4443,7 +4587,7 @@ type ReceiveSegmentWebhookResponse struct {
 
 func (x *ReceiveSegmentWebhookResponse) Reset() {
 	*x = ReceiveSegmentWebhookResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4455,7 +4599,7 @@ func (x *ReceiveSegmentWebhookResponse) String() string {
 func (*ReceiveSegmentWebhookResponse) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4468,7 +4612,7 @@ func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ReceiveSegmentWebhookResponse) GetSegmentId() string {
@@ -4537,7 +4681,7 @@ type InboundSyncTask struct {
 
 func (x *InboundSyncTask) Reset() {
 	*x = InboundSyncTask{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4549,7 +4693,7 @@ func (x *InboundSyncTask) String() string {
 func (*InboundSyncTask) ProtoMessage() {}
 
 func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4562,7 +4706,7 @@ func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundSyncTask.ProtoReflect.Descriptor instead.
 func (*InboundSyncTask) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{62}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *InboundSyncTask) GetConnectionId() string {
@@ -4657,7 +4801,7 @@ type ListInboundSyncTasksRequest struct {
 
 func (x *ListInboundSyncTasksRequest) Reset() {
 	*x = ListInboundSyncTasksRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4669,7 +4813,7 @@ func (x *ListInboundSyncTasksRequest) String() string {
 func (*ListInboundSyncTasksRequest) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4682,7 +4826,7 @@ func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{63}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListInboundSyncTasksRequest) GetConnectionId() string {
@@ -4721,7 +4865,7 @@ type ListInboundSyncTasksResponse struct {
 
 func (x *ListInboundSyncTasksResponse) Reset() {
 	*x = ListInboundSyncTasksResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4733,7 +4877,7 @@ func (x *ListInboundSyncTasksResponse) String() string {
 func (*ListInboundSyncTasksResponse) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4746,7 +4890,7 @@ func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{64}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListInboundSyncTasksResponse) GetTasks() []*InboundSyncTask {
@@ -4823,7 +4967,23 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x0fGetUserResponse\x12/\n" +
 	"\x04user\x18\x01 \x01(\v2\x1b.seghub.segmentsync.v1.UserR\x04user\x12\x1f\n" +
 	"\vsegment_ids\x18\x02 \x03(\tR\n" +
-	"segmentIds\"\x1b\n" +
+	"segmentIds\"\x85\x02\n" +
+	"\x13IdentifyUserRequest\x12\x1c\n" +
+	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1d\n" +
+	"\n" +
+	"visitor_id\x18\x03 \x01(\tR\tvisitorId\x12Z\n" +
+	"\n" +
+	"properties\x18\x04 \x03(\v2:.seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntryR\n" +
+	"properties\x1a=\n" +
+	"\x0fPropertiesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
+	"\x14IdentifyUserResponse\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\x12\x1e\n" +
+	"\n" +
+	"properties\x18\x02 \x03(\tR\n" +
+	"properties\"\x1b\n" +
 	"\x19ListUserPropertiesRequest\"\x7f\n" +
 	"\x1aListUserPropertiesResponse\x12C\n" +
 	"\n" +
@@ -4852,7 +5012,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\"N\n" +
 	"\x12GetSegmentResponse\x128\n" +
-	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xd6\x01\n" +
+	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"\xfb\x01\n" +
 	"\x13ListSegmentsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -4861,7 +5021,8 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"visibility\x18\x03 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
 	"visibility\x12\x1b\n" +
 	"\tnon_empty\x18\x04 \x01(\bR\bnonEmpty\x12#\n" +
-	"\rname_contains\x18\x05 \x01(\tR\fnameContains\"z\n" +
+	"\rname_contains\x18\x05 \x01(\tR\fnameContains\x12#\n" +
+	"\rtargetable_by\x18\x06 \x01(\tR\ftargetableBy\"z\n" +
 	"\x14ListSegmentsResponse\x12:\n" +
 	"\bsegments\x18\x01 \x03(\v2\x1e.seghub.segmentsync.v1.SegmentR\bsegments\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd6\x01\n" +
@@ -5151,10 +5312,11 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x17SYNC_RUN_TRIGGER_MANUAL\x10\x02\x12\x1d\n" +
 	"\x19SYNC_RUN_TRIGGER_SCHEDULE\x10\x03\x12&\n" +
 	"\"SYNC_RUN_TRIGGER_RETENTION_REFRESH\x10\x04\x12\x1c\n" +
-	"\x18SYNC_RUN_TRIGGER_DISABLE\x10\x052\xb9\x1b\n" +
+	"\x18SYNC_RUN_TRIGGER_DISABLE\x10\x052\xd0\x1c\n" +
 	"\x12SegmentSyncService\x12\x85\x01\n" +
 	"\vUpsertUsers\x12).seghub.segmentsync.v1.UpsertUsersRequest\x1a*.seghub.segmentsync.v1.UpsertUsersResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/users:upsert\x12y\n" +
-	"\aGetUser\x12%.seghub.segmentsync.v1.GetUserRequest\x1a&.seghub.segmentsync.v1.GetUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12\x9a\x01\n" +
+	"\aGetUser\x12%.seghub.segmentsync.v1.GetUserRequest\x1a&.seghub.segmentsync.v1.GetUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12\x94\x01\n" +
+	"\fIdentifyUser\x12*.seghub.segmentsync.v1.IdentifyUserRequest\x1a+.seghub.segmentsync.v1.IdentifyUserResponse\"+\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/users/{user_id}:identify\x12\x9a\x01\n" +
 	"\x12ListUserProperties\x120.seghub.segmentsync.v1.ListUserPropertiesRequest\x1a1.seghub.segmentsync.v1.ListUserPropertiesResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/user-properties\x12\x82\x01\n" +
 	"\n" +
 	"DeleteUser\x12(.seghub.segmentsync.v1.DeleteUserRequest\x1a).seghub.segmentsync.v1.DeleteUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}\x12\x87\x01\n" +
@@ -5199,7 +5361,7 @@ func file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP() []byte {
 }
 
 var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(Visibility)(0),                       // 0: seghub.segmentsync.v1.Visibility
 	(PropertyType)(0),                     // 1: seghub.segmentsync.v1.PropertyType
@@ -5214,187 +5376,193 @@ var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(*UpsertUsersResponse)(nil),           // 10: seghub.segmentsync.v1.UpsertUsersResponse
 	(*GetUserRequest)(nil),                // 11: seghub.segmentsync.v1.GetUserRequest
 	(*GetUserResponse)(nil),               // 12: seghub.segmentsync.v1.GetUserResponse
-	(*ListUserPropertiesRequest)(nil),     // 13: seghub.segmentsync.v1.ListUserPropertiesRequest
-	(*ListUserPropertiesResponse)(nil),    // 14: seghub.segmentsync.v1.ListUserPropertiesResponse
-	(*UserProperty)(nil),                  // 15: seghub.segmentsync.v1.UserProperty
-	(*DeleteUserRequest)(nil),             // 16: seghub.segmentsync.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),            // 17: seghub.segmentsync.v1.DeleteUserResponse
-	(*CreateSegmentRequest)(nil),          // 18: seghub.segmentsync.v1.CreateSegmentRequest
-	(*CreateSegmentResponse)(nil),         // 19: seghub.segmentsync.v1.CreateSegmentResponse
-	(*GetSegmentRequest)(nil),             // 20: seghub.segmentsync.v1.GetSegmentRequest
-	(*GetSegmentResponse)(nil),            // 21: seghub.segmentsync.v1.GetSegmentResponse
-	(*ListSegmentsRequest)(nil),           // 22: seghub.segmentsync.v1.ListSegmentsRequest
-	(*ListSegmentsResponse)(nil),          // 23: seghub.segmentsync.v1.ListSegmentsResponse
-	(*UpdateSegmentRequest)(nil),          // 24: seghub.segmentsync.v1.UpdateSegmentRequest
-	(*UpdateSegmentResponse)(nil),         // 25: seghub.segmentsync.v1.UpdateSegmentResponse
-	(*DeleteSegmentRequest)(nil),          // 26: seghub.segmentsync.v1.DeleteSegmentRequest
-	(*DeleteSegmentResponse)(nil),         // 27: seghub.segmentsync.v1.DeleteSegmentResponse
-	(*AddMembersRequest)(nil),             // 28: seghub.segmentsync.v1.AddMembersRequest
-	(*AddMembersResponse)(nil),            // 29: seghub.segmentsync.v1.AddMembersResponse
-	(*RemoveMembersRequest)(nil),          // 30: seghub.segmentsync.v1.RemoveMembersRequest
-	(*RemoveMembersResponse)(nil),         // 31: seghub.segmentsync.v1.RemoveMembersResponse
-	(*ReplaceMembersRequest)(nil),         // 32: seghub.segmentsync.v1.ReplaceMembersRequest
-	(*ReplaceMembersResponse)(nil),        // 33: seghub.segmentsync.v1.ReplaceMembersResponse
-	(*GetMembersRequest)(nil),             // 34: seghub.segmentsync.v1.GetMembersRequest
-	(*GetMembersResponse)(nil),            // 35: seghub.segmentsync.v1.GetMembersResponse
-	(*IsMemberRequest)(nil),               // 36: seghub.segmentsync.v1.IsMemberRequest
-	(*IsMemberResponse)(nil),              // 37: seghub.segmentsync.v1.IsMemberResponse
-	(*WatchMembershipRequest)(nil),        // 38: seghub.segmentsync.v1.WatchMembershipRequest
-	(*WatchMembershipResponse)(nil),       // 39: seghub.segmentsync.v1.WatchMembershipResponse
-	(*SnapshotStart)(nil),                 // 40: seghub.segmentsync.v1.SnapshotStart
-	(*UserBatch)(nil),                     // 41: seghub.segmentsync.v1.UserBatch
-	(*UsersDeleted)(nil),                  // 42: seghub.segmentsync.v1.UsersDeleted
-	(*SegmentState)(nil),                  // 43: seghub.segmentsync.v1.SegmentState
-	(*MembershipChange)(nil),              // 44: seghub.segmentsync.v1.MembershipChange
-	(*SegmentDeleted)(nil),                // 45: seghub.segmentsync.v1.SegmentDeleted
-	(*CaughtUp)(nil),                      // 46: seghub.segmentsync.v1.CaughtUp
-	(*Sync)(nil),                          // 47: seghub.segmentsync.v1.Sync
-	(*SyncRun)(nil),                       // 48: seghub.segmentsync.v1.SyncRun
-	(*FailedIdentity)(nil),                // 49: seghub.segmentsync.v1.FailedIdentity
-	(*EnableSyncRequest)(nil),             // 50: seghub.segmentsync.v1.EnableSyncRequest
-	(*EnableSyncResponse)(nil),            // 51: seghub.segmentsync.v1.EnableSyncResponse
-	(*GetSyncRequest)(nil),                // 52: seghub.segmentsync.v1.GetSyncRequest
-	(*GetSyncResponse)(nil),               // 53: seghub.segmentsync.v1.GetSyncResponse
-	(*ListSyncsRequest)(nil),              // 54: seghub.segmentsync.v1.ListSyncsRequest
-	(*ListSyncsResponse)(nil),             // 55: seghub.segmentsync.v1.ListSyncsResponse
-	(*UpdateSyncRequest)(nil),             // 56: seghub.segmentsync.v1.UpdateSyncRequest
-	(*UpdateSyncResponse)(nil),            // 57: seghub.segmentsync.v1.UpdateSyncResponse
-	(*DisableSyncRequest)(nil),            // 58: seghub.segmentsync.v1.DisableSyncRequest
-	(*DisableSyncResponse)(nil),           // 59: seghub.segmentsync.v1.DisableSyncResponse
-	(*SyncNowRequest)(nil),                // 60: seghub.segmentsync.v1.SyncNowRequest
-	(*SyncNowResponse)(nil),               // 61: seghub.segmentsync.v1.SyncNowResponse
-	(*ListSyncRunsRequest)(nil),           // 62: seghub.segmentsync.v1.ListSyncRunsRequest
-	(*ListSyncRunsResponse)(nil),          // 63: seghub.segmentsync.v1.ListSyncRunsResponse
-	(*DryRunRequest)(nil),                 // 64: seghub.segmentsync.v1.DryRunRequest
-	(*DryRunResponse)(nil),                // 65: seghub.segmentsync.v1.DryRunResponse
-	(*ReceiveSegmentWebhookRequest)(nil),  // 66: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	(*ReceiveSegmentWebhookResponse)(nil), // 67: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	(*InboundSyncTask)(nil),               // 68: seghub.segmentsync.v1.InboundSyncTask
-	(*ListInboundSyncTasksRequest)(nil),   // 69: seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	(*ListInboundSyncTasksResponse)(nil),  // 70: seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	nil,                                   // 71: seghub.segmentsync.v1.User.PropertiesEntry
-	nil,                                   // 72: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	(*timestamppb.Timestamp)(nil),         // 73: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 74: google.protobuf.Duration
+	(*IdentifyUserRequest)(nil),           // 13: seghub.segmentsync.v1.IdentifyUserRequest
+	(*IdentifyUserResponse)(nil),          // 14: seghub.segmentsync.v1.IdentifyUserResponse
+	(*ListUserPropertiesRequest)(nil),     // 15: seghub.segmentsync.v1.ListUserPropertiesRequest
+	(*ListUserPropertiesResponse)(nil),    // 16: seghub.segmentsync.v1.ListUserPropertiesResponse
+	(*UserProperty)(nil),                  // 17: seghub.segmentsync.v1.UserProperty
+	(*DeleteUserRequest)(nil),             // 18: seghub.segmentsync.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),            // 19: seghub.segmentsync.v1.DeleteUserResponse
+	(*CreateSegmentRequest)(nil),          // 20: seghub.segmentsync.v1.CreateSegmentRequest
+	(*CreateSegmentResponse)(nil),         // 21: seghub.segmentsync.v1.CreateSegmentResponse
+	(*GetSegmentRequest)(nil),             // 22: seghub.segmentsync.v1.GetSegmentRequest
+	(*GetSegmentResponse)(nil),            // 23: seghub.segmentsync.v1.GetSegmentResponse
+	(*ListSegmentsRequest)(nil),           // 24: seghub.segmentsync.v1.ListSegmentsRequest
+	(*ListSegmentsResponse)(nil),          // 25: seghub.segmentsync.v1.ListSegmentsResponse
+	(*UpdateSegmentRequest)(nil),          // 26: seghub.segmentsync.v1.UpdateSegmentRequest
+	(*UpdateSegmentResponse)(nil),         // 27: seghub.segmentsync.v1.UpdateSegmentResponse
+	(*DeleteSegmentRequest)(nil),          // 28: seghub.segmentsync.v1.DeleteSegmentRequest
+	(*DeleteSegmentResponse)(nil),         // 29: seghub.segmentsync.v1.DeleteSegmentResponse
+	(*AddMembersRequest)(nil),             // 30: seghub.segmentsync.v1.AddMembersRequest
+	(*AddMembersResponse)(nil),            // 31: seghub.segmentsync.v1.AddMembersResponse
+	(*RemoveMembersRequest)(nil),          // 32: seghub.segmentsync.v1.RemoveMembersRequest
+	(*RemoveMembersResponse)(nil),         // 33: seghub.segmentsync.v1.RemoveMembersResponse
+	(*ReplaceMembersRequest)(nil),         // 34: seghub.segmentsync.v1.ReplaceMembersRequest
+	(*ReplaceMembersResponse)(nil),        // 35: seghub.segmentsync.v1.ReplaceMembersResponse
+	(*GetMembersRequest)(nil),             // 36: seghub.segmentsync.v1.GetMembersRequest
+	(*GetMembersResponse)(nil),            // 37: seghub.segmentsync.v1.GetMembersResponse
+	(*IsMemberRequest)(nil),               // 38: seghub.segmentsync.v1.IsMemberRequest
+	(*IsMemberResponse)(nil),              // 39: seghub.segmentsync.v1.IsMemberResponse
+	(*WatchMembershipRequest)(nil),        // 40: seghub.segmentsync.v1.WatchMembershipRequest
+	(*WatchMembershipResponse)(nil),       // 41: seghub.segmentsync.v1.WatchMembershipResponse
+	(*SnapshotStart)(nil),                 // 42: seghub.segmentsync.v1.SnapshotStart
+	(*UserBatch)(nil),                     // 43: seghub.segmentsync.v1.UserBatch
+	(*UsersDeleted)(nil),                  // 44: seghub.segmentsync.v1.UsersDeleted
+	(*SegmentState)(nil),                  // 45: seghub.segmentsync.v1.SegmentState
+	(*MembershipChange)(nil),              // 46: seghub.segmentsync.v1.MembershipChange
+	(*SegmentDeleted)(nil),                // 47: seghub.segmentsync.v1.SegmentDeleted
+	(*CaughtUp)(nil),                      // 48: seghub.segmentsync.v1.CaughtUp
+	(*Sync)(nil),                          // 49: seghub.segmentsync.v1.Sync
+	(*SyncRun)(nil),                       // 50: seghub.segmentsync.v1.SyncRun
+	(*FailedIdentity)(nil),                // 51: seghub.segmentsync.v1.FailedIdentity
+	(*EnableSyncRequest)(nil),             // 52: seghub.segmentsync.v1.EnableSyncRequest
+	(*EnableSyncResponse)(nil),            // 53: seghub.segmentsync.v1.EnableSyncResponse
+	(*GetSyncRequest)(nil),                // 54: seghub.segmentsync.v1.GetSyncRequest
+	(*GetSyncResponse)(nil),               // 55: seghub.segmentsync.v1.GetSyncResponse
+	(*ListSyncsRequest)(nil),              // 56: seghub.segmentsync.v1.ListSyncsRequest
+	(*ListSyncsResponse)(nil),             // 57: seghub.segmentsync.v1.ListSyncsResponse
+	(*UpdateSyncRequest)(nil),             // 58: seghub.segmentsync.v1.UpdateSyncRequest
+	(*UpdateSyncResponse)(nil),            // 59: seghub.segmentsync.v1.UpdateSyncResponse
+	(*DisableSyncRequest)(nil),            // 60: seghub.segmentsync.v1.DisableSyncRequest
+	(*DisableSyncResponse)(nil),           // 61: seghub.segmentsync.v1.DisableSyncResponse
+	(*SyncNowRequest)(nil),                // 62: seghub.segmentsync.v1.SyncNowRequest
+	(*SyncNowResponse)(nil),               // 63: seghub.segmentsync.v1.SyncNowResponse
+	(*ListSyncRunsRequest)(nil),           // 64: seghub.segmentsync.v1.ListSyncRunsRequest
+	(*ListSyncRunsResponse)(nil),          // 65: seghub.segmentsync.v1.ListSyncRunsResponse
+	(*DryRunRequest)(nil),                 // 66: seghub.segmentsync.v1.DryRunRequest
+	(*DryRunResponse)(nil),                // 67: seghub.segmentsync.v1.DryRunResponse
+	(*ReceiveSegmentWebhookRequest)(nil),  // 68: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	(*ReceiveSegmentWebhookResponse)(nil), // 69: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	(*InboundSyncTask)(nil),               // 70: seghub.segmentsync.v1.InboundSyncTask
+	(*ListInboundSyncTasksRequest)(nil),   // 71: seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	(*ListInboundSyncTasksResponse)(nil),  // 72: seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	nil,                                   // 73: seghub.segmentsync.v1.User.PropertiesEntry
+	nil,                                   // 74: seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	nil,                                   // 75: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	(*timestamppb.Timestamp)(nil),         // 76: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 77: google.protobuf.Duration
 }
 var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
-	73, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
-	71, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
-	73, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	73, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	76, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
+	73, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
+	76, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	76, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: seghub.segmentsync.v1.Segment.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	73, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
-	73, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
+	76, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
+	76, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
 	7,  // 7: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
 	7,  // 8: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
-	15, // 9: seghub.segmentsync.v1.ListUserPropertiesResponse.properties:type_name -> seghub.segmentsync.v1.UserProperty
-	1,  // 10: seghub.segmentsync.v1.UserProperty.type:type_name -> seghub.segmentsync.v1.PropertyType
-	0,  // 11: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	8,  // 12: seghub.segmentsync.v1.CreateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	8,  // 13: seghub.segmentsync.v1.GetSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	0,  // 14: seghub.segmentsync.v1.ListSegmentsRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	8,  // 15: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
-	0,  // 16: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	8,  // 17: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	72, // 18: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	40, // 19: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
-	41, // 20: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
-	42, // 21: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
-	43, // 22: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
-	44, // 23: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
-	45, // 24: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
-	46, // 25: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
-	7,  // 26: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
-	8,  // 27: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
-	2,  // 28: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	74, // 29: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
-	3,  // 30: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	73, // 31: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
-	4,  // 32: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	73, // 33: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
-	73, // 34: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
-	73, // 35: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
-	5,  // 36: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
-	4,  // 37: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	73, // 38: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
-	73, // 39: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
-	73, // 40: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
-	49, // 41: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
-	73, // 42: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 43: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	74, // 44: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
-	3,  // 45: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	47, // 46: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	48, // 47: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	47, // 48: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	47, // 49: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
-	3,  // 50: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	2,  // 51: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	74, // 52: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
-	47, // 53: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	47, // 54: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	48, // 55: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	48, // 56: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	48, // 57: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
-	73, // 58: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
-	73, // 59: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
-	68, // 60: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
-	6,  // 61: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
-	9,  // 62: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
-	11, // 63: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
-	13, // 64: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
-	16, // 65: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
-	18, // 66: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
-	20, // 67: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
-	22, // 68: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
-	24, // 69: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
-	26, // 70: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
-	28, // 71: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
-	30, // 72: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
-	32, // 73: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
-	34, // 74: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
-	36, // 75: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
-	38, // 76: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
-	50, // 77: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
-	52, // 78: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
-	54, // 79: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
-	56, // 80: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
-	58, // 81: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
-	60, // 82: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
-	62, // 83: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
-	64, // 84: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
-	66, // 85: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	69, // 86: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	10, // 87: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
-	12, // 88: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
-	14, // 89: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
-	17, // 90: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
-	19, // 91: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
-	21, // 92: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
-	23, // 93: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
-	25, // 94: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
-	27, // 95: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
-	29, // 96: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
-	31, // 97: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
-	33, // 98: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
-	35, // 99: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
-	37, // 100: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
-	39, // 101: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
-	51, // 102: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
-	53, // 103: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
-	55, // 104: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
-	57, // 105: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
-	59, // 106: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
-	61, // 107: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
-	63, // 108: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
-	65, // 109: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
-	67, // 110: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	70, // 111: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	87, // [87:112] is the sub-list for method output_type
-	62, // [62:87] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	74, // 9: seghub.segmentsync.v1.IdentifyUserRequest.properties:type_name -> seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	17, // 10: seghub.segmentsync.v1.ListUserPropertiesResponse.properties:type_name -> seghub.segmentsync.v1.UserProperty
+	1,  // 11: seghub.segmentsync.v1.UserProperty.type:type_name -> seghub.segmentsync.v1.PropertyType
+	0,  // 12: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	8,  // 13: seghub.segmentsync.v1.CreateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	8,  // 14: seghub.segmentsync.v1.GetSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	0,  // 15: seghub.segmentsync.v1.ListSegmentsRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	8,  // 16: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
+	0,  // 17: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	8,  // 18: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	75, // 19: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	42, // 20: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
+	43, // 21: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
+	44, // 22: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
+	45, // 23: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
+	46, // 24: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
+	47, // 25: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
+	48, // 26: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
+	7,  // 27: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
+	8,  // 28: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
+	2,  // 29: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	77, // 30: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
+	3,  // 31: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	76, // 32: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
+	4,  // 33: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	76, // 34: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
+	76, // 35: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
+	76, // 36: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 37: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
+	4,  // 38: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	76, // 39: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
+	76, // 40: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
+	76, // 41: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
+	51, // 42: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
+	76, // 43: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 44: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	77, // 45: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
+	3,  // 46: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	49, // 47: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	50, // 48: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	49, // 49: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	49, // 50: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
+	3,  // 51: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	2,  // 52: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	77, // 53: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
+	49, // 54: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	49, // 55: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	50, // 56: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	50, // 57: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	50, // 58: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
+	76, // 59: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
+	76, // 60: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
+	70, // 61: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
+	6,  // 62: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	9,  // 63: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
+	11, // 64: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
+	13, // 65: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:input_type -> seghub.segmentsync.v1.IdentifyUserRequest
+	15, // 66: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
+	18, // 67: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
+	20, // 68: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
+	22, // 69: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
+	24, // 70: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
+	26, // 71: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
+	28, // 72: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
+	30, // 73: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
+	32, // 74: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
+	34, // 75: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
+	36, // 76: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
+	38, // 77: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
+	40, // 78: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
+	52, // 79: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
+	54, // 80: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
+	56, // 81: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
+	58, // 82: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
+	60, // 83: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
+	62, // 84: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
+	64, // 85: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
+	66, // 86: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
+	68, // 87: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	71, // 88: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	10, // 89: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
+	12, // 90: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
+	14, // 91: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:output_type -> seghub.segmentsync.v1.IdentifyUserResponse
+	16, // 92: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
+	19, // 93: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
+	21, // 94: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
+	23, // 95: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
+	25, // 96: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
+	27, // 97: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
+	29, // 98: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
+	31, // 99: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
+	33, // 100: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
+	35, // 101: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
+	37, // 102: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
+	39, // 103: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
+	41, // 104: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
+	53, // 105: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
+	55, // 106: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
+	57, // 107: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
+	59, // 108: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
+	61, // 109: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
+	63, // 110: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
+	65, // 111: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
+	67, // 112: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
+	69, // 113: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	72, // 114: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	89, // [89:115] is the sub-list for method output_type
+	63, // [63:89] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_seghub_segmentsync_v1_segmentsync_proto_init() }
@@ -5409,8 +5577,8 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 		(*PropertyValue_TimestampValue)(nil),
 		(*PropertyValue_NullValue)(nil),
 	}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18].OneofWrappers = []any{}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33].OneofWrappers = []any{
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20].OneofWrappers = []any{}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35].OneofWrappers = []any{
 		(*WatchMembershipResponse_SnapshotStart)(nil),
 		(*WatchMembershipResponse_Users)(nil),
 		(*WatchMembershipResponse_UsersDeleted)(nil),
@@ -5419,14 +5587,14 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 		(*WatchMembershipResponse_SegmentDeleted)(nil),
 		(*WatchMembershipResponse_CaughtUp)(nil),
 	}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50].OneofWrappers = []any{}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc), len(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   67,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	SegmentSyncService_UpsertUsers_FullMethodName           = "/seghub.segmentsync.v1.SegmentSyncService/UpsertUsers"
 	SegmentSyncService_GetUser_FullMethodName               = "/seghub.segmentsync.v1.SegmentSyncService/GetUser"
+	SegmentSyncService_IdentifyUser_FullMethodName          = "/seghub.segmentsync.v1.SegmentSyncService/IdentifyUser"
 	SegmentSyncService_ListUserProperties_FullMethodName    = "/seghub.segmentsync.v1.SegmentSyncService/ListUserProperties"
 	SegmentSyncService_DeleteUser_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/DeleteUser"
 	SegmentSyncService_CreateSegment_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/CreateSegment"
@@ -59,6 +60,11 @@ type SegmentSyncServiceClient interface {
 	UpsertUsers(ctx context.Context, in *UpsertUsersRequest, opts ...grpc.CallOption) (*UpsertUsersResponse, error)
 	// GetUser returns one user with its properties and segments.
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
+	// IdentifyUser attaches a tool's visitor id to a user (created if new),
+	// the way Appcues ids arrive on the user: a tag on the page calls it with a
+	// member key once the tool knows its visitor (AB Tasty: ABTastyVisitorId).
+	// Other properties are kept.
+	IdentifyUser(ctx context.Context, in *IdentifyUserRequest, opts ...grpc.CallOption) (*IdentifyUserResponse, error)
 	// ListUserProperties lists the user property names seghub holds, each with
 	// its value type and how many users hold it, most held first: the choices
 	// for a connection's or a sync's identity property.
@@ -141,6 +147,16 @@ func (c *segmentSyncServiceClient) GetUser(ctx context.Context, in *GetUserReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetUserResponse)
 	err := c.cc.Invoke(ctx, SegmentSyncService_GetUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) IdentifyUser(ctx context.Context, in *IdentifyUserRequest, opts ...grpc.CallOption) (*IdentifyUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IdentifyUserResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_IdentifyUser_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -402,6 +418,11 @@ type SegmentSyncServiceServer interface {
 	UpsertUsers(context.Context, *UpsertUsersRequest) (*UpsertUsersResponse, error)
 	// GetUser returns one user with its properties and segments.
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
+	// IdentifyUser attaches a tool's visitor id to a user (created if new),
+	// the way Appcues ids arrive on the user: a tag on the page calls it with a
+	// member key once the tool knows its visitor (AB Tasty: ABTastyVisitorId).
+	// Other properties are kept.
+	IdentifyUser(context.Context, *IdentifyUserRequest) (*IdentifyUserResponse, error)
 	// ListUserProperties lists the user property names seghub holds, each with
 	// its value type and how many users hold it, most held first: the choices
 	// for a connection's or a sync's identity property.
@@ -475,6 +496,9 @@ func (UnimplementedSegmentSyncServiceServer) UpsertUsers(context.Context, *Upser
 }
 func (UnimplementedSegmentSyncServiceServer) GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUser not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) IdentifyUser(context.Context, *IdentifyUserRequest) (*IdentifyUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IdentifyUser not implemented")
 }
 func (UnimplementedSegmentSyncServiceServer) ListUserProperties(context.Context, *ListUserPropertiesRequest) (*ListUserPropertiesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListUserProperties not implemented")
@@ -598,6 +622,24 @@ func _SegmentSyncService_GetUser_Handler(srv interface{}, ctx context.Context, d
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(SegmentSyncServiceServer).GetUser(ctx, req.(*GetUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_IdentifyUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IdentifyUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).IdentifyUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_IdentifyUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).IdentifyUser(ctx, req.(*IdentifyUserRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1012,6 +1054,10 @@ var SegmentSyncService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetUser",
 			Handler:    _SegmentSyncService_GetUser_Handler,
+		},
+		{
+			MethodName: "IdentifyUser",
+			Handler:    _SegmentSyncService_IdentifyUser_Handler,
 		},
 		{
 			MethodName: "ListUserProperties",

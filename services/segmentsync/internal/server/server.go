@@ -323,7 +323,11 @@ func (s *Server) ListSegments(ctx context.Context, req *segmentsyncv1.ListSegmen
 	if strings.ContainsFunc(search, unicode.IsControl) {
 		return nil, apperr.Invalid("name_contains", "must not contain control characters")
 	}
-	segs, err := s.store.ListSegments(ctx, env(ctx), store.SegmentFilter{Visibility: vis, NonEmpty: req.GetNonEmpty(), NameContains: search}, cur.Name, cur.ID, size+1)
+	targetable := strings.TrimSpace(req.GetTargetableBy())
+	if len(targetable) > MaxPropertyName {
+		return nil, apperr.Invalid("targetable_by", fmt.Sprintf("property names are at most %d bytes", MaxPropertyName))
+	}
+	segs, err := s.store.ListSegments(ctx, env(ctx), store.SegmentFilter{Visibility: vis, NonEmpty: req.GetNonEmpty(), NameContains: search, TargetableBy: targetable}, cur.Name, cur.ID, size+1)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/seghub/seghub/pkg/store"
@@ -55,4 +57,22 @@ func (s *Store) UserPropertyStats(ctx context.Context, env string, limit int) (s
 		return stats[:limit], true, nil
 	}
 	return stats, false, nil
+}
+
+// HoldsProperty reports whether any user of the environment holds the
+// property; it stops at the first holder rather than counting them all.
+func (s *Store) HoldsProperty(ctx context.Context, env, name string) (bool, error) {
+	held := `EXISTS (SELECT 1 FROM json_each(u.properties) p WHERE p.key = ?)`
+	if s.db.Dialect == store.Postgres {
+		held = `jsonb_exists(u.properties::jsonb, ?)`
+	}
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM ss_users u WHERE u.environment_id = ? AND `+held+` LIMIT 1`, env, name).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("segmentsync: look up user property %q of %s: %w", name, env, err)
+	}
+	return true, nil
 }

@@ -715,6 +715,9 @@ type SegmentFilter struct {
 	NonEmpty   bool
 	// NameContains keeps segments whose name contains it, ignoring case.
 	NameContains string
+	// TargetableBy keeps segments at least one of whose members holds this
+	// identity property: the only ones its destination can target.
+	TargetableBy string
 }
 
 // likeEscaper makes user text literal inside a LIKE pattern.
@@ -722,7 +725,66 @@ var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // ListSegments pages through segments ordered by (name, id) after the given cursor.
 func (s *Store) ListSegments(ctx context.Context, env string, f SegmentFilter, afterName, afterID string, limit int) ([]*Segment, error) {
-	q := `SELECT ` + segCols + ` FROM ss_segments WHERE environment_id = ? AND (name > ? OR (name = ? AND segment_id > ?))`
+	if f.TargetableBy == "user_id" {
+		f.TargetableBy, f.NonEmpty = "", true // every user has their own id
+	}
+	if f.TargetableBy == "" {
+		return s.listSegments(ctx, env, f, afterName, afterID, limit, false)
+	}
+	holders, err := s.PropertyHolders(ctx, env, f.TargetableBy)
+	if err != nil {
+		return nil, err
+	}
+	f.NonEmpty = true
+	// Membership is in bitmaps, not SQL: read pages and keep those meeting a holder.
+	var out []*Segment
+	for len(out) < limit && !holders.IsEmpty() {
+		page, err := s.listSegments(ctx, env, f, afterName, afterID, limit, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, sg := range page {
+			if sg.Members.Intersects(holders) && len(out) < limit {
+				sg.Members = nil
+				out = append(out, sg)
+			}
+		}
+		if len(page) < limit {
+			break
+		}
+		afterName, afterID = page[len(page)-1].Name, page[len(page)-1].ID
+	}
+	return out, nil
+}
+
+// PropertyHolders returns the dense ids of the users holding a property.
+func (s *Store) PropertyHolders(ctx context.Context, env, name string) (*roaring.Bitmap, error) {
+	held := `EXISTS (SELECT 1 FROM json_each(properties) p WHERE p.key = ?)`
+	if s.db.Dialect == store.Postgres {
+		held = `jsonb_exists(properties::jsonb, ?)`
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT dense_id FROM ss_users WHERE environment_id = ? AND `+held, env, name)
+	if err != nil {
+		return nil, fmt.Errorf("segmentsync: users holding %q in %s: %w", name, env, err)
+	}
+	defer rows.Close()
+	out := roaring.New()
+	for rows.Next() {
+		var d int64
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out.Add(uint32(d))
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) listSegments(ctx context.Context, env string, f SegmentFilter, afterName, afterID string, limit int, withMembers bool) ([]*Segment, error) {
+	cols := segCols
+	if withMembers {
+		cols += `, members`
+	}
+	q := `SELECT ` + cols + ` FROM ss_segments WHERE environment_id = ? AND (name > ? OR (name = ? AND segment_id > ?))`
 	args := []any{env, afterName, afterName, afterID}
 	if f.Visibility != "" {
 		q += ` AND visibility = ?`
@@ -744,7 +806,7 @@ func (s *Store) ListSegments(ctx context.Context, env string, f SegmentFilter, a
 	defer rows.Close()
 	var out []*Segment
 	for rows.Next() {
-		sg, err := scanSegment(rows, false)
+		sg, err := scanSegment(rows, withMembers)
 		if err != nil {
 			return nil, err
 		}

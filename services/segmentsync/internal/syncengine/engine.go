@@ -141,8 +141,13 @@ func (e *Engine) Enable(ctx context.Context, r EnableRequest) (*Sync, *Run, erro
 	if err != nil {
 		return nil, nil, err
 	}
+	from := ""
 	if r.IdentityProperty == "" {
 		r.IdentityProperty = conn.GetConnection().GetSettings().GetIdentityProperty()
+		from = fmt.Sprintf(", the identity property of connection %s's settings", r.ConnectionID)
+	}
+	if err := e.checkIdentity(ctx, r.Env, r.IdentityProperty, from, t); err != nil {
+		return nil, nil, err
 	}
 	if r.Interval == 0 {
 		r.Interval = t.DefaultInterval
@@ -297,6 +302,13 @@ func (e *Engine) Update(ctx context.Context, env, syncID string, u UpdateRequest
 	if u.Mode != "" {
 		s.Mode = u.Mode
 	}
+	t, _ := destinations.Lookup(s.DestinationType)
+	// An unchanged property passes even if its last holder has left since.
+	if u.IdentityProperty != nil && *u.IdentityProperty != s.IdentityProperty {
+		if err := e.checkIdentity(ctx, env, *u.IdentityProperty, "", t); err != nil {
+			return nil, err
+		}
+	}
 	if u.IdentityProperty != nil {
 		s.IdentityProperty = *u.IdentityProperty
 	}
@@ -307,7 +319,6 @@ func (e *Engine) Update(ctx context.Context, env, syncID string, u UpdateRequest
 	if u.Schedule != "" {
 		s.Schedule = u.Schedule
 	}
-	t, _ := destinations.Lookup(s.DestinationType)
 	err = e.db.InTx(ctx, func(tx *store.Tx) error {
 		if becameRecurring && s.Enabled {
 			if err := e.checkLimit(ctx, tx, s, t); err != nil {
@@ -410,9 +421,11 @@ type item struct {
 type Plan struct {
 	Adds, Removes []item
 	Unmatched     uint64
-	Retry         uint64
-	Version       int64
-	SegmentName   string
+	// Members is how many members the full comparison read (0 for quickPlan).
+	Members     uint64
+	Retry       uint64
+	Version     int64
+	SegmentName string
 	// check is set when the plan compared every member's identity value: a
 	// run that finishes records it for later dry runs.
 	check *IdentityCheck
@@ -458,6 +471,7 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 		return nil, err
 	}
 	p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, Unverified: roaring.New()}
+	p.Members = current.GetCardinality()
 	it := current.Iterator()
 	for it.HasNext() {
 		d := it.Next()
@@ -714,6 +728,12 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		return err
 	}
 	r.Unmatched, r.Retried = p.Unmatched, p.Retry
+	if p.Members > 0 && p.Unmatched == p.Members {
+		// The AB Tasty document's rule: a segment none of whose members has
+		// the destination's identity is not targetable there. The run still
+		// goes ahead (a mirror removes what was held) but says why it sent no one.
+		r.Error = fmt.Sprintf("no member of the segment's %d has identity property %q, so no one could be sent to %s; attach it to users (POST /v1/users:upsert) or choose another identity_property", p.Members, s.IdentityProperty, t.DisplayName)
+	}
 	if s.FrozenName == "" {
 		s.FrozenName = p.SegmentName // fixed by the first successful run
 	}
