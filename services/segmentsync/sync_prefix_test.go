@@ -40,6 +40,11 @@ func TestPropertyPrefixFrozenWithName(t *testing.T) {
 					t.Errorf("prefix %q: %v, want InvalidArgument naming property_prefix", bad, err)
 				}
 			}
+			_, err = f.conn.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "webhook", Name: "Hook", Credentials: map[string]string{"url": "https://example.com/hook"},
+				Settings: &connectorv1.ConnectionSettings{PropertyPrefix: "[Heap]"}})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "property_prefix") {
+				t.Errorf("a prefix on a webhook connection: %v, want InvalidArgument", err)
+			}
 			plain, err := f.conn.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "appcues", Name: "Default", Credentials: creds})
 			if err != nil || plain.GetConnection().GetSettings().GetPropertyPrefix() != "[seghub]" {
 				t.Fatalf("default prefix on the connection: %v, %v", plain.GetConnection().GetSettings(), err)
@@ -68,6 +73,11 @@ func TestPropertyPrefixFrozenWithName(t *testing.T) {
 				t.Fatalf("[Heap] Trial holds %d members, want 10", len(got))
 			}
 
+			_, err = f.conn.UpdateConnection(ctx, &connectorv1.UpdateConnectionRequest{ConnectionId: conn,
+				Settings: &connectorv1.ConnectionSettings{IdentityProperty: "appcuesUserID", PropertyPrefix: "Heap]"}})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "property_prefix") {
+				t.Errorf("updating to prefix \"Heap]\": %v, want InvalidArgument", err)
+			}
 			// A later change of the setting leaves the live property in place.
 			if _, err := f.conn.UpdateConnection(ctx, &connectorv1.UpdateConnectionRequest{ConnectionId: conn,
 				Settings: &connectorv1.ConnectionSettings{IdentityProperty: "appcuesUserID", PropertyPrefix: "[Other]"}}); err != nil {
