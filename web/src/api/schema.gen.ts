@@ -94,6 +94,14 @@ export type ConnectionSettings = {
   send_events?: boolean;
   /** Default identity property of syncs to this connection. */
   identity_property?: string;
+  /**
+   * Label before a segment's name in the property the destination sees
+   * ("[Heap] Trial users"): a bracketed label of at most 32 characters,
+   * e.g. "[Heap]" for rules built on Heap's integration; empty means the
+   * type's default_property_prefix. Appcues only. Each sync freezes it with
+   * the name at its first run, so a later change renames no live property.
+   */
+  property_prefix?: string;
 };
 
 export type ConnectionStatus = "CONNECTION_STATUS_UNSPECIFIED" | "CONNECTION_STATUS_CONNECTED" | "CONNECTION_STATUS_NEEDS_REAUTH" | "CONNECTION_STATUS_ERROR";
@@ -217,6 +225,11 @@ export type DestinationType = {
   /** Credential fields CreateConnection expects. */
   credential_fields?: Array<string>;
   default_identity_property?: string;
+  /**
+   * Label before a segment's name in the destination's property name
+   * ("[seghub] Trial users"); empty for types that name no properties.
+   */
+  default_property_prefix?: string;
 };
 
 export type DisableSyncBody = {
@@ -727,6 +740,11 @@ export type Sync = {
    */
   delivered_count?: string;
   create_time?: string;
+  /**
+   * The connection's property prefix, frozen with frozen_display_name: the
+   * destination's property is "<frozen_property_prefix> <frozen_display_name>".
+   */
+  frozen_property_prefix?: string;
 };
 
 /**

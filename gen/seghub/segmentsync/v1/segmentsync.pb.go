@@ -2970,8 +2970,11 @@ type Sync struct {
 	// answer; lists leave it 0).
 	DeliveredCount uint64                 `protobuf:"varint,16,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
 	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The connection's property prefix, frozen with frozen_display_name: the
+	// destination's property is "<frozen_property_prefix> <frozen_display_name>".
+	FrozenPropertyPrefix string `protobuf:"bytes,18,opt,name=frozen_property_prefix,json=frozenPropertyPrefix,proto3" json:"frozen_property_prefix,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Sync) Reset() {
@@ -3121,6 +3124,13 @@ func (x *Sync) GetCreateTime() *timestamppb.Timestamp {
 		return x.CreateTime
 	}
 	return nil
+}
+
+func (x *Sync) GetFrozenPropertyPrefix() string {
+	if x != nil {
+		return x.FrozenPropertyPrefix
+	}
+	return ""
 }
 
 type SyncRun struct {
@@ -4889,7 +4899,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\"\n" +
 	"\n" +
-	"\bCaughtUp\"\xca\x06\n" +
+	"\bCaughtUp\"\x80\a\n" +
 	"\x04Sync\x12\x17\n" +
 	"\async_id\x18\x01 \x01(\tR\x06syncId\x12\x1d\n" +
 	"\n" +
@@ -4912,7 +4922,8 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x10data_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0edataExpireTime\x12'\n" +
 	"\x0fdelivered_count\x18\x10 \x01(\x04R\x0edeliveredCount\x12;\n" +
 	"\vcreate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xb8\x05\n" +
+	"createTime\x124\n" +
+	"\x16frozen_property_prefix\x18\x12 \x01(\tR\x14frozenPropertyPrefix\"\xb8\x05\n" +
 	"\aSyncRun\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\async_id\x18\x02 \x01(\tR\x06syncId\x12?\n" +
