@@ -145,7 +145,8 @@ type Config struct {
 	// TokenSource supplies OAuth access tokens (CommandBar); nil uses the
 	// "access_token" credential.
 	TokenSource func(ctx context.Context) (string, error)
-	// Prefix of Appcues' boolean segment properties ("[seghub] name").
+	// Prefix of Appcues' boolean segment properties, the label before the
+	// name ("[seghub]" in "[seghub] name"); empty means the type's default.
 	Prefix string
 	// SigningSecret signs outbound webhooks.
 	SigningSecret string
@@ -170,7 +171,7 @@ func New(name string, c Config) (Adapter, error) {
 		c.MaxBackoff = 30 * time.Second
 	}
 	if c.Prefix == "" {
-		c.Prefix = "seghub"
+		c.Prefix = t.PropertyPrefix
 	}
 	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
 	for _, f := range t.CredentialFields {

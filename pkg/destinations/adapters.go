@@ -43,7 +43,7 @@ func (a *appcues) Check(ctx context.Context) error {
 }
 
 // Property is the profile property a segment becomes in Appcues.
-func (a *appcues) property(name string) string { return "[" + a.h.c.Prefix + "] " + name }
+func (a *appcues) property(name string) string { return a.h.c.Prefix + " " + name }
 
 func (a *appcues) DeliverSegment(ctx context.Context, b SegmentBatch) (BatchResult, error) {
 	prop := a.property(b.DisplayName)

@@ -6,8 +6,11 @@
 package destinations
 
 import (
+	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Auth is how a destination is connected.
@@ -46,6 +49,38 @@ type Type struct {
 	// have arrived (the Heap partner format), so an acknowledged page is not
 	// yet delivered.
 	WholeTasks bool
+	// PropertyPrefix is the default label before a segment's name in the
+	// property the destination keeps per segment; empty: the type names no
+	// such property and takes no prefix setting.
+	PropertyPrefix string
+}
+
+// MaxPropertyPrefix bounds a property prefix, brackets included.
+const MaxPropertyPrefix = 32
+
+// ValidatePropertyPrefix checks a connection's property prefix: one
+// bracketed label ("[Heap]"), as Heap's integration names its properties,
+// with something printable inside and no bracket or control character that
+// would make the destination's property name ambiguous.
+func ValidatePropertyPrefix(p string) error {
+	switch {
+	case len(p) > MaxPropertyPrefix:
+		return fmt.Errorf("property prefix %q is longer than %d characters", p, MaxPropertyPrefix)
+	case !utf8.ValidString(p):
+		return fmt.Errorf("property prefix is not valid UTF-8")
+	case len(p) < 3 || p[0] != '[' || p[len(p)-1] != ']':
+		return fmt.Errorf("property prefix %q must be one bracketed label, such as \"[Heap]\"", p)
+	}
+	inner := p[1 : len(p)-1]
+	if strings.TrimSpace(inner) != inner || inner == "" {
+		return fmt.Errorf("property prefix %q must not be blank or start or end with spaces inside its brackets", p)
+	}
+	for _, r := range inner {
+		if unicode.IsControl(r) || r == '[' || r == ']' {
+			return fmt.Errorf("property prefix %q holds %q; use one bracketed label of printable characters", p, r)
+		}
+	}
+	return nil
 }
 
 // catalogue is the one table of what each destination is and allows.
@@ -54,7 +89,8 @@ type Type struct {
 var catalogue = []Type{
 	{Name: "appcues", DisplayName: "Appcues", Auth: AuthAPIKey, SegmentsOut: true, EventsIn: true, EventsOut: true,
 		DefaultInterval: time.Hour, RecurringLimit: 10, BatchSize: 1000, RatePerMinute: 600, // rate: assumed
-		CredentialFields: []string{"account_id", "api_key", "api_secret"}, DefaultIdentity: "appcuesUserID", AccountField: "account_id"},
+		CredentialFields: []string{"account_id", "api_key", "api_secret"}, DefaultIdentity: "appcuesUserID", AccountField: "account_id",
+		PropertyPrefix: "[seghub]"},
 	{Name: "commandbar", DisplayName: "CommandBar", Auth: AuthOAuth2, SegmentsOut: true, EventsIn: true,
 		DefaultInterval: 4 * time.Hour, RecurringLimit: 10, BatchSize: 500, RatePerMinute: 600, // rate and batch: assumed
 		DefaultIdentity: "user_id", GrantedAccount: "org_id"},

@@ -151,6 +151,14 @@ export type ConnectionSettings = {
   send_events?: boolean;
   /** Default identity property of syncs to this connection. */
   identity_property?: string;
+  /**
+   * Label before a segment's name in the property the destination sees
+   * ("[Heap] Trial users"): a bracketed label of at most 32 characters,
+   * e.g. "[Heap]" for rules built on Heap's integration; empty means the
+   * type's default_property_prefix. Appcues only. Each sync freezes it with
+   * the name at its first run, so a later change renames no live property.
+   */
+  property_prefix?: string;
 };
 
 /**
@@ -342,6 +350,11 @@ export type DestinationType = {
   credential_fields?: Array<string>;
   /** User property whose value identifies a user in this tool, used when a sync or connection names none. */
   default_identity_property?: string;
+  /**
+   * Label before a segment's name in the destination's property name
+   * ("[seghub] Trial users"); empty for types that name no properties.
+   */
+  default_property_prefix?: string;
 };
 
 /** Input of DisableSync. */
@@ -1056,6 +1069,11 @@ export type Sync = {
   delivered_count?: string;
   /** When the sync was created. */
   create_time?: string;
+  /**
+   * The connection's property prefix, frozen with frozen_display_name: the
+   * destination's property is "<frozen_property_prefix> <frozen_display_name>".
+   */
+  frozen_property_prefix?: string;
 };
 
 /**

@@ -69,6 +69,40 @@ describe("ConnectForm", () => {
     expect(sent).toMatchObject({ type: "appcues", credentials: { account_id: "demo" }, settings: { identity_property: "appcuesUserID", send_events: true } });
   });
 
+  it("offers the catalogue's property prefix, sends the one typed and places its violation", async () => {
+    const fetch = mockFetch(
+      properties,
+      on("POST", "/v1/connections", () => ({
+        status: 400,
+        body: {
+          code: 3,
+          message: "settings.property_prefix: must be one bracketed label",
+          details: [
+            {
+              "@type": "type.googleapis.com/google.rpc.BadRequest",
+              field_violations: [{ field: "settings.property_prefix", description: "must be one bracketed label" }],
+            },
+          ],
+        },
+      })),
+    );
+    renderAs("ROLE_ADMIN", <ConnectForm type={{ ...appcues, default_property_prefix: "[seghub]" }} onDone={() => {}} />);
+    const prefix = screen.getByLabelText("Property prefix") as HTMLInputElement;
+    expect(prefix.value).toBe("[seghub]");
+    await userEvent.clear(prefix);
+    await userEvent.type(prefix, "Heap");
+    await userEvent.click(screen.getByRole("button", { name: "Connect" }));
+    await vi.waitFor(() => expect(prefix.getAttribute("aria-invalid")).toBe("true"));
+    const sent = JSON.parse(String((fetch.mock.calls.at(-1)![1] as RequestInit).body));
+    expect(sent.settings.property_prefix).toBe("Heap");
+  });
+
+  it("asks no prefix of a type that keeps no property per segment", () => {
+    mockFetch(properties);
+    renderAs("ROLE_ADMIN", <ConnectForm type={appcues} onDone={() => {}} />);
+    expect(screen.queryByLabelText("Property prefix")).toBeNull();
+  });
+
   it("shows an inbound source's webhook URL and signing secret once", async () => {
     mockFetch(
       on("POST", "/v1/connections", () => ({

@@ -44,6 +44,7 @@ export function ConnectForm({ type, onDone }: { type: DestinationType; onDone: (
   const [creds, setCreds] = useState<Record<string, string>>({});
   const [identity, setIdentity] = useState(type.segments_out ? (type.default_identity_property ?? "") : "");
   const [sendEvents, setSendEvents] = useState(!!type.events_in);
+  const [prefix, setPrefix] = useState(type.default_property_prefix ?? "");
   const create = useCreateConnection();
   const authorize = useStartAuthorization();
   const [created, setCreated] = useState<{ connection: Connection; secret: string } | null>(null);
@@ -55,13 +56,18 @@ export function ConnectForm({ type, onDone }: { type: DestinationType; onDone: (
     "account",
     "settings.identity_property",
     "settings.send_events",
+    "settings.property_prefix",
     ...fields.map((f) => `credentials.${f}`),
     "credentials",
   ]);
 
   async function submit(e: FormEvent) {
     e.preventDefault();
-    const settings = { identity_property: identity || undefined, send_events: type.events_in ? sendEvents : undefined };
+    const settings = {
+      identity_property: identity || undefined,
+      send_events: type.events_in ? sendEvents : undefined,
+      property_prefix: (type.default_property_prefix && prefix) || undefined,
+    };
     if (oauth) {
       const res = await authorize.mutateAsync({ body: { type: type.type, name, account: account || undefined, settings } }).catch(() => null);
       // The tool asks the user to pick the environment and "Allow", then
@@ -130,6 +136,15 @@ export function ConnectForm({ type, onDone }: { type: DestinationType; onDone: (
             errors={byField["settings.identity_property"]}
           >
             <IdentityPropertySelect value={identity} onChange={setIdentity} suggested={type.default_identity_property} />
+          </Field>
+        )}
+        {type.default_property_prefix && (
+          <Field
+            label="Property prefix"
+            hint={`The label before a segment's name in ${type.display_name} ("${prefix || type.default_property_prefix} Trial users"); "[Heap]" keeps rules built on Heap's integration. Each sync keeps the prefix of its first run.`}
+            errors={byField["settings.property_prefix"]}
+          >
+            <input value={prefix} maxLength={32} placeholder={type.default_property_prefix} onChange={(e) => setPrefix(e.target.value)} />
           </Field>
         )}
         {type.events_in && (

@@ -82,14 +82,20 @@ export default function ConnectionPage() {
 function SettingsForm({ connection, type }: { connection: Connection; type: DestinationType }) {
   const [identity, setIdentity] = useState(connection.settings?.identity_property ?? "");
   const [sendEvents, setSendEvents] = useState(!!connection.settings?.send_events);
+  const [prefix, setPrefix] = useState(connection.settings?.property_prefix ?? "");
   const update = useUpdateConnection();
-  const { byField, unplaced } = placeFieldErrors(update.error, ["settings.identity_property", "settings.send_events", "settings"]);
+  const { byField, unplaced } = placeFieldErrors(update.error, [
+    "settings.identity_property",
+    "settings.send_events",
+    "settings.property_prefix",
+    "settings",
+  ]);
   if (!type.segments_out && !type.events_in) return null;
   function submit(e: FormEvent) {
     e.preventDefault();
     update.mutate({
       path: { connection_id: connection.connection_id ?? "" },
-      body: { settings: { identity_property: identity, send_events: sendEvents } },
+      body: { settings: { identity_property: identity, send_events: sendEvents, property_prefix: type.default_property_prefix ? prefix : undefined } },
     });
   }
   return (
@@ -103,6 +109,15 @@ function SettingsForm({ connection, type }: { connection: Connection; type: Dest
             errors={byField["settings.identity_property"]}
           >
             <IdentityPropertySelect value={identity} onChange={setIdentity} suggested={type.default_identity_property} />
+          </Field>
+        )}
+        {type.default_property_prefix && (
+          <Field
+            label="Property prefix"
+            hint={`The label before a segment's name in ${type.display_name} ("${prefix || type.default_property_prefix} Trial users"). A sync keeps the prefix it first synced with; start it over to take a new one.`}
+            errors={byField["settings.property_prefix"]}
+          >
+            <input value={prefix} maxLength={32} placeholder={type.default_property_prefix} onChange={(e) => setPrefix(e.target.value)} />
           </Field>
         )}
         {type.events_in && (

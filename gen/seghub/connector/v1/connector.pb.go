@@ -175,8 +175,11 @@ type DestinationType struct {
 	CredentialFields []string `protobuf:"bytes,13,rep,name=credential_fields,json=credentialFields,proto3" json:"credential_fields,omitempty"`
 	// User property whose value identifies a user in this tool, used when a sync or connection names none.
 	DefaultIdentityProperty string `protobuf:"bytes,14,opt,name=default_identity_property,json=defaultIdentityProperty,proto3" json:"default_identity_property,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Label before a segment's name in the destination's property name
+	// ("[seghub] Trial users"); empty for types that name no properties.
+	DefaultPropertyPrefix string `protobuf:"bytes,15,opt,name=default_property_prefix,json=defaultPropertyPrefix,proto3" json:"default_property_prefix,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *DestinationType) Reset() {
@@ -307,6 +310,13 @@ func (x *DestinationType) GetDefaultIdentityProperty() string {
 	return ""
 }
 
+func (x *DestinationType) GetDefaultPropertyPrefix() string {
+	if x != nil {
+		return x.DefaultPropertyPrefix
+	}
+	return ""
+}
+
 // Settings of a connection that are not credentials.
 type ConnectionSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -314,8 +324,14 @@ type ConnectionSettings struct {
 	SendEvents bool `protobuf:"varint,1,opt,name=send_events,json=sendEvents,proto3" json:"send_events,omitempty"`
 	// Default identity property of syncs to this connection.
 	IdentityProperty string `protobuf:"bytes,2,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Label before a segment's name in the property the destination sees
+	// ("[Heap] Trial users"): a bracketed label of at most 32 characters,
+	// e.g. "[Heap]" for rules built on Heap's integration; empty means the
+	// type's default_property_prefix. Appcues only. Each sync freezes it with
+	// the name at its first run, so a later change renames no live property.
+	PropertyPrefix string `protobuf:"bytes,3,opt,name=property_prefix,json=propertyPrefix,proto3" json:"property_prefix,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ConnectionSettings) Reset() {
@@ -358,6 +374,13 @@ func (x *ConnectionSettings) GetSendEvents() bool {
 func (x *ConnectionSettings) GetIdentityProperty() string {
 	if x != nil {
 		return x.IdentityProperty
+	}
+	return ""
+}
+
+func (x *ConnectionSettings) GetPropertyPrefix() string {
+	if x != nil {
+		return x.PropertyPrefix
 	}
 	return ""
 }
@@ -1627,7 +1650,7 @@ var File_seghub_connector_v1_connector_proto protoreflect.FileDescriptor
 
 const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\n" +
-	"#seghub/connector/v1/connector.proto\x12\x13seghub.connector.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xed\x04\n" +
+	"#seghub/connector/v1/connector.proto\x12\x13seghub.connector.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19seghub/auth/v1/auth.proto\"\xa5\x05\n" +
 	"\x0fDestinationType\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12@\n" +
@@ -1647,11 +1670,13 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\x15rate_limit_per_minute\x18\v \x01(\rR\x12rateLimitPerMinute\x127\n" +
 	"\tretention\x18\f \x01(\v2\x19.google.protobuf.DurationR\tretention\x12+\n" +
 	"\x11credential_fields\x18\r \x03(\tR\x10credentialFields\x12:\n" +
-	"\x19default_identity_property\x18\x0e \x01(\tR\x17defaultIdentityProperty\"b\n" +
+	"\x19default_identity_property\x18\x0e \x01(\tR\x17defaultIdentityProperty\x126\n" +
+	"\x17default_property_prefix\x18\x0f \x01(\tR\x15defaultPropertyPrefix\"\x8b\x01\n" +
 	"\x12ConnectionSettings\x12\x1f\n" +
 	"\vsend_events\x18\x01 \x01(\bR\n" +
 	"sendEvents\x12+\n" +
-	"\x11identity_property\x18\x02 \x01(\tR\x10identityProperty\"\xa4\x04\n" +
+	"\x11identity_property\x18\x02 \x01(\tR\x10identityProperty\x12'\n" +
+	"\x0fproperty_prefix\x18\x03 \x01(\tR\x0epropertyPrefix\"\xa4\x04\n" +
 	"\n" +
 	"Connection\x12(\n" +
 	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x03R\fconnectionId\x12\x17\n" +

@@ -3111,9 +3111,12 @@ type Sync struct {
 	// answer; lists leave it 0).
 	DeliveredCount uint64 `protobuf:"varint,16,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
 	// When the sync was created.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The connection's property prefix, frozen with frozen_display_name: the
+	// destination's property is "<frozen_property_prefix> <frozen_display_name>".
+	FrozenPropertyPrefix string `protobuf:"bytes,18,opt,name=frozen_property_prefix,json=frozenPropertyPrefix,proto3" json:"frozen_property_prefix,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Sync) Reset() {
@@ -3263,6 +3266,13 @@ func (x *Sync) GetCreateTime() *timestamppb.Timestamp {
 		return x.CreateTime
 	}
 	return nil
+}
+
+func (x *Sync) GetFrozenPropertyPrefix() string {
+	if x != nil {
+		return x.FrozenPropertyPrefix
+	}
+	return ""
 }
 
 // One run of a sync: what it sent and how it ended.
@@ -5123,7 +5133,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\"\n" +
 	"\n" +
-	"\bCaughtUp\"\x8b\a\n" +
+	"\bCaughtUp\"\xc6\a\n" +
 	"\x04Sync\x12\x1c\n" +
 	"\async_id\x18\x01 \x01(\tB\x03\xe0A\x03R\x06syncId\x12\"\n" +
 	"\n" +
@@ -5146,7 +5156,8 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x10data_expire_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\x0edataExpireTime\x12,\n" +
 	"\x0fdelivered_count\x18\x10 \x01(\x04B\x03\xe0A\x03R\x0edeliveredCount\x12@\n" +
 	"\vcreate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"createTime\"\x88\x06\n" +
+	"createTime\x129\n" +
+	"\x16frozen_property_prefix\x18\x12 \x01(\tB\x03\xe0A\x03R\x14frozenPropertyPrefix\"\x88\x06\n" +
 	"\aSyncRun\x12\x1a\n" +
 	"\x06run_id\x18\x01 \x01(\tB\x03\xe0A\x03R\x05runId\x12\x1c\n" +
 	"\async_id\x18\x02 \x01(\tB\x03\xe0A\x03R\x06syncId\x12D\n" +

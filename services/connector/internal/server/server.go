@@ -76,7 +76,7 @@ func (s *Server) typePB(t destinations.Type) *connectorv1.DestinationType {
 	pb := &connectorv1.DestinationType{Type: t.Name, DisplayName: t.DisplayName, AuthMethod: connectorv1.AuthMethod(t.Auth),
 		SegmentsOut: t.SegmentsOut, EventsIn: t.EventsIn, EventsOut: t.EventsOut, SegmentsIn: t.SegmentsIn,
 		RecurringLimit: uint32(t.RecurringLimit), BatchSize: uint32(t.BatchSize), RateLimitPerMinute: uint32(t.RatePerMinute),
-		CredentialFields: t.CredentialFields, DefaultIdentityProperty: t.DefaultIdentity}
+		CredentialFields: t.CredentialFields, DefaultIdentityProperty: t.DefaultIdentity, DefaultPropertyPrefix: t.PropertyPrefix}
 	if t.DefaultInterval > 0 {
 		pb.DefaultInterval = durationpb.New(t.DefaultInterval)
 	}
@@ -90,7 +90,10 @@ func (s *Server) typePB(t destinations.Type) *connectorv1.DestinationType {
 func ConnectionPB(c *store.Connection) *connectorv1.Connection {
 	status := map[string]connectorv1.ConnectionStatus{store.StatusConnected: connectorv1.ConnectionStatus_CONNECTION_STATUS_CONNECTED, store.StatusNeedsReauth: connectorv1.ConnectionStatus_CONNECTION_STATUS_NEEDS_REAUTH, store.StatusError: connectorv1.ConnectionStatus_CONNECTION_STATUS_ERROR}[c.Status]
 	pb := &connectorv1.Connection{ConnectionId: c.ID, Type: c.Type, Name: c.Name, Status: status, LastError: c.LastError, Account: c.Account,
-		Settings: &connectorv1.ConnectionSettings{SendEvents: c.SendEvents, IdentityProperty: c.IdentityProperty}, CreateTime: timestamppb.New(c.Created), UpdateTime: timestamppb.New(c.Updated)}
+		Settings: &connectorv1.ConnectionSettings{SendEvents: c.SendEvents, IdentityProperty: c.IdentityProperty, PropertyPrefix: c.PropertyPrefix}, CreateTime: timestamppb.New(c.Created), UpdateTime: timestamppb.New(c.Updated)}
+	if t, ok := destinations.Lookup(c.Type); ok && c.PropertyPrefix == "" {
+		pb.Settings.PropertyPrefix = t.PropertyPrefix // stored before the setting existed
+	}
 	if !c.LastErrorAt.IsZero() {
 		pb.LastErrorTime = timestamppb.New(c.LastErrorAt)
 	}
@@ -191,10 +194,14 @@ func (s *Server) CreateConnection(ctx context.Context, req *connectorv1.CreateCo
 			return nil, apperr.Invalid("credentials."+k, fmt.Sprintf("is not a credential of %s (expected %s)", t.DisplayName, strings.Join(t.CredentialFields, ", ")))
 		}
 	}
+	prefix, err := propertyPrefix(req.GetSettings(), t)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.check(ctx, t, creds); err != nil {
 		return nil, err
 	}
-	c := &store.Connection{ID: ids.New("conn"), Env: auth.MustEnvironment(ctx), Type: t.Name, Name: name, Account: creds[t.AccountField], Status: store.StatusConnected,
+	c := &store.Connection{PropertyPrefix: prefix, ID: ids.New("conn"), Env: auth.MustEnvironment(ctx), Type: t.Name, Name: name, Account: creds[t.AccountField], Status: store.StatusConnected,
 		SendEvents: req.GetSettings().GetSendEvents(), IdentityProperty: identity(req.GetSettings(), t), Credentials: creds}
 	if t.ReceivesWebhooks() {
 		c.SigningSecret = newSecret()
@@ -210,6 +217,22 @@ func identity(set *connectorv1.ConnectionSettings, t destinations.Type) string {
 		return p
 	}
 	return t.DefaultIdentity
+}
+
+// propertyPrefix is the prefix a connection of t keeps: the setting,
+// validated, or t's default; types that name no property take none.
+func propertyPrefix(set *connectorv1.ConnectionSettings, t destinations.Type) (string, error) {
+	p := set.GetPropertyPrefix()
+	switch {
+	case t.PropertyPrefix == "" && p != "":
+		return "", apperr.Invalid("settings.property_prefix", t.DisplayName+" keeps no property per segment; leave the prefix empty")
+	case p == "":
+		return t.PropertyPrefix, nil
+	}
+	if err := destinations.ValidatePropertyPrefix(p); err != nil {
+		return "", apperr.Invalid("settings.property_prefix", err.Error())
+	}
+	return p, nil
 }
 
 func checkID(id string) error {
@@ -279,6 +302,9 @@ func (s *Server) UpdateConnection(ctx context.Context, req *connectorv1.UpdateCo
 	if set := req.GetSettings(); set != nil {
 		c.SendEvents = set.GetSendEvents()
 		c.IdentityProperty = identity(set, t)
+		if c.PropertyPrefix, err = propertyPrefix(set, t); err != nil {
+			return nil, err
+		}
 	}
 	fields := store.Fields{Name: req.Name != nil, Settings: req.GetSettings() != nil}
 	if len(req.GetCredentials()) == 0 {
@@ -348,6 +374,9 @@ func (s *Server) StartAuthorization(ctx context.Context, req *connectorv1.StartA
 		if err := grpc.SetHeader(ctx, metadata.Pairs(BrowserMetadata, browser)); err != nil {
 			return nil, apperr.Internal(err, "could not return the browser nonce")
 		}
+	}
+	if _, err := propertyPrefix(req.GetSettings(), t); err != nil {
+		return nil, err
 	}
 	state := randomToken()
 	verifier := oauth2.GenerateVerifier()

@@ -39,6 +39,7 @@ type Connection struct {
 	LastErrorAt                                     time.Time
 	SendEvents                                      bool
 	IdentityProperty                                string
+	PropertyPrefix                                  string
 	Credentials                                     map[string]string
 	SigningSecret                                   string
 	Created, Updated                                time.Time
@@ -84,9 +85,9 @@ func (s *Store) Create(ctx context.Context, c *Connection) error {
 	if c.SigningSecret != "" {
 		secret = s.seal(c.SigningSecret, "signing:"+c.ID)
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO cn_connections (connection_id, environment_id, type, name, account, status, last_error, last_error_at, send_events, identity_property, credentials, signing_secret, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, '', 0, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.Env, c.Type, c.Name, c.Account, c.Status, c.SendEvents, c.IdentityProperty, s.seal(c.Credentials, "credentials:"+c.ID), secret, now.UnixMicro(), now.UnixMicro())
+	_, err := s.db.ExecContext(ctx, `INSERT INTO cn_connections (connection_id, environment_id, type, name, account, status, last_error, last_error_at, send_events, identity_property, property_prefix, credentials, signing_secret, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, '', 0, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.Env, c.Type, c.Name, c.Account, c.Status, c.SendEvents, c.IdentityProperty, c.PropertyPrefix, s.seal(c.Credentials, "credentials:"+c.ID), secret, now.UnixMicro(), now.UnixMicro())
 	if store.IsUniqueViolation(err) {
 		return apperr.AlreadyExists("a connection named %q already exists in this environment", c.Name)
 	}
@@ -94,13 +95,13 @@ func (s *Store) Create(ctx context.Context, c *Connection) error {
 	return err
 }
 
-const cols = `connection_id, environment_id, type, name, account, status, last_error, last_error_at, send_events, identity_property, credentials, signing_secret, created_at, updated_at, credentials_version`
+const cols = `connection_id, environment_id, type, name, account, status, last_error, last_error_at, send_events, identity_property, property_prefix, credentials, signing_secret, created_at, updated_at, credentials_version`
 
 func (s *Store) scan(sc interface{ Scan(...any) error }, withSecrets bool) (*Connection, error) {
 	var c Connection
 	var errAt, cr, up int64
 	var creds, secret []byte
-	if err := sc.Scan(&c.ID, &c.Env, &c.Type, &c.Name, &c.Account, &c.Status, &c.LastError, &errAt, &c.SendEvents, &c.IdentityProperty, &creds, &secret, &cr, &up, &c.CredentialsVersion); err != nil {
+	if err := sc.Scan(&c.ID, &c.Env, &c.Type, &c.Name, &c.Account, &c.Status, &c.LastError, &errAt, &c.SendEvents, &c.IdentityProperty, &c.PropertyPrefix, &creds, &secret, &cr, &up, &c.CredentialsVersion); err != nil {
 		return nil, err
 	}
 	if errAt > 0 {
@@ -170,7 +171,7 @@ func (s *Store) List(ctx context.Context, env, typ, afterName, afterID string, l
 // other fields are not undone by values read earlier.
 type Fields struct {
 	Name     bool
-	Settings bool // send events and identity property
+	Settings bool // send events, identity property and property prefix
 }
 
 func (f Fields) set(c *Connection) (string, []any) {
@@ -181,8 +182,8 @@ func (f Fields) set(c *Connection) (string, []any) {
 		args = append(args, c.Name)
 	}
 	if f.Settings {
-		set += `, send_events = ?, identity_property = ?`
-		args = append(args, c.SendEvents, c.IdentityProperty)
+		set += `, send_events = ?, identity_property = ?, property_prefix = ?`
+		args = append(args, c.SendEvents, c.IdentityProperty, c.PropertyPrefix)
 	}
 	return set, args
 }

@@ -47,7 +47,7 @@ func ts(t interface{ IsZero() bool }, f func() *timestamppb.Timestamp) *timestam
 // SyncToPB converts a sync.
 func SyncToPB(x *syncengine.Sync) *segmentsyncv1.Sync {
 	pb := &segmentsyncv1.Sync{SyncId: x.ID, SegmentId: x.SegmentID, ConnectionId: x.ConnectionID, DestinationType: x.DestinationType, IdentityProperty: x.IdentityProperty,
-		Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME, Mode: segmentsyncv1.SyncMode_SYNC_MODE_MIRROR, Enabled: x.Enabled, FrozenDisplayName: x.FrozenName,
+		Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME, Mode: segmentsyncv1.SyncMode_SYNC_MODE_MIRROR, Enabled: x.Enabled, FrozenDisplayName: x.FrozenName, FrozenPropertyPrefix: x.FrozenPrefix,
 		LastStatus: statusPB[x.LastStatus], LastError: x.LastError, DeliveredCount: x.Delivered, CreateTime: timestamppb.New(x.Created)}
 	if x.Schedule == syncengine.Recurring {
 		pb.Schedule = segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_RECURRING

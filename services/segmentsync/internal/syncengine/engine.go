@@ -179,7 +179,7 @@ func (e *Engine) Enable(ctx context.Context, r EnableRequest) (*Sync, *Run, erro
 			return e.st.CreateSync(ctx, tx, s)
 		}
 		if r.Reset {
-			s.FrozenName, s.LastSynced, s.DataExpires = "", time.Time{}, time.Time{}
+			s.FrozenName, s.FrozenPrefix, s.LastSynced, s.DataExpires = "", "", time.Time{}, time.Time{}
 			if err := e.st.ForgetDelivered(ctx, tx, s.ID); err != nil {
 				return err
 			}
@@ -676,7 +676,7 @@ func (e *Engine) finishSync(ctx context.Context, q store.Querier, s *Sync, r *Ru
 	if r.Status == StatusSucceeded || r.Status == StatusPartial {
 		o.Synced = r.Finished
 		if r.Trigger != TriggerDisable {
-			o.FrozenName = s.FrozenName // kept if the name is frozen already
+			o.FrozenName, o.FrozenPrefix = s.FrozenName, s.FrozenPrefix // kept if the name is frozen already
 		}
 		if !r.DataExpires.IsZero() {
 			o.SetExpires, o.DataExpires = true, r.DataExpires
@@ -735,7 +735,9 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		r.Error = fmt.Sprintf("no member of the segment's %d has identity property %q, so no one could be sent to %s; attach it to users (POST /v1/users:upsert) or choose another identity_property", p.Members, s.IdentityProperty, t.DisplayName)
 	}
 	if s.FrozenName == "" {
-		s.FrozenName = p.SegmentName // fixed by the first successful run
+		// Fixed by the first successful run, the prefix with the name.
+		s.FrozenName = p.SegmentName
+		s.FrozenPrefix = conn.GetConnection().GetSettings().GetPropertyPrefix()
 	}
 	perMinute, burst := max(t.RatePerMinute, 1), max(t.RatePerMinute/6, 1)
 	if e.o.Rate != nil {
@@ -744,7 +746,7 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	// One bucket per connection, in the shared store: every run and every
 	// process writing to this connection draws from it.
 	cfg := destinations.Config{BaseURL: e.o.BaseURL(t.Name), Credentials: conn.GetCredentials(), SigningSecret: conn.GetSigningSecret(), Egress: e.o.Egress,
-		Limiter: ratelimit.New(e.db, "connection:"+s.ConnectionID, perMinute, burst)}
+		Limiter: ratelimit.New(e.db, "connection:"+s.ConnectionID, perMinute, burst), Prefix: s.FrozenPrefix}
 	if e.o.AdapterConfig != nil {
 		e.o.AdapterConfig(&cfg)
 	}

@@ -50,11 +50,14 @@ type Sync struct {
 	Mode                                                                string
 	Enabled                                                             bool
 	FrozenName                                                          string
-	LastSynced                                                          time.Time
-	LastStatus, LastError                                               string
-	NextRun, DataExpires                                                time.Time
-	Created, Updated                                                    time.Time
-	Delivered                                                           uint64
+	// FrozenPrefix is the connection's property prefix, frozen with the
+	// name: a later change of the setting must not orphan the live property.
+	FrozenPrefix          string
+	LastSynced            time.Time
+	LastStatus, LastError string
+	NextRun, DataExpires  time.Time
+	Created, Updated      time.Time
+	Delivered             uint64
 }
 
 // Run is one sync run.
@@ -102,12 +105,12 @@ func ut(v int64) time.Time {
 	return time.UnixMicro(v).UTC()
 }
 
-const syncCols = `sync_id, environment_id, segment_id, connection_id, destination_type, identity_property, schedule, interval_us, mode, enabled, frozen_name, last_synced_at, last_status, last_error, next_run_at, data_expires_at, created_at, updated_at`
+const syncCols = `sync_id, environment_id, segment_id, connection_id, destination_type, identity_property, schedule, interval_us, mode, enabled, frozen_name, frozen_prefix, last_synced_at, last_status, last_error, next_run_at, data_expires_at, created_at, updated_at`
 
 func scanSync(sc interface{ Scan(...any) error }) (*Sync, error) {
 	var s Sync
 	var interval, last, next, exp, c, u int64
-	if err := sc.Scan(&s.ID, &s.Env, &s.SegmentID, &s.ConnectionID, &s.DestinationType, &s.IdentityProperty, &s.Schedule, &interval, &s.Mode, &s.Enabled, &s.FrozenName, &last, &s.LastStatus, &s.LastError, &next, &exp, &c, &u); err != nil {
+	if err := sc.Scan(&s.ID, &s.Env, &s.SegmentID, &s.ConnectionID, &s.DestinationType, &s.IdentityProperty, &s.Schedule, &interval, &s.Mode, &s.Enabled, &s.FrozenName, &s.FrozenPrefix, &last, &s.LastStatus, &s.LastError, &next, &exp, &c, &u); err != nil {
 		return nil, err
 	}
 	s.Interval = time.Duration(interval) * time.Microsecond
@@ -117,15 +120,15 @@ func scanSync(sc interface{ Scan(...any) error }) (*Sync, error) {
 
 // CreateSync inserts a sync.
 func (st *Store) CreateSync(ctx context.Context, q store.Querier, s *Sync) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO se_syncs (`+syncCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		s.ID, s.Env, s.SegmentID, s.ConnectionID, s.DestinationType, s.IdentityProperty, s.Schedule, s.Interval.Microseconds(), s.Mode, s.Enabled, s.FrozenName, us(s.LastSynced), s.LastStatus, s.LastError, us(s.NextRun), us(s.DataExpires), us(s.Created), us(s.Updated))
+	_, err := q.ExecContext(ctx, `INSERT INTO se_syncs (`+syncCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.ID, s.Env, s.SegmentID, s.ConnectionID, s.DestinationType, s.IdentityProperty, s.Schedule, s.Interval.Microseconds(), s.Mode, s.Enabled, s.FrozenName, s.FrozenPrefix, us(s.LastSynced), s.LastStatus, s.LastError, us(s.NextRun), us(s.DataExpires), us(s.Created), us(s.Updated))
 	return err
 }
 
 // UpdateSync writes every mutable field of s.
 func (st *Store) UpdateSync(ctx context.Context, q store.Querier, s *Sync) error {
-	_, err := q.ExecContext(ctx, `UPDATE se_syncs SET identity_property = ?, schedule = ?, interval_us = ?, mode = ?, enabled = ?, frozen_name = ?, last_synced_at = ?, last_status = ?, last_error = ?, next_run_at = ?, data_expires_at = ?, updated_at = ? WHERE sync_id = ?`,
-		s.IdentityProperty, s.Schedule, s.Interval.Microseconds(), s.Mode, s.Enabled, s.FrozenName, us(s.LastSynced), s.LastStatus, s.LastError, us(s.NextRun), us(s.DataExpires), us(s.Updated), s.ID)
+	_, err := q.ExecContext(ctx, `UPDATE se_syncs SET identity_property = ?, schedule = ?, interval_us = ?, mode = ?, enabled = ?, frozen_name = ?, frozen_prefix = ?, last_synced_at = ?, last_status = ?, last_error = ?, next_run_at = ?, data_expires_at = ?, updated_at = ? WHERE sync_id = ?`,
+		s.IdentityProperty, s.Schedule, s.Interval.Microseconds(), s.Mode, s.Enabled, s.FrozenName, s.FrozenPrefix, us(s.LastSynced), s.LastStatus, s.LastError, us(s.NextRun), us(s.DataExpires), us(s.Updated), s.ID)
 	return err
 }
 
@@ -141,10 +144,12 @@ type Outcome struct {
 	Status, Error string
 	// Set when the run delivered: last synced time, the frozen name (kept if
 	// already frozen), and the destination data's expiry.
-	Synced      time.Time
-	FrozenName  string
-	SetExpires  bool
-	DataExpires time.Time
+	Synced     time.Time
+	FrozenName string
+	// FrozenPrefix is frozen with FrozenName, in the same statement.
+	FrozenPrefix string
+	SetExpires   bool
+	DataExpires  time.Time
 	// RefreshAt, when set, pulls a recurring, enabled sync's next run
 	// forward to it (before its data lapses).
 	RefreshAt time.Time
@@ -156,12 +161,13 @@ type Outcome struct {
 func (st *Store) RecordOutcome(ctx context.Context, q store.Querier, id string, o Outcome) error {
 	_, err := q.ExecContext(ctx, `UPDATE se_syncs SET last_status = ?, last_error = ?,
 		last_synced_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE last_synced_at END,
+		frozen_prefix = CASE WHEN frozen_name = '' THEN ? ELSE frozen_prefix END,
 		frozen_name = CASE WHEN frozen_name = '' THEN ? ELSE frozen_name END,
 		data_expires_at = CASE WHEN ? THEN ? ELSE data_expires_at END,
 		next_run_at = CASE WHEN CAST(? AS BIGINT) > 0 AND schedule = ? AND enabled AND next_run_at > ? THEN ? ELSE next_run_at END,
 		updated_at = ?
 		WHERE sync_id = ?`,
-		o.Status, o.Error, us(o.Synced), us(o.Synced), o.FrozenName, o.SetExpires, us(o.DataExpires),
+		o.Status, o.Error, us(o.Synced), us(o.Synced), o.FrozenPrefix, o.FrozenName, o.SetExpires, us(o.DataExpires),
 		us(o.RefreshAt), Recurring, us(o.RefreshAt), us(o.RefreshAt), us(o.Updated), id)
 	return err
 }

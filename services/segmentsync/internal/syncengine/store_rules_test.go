@@ -69,7 +69,7 @@ func TestMigrationKeepsOneSyncPerSegmentConnection(t *testing.T) {
 			if err := db.Migrate(ctx, "syncengine", before); err != nil {
 				t.Fatal(err)
 			}
-			old := &Store{db: db}
+			old := db
 			t0 := time.Now().Add(-time.Hour)
 			for _, s := range []*Sync{
 				ruleSync("sync_old", "seg", "conn", "appcues", Recurring, false, t0),
@@ -78,7 +78,7 @@ func TestMigrationKeepsOneSyncPerSegmentConnection(t *testing.T) {
 				ruleSync("sync_x1", "seg2", "conn", "appcues", OneTime, false, t0),
 				ruleSync("sync_x2", "seg2", "conn", "appcues", OneTime, false, t0.Add(time.Minute)),
 			} {
-				if err := old.CreateSync(ctx, db, s); err != nil {
+				if err := insertBefore004(ctx, old, s); err != nil {
 					t.Fatal(err)
 				}
 				if _, err := db.ExecContext(ctx, `INSERT INTO se_delivered (sync_id, dense_id, identity) VALUES (?, 1, ?)`, s.ID, "ac-"+s.ID); err != nil {
@@ -104,6 +104,97 @@ func TestMigrationKeepsOneSyncPerSegmentConnection(t *testing.T) {
 				d, err := st.Delivered(ctx, id)
 				if err != nil || len(d) != want {
 					t.Fatalf("%s delivered %v (%v), want %d", id, d, err, want)
+				}
+			}
+		})
+	}
+}
+
+// migrateTo applies the store's migrations up to (not including) first.
+func migrateTo(t *testing.T, ctx context.Context, db *pkgstore.DB, upTo ...string) {
+	t.Helper()
+	before := fstest.MapFS{}
+	for _, name := range upTo {
+		data, err := fs.ReadFile(migrations, "migrations/"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[name] = &fstest.MapFile{Data: data}
+	}
+	if err := db.Migrate(ctx, "syncengine", before); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// insertBefore004 stores s as versions before migration 004 did (no
+// frozen prefix).
+func insertBefore004(ctx context.Context, db *pkgstore.DB, s *Sync) error {
+	_, err := db.ExecContext(ctx, `INSERT INTO se_syncs (sync_id, environment_id, segment_id, connection_id, destination_type, identity_property, schedule, interval_us, mode, enabled, frozen_name, last_synced_at, last_status, last_error, next_run_at, data_expires_at, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.ID, s.Env, s.SegmentID, s.ConnectionID, s.DestinationType, s.IdentityProperty, s.Schedule, s.Interval.Microseconds(), s.Mode, s.Enabled, s.FrozenName, us(s.LastSynced), s.LastStatus, s.LastError, us(s.NextRun), us(s.DataExpires), us(s.Created), us(s.Updated))
+	return err
+}
+
+// A run's outcome freezes the connection's property prefix with the name,
+// in one statement: once frozen, neither changes, so a later prefix setting
+// never names a second property at the destination.
+func TestStoreFreezesPropertyPrefixWithName(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := b.open(t)
+			st, err := OpenStore(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			if err := st.CreateSync(ctx, db, ruleSync("sync_p", "seg", "conn", "appcues", OneTime, true, now)); err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range []Outcome{
+				{Status: StatusSucceeded, Synced: now, FrozenName: "Trial", FrozenPrefix: "[Heap]", Updated: now},
+				{Status: StatusSucceeded, Synced: now, FrozenName: "Renamed", FrozenPrefix: "[Other]", Updated: now},
+			} {
+				if err := st.RecordOutcome(ctx, db, "sync_p", o); err != nil {
+					t.Fatal(err)
+				}
+				got, err := st.GetSync(ctx, "env", "sync_p")
+				if err != nil || got.FrozenName != "Trial" || got.FrozenPrefix != "[Heap]" {
+					t.Fatalf("after outcome %+v: sync %+v, %v; want [Heap] Trial frozen", o, got, err)
+				}
+			}
+		})
+	}
+}
+
+// Migration 004 freezes the Appcues syncs that already delivered with the
+// only prefix earlier versions used, "[seghub]"; syncs not yet run freeze
+// the connection's setting at their first run.
+func TestMigrationFreezesExistingSyncsWithSeghubPrefix(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := b.open(t)
+			migrateTo(t, ctx, db, "001_syncs.sql", "002_identity_checks.sql", "003_one_sync_per_segment_connection.sql")
+			now := time.Now()
+			live := ruleSync("sync_live", "seg", "conn", "appcues", Recurring, true, now)
+			live.FrozenName = "Trial"
+			fresh := ruleSync("sync_fresh", "seg2", "conn", "appcues", Recurring, true, now)
+			hook := ruleSync("sync_hook", "seg", "conn2", "webhook", Recurring, true, now)
+			hook.FrozenName = "Trial"
+			for _, s := range []*Sync{live, fresh, hook} {
+				if err := insertBefore004(ctx, db, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := OpenStore(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for id, want := range map[string]string{"sync_live": "[seghub]", "sync_fresh": "", "sync_hook": ""} {
+				got, err := st.GetSync(ctx, "env", id)
+				if err != nil || got.FrozenPrefix != want {
+					t.Fatalf("%s frozen prefix = %+v, %v; want %q", id, got, err, want)
 				}
 			}
 		})
