@@ -39,19 +39,19 @@ generate: tools
 	rm -rf gen/seghub gen/openapi/*.json
 	buf generate
 
-# buf breaking compares the contracts with the last release point: the tag
-# $(BREAKING_BASELINE), or the main branch when the tag is not fetched. Moving the
-# tag after a release accepts that release's contract (docs/DEVELOPING.md).
-BREAKING_BASELINE ?= v1-baseline
+# buf breaking compares the contracts with the last release point: the commit
+# named in proto/BREAKING_BASELINE (committed, so every clone has it), or
+# $(BREAKING_BASELINE) when given. Moving it after a release accepts that
+# release's contract (docs/DEVELOPING.md).
+BREAKING_BASELINE ?= $(shell cat proto/BREAKING_BASELINE)
 
 lint: tools
 	buf lint
 	buf format -d --exit-code
-	@against=; for ref in $(BREAKING_BASELINE) origin/main main; do \
-		if git rev-parse -q --verify "$$ref^{commit}" >/dev/null; then against=$$ref; break; fi; done; \
-	if [ -n "$$against" ]; then echo "buf breaking --against $$against"; \
-		buf breaking --against ".git#ref=$$(git rev-parse "$$against^{commit}")" --path proto/seghub; \
-	else echo "buf breaking: neither tag $(BREAKING_BASELINE) nor branch main is here (git fetch origin main), skipped"; fi
+	@if git rev-parse -q --verify "$(BREAKING_BASELINE)^{commit}" >/dev/null; then \
+		echo "buf breaking --against $(BREAKING_BASELINE)"; \
+		buf breaking --against ".git#ref=$$(git rev-parse "$(BREAKING_BASELINE)^{commit}")" --path proto/seghub; \
+	else echo "buf breaking: the release point $(BREAKING_BASELINE) is not in this clone (git fetch --unshallow), failing"; exit 1; fi
 	go vet $(PKGS)
 	@out=$$(gofmt -l $(GO_DIRS)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
