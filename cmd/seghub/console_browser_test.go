@@ -618,13 +618,18 @@ func TestConsoleInChromium(t *testing.T) {
 		u.fill("textbox", "API Key", "demo-key")
 		u.fill("textbox", "Name", strings.Repeat("x", 300))
 		u.click("button", "Connect")
-		u.waitText("a violation", func(s string) bool {
-			return !strings.Contains(s, "Appcues refused these credentials") && strings.Contains(s, "name")
-		})
-		where := eval[[]map[string]string](u, `[...document.querySelectorAll("[aria-invalid=true]")].map(e => ({
-			label: e.labels && e.labels[0] ? e.labels[0].innerText : "",
-			error: (e.getAttribute("aria-describedby") || "").split(" ").map(id => document.getElementById(id)).filter(x => x && x.getAttribute("role") === "alert").map(x => x.innerText).join(" "),
-		}))`)
+		// Wait for the answer to mark a field: the refusal text alone goes
+		// away as soon as the second request starts.
+		var where []map[string]string
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			where = eval[[]map[string]string](u, `[...document.querySelectorAll("[aria-invalid=true]")].map(e => ({
+				label: e.labels && e.labels[0] ? e.labels[0].innerText : "",
+				error: (e.getAttribute("aria-describedby") || "").split(" ").map(id => document.getElementById(id)).filter(x => x && x.getAttribute("role") === "alert").map(x => x.innerText).join(" "),
+			}))`)
+			if len(where) > 0 || time.Now().After(deadline) {
+				break
+			}
+		}
 		u.screenshot("connect-error")
 		if len(where) != 1 || where[0]["label"] != "Name" || where[0]["error"] == "" {
 			t.Fatalf("the name's violation is shown on %v\n%s", where, u.text())
