@@ -123,7 +123,8 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		return nil, err
 	}
 	eo := syncengine.Options{BaseURL: p.Config.DestinationURL, Egress: p.Egress, Logger: p.Logger, Tracer: p.Telemetry.Tracer.Tracer("seghub/syncengine"),
-		RecurringLimit: func(t destinations.Type) int { return p.Config.RecurringLimit(t.Name, t.RecurringLimit) }}
+		RecurringLimit: func(t destinations.Type) int { return p.Config.RecurringLimit(t.Name, t.RecurringLimit) },
+		LeaseTTL:       p.Config.SyncRunLease, SweepInterval: p.Config.SyncRunLease / 5}
 	if o.AdapterConfig != nil {
 		eo.AdapterConfig = o.AdapterConfig
 	}
