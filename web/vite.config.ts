@@ -19,7 +19,7 @@ export default defineConfig({
     // Two pages: the console, and the OFREP demo (its own entry, so the
     // OpenFeature SDK never weighs on the console's first load).
     rollupOptions: {
-      input: { console: "index.html", "ofrep-demo": "ofrep-demo.html" },
+      input: { index: "index.html", "ofrep-demo": "ofrep-demo.html" },
     },
   },
   server: {

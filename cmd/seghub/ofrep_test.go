@@ -125,8 +125,12 @@ func TestOFREPWithOpenFeatureGoSDK(t *testing.T) {
 	if d, err = client.BooleanValueDetails(ctx, w.everyone, false, nonMember); err != nil || !d.Value || d.Reason != openfeature.StaticReason {
 		t.Errorf("everyone: %+v %v", d, err)
 	}
-	if d, err = client.BooleanValueDetails(ctx, w.disabled, true, member); err != nil || d.Value || d.Reason != openfeature.DisabledReason {
-		t.Errorf("disabled: %+v %v", d, err)
+	// A disabled experience answers false with reason DISABLED, which
+	// OpenFeature SDKs resolve to the caller's own default.
+	for _, def := range []bool{false, true} {
+		if d, err = client.BooleanValueDetails(ctx, w.disabled, def, member); err != nil || d.Value != def || d.Reason != openfeature.DisabledReason {
+			t.Errorf("disabled, default %v: %+v %v", def, d, err)
+		}
 	}
 	if d, err = client.BooleanValueDetails(ctx, "segment:"+w.beta, false, member); err != nil || !d.Value || d.Reason != openfeature.TargetingMatchReason {
 		t.Errorf("segment flag, member: %+v %v", d, err)
@@ -278,13 +282,17 @@ func TestOFREPErrors(t *testing.T) {
 		t.Fatalf("create environment: %d %v", code, b)
 	}
 	otherClient := createKey(t, w.r, b["admin_secret"].(string), "client")
+	// Until its index has loaded, a new environment answers 503 with Retry-After.
+	waitFor(t, 20*time.Second, func() bool {
+		code, h, _ := w.ofrep(t, "/ofrep/v1/evaluate/flags", bearer(otherClient), `{"context":{"targetingKey":"u1"}}`)
+		if code == 503 && h.Get("Retry-After") == "" {
+			t.Errorf("503 without Retry-After")
+		}
+		return code == 200
+	}, "the new environment's index to load")
 	if code, _, b := w.ofrep(t, "/ofrep/v1/evaluate/flags/"+w.tour, bearer(otherClient), `{"context":{"targetingKey":"u1"}}`); code != 404 {
 		t.Errorf("another environment's key on this tour: %d %v", code, b)
 	}
-	waitFor(t, 20*time.Second, func() bool {
-		code, _, _ := w.ofrep(t, "/ofrep/v1/evaluate/flags", bearer(otherClient), `{"context":{"targetingKey":"u1"}}`)
-		return code == 200
-	}, "the new environment's index to load")
 	if _, _, b := w.ofrep(t, "/ofrep/v1/evaluate/flags", bearer(otherClient), `{"context":{"targetingKey":"u1"}}`); len(b["flags"].([]any)) != 0 {
 		t.Errorf("another environment's bulk answer: %v", b)
 	}

@@ -4,7 +4,7 @@
 import { OpenFeature, ProviderEvents } from "@openfeature/web-sdk";
 import { OFREPWebProvider } from "@openfeature/ofrep-web-provider";
 import { describeEvaluation, describeResponses, pollInterval } from "./describe";
-import "../app.css";
+import "./demo.css";
 
 const form = document.getElementById("ofrep-form") as HTMLFormElement;
 const result = document.getElementById("ofrep-result")!;
