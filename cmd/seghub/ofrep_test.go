@@ -213,7 +213,24 @@ func TestOFREPBulkAndETag(t *testing.T) {
 	if code, _, b := w.ofrep(t, "/ofrep/v1/evaluate/flags", with(etag), `{"context":{"targetingKey":"u2"}}`); code != 200 || len(b["flags"].([]any)) != len(want) {
 		t.Errorf("u2 with u1's tag: %d %v", code, b)
 	}
-	// A membership change moves the index version: a full answer follows.
+	// Another user's membership change moves the index version but not
+	// u1's answer: still a 304, with a fresh tag.
+	if code, b := w.r.do(t, "POST", "/v1/segments/"+w.beta+"/members:add", w.admin, `{"user_ids":["u2"]}`); code != 200 {
+		t.Fatalf("add u2: %d %v", code, b)
+	}
+	waitFor(t, 20*time.Second, func() bool {
+		_, b := w.r.do(t, "GET", "/v1/targeting/segments/"+w.beta+"/members/u2", w.admin, "")
+		return b["is_member"] == true
+	}, "targeting to see u2 in Beta")
+	code, h, _ = w.ofrep(t, "/ofrep/v1/evaluate/flags", with(etag), u1)
+	if code != 304 || h.Get("ETag") == etag || h.Get("ETag") == "" {
+		t.Fatalf("u1 after u2 joined Beta: %d etag %q (was %q), want 304 with a new tag", code, h.Get("ETag"), etag)
+	}
+	etag = h.Get("ETag")
+	if code, _, _ := w.ofrep(t, "/ofrep/v1/evaluate/flags", with(etag), u1); code != 304 {
+		t.Fatalf("the new tag: %d, want 304", code)
+	}
+	// u1's own membership change changes u1's answer: a full answer follows.
 	if code, b := w.r.do(t, "POST", "/v1/segments/"+w.beta+"/members:remove", w.admin, `{"user_ids":["u1"]}`); code != 200 {
 		t.Fatalf("remove: %d %v", code, b)
 	}

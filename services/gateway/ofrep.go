@@ -98,7 +98,20 @@ type ofrepFlag struct {
 	Value    bool           `json:"value"`
 	Reason   string         `json:"reason"`
 	Variant  string         `json:"variant"`
-	Metadata map[string]any `json:"metadata"`
+	Metadata ofrepMetadata `json:"metadata"`
+}
+
+// ofrepMetadata is a flag's metadata (OFREP allows strings, numbers and
+// booleans); a struct, so encoding needs no map sorting.
+type ofrepMetadata struct {
+	// Kind is "experience" or "segment".
+	Kind        string `json:"kind"`
+	Name        string `json:"name,omitempty"`
+	Type        string `json:"type,omitempty"`
+	DecidedBy   string `json:"decidedBy,omitempty"`
+	Explanation string `json:"explanation,omitempty"`
+	// IndexVersion is sent with single evaluations only.
+	IndexVersion int64 `json:"indexVersion,omitempty"`
 }
 
 // ofrepError is OFREP's evaluationFailure / flagNotFound / bulk failure shape.
@@ -207,7 +220,7 @@ func (o *ofrep) bulk(w http.ResponseWriter, r *http.Request) {
 	scope := ofrepScope(req.principal.EnvironmentID, req.userID)
 	in := &targetingv1.EvaluateUserRequest{UserId: req.userID}
 	if tag, ok := matchingETag(r.Header.Get("If-None-Match"), scope); ok {
-		in.IfIndexVersion, in.IfExperiencesVersion = tag.index, tag.experiences
+		in.IfIndexVersion, in.IfExperiencesVersion, in.IfAnswerHash = tag.index, tag.experiences, tag.answer
 	}
 	ctx, cancel := context.WithTimeout(req.ctx, ofrepTimeout)
 	defer cancel()
@@ -216,7 +229,7 @@ func (o *ofrep) bulk(w http.ResponseWriter, r *http.Request) {
 		writeOFREPError(w, ofrepStatusError(err, ""))
 		return
 	}
-	etag := ofrepETag{index: out.GetIndexVersion(), experiences: out.GetExperiencesVersion(), scope: scope}.String()
+	etag := ofrepETag{index: out.GetIndexVersion(), experiences: out.GetExperiencesVersion(), scope: scope, answer: out.GetAnswerHash()}.String()
 	w.Header().Set("ETag", etag)
 	// Revalidate every time: the answer changes with memberships.
 	w.Header().Set("Cache-Control", "private, no-cache")
@@ -225,11 +238,14 @@ func (o *ofrep) bulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	flags := make([]ofrepFlag, 0, len(out.GetExperiences())+len(out.GetSegments()))
+	// No index version in bulk flags' metadata: a 304 must leave the
+	// client's copy exact, and the version moves without this answer
+	// changing.
 	for _, x := range out.GetExperiences() {
-		flags = append(flags, experienceFlag(x, out.GetIndexVersion()))
+		flags = append(flags, experienceFlag(x, 0))
 	}
 	for _, s := range out.GetSegments() {
-		flags = append(flags, segmentFlag(s, out.GetIndexVersion()))
+		flags = append(flags, segmentFlag(s, 0))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"flags": flags})
 }
@@ -277,9 +293,9 @@ func (o *ofrep) single(w http.ResponseWriter, r *http.Request) {
 }
 
 func experienceFlag(x *targetingv1.ExperienceEvaluation, version int64) ofrepFlag {
-	f := ofrepFlag{Key: x.GetExperienceId(), Value: x.GetEligible(), Variant: variant(x.GetEligible()), Metadata: map[string]any{
-		"kind": "experience", "name": x.GetName(), "type": experienceType(x.GetType()),
-		"decidedBy": x.GetDecidedBy(), "explanation": x.GetReason(), "indexVersion": version,
+	f := ofrepFlag{Key: x.GetExperienceId(), Value: x.GetEligible(), Variant: variant(x.GetEligible()), Metadata: ofrepMetadata{
+		Kind: "experience", Name: x.GetName(), Type: experienceType(x.GetType()),
+		DecidedBy: x.GetDecidedBy(), Explanation: x.GetReason(), IndexVersion: version,
 	}}
 	switch {
 	case !x.GetEnabled():
@@ -296,7 +312,7 @@ func experienceFlag(x *targetingv1.ExperienceEvaluation, version int64) ofrepFla
 
 func segmentFlag(s *targetingv1.SegmentEvaluation, version int64) ofrepFlag {
 	f := ofrepFlag{Key: ofrepSegmentPrefix + s.GetSegmentId(), Value: s.GetIsMember(), Variant: variant(s.GetIsMember()), Reason: "DEFAULT",
-		Metadata: map[string]any{"kind": "segment", "indexVersion": version}}
+		Metadata: ofrepMetadata{Kind: "segment", IndexVersion: version}}
 	if s.GetIsMember() {
 		f.Reason = "TARGETING_MATCH"
 	}
@@ -355,17 +371,21 @@ func writeOFREPError(w http.ResponseWriter, e *ofrepError) {
 }
 
 // ofrepETag is a bulk answer's entity tag: the index version and the
-// experiences version it was computed from, and a hash of the environment and
-// user it is for (the flag key set follows from those three), so that a tag
-// never matches another user's or environment's answer.
+// experiences version it was computed from (while both hold, a 304 costs no
+// evaluation), a hash of the environment and user it is for (so a tag never
+// matches another user's or environment's answer), and a hash of the answer
+// itself (so another user's membership change still ends in a 304).
 type ofrepETag struct {
 	index       int64
 	experiences string
 	scope       string
+	// answer is the hash of the evaluations: a tag whose versions moved
+	// still matches while this user's answer stays the same.
+	answer string
 }
 
 func (t ofrepETag) String() string {
-	return `"` + strconv.FormatInt(t.index, 10) + "-" + t.experiences + "-" + t.scope + `"`
+	return `"` + strconv.FormatInt(t.index, 10) + "-" + t.experiences + "-" + t.scope + "-" + t.answer + `"`
 }
 
 // ofrepScope hashes the environment and user an answer is for.
@@ -384,14 +404,14 @@ func matchingETag(header, scope string) (ofrepETag, bool) {
 		raw = strings.TrimPrefix(strings.TrimSpace(raw), "W/")
 		raw = strings.Trim(raw, `"`)
 		parts := strings.Split(raw, "-")
-		if len(parts) != 3 || parts[2] != scope || parts[1] == "" {
+		if len(parts) != 4 || parts[2] != scope || parts[1] == "" || parts[3] == "" {
 			continue
 		}
 		idx, err := strconv.ParseInt(parts[0], 10, 64)
 		if err != nil || idx <= 0 {
 			continue
 		}
-		return ofrepETag{index: idx, experiences: parts[1], scope: scope}, true
+		return ofrepETag{index: idx, experiences: parts[1], scope: scope, answer: parts[3]}, true
 	}
 	return ofrepETag{}, false
 }

@@ -6,10 +6,12 @@
 //
 // Phases, each -d long at -c concurrent requests:
 //   - full: no If-None-Match, every answer a 200 with every flag;
-//   - etag: each client sends back the ETag it last got for the user it asks
-//     about, as the web provider does when polling; unchanged answers are 304;
-//   - etag+churn: the same while another goroutine adds and removes a member
-//     of a segment every 1/-churn seconds, so index versions move.
+//   - etag: each client polls for its users in turn and sends back the ETag
+//     it last got for the user, as the web provider does; unchanged answers
+//     are 304;
+//   - etag+churn: the same while another goroutine adds and removes user u1
+//     in a segment -churn times a second: the environment's index version
+//     moves, u1's answer changes, the others' answers do not.
 package main
 
 import (
@@ -22,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -307,12 +308,17 @@ func load(s *server, w *world, conc int, dur time.Duration, etags bool, churn fl
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rng := mrand.New(mrand.NewPCG(uint64(c), 42))
+			// Client c is the pages of users c, c+conc, c+2·conc …, each
+			// polling in turn, as browser tabs with the web provider do.
+			var mine []int
+			for u := c; u < w.users; u += conc {
+				mine = append(mine, u)
+			}
 			seen := map[int]string{}
 			var lat []time.Duration
 			var n, ok, nm, failed int64
-			for ctx.Err() == nil {
-				u := rng.IntN(w.users)
+			for i := 0; ctx.Err() == nil; i++ {
+				u := mine[i%len(mine)]
 				h := map[string]string{}
 				if tag, found := seen[u]; etags && found {
 					h["If-None-Match"] = tag

@@ -2024,8 +2024,11 @@ type EvaluateUserRequest struct {
 	IfIndexVersion int64 `protobuf:"varint,4,opt,name=if_index_version,json=ifIndexVersion,proto3" json:"if_index_version,omitempty"`
 	// The experiences_version of an earlier answer, used with if_index_version.
 	IfExperiencesVersion string `protobuf:"bytes,5,opt,name=if_experiences_version,json=ifExperiencesVersion,proto3" json:"if_experiences_version,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The answer_hash of an earlier answer: when the versions moved but this user's answer is the same (another
+	// user's membership changed), the answer is still not_modified, its lists empty.
+	IfAnswerHash  string `protobuf:"bytes,6,opt,name=if_answer_hash,json=ifAnswerHash,proto3" json:"if_answer_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EvaluateUserRequest) Reset() {
@@ -2089,6 +2092,13 @@ func (x *EvaluateUserRequest) GetIfIndexVersion() int64 {
 func (x *EvaluateUserRequest) GetIfExperiencesVersion() string {
 	if x != nil {
 		return x.IfExperiencesVersion
+	}
+	return ""
+}
+
+func (x *EvaluateUserRequest) GetIfAnswerHash() string {
+	if x != nil {
+		return x.IfAnswerHash
 	}
 	return ""
 }
@@ -2261,9 +2271,11 @@ type EvaluateUserResponse struct {
 	// Fingerprint of the environment's experiences (ids, audiences, enabled flags) the answer was computed from;
 	// it changes whenever an experience is created, changed or deleted.
 	ExperiencesVersion string `protobuf:"bytes,4,opt,name=experiences_version,json=experiencesVersion,proto3" json:"experiences_version,omitempty"`
-	// Set when if_index_version and if_experiences_version still hold: nothing was evaluated and the lists are
-	// empty.
-	NotModified   bool `protobuf:"varint,5,opt,name=not_modified,json=notModified,proto3" json:"not_modified,omitempty"`
+	// Set when if_index_version and if_experiences_version still hold (nothing was evaluated), or when the answer
+	// hashes to if_answer_hash; the lists are then empty.
+	NotModified bool `protobuf:"varint,5,opt,name=not_modified,json=notModified,proto3" json:"not_modified,omitempty"`
+	// Fingerprint of this answer's evaluations (every field of experiences and segments), for if_answer_hash.
+	AnswerHash    string `protobuf:"bytes,6,opt,name=answer_hash,json=answerHash,proto3" json:"answer_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2331,6 +2343,13 @@ func (x *EvaluateUserResponse) GetNotModified() bool {
 		return x.NotModified
 	}
 	return false
+}
+
+func (x *EvaluateUserResponse) GetAnswerHash() string {
+	if x != nil {
+		return x.AnswerHash
+	}
+	return ""
 }
 
 var File_seghub_targeting_v1_targeting_proto protoreflect.FileDescriptor
@@ -2463,14 +2482,15 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\"\x89\x01\n" +
 	"\x1fListEligibleExperiencesResponse\x12A\n" +
 	"\vexperiences\x18\x01 \x03(\v2\x1f.seghub.targeting.v1.ExperienceR\vexperiences\x12#\n" +
-	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"\xdb\x01\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"\x81\x02\n" +
 	"\x13EvaluateUserRequest\x12\x1c\n" +
 	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\x12%\n" +
 	"\x0eexperience_ids\x18\x02 \x03(\tR\rexperienceIds\x12\x1f\n" +
 	"\vsegment_ids\x18\x03 \x03(\tR\n" +
 	"segmentIds\x12(\n" +
 	"\x10if_index_version\x18\x04 \x01(\x03R\x0eifIndexVersion\x124\n" +
-	"\x16if_experiences_version\x18\x05 \x01(\tR\x14ifExperiencesVersion\"\xf5\x01\n" +
+	"\x16if_experiences_version\x18\x05 \x01(\tR\x14ifExperiencesVersion\x12$\n" +
+	"\x0eif_answer_hash\x18\x06 \x01(\tR\fifAnswerHash\"\xf5\x01\n" +
 	"\x14ExperienceEvaluation\x12#\n" +
 	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
@@ -2483,13 +2503,15 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x11SegmentEvaluation\x12\x1d\n" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x1b\n" +
-	"\tis_member\x18\x02 \x01(\bR\bisMember\"\xa0\x02\n" +
+	"\tis_member\x18\x02 \x01(\bR\bisMember\"\xc1\x02\n" +
 	"\x14EvaluateUserResponse\x12K\n" +
 	"\vexperiences\x18\x01 \x03(\v2).seghub.targeting.v1.ExperienceEvaluationR\vexperiences\x12B\n" +
 	"\bsegments\x18\x02 \x03(\v2&.seghub.targeting.v1.SegmentEvaluationR\bsegments\x12#\n" +
 	"\rindex_version\x18\x03 \x01(\x03R\findexVersion\x12/\n" +
 	"\x13experiences_version\x18\x04 \x01(\tR\x12experiencesVersion\x12!\n" +
-	"\fnot_modified\x18\x05 \x01(\bR\vnotModified*\x8f\x01\n" +
+	"\fnot_modified\x18\x05 \x01(\bR\vnotModified\x12\x1f\n" +
+	"\vanswer_hash\x18\x06 \x01(\tR\n" +
+	"answerHash*\x8f\x01\n" +
 	"\x0eExperienceType\x12\x1f\n" +
 	"\x1bEXPERIENCE_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cEXPERIENCE_TYPE_PRODUCT_TOUR\x10\x01\x12\x1d\n" +

@@ -37,7 +37,8 @@ func (s *Server) EvaluateUser(ctx context.Context, req *targetingv1.EvaluateUser
 		}
 		resp.IndexVersion = v.Version()
 		if req.GetIfIndexVersion() != 0 && req.GetIfIndexVersion() == v.Version() && req.GetIfExperiencesVersion() == xver {
-			resp.NotModified = true
+			// Nothing this answer depends on moved: no evaluation at all.
+			resp.NotModified, resp.AnswerHash = true, req.GetIfAnswerHash()
 			return
 		}
 		all := len(req.GetExperienceIds()) == 0 && len(req.GetSegmentIds()) == 0
@@ -47,7 +48,47 @@ func (s *Server) EvaluateUser(ctx context.Context, req *targetingv1.EvaluateUser
 	if err != nil {
 		return nil, err
 	}
+	if resp.NotModified {
+		return resp, nil
+	}
+	// The index version moves with every membership change of the
+	// environment; most leave this user's answer as it was.
+	resp.AnswerHash = answerHash(resp)
+	if req.GetIfAnswerHash() != "" && req.GetIfAnswerHash() == resp.AnswerHash {
+		resp.NotModified, resp.Experiences, resp.Segments = true, nil, nil
+	}
 	return resp, nil
+}
+
+// answerHash fingerprints every evaluated field of an answer.
+func answerHash(resp *targetingv1.EvaluateUserResponse) string {
+	h := fnv.New64a()
+	field := func(s string) {
+		_, _ = h.Write([]byte(s))
+		_, _ = h.Write([]byte{0})
+	}
+	flag := func(b bool) {
+		if b {
+			field("1")
+		} else {
+			field("0")
+		}
+	}
+	for _, x := range resp.GetExperiences() {
+		field(x.GetExperienceId())
+		field(x.GetName())
+		field(x.GetType().String())
+		flag(x.GetEnabled())
+		flag(x.GetEligible())
+		field(x.GetDecidedBy())
+		field(x.GetReason())
+	}
+	field("segments")
+	for _, sg := range resp.GetSegments() {
+		field(sg.GetSegmentId())
+		flag(sg.GetIsMember())
+	}
+	return strconv.FormatUint(h.Sum64(), 36)
 }
 
 func checkEvaluateUser(req *targetingv1.EvaluateUserRequest) error {
