@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
-	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/app"
+	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/auth"
 )
 
@@ -94,10 +94,10 @@ func ofrepPreflight(w http.ResponseWriter, _ *http.Request) {
 
 // ofrepFlag is one evaluated flag of an OFREP answer.
 type ofrepFlag struct {
-	Key      string         `json:"key"`
-	Value    bool           `json:"value"`
-	Reason   string         `json:"reason"`
-	Variant  string         `json:"variant"`
+	Key      string        `json:"key"`
+	Value    bool          `json:"value"`
+	Reason   string        `json:"reason"`
+	Variant  string        `json:"variant"`
 	Metadata ofrepMetadata `json:"metadata"`
 }
 
