@@ -16,9 +16,14 @@ export default defineConfig({
     // No inline data: URIs, so the CSP can stay "self" only.
     assetsInlineLimit: 0,
     reportCompressedSize: false,
+    // Two pages: the console, and the OFREP demo (its own entry, so the
+    // OpenFeature SDK never weighs on the console's first load).
+    rollupOptions: {
+      input: { index: "index.html", "ofrep-demo": "ofrep-demo.html" },
+    },
   },
   server: {
-    proxy: Object.fromEntries(["/v1", "/oauth", "/webhooks", "/openapi.json", "/healthz"].map((p) => [p, api])),
+    proxy: Object.fromEntries(["/v1", "/ofrep", "/oauth", "/webhooks", "/openapi.json", "/healthz"].map((p) => [p, api])),
   },
   test: {
     environment: "happy-dom",

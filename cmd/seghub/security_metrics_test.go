@@ -40,6 +40,16 @@ func TestUnauthenticatedInputCreatesNoMetricSeries(t *testing.T) {
 					t.Fatalf("%s webhook for an unknown connection: %d, want 403", src, code)
 				}
 			}
+			// OFREP without a key, for a flag named by the caller.
+			oreq, _ := http.NewRequest("POST", "http://"+r.httpAddr+"/ofrep/v1/evaluate/flags/"+id, strings.NewReader(`{"context":{"targetingKey":"`+id+`"}}`))
+			oresp, err := http.DefaultClient.Do(oreq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			oresp.Body.Close()
+			if oresp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("OFREP without a key: %d, want 401", oresp.StatusCode)
+			}
 			req, _ := http.NewRequest("GET", "http://"+r.httpAddr+"/healthz", nil)
 			req.Host = id + ".example:" + id[2:6]
 			resp, err := http.DefaultClient.Do(req)

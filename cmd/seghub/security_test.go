@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,8 @@ func TestRoleMatrix(t *testing.T) {
 		authv1.Role_ROLE_ADMIN:   adminKey,
 		authv1.Role_ROLE_MEMBER:  createKey(t, r, adminKey, "member"),
 		authv1.Role_ROLE_SERVICE: createKey(t, r, adminKey, "service"),
+		// Browser-safe: only ACCESS_CLIENT RPCs (OFREP's EvaluateUser) let it in.
+		authv1.Role_ROLE_CLIENT: createKey(t, r, adminKey, "client"),
 	}
 	conns := map[authv1.Role]*grpc.ClientConn{}
 	for role, key := range keys {
@@ -94,6 +97,17 @@ func TestRoleMatrix(t *testing.T) {
 	}
 	if methods < 6 {
 		t.Fatalf("only %d RPCs found", methods)
+	}
+	// The client key's whole reach, spelled out: a new ACCESS_CLIENT RPC
+	// must be added here on purpose.
+	var clientRPCs []string
+	for _, m := range seghubRPCs() {
+		if auth.Allowed(auth.AccessOf(m.full), authv1.Role_ROLE_CLIENT) {
+			clientRPCs = append(clientRPCs, m.full)
+		}
+	}
+	if want := []string{"/seghub.targeting.v1.TargetingService/EvaluateUser"}; !slices.Equal(clientRPCs, want) {
+		t.Errorf("a client key may call %v, want only %v", clientRPCs, want)
 	}
 }
 

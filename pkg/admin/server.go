@@ -84,7 +84,7 @@ func (s *Server) CreateApiKey(ctx context.Context, req *adminv1.CreateApiKeyRequ
 		return nil, err
 	}
 	if auth.RoleName(req.GetRole()) == "unspecified" {
-		return nil, apperr.Invalid("role", "must be ROLE_ADMIN, ROLE_MEMBER or ROLE_SERVICE")
+		return nil, apperr.Invalid("role", "must be ROLE_ADMIN, ROLE_MEMBER, ROLE_SERVICE or ROLE_CLIENT")
 	}
 	secret := NewSecret()
 	k, err := s.store.CreateKey(ctx, auth.MustEnvironment(ctx), name, req.GetRole(), secret)

@@ -180,7 +180,10 @@ func Allowed(access authv1.Access, role authv1.Role) bool {
 	case authv1.Access_ACCESS_INTERNAL:
 		return role == authv1.Role_ROLE_ADMIN || role == authv1.Role_ROLE_SERVICE
 	case authv1.Access_ACCESS_ANY:
-		return role != authv1.Role_ROLE_UNSPECIFIED
+		// Client keys live in web pages: they pass ACCESS_CLIENT only.
+		return role == authv1.Role_ROLE_ADMIN || role == authv1.Role_ROLE_MEMBER || role == authv1.Role_ROLE_SERVICE
+	case authv1.Access_ACCESS_CLIENT:
+		return role == authv1.Role_ROLE_ADMIN || role == authv1.Role_ROLE_MEMBER || role == authv1.Role_ROLE_SERVICE || role == authv1.Role_ROLE_CLIENT
 	}
 	return false
 }
@@ -195,7 +198,9 @@ func Need(access authv1.Access) string {
 	case authv1.Access_ACCESS_INTERNAL:
 		return "a service or admin key"
 	case authv1.Access_ACCESS_ANY:
-		return "any valid key"
+		return "an admin, member or service key (client keys only evaluate flags)"
+	case authv1.Access_ACCESS_CLIENT:
+		return "any valid key (client keys included)"
 	case authv1.Access_ACCESS_SYSTEM:
 		return "seghub's internal key (it is not callable with an API key)"
 	}
@@ -265,6 +270,8 @@ func RoleName(r authv1.Role) string {
 		return "member"
 	case authv1.Role_ROLE_SERVICE:
 		return "service"
+	case authv1.Role_ROLE_CLIENT:
+		return "client"
 	}
 	return "unspecified"
 }
@@ -278,6 +285,8 @@ func ParseRole(s string) authv1.Role {
 		return authv1.Role_ROLE_MEMBER
 	case "service":
 		return authv1.Role_ROLE_SERVICE
+	case "client":
+		return authv1.Role_ROLE_CLIENT
 	}
 	return authv1.Role_ROLE_UNSPECIFIED
 }

@@ -16,7 +16,7 @@ import (
 
 func TestAllowed(t *testing.T) {
 	t.Parallel()
-	admin, member, service := authv1.Role_ROLE_ADMIN, authv1.Role_ROLE_MEMBER, authv1.Role_ROLE_SERVICE
+	admin, member, service, client := authv1.Role_ROLE_ADMIN, authv1.Role_ROLE_MEMBER, authv1.Role_ROLE_SERVICE, authv1.Role_ROLE_CLIENT
 	cases := []struct {
 		access authv1.Access
 		role   authv1.Role
@@ -37,6 +37,22 @@ func TestAllowed(t *testing.T) {
 		{authv1.Access_ACCESS_UNSPECIFIED, admin, false},
 		{authv1.Access_ACCESS_SYSTEM, admin, false},
 		{authv1.Access_ACCESS_SYSTEM, service, false},
+		// A client key (browser-safe) passes ACCESS_CLIENT and nothing else.
+		{authv1.Access_ACCESS_CLIENT, client, true},
+		{authv1.Access_ACCESS_CLIENT, member, true},
+		{authv1.Access_ACCESS_CLIENT, admin, true},
+		{authv1.Access_ACCESS_CLIENT, service, true},
+		{authv1.Access_ACCESS_CLIENT, authv1.Role_ROLE_UNSPECIFIED, false},
+		{authv1.Access_ACCESS_ANY, client, false},
+		{authv1.Access_ACCESS_MEMBER, client, false},
+		{authv1.Access_ACCESS_ADMIN, client, false},
+		{authv1.Access_ACCESS_INTERNAL, client, false},
+		{authv1.Access_ACCESS_SYSTEM, client, false},
+	}
+	for _, r := range []authv1.Role{admin, member, service, client} {
+		if ParseRole(RoleName(r)) != r {
+			t.Errorf("role %v does not round-trip through its name %q", r, RoleName(r))
+		}
 	}
 	for _, c := range cases {
 		if got := Allowed(c.access, c.role); got != c.want {

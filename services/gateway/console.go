@@ -16,7 +16,7 @@ const consoleCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img
 
 // consoleReserved are the gateway's own paths; the console's fallback never
 // answers below them, so an unknown API path is a 404 from the API, not a page.
-var consoleReserved = []string{"/v1/", "/webhooks/", "/oauth/", "/openapi.json", "/healthz", "/readyz", "/metrics"}
+var consoleReserved = []string{"/v1/", "/webhooks/", "/oauth/", "/ofrep/", "/openapi.json", "/healthz", "/readyz", "/metrics"}
 
 // console serves the built web console from dist: files as they are (hashed
 // assets cached for a year), and index.html for every other path so the

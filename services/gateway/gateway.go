@@ -103,6 +103,9 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 	g.mux.HandleFunc("GET /readyz", g.readyz)
 	g.mux.Handle("GET /metrics", p.Telemetry.MetricsHandler())
 	g.mux.HandleFunc("GET /oauth/callback", g.oauthCallback)
+	if err := g.mountOFREP(); err != nil {
+		return nil, err
+	}
 	for _, src := range config.WebhookSources {
 		service, call := app.EventRelay, webhookCall(eventWebhook)
 		if src == "heap" || src == "segment_webhook" {

@@ -176,7 +176,10 @@ export const ConnectionStatusValues = ["CONNECTION_STATUS_UNSPECIFIED", "CONNECT
 export type CreateApiKeyRequest = {
   /** Display name of the key: 1 to 100 characters, not blank. */
   name?: string;
-  /** Role of the key: ROLE_ADMIN, ROLE_MEMBER or ROLE_SERVICE; ROLE_UNSPECIFIED is InvalidArgument. */
+  /**
+   * Role of the key: ROLE_ADMIN, ROLE_MEMBER, ROLE_SERVICE or ROLE_CLIENT (browser-safe, OFREP evaluation
+   * only); ROLE_UNSPECIFIED is InvalidArgument.
+   */
   role?: Role;
 };
 
@@ -939,9 +942,14 @@ export type RevokeApiKeyResponse = {
  *  - ROLE_ADMIN: Full control: connections, syncs, keys.
  *  - ROLE_MEMBER: Reads and everyday writes (users, segments, membership, events).
  *  - ROLE_SERVICE: Machine-to-machine: internal RPCs only (membership watch, index feeds).
+ *  - ROLE_CLIENT: Browser-safe and read-only: evaluation of its own environment's flags
+ * (OFREP, TargetingService.EvaluateUser) and nothing else, so it may sit
+ * in a web page. It reveals whether a given user id is eligible for each
+ * experience and in each public segment, never names of private segments,
+ * members, properties or settings.
  */
-export type Role = "ROLE_UNSPECIFIED" | "ROLE_ADMIN" | "ROLE_MEMBER" | "ROLE_SERVICE";
-export const RoleValues = ["ROLE_UNSPECIFIED", "ROLE_ADMIN", "ROLE_MEMBER", "ROLE_SERVICE"] as const;
+export type Role = "ROLE_UNSPECIFIED" | "ROLE_ADMIN" | "ROLE_MEMBER" | "ROLE_SERVICE" | "ROLE_CLIENT";
+export const RoleValues = ["ROLE_UNSPECIFIED", "ROLE_ADMIN", "ROLE_MEMBER", "ROLE_SERVICE", "ROLE_CLIENT"] as const;
 
 /** A route: which events go to a sink connection, and under what name. */
 export type Route = {

@@ -49,6 +49,18 @@ describe("Admin: API keys", () => {
     expect(document.body.textContent).not.toContain("sghk_new_secret_value");
   });
 
+  it("creates a browser-safe client key, explaining what it may do", async () => {
+    const fetchMock = server();
+    renderAs("ROLE_ADMIN", <AdminPage />);
+    await userEvent.type(screen.getByLabelText("Name", { selector: "input" }), "marketing site");
+    await userEvent.selectOptions(screen.getByLabelText("Role"), "ROLE_CLIENT");
+    expect(screen.getByText(/over OFREP/)).toBeTruthy();
+    await userEvent.click(screen.getByRole("button", { name: "Create key" }));
+    expect(await screen.findByText("sghk_new_secret_value")).toBeTruthy();
+    const created = fetchMock.mock.calls.find(([url, init]) => String(url).endsWith("/v1/api-keys") && init?.method === "POST");
+    expect(JSON.parse(String(created?.[1]?.body))).toEqual({ name: "marketing site", role: "ROLE_CLIENT" });
+  });
+
   it("puts the server's violation on the name field", async () => {
     server();
     renderAs("ROLE_ADMIN", <AdminPage />);

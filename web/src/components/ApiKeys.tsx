@@ -17,6 +17,12 @@ const roles: readonly { role: Role; label: string; words: string }[] = [
   { role: "ROLE_MEMBER", label: "Member", words: "Uses segments, syncs, targeting and events; no admin actions." },
   { role: "ROLE_ADMIN", label: "Admin", words: "Everything, including connections, keys and environments." },
   { role: "ROLE_SERVICE", label: "Service", words: "For seghub's own services calling each other; not for people." },
+  {
+    role: "ROLE_CLIENT",
+    label: "Client (browser-safe)",
+    words:
+      "For web pages: evaluates product tours, checklists and public segments over OFREP (POST /ofrep/v1/evaluate/flags) and nothing else.",
+  },
 ];
 
 /** A new key's secret: shown here once, never again (seghub keeps only its hash). */

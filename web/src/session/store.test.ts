@@ -49,4 +49,12 @@ describe("accessOf", () => {
     expect(a.reasonFor("SegmentSyncService_SyncNow")).toBe("");
     expect(accessOf(undefined).may("AdminService_WhoAmI")).toBe(false);
   });
+
+  it("gives a client key nothing in the console: it only evaluates flags over OFREP", () => {
+    const c = accessOf("ROLE_CLIENT");
+    expect(c.may("AdminService_WhoAmI")).toBe(false);
+    expect(c.may("TargetingService_CheckMembership")).toBe(false);
+    expect(c.may("TargetingService_ListExperiences")).toBe(false);
+    expect(c.reasonFor("TargetingService_ListExperiences")).toMatch(/a client key/);
+  });
 });

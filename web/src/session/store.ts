@@ -84,14 +84,22 @@ export function allowed(op: keyof Operations, role: Role): boolean {
     case "MEMBER":
       return role === "ROLE_ADMIN" || role === "ROLE_MEMBER";
     case "ANY":
-      return role !== "ROLE_UNSPECIFIED";
+      // Client keys (browser-safe) only evaluate flags over OFREP, as in pkg/auth.Allowed.
+      return role !== "ROLE_UNSPECIFIED" && role !== "ROLE_CLIENT";
   }
 }
 
 export function accessOf(role: Role | undefined): Access {
   const r = role ?? "ROLE_UNSPECIFIED";
   const isAdmin = r === "ROLE_ADMIN";
-  const name = r === "ROLE_MEMBER" ? "a member key" : r === "ROLE_SERVICE" ? "a service key" : "a key without a role";
+  const name =
+    r === "ROLE_MEMBER"
+      ? "a member key"
+      : r === "ROLE_SERVICE"
+        ? "a service key"
+        : r === "ROLE_CLIENT"
+          ? "a client key"
+          : "a key without a role";
   const adminOnlyReason = isAdmin ? "" : `Only admins can change this; you are signed in with ${name}. Ask an admin, or sign in with an admin key.`;
   return {
     role: r,
@@ -115,6 +123,8 @@ export function roleLabel(role: Role | undefined): string {
       return "member";
     case "ROLE_SERVICE":
       return "service";
+    case "ROLE_CLIENT":
+      return "client";
     default:
       return "unknown role";
   }

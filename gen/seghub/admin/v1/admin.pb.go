@@ -395,7 +395,8 @@ type CreateApiKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Display name of the key: 1 to 100 characters, not blank.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Role of the key: ROLE_ADMIN, ROLE_MEMBER or ROLE_SERVICE; ROLE_UNSPECIFIED is InvalidArgument.
+	// Role of the key: ROLE_ADMIN, ROLE_MEMBER, ROLE_SERVICE or ROLE_CLIENT (browser-safe, OFREP evaluation
+	// only); ROLE_UNSPECIFIED is InvalidArgument.
 	Role          v1.Role `protobuf:"varint,2,opt,name=role,proto3,enum=seghub.auth.v1.Role" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

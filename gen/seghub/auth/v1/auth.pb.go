@@ -35,6 +35,12 @@ const (
 	Role_ROLE_MEMBER Role = 2
 	// Machine-to-machine: internal RPCs only (membership watch, index feeds).
 	Role_ROLE_SERVICE Role = 3
+	// Browser-safe and read-only: evaluation of its own environment's flags
+	// (OFREP, TargetingService.EvaluateUser) and nothing else, so it may sit
+	// in a web page. It reveals whether a given user id is eligible for each
+	// experience and in each public segment, never names of private segments,
+	// members, properties or settings.
+	Role_ROLE_CLIENT Role = 4
 )
 
 // Enum value maps for Role.
@@ -44,12 +50,14 @@ var (
 		1: "ROLE_ADMIN",
 		2: "ROLE_MEMBER",
 		3: "ROLE_SERVICE",
+		4: "ROLE_CLIENT",
 	}
 	Role_value = map[string]int32{
 		"ROLE_UNSPECIFIED": 0,
 		"ROLE_ADMIN":       1,
 		"ROLE_MEMBER":      2,
 		"ROLE_SERVICE":     3,
+		"ROLE_CLIENT":      4,
 	}
 )
 
@@ -93,11 +101,15 @@ const (
 	Access_ACCESS_ADMIN Access = 2
 	// service or admin keys (internal feeds).
 	Access_ACCESS_INTERNAL Access = 3
-	// any valid key: member, admin or service (read paths used by tools and frontends).
+	// any valid key except client keys: member, admin or service (read paths
+	// used by tools).
 	Access_ACCESS_ANY Access = 4
 	// seghub's own components only (the internal key): RPCs that hand out
 	// decrypted credentials or take unauthenticated webhooks from the gateway.
 	Access_ACCESS_SYSTEM Access = 5
+	// client, member, admin or service keys: flag evaluation for frontends
+	// (OFREP). The only access level a client key passes.
+	Access_ACCESS_CLIENT Access = 6
 )
 
 // Enum value maps for Access.
@@ -109,6 +121,7 @@ var (
 		3: "ACCESS_INTERNAL",
 		4: "ACCESS_ANY",
 		5: "ACCESS_SYSTEM",
+		6: "ACCESS_CLIENT",
 	}
 	Access_value = map[string]int32{
 		"ACCESS_UNSPECIFIED": 0,
@@ -117,6 +130,7 @@ var (
 		"ACCESS_INTERNAL":    3,
 		"ACCESS_ANY":         4,
 		"ACCESS_SYSTEM":      5,
+		"ACCESS_CLIENT":      6,
 	}
 )
 
@@ -170,13 +184,14 @@ var File_seghub_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_seghub_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x19seghub/auth/v1/auth.proto\x12\x0eseghub.auth.v1\x1a google/protobuf/descriptor.proto\x1a.protoc-gen-openapiv2/options/annotations.proto*O\n" +
+	"\x19seghub/auth/v1/auth.proto\x12\x0eseghub.auth.v1\x1a google/protobuf/descriptor.proto\x1a.protoc-gen-openapiv2/options/annotations.proto*`\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
 	"ROLE_ADMIN\x10\x01\x12\x0f\n" +
 	"\vROLE_MEMBER\x10\x02\x12\x10\n" +
-	"\fROLE_SERVICE\x10\x03*}\n" +
+	"\fROLE_SERVICE\x10\x03\x12\x0f\n" +
+	"\vROLE_CLIENT\x10\x04*\x90\x01\n" +
 	"\x06Access\x12\x16\n" +
 	"\x12ACCESS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACCESS_MEMBER\x10\x01\x12\x10\n" +
@@ -184,11 +199,12 @@ const file_seghub_auth_v1_auth_proto_rawDesc = "" +
 	"\x0fACCESS_INTERNAL\x10\x03\x12\x0e\n" +
 	"\n" +
 	"ACCESS_ANY\x10\x04\x12\x11\n" +
-	"\rACCESS_SYSTEM\x10\x05:P\n" +
-	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\x8d\x8c\x03 \x01(\x0e2\x16.seghub.auth.v1.AccessR\x06accessB\xb5\x05\x92A\x84\x04\x12\xbc\x02\n" +
-	"\x06seghub\x12\xad\x02seghub syncs product-analytics segments to Appcues, CommandBar and AB Tasty, relays their events back to analytics destinations, and serves targeting lookups. Every operation takes an API key of the environment as 'Authorization: Bearer <key>'; keys are created with POST /v1/api-keys by an admin key.2\x02v1Z\xb4\x01\n" +
-	"\xb1\x01\n" +
-	"\x06bearer\x12\xa6\x01\b\x02\x12\x90\x01An API key sent as 'Bearer <key>'. Its role (admin, member, service) decides which operations it may call; a missing or unknown key answers 401.\x1a\rAuthorization \x02b\f\n" +
+	"\rACCESS_SYSTEM\x10\x05\x12\x11\n" +
+	"\rACCESS_CLIENT\x10\x06:P\n" +
+	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\x8d\x8c\x03 \x01(\x0e2\x16.seghub.auth.v1.AccessR\x06accessB\xf2\x06\x92A\xc1\x05\x12\xbc\x02\n" +
+	"\x06seghub\x12\xad\x02seghub syncs product-analytics segments to Appcues, CommandBar and AB Tasty, relays their events back to analytics destinations, and serves targeting lookups. Every operation takes an API key of the environment as 'Authorization: Bearer <key>'; keys are created with POST /v1/api-keys by an admin key.2\x02v1Z\xf1\x02\n" +
+	"\xee\x02\n" +
+	"\x06bearer\x12\xe3\x02\b\x02\x12\xcd\x02An API key sent as 'Bearer <key>' (or as the X-API-Key header). Its role (admin, member, service, client) decides which operations it may call; a missing or unknown key answers 401. Client keys are browser-safe and may only evaluate flags over OFREP (POST /ofrep/v1/evaluate/flags); every operation listed here refuses them with 403.\x1a\rAuthorization \x02b\f\n" +
 	"\n" +
 	"\n" +
 	"\x06bearer\x12\x00\n" +

@@ -2008,6 +2008,350 @@ func (x *ListEligibleExperiencesResponse) GetIndexVersion() int64 {
 	return 0
 }
 
+// Input of EvaluateUser.
+type EvaluateUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's identifier (OFREP's targetingKey): at most 256 bytes, no control characters.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Only these experiences (at most 100); with segment_ids also empty, every experience and public segment.
+	// Ids that name nothing are left out of the answer.
+	ExperienceIds []string `protobuf:"bytes,2,rep,name=experience_ids,json=experienceIds,proto3" json:"experience_ids,omitempty"`
+	// Only these public segments (at most 100); with experience_ids also empty, every experience and public
+	// segment. Ids that name no public segment are left out of the answer.
+	SegmentIds []string `protobuf:"bytes,3,rep,name=segment_ids,json=segmentIds,proto3" json:"segment_ids,omitempty"`
+	// The index_version of an earlier answer: when it and if_experiences_version both still hold, the answer is
+	// not_modified and evaluates nothing (an HTTP 304 for OFREP). 0 always evaluates.
+	IfIndexVersion int64 `protobuf:"varint,4,opt,name=if_index_version,json=ifIndexVersion,proto3" json:"if_index_version,omitempty"`
+	// The experiences_version of an earlier answer, used with if_index_version.
+	IfExperiencesVersion string `protobuf:"bytes,5,opt,name=if_experiences_version,json=ifExperiencesVersion,proto3" json:"if_experiences_version,omitempty"`
+	// The answer_hash of an earlier answer: when the versions moved but this user's answer is the same (another
+	// user's membership changed), the answer is still not_modified, its lists empty.
+	IfAnswerHash  string `protobuf:"bytes,6,opt,name=if_answer_hash,json=ifAnswerHash,proto3" json:"if_answer_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateUserRequest) Reset() {
+	*x = EvaluateUserRequest{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateUserRequest) ProtoMessage() {}
+
+func (x *EvaluateUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateUserRequest.ProtoReflect.Descriptor instead.
+func (*EvaluateUserRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *EvaluateUserRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *EvaluateUserRequest) GetExperienceIds() []string {
+	if x != nil {
+		return x.ExperienceIds
+	}
+	return nil
+}
+
+func (x *EvaluateUserRequest) GetSegmentIds() []string {
+	if x != nil {
+		return x.SegmentIds
+	}
+	return nil
+}
+
+func (x *EvaluateUserRequest) GetIfIndexVersion() int64 {
+	if x != nil {
+		return x.IfIndexVersion
+	}
+	return 0
+}
+
+func (x *EvaluateUserRequest) GetIfExperiencesVersion() string {
+	if x != nil {
+		return x.IfExperiencesVersion
+	}
+	return ""
+}
+
+func (x *EvaluateUserRequest) GetIfAnswerHash() string {
+	if x != nil {
+		return x.IfAnswerHash
+	}
+	return ""
+}
+
+// How one experience evaluated for the user.
+type ExperienceEvaluation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the experience: its OFREP flag key.
+	ExperienceId string `protobuf:"bytes,1,opt,name=experience_id,json=experienceId,proto3" json:"experience_id,omitempty"`
+	// Display name of the experience.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Kind of experience.
+	Type ExperienceType `protobuf:"varint,3,opt,name=type,proto3,enum=seghub.targeting.v1.ExperienceType" json:"type,omitempty"`
+	// Whether the experience is enabled; a disabled experience is eligible to no one.
+	Enabled bool `protobuf:"varint,4,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// Whether the user is in the experience's audience (and it is enabled).
+	Eligible bool `protobuf:"varint,5,opt,name=eligible,proto3" json:"eligible,omitempty"`
+	// The condition that decided, as EvaluateExperience reports it ("everyone", "disabled",
+	// "match.conditions[0]" ...).
+	DecidedBy string `protobuf:"bytes,6,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	// Why, in words, for people.
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExperienceEvaluation) Reset() {
+	*x = ExperienceEvaluation{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExperienceEvaluation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExperienceEvaluation) ProtoMessage() {}
+
+func (x *ExperienceEvaluation) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExperienceEvaluation.ProtoReflect.Descriptor instead.
+func (*ExperienceEvaluation) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ExperienceEvaluation) GetExperienceId() string {
+	if x != nil {
+		return x.ExperienceId
+	}
+	return ""
+}
+
+func (x *ExperienceEvaluation) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExperienceEvaluation) GetType() ExperienceType {
+	if x != nil {
+		return x.Type
+	}
+	return ExperienceType_EXPERIENCE_TYPE_UNSPECIFIED
+}
+
+func (x *ExperienceEvaluation) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *ExperienceEvaluation) GetEligible() bool {
+	if x != nil {
+		return x.Eligible
+	}
+	return false
+}
+
+func (x *ExperienceEvaluation) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *ExperienceEvaluation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Whether the user is in one public segment.
+type SegmentEvaluation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the segment; its OFREP flag key is "segment:" followed by it.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	// Whether the user is a member.
+	IsMember      bool `protobuf:"varint,2,opt,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SegmentEvaluation) Reset() {
+	*x = SegmentEvaluation{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentEvaluation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentEvaluation) ProtoMessage() {}
+
+func (x *SegmentEvaluation) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentEvaluation.ProtoReflect.Descriptor instead.
+func (*SegmentEvaluation) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SegmentEvaluation) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *SegmentEvaluation) GetIsMember() bool {
+	if x != nil {
+		return x.IsMember
+	}
+	return false
+}
+
+// Output of EvaluateUser.
+type EvaluateUserResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every experience asked for (all when none was named), ordered by name, then id.
+	Experiences []*ExperienceEvaluation `protobuf:"bytes,1,rep,name=experiences,proto3" json:"experiences,omitempty"`
+	// Every public segment asked for (all when none was named), ordered by name, then id.
+	Segments []*SegmentEvaluation `protobuf:"bytes,2,rep,name=segments,proto3" json:"segments,omitempty"`
+	// Version of the index (the environment's change sequence) the answer was computed from.
+	IndexVersion int64 `protobuf:"varint,3,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	// Fingerprint of the environment's experiences (ids, audiences, enabled flags) the answer was computed from;
+	// it changes whenever an experience is created, changed or deleted.
+	ExperiencesVersion string `protobuf:"bytes,4,opt,name=experiences_version,json=experiencesVersion,proto3" json:"experiences_version,omitempty"`
+	// Set when if_index_version and if_experiences_version still hold (nothing was evaluated), or when the answer
+	// hashes to if_answer_hash; the lists are then empty.
+	NotModified bool `protobuf:"varint,5,opt,name=not_modified,json=notModified,proto3" json:"not_modified,omitempty"`
+	// Fingerprint of this answer's evaluations (every field of experiences and segments), for if_answer_hash.
+	AnswerHash    string `protobuf:"bytes,6,opt,name=answer_hash,json=answerHash,proto3" json:"answer_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateUserResponse) Reset() {
+	*x = EvaluateUserResponse{}
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateUserResponse) ProtoMessage() {}
+
+func (x *EvaluateUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_targeting_v1_targeting_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateUserResponse.ProtoReflect.Descriptor instead.
+func (*EvaluateUserResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_targeting_v1_targeting_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *EvaluateUserResponse) GetExperiences() []*ExperienceEvaluation {
+	if x != nil {
+		return x.Experiences
+	}
+	return nil
+}
+
+func (x *EvaluateUserResponse) GetSegments() []*SegmentEvaluation {
+	if x != nil {
+		return x.Segments
+	}
+	return nil
+}
+
+func (x *EvaluateUserResponse) GetIndexVersion() int64 {
+	if x != nil {
+		return x.IndexVersion
+	}
+	return 0
+}
+
+func (x *EvaluateUserResponse) GetExperiencesVersion() string {
+	if x != nil {
+		return x.ExperiencesVersion
+	}
+	return ""
+}
+
+func (x *EvaluateUserResponse) GetNotModified() bool {
+	if x != nil {
+		return x.NotModified
+	}
+	return false
+}
+
+func (x *EvaluateUserResponse) GetAnswerHash() string {
+	if x != nil {
+		return x.AnswerHash
+	}
+	return ""
+}
+
 var File_seghub_targeting_v1_targeting_proto protoreflect.FileDescriptor
 
 const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
@@ -2138,7 +2482,36 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\"\x89\x01\n" +
 	"\x1fListEligibleExperiencesResponse\x12A\n" +
 	"\vexperiences\x18\x01 \x03(\v2\x1f.seghub.targeting.v1.ExperienceR\vexperiences\x12#\n" +
-	"\rindex_version\x18\x02 \x01(\x03R\findexVersion*\x8f\x01\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"\x81\x02\n" +
+	"\x13EvaluateUserRequest\x12\x1c\n" +
+	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\x12%\n" +
+	"\x0eexperience_ids\x18\x02 \x03(\tR\rexperienceIds\x12\x1f\n" +
+	"\vsegment_ids\x18\x03 \x03(\tR\n" +
+	"segmentIds\x12(\n" +
+	"\x10if_index_version\x18\x04 \x01(\x03R\x0eifIndexVersion\x124\n" +
+	"\x16if_experiences_version\x18\x05 \x01(\tR\x14ifExperiencesVersion\x12$\n" +
+	"\x0eif_answer_hash\x18\x06 \x01(\tR\fifAnswerHash\"\xf5\x01\n" +
+	"\x14ExperienceEvaluation\x12#\n" +
+	"\rexperience_id\x18\x01 \x01(\tR\fexperienceId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
+	"\x04type\x18\x03 \x01(\x0e2#.seghub.targeting.v1.ExperienceTypeR\x04type\x12\x18\n" +
+	"\aenabled\x18\x04 \x01(\bR\aenabled\x12\x1a\n" +
+	"\beligible\x18\x05 \x01(\bR\beligible\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\x06 \x01(\tR\tdecidedBy\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"O\n" +
+	"\x11SegmentEvaluation\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x1b\n" +
+	"\tis_member\x18\x02 \x01(\bR\bisMember\"\xc1\x02\n" +
+	"\x14EvaluateUserResponse\x12K\n" +
+	"\vexperiences\x18\x01 \x03(\v2).seghub.targeting.v1.ExperienceEvaluationR\vexperiences\x12B\n" +
+	"\bsegments\x18\x02 \x03(\v2&.seghub.targeting.v1.SegmentEvaluationR\bsegments\x12#\n" +
+	"\rindex_version\x18\x03 \x01(\x03R\findexVersion\x12/\n" +
+	"\x13experiences_version\x18\x04 \x01(\tR\x12experiencesVersion\x12!\n" +
+	"\fnot_modified\x18\x05 \x01(\bR\vnotModified\x12\x1f\n" +
+	"\vanswer_hash\x18\x06 \x01(\tR\n" +
+	"answerHash*\x8f\x01\n" +
 	"\x0eExperienceType\x12\x1f\n" +
 	"\x1bEXPERIENCE_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cEXPERIENCE_TYPE_PRODUCT_TOUR\x10\x01\x12\x1d\n" +
@@ -2158,7 +2531,7 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"Combinator\x12\x1a\n" +
 	"\x16COMBINATOR_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCOMBINATOR_AND\x10\x01\x12\x11\n" +
-	"\rCOMBINATOR_OR\x10\x022\xfe\x0e\n" +
+	"\rCOMBINATOR_OR\x10\x022\xe9\x0f\n" +
 	"\x10TargetingService\x12\xaf\x01\n" +
 	"\x0fCheckMembership\x12+.seghub.targeting.v1.CheckMembershipRequest\x1a,.seghub.targeting.v1.CheckMembershipResponse\"A\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x027\x125/v1/targeting/segments/{segment_id}/members/{user_id}\x12\x86\x01\n" +
 	"\n" +
@@ -2172,7 +2545,8 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x10UpdateExperience\x12,.seghub.targeting.v1.UpdateExperienceRequest\x1a-.seghub.targeting.v1.UpdateExperienceResponse\".\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02$:\x01*2\x1f/v1/experiences/{experience_id}\x12\x9c\x01\n" +
 	"\x10DeleteExperience\x12,.seghub.targeting.v1.DeleteExperienceRequest\x1a-.seghub.targeting.v1.DeleteExperienceResponse\"+\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02!*\x1f/v1/experiences/{experience_id}\x12\xb2\x01\n" +
 	"\x12EvaluateExperience\x12..seghub.targeting.v1.EvaluateExperienceRequest\x1a/.seghub.targeting.v1.EvaluateExperienceResponse\";\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x021\x12//v1/experiences/{experience_id}/users/{user_id}\x12\xbb\x01\n" +
-	"\x17ListEligibleExperiences\x123.seghub.targeting.v1.ListEligibleExperiencesRequest\x1a4.seghub.targeting.v1.ListEligibleExperiencesResponse\"5\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02+\x12)/v1/targeting/users/{user_id}/experiencesB\xd5\x01\n" +
+	"\x17ListEligibleExperiences\x123.seghub.targeting.v1.ListEligibleExperiencesRequest\x1a4.seghub.targeting.v1.ListEligibleExperiencesResponse\"5\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02+\x12)/v1/targeting/users/{user_id}/experiences\x12i\n" +
+	"\fEvaluateUser\x12(.seghub.targeting.v1.EvaluateUserRequest\x1a).seghub.targeting.v1.EvaluateUserResponse\"\x04\xe8\xe0\x18\x06B\xd5\x01\n" +
 	"\x17com.seghub.targeting.v1B\x0eTargetingProtoP\x01Z<github.com/seghub/seghub/gen/seghub/targeting/v1;targetingv1\xa2\x02\x03STX\xaa\x02\x13Seghub.Targeting.V1\xca\x02\x13Seghub\\Targeting\\V1\xe2\x02\x1fSeghub\\Targeting\\V1\\GPBMetadata\xea\x02\x15Seghub::Targeting::V1b\x06proto3"
 
 var (
@@ -2188,7 +2562,7 @@ func file_seghub_targeting_v1_targeting_proto_rawDescGZIP() []byte {
 }
 
 var file_seghub_targeting_v1_targeting_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_seghub_targeting_v1_targeting_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_seghub_targeting_v1_targeting_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_seghub_targeting_v1_targeting_proto_goTypes = []any{
 	(ExperienceType)(0),                     // 0: seghub.targeting.v1.ExperienceType
 	(Operator)(0),                           // 1: seghub.targeting.v1.Operator
@@ -2223,22 +2597,26 @@ var file_seghub_targeting_v1_targeting_proto_goTypes = []any{
 	(*EvaluateExperienceResponse)(nil),      // 30: seghub.targeting.v1.EvaluateExperienceResponse
 	(*ListEligibleExperiencesRequest)(nil),  // 31: seghub.targeting.v1.ListEligibleExperiencesRequest
 	(*ListEligibleExperiencesResponse)(nil), // 32: seghub.targeting.v1.ListEligibleExperiencesResponse
-	(*timestamppb.Timestamp)(nil),           // 33: google.protobuf.Timestamp
+	(*EvaluateUserRequest)(nil),             // 33: seghub.targeting.v1.EvaluateUserRequest
+	(*ExperienceEvaluation)(nil),            // 34: seghub.targeting.v1.ExperienceEvaluation
+	(*SegmentEvaluation)(nil),               // 35: seghub.targeting.v1.SegmentEvaluation
+	(*EvaluateUserResponse)(nil),            // 36: seghub.targeting.v1.EvaluateUserResponse
+	(*timestamppb.Timestamp)(nil),           // 37: google.protobuf.Timestamp
 }
 var file_seghub_targeting_v1_targeting_proto_depIdxs = []int32{
 	5,  // 0: seghub.targeting.v1.BatchCheckRequest.checks:type_name -> seghub.targeting.v1.MembershipCheck
 	5,  // 1: seghub.targeting.v1.BatchCheckStreamRequest.checks:type_name -> seghub.targeting.v1.MembershipCheck
 	12, // 2: seghub.targeting.v1.ListTargetableSegmentsResponse.segments:type_name -> seghub.targeting.v1.TargetableSegment
 	1,  // 3: seghub.targeting.v1.Condition.operator:type_name -> seghub.targeting.v1.Operator
-	33, // 4: seghub.targeting.v1.Condition.timestamp_value:type_name -> google.protobuf.Timestamp
+	37, // 4: seghub.targeting.v1.Condition.timestamp_value:type_name -> google.protobuf.Timestamp
 	2,  // 5: seghub.targeting.v1.ConditionGroup.combinator:type_name -> seghub.targeting.v1.Combinator
 	15, // 6: seghub.targeting.v1.ConditionGroup.conditions:type_name -> seghub.targeting.v1.Condition
 	16, // 7: seghub.targeting.v1.ConditionGroup.groups:type_name -> seghub.targeting.v1.ConditionGroup
 	16, // 8: seghub.targeting.v1.Audience.match:type_name -> seghub.targeting.v1.ConditionGroup
 	0,  // 9: seghub.targeting.v1.Experience.type:type_name -> seghub.targeting.v1.ExperienceType
 	17, // 10: seghub.targeting.v1.Experience.audience:type_name -> seghub.targeting.v1.Audience
-	33, // 11: seghub.targeting.v1.Experience.create_time:type_name -> google.protobuf.Timestamp
-	33, // 12: seghub.targeting.v1.Experience.update_time:type_name -> google.protobuf.Timestamp
+	37, // 11: seghub.targeting.v1.Experience.create_time:type_name -> google.protobuf.Timestamp
+	37, // 12: seghub.targeting.v1.Experience.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 13: seghub.targeting.v1.CreateExperienceRequest.type:type_name -> seghub.targeting.v1.ExperienceType
 	17, // 14: seghub.targeting.v1.CreateExperienceRequest.audience:type_name -> seghub.targeting.v1.Audience
 	18, // 15: seghub.targeting.v1.CreateExperienceResponse.experience:type_name -> seghub.targeting.v1.Experience
@@ -2249,35 +2627,40 @@ var file_seghub_targeting_v1_targeting_proto_depIdxs = []int32{
 	18, // 20: seghub.targeting.v1.UpdateExperienceResponse.experience:type_name -> seghub.targeting.v1.Experience
 	0,  // 21: seghub.targeting.v1.ListEligibleExperiencesRequest.type:type_name -> seghub.targeting.v1.ExperienceType
 	18, // 22: seghub.targeting.v1.ListEligibleExperiencesResponse.experiences:type_name -> seghub.targeting.v1.Experience
-	3,  // 23: seghub.targeting.v1.TargetingService.CheckMembership:input_type -> seghub.targeting.v1.CheckMembershipRequest
-	6,  // 24: seghub.targeting.v1.TargetingService.BatchCheck:input_type -> seghub.targeting.v1.BatchCheckRequest
-	8,  // 25: seghub.targeting.v1.TargetingService.BatchCheckStream:input_type -> seghub.targeting.v1.BatchCheckStreamRequest
-	10, // 26: seghub.targeting.v1.TargetingService.ListUserSegments:input_type -> seghub.targeting.v1.ListUserSegmentsRequest
-	13, // 27: seghub.targeting.v1.TargetingService.ListTargetableSegments:input_type -> seghub.targeting.v1.ListTargetableSegmentsRequest
-	19, // 28: seghub.targeting.v1.TargetingService.CreateExperience:input_type -> seghub.targeting.v1.CreateExperienceRequest
-	21, // 29: seghub.targeting.v1.TargetingService.GetExperience:input_type -> seghub.targeting.v1.GetExperienceRequest
-	23, // 30: seghub.targeting.v1.TargetingService.ListExperiences:input_type -> seghub.targeting.v1.ListExperiencesRequest
-	25, // 31: seghub.targeting.v1.TargetingService.UpdateExperience:input_type -> seghub.targeting.v1.UpdateExperienceRequest
-	27, // 32: seghub.targeting.v1.TargetingService.DeleteExperience:input_type -> seghub.targeting.v1.DeleteExperienceRequest
-	29, // 33: seghub.targeting.v1.TargetingService.EvaluateExperience:input_type -> seghub.targeting.v1.EvaluateExperienceRequest
-	31, // 34: seghub.targeting.v1.TargetingService.ListEligibleExperiences:input_type -> seghub.targeting.v1.ListEligibleExperiencesRequest
-	4,  // 35: seghub.targeting.v1.TargetingService.CheckMembership:output_type -> seghub.targeting.v1.CheckMembershipResponse
-	7,  // 36: seghub.targeting.v1.TargetingService.BatchCheck:output_type -> seghub.targeting.v1.BatchCheckResponse
-	9,  // 37: seghub.targeting.v1.TargetingService.BatchCheckStream:output_type -> seghub.targeting.v1.BatchCheckStreamResponse
-	11, // 38: seghub.targeting.v1.TargetingService.ListUserSegments:output_type -> seghub.targeting.v1.ListUserSegmentsResponse
-	14, // 39: seghub.targeting.v1.TargetingService.ListTargetableSegments:output_type -> seghub.targeting.v1.ListTargetableSegmentsResponse
-	20, // 40: seghub.targeting.v1.TargetingService.CreateExperience:output_type -> seghub.targeting.v1.CreateExperienceResponse
-	22, // 41: seghub.targeting.v1.TargetingService.GetExperience:output_type -> seghub.targeting.v1.GetExperienceResponse
-	24, // 42: seghub.targeting.v1.TargetingService.ListExperiences:output_type -> seghub.targeting.v1.ListExperiencesResponse
-	26, // 43: seghub.targeting.v1.TargetingService.UpdateExperience:output_type -> seghub.targeting.v1.UpdateExperienceResponse
-	28, // 44: seghub.targeting.v1.TargetingService.DeleteExperience:output_type -> seghub.targeting.v1.DeleteExperienceResponse
-	30, // 45: seghub.targeting.v1.TargetingService.EvaluateExperience:output_type -> seghub.targeting.v1.EvaluateExperienceResponse
-	32, // 46: seghub.targeting.v1.TargetingService.ListEligibleExperiences:output_type -> seghub.targeting.v1.ListEligibleExperiencesResponse
-	35, // [35:47] is the sub-list for method output_type
-	23, // [23:35] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	0,  // 23: seghub.targeting.v1.ExperienceEvaluation.type:type_name -> seghub.targeting.v1.ExperienceType
+	34, // 24: seghub.targeting.v1.EvaluateUserResponse.experiences:type_name -> seghub.targeting.v1.ExperienceEvaluation
+	35, // 25: seghub.targeting.v1.EvaluateUserResponse.segments:type_name -> seghub.targeting.v1.SegmentEvaluation
+	3,  // 26: seghub.targeting.v1.TargetingService.CheckMembership:input_type -> seghub.targeting.v1.CheckMembershipRequest
+	6,  // 27: seghub.targeting.v1.TargetingService.BatchCheck:input_type -> seghub.targeting.v1.BatchCheckRequest
+	8,  // 28: seghub.targeting.v1.TargetingService.BatchCheckStream:input_type -> seghub.targeting.v1.BatchCheckStreamRequest
+	10, // 29: seghub.targeting.v1.TargetingService.ListUserSegments:input_type -> seghub.targeting.v1.ListUserSegmentsRequest
+	13, // 30: seghub.targeting.v1.TargetingService.ListTargetableSegments:input_type -> seghub.targeting.v1.ListTargetableSegmentsRequest
+	19, // 31: seghub.targeting.v1.TargetingService.CreateExperience:input_type -> seghub.targeting.v1.CreateExperienceRequest
+	21, // 32: seghub.targeting.v1.TargetingService.GetExperience:input_type -> seghub.targeting.v1.GetExperienceRequest
+	23, // 33: seghub.targeting.v1.TargetingService.ListExperiences:input_type -> seghub.targeting.v1.ListExperiencesRequest
+	25, // 34: seghub.targeting.v1.TargetingService.UpdateExperience:input_type -> seghub.targeting.v1.UpdateExperienceRequest
+	27, // 35: seghub.targeting.v1.TargetingService.DeleteExperience:input_type -> seghub.targeting.v1.DeleteExperienceRequest
+	29, // 36: seghub.targeting.v1.TargetingService.EvaluateExperience:input_type -> seghub.targeting.v1.EvaluateExperienceRequest
+	31, // 37: seghub.targeting.v1.TargetingService.ListEligibleExperiences:input_type -> seghub.targeting.v1.ListEligibleExperiencesRequest
+	33, // 38: seghub.targeting.v1.TargetingService.EvaluateUser:input_type -> seghub.targeting.v1.EvaluateUserRequest
+	4,  // 39: seghub.targeting.v1.TargetingService.CheckMembership:output_type -> seghub.targeting.v1.CheckMembershipResponse
+	7,  // 40: seghub.targeting.v1.TargetingService.BatchCheck:output_type -> seghub.targeting.v1.BatchCheckResponse
+	9,  // 41: seghub.targeting.v1.TargetingService.BatchCheckStream:output_type -> seghub.targeting.v1.BatchCheckStreamResponse
+	11, // 42: seghub.targeting.v1.TargetingService.ListUserSegments:output_type -> seghub.targeting.v1.ListUserSegmentsResponse
+	14, // 43: seghub.targeting.v1.TargetingService.ListTargetableSegments:output_type -> seghub.targeting.v1.ListTargetableSegmentsResponse
+	20, // 44: seghub.targeting.v1.TargetingService.CreateExperience:output_type -> seghub.targeting.v1.CreateExperienceResponse
+	22, // 45: seghub.targeting.v1.TargetingService.GetExperience:output_type -> seghub.targeting.v1.GetExperienceResponse
+	24, // 46: seghub.targeting.v1.TargetingService.ListExperiences:output_type -> seghub.targeting.v1.ListExperiencesResponse
+	26, // 47: seghub.targeting.v1.TargetingService.UpdateExperience:output_type -> seghub.targeting.v1.UpdateExperienceResponse
+	28, // 48: seghub.targeting.v1.TargetingService.DeleteExperience:output_type -> seghub.targeting.v1.DeleteExperienceResponse
+	30, // 49: seghub.targeting.v1.TargetingService.EvaluateExperience:output_type -> seghub.targeting.v1.EvaluateExperienceResponse
+	32, // 50: seghub.targeting.v1.TargetingService.ListEligibleExperiences:output_type -> seghub.targeting.v1.ListEligibleExperiencesResponse
+	36, // 51: seghub.targeting.v1.TargetingService.EvaluateUser:output_type -> seghub.targeting.v1.EvaluateUserResponse
+	39, // [39:52] is the sub-list for method output_type
+	26, // [26:39] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_seghub_targeting_v1_targeting_proto_init() }
@@ -2298,7 +2681,7 @@ func file_seghub_targeting_v1_targeting_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_targeting_v1_targeting_proto_rawDesc), len(file_seghub_targeting_v1_targeting_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	TargetingService_DeleteExperience_FullMethodName        = "/seghub.targeting.v1.TargetingService/DeleteExperience"
 	TargetingService_EvaluateExperience_FullMethodName      = "/seghub.targeting.v1.TargetingService/EvaluateExperience"
 	TargetingService_ListEligibleExperiences_FullMethodName = "/seghub.targeting.v1.TargetingService/ListEligibleExperiences"
+	TargetingService_EvaluateUser_FullMethodName            = "/seghub.targeting.v1.TargetingService/EvaluateUser"
 )
 
 // TargetingServiceClient is the client API for TargetingService service.
@@ -73,6 +74,12 @@ type TargetingServiceClient interface {
 	EvaluateExperience(ctx context.Context, in *EvaluateExperienceRequest, opts ...grpc.CallOption) (*EvaluateExperienceResponse, error)
 	// ListEligibleExperiences lists the experiences (of a type) a user may see.
 	ListEligibleExperiences(ctx context.Context, in *ListEligibleExperiencesRequest, opts ...grpc.CallOption) (*ListEligibleExperiencesResponse, error)
+	// EvaluateUser evaluates one user against every experience (enabled or
+	// not) and every public segment of the environment in one call: the answer
+	// behind OFREP bulk evaluation (POST /ofrep/v1/evaluate/flags), where each
+	// is a boolean flag. Callable with a client key; it has no REST route of
+	// its own (OFREP is its REST face).
+	EvaluateUser(ctx context.Context, in *EvaluateUserRequest, opts ...grpc.CallOption) (*EvaluateUserResponse, error)
 }
 
 type targetingServiceClient struct {
@@ -206,6 +213,16 @@ func (c *targetingServiceClient) ListEligibleExperiences(ctx context.Context, in
 	return out, nil
 }
 
+func (c *targetingServiceClient) EvaluateUser(ctx context.Context, in *EvaluateUserRequest, opts ...grpc.CallOption) (*EvaluateUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EvaluateUserResponse)
+	err := c.cc.Invoke(ctx, TargetingService_EvaluateUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetingServiceServer is the server API for TargetingService service.
 // All implementations must embed UnimplementedTargetingServiceServer
 // for forward compatibility.
@@ -246,6 +263,12 @@ type TargetingServiceServer interface {
 	EvaluateExperience(context.Context, *EvaluateExperienceRequest) (*EvaluateExperienceResponse, error)
 	// ListEligibleExperiences lists the experiences (of a type) a user may see.
 	ListEligibleExperiences(context.Context, *ListEligibleExperiencesRequest) (*ListEligibleExperiencesResponse, error)
+	// EvaluateUser evaluates one user against every experience (enabled or
+	// not) and every public segment of the environment in one call: the answer
+	// behind OFREP bulk evaluation (POST /ofrep/v1/evaluate/flags), where each
+	// is a boolean flag. Callable with a client key; it has no REST route of
+	// its own (OFREP is its REST face).
+	EvaluateUser(context.Context, *EvaluateUserRequest) (*EvaluateUserResponse, error)
 	mustEmbedUnimplementedTargetingServiceServer()
 }
 
@@ -291,6 +314,9 @@ func (UnimplementedTargetingServiceServer) EvaluateExperience(context.Context, *
 }
 func (UnimplementedTargetingServiceServer) ListEligibleExperiences(context.Context, *ListEligibleExperiencesRequest) (*ListEligibleExperiencesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEligibleExperiences not implemented")
+}
+func (UnimplementedTargetingServiceServer) EvaluateUser(context.Context, *EvaluateUserRequest) (*EvaluateUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EvaluateUser not implemented")
 }
 func (UnimplementedTargetingServiceServer) mustEmbedUnimplementedTargetingServiceServer() {}
 func (UnimplementedTargetingServiceServer) testEmbeddedByValue()                          {}
@@ -518,6 +544,24 @@ func _TargetingService_ListEligibleExperiences_Handler(srv interface{}, ctx cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TargetingService_EvaluateUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EvaluateUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetingServiceServer).EvaluateUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetingService_EvaluateUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetingServiceServer).EvaluateUser(ctx, req.(*EvaluateUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TargetingService_ServiceDesc is the grpc.ServiceDesc for TargetingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -568,6 +612,10 @@ var TargetingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEligibleExperiences",
 			Handler:    _TargetingService_ListEligibleExperiences_Handler,
+		},
+		{
+			MethodName: "EvaluateUser",
+			Handler:    _TargetingService_EvaluateUser_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
