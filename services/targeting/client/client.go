@@ -224,6 +224,10 @@ const maxIDLength = 256
 
 // checkID refuses what the service refuses, with its message.
 func checkID(field, v string) error {
+	// Ids start with a visible ASCII byte nearly always: skip the scan.
+	if len(v) > 0 && len(v) <= maxIDLength && v[0] > ' ' && v[0] < 0x7f {
+		return nil
+	}
 	if strings.TrimSpace(v) == "" {
 		return apperr.Invalid(field, "is required")
 	}

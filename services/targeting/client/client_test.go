@@ -26,7 +26,7 @@ import (
 )
 
 // process starts segmentsync and targeting in one test process.
-func process(t *testing.T, o apptest.Options) *apptest.Env {
+func process(t testing.TB, o apptest.Options) *apptest.Env {
 	t.Helper()
 	o.NeedBus = true
 	e := apptest.New(t, o)
