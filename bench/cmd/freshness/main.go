@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -40,6 +41,7 @@ type options struct {
 	rates                   []int
 	interval, dur, poll     time.Duration
 	paths                   []string
+	natsURL                 string
 }
 
 func main() {
@@ -52,6 +54,7 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", 10*time.Millisecond, "time between change batches")
 	flag.DurationVar(&o.dur, "d", 10*time.Second, "duration of each phase")
 	flag.DurationVar(&o.poll, "poll", time.Millisecond, "how often the service is asked whether pending batches are visible")
+	flag.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server for the peer probe (pub → sub latency at one message per interval, in the same run); empty skips it")
 	flag.Parse()
 	for _, r := range strings.Split(*rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
@@ -111,8 +114,8 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("in-process client ready at version %d\n\n", c.Version())
 	fmt.Println("Times from sending a batch; \"ack → service\" is from the write's acknowledgment (the change path alone: change log → NATS → feed → index).")
 	fmt.Println()
-	fmt.Println("| path | target changes/s | sent changes/s | batches | write ack p50 / p99 | → service p50 / p99 / max | ack → service p50 / p99 | → in-process client p50 / p99 / max | ack → client p50 / p99 |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| path | target changes/s | sent changes/s | batches | write ack p50 / p99 | → service p50 / p99 / max | ack → service p50 / p99 | → in-process client p50 / p99 / max | ack → client p50 / p99 | peer: NATS pub → sub p50 / p99 |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	for _, path := range o.paths {
 		sid, write, err := setup(ctx, o, ss, path, run)
@@ -245,6 +248,7 @@ func phase(ctx context.Context, o options, tg targetingv1.TargetingServiceClient
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	peer := startPeer(ctx, o, run)
 	var pollers sync.WaitGroup
 	pollers.Add(2)
 	go func() { defer pollers.Done(); pollService(ctx, o.poll, tg, sid, &mu, &pending) }()
@@ -320,9 +324,55 @@ func phase(ctx context.Context, o options, tg targetingv1.TargetingServiceClient
 	if missing > 0 {
 		note = fmt.Sprintf(" (%d batches not seen within 60 s)", missing)
 	}
-	fmt.Printf("| %s | %d | %.0f | %d × %d%s | %s / %s | %s / %s / %s | %s / %s | %s / %s / %s | %s / %s |\n", path, rate, float64(len(batches)*per)/elapsed.Seconds(), len(batches), per, note,
-		q(ack, 0.5), q(ack, 0.99), q(svc, 0.5), q(svc, 0.99), q(svc, 1), q(ackSvc, 0.5), q(ackSvc, 0.99), q(cli, 0.5), q(cli, 0.99), q(cli, 1), q(ackCli, 0.5), q(ackCli, 0.99))
+	fmt.Printf("| %s | %d | %.0f | %d × %d%s | %s / %s | %s / %s / %s | %s / %s | %s / %s / %s | %s / %s | %s |\n", path, rate, float64(len(batches)*per)/elapsed.Seconds(), len(batches), per, note,
+		q(ack, 0.5), q(ack, 0.99), q(svc, 0.5), q(svc, 0.99), q(svc, 1), q(ackSvc, 0.5), q(ackSvc, 0.99), q(cli, 0.5), q(cli, 0.99), q(cli, 1), q(ackCli, 0.5), q(ackCli, 0.99), peer())
 	return nil
+}
+
+// startPeer publishes one NATS message per interval to itself until ctx
+// ends and returns the latencies seen so far: how long this machine takes to
+// carry a message between processes right now, for comparison.
+func startPeer(ctx context.Context, o options, run string) func() string {
+	if o.natsURL == "" {
+		return func() string { return "–" }
+	}
+	nc, err := nats.Connect(o.natsURL)
+	if err != nil {
+		return func() string { return "unreachable: " + err.Error() }
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	subject := "bench.freshness." + run
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		if sent, perr := strconv.ParseInt(string(m.Data), 10, 64); perr == nil {
+			mu.Lock()
+			lat = append(lat, time.Since(time.Unix(0, sent)))
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		nc.Close()
+		return func() string { return err.Error() }
+	}
+	go func() {
+		defer nc.Close()
+		defer sub.Unsubscribe()
+		tick := time.NewTicker(o.interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_ = nc.Publish(subject, []byte(strconv.FormatInt(time.Now().UnixNano(), 10)))
+			}
+		}
+	}()
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return q(lat, 0.5) + " / " + q(lat, 0.99)
+	}
 }
 
 // pollService asks the service, every interval, whether pending batches'
