@@ -75,8 +75,9 @@ type Client struct {
 	experiences atomic.Pointer[experienceSet]
 	refresh     chan chan error
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel  context.CancelFunc
+	stopped <-chan struct{}
+	wg      sync.WaitGroup
 }
 
 // experienceSet is the environment's experiences, compiled.
@@ -113,6 +114,7 @@ func New(conn grpc.ClientConnInterface, o Options) (*Client, error) {
 		loaded:  make(chan struct{}),
 		refresh: make(chan chan error),
 		cancel:  cancel,
+		stopped: ctx.Done(),
 	}
 	c.staleSince.Store(time.Now().UnixNano())
 	c.wg.Add(2)
@@ -286,14 +288,13 @@ func (c *Client) Evaluate(ctx context.Context, experienceID, userID string) (Res
 	if err := checkID("user_id", userID); err != nil {
 		return Result{}, err
 	}
+	// An experience not in the last read may be newer than it: the RPC knows.
 	if xs := c.experiences.Load(); xs != nil {
-		cx, ok := xs.byID[experienceID]
-		if !ok {
-			return Result{}, apperr.NotFound("experience %q not found", experienceID)
-		}
-		var r Result
-		if c.view(func(v index.View) { r = evaluate(cx, v, userID) }) {
-			return r, nil
+		if cx, ok := xs.byID[experienceID]; ok {
+			var r Result
+			if c.view(func(v index.View) { r = evaluate(cx, v, userID) }) {
+				return r, nil
+			}
 		}
 	}
 	r, err := c.rpc.EvaluateExperience(ctx, &targetingv1.EvaluateExperienceRequest{ExperienceId: experienceID, UserId: userID})
@@ -318,6 +319,8 @@ func (c *Client) RefreshExperiences(ctx context.Context) error {
 	done := make(chan error, 1)
 	select {
 	case c.refresh <- done:
+	case <-c.stopped:
+		return errors.New("targeting client: closed")
 	case <-ctx.Done():
 		return ctx.Err()
 	}

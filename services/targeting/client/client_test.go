@@ -447,6 +447,20 @@ func TestClientFallsBackWhileLoading(t *testing.T) {
 	if c.Version() == 0 || c.Staleness() != 0 {
 		t.Fatalf("loaded client: version %d, staleness %v", c.Version(), c.Staleness())
 	}
+
+	// An experience newer than the client's last read is asked of the
+	// service, not called unknown.
+	y, err := tg.CreateExperience(ctx, &targetingv1.CreateExperienceRequest{Name: "new tour", Type: targetingv1.ExperienceType_EXPERIENCE_TYPE_PRODUCT_TOUR, Audience: &targetingv1.Audience{Everyone: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evaluations := rec.count("/seghub.targeting.v1.TargetingService/EvaluateExperience")
+	if r, err := c.Evaluate(ctx, y.GetExperience().GetExperienceId(), "bob"); err != nil || !r.Eligible || r.DecidedBy != "everyone" {
+		t.Fatalf("Evaluate(new experience) = %+v, %v", r, err)
+	}
+	if got := rec.count("/seghub.targeting.v1.TargetingService/EvaluateExperience"); got != evaluations+1 {
+		t.Fatalf("new experience: %d EvaluateExperience calls, want 1", got-evaluations)
+	}
 }
 
 func freeAddr(t *testing.T) string {
@@ -559,5 +573,8 @@ func TestClientClose(t *testing.T) {
 	}
 	if _, err := c.IsMember(ctx, "", "ann"); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("blank segment: %v", err)
+	}
+	if err := c.RefreshExperiences(ctx); err == nil {
+		t.Fatal("RefreshExperiences after Close succeeded")
 	}
 }
