@@ -196,8 +196,12 @@ func (f *feed) advance(ctx context.Context, env string) error {
 		if err != nil {
 			return err
 		}
+		users, err := f.usersOf(ctx, env, changes)
+		if err != nil {
+			return err
+		}
 		for _, c := range changes {
-			if err := f.apply(ctx, c); err != nil {
+			if err := f.apply(ctx, c, users); err != nil {
 				return err
 			}
 			f.cursor[env] = c.Seq
@@ -266,16 +270,46 @@ func segmentState(sg *store.Segment) *segmentsyncv1.WatchMembershipResponse {
 	return &segmentsyncv1.WatchMembershipResponse{Event: &segmentsyncv1.WatchMembershipResponse_Segment{Segment: &segmentsyncv1.SegmentState{Segment: SegmentToPB(sg), Members: membership.Encode(sg.Members)}}}
 }
 
-func (f *feed) apply(ctx context.Context, c store.Change) error {
+// usersOf reads the users of every users entry of changes at once: a feed
+// behind by many small user changes (one per AddMembers of new ids) makes
+// one read per 500 users instead of one per change.
+func (f *feed) usersOf(ctx context.Context, env string, changes []store.Change) (map[uint32]*store.User, error) {
+	if !f.includeUsers {
+		return nil, nil
+	}
+	var dense []uint32
+	for _, c := range changes {
+		if c.Kind == store.KindUsers {
+			dense = append(dense, c.Added.ToArray()...)
+		}
+	}
+	if len(dense) == 0 {
+		return nil, nil
+	}
+	users, err := f.s.store.UsersByDense(ctx, env, dense)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint32]*store.User, len(users))
+	for _, u := range users {
+		out[u.Dense] = u
+	}
+	return out, nil
+}
+
+func (f *feed) apply(ctx context.Context, c store.Change, byDense map[uint32]*store.User) error {
 	st := f.s.store
 	switch c.Kind {
 	case store.KindUsers:
 		if !f.includeUsers {
 			return nil
 		}
-		users, err := st.UsersByDense(ctx, c.Env, c.Added.ToArray())
-		if err != nil {
-			return err
+		// In dense order, users deleted since left out, as UsersByDense does.
+		var users []*store.User
+		for _, d := range c.Added.ToArray() {
+			if u, ok := byDense[d]; ok {
+				users = append(users, u)
+			}
 		}
 		for i := 0; i == 0 || i < len(users); i += userBatchSize {
 			chunk := users[i:min(i+userBatchSize, len(users))]

@@ -525,6 +525,16 @@ func (s *Store) GetUser(ctx context.Context, env, userID string) (*User, error) 
 
 // UsersByDense returns the users with the given dense ids that still exist.
 func (s *Store) UsersByDense(ctx context.Context, env string, dense []uint32) ([]*User, error) {
+	if len(dense) == 0 {
+		return nil, nil
+	}
+	// Users created together have consecutive dense ids: read them as one
+	// range (one statement shape, one index range scan) rather than IN
+	// lists, when the range holds at most twice the users asked for.
+	want := roaring.BitmapOf(dense...)
+	if lo, hi := want.Minimum(), want.Maximum(); uint64(hi-lo)+1 <= 2*want.GetCardinality() {
+		return s.usersInRange(ctx, env, lo, hi, want)
+	}
 	var out []*User
 	for i := 0; i < len(dense); i += inChunk {
 		chunk := make([]int64, 0, inChunk)
@@ -550,6 +560,26 @@ func (s *Store) UsersByDense(ctx context.Context, env string, dense []uint32) ([
 		}
 	}
 	return out, nil
+}
+
+// usersInRange returns the users of want, all within [lo, hi], in dense order.
+func (s *Store) usersInRange(ctx context.Context, env string, lo, hi uint32, want *roaring.Bitmap) ([]*User, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND dense_id >= ? AND dense_id <= ? ORDER BY dense_id`, env, int64(lo), int64(hi))
+	if err != nil {
+		return nil, fmt.Errorf("segmentsync: users %d..%d of %s: %w", lo, hi, env, err)
+	}
+	defer rows.Close()
+	out := make([]*User, 0, want.GetCardinality())
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		if want.Contains(u.Dense) {
+			out = append(out, u)
+		}
+	}
+	return out, rows.Err()
 }
 
 // UsersPage returns up to limit users with dense id > after, in order.

@@ -215,6 +215,12 @@ func (ix *Index) Read(env string, fn func(v View)) {
 		fn(View{e: emptyEnv})
 		return
 	}
+	e.Read(fn)
+}
+
+// Read runs fn with a consistent view of e. Holders of an *Env (the
+// in-process client) skip the environment lookup of Index.Read.
+func (e *Env) Read(fn func(v View)) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	fn(View{e: e})
