@@ -26,7 +26,7 @@ func TestMembershipMatchesModel(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			f := startSync(t, syncOpts{postgres: b.postgres})
 			e := f.e
-			ctx := apptest.Context(t, 120*time.Second)
+			ctx := apptest.Context(t, 300*time.Second)
 			c := f.ss
 			svc := client(e, e.A.Service)
 			heap := f.heapSource(t, ctx, "user_id")
