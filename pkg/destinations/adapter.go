@@ -153,7 +153,7 @@ type Config struct {
 	// SigningSecret signs outbound webhooks.
 	SigningSecret string
 	// Tracer records a client span per request attempt; nil uses the
-	// process's tracer provider.
+	// Egress's (else the global provider's).
 	Tracer trace.Tracer
 }
 
@@ -177,6 +177,9 @@ func New(name string, c Config) (Adapter, error) {
 	}
 	if c.Prefix == "" {
 		c.Prefix = t.PropertyPrefix
+	}
+	if c.Tracer == nil {
+		c.Tracer = c.Egress.tracer
 	}
 	if c.Tracer == nil {
 		c.Tracer = defaultTracer()

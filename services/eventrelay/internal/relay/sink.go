@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seghub/seghub/pkg/natsbus"
 )
 
 // UserEvents are one user's events in a batch, oldest first.
@@ -59,6 +62,9 @@ type SinkOptions struct {
 	DeadLetter DeadLetterFunc
 	// Delivered observes each delivered event (metrics).
 	Delivered func(e *Envelope)
+	// Tracer records deliveries in each event's trace (nil: the global
+	// provider's).
+	Tracer    trace.Tracer
 	Logger    *slog.Logger
 	Now       func() time.Time
 	// AckWait of the consumer: held messages are kept in progress well
@@ -73,6 +79,8 @@ type held struct {
 	raw []byte
 	seq uint64
 	got time.Time
+	// parent is the trace the event was stored in (from its headers).
+	parent trace.SpanContext
 }
 
 // userQueue is one user's events in stream order. Only the head part is ever
@@ -211,7 +219,9 @@ func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res := o.Deliver(ctx, b.batch)
+				tctx, tr := d.s.startDelivery(ctx, b)
+				res := o.Deliver(tctx, b.batch)
+				tr.end(res)
 				select {
 				case d.results <- outcome{sent: *b, results: res}:
 				case <-ctx.Done():
@@ -274,7 +284,8 @@ func (d *dispatcher) add(m jetstream.Msg) {
 		d.s.mu.Unlock()
 		return
 	}
-	h := &held{msg: m, env: &e, raw: m.Data(), seq: seq, got: d.s.o.Now()}
+	h := &held{msg: m, env: &e, raw: m.Data(), seq: seq, got: d.s.o.Now(),
+		parent: trace.SpanContextFromContext(natsbus.ExtractTrace(context.Background(), m.Headers()))}
 	d.seen[seq] = h
 	u := d.users[e.User]
 	if u == nil {
@@ -393,6 +404,7 @@ func (d *dispatcher) failed(ctx context.Context, u *userQueue, undelivered []*he
 				d.wait(u, now.Add(o.Backoff(u.attempts)))
 				return
 			}
+			d.s.traceDeadLetter(h, u.lastErr, u.attempts)
 			_ = h.msg.Ack()
 			delete(d.seen, h.seq)
 			d.s.mu.Lock()

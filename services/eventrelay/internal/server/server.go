@@ -350,7 +350,7 @@ func (s *Server) StreamTrack(stream eventrelayv1.EventRelayService_StreamTrackSe
 			if perr != nil {
 				f.err = perr
 			} else if f.rejected = b.rejected; len(b.envs) > 0 {
-				if f.pending, err = s.pub.Start(b.envs); err != nil {
+				if f.pending, err = s.pub.Start(ctx, b.envs); err != nil {
 					f.err = unavailable(err)
 				}
 			}
