@@ -69,6 +69,7 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 		runtime.WithMetadata(browserNonceMetadata),
 		runtime.WithErrorHandler(g.httpError),
 		runtime.WithIncomingHeaderMatcher(forwardHeader),
+		runtime.WithMiddlewares(noteRoute),
 	)
 	for svc, regs := range registrations {
 		conn, err := p.PlainConn(svc)
@@ -132,7 +133,7 @@ func (g *Gateway) Handler() http.Handler {
 	if err != nil || port == "" {
 		port = "8080"
 	}
-	return otelhttp.NewHandler(g.mux, "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
+	return otelhttp.NewHandler(namedRoutes(g.mux), "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
 		otelhttp.WithServerName(net.JoinHostPort("seghub", port)))
 }
 

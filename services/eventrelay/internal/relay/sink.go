@@ -64,9 +64,9 @@ type SinkOptions struct {
 	Delivered func(e *Envelope)
 	// Tracer records deliveries in each event's trace (nil: the global
 	// provider's).
-	Tracer    trace.Tracer
-	Logger    *slog.Logger
-	Now       func() time.Time
+	Tracer trace.Tracer
+	Logger *slog.Logger
+	Now    func() time.Time
 	// AckWait of the consumer: held messages are kept in progress well
 	// within it, so JetStream does not redeliver them.
 	AckWait time.Duration
