@@ -172,7 +172,9 @@ func (p *Platform) NewGRPCServer() (*grpcserver.Server, error) {
 		}
 		o.TLS = c
 	}
-	return grpcserver.New(o), nil
+	s := grpcserver.New(o)
+	p.addPlatformChecks(s.Ready)
+	return s, nil
 }
 
 // Listen opens the gRPC listener and records its address for self-dialing.

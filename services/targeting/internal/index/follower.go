@@ -15,6 +15,7 @@ func Follow(ctx context.Context, client segmentsyncv1.SegmentSyncServiceClient, 
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := followOnce(ctx, client, ix)
+		ix.feed.set(false, err)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -35,6 +36,7 @@ func followOnce(ctx context.Context, client segmentsyncv1.SegmentSyncServiceClie
 	if err != nil {
 		return err
 	}
+	ix.feed.set(true, nil)
 	for {
 		m, err := stream.Recv()
 		if err != nil {
