@@ -60,5 +60,4 @@ func TestReadyzNamesFailingDependency(t *testing.T) {
 	}
 }
 
-
 var errIndexBehind = errors.New("index not caught up with the membership feed for env_x (at sequence 3)")
