@@ -196,10 +196,13 @@ func (p *Publisher) Publish(ctx context.Context, envs []*Envelope) (dups []bool,
 }
 
 // Republish stores a dead letter again for one sink of env under msgID
-// (JetStream drops a second copy within its dedup window).
-func (p *Publisher) Republish(ctx context.Context, env, sink, msgID string, envelope []byte) error {
+// (JetStream drops a second copy within its dedup window), in the trace of
+// traceParent (the event's) when it names one.
+func (p *Publisher) Republish(ctx context.Context, env, sink, msgID string, envelope []byte, traceParent string) (err error) {
+	ctx, span := p.startReplay(ctx, traceParent, sink)
+	defer func() { endWithError(span, err) }()
 	m := &nats.Msg{Subject: p.l.ReplaySubject(env, sink), Data: envelope, Header: nats.Header{msgIDHeader: []string{msgID}}}
 	withTrace(m, traceHeader(ctx))
-	_, err := p.js.PublishMsg(ctx, m)
+	_, err = p.js.PublishMsg(ctx, m)
 	return err
 }

@@ -398,13 +398,15 @@ func (d *dispatcher) failed(ctx context.Context, u *userQueue, undelivered []*he
 	}
 	if u.attempts >= o.MaxAttempts && now.Sub(u.firstFail) >= o.MaxAge {
 		for _, h := range undelivered {
-			if err := o.DeadLetter(ctx, h.env, h.raw, u.lastErr, u.attempts, u.firstFail, now); err != nil {
+			dctx, end := d.s.traceDeadLetter(ctx, h, u.lastErr, u.attempts)
+			err := o.DeadLetter(dctx, h.env, h.raw, u.lastErr, u.attempts, u.firstFail, now)
+			end(err)
+			if err != nil {
 				// Not recorded: keep it and try again later rather than lose it.
 				o.Logger.Error("record dead letter", "sink", o.ConnectionID, "event_id", h.env.ID, "error", err.Error())
 				d.wait(u, now.Add(o.Backoff(u.attempts)))
 				return
 			}
-			d.s.traceDeadLetter(h, u.lastErr, u.attempts)
 			_ = h.msg.Ack()
 			delete(d.seen, h.seq)
 			d.s.mu.Lock()

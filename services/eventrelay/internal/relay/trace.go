@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seghub/seghub/pkg/natsbus"
@@ -87,7 +88,7 @@ func (s *Sink) startDelivery(ctx context.Context, b *sent) (context.Context, *de
 	for _, hs := range b.held {
 		for _, h := range hs {
 			n++
-			if h.parent.IsValid() && len(links) < maxBatchLinks {
+			if h.parent.IsSampled() && len(links) < maxBatchLinks {
 				links = append(links, trace.Link{SpanContext: h.parent})
 			}
 		}
@@ -101,7 +102,9 @@ func (s *Sink) startDelivery(ctx context.Context, b *sent) (context.Context, *de
 		d.events[i] = make([]trace.Span, len(hs))
 		for j, h := range hs {
 			h.env.span = nil
-			if !h.parent.IsValid() {
+			// An unsampled event's spans would record nothing: skip them
+			// rather than pay for one per event.
+			if !h.parent.IsSampled() {
 				continue
 			}
 			_, sp := t.Start(trace.ContextWithRemoteSpanContext(ctx, h.parent), SpanDeliver, trace.WithSpanKind(trace.SpanKindConsumer),
@@ -157,14 +160,44 @@ func eventContext(ctx context.Context, e *Envelope) context.Context {
 	return trace.ContextWithSpan(ctx, e.span)
 }
 
-// traceDeadLetter records in the event's trace that the sink gave up on it.
-func (s *Sink) traceDeadLetter(h *held, reason string, attempts int) {
+// traceDeadLetter records in the event's trace that the sink gave up on it:
+// the returned context carries that span (the dead letter keeps its
+// traceparent) and end closes it with the recording's outcome.
+func (s *Sink) traceDeadLetter(ctx context.Context, h *held, reason string, attempts int) (context.Context, func(error)) {
 	if !h.parent.IsValid() {
-		return
+		return ctx, func(error) {}
 	}
-	_, sp := tracerOr(s.o.Tracer).Start(trace.ContextWithRemoteSpanContext(context.Background(), h.parent), SpanDeadLetter,
+	ctx, sp := tracerOr(s.o.Tracer).Start(trace.ContextWithRemoteSpanContext(ctx, h.parent), SpanDeadLetter,
 		trace.WithAttributes(attribute.String("sink.connection_id", s.o.ConnectionID), attribute.String("event.id", h.env.ID),
 			attribute.Int("delivery.attempts", attempts), attribute.String("dead_letter.reason", reason)))
-	sp.SetStatus(codes.Error, reason)
-	sp.End()
+	return ctx, func(err error) {
+		if err != nil {
+			sp.SetStatus(codes.Error, "dead letter not recorded: "+err.Error())
+		}
+		sp.End()
+	}
+}
+
+// TraceParent is ctx's span context as a W3C traceparent ("" without one).
+func TraceParent(ctx context.Context) string {
+	m := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, m)
+	return m["traceparent"]
+}
+
+// startReplay starts the span that republishes a dead letter for sink: in
+// the event's trace (traceParent) when there is one, linked to the replay
+// request; else under the request.
+func (p *Publisher) startReplay(ctx context.Context, traceParent, sink string) (context.Context, trace.Span) {
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attribute.String("sink.connection_id", sink))}
+	if traceParent != "" {
+		event := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": traceParent}))
+		if event.IsValid() {
+			if req := trace.SpanContextFromContext(ctx); req.IsValid() {
+				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: req}))
+			}
+			ctx = trace.ContextWithRemoteSpanContext(ctx, event)
+		}
+	}
+	return tracerOr(p.tracer).Start(ctx, SpanReplay, opts...)
 }
