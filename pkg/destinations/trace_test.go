@@ -104,3 +104,50 @@ func TestRequestSpansPerAttemptWithRetryEvents(t *testing.T) {
 		t.Fatalf("%d retry events on the batch span, want 1: %v", retries, batch.Events())
 	}
 }
+
+// slowBucket makes every request wait for the connection's token bucket.
+type slowBucket struct{ wait time.Duration }
+
+func (b slowBucket) Wait(ctx context.Context, _ int) error {
+	select {
+	case <-time.After(b.wait):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (slowBucket) Pause(context.Context, time.Time) error { return nil }
+
+// Time spent waiting for the connection's token bucket is an event on the
+// caller's span, with how long it waited.
+func TestRateLimitWaitIsASpanEvent(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{}`)) }))
+	defer srv.Close()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	a, err := destinations.New("analytics", destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"app_id": "app-1"},
+		Egress: loopbackEgress(t), Tracer: tp.Tracer("test"), Limiter: slowBucket{wait: 20 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, parent := tp.Tracer("test").Start(context.Background(), "sync.batch")
+	err = a.(destinations.Events).Track(ctx, []destinations.Event{{ID: "ev-1", Identity: "u1", Name: "Flow Started", Timestamp: time.Now()}})
+	parent.End()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rec.Ended() {
+		if s.Name() != "sync.batch" {
+			continue
+		}
+		for _, ev := range s.Events() {
+			if ev.Name == destinations.EventRateLimitWait && spanAttrs(ev.Attributes)["wait.seconds"].AsFloat64() >= 0.02 {
+				return
+			}
+		}
+		t.Fatalf("no %s event of at least 20ms on the batch span: %v", destinations.EventRateLimitWait, s.Events())
+	}
+	t.Fatal("no batch span")
+}
