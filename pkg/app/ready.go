@@ -11,7 +11,8 @@ import (
 )
 
 // addPlatformChecks registers what every service of this process needs to
-// be ready: its database answers, and its NATS connection is up.
+// be ready: its database answers with the schema this process migrated it
+// to, and its NATS connection is up.
 func (p *Platform) addPlatformChecks(r *grpcserver.Readiness) {
 	if p.DB != nil {
 		r.Add("", "database", func(ctx context.Context) error {
@@ -20,6 +21,7 @@ func (p *Platform) addPlatformChecks(r *grpcserver.Readiness) {
 			}
 			return nil
 		})
+		r.Add("", "migrations", p.DB.CheckMigrations)
 	}
 	if p.Bus != nil {
 		r.Add("", "nats", func(context.Context) error {

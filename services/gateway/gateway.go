@@ -159,8 +159,9 @@ type readiness struct {
 }
 
 // readyz answers 200 when every service reports SERVING through gRPC health
-// with each of its dependencies (database, NATS, targeting's index) ready;
-// else 503 naming the service and dependency and why.
+// with each of its dependencies (database, schema migrations, NATS,
+// targeting's index) ready; else 503 naming the service, the dependency and
+// why.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()

@@ -29,7 +29,7 @@ func TestReadyzPerServiceAndDependency(t *testing.T) {
 	}
 	for _, svc := range []string{"admin", "connector", "segmentsync", "eventrelay", "targeting"} {
 		s, ok := r.Services[svc]
-		if !ok || s.Status != "SERVING" || s.Dependencies["database"] != "ok" || s.Reason != "" {
+		if !ok || s.Status != "SERVING" || s.Dependencies["database"] != "ok" || s.Dependencies["migrations"] != "ok" || s.Reason != "" {
 			t.Fatalf("%s: %+v", svc, s)
 		}
 	}
