@@ -30,10 +30,11 @@ func (v *versions) snapshot() map[string]int {
 	return maps.Clone(v.m)
 }
 
-// CheckMigrations reports why the database's schema does not match what
-// this process migrated it to (nil when it does): a component behind (the
-// database was replaced or restored) or ahead (a newer release migrated it,
-// and this process runs older code against it).
+// CheckMigrations reports why the database's schema is behind what this
+// process migrated it to (nil when it is not): the database was replaced or
+// restored under a running process. A schema ahead is fine: migrations only
+// add, and during a rolling update the previous release keeps serving on
+// the schema the new one migrated.
 func (db *DB) CheckMigrations(ctx context.Context) error {
 	want := db.migrated.snapshot()
 	if len(want) == 0 {
@@ -58,11 +59,8 @@ func (db *DB) CheckMigrations(ctx context.Context) error {
 	}
 	var problems []string
 	for _, c := range slices.Sorted(maps.Keys(want)) {
-		switch h := have[c]; {
-		case h < want[c]:
+		if h := have[c]; h < want[c] {
 			problems = append(problems, fmt.Sprintf("%s is at version %d, this process needs %d", c, h, want[c]))
-		case h > want[c]:
-			problems = append(problems, fmt.Sprintf("%s is at version %d, newer than this process knows (%d): a newer release migrated the database", c, h, want[c]))
 		}
 	}
 	if len(problems) > 0 {

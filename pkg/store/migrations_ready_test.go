@@ -12,8 +12,9 @@ import (
 )
 
 // Readiness compares the database's schema with what this process migrated
-// it to: equal is ready; a newer release's migration, or a schema behind
-// (a restored database), is named with both versions.
+// it to: equal or ahead (a newer release's migration during a rolling
+// update) is ready; behind (a restored database) is named with both
+// versions.
 func TestCheckMigrations(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
@@ -31,7 +32,7 @@ func TestCheckMigrations(t *testing.T) {
 		if _, err := db.ExecContext(ctx, `INSERT INTO schema_migrations (component, version, applied_at) VALUES (?, ?, ?)`, "ready", 3, time.Now().UnixMicro()); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.CheckMigrations(ctx); err == nil || !strings.Contains(err.Error(), "ready is at version 3, newer than this process knows (2)") {
+		if err := db.CheckMigrations(ctx); err != nil {
 			t.Fatalf("after a newer migration: %v", err)
 		}
 		if _, err := db.ExecContext(ctx, `DELETE FROM schema_migrations WHERE component = ? AND version > 1`, "ready"); err != nil {
