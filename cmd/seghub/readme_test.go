@@ -115,7 +115,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	at := 0
 	for _, want := range []struct{ what, pattern string }{
 		{"healthz", `\{"status":"ok"\}`},
-		{"readyz: every service SERVING", `\{"admin":"SERVING","connector":"SERVING","eventrelay":"SERVING","segmentsync":"SERVING","targeting":"SERVING"\}`},
+		{"readyz: every service SERVING, its dependencies ok", `\{"status":"ready","services":\{"admin":\{"status":"SERVING","dependencies":\{"database":"ok","migrations":"ok","nats":"ok"\}\},"connector":\{"status":"SERVING"[^\n]*"targeting":\{"status":"SERVING","dependencies":\{"database":"ok","index":"ok","migrations":"ok","nats":"ok"\}\}\}\}`},
 		{"member key refused keys", `403\n`},
 		{"no key", `(?m)^401$`},
 		{"seeded public segments", `"name":"Trial users who never finished onboarding"`},

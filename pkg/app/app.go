@@ -94,6 +94,9 @@ func NewPlatform(ctx context.Context, cfg *config.Config, o Options) (*Platform,
 	if p.Egress, err = destinations.NewEgress(cfg.DestinationAllow); err != nil {
 		return fail(err)
 	}
+	// Destination requests are traced by this process's provider, not
+	// whichever one was installed globally last (tests run several).
+	p.Egress.SetTracer(tel.Tracer.Tracer(destinations.TracerScope))
 
 	secretKey := cfg.SecretKey
 	if secretKey == "" {
@@ -169,7 +172,9 @@ func (p *Platform) NewGRPCServer() (*grpcserver.Server, error) {
 		}
 		o.TLS = c
 	}
-	return grpcserver.New(o), nil
+	s := grpcserver.New(o)
+	p.addPlatformChecks(s.Ready)
+	return s, nil
 }
 
 // Listen opens the gRPC listener and records its address for self-dialing.

@@ -17,6 +17,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Identity is one user as the destination knows it.
@@ -150,6 +152,9 @@ type Config struct {
 	Prefix string
 	// SigningSecret signs outbound webhooks.
 	SigningSecret string
+	// Tracer records a client span per request attempt; nil uses the
+	// Egress's (else the global provider's).
+	Tracer trace.Tracer
 }
 
 // New returns the adapter for destination type name.
@@ -172,6 +177,12 @@ func New(name string, c Config) (Adapter, error) {
 	}
 	if c.Prefix == "" {
 		c.Prefix = t.PropertyPrefix
+	}
+	if c.Tracer == nil {
+		c.Tracer = c.Egress.tracer
+	}
+	if c.Tracer == nil {
+		c.Tracer = defaultTracer()
 	}
 	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
 	for _, f := range t.CredentialFields {
@@ -225,10 +236,12 @@ func (h *httpClient) do(ctx context.Context, r request, out any) error {
 	}
 	var last error
 	for attempt := 1; attempt <= h.c.MaxAttempts; attempt++ {
+		waitStart := time.Now()
 		if err := h.c.Limiter.Wait(ctx, r.weight); err != nil {
 			return err
 		}
-		status, body, retryAfter, err := h.once(ctx, r, payload)
+		noteRateLimitWait(ctx, time.Since(waitStart), attempt)
+		status, body, retryAfter, err := h.once(ctx, r, payload, attempt)
 		if err == nil && status >= 200 && status < 300 {
 			if out != nil && len(body) > 0 {
 				if err := json.Unmarshal(body, out); err != nil {
@@ -254,6 +267,7 @@ func (h *httpClient) do(ctx context.Context, r request, out any) error {
 		if attempt == h.c.MaxAttempts {
 			break
 		}
+		noteRetry(ctx, attempt, wait, retryAfter, last)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -263,7 +277,7 @@ func (h *httpClient) do(ctx context.Context, r request, out any) error {
 	return last
 }
 
-func (h *httpClient) once(ctx context.Context, r request, payload []byte) (int, []byte, time.Duration, error) {
+func (h *httpClient) once(ctx context.Context, r request, payload []byte, attempt int) (status int, body []byte, ra time.Duration, err error) {
 	var rd io.Reader
 	if payload != nil {
 		rd = bytes.NewReader(payload)
@@ -278,12 +292,14 @@ func (h *httpClient) once(ctx context.Context, r request, payload []byte) (int, 
 	for k, v := range r.header {
 		req.Header.Set(k, v)
 	}
-	resp, err := h.c.Egress.Client().Do(req)
+	ctx, span := h.startRequestSpan(ctx, req, attempt, len(payload))
+	defer func() { endRequestSpan(span, status, len(body), err) }()
+	resp, err := h.c.Egress.Client().Do(req.WithContext(ctx))
 	if err != nil {
 		return 0, nil, 0, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	return resp.StatusCode, body, retryAfter(resp.Header.Get("Retry-After")), nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // AllowSetting names the setting that lets destinations reach addresses the
@@ -91,7 +93,13 @@ type Egress struct {
 	client *http.Client
 	// resolve is the DNS lookup (tests replace it).
 	resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+	// tracer records destination requests (nil: the global provider's).
+	tracer trace.Tracer
 }
+
+// SetTracer makes adapters using this policy record their requests with t
+// (set once, before the first adapter is built).
+func (e *Egress) SetTracer(t trace.Tracer) { e.tracer = t }
 
 // NewEgress parses allow: comma-separated host names, host:port pairs
 // (IPv6 in brackets), IP addresses and CIDR ranges.

@@ -48,7 +48,9 @@ type Options struct {
 type Server struct {
 	*grpc.Server
 	Health *health.Server
-	log    *slog.Logger
+	// Ready holds the dependency checks a health check of a service runs.
+	Ready *Readiness
+	log   *slog.Logger
 }
 
 // New returns a server with the standard chain, health and reflection.
@@ -91,9 +93,9 @@ func New(o Options) *Server {
 	if o.TLS != nil {
 		opts = append(opts, grpc.Creds(o.TLS))
 	}
-	s := &Server{Server: grpc.NewServer(opts...), Health: health.NewServer(), log: o.Logger}
+	s := &Server{Server: grpc.NewServer(opts...), Health: health.NewServer(), Ready: &Readiness{}, log: o.Logger}
 	served.srv = s.Server
-	healthpb.RegisterHealthServer(s.Server, s.Health)
+	healthpb.RegisterHealthServer(s.Server, readyHealth{s.Health, s.Ready})
 	reflection.Register(s.Server)
 	return s
 }

@@ -47,6 +47,9 @@ type DB struct {
 	Dialect Dialect
 	// Pool is the pgx pool behind raw for PostgreSQL (River uses it); nil on SQLite.
 	Pool *pgxpool.Pool
+	// migrated is the last migration version of each component this process
+	// applied or found applied (readiness compares the database with it).
+	migrated versions
 }
 
 // Open connects to url: "postgres://..." / "postgresql://..." for
@@ -288,6 +291,9 @@ func (db *DB) Migrate(ctx context.Context, component string, fsys fs.FS) error {
 		if err != nil {
 			return fmt.Errorf("migrate %s: %w", component, err)
 		}
+	}
+	if len(migs) > 0 {
+		db.migrated.set(component, migs[len(migs)-1].version)
 	}
 	return nil
 }

@@ -176,6 +176,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		Backoff:     o.Backoff,
 		Refresh:     o.Refresh,
 		Logger:      p.Logger,
+		Tracer:      p.Telemetry.Tracer.Tracer(relay.TracerScope),
 		Delivered: func(sink string, e *relay.Envelope) {
 			attrs := metric.WithAttributes(attribute.String("sink", sink))
 			delivered.Add(context.Background(), 1, attrs)
@@ -195,7 +196,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	s.server = server.New(schema.Default(), relay.NewPublisher(js, layout), st, db, s.sinks, resolve, func(n int) { ingested.Add(context.Background(), int64(n)) },
+	s.server = server.New(schema.Default(), relay.NewPublisher(js, layout, p.Telemetry.Tracer.Tracer(relay.TracerScope)), st, db, s.sinks, resolve, func(n int) { ingested.Add(context.Background(), int64(n)) },
 		func(source, class string) {
 			rejected.Add(context.Background(), 1, metric.WithAttributes(attribute.String("source", source), attribute.String("reason", class)))
 		})

@@ -8,12 +8,16 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -25,6 +29,7 @@ import (
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
 	"github.com/seghub/seghub/pkg/app"
 	"github.com/seghub/seghub/pkg/config"
+	"github.com/seghub/seghub/pkg/grpcserver"
 	"github.com/seghub/seghub/web"
 )
 
@@ -69,6 +74,7 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 		runtime.WithMetadata(browserNonceMetadata),
 		runtime.WithErrorHandler(g.httpError),
 		runtime.WithIncomingHeaderMatcher(forwardHeader),
+		runtime.WithMiddlewares(noteRoute),
 	)
 	for svc, regs := range registrations {
 		conn, err := p.PlainConn(svc)
@@ -97,6 +103,7 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)
 	})
+	// /healthz answers from this process alone, calling nothing: liveness.
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -135,34 +142,82 @@ func (g *Gateway) Handler() http.Handler {
 	if err != nil || port == "" {
 		port = "8080"
 	}
-	return otelhttp.NewHandler(g.mux, "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
+	return otelhttp.NewHandler(namedRoutes(g.mux), "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
 		otelhttp.WithServerName(net.JoinHostPort("seghub", port)))
 }
 
-// readyz answers 200 when every backend's gRPC health reports SERVING.
+// serviceReadiness is one service's part of /readyz.
+type serviceReadiness struct {
+	Status string `json:"status"`
+	// Reason is why the service is not ready (empty when it is).
+	Reason string `json:"reason,omitempty"`
+	// Dependencies map each dependency to "ok" or why it is not ready.
+	Dependencies map[string]string `json:"dependencies,omitempty"`
+}
+
+// readiness is the /readyz answer.
+type readiness struct {
+	Status   string                      `json:"status"`
+	Services map[string]serviceReadiness `json:"services"`
+}
+
+// readyz answers 200 when every service reports SERVING through gRPC health
+// with each of its dependencies (database, schema migrations, NATS,
+// targeting's index) ready; else 503 naming the service, the dependency and
+// why.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	out := map[string]string{}
-	ok := true
+	out := readiness{Status: "ready", Services: make(map[string]serviceReadiness, len(g.health))}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for svc, hc := range g.health {
-		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
-		switch {
-		case err != nil:
-			out[svc] = "unreachable: " + err.Error()
-			ok = false
-		case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
-			out[svc] = resp.GetStatus().String()
-			ok = false
-		default:
-			out[svc] = "SERVING"
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sr := checkService(ctx, svc, hc)
+			mu.Lock()
+			defer mu.Unlock()
+			out.Services[svc] = sr
+			if sr.Status != healthpb.HealthCheckResponse_SERVING.String() {
+				out.Status = "not ready"
+			}
+		}()
 	}
+	wg.Wait()
 	code := http.StatusOK
-	if !ok {
+	if out.Status != "ready" {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, out)
+}
+
+// checkService asks svc's gRPC health, which checks its dependencies.
+func checkService(ctx context.Context, svc string, hc healthpb.HealthClient) serviceReadiness {
+	var md metadata.MD
+	resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc}, grpc.Header(&md))
+	if err != nil {
+		return serviceReadiness{Status: "UNREACHABLE", Reason: status.Convert(err).Message()}
+	}
+	sr := serviceReadiness{Status: resp.GetStatus().String()}
+	var failing []string
+	for _, v := range md.Get(grpcserver.DependencyHeader) {
+		name, state, _ := strings.Cut(v, "=")
+		if sr.Dependencies == nil {
+			sr.Dependencies = map[string]string{}
+		}
+		sr.Dependencies[name] = state
+		if state != "ok" {
+			failing = append(failing, name+": "+state)
+		}
+	}
+	if len(failing) > 0 {
+		sort.Strings(failing)
+		sr.Reason = strings.Join(failing, "; ")
+	} else if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		sr.Reason = "health reports " + resp.GetStatus().String()
+	}
+	return sr
 }
 
 // runtimeStatus is the HTTP status REST gives a gRPC error.

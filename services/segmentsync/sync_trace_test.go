@@ -2,12 +2,14 @@ package segmentsync_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app/apptest"
@@ -149,7 +151,33 @@ func TestRunTracePerRunSpanPerBatch(t *testing.T) {
 		t.Fatalf("%d batch spans outside the two runs' traces", stray-len(tr1.batches))
 	}
 	checkRunTrace(t, tr2, r2, 0, 1500, 300)
+	checkQueuedBy(t, rec, tr2.root, "/SyncNow")
+	checkQueuedBy(t, rec, tr1.root, "/EnableSync")
 	if got := len(f.appcuesMembers("[seghub] Traced")); got != 800 {
 		t.Fatalf("appcues holds %d, want 800", got)
 	}
+}
+
+// checkQueuedBy asserts that root (a new trace) links to the server span of
+// the request (method suffix) that queued its run.
+func checkQueuedBy(t *testing.T, rec *tracetest.SpanRecorder, root sdktrace.ReadOnlySpan, method string) {
+	t.Helper()
+	var req sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.SpanKind() == trace.SpanKindServer && strings.HasSuffix(s.Name(), method) {
+			req = s
+		}
+	}
+	if req == nil {
+		t.Fatalf("no server span for %s", method)
+	}
+	if req.SpanContext().TraceID() == root.SpanContext().TraceID() {
+		t.Fatalf("the run is in its request's trace; it starts its own")
+	}
+	for _, l := range root.Links() {
+		if l.SpanContext.TraceID() == req.SpanContext().TraceID() && l.SpanContext.SpanID() == req.SpanContext().SpanID() {
+			return
+		}
+	}
+	t.Fatalf("sync.run links %v, none to the %s request span %v", root.Links(), method, req.SpanContext())
 }

@@ -60,6 +60,7 @@ func New(ctx context.Context, p *app.Platform) (*Service, error) {
 // Register implements app.Service.
 func (s *Service) Register(g *grpcserver.Server) {
 	targetingv1.RegisterTargetingServiceServer(g.Server, s.server)
+	g.Ready.Add(app.Targeting, "index", func(context.Context) error { return s.index.Ready() })
 }
 
 // Run follows the membership feed and experience changes until ctx ends.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 )
 
 const (
@@ -83,6 +84,8 @@ type Envelope struct {
 	AppcuesUserID string `json:"acid,omitempty"`
 	// Received in unix microseconds (delivery lag is measured from it).
 	Received int64 `json:"rcv"`
+	// span is the event's deliver span while a sink sends it (not stored).
+	span trace.Span
 }
 
 // StreamOptions configure the events stream.
@@ -125,12 +128,16 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 
 // Publisher stores envelopes in JetStream.
 type Publisher struct {
-	js jetstream.JetStream
-	l  Layout
+	js     jetstream.JetStream
+	l      Layout
+	tracer trace.Tracer
 }
 
-// NewPublisher returns a publisher on js.
-func NewPublisher(js jetstream.JetStream, l Layout) *Publisher { return &Publisher{js: js, l: l} }
+// NewPublisher returns a publisher on js whose spans t records (nil: the
+// global provider's).
+func NewPublisher(js jetstream.JetStream, l Layout, t trace.Tracer) *Publisher {
+	return &Publisher{js: js, l: l, tracer: t}
+}
 
 // Pending is a publish in flight.
 type Pending struct {
@@ -139,15 +146,18 @@ type Pending struct {
 }
 
 // Start publishes envs without waiting for JetStream's acknowledgements, so
-// the next batch can be prepared meanwhile; Wait collects them.
-func (p *Publisher) Start(envs []*Envelope) (*Pending, error) {
+// the next batch can be prepared meanwhile; Wait collects them. Each message
+// carries ctx's trace context.
+func (p *Publisher) Start(ctx context.Context, envs []*Envelope) (*Pending, error) {
 	pd := &Pending{envs: envs, futures: make([]jetstream.PubAckFuture, len(envs))}
+	th := traceHeader(ctx)
 	for i, e := range envs {
 		data, err := json.Marshal(e)
 		if err != nil {
 			return nil, err
 		}
 		m := &nats.Msg{Subject: p.l.Subject(e), Data: data, Header: nats.Header{msgIDHeader: []string{e.Env + "/" + e.ID}}}
+		withTrace(m, th)
 		// Past the pending limit, wait for room (back-pressure) rather than fail.
 		if pd.futures[i], err = p.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait)); err != nil {
 			return nil, fmt.Errorf("publish event %s: %w", e.ID, err)
@@ -175,8 +185,10 @@ func (pd *Pending) Wait(ctx context.Context) ([]bool, error) {
 }
 
 // Publish stores envs and waits until JetStream holds them all.
-func (p *Publisher) Publish(ctx context.Context, envs []*Envelope) ([]bool, error) {
-	pd, err := p.Start(envs)
+func (p *Publisher) Publish(ctx context.Context, envs []*Envelope) (dups []bool, err error) {
+	ctx, span := p.startStore(ctx, len(envs))
+	defer func() { endWithError(span, err) }()
+	pd, err := p.Start(ctx, envs)
 	if err != nil {
 		return nil, err
 	}
@@ -184,9 +196,13 @@ func (p *Publisher) Publish(ctx context.Context, envs []*Envelope) ([]bool, erro
 }
 
 // Republish stores a dead letter again for one sink of env under msgID
-// (JetStream drops a second copy within its dedup window).
-func (p *Publisher) Republish(ctx context.Context, env, sink, msgID string, envelope []byte) error {
+// (JetStream drops a second copy within its dedup window), in the trace of
+// traceParent (the event's) when it names one.
+func (p *Publisher) Republish(ctx context.Context, env, sink, msgID string, envelope []byte, traceParent string) (err error) {
+	ctx, span := p.startReplay(ctx, traceParent, sink)
+	defer func() { endWithError(span, err) }()
 	m := &nats.Msg{Subject: p.l.ReplaySubject(env, sink), Data: envelope, Header: nats.Header{msgIDHeader: []string{msgID}}}
-	_, err := p.js.PublishMsg(ctx, m)
+	withTrace(m, traceHeader(ctx))
+	_, err = p.js.PublishMsg(ctx, m)
 	return err
 }

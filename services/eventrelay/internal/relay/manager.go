@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	"github.com/seghub/seghub/pkg/destinations"
@@ -41,7 +42,9 @@ type ManagerOptions struct {
 	AckWait       time.Duration
 	// Delivered observes each delivered event (metrics).
 	Delivered func(sink string, e *Envelope)
-	Logger    *slog.Logger
+	// Tracer records deliveries (nil: the global provider's).
+	Tracer trace.Tracer
+	Logger *slog.Logger
 	// Refresh is how often a sink re-reads its connection (send_events,
 	// credentials) and the manager its routes from the store.
 	Refresh time.Duration
@@ -263,9 +266,9 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink) error {
 		Classify:    func(subject string) (bool, bool) { return m.o.Layout.ForSink(subject, rs.env, rs.conn) },
 		Accept:      rs.dest.accept,
 		MaxAttempts: m.o.MaxAttempts, MaxAge: m.o.MaxAge, Backoff: m.o.Backoff, AckWait: m.o.AckWait,
-		Logger: m.o.Logger.With("sink", rs.conn),
+		Logger: m.o.Logger.With("sink", rs.conn), Tracer: m.o.Tracer,
 		DeadLetter: func(ctx context.Context, e *Envelope, raw []byte, reason string, attempts int, first, dead time.Time) error {
-			return m.o.Store.AddDeadLetter(ctx, &store.DeadLetter{Env: rs.env, ConnectionID: rs.conn, EventID: e.ID, Envelope: raw, Reason: reason, Attempts: attempts, FirstAttempt: first, Dead: dead})
+			return m.o.Store.AddDeadLetter(ctx, &store.DeadLetter{Env: rs.env, ConnectionID: rs.conn, EventID: e.ID, Envelope: raw, Reason: reason, Attempts: attempts, FirstAttempt: first, Dead: dead, TraceParent: TraceParent(ctx)})
 		},
 	}
 	if m.o.Delivered != nil {
@@ -544,10 +547,11 @@ func (d *destState) deliverEach(ctx context.Context, batch []UserEvents) []Resul
 			defer wg.Done()
 			for j, e := range ue.Events {
 				ev := d.toEvent(e)
-				id, err := d.identity(ctx, e)
+				ectx := eventContext(ctx, e)
+				id, err := d.identity(ectx, e)
 				if err == nil {
 					ev.Identity = id
-					err = ad.Track(ctx, []destinations.Event{ev})
+					err = ad.Track(ectx, []destinations.Event{ev})
 				}
 				if err != nil {
 					res[i] = d.failure(ctx, err, j, false)

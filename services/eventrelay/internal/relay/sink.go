@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seghub/seghub/pkg/natsbus"
 )
 
 // UserEvents are one user's events in a batch, oldest first.
@@ -59,8 +62,11 @@ type SinkOptions struct {
 	DeadLetter DeadLetterFunc
 	// Delivered observes each delivered event (metrics).
 	Delivered func(e *Envelope)
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Tracer records deliveries in each event's trace (nil: the global
+	// provider's).
+	Tracer trace.Tracer
+	Logger *slog.Logger
+	Now    func() time.Time
 	// AckWait of the consumer: held messages are kept in progress well
 	// within it, so JetStream does not redeliver them.
 	AckWait time.Duration
@@ -73,6 +79,8 @@ type held struct {
 	raw []byte
 	seq uint64
 	got time.Time
+	// parent is the trace the event was stored in (from its headers).
+	parent trace.SpanContext
 }
 
 // userQueue is one user's events in stream order. Only the head part is ever
@@ -211,7 +219,9 @@ func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res := o.Deliver(ctx, b.batch)
+				tctx, tr := d.s.startDelivery(ctx, b)
+				res := o.Deliver(tctx, b.batch)
+				tr.end(res)
 				select {
 				case d.results <- outcome{sent: *b, results: res}:
 				case <-ctx.Done():
@@ -274,7 +284,8 @@ func (d *dispatcher) add(m jetstream.Msg) {
 		d.s.mu.Unlock()
 		return
 	}
-	h := &held{msg: m, env: &e, raw: m.Data(), seq: seq, got: d.s.o.Now()}
+	h := &held{msg: m, env: &e, raw: m.Data(), seq: seq, got: d.s.o.Now(),
+		parent: trace.SpanContextFromContext(natsbus.ExtractTrace(context.Background(), m.Headers()))}
 	d.seen[seq] = h
 	u := d.users[e.User]
 	if u == nil {
@@ -387,7 +398,10 @@ func (d *dispatcher) failed(ctx context.Context, u *userQueue, undelivered []*he
 	}
 	if u.attempts >= o.MaxAttempts && now.Sub(u.firstFail) >= o.MaxAge {
 		for _, h := range undelivered {
-			if err := o.DeadLetter(ctx, h.env, h.raw, u.lastErr, u.attempts, u.firstFail, now); err != nil {
+			dctx, end := d.s.traceDeadLetter(ctx, h, u.lastErr, u.attempts)
+			err := o.DeadLetter(dctx, h.env, h.raw, u.lastErr, u.attempts, u.firstFail, now)
+			end(err)
+			if err != nil {
 				// Not recorded: keep it and try again later rather than lose it.
 				o.Logger.Error("record dead letter", "sink", o.ConnectionID, "event_id", h.env.ID, "error", err.Error())
 				d.wait(u, now.Add(o.Backoff(u.attempts)))

@@ -350,7 +350,7 @@ func (s *Server) StreamTrack(stream eventrelayv1.EventRelayService_StreamTrackSe
 			if perr != nil {
 				f.err = perr
 			} else if f.rejected = b.rejected; len(b.envs) > 0 {
-				if f.pending, err = s.pub.Start(b.envs); err != nil {
+				if f.pending, err = s.pub.Start(ctx, b.envs); err != nil {
 					f.err = unavailable(err)
 				}
 			}
@@ -653,7 +653,7 @@ func (s *Server) ReplayDeadLetters(ctx context.Context, req *eventrelayv1.Replay
 		// id, which JetStream drops as a duplicate within its dedup window
 		// (past it, the event is delivered again under its own event id,
 		// which sinks send as the Idempotency-Key).
-		if err := s.pub.Republish(ctx, env, d.ConnectionID, replayMsgID(d.ID), d.Envelope); err != nil {
+		if err := s.pub.Republish(ctx, env, d.ConnectionID, replayMsgID(d.ID), d.Envelope, d.TraceParent); err != nil {
 			return nil, apperr.Unavailable("replayed %d; the rest could not be stored (%v): call again", n, err)
 		}
 		ok, err := s.store.MarkReplayed(ctx, env, d.ID, s.now())

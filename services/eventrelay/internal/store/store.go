@@ -55,6 +55,8 @@ type DeadLetter struct {
 	Attempts                       int
 	FirstAttempt, Dead             time.Time
 	Replayed                       time.Time
+	// TraceParent is the W3C traceparent of the event's trace ("" if none).
+	TraceParent string
 }
 
 // Store is the relay's SQL.
@@ -183,8 +185,8 @@ func (s *Store) DeleteRoute(ctx context.Context, env, id string) error {
 // AddDeadLetter records an event a sink gave up on.
 func (s *Store) AddDeadLetter(ctx context.Context, d *DeadLetter) error {
 	d.ID = ids.New("dl")
-	_, err := s.db.ExecContext(ctx, `INSERT INTO er_dead_letters (dead_letter_id, environment_id, connection_id, event_id, envelope, reason, attempts, first_attempt_at, dead_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		d.ID, d.Env, d.ConnectionID, d.EventID, d.Envelope, d.Reason, d.Attempts, micros(d.FirstAttempt), micros(d.Dead))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO er_dead_letters (dead_letter_id, environment_id, connection_id, event_id, envelope, reason, attempts, first_attempt_at, dead_at, trace_parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		d.ID, d.Env, d.ConnectionID, d.EventID, d.Envelope, d.Reason, d.Attempts, micros(d.FirstAttempt), micros(d.Dead), d.TraceParent)
 	return err
 }
 
@@ -199,7 +201,7 @@ type DeadLetterFilter struct {
 
 // DeadLetters lists dead letters oldest first, and the next page token.
 func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, string, error) {
-	q := `SELECT dead_letter_id, environment_id, connection_id, event_id, envelope, reason, attempts, first_attempt_at, dead_at, COALESCE(replayed_at, 0) FROM er_dead_letters WHERE environment_id = ?`
+	q := `SELECT dead_letter_id, environment_id, connection_id, event_id, envelope, reason, attempts, first_attempt_at, dead_at, COALESCE(replayed_at, 0), trace_parent FROM er_dead_letters WHERE environment_id = ?`
 	args := []any{f.Env}
 	if f.ConnectionID != "" {
 		q += ` AND connection_id = ?`
@@ -238,7 +240,7 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 	for rows.Next() {
 		var d DeadLetter
 		var first, dead, replayed int64
-		if err := rows.Scan(&d.ID, &d.Env, &d.ConnectionID, &d.EventID, &d.Envelope, &d.Reason, &d.Attempts, &first, &dead, &replayed); err != nil {
+		if err := rows.Scan(&d.ID, &d.Env, &d.ConnectionID, &d.EventID, &d.Envelope, &d.Reason, &d.Attempts, &first, &dead, &replayed, &d.TraceParent); err != nil {
 			return nil, "", err
 		}
 		d.FirstAttempt, d.Dead, d.Replayed = fromMicros(first), fromMicros(dead), fromMicros(replayed)

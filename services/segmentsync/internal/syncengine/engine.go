@@ -653,7 +653,7 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 	ctx, cancelLease := context.WithCancelCause(ctx)
 	defer cancelLease(nil)
 	go e.holdLease(ctx, cancelLease, r.ID, e.owner)
-	ctx, span := e.o.Tracer.Start(ctx, "sync.run", trace.WithNewRoot(), trace.WithAttributes(attribute.String("sync.id", s.ID), attribute.String("run.id", r.ID), attribute.String("destination", s.DestinationType), attribute.String("trigger", r.Trigger)))
+	ctx, span := e.o.Tracer.Start(ctx, "sync.run", runSpanOptions(ctx, attribute.String("sync.id", s.ID), attribute.String("run.id", r.ID), attribute.String("destination", s.DestinationType), attribute.String("trigger", r.Trigger))...)
 	defer span.End()
 	r.TraceID = span.SpanContext().TraceID().String()
 	r.Status = StatusRunning

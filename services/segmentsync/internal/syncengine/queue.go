@@ -43,7 +43,7 @@ type runWorker struct {
 }
 
 func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
-	return w.e.Execute(ctx, job.Args.RunID)
+	return w.e.Execute(withQueuedBy(ctx, queuedBy(job.Metadata)), job.Args.RunID)
 }
 
 func (w *runWorker) Timeout(*river.Job[RunArgs]) time.Duration { return JobTimeout }
@@ -83,7 +83,11 @@ const (
 type riverQueue[TTx any] struct{ client *river.Client[TTx] }
 
 func (q *riverQueue[TTx]) Enqueue(ctx context.Context, env, syncID, runID string) (bool, error) {
-	res, err := q.client.Insert(ctx, RunArgs{SyncID: syncID, RunID: runID, Env: env}, nil)
+	var opts *river.InsertOpts
+	if md := jobMetadata(ctx); md != nil {
+		opts = &river.InsertOpts{Metadata: md}
+	}
+	res, err := q.client.Insert(ctx, RunArgs{SyncID: syncID, RunID: runID, Env: env}, opts)
 	if err != nil {
 		return false, fmt.Errorf("queue sync run: %w", err)
 	}

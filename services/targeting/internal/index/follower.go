@@ -49,6 +49,7 @@ func FollowWith(ctx context.Context, client segmentsyncv1.SegmentSyncServiceClie
 	backoff := o.MinBackoff
 	for ctx.Err() == nil {
 		caughtUp, err := followOnce(ctx, client, ix, &o)
+		ix.feed.set(false, err)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -77,6 +78,7 @@ func followOnce(ctx context.Context, client segmentsyncv1.SegmentSyncServiceClie
 	if err != nil {
 		return false, err
 	}
+	ix.feed.set(true, nil)
 	for {
 		m, err := stream.Recv()
 		if err != nil {

@@ -46,6 +46,7 @@ func newEnv() *Env {
 type Index struct {
 	mu   sync.RWMutex
 	envs map[string]*Env
+	feed feedState
 }
 
 // New returns an empty index.
