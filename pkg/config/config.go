@@ -33,6 +33,9 @@ type Config struct {
 	TLSKey       string
 	TLSCA        string
 	Seed         bool
+	// PprofAddr serves net/http/pprof (CPU profiles of the running server);
+	// empty disables it.
+	PprofAddr string
 
 	// Split mode: where each service's gRPC listens (used by the gateway and by
 	// services that call one another). Empty means "this process".
@@ -173,6 +176,7 @@ var settings = []setting{
 	{"tls-cert", "SEGHUB_TLS_CERT", "PEM certificate: serve gRPC and REST over TLS", "", str(func(c *Config) *string { return &c.TLSCert })},
 	{"tls-key", "SEGHUB_TLS_KEY", "PEM private key for --tls-cert", "", str(func(c *Config) *string { return &c.TLSKey })},
 	{"tls-ca", "SEGHUB_TLS_CA", "PEM CA bundle that signs the other services' certificates in split mode (verified with their addresses' host names); empty trusts --tls-cert itself (one self-signed certificate shared by every service)", "", str(func(c *Config) *string { return &c.TLSCA })},
+	{"pprof-addr", "SEGHUB_PPROF_ADDR", "serve Go profiles (net/http/pprof under /debug/pprof/) on this address for `go tool pprof`; empty disables. No authentication: bind it to loopback", "", str(func(c *Config) *string { return &c.PprofAddr })},
 	{"seed", "SEGHUB_SEED", "seed demo data (segments, users, a simulator connection) on first start", "false", func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
 		c.Seed = b
