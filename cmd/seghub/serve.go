@@ -106,6 +106,11 @@ func serve(ctx context.Context, cfg *config.Config, role string, h Hooks) error 
 		s.Register(srv)
 		services = append(services, s)
 	}
+	if has(app.Targeting) && has(app.Gateway) {
+		// REST lookups call targeting in-process: same interceptors and
+		// stats, no loopback HTTP/2 hop.
+		p.SetLocal(app.Targeting, srv.InProcess())
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, lis) })

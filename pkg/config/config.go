@@ -165,7 +165,7 @@ var settings = []setting{
 	{"log-level", "SEGHUB_LOG_LEVEL", "debug, info, warn or error", "info", str(func(c *Config) *string { return &c.LogLevel })},
 	{"log-format", "SEGHUB_LOG_FORMAT", "json or text", "json", str(func(c *Config) *string { return &c.LogFormat })},
 	{"otlp-endpoint", "SEGHUB_OTLP_ENDPOINT", "OTLP/gRPC collector for traces (host:port); empty keeps traces in-process", "", str(func(c *Config) *string { return &c.OTLPEndpoint })},
-	{"trace-sample", "SEGHUB_TRACE_SAMPLE", "share of root traces sampled (0..1); requests that arrive with a sampled parent are always traced", "1", func(c *Config, v string) error {
+	{"trace-sample", "SEGHUB_TRACE_SAMPLE", "share of root traces sampled (0..1); requests that arrive with a sampled parent are always traced. Without --otlp-endpoint nothing exports spans, so requests start no traces of their own (background work such as sync runs still does)", "1", func(c *Config, v string) error {
 		f, err := strconv.ParseFloat(v, 64)
 		if err == nil && (f < 0 || f > 1) {
 			err = fmt.Errorf("must be between 0 and 1")

@@ -100,6 +100,11 @@ func run(o options) error {
 			return fmt.Errorf("taskset: %v: %s", err, out)
 		}
 	}
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
 	srv, err := startServer(o, dir)
 	if err != nil {
 		return err
@@ -483,6 +488,12 @@ func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid strin
 			<-window
 		}
 	}()
+	profErr := make(chan error, 1)
+	if o.profileDir != "" {
+		go func() { profErr <- srv.profile(filepath.Join(o.profileDir, "batch.pb.gz"), min(o.profileFor, o.dur-time.Second)) }()
+	} else {
+		profErr <- nil
+	}
 	c0, s0, t0 := selfCPU(), cpu(srv.pid), time.Now()
 	deadline := t0.Add(o.dur)
 	for i := 0; time.Now().Before(deadline); i++ {
@@ -498,6 +509,9 @@ func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid strin
 		return row{}, err
 	}
 	el, sc, cc := time.Since(t0), cpu(srv.pid)-s0, selfCPU()-c0
+	if err := <-profErr; err != nil {
+		return row{}, err
+	}
 	n := decisions.Load()
 	return row{
 		path:      fmt.Sprintf("gRPC `BatchCheckStream`, one stream, %d checks a message, %d in flight", o.batch, o.inflight),
