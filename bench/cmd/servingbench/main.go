@@ -43,9 +43,9 @@ import (
 
 type options struct {
 	bin, redis, serverCPUs, clientCPUs, profileDir string
-	members, conc, conns, batch, inflight           int
-	dur, profileFor                                 time.Duration
-	env                                             []string
+	members, conc, conns, batch, inflight          int
+	dur, profileFor                                time.Duration
+	env                                            []string
 }
 
 func main() {
@@ -307,7 +307,9 @@ func grpcPhase(ctx context.Context, o options, conns []*grpc.ClientConn, sid str
 	var wg sync.WaitGroup
 	profErr := make(chan error, 1)
 	if name != "" && o.profileDir != "" {
-		go func() { profErr <- srv.profile(filepath.Join(o.profileDir, name+".pb.gz"), min(o.profileFor, dur-time.Second)) }()
+		go func() {
+			profErr <- srv.profile(filepath.Join(o.profileDir, name+".pb.gz"), min(o.profileFor, dur-time.Second))
+		}()
 	} else {
 		profErr <- nil
 	}
@@ -381,7 +383,9 @@ end
 	}
 	profErr := make(chan error, 1)
 	if o.profileDir != "" {
-		go func() { profErr <- srv.profile(filepath.Join(o.profileDir, "rest.pb.gz"), min(o.profileFor, o.dur-time.Second)) }()
+		go func() {
+			profErr <- srv.profile(filepath.Join(o.profileDir, "rest.pb.gz"), min(o.profileFor, o.dur-time.Second))
+		}()
 	} else {
 		profErr <- nil
 	}
@@ -490,7 +494,9 @@ func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid strin
 	}()
 	profErr := make(chan error, 1)
 	if o.profileDir != "" {
-		go func() { profErr <- srv.profile(filepath.Join(o.profileDir, "batch.pb.gz"), min(o.profileFor, o.dur-time.Second)) }()
+		go func() {
+			profErr <- srv.profile(filepath.Join(o.profileDir, "batch.pb.gz"), min(o.profileFor, o.dur-time.Second))
+		}()
 	} else {
 		profErr <- nil
 	}
