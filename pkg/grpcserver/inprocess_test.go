@@ -203,4 +203,13 @@ func TestRemoteParentSampling(t *testing.T) {
 	if len(spans) != 1 || spans[0].SpanContext().TraceID().String() != traceID || spans[0].SpanKind() != trace.SpanKindServer {
 		t.Fatalf("spans %v: want one server span in the sampled caller's trace", spans)
 	}
+
+	// A method no one serves makes no series (any caller can name one).
+	err = conn.Invoke(withKey(context.Background(), "key-a-member-0123"), "/evil.Service/Method"+strings.Repeat("x", 10), &targetingv1.CheckMembershipRequest{}, &targetingv1.CheckMembershipResponse{})
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("unknown method: %v", err)
+	}
+	if got := p.durationPoints(t); len(got) != 1 || got["seghub.targeting.v1.TargetingService/CheckMembership OK"] != 2 {
+		t.Fatalf("series %v: want only CheckMembership OK (2 calls)", got)
+	}
 }

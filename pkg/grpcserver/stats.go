@@ -38,6 +38,8 @@ type rpcStats struct {
 	// conventions (OTEL_SEMCONV_STABILITY_OPT_IN): it alone knows them.
 	fast bool
 	sets sync.Map // setKey -> attribute.Set
+	// unserved marks calls of methods this server does not serve.
+	unserved *fastRPC
 }
 
 type setKey struct {
@@ -63,7 +65,7 @@ func newRPCStats(o Options, served *servedMethods, propagator propagation.TextMa
 	// Any caller can name any method: only methods served here become metric
 	// series and spans.
 	otelOpts = append(otelOpts, otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool { return served.has(info.FullMethodName) }))
-	s := &rpcStats{otel: otelgrpc.NewServerHandler(otelOpts...), served: served, rootSampled: o.RootSpansSampled, propagator: propagator}
+	s := &rpcStats{otel: otelgrpc.NewServerHandler(otelOpts...), served: served, rootSampled: o.RootSpansSampled, propagator: propagator, unserved: &fastRPC{}}
 	mode := os.Getenv("OTEL_SEMCONV_STABILITY_OPT_IN")
 	s.fast = !strings.Contains(mode, "rpc/old") && !strings.Contains(mode, "rpc/dup")
 	if mp == nil {
@@ -102,7 +104,8 @@ func (s *rpcStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.C
 		return s.otel.TagRPC(ctx, info)
 	}
 	if !s.served.has(info.FullMethodName) {
-		return ctx
+		// Any caller can name any method: no series for unserved ones.
+		return context.WithValue(ctx, fastKey{}, s.unserved)
 	}
 	return context.WithValue(ctx, fastKey{}, &fastRPC{method: info.FullMethodName})
 }
@@ -114,7 +117,7 @@ func (s *rpcStats) HandleRPC(ctx context.Context, rs stats.RPCStats) {
 		s.otel.HandleRPC(ctx, rs)
 		return
 	}
-	if end, ok := rs.(*stats.End); ok {
+	if end, ok := rs.(*stats.End); ok && f != s.unserved {
 		s.record(ctx, f.method, status.Code(end.Error), end.EndTime.Sub(end.BeginTime))
 	}
 }
