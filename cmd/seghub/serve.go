@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -105,6 +106,11 @@ func serve(ctx context.Context, cfg *config.Config, role string, h Hooks) error 
 		s.Register(srv)
 		services = append(services, s)
 	}
+	if has(app.Targeting) && has(app.Gateway) {
+		// REST lookups call targeting in-process: same interceptors and
+		// stats, no loopback HTTP/2 hop.
+		p.SetLocal(app.Targeting, srv.InProcess())
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, lis) })
@@ -148,6 +154,11 @@ func serve(ctx context.Context, cfg *config.Config, role string, h Hooks) error 
 			return hs.Shutdown(sctx)
 		})
 	}
+	if cfg.PprofAddr != "" {
+		if err := servePprof(ctx, g, cfg.PprofAddr); err != nil {
+			return err
+		}
+	}
 	if seedEnv != "" {
 		g.Go(func() error {
 			if err := seed(ctx, p, seedEnv); err != nil && ctx.Err() == nil {
@@ -163,4 +174,33 @@ func serve(ctx context.Context, cfg *config.Config, role string, h Hooks) error 
 	err = g.Wait()
 	p.Logger.Info("seghub stopped", "role", role)
 	return err
+}
+
+// servePprof serves net/http/pprof on addr until ctx ends, so CPU profiles can
+// be taken of the running server under load (`go tool pprof
+// http://addr/debug/pprof/profile?seconds=10`).
+func servePprof(ctx context.Context, g *errgroup.Group, addr string) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s (pprof): %w", addr, err)
+	}
+	// A profile runs for as long as it was asked (seconds=N): no write timeout.
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		return hs.Close()
+	})
+	return nil
 }

@@ -71,6 +71,7 @@ type Platform struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	local map[string]grpc.ClientConnInterface
 	close []func()
 }
 
@@ -164,7 +165,7 @@ func (p *Platform) Close() {
 
 // NewGRPCServer returns a gRPC server with the standard chain.
 func (p *Platform) NewGRPCServer() (*grpcserver.Server, error) {
-	o := grpcserver.Options{Logger: p.Logger, Authenticator: p.Auth, MeterProvider: p.Telemetry.Meter, TracerProvider: p.Telemetry.Tracer, MaxRecvMsgSize: int(p.Config.GRPCMaxMessage)}
+	o := grpcserver.Options{Logger: p.Logger, Authenticator: p.Auth, MeterProvider: p.Telemetry.Meter, TracerProvider: p.Telemetry.Tracer, RootSpansSampled: p.Telemetry.RootSpansSampled, MaxRecvMsgSize: int(p.Config.GRPCMaxMessage)}
 	if p.Config.TLSCert != "" {
 		c, err := credentials.NewServerTLSFromFile(p.Config.TLSCert, p.Config.TLSKey)
 		if err != nil {
@@ -222,6 +223,26 @@ func (p *Platform) transport(addr string) credentials.TransportCredentials {
 // request's principal).
 func (p *Platform) Conn(service string) (*grpc.ClientConn, error) {
 	return p.conn("internal:"+service, p.AddrOf(service), grpc.WithPerRPCCredentials(auth.InternalCredentials{Key: p.InternalKey, Insecure: p.Config.TLSCert == ""}))
+}
+
+// SetLocal records that service is served by this process, reachable through
+// cc without the network (grpcserver.Server.InProcess).
+func (p *Platform) SetLocal(service string, cc grpc.ClientConnInterface) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.local == nil {
+		p.local = map[string]grpc.ClientConnInterface{}
+	}
+	p.local[service] = cc
+}
+
+// Local returns the in-process connection to service, or nil when service
+// is not served by this process (or not set up for in-process calls). Like
+// PlainConn it carries no credentials: callers forward their own.
+func (p *Platform) Local(service string) grpc.ClientConnInterface {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.local[service]
 }
 
 // PlainConn returns a client connection to service without credentials; the

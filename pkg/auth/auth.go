@@ -114,7 +114,9 @@ func (a *Authenticator) Forget(hash string) {
 
 // Authenticate resolves the caller from incoming gRPC metadata.
 func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
+	// Read single keys: FromIncomingContext copies the whole metadata on
+	// every call.
+	md := incoming{ctx}
 	secret := bearer(md)
 	if secret == "" {
 		return Principal{}, status.Error(codes.Unauthenticated, "missing API key: send it as 'Authorization: Bearer <key>' (or the x-api-key header)")
@@ -150,7 +152,12 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
 	return p, nil
 }
 
-func bearer(md metadata.MD) string {
+// incoming reads the request's metadata key by key.
+type incoming struct{ ctx context.Context }
+
+func (m incoming) Get(k string) []string { return metadata.ValueFromIncomingContext(m.ctx, k) }
+
+func bearer(md incoming) string {
 	if v := first(md, "authorization"); v != "" {
 		if k, ok := strings.CutPrefix(v, "Bearer "); ok {
 			return strings.TrimSpace(k)
@@ -163,7 +170,7 @@ func bearer(md metadata.MD) string {
 	return strings.TrimSpace(first(md, "x-api-key"))
 }
 
-func first(md metadata.MD, k string) string {
+func first(md incoming, k string) string {
 	if v := md.Get(k); len(v) > 0 {
 		return v[0]
 	}

@@ -33,6 +33,9 @@ type Config struct {
 	TLSKey       string
 	TLSCA        string
 	Seed         bool
+	// PprofAddr serves net/http/pprof (CPU profiles of the running server);
+	// empty disables it.
+	PprofAddr string
 
 	// Split mode: where each service's gRPC listens (used by the gateway and by
 	// services that call one another). Empty means "this process".
@@ -163,7 +166,7 @@ var settings = []setting{
 	{"log-level", "SEGHUB_LOG_LEVEL", "debug, info, warn or error", "info", str(func(c *Config) *string { return &c.LogLevel })},
 	{"log-format", "SEGHUB_LOG_FORMAT", "json or text", "json", str(func(c *Config) *string { return &c.LogFormat })},
 	{"otlp-endpoint", "SEGHUB_OTLP_ENDPOINT", "OTLP/gRPC collector for traces (host:port); empty keeps traces in-process", "", str(func(c *Config) *string { return &c.OTLPEndpoint })},
-	{"trace-sample", "SEGHUB_TRACE_SAMPLE", "share of root traces sampled (0..1); requests that arrive with a sampled parent are always traced", "1", func(c *Config, v string) error {
+	{"trace-sample", "SEGHUB_TRACE_SAMPLE", "share of root traces sampled (0..1); requests that arrive with a sampled parent are always traced. Without --otlp-endpoint nothing exports spans, so requests start no traces of their own (background work such as sync runs still does)", "1", func(c *Config, v string) error {
 		f, err := strconv.ParseFloat(v, 64)
 		if err == nil && (f < 0 || f > 1) {
 			err = fmt.Errorf("must be between 0 and 1")
@@ -174,6 +177,7 @@ var settings = []setting{
 	{"tls-cert", "SEGHUB_TLS_CERT", "PEM certificate: serve gRPC and REST over TLS", "", str(func(c *Config) *string { return &c.TLSCert })},
 	{"tls-key", "SEGHUB_TLS_KEY", "PEM private key for --tls-cert", "", str(func(c *Config) *string { return &c.TLSKey })},
 	{"tls-ca", "SEGHUB_TLS_CA", "PEM CA bundle that signs the other services' certificates in split mode (verified with their addresses' host names); empty trusts --tls-cert itself (one self-signed certificate shared by every service)", "", str(func(c *Config) *string { return &c.TLSCA })},
+	{"pprof-addr", "SEGHUB_PPROF_ADDR", "serve Go profiles (net/http/pprof under /debug/pprof/) on this address for `go tool pprof`; empty disables. No authentication: bind it to loopback", "", str(func(c *Config) *string { return &c.PprofAddr })},
 	{"seed", "SEGHUB_SEED", "seed demo data (segments, users, a simulator connection) on first start", "false", func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
 		c.Seed = b

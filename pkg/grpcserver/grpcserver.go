@@ -5,6 +5,7 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,8 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -23,7 +25,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/seghub/seghub/pkg/apperr"
@@ -39,6 +40,12 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// TLS, when set, serves gRPC over TLS.
 	TLS credentials.TransportCredentials
+	// Propagator reads callers' trace context; nil means the global one.
+	Propagator propagation.TextMapPropagator
+	// RootSpansSampled is whether a call without a sampled parent may start
+	// a sampled trace (telemetry.Telemetry.RootSpansSampled). When false,
+	// calls without a sampled parent record metrics only.
+	RootSpansSampled bool
 	// MaxRecvMsgSize bounds each received message (a larger one is refused
 	// ResourceExhausted before it is decoded); 0 means 16 MiB.
 	MaxRecvMsgSize int
@@ -51,6 +58,14 @@ type Server struct {
 	// Ready holds the dependency checks a health check of a service runs.
 	Ready *Readiness
 	log   *slog.Logger
+	// stats and unary are what every call runs through; InProcess calls
+	// run them too.
+	stats *rpcStats
+	unary grpc.UnaryServerInterceptor
+	ids   *identifierChecks
+
+	mu    sync.RWMutex
+	local map[string]localMethod // full method name -> handler, for InProcess
 }
 
 // New returns a server with the standard chain, health and reflection.
@@ -62,38 +77,37 @@ func New(o Options) *Server {
 	if o.MaxRecvMsgSize == 0 {
 		o.MaxRecvMsgSize = 16 << 20
 	}
-	var otelOpts []otelgrpc.Option
-	if o.MeterProvider != nil {
-		otelOpts = append(otelOpts, otelgrpc.WithMeterProvider(o.MeterProvider))
-	}
-	if o.TracerProvider != nil {
-		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(o.TracerProvider))
-	}
-	// Any caller can name any method: only methods served here become metric
-	// series and spans.
 	served := &servedMethods{}
-	otelOpts = append(otelOpts, otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool { return served.has(info.FullMethodName) }))
-	unary := []grpc.UnaryServerInterceptor{recoverUnary(o.Logger), mapErrorsUnary(o.Logger), logUnary(o.Logger)}
+	if o.Propagator == nil {
+		o.Propagator = otel.GetTextMapPropagator()
+	}
+	st := newRPCStats(o, served, o.Propagator)
+	// Recovery, error mapping and logging are one interceptor (in that order,
+	// outermost first): fewer frames on every call's stack.
+	unary := []grpc.UnaryServerInterceptor{standardUnary(o.Logger)}
 	stream := []grpc.StreamServerInterceptor{recoverStream(o.Logger), mapErrorsStream(o.Logger), logStream(o.Logger)}
 	if o.Authenticator != nil {
 		unary = append(unary, o.Authenticator.UnaryServerInterceptor())
 		stream = append(stream, o.Authenticator.StreamServerInterceptor())
 	}
-	unary = append(unary, validateUnary)
-	stream = append(stream, validateStream)
+	ids := &identifierChecks{}
+	unary = append(unary, ids.validateUnary)
+	stream = append(stream, ids.validateStream)
 	opts := []grpc.ServerOption{
-		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
+		grpc.StatsHandler(st),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 		// Reused workers keep their grown stacks; a fresh goroutine per RPC
-		// spent ~10 % of CPU growing its stack through the interceptor chain.
-		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+		// grows its stack through the interceptor chain. A call finding every
+		// worker busy gets a fresh goroutine, so there are enough workers for
+		// a few hundred concurrent calls (idle ones cost their stack only).
+		grpc.NumStreamWorkers(uint32(max(256, 32*runtime.GOMAXPROCS(0)))),
 	}
 	if o.TLS != nil {
 		opts = append(opts, grpc.Creds(o.TLS))
 	}
-	s := &Server{Server: grpc.NewServer(opts...), Health: health.NewServer(), Ready: &Readiness{}, log: o.Logger}
+	s := &Server{Server: grpc.NewServer(opts...), Health: health.NewServer(), Ready: &Readiness{}, log: o.Logger, stats: st, unary: chainUnary(unary), ids: ids, local: map[string]localMethod{}}
 	served.srv = s.Server
 	healthpb.RegisterHealthServer(s.Server, readyHealth{s.Health, s.Ready})
 	reflection.Register(s.Server)
@@ -121,15 +135,41 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	return nil
 }
 
-func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+// standardUnary recovers from a handler's panic (Internal), maps the
+// handler's error to a status (MapError) and logs the call with the error
+// as the handler returned it.
+func standardUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
 			if r := recover(); r != nil {
 				log.ErrorContext(ctx, "panic in handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
+				resp, err = nil, status.Error(codes.Internal, "internal error")
 			}
 		}()
-		return h(ctx, req)
+		start := time.Now()
+		resp, err = h(ctx, req)
+		logCall(ctx, log, info.FullMethod, start, err)
+		if err != nil {
+			return nil, MapError(ctx, log, info.FullMethod, err)
+		}
+		return resp, nil
+	}
+}
+
+// chainUnary is grpc.ChainUnaryInterceptor's chain as one interceptor, for
+// InProcess calls.
+func chainUnary(is []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		return is[0](ctx, req, info, next(is, 0, info, h))
+	}
+}
+
+func next(is []grpc.UnaryServerInterceptor, i int, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) grpc.UnaryHandler {
+	if i == len(is)-1 {
+		return h
+	}
+	return func(ctx context.Context, req any) (any, error) {
+		return is[i+1](ctx, req, info, next(is, i+1, info, h))
 	}
 }
 
@@ -168,33 +208,22 @@ func MapError(ctx context.Context, log *slog.Logger, method string, err error) e
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	}
-	ref := trace.SpanContextFromContext(ctx).TraceID()
-	log.ErrorContext(ctx, "internal error", "method", method, "error", err.Error())
-	return status.Errorf(codes.Internal, "internal error (trace %s)", ref)
-}
-
-func mapErrorsUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		resp, err := h(ctx, req)
-		if err != nil {
-			return nil, MapError(ctx, log, info.FullMethod, err)
-		}
-		return resp, nil
+	// The reference the caller can quote: the trace id, or (for a call that
+	// is not traced) a random one, logged with the error.
+	var ref string
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		ref = sc.TraceID().String()
+		log.ErrorContext(ctx, "internal error", "method", method, "error", err.Error())
+	} else {
+		ref = rand.Text()
+		log.ErrorContext(ctx, "internal error", "method", method, "error", err.Error(), "ref", ref)
 	}
+	return status.Errorf(codes.Internal, "internal error (trace %s)", ref)
 }
 
 func mapErrorsStream(log *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		return MapError(ss.Context(), log, info.FullMethod, h(srv, ss))
-	}
-}
-
-func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		start := time.Now()
-		resp, err := h(ctx, req)
-		logCall(ctx, log, info.FullMethod, start, err)
-		return resp, err
 	}
 }
 
@@ -237,8 +266,8 @@ func logCall(ctx context.Context, log *slog.Logger, method string, start time.Ti
 // validator is implemented by request messages that check themselves.
 type validator interface{ Validate() error }
 
-func validateUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := checkRequest(ctx, req); err != nil {
+func (c *identifierChecks) validateUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := c.checkRequest(ctx, req); err != nil {
 		return nil, err
 	}
 	if v, ok := req.(validator); ok {

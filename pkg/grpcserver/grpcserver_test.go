@@ -42,7 +42,7 @@ func (s *syncBuffer) String() string {
 func TestInterceptors(t *testing.T) {
 	logs := &syncBuffer{}
 	log := telemetry.NewLogger(logs, "info", "json")
-	srv := New(Options{Logger: log, TracerProvider: sdktrace.NewTracerProvider()})
+	srv := New(Options{Logger: log, TracerProvider: sdktrace.NewTracerProvider(), RootSpansSampled: true})
 	var fn func() error
 	desc := grpc.ServiceDesc{
 		ServiceName: "test.Probe",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -172,27 +173,51 @@ func (w *walker) value(fd protoreflect.FieldDescriptor, v protoreflect.Value) {
 	}
 }
 
+// identifierChecks holds per-message fast paths: a function that reports
+// whether a message is certainly clean, so the reflective walk is skipped on
+// hot requests (a 1 000-check batch spent a third of its server time in it).
+// When it says no, the walk runs and names the fields, so answers do not
+// change.
+type identifierChecks struct{ clean sync.Map } // protoreflect.FullName -> func(proto.Message) bool
+
+func (c *identifierChecks) check(m proto.Message) error {
+	if f, ok := c.clean.Load(m.ProtoReflect().Descriptor().FullName()); ok && f.(func(proto.Message) bool)(m) {
+		return nil
+	}
+	return CheckIdentifiers(m)
+}
+
+// SkipCleanIdentifiers registers clean as the fast identifier check of
+// requests of m's type: it must return true only when CheckIdentifiers would
+// find nothing. Call it before Serve.
+func (s *Server) SkipCleanIdentifiers(m proto.Message, clean func(proto.Message) bool) {
+	s.ids.clean.Store(m.ProtoReflect().Descriptor().FullName(), clean)
+}
+
 // identifiersStream checks every message a client streams in.
-type identifiersStream struct{ grpc.ServerStream }
+type identifiersStream struct {
+	grpc.ServerStream
+	ids *identifierChecks
+}
 
 func (s identifiersStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
 	if pm, ok := m.(proto.Message); ok {
-		return CheckIdentifiers(pm)
+		return s.ids.check(pm)
 	}
 	return nil
 }
 
-func validateStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	return h(srv, identifiersStream{ss})
+func (c *identifierChecks) validateStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return h(srv, identifiersStream{ss, c})
 }
 
 // checkRequest is validateUnary's identifier check.
-func checkRequest(_ context.Context, req any) error {
+func (c *identifierChecks) checkRequest(_ context.Context, req any) error {
 	if pm, ok := req.(proto.Message); ok {
-		return CheckIdentifiers(pm)
+		return c.check(pm)
 	}
 	return nil
 }

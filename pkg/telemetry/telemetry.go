@@ -30,6 +30,10 @@ type Telemetry struct {
 	Meter    *sdkmetric.MeterProvider
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
+	// RootSpansSampled is whether a request without a sampled parent may
+	// start a sampled trace: only when spans are exported (and TraceSample >
+	// 0). Servers skip span work for the rest.
+	RootSpansSampled bool
 }
 
 // Options configure Setup.
@@ -57,7 +61,8 @@ func Setup(ctx context.Context, o Options) (*Telemetry, func(context.Context) er
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
 
-	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.TraceSample)))}
+	exporting := o.SpanExporter != nil || o.OTLPEndpoint != ""
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(Sampler(o.TraceSample, exporting))}
 	if o.SpanExporter != nil {
 		tpOpts = append(tpOpts, sdktrace.WithSyncer(o.SpanExporter))
 	}
@@ -73,11 +78,39 @@ func Setup(ctx context.Context, o Options) (*Telemetry, func(context.Context) er
 	otel.SetMeterProvider(mp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 
-	t := &Telemetry{Tracer: tp, Meter: mp, Registry: reg, Logger: NewLogger(o.LogOutput, o.LogLevel, o.LogFormat)}
+	t := &Telemetry{Tracer: tp, Meter: mp, Registry: reg, Logger: NewLogger(o.LogOutput, o.LogLevel, o.LogFormat), RootSpansSampled: exporting && o.TraceSample > 0}
 	shutdown := func(ctx context.Context) error {
 		return errors.Join(tp.Shutdown(ctx), mp.Shutdown(ctx))
 	}
 	return t, shutdown, nil
+}
+
+// Sampler is the root sampler: a span with a sampled parent is always
+// sampled, one with an unsampled parent never. A root span is sampled at
+// ratio, except a request's (server kind) root span when nothing exports
+// spans: every lookup would record a span no one reads. Background work's
+// roots (a sync run's trace) keep the ratio, so a span processor added later
+// (tests) still sees them.
+func Sampler(ratio float64, exporting bool) sdktrace.Sampler {
+	root := sdktrace.TraceIDRatioBased(ratio)
+	if !exporting {
+		root = requestsUnsampled{root}
+	}
+	return sdktrace.ParentBased(root)
+}
+
+// requestsUnsampled drops server-kind roots and asks next about the rest.
+type requestsUnsampled struct{ next sdktrace.Sampler }
+
+func (s requestsUnsampled) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	if p.Kind == trace.SpanKindServer {
+		return sdktrace.SamplingResult{Decision: sdktrace.Drop, Tracestate: trace.SpanContextFromContext(p.ParentContext).TraceState()}
+	}
+	return s.next.ShouldSample(p)
+}
+
+func (s requestsUnsampled) Description() string {
+	return "RequestsUnsampled{" + s.next.Description() + "}"
 }
 
 // MetricsHandler serves /metrics in Prometheus text format.

@@ -82,6 +82,12 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 			return nil, err
 		}
 		g.health[svc] = healthpb.NewHealthClient(conn)
+		if local, reg := p.Local(svc), localRegistrations[svc]; local != nil && reg != nil {
+			if err := reg(ctx, g.gw, local); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		for _, r := range regs {
 			if err := r(ctx, g.gw, conn); err != nil {
 				return nil, err

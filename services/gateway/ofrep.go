@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -61,9 +62,15 @@ type ofrep struct {
 // mountOFREP adds the OFREP routes (and their CORS preflights: client keys
 // are meant for web pages on other origins).
 func (g *Gateway) mountOFREP() error {
-	conn, err := g.p.PlainConn(app.Targeting)
-	if err != nil {
-		return err
+	// In the all-in-one, targeting runs in this process: call it in-process
+	// through its server's own chain, without the loopback gRPC hop.
+	var conn grpc.ClientConnInterface = g.p.Local(app.Targeting)
+	if conn == nil {
+		c, err := g.p.PlainConn(app.Targeting)
+		if err != nil {
+			return err
+		}
+		conn = c
 	}
 	o := &ofrep{g: g, client: targetingv1.NewTargetingServiceClient(conn)}
 	g.mux.Handle("POST "+ofrepFlagsPath, ofrepCORS(http.HandlerFunc(o.bulk)))

@@ -59,7 +59,12 @@ func New(ctx context.Context, p *app.Platform) (*Service, error) {
 
 // Register implements app.Service.
 func (s *Service) Register(g *grpcserver.Server) {
-	targetingv1.RegisterTargetingServiceServer(g.Server, s.server)
+	// On g itself, so g.InProcess() can call it too (the gateway's REST
+	// lookups in the all-in-one).
+	targetingv1.RegisterTargetingServiceServer(g, s.server)
+	for _, m := range server.LookupRequests() {
+		g.SkipCleanIdentifiers(m, server.CleanIdentifiers)
+	}
 	g.Ready.Add(app.Targeting, "index", func(context.Context) error { return s.index.Ready() })
 }
 

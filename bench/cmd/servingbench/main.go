@@ -1,0 +1,615 @@
+// Command servingbench measures targeting's serving path the way a deployment
+// sees it, in one run: the all-in-one seghub binary (`seghub serve`, embedded
+// default) in its own process; a public segment of -members users; gRPC
+// CheckMembership from this process (its own CPU reported); REST
+// GET /v1/targeting/segments/{s}/members/{u} from wrk; redis-benchmark
+// SISMEMBER against the same members in the local Redis; BatchCheckStream
+// decisions/s over one stream. Server CPU per request is the change of
+// utime+stime in /proc/<pid>/stat over a phase divided by its requests (Redis's
+// from its own process the same way).
+//
+//	cd bench && go run ./cmd/servingbench -bin ../bin/seghub
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
+	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
+
+	"github.com/seghub/seghub/bench/internal/harness"
+)
+
+type options struct {
+	bin, redis, serverCPUs, clientCPUs, profileDir string
+	members, conc, conns, batch, inflight          int
+	dur, profileFor                                time.Duration
+	env                                            []string
+}
+
+func main() {
+	var o options
+	var env string
+	flag.StringVar(&o.bin, "bin", "", "seghub binary to serve (default: build ./cmd/seghub of this tree)")
+	flag.IntVar(&o.members, "members", 100000, "members of the public benchmark segment")
+	flag.IntVar(&o.conc, "c", 50, "concurrent requests of every load client (gRPC, wrk, redis-benchmark)")
+	flag.IntVar(&o.conns, "conns", 4, "gRPC connections the gRPC client spreads its requests over")
+	flag.DurationVar(&o.dur, "d", 10*time.Second, "duration of each phase")
+	flag.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis to compare with")
+	flag.IntVar(&o.batch, "batch", 1000, "checks per BatchCheckStream message")
+	flag.IntVar(&o.inflight, "inflight", 8, "BatchCheckStream messages in flight on the one stream")
+	flag.StringVar(&o.serverCPUs, "server-cpus", "", "taskset CPU list for the server (and Redis's load client runs on -client-cpus); empty: no pinning")
+	flag.StringVar(&o.clientCPUs, "client-cpus", "", "taskset CPU list for the load clients")
+	flag.StringVar(&o.profileDir, "profile", "", "directory: take a CPU profile of the server during each seghub phase (go tool pprof of its SEGHUB_PPROF_ADDR)")
+	flag.DurationVar(&o.profileFor, "profile-seconds", 5*time.Second, "length of each profile")
+	flag.StringVar(&env, "env", "", "extra SEGHUB_* settings for the server, comma-separated K=V")
+	flag.Parse()
+	if env != "" {
+		o.env = strings.Split(env, ",")
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "servingbench:", err)
+		os.Exit(1)
+	}
+}
+
+type row struct {
+	path, cpuPerReq, rps, p50, p99, client string
+}
+
+func run(o options) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "servingbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if o.bin == "" {
+		o.bin = filepath.Join(dir, "seghub")
+		build := exec.Command("go", "build", "-o", o.bin, "./cmd/seghub")
+		build.Dir = ".."
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build seghub: %w", err)
+		}
+	}
+	if o.clientCPUs != "" {
+		// This process is the gRPC load client.
+		if out, err := exec.Command("taskset", "-pc", o.clientCPUs, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+			return fmt.Errorf("taskset: %v: %s", err, out)
+		}
+	}
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	srv, err := startServer(o, dir)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	fmt.Printf("seghub pid %d, gRPC %s, REST %s\n", srv.pid, srv.grpcAddr, srv.httpAddr)
+
+	conns := make([]*grpc.ClientConn, o.conns)
+	for i := range conns {
+		if conns[i], err = grpc.NewClient(srv.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(srv.key)),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20))); err != nil {
+			return err
+		}
+		defer conns[i].Close()
+	}
+	sid, err := loadSegment(ctx, conns[0], o.members)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("segment %s of %d members served\n", sid, o.members)
+
+	var rows []row
+	// Warm up (connections, caches, stacks) before measuring.
+	if _, err := grpcPhase(ctx, o, conns, sid, 2*time.Second, srv, ""); err != nil {
+		return err
+	}
+	r, err := grpcPhase(ctx, o, conns, sid, o.dur, srv, "grpc")
+	if err != nil {
+		return err
+	}
+	rows = append(rows, r)
+	r, err = restPhase(o, srv, sid, dir)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, r)
+	r, err = redisPhase(o)
+	if err != nil {
+		return err
+	}
+	rows = append([]row{r}, rows...)
+	r, err = batchPhase(ctx, o, conns[0], sid, srv)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, r)
+
+	fmt.Printf("\n| path | server CPU per request | throughput | p50 | p99 | load client CPU |\n|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		fmt.Printf("| %s | %s | %s | %s | %s | %s |\n", r.path, r.cpuPerReq, r.rps, r.p50, r.p99, r.client)
+	}
+	return nil
+}
+
+// --- the server process ---
+
+type server struct {
+	cmd                          *exec.Cmd
+	pid                          int
+	grpcAddr, httpAddr, key, ppr string
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startServer(o options, dir string) (*server, error) {
+	s := &server{grpcAddr: freeAddr(), httpAddr: freeAddr(), ppr: freeAddr(), key: "servingbench-admin-key-0123456789"}
+	args := []string{o.bin, "serve"}
+	if o.serverCPUs != "" {
+		args = append([]string{"taskset", "-c", o.serverCPUs}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	// `make run` without the demo seed: its recurring sync would add work
+	// to the measured process.
+	cmd.Env = append(os.Environ(), "SEGHUB_DATA_DIR="+filepath.Join(dir, "data"), "SEGHUB_GRPC_ADDR="+s.grpcAddr, "SEGHUB_HTTP_ADDR="+s.httpAddr,
+		"SEGHUB_ADMIN_KEY="+s.key, "SEGHUB_PPROF_ADDR="+s.ppr, "SEGHUB_SEED=false")
+	cmd.Env = append(cmd.Env, o.env...)
+	logf, err := os.Create(filepath.Join(os.TempDir(), "servingbench-server.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s.cmd, s.pid = cmd, cmd.Process.Pid
+	for i := 0; ; i++ {
+		resp, err := http.Get("http://" + s.httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s, nil
+			}
+		}
+		if i > 300 {
+			s.stop()
+			return nil, fmt.Errorf("seghub did not become ready; see %s", logf.Name())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *server) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = s.cmd.Process.Kill()
+	}
+}
+
+// cpu returns the process's user+system CPU time from /proc/<pid>/stat.
+func cpu(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are the
+	// 14th and 15th fields of the line.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// profile takes a CPU profile of the server for d into path.
+func (s *server) profile(path string, d time.Duration) error {
+	cmd := exec.Command("go", "tool", "pprof", "-proto", "-output", path, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.ppr, int(d.Seconds())))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pprof: %v: %s", err, out)
+	}
+	return nil
+}
+
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return false }
+
+func loadSegment(ctx context.Context, conn *grpc.ClientConn, members int) (string, error) {
+	ss := segmentsyncv1.NewSegmentSyncServiceClient(conn)
+	seg, err := ss.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "servingbench", Visibility: segmentsyncv1.Visibility_VISIBILITY_PUBLIC})
+	if err != nil {
+		return "", fmt.Errorf("create segment: %w", err)
+	}
+	sid := seg.GetSegment().GetSegmentId()
+	if _, err := harness.Replace(ctx, ss, sid, "user:", 0, members); err != nil {
+		return "", fmt.Errorf("replace members: %w", err)
+	}
+	tg := targetingv1.NewTargetingServiceClient(conn)
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		r, err := tg.CheckMembership(ctx, &targetingv1.CheckMembershipRequest{SegmentId: sid, UserId: "user:" + strconv.Itoa(members-1)})
+		if err == nil && r.GetIsMember() {
+			return sid, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("targeting does not serve the segment: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// selfCPU is this process's CPU time (the gRPC load client's own cost).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func us(d time.Duration, n int64) string {
+	if n == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f µs", float64(d.Nanoseconds())/float64(n)/1000)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+// --- phases ---
+
+func grpcPhase(ctx context.Context, o options, conns []*grpc.ClientConn, sid string, dur time.Duration, srv *server, name string) (row, error) {
+	clients := make([]targetingv1.TargetingServiceClient, len(conns))
+	for i, c := range conns {
+		clients[i] = targetingv1.NewTargetingServiceClient(c)
+	}
+	var ops atomic.Int64
+	var failed atomic.Value
+	lat := make([]harness.Latencies, o.conc)
+	var wg sync.WaitGroup
+	profErr := make(chan error, 1)
+	if name != "" && o.profileDir != "" {
+		go func() {
+			profErr <- srv.profile(filepath.Join(o.profileDir, name+".pb.gz"), min(o.profileFor, dur-time.Second))
+		}()
+	} else {
+		profErr <- nil
+	}
+	c0, s0, t0 := selfCPU(), cpu(srv.pid), time.Now()
+	deadline := t0.Add(dur)
+	for w := 0; w < o.conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := clients[w%len(clients)]
+			r := rand.New(rand.NewPCG(uint64(w), 1))
+			req := &targetingv1.CheckMembershipRequest{SegmentId: sid}
+			for time.Now().Before(deadline) {
+				req.UserId = "user:" + strconv.Itoa(r.IntN(o.members*2)) // half members, half not
+				start := time.Now()
+				if _, err := c.CheckMembership(ctx, req); err != nil {
+					failed.Store(err)
+					return
+				}
+				lat[w] = append(lat[w], time.Since(start))
+				ops.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	el, sc, cc := time.Since(t0), cpu(srv.pid)-s0, selfCPU()-c0
+	if err, _ := failed.Load().(error); err != nil {
+		return row{}, err
+	}
+	if err := <-profErr; err != nil {
+		return row{}, err
+	}
+	var all harness.Latencies
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	n := ops.Load()
+	return row{
+		path:      fmt.Sprintf("gRPC `CheckMembership` (Go client, %d connections, %d concurrent)", len(conns), o.conc),
+		cpuPerReq: us(sc, n), rps: fmt.Sprintf("%.0f req/s", float64(n)/el.Seconds()),
+		p50: ms(all.Quantile(0.5)), p99: ms(all.Quantile(0.99)),
+		client: fmt.Sprintf("%.2f cores (%s/req)", cc.Seconds()/el.Seconds(), us(cc, n)),
+	}, nil
+}
+
+var (
+	wrkRPS     = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	wrkReqs    = regexp.MustCompile(`(\d+) requests in`)
+	wrkLatency = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$`)
+	wrkNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+)
+
+func restPhase(o options, srv *server, sid, dir string) (row, error) {
+	script := filepath.Join(dir, "lookup.lua")
+	lua := fmt.Sprintf(`math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/v1/targeting/segments/%s/members/user:" .. math.random(0, %d))
+end
+`, sid, 2*o.members-1)
+	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
+		return row{}, err
+	}
+	// Warm-up, then the measured run.
+	args := []string{"wrk", "-t2", fmt.Sprintf("-c%d", o.conc), "--latency", "-s", script, "-H", "Authorization: Bearer " + srv.key}
+	if o.clientCPUs != "" {
+		args = append([]string{"taskset", "-c", o.clientCPUs}, args...)
+	}
+	warm := exec.Command(args[0], append(args[1:], "-d2s", "http://"+srv.httpAddr)...)
+	if out, err := warm.CombinedOutput(); err != nil {
+		return row{}, fmt.Errorf("wrk: %v: %s", err, out)
+	}
+	profErr := make(chan error, 1)
+	if o.profileDir != "" {
+		go func() {
+			profErr <- srv.profile(filepath.Join(o.profileDir, "rest.pb.gz"), min(o.profileFor, o.dur-time.Second))
+		}()
+	} else {
+		profErr <- nil
+	}
+	cmd := exec.Command(args[0], append(args[1:], fmt.Sprintf("-d%ds", int(o.dur.Seconds())), "http://"+srv.httpAddr)...)
+	s0, t0 := cpu(srv.pid), time.Now()
+	out, err := cmd.CombinedOutput()
+	el, sc := time.Since(t0), cpu(srv.pid)-s0
+	if err != nil {
+		return row{}, fmt.Errorf("wrk: %v: %s", err, out)
+	}
+	if err := <-profErr; err != nil {
+		return row{}, err
+	}
+	text := string(out)
+	if m := wrkNon2xx.FindStringSubmatch(text); m != nil {
+		return row{}, fmt.Errorf("wrk saw %s non-2xx answers:\n%s", m[1], text)
+	}
+	m := wrkReqs.FindStringSubmatch(text)
+	rps := wrkRPS.FindStringSubmatch(text)
+	if m == nil || rps == nil {
+		return row{}, fmt.Errorf("unparsed wrk output:\n%s", text)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	q := map[string]string{}
+	for _, l := range wrkLatency.FindAllStringSubmatch(text, -1) {
+		q[l[1]] = l[2] + " " + l[3]
+	}
+	cc := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return row{
+		path:      fmt.Sprintf("REST `GET /v1/targeting/segments/{s}/members/{u}` (wrk -t2 -c%d)", o.conc),
+		cpuPerReq: us(sc, n), rps: rps[1] + " req/s", p50: q["50"], p99: q["99"],
+		client: fmt.Sprintf("%.2f cores (%s/req)", cc.Seconds()/el.Seconds(), us(cc, n)),
+	}, nil
+}
+
+var csvRow = regexp.MustCompile(`"SISMEMBER[^"]*","([\d.]+)","[\d.]+","[\d.]+","([\d.]+)","[\d.]+","([\d.]+)"`)
+
+func redisPhase(o options) (row, error) {
+	if err := loadRedis(o.redis, o.members); err != nil {
+		return row{}, fmt.Errorf("load redis: %w", err)
+	}
+	pid, err := redisPID(o.redis)
+	if err != nil {
+		return row{}, err
+	}
+	host, port, _ := net.SplitHostPort(o.redis)
+	// About as many requests as the gRPC phase answers in its duration.
+	n := 50000 * int(o.dur.Seconds())
+	args := []string{"redis-benchmark", "-h", host, "-p", port, "-c", strconv.Itoa(o.conc), "-n", strconv.Itoa(n), "-P", "1", "-r", strconv.Itoa(o.members * 2), "--csv", "SISMEMBER", "seghub:bench", "user:__rand_int__"}
+	if o.clientCPUs != "" {
+		args = append([]string{"taskset", "-c", o.clientCPUs}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	s0, t0 := cpu(pid), time.Now()
+	out, err := cmd.CombinedOutput()
+	el, sc := time.Since(t0), cpu(pid)-s0
+	if err != nil {
+		return row{}, fmt.Errorf("redis-benchmark: %v\n%s", err, out)
+	}
+	m := csvRow.FindStringSubmatch(string(out))
+	if m == nil {
+		return row{}, fmt.Errorf("unparsed redis-benchmark output: %s", out)
+	}
+	cc := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return row{
+		path:      fmt.Sprintf("Redis %s `SISMEMBER` (redis-benchmark -c %d -P 1, same members)", redisVersion(o.redis), o.conc),
+		cpuPerReq: us(sc, int64(n)), rps: m[1] + " req/s", p50: m[2] + " ms", p99: m[3] + " ms",
+		client: fmt.Sprintf("%.2f cores (%s/req)", cc.Seconds()/el.Seconds(), us(cc, int64(n))),
+	}, nil
+}
+
+func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid string, srv *server) (row, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := targetingv1.NewTargetingServiceClient(conn).BatchCheckStream(ctx)
+	if err != nil {
+		return row{}, err
+	}
+	// A few prepared messages, sent round-robin: the client's cost is
+	// encoding, not building user ids.
+	r := rand.New(rand.NewPCG(7, 7))
+	msgs := make([]*targetingv1.BatchCheckStreamRequest, 16)
+	for i := range msgs {
+		m := &targetingv1.BatchCheckStreamRequest{Checks: make([]*targetingv1.MembershipCheck, o.batch)}
+		for j := range m.Checks {
+			m.Checks[j] = &targetingv1.MembershipCheck{SegmentId: sid, UserId: "user:" + strconv.Itoa(r.IntN(o.members*2))}
+		}
+		msgs[i] = m
+	}
+	window := make(chan struct{}, o.inflight)
+	var decisions atomic.Int64
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				recvErr <- err
+				return
+			}
+			decisions.Add(int64(len(resp.GetIsMember())))
+			<-window
+		}
+	}()
+	profErr := make(chan error, 1)
+	if o.profileDir != "" {
+		go func() {
+			profErr <- srv.profile(filepath.Join(o.profileDir, "batch.pb.gz"), min(o.profileFor, o.dur-time.Second))
+		}()
+	} else {
+		profErr <- nil
+	}
+	c0, s0, t0 := selfCPU(), cpu(srv.pid), time.Now()
+	deadline := t0.Add(o.dur)
+	for i := 0; time.Now().Before(deadline); i++ {
+		window <- struct{}{}
+		if err := st.Send(msgs[i%len(msgs)]); err != nil {
+			return row{}, err
+		}
+	}
+	if err := st.CloseSend(); err != nil {
+		return row{}, err
+	}
+	if err := <-recvErr; err != nil {
+		return row{}, err
+	}
+	el, sc, cc := time.Since(t0), cpu(srv.pid)-s0, selfCPU()-c0
+	if err := <-profErr; err != nil {
+		return row{}, err
+	}
+	n := decisions.Load()
+	return row{
+		path:      fmt.Sprintf("gRPC `BatchCheckStream`, one stream, %d checks a message, %d in flight", o.batch, o.inflight),
+		cpuPerReq: fmt.Sprintf("%.0f ns a decision", float64(sc.Nanoseconds())/float64(n)),
+		rps:       fmt.Sprintf("**%.2f M decisions/s**", float64(n)/el.Seconds()/1e6), p50: "", p99: "",
+		client: fmt.Sprintf("%.2f cores", cc.Seconds()/el.Seconds()),
+	}, nil
+}
+
+// --- Redis ---
+
+func redisCommand(addr string, args ...string) (string, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(c, "$%d\r\n%s\r\n", len(a), a)
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	if !strings.HasPrefix(line, "$") {
+		return line, nil
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+	b := make([]byte, n+2)
+	_, err = io.ReadFull(r, b)
+	return string(b[:n]), err
+}
+
+func redisInfo(addr, field string) string {
+	s, err := redisCommand(addr, "INFO", "server")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func redisVersion(addr string) string { return redisInfo(addr, "redis_version") }
+
+func redisPID(addr string) (int, error) {
+	pid, err := strconv.Atoi(redisInfo(addr, "process_id"))
+	if err != nil {
+		return 0, fmt.Errorf("redis process id: %w", err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/stat", pid)); err != nil {
+		return 0, fmt.Errorf("redis-server (pid %d) is not visible in /proc: %w", pid, err)
+	}
+	return pid, nil
+}
+
+// loadRedis fills seghub:bench with the same members, pipelined.
+func loadRedis(addr string, members int) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	w := bufio.NewWriter(c)
+	r := bufio.NewReader(c)
+	fmt.Fprintf(w, "*2\r\n$3\r\nDEL\r\n$12\r\nseghub:bench\r\n")
+	n := 1
+	for i := 0; i < members; i += 1000 {
+		batch := min(1000, members-i)
+		fmt.Fprintf(w, "*%d\r\n$4\r\nSADD\r\n$12\r\nseghub:bench\r\n", batch+2)
+		for j := i; j < i+batch; j++ {
+			m := "user:" + strconv.Itoa(j)
+			fmt.Fprintf(w, "$%d\r\n%s\r\n", len(m), m)
+		}
+		n++
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line[0] == '-' {
+			return fmt.Errorf("redis: %s", line)
+		}
+	}
+	return nil
+}
