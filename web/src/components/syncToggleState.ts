@@ -31,7 +31,7 @@ export function syncToggleState(sync: Sync | undefined, segmentPublic: boolean, 
   }
   if (!reason && !on && untargetable) {
     const { identityProperty, tool } = untargetable;
-    reason = `No member of this segment has ${identityProperty}, so ${tool} cannot target it; members get it when ${tool}'s tag identifies them.`;
+    reason = `No member of this segment has ${identityProperty}, so ${tool} cannot target it; a member gets it when the tool's tag on your page identifies them.`;
   }
   return { on, reason, running };
 }
