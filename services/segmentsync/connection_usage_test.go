@@ -57,6 +57,14 @@ func TestConnectionReportsRecurringSyncsInUse(t *testing.T) {
 			t.Fatalf("ListConnections %s: %v of %d, want 2 of 10", c.GetConnectionId(), c.RecurringSyncsInUse, c.GetRecurringSyncsLimit())
 		}
 	}
+	// A source takes no segments: no limit, no count.
+	src, err := f.conn.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "heap", Name: "Heap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := src.GetConnection(); c.RecurringSyncsInUse != nil || c.RecurringSyncsLimit != nil {
+		t.Fatalf("a source connection carries recurring syncs %v of %v", c.RecurringSyncsInUse, c.RecurringSyncsLimit)
+	}
 	// Another environment's count is its own.
 	other := connectorv1.NewConnectorServiceClient(f.e.Dial(f.e.B.Admin))
 	created, err := other.CreateConnection(ctx, &connectorv1.CreateConnectionRequest{Type: "appcues", Name: "B's Appcues", Credentials: map[string]string{"account_id": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}})

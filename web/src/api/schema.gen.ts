@@ -155,7 +155,8 @@ export type Connection = {
   /**
    * Most recurring syncs to this connection's destination type at a time
    * in its environment (DestinationType.recurring_limit, CommandBar's from
-   * its setting): the M of "N of M in use"; 0 means no limit.
+   * its setting): the M of "N of M in use"; 0 means no limit. Unset for
+   * types that take no segments.
    */
   recurring_syncs_limit?: number;
 };

@@ -428,8 +428,9 @@ type Connection struct {
 	RecurringSyncsInUse *uint32 `protobuf:"varint,12,opt,name=recurring_syncs_in_use,json=recurringSyncsInUse,proto3,oneof" json:"recurring_syncs_in_use,omitempty"`
 	// Most recurring syncs to this connection's destination type at a time
 	// in its environment (DestinationType.recurring_limit, CommandBar's from
-	// its setting): the M of "N of M in use"; 0 means no limit.
-	RecurringSyncsLimit uint32 `protobuf:"varint,13,opt,name=recurring_syncs_limit,json=recurringSyncsLimit,proto3" json:"recurring_syncs_limit,omitempty"`
+	// its setting): the M of "N of M in use"; 0 means no limit. Unset for
+	// types that take no segments.
+	RecurringSyncsLimit *uint32 `protobuf:"varint,13,opt,name=recurring_syncs_limit,json=recurringSyncsLimit,proto3,oneof" json:"recurring_syncs_limit,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -549,8 +550,8 @@ func (x *Connection) GetRecurringSyncsInUse() uint32 {
 }
 
 func (x *Connection) GetRecurringSyncsLimit() uint32 {
-	if x != nil {
-		return x.RecurringSyncsLimit
+	if x != nil && x.RecurringSyncsLimit != nil {
+		return *x.RecurringSyncsLimit
 	}
 	return 0
 }
@@ -1709,7 +1710,7 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\vsend_events\x18\x01 \x01(\bR\n" +
 	"sendEvents\x12+\n" +
 	"\x11identity_property\x18\x02 \x01(\tR\x10identityProperty\x12'\n" +
-	"\x0fproperty_prefix\x18\x03 \x01(\tR\x0epropertyPrefix\"\xb7\x05\n" +
+	"\x0fproperty_prefix\x18\x03 \x01(\tR\x0epropertyPrefix\"\xd6\x05\n" +
 	"\n" +
 	"Connection\x12(\n" +
 	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x03R\fconnectionId\x12\x17\n" +
@@ -1727,9 +1728,10 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"updateTime\x12&\n" +
 	"\fwebhook_path\x18\v \x01(\tB\x03\xe0A\x03R\vwebhookPath\x12=\n" +
-	"\x16recurring_syncs_in_use\x18\f \x01(\rB\x03\xe0A\x03H\x00R\x13recurringSyncsInUse\x88\x01\x01\x127\n" +
-	"\x15recurring_syncs_limit\x18\r \x01(\rB\x03\xe0A\x03R\x13recurringSyncsLimitB\x19\n" +
-	"\x17_recurring_syncs_in_use\"\x1d\n" +
+	"\x16recurring_syncs_in_use\x18\f \x01(\rB\x03\xe0A\x03H\x00R\x13recurringSyncsInUse\x88\x01\x01\x12<\n" +
+	"\x15recurring_syncs_limit\x18\r \x01(\rB\x03\xe0A\x03H\x01R\x13recurringSyncsLimit\x88\x01\x01B\x19\n" +
+	"\x17_recurring_syncs_in_useB\x18\n" +
+	"\x16_recurring_syncs_limit\"\x1d\n" +
 	"\x1bListDestinationTypesRequest\"Z\n" +
 	"\x1cListDestinationTypesResponse\x12:\n" +
 	"\x05types\x18\x01 \x03(\v2$.seghub.connector.v1.DestinationTypeR\x05types\"\xb1\x02\n" +

@@ -46,7 +46,8 @@ func (s *Server) withUsage(ctx context.Context, conns ...*connectorv1.Connection
 		if !ok || !t.SegmentsOut {
 			continue
 		}
-		c.RecurringSyncsLimit = uint32(s.cfg.RecurringLimit(t.Name, t.RecurringLimit))
+		limit := uint32(s.cfg.RecurringLimit(t.Name, t.RecurringLimit))
+		c.RecurringSyncsLimit = &limit
 		if !seen[t.Name] {
 			seen[t.Name] = true
 			types = append(types, t.Name)
