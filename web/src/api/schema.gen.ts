@@ -1722,7 +1722,9 @@ export interface Operations {
   };
   /**
    * EnableSync starts syncing a public segment to a connection. Recurring
-   * syncs count against the connection's limit (10 for Appcues).
+   * syncs count against their destination type's limit per environment,
+   * shared by all its connections (DestinationType.recurring_limit, 10 for
+   * Appcues); over it is ResourceExhausted saying "N of M in use".
    */
   SegmentSyncService_EnableSync: {
     method: "POST";

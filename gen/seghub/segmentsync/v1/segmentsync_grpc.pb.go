@@ -102,7 +102,9 @@ type SegmentSyncServiceClient interface {
 	// snapshot when the change log no longer reaches back).
 	WatchMembership(ctx context.Context, in *WatchMembershipRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchMembershipResponse], error)
 	// EnableSync starts syncing a public segment to a connection. Recurring
-	// syncs count against the connection's limit (10 for Appcues).
+	// syncs count against their destination type's limit per environment,
+	// shared by all its connections (DestinationType.recurring_limit, 10 for
+	// Appcues); over it is ResourceExhausted saying "N of M in use".
 	EnableSync(ctx context.Context, in *EnableSyncRequest, opts ...grpc.CallOption) (*EnableSyncResponse, error)
 	// GetSync returns a sync with its frozen display name and last run.
 	GetSync(ctx context.Context, in *GetSyncRequest, opts ...grpc.CallOption) (*GetSyncResponse, error)
@@ -491,7 +493,9 @@ type SegmentSyncServiceServer interface {
 	// snapshot when the change log no longer reaches back).
 	WatchMembership(*WatchMembershipRequest, grpc.ServerStreamingServer[WatchMembershipResponse]) error
 	// EnableSync starts syncing a public segment to a connection. Recurring
-	// syncs count against the connection's limit (10 for Appcues).
+	// syncs count against their destination type's limit per environment,
+	// shared by all its connections (DestinationType.recurring_limit, 10 for
+	// Appcues); over it is ResourceExhausted saying "N of M in use".
 	EnableSync(context.Context, *EnableSyncRequest) (*EnableSyncResponse, error)
 	// GetSync returns a sync with its frozen display name and last run.
 	GetSync(context.Context, *GetSyncRequest) (*GetSyncResponse, error)
