@@ -416,6 +416,12 @@ func TestConsoleInChromium(t *testing.T) {
 		u.see("Recurring, hourly")
 		u.see("1 of 10 recurring Appcues syncs in use")
 		u.screenshot("segment")
+		// The connection page says the same, as the server counts it.
+		u.open("/integrations/connections/" + connectionNamed(t, r, admin, "Appcues"))
+		u.find("heading", "Appcues")
+		u.see("1 of 10 recurring Appcues syncs in use in this environment")
+		u.open("/segments/" + power)
+		u.find("heading", "Power users")
 
 		// Renamed in the console; the name Appcues shows stays frozen.
 		u.click("button", "Rename…")
@@ -438,6 +444,30 @@ func TestConsoleInChromium(t *testing.T) {
 		if got := appcuesHolders(sim, "[seghub] Power users"); !mapsEqual(got, want) {
 			t.Fatalf("Appcues holds %v under the frozen name, want %v", got, want)
 		}
+	})
+
+	// A segment no member of which holds Appcues' identity property: its
+	// toggle is disabled with the reason, and the segment list's "Targetable
+	// by" filter leaves it out (ListSegments.targetable_by).
+	t.Run("UntargetableSegment", func(t *testing.T) {
+		seg := field(r.ok(t, "POST", "/v1/segments", admin, `{"name":"Without Appcues ids","visibility":"VISIBILITY_PUBLIC"}`), "segment", "segment_id")
+		r.ok(t, "POST", "/v1/segments/"+seg+"/members:add", admin, `{"user_ids":["user-noid"]}`)
+		u := tab(t)
+		u.signIn(admin)
+		u.open("/segments/" + seg)
+		u.find("heading", "Without Appcues ids")
+		u.see("No member of this segment has appcuesUserID, so Appcues cannot target it")
+		if _, disabled := u.find("switch", "Appcues"); !disabled {
+			t.Fatal("the Appcues toggle of a segment no member of which has appcuesUserID is enabled")
+		}
+		u.screenshot("segment-untargetable")
+		u.section("Segments")
+		u.fill("searchbox", "Search segments by name", "appcues ids")
+		u.see("Without Appcues ids")
+		u.choose("Targetable by", "Appcues")
+		u.waitText("the filter leaves the segment out", func(s string) bool {
+			return !strings.Contains(s, "Without Appcues ids") && strings.Contains(s, "has a member with appcuesUserID")
+		})
 	})
 
 	t.Run("CommandBarOAuth", func(t *testing.T) {
@@ -662,6 +692,19 @@ func segmentNamed(t *testing.T, r *running, key, name string) string {
 		}
 	}
 	t.Fatalf("no segment %q in %v", name, body)
+	return ""
+}
+
+func connectionNamed(t *testing.T, r *running, key, name string) string {
+	t.Helper()
+	body := r.ok(t, "GET", "/v1/connections", key, "")
+	conns, _ := body["connections"].([]any)
+	for _, c := range conns {
+		if m := c.(map[string]any); m["name"] == name {
+			return m["connection_id"].(string)
+		}
+	}
+	t.Fatalf("no connection %q in %v", name, body)
 	return ""
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app"
 	"github.com/seghub/seghub/pkg/grpcserver"
 	"github.com/seghub/seghub/services/connector/internal/server"
@@ -28,7 +29,45 @@ func New(ctx context.Context, p *app.Platform) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{server: server.New(st, p.Config, p.Egress), store: st, log: p.Logger}, nil
+	srv := server.New(st, p.Config, p.Egress)
+	srv.UseSyncs(syncs{p: p}, p.Logger)
+	return &Service{server: srv, store: st, log: p.Logger}, nil
+}
+
+// syncs asks segmentsync over the internal connection, for the environment
+// of each call's context (the request's principal).
+type syncs struct{ p *app.Platform }
+
+func (x syncs) client() (segmentsyncv1.SegmentSyncServiceClient, error) {
+	conn, err := x.p.Conn(app.SegmentSync)
+	if err != nil {
+		return nil, err
+	}
+	return segmentsyncv1.NewSegmentSyncServiceClient(conn), nil
+}
+
+func (x syncs) RecurringInUse(ctx context.Context, types []string) (map[string]uint32, error) {
+	cl, err := x.client()
+	if err != nil {
+		return nil, err
+	}
+	r, err := cl.CountRecurringSyncs(ctx, &segmentsyncv1.CountRecurringSyncsRequest{DestinationTypes: types})
+	if err != nil {
+		return nil, err
+	}
+	return r.GetRecurringSyncs(), nil
+}
+
+func (x syncs) IdentityProblem(ctx context.Context, prop, typ string) (string, error) {
+	cl, err := x.client()
+	if err != nil {
+		return "", err
+	}
+	r, err := cl.CheckIdentityProperty(ctx, &segmentsyncv1.CheckIdentityPropertyRequest{IdentityProperty: prop, DestinationType: typ})
+	if err != nil {
+		return "", err
+	}
+	return r.GetReason(), nil
 }
 
 // Register implements app.Service.

@@ -112,6 +112,44 @@ func code(t *testing.T, err error, want codes.Code, mention string) {
 	}
 }
 
+// CommandBar's recurring-sync limit depends on the customer's plan: the
+// catalogue answers the setting, the other types keep the documented ten.
+func TestCatalogueRecurringLimitFollowsCommandBarSetting(t *testing.T) {
+	for _, tc := range []struct {
+		setting, want int
+	}{{0, 10}, {25, 25}, {3, 3}} {
+		t.Run(fmt.Sprint(tc.setting), func(t *testing.T) {
+			e := apptest.New(t, apptest.Options{Configure: func(c *config.Config) {
+				if tc.setting > 0 {
+					c.CommandBarRecurringLimit = tc.setting
+				}
+			}})
+			svc, err := connector.New(context.Background(), e.P)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Add(svc)
+			e.Start()
+			resp, err := connectorv1.NewConnectorServiceClient(e.Dial(e.A.Member)).ListDestinationTypes(apptest.Context(t, 30*time.Second), &connectorv1.ListDestinationTypesRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range resp.GetTypes() {
+				want := uint32(10)
+				switch d.GetType() {
+				case "commandbar":
+					want = uint32(tc.want)
+				case "analytics", "heap", "segment_webhook":
+					want = 0 // no segments out: no limit to state
+				}
+				if d.GetRecurringLimit() != want {
+					t.Errorf("%s recurring_limit = %d with the setting at %d, want %d", d.GetType(), d.GetRecurringLimit(), tc.setting, want)
+				}
+			}
+		})
+	}
+}
+
 func TestCatalogue(t *testing.T) {
 	f := start(t, false)
 	resp, err := connectorv1.NewConnectorServiceClient(f.e.Dial(f.e.A.Member)).ListDestinationTypes(context.Background(), &connectorv1.ListDestinationTypesRequest{})
@@ -178,8 +216,8 @@ func TestAPIKeyConnections(t *testing.T) {
 			code(t, err, codes.NotFound, conn.GetConnectionId())
 
 			// Settings change; credentials are never in any answer.
-			upd, err := f.c.UpdateConnection(ctx, &connectorv1.UpdateConnectionRequest{ConnectionId: conn.GetConnectionId(), Settings: &connectorv1.ConnectionSettings{SendEvents: false, IdentityProperty: "email"}})
-			if err != nil || upd.GetConnection().GetSettings().GetSendEvents() || upd.GetConnection().GetSettings().GetIdentityProperty() != "email" {
+			upd, err := f.c.UpdateConnection(ctx, &connectorv1.UpdateConnectionRequest{ConnectionId: conn.GetConnectionId(), Settings: &connectorv1.ConnectionSettings{SendEvents: false, IdentityProperty: "user_id"}})
+			if err != nil || upd.GetConnection().GetSettings().GetSendEvents() || upd.GetConnection().GetSettings().GetIdentityProperty() != "user_id" {
 				t.Fatalf("update = %v, %v", upd, err)
 			}
 			list, _ := f.c.ListConnections(ctx, &connectorv1.ListConnectionsRequest{})

@@ -126,6 +126,8 @@ func TestOpenAPIDocumentsEveryContract(t *testing.T) {
 		{"seghub.segmentsync.v1.Segment", "segment_id", false},
 		{"seghub.segmentsync.v1.Sync", "frozen_display_name", false},
 		{"seghub.connector.v1.Connection", "status", false},
+		{"seghub.connector.v1.Connection", "recurring_syncs_in_use", false},
+		{"seghub.connector.v1.Connection", "recurring_syncs_limit", false},
 	} {
 		def, ok := doc.Definitions[c.def]
 		if !ok {

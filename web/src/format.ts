@@ -41,3 +41,9 @@ export function fieldLabel(name: string): string {
     .map((w) => (w === "id" ? "ID" : w === "url" ? "URL" : w === "api" ? "API" : w.charAt(0).toUpperCase() + w.slice(1)))
     .join(" ");
 }
+
+/** "2 of 10 recurring Appcues syncs in use"; a limit of 0 means none. */
+export function recurringUsage(used: number, limit: number, type: { display_name?: string }): string {
+  const tool = type.display_name ?? "";
+  return limit > 0 ? `${used} of ${limit} recurring ${tool} syncs in use` : `${used} recurring ${tool} syncs in use (no limit)`;
+}

@@ -143,13 +143,36 @@ export type Connection = {
    * that receive events or segments.
    */
   webhook_path?: string;
+  /**
+   * Recurring syncs enabled to this connection's destination type in its
+   * environment, across all the environment's connections of that type
+   * (the limit counts per type, not per connection): the N of "N of M in
+   * use". Set on GetConnection, ListConnections, CreateConnection and
+   * UpdateConnection answers for types that take segments; unset for other
+   * types or when seghub could not count them.
+   */
+  recurring_syncs_in_use?: number;
+  /**
+   * Most recurring syncs to this connection's destination type at a time
+   * in its environment (DestinationType.recurring_limit, CommandBar's from
+   * its setting): the M of "N of M in use"; 0 means no limit. Unset for
+   * types that take no segments.
+   */
+  recurring_syncs_limit?: number;
 };
 
 /** Settings of a connection that are not credentials. */
 export type ConnectionSettings = {
   /** Relay this tool's events into analytics. */
   send_events?: boolean;
-  /** Default identity property of syncs to this connection. */
+  /**
+   * Default identity property of syncs to this connection; empty takes the
+   * type's default_identity_property. For types that take segments or
+   * events, an identity property other than user_id and the type's own must
+   * be held by some user of the environment, or the change is
+   * InvalidArgument on this field listing close matches (the rule
+   * EnableSync applies); an unchanged one is not checked again.
+   */
   identity_property?: string;
   /**
    * Label before a segment's name in the property the destination sees
@@ -341,7 +364,12 @@ export type DestinationType = {
   segments_in?: boolean;
   /** Interval of a recurring sync to it when EnableSync names none. */
   default_interval?: string;
-  /** Most recurring syncs to it at a time; 0 means no limit. */
+  /**
+   * Most recurring syncs to it at a time per environment, across all the
+   * environment's connections of this type (one-time syncs are unlimited);
+   * 0 means no limit. CommandBar's is plan-dependent: the setting
+   * SEGHUB_COMMANDBAR_RECURRING_LIMIT (default 10).
+   */
   recurring_limit?: number;
   /** Most users sent to it in one request of a sync run. */
   batch_size?: number;
@@ -1702,7 +1730,9 @@ export interface Operations {
   };
   /**
    * EnableSync starts syncing a public segment to a connection. Recurring
-   * syncs count against the connection's limit (10 for Appcues).
+   * syncs count against their destination type's limit per environment,
+   * shared by all its connections (DestinationType.recurring_limit, 10 for
+   * Appcues); over it is ResourceExhausted saying "N of M in use".
    */
   SegmentSyncService_EnableSync: {
     method: "POST";

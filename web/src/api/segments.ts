@@ -1,14 +1,43 @@
 // Hooks for the Segments section: segments, their syncs and sync runs.
-import type { Sync, SyncRunStatus } from "./schema.gen";
+import type { Segment, Sync, SyncRunStatus } from "./schema.gen";
 import { useAllPages, useOp, useOpMutation, usePagedOp } from "./hooks";
 
 export const segmentsPageSize = 50;
 
-/** One page of segments; search runs on the server over every segment. */
-export function useSegmentsPage(search: string, pageToken: string) {
+/**
+ * One page of segments; search runs on the server over every segment.
+ * targetableBy keeps the segments a destination with that identity property
+ * can target (at least one member holds it).
+ */
+export function useSegmentsPage(search: string, pageToken: string, targetableBy = "") {
   return usePagedOp("SegmentSyncService_ListSegments", {
-    query: { page_size: segmentsPageSize, page_token: pageToken || undefined, name_contains: search || undefined },
+    query: {
+      page_size: segmentsPageSize,
+      page_token: pageToken || undefined,
+      name_contains: search || undefined,
+      targetable_by: targetableBy || undefined,
+    },
   });
+}
+
+/**
+ * Whether a destination whose identity property is prop can target a
+ * segment: at least one member holds prop (ListSegments.targetable_by, the AB
+ * Tasty document's rule). user_id always can; undefined while unknown. The
+ * segment is looked for among the targetable segments whose name contains its
+ * own, which is one short page.
+ */
+export function useTargetable(segment: Segment, prop: string): boolean | undefined {
+  const skip = !prop || prop === "user_id" || !segment.name;
+  const q = useOp(
+    "SegmentSyncService_ListSegments",
+    { query: { targetable_by: prop, name_contains: segment.name, page_size: 1000 } },
+    { enabled: !skip, staleTime: 30_000 },
+  );
+  if (skip) return true;
+  if (!q.data) return undefined;
+  if (q.data.segments?.some((s) => s.segment_id === segment.segment_id)) return true;
+  return q.data.next_page_token ? undefined : false;
 }
 
 export function useSegment(segmentId: string) {
@@ -62,7 +91,15 @@ export function useSyncRuns(syncId: string, pageToken: string, running: boolean)
 export const useUpdateSegment = () =>
   useOpMutation("SegmentSyncService_UpdateSegment", ["SegmentSyncService_GetSegment", "SegmentSyncService_ListSegments"]);
 
-const syncReads = ["SegmentSyncService_ListSyncs", "SegmentSyncService_GetSync", "SegmentSyncService_ListSyncRuns"] as const;
+// Connections carry the recurring syncs in use of their type, so sync
+// changes refetch them too.
+const syncReads = [
+  "SegmentSyncService_ListSyncs",
+  "SegmentSyncService_GetSync",
+  "SegmentSyncService_ListSyncRuns",
+  "ConnectorService_GetConnection",
+  "ConnectorService_ListConnections",
+] as const;
 
 export const useEnableSync = () => useOpMutation("SegmentSyncService_EnableSync", syncReads);
 export const useUpdateSync = () => useOpMutation("SegmentSyncService_UpdateSync", syncReads);

@@ -145,4 +145,42 @@ describe("SegmentSyncToggle", () => {
     expect(screen.getByRole("button", { name: "Sync now" })).toHaveProperty("disabled", true);
     expect(screen.getByRole("button", { name: "Dry run" })).toHaveProperty("disabled", false);
   });
+
+  describe("a destination that can target only segments whose members hold its identity property", () => {
+    const abtasty: DestinationType = { type: "abtasty", display_name: "AB Tasty", segments_out: true, recurring_limit: 10, default_identity_property: "ABTastyVisitorId" };
+    const abConn: Connection = { connection_id: "conn_ab", name: "AB Tasty", type: "abtasty", settings: { identity_property: "ABTastyVisitorId" } };
+    const targetable = (segments: Segment[]) =>
+      on("GET", "/v1/segments", (url) => {
+        expect(url.searchParams.get("targetable_by")).toBe("ABTastyVisitorId");
+        expect(url.searchParams.get("name_contains")).toBe(segment.name);
+        return { body: { segments } };
+      });
+
+    it("disables the toggle with the reason when no member has it (ListSegments.targetable_by)", async () => {
+      mockFetch(targetable([{ segment_id: "seg_other", name: "Trial users (renamed) 2" }]));
+      renderAs("ROLE_ADMIN", <SegmentSyncToggle segment={segment} connection={abConn} type={abtasty} listed={undefined} recurringUsed={0} />);
+      const toggle = screen.getByRole("switch", { name: "AB Tasty" });
+      await vi.waitFor(() => expect(toggle).toHaveProperty("disabled", true));
+      expect(document.getElementById(toggle.getAttribute("aria-describedby")!)?.textContent).toMatch(
+        /No member of this segment has ABTastyVisitorId, so AB Tasty cannot target it/,
+      );
+    });
+
+    it("leaves the toggle on offer once a member has it", async () => {
+      const fetch = mockFetch(targetable([segment]), on("GET", "/v1/user-properties", () => ({ body: {} })));
+      renderAs("ROLE_ADMIN", <SegmentSyncToggle segment={segment} connection={abConn} type={abtasty} listed={undefined} recurringUsed={0} />);
+      await vi.waitFor(() => expect(fetch.mock.calls.some(([u]) => String(u).startsWith("/v1/segments?"))).toBe(true));
+      const toggle = screen.getByRole("switch", { name: "AB Tasty" });
+      expect(toggle).toHaveProperty("disabled", false);
+      expect(screen.queryByText(/No member of this segment has/)).toBeNull();
+    });
+
+    it("lets an enabled sync be turned off without asking", async () => {
+      const on_ = { ...sync, sync_id: "sync_ab", connection_id: "conn_ab", identity_property: "ABTastyVisitorId" };
+      const fetch = mockFetch(on("GET", "/v1/syncs/sync_ab", () => ({ body: { sync: on_ } })), on("GET", "/v1/syncs/sync_ab/runs", () => ({ body: {} })));
+      renderAs("ROLE_ADMIN", <SegmentSyncToggle segment={segment} connection={abConn} type={abtasty} listed={on_} recurringUsed={1} />);
+      expect(screen.getByRole("switch", { name: "AB Tasty" })).toHaveProperty("disabled", false);
+      expect(fetch.mock.calls.some(([u]) => String(u).startsWith("/v1/segments?"))).toBe(false);
+    });
+  });
 });

@@ -3,14 +3,14 @@ import { useQueryClient } from "@tanstack/react-query";
 import type { Connection, DestinationType, Segment, Sync } from "../api/schema.gen";
 import { useSync } from "../api/segments";
 import { useAccess } from "../session/SessionContext";
-import { count, every, when } from "../format";
+import { count, every, recurringUsage, when } from "../format";
 import { DisableSyncDialog, EnableSyncDialog } from "./SyncDialogs";
 import { DryRunPanel } from "./DryRunPanel";
 import { GuardedButton } from "./Guarded";
 import { RunHistory } from "./RunHistory";
 import { SyncStatus } from "./SyncStatus";
 import { syncToggleState } from "./syncToggleState";
-import { useRunFinished, useSyncNow, useUpdateSync } from "../api/segments";
+import { useRunFinished, useSyncNow, useTargetable, useUpdateSync } from "../api/segments";
 import { ErrorNotice } from "./ErrorNotice";
 
 /**
@@ -47,7 +47,12 @@ export function SegmentSyncToggle({
   }, [awaiting, runDone, qc]);
   const live = useSync(listed?.enabled ? listed.sync_id : undefined, !!awaiting);
   const sync = live.data?.sync ?? listed;
-  const toggle = syncToggleState(sync, segment.visibility !== "VISIBILITY_PRIVATE", access);
+  // Checked only for segments with members: an empty one is explained on the page.
+  const identityProperty = connection.settings?.identity_property || type.default_identity_property || "user_id";
+  const hasMembers = Number(segment.member_count ?? 0) > 0;
+  const targetable = useTargetable(segment, hasMembers && !sync?.enabled ? identityProperty : "");
+  const untargetable = targetable === false ? { identityProperty, tool: type.display_name ?? connection.name ?? "" } : undefined;
+  const toggle = syncToggleState(sync, segment.visibility !== "VISIBILITY_PRIVATE", access, untargetable);
   const state = { ...toggle, running: toggle.running || !!awaiting };
   const [dialog, setDialog] = useState<"enable" | "disable" | null>(null);
   const [showRuns, setShowRuns] = useState(false);
@@ -56,6 +61,8 @@ export function SegmentSyncToggle({
   const reasonId = useId();
   const labelId = useId();
   const recurring = sync?.schedule === "SYNC_SCHEDULE_RECURRING";
+  const recurringLimit = connection.recurring_syncs_limit ?? type.recurring_limit ?? 0;
+  const recurringFull = recurringLimit > 0 && recurringUsed >= recurringLimit;
 
   return (
     <div className="sync-row" data-testid={`sync-${connection.connection_id}`}>
@@ -136,8 +143,8 @@ export function SegmentSyncToggle({
                 {!recurring && (
                   <GuardedButton
                     op="SegmentSyncService_UpdateSync"
-                    disabled={update.isPending || recurringUsed >= (type.recurring_limit ?? 0)}
-                    title={recurringUsed >= (type.recurring_limit ?? 0) ? `Every recurring ${type.display_name} sync of this environment is in use` : undefined}
+                    disabled={update.isPending || recurringFull}
+                    title={recurringFull ? `Every recurring ${type.display_name} sync of this environment is in use` : undefined}
                     onClick={() => update.mutate({ path: { sync_id: sync.sync_id ?? "" }, body: { schedule: "SYNC_SCHEDULE_RECURRING" } })}
                   >
                     Enable Recurring Sync
@@ -157,9 +164,7 @@ export function SegmentSyncToggle({
                 </button>
               </div>
             )}
-            <p className="muted">
-              {recurringUsed} of {type.recurring_limit} recurring {type.display_name} syncs in use in this environment (all {type.display_name} connections).
-            </p>
+            <p className="muted">{recurringUsage(recurringUsed, recurringLimit, type)} in this environment (all {type.display_name} connections).</p>
             <ErrorNotice error={syncNow.error ?? update.error} />
             {sync.enabled && <DryRunPanel syncId={sync.sync_id ?? ""} />}
             {(showRuns || !sync.enabled) && sync.sync_id && <RunHistory syncId={sync.sync_id} running={state.running} />}

@@ -18,7 +18,7 @@ import { Field } from "../components/Field";
 import { GuardedButton, GuardedFieldset, RoleNotice } from "../components/Guarded";
 import { IdentityPropertySelect } from "../components/IdentityPropertySelect";
 import { ListStatus } from "../components/ListStatus";
-import { enumWord, every, fieldLabel, when } from "../format";
+import { enumWord, every, fieldLabel, recurringUsage, when } from "../format";
 
 /** One connection: status, identity property, send-events, credentials, its syncs, delete. */
 export default function ConnectionPage() {
@@ -183,8 +183,13 @@ function ConnectionSyncs({ connection, type }: { connection: Connection; type: D
   return (
     <>
       <h2>Segments synced here</h2>
-      <p>
-        {recurringInUse(all.data ?? [], connection.type ?? "")} of {type.recurring_limit} recurring {type.display_name} syncs in use in this environment, across all its {type.display_name} connections (one-time syncs are unlimited).
+      <p data-testid="recurring-usage">
+        {recurringUsage(
+          connection.recurring_syncs_in_use ?? recurringInUse(all.data ?? [], connection.type ?? ""),
+          connection.recurring_syncs_limit ?? type.recurring_limit ?? 0,
+          type,
+        )}{" "}
+        in this environment, across all its {type.display_name} connections (one-time syncs are unlimited).
       </p>
       <ListStatus
         error={all.error}

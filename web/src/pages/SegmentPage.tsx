@@ -93,7 +93,7 @@ export default function SegmentPage() {
               connection={c}
               type={typeOf(c.type)!}
               listed={syncFor(syncs.data, s.segment_id ?? "", c.connection_id ?? "")}
-              recurringUsed={recurringInUse(syncs.data, c.type ?? "")}
+              recurringUsed={c.recurring_syncs_in_use ?? recurringInUse(syncs.data, c.type ?? "")}
             />
           ))}
         </div>

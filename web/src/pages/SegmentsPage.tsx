@@ -1,5 +1,6 @@
 import { useEffect, useState } from "react";
 import { Link } from "react-router";
+import { useConnections, useDestinationTypes } from "../api/integrations";
 import { segmentsPageSize, useSegmentsPage } from "../api/segments";
 import { Field } from "../components/Field";
 import { ListStatus } from "../components/ListStatus";
@@ -21,7 +22,18 @@ export default function SegmentsPage() {
     return () => clearTimeout(t);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [input]);
-  const list = useSegmentsPage(search, pages.token);
+  // "Targetable by <connection>": segments at least one member of which
+  // holds that connection's identity property.
+  const [targetConn, setTargetConn] = useState("");
+  const connections = useConnections();
+  const types = useDestinationTypes();
+  const destinations = (connections.data ?? []).flatMap((c) => {
+    const t = types.data?.types?.find((x) => x.type === c.type);
+    if (!t?.segments_out) return [];
+    return [{ id: c.connection_id ?? "", name: c.name ?? "", prop: c.settings?.identity_property || t.default_identity_property || "user_id" }];
+  });
+  const target = destinations.find((d) => d.id === targetConn);
+  const list = useSegmentsPage(search, pages.token, target?.prop ?? "");
   const segments = list.data?.segments ?? [];
   return (
     <section>
@@ -30,14 +42,40 @@ export default function SegmentsPage() {
         <Field label="Search segments by name">
           <input type="search" value={input} onChange={(e) => setInput(e.target.value)} placeholder="Trial users…" />
         </Field>
+        {destinations.length > 0 && (
+          <Field label="Targetable by">
+            <select
+              value={targetConn}
+              onChange={(e) => {
+                setTargetConn(e.target.value);
+                pages.reset();
+              }}
+            >
+              <option value="">Any tool</option>
+              {destinations.map((d) => (
+                <option key={d.id} value={d.id}>
+                  {d.name} (members with {d.prop})
+                </option>
+              ))}
+            </select>
+          </Field>
+        )}
         {list.isFetching && <span className="muted" role="status">Loading…</span>}
       </div>
       <ListStatus
         error={list.error}
         empty={!!list.data && segments.length === 0 && pages.page === 1}
-        title={search ? `No segment name contains “${search}”.` : "No segments yet."}
+        title={
+          target
+            ? `No segment${search ? ` whose name contains “${search}”` : ""} has a member with ${target.prop}, so ${target.name} can target none.`
+            : search
+              ? `No segment name contains “${search}”.`
+              : "No segments yet."
+        }
       >
-        {search ? (
+        {target ? (
+          <p>Members get {target.prop} when the tool's tag identifies them; choose “Any tool” to see every segment.</p>
+        ) : search ? (
           <p>Try a shorter search.</p>
         ) : (
           <p>

@@ -163,7 +163,10 @@ type DestinationType struct {
 	SegmentsIn bool `protobuf:"varint,7,opt,name=segments_in,json=segmentsIn,proto3" json:"segments_in,omitempty"`
 	// Interval of a recurring sync to it when EnableSync names none.
 	DefaultInterval *durationpb.Duration `protobuf:"bytes,8,opt,name=default_interval,json=defaultInterval,proto3" json:"default_interval,omitempty"`
-	// Most recurring syncs to it at a time; 0 means no limit.
+	// Most recurring syncs to it at a time per environment, across all the
+	// environment's connections of this type (one-time syncs are unlimited);
+	// 0 means no limit. CommandBar's is plan-dependent: the setting
+	// SEGHUB_COMMANDBAR_RECURRING_LIMIT (default 10).
 	RecurringLimit uint32 `protobuf:"varint,9,opt,name=recurring_limit,json=recurringLimit,proto3" json:"recurring_limit,omitempty"`
 	// Most users sent to it in one request of a sync run.
 	BatchSize uint32 `protobuf:"varint,10,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
@@ -322,7 +325,12 @@ type ConnectionSettings struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Relay this tool's events into analytics.
 	SendEvents bool `protobuf:"varint,1,opt,name=send_events,json=sendEvents,proto3" json:"send_events,omitempty"`
-	// Default identity property of syncs to this connection.
+	// Default identity property of syncs to this connection; empty takes the
+	// type's default_identity_property. For types that take segments or
+	// events, an identity property other than user_id and the type's own must
+	// be held by some user of the environment, or the change is
+	// InvalidArgument on this field listing close matches (the rule
+	// EnableSync applies); an unchanged one is not checked again.
 	IdentityProperty string `protobuf:"bytes,2,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
 	// Label before a segment's name in the property the destination sees
 	// ("[Heap] Trial users"): a bracketed label of at most 32 characters,
@@ -410,9 +418,21 @@ type Connection struct {
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Path of this connection's inbound webhook on the gateway, for types
 	// that receive events or segments.
-	WebhookPath   string `protobuf:"bytes,11,opt,name=webhook_path,json=webhookPath,proto3" json:"webhook_path,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WebhookPath string `protobuf:"bytes,11,opt,name=webhook_path,json=webhookPath,proto3" json:"webhook_path,omitempty"`
+	// Recurring syncs enabled to this connection's destination type in its
+	// environment, across all the environment's connections of that type
+	// (the limit counts per type, not per connection): the N of "N of M in
+	// use". Set on GetConnection, ListConnections, CreateConnection and
+	// UpdateConnection answers for types that take segments; unset for other
+	// types or when seghub could not count them.
+	RecurringSyncsInUse *uint32 `protobuf:"varint,12,opt,name=recurring_syncs_in_use,json=recurringSyncsInUse,proto3,oneof" json:"recurring_syncs_in_use,omitempty"`
+	// Most recurring syncs to this connection's destination type at a time
+	// in its environment (DestinationType.recurring_limit, CommandBar's from
+	// its setting): the M of "N of M in use"; 0 means no limit. Unset for
+	// types that take no segments.
+	RecurringSyncsLimit *uint32 `protobuf:"varint,13,opt,name=recurring_syncs_limit,json=recurringSyncsLimit,proto3,oneof" json:"recurring_syncs_limit,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Connection) Reset() {
@@ -520,6 +540,20 @@ func (x *Connection) GetWebhookPath() string {
 		return x.WebhookPath
 	}
 	return ""
+}
+
+func (x *Connection) GetRecurringSyncsInUse() uint32 {
+	if x != nil && x.RecurringSyncsInUse != nil {
+		return *x.RecurringSyncsInUse
+	}
+	return 0
+}
+
+func (x *Connection) GetRecurringSyncsLimit() uint32 {
+	if x != nil && x.RecurringSyncsLimit != nil {
+		return *x.RecurringSyncsLimit
+	}
+	return 0
 }
 
 // Input of ListDestinationTypes: no parameters.
@@ -1676,7 +1710,7 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\vsend_events\x18\x01 \x01(\bR\n" +
 	"sendEvents\x12+\n" +
 	"\x11identity_property\x18\x02 \x01(\tR\x10identityProperty\x12'\n" +
-	"\x0fproperty_prefix\x18\x03 \x01(\tR\x0epropertyPrefix\"\xa4\x04\n" +
+	"\x0fproperty_prefix\x18\x03 \x01(\tR\x0epropertyPrefix\"\xd6\x05\n" +
 	"\n" +
 	"Connection\x12(\n" +
 	"\rconnection_id\x18\x01 \x01(\tB\x03\xe0A\x03R\fconnectionId\x12\x17\n" +
@@ -1693,7 +1727,11 @@ const file_seghub_connector_v1_connector_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"updateTime\x12&\n" +
-	"\fwebhook_path\x18\v \x01(\tB\x03\xe0A\x03R\vwebhookPath\"\x1d\n" +
+	"\fwebhook_path\x18\v \x01(\tB\x03\xe0A\x03R\vwebhookPath\x12=\n" +
+	"\x16recurring_syncs_in_use\x18\f \x01(\rB\x03\xe0A\x03H\x00R\x13recurringSyncsInUse\x88\x01\x01\x12<\n" +
+	"\x15recurring_syncs_limit\x18\r \x01(\rB\x03\xe0A\x03H\x01R\x13recurringSyncsLimit\x88\x01\x01B\x19\n" +
+	"\x17_recurring_syncs_in_useB\x18\n" +
+	"\x16_recurring_syncs_limit\"\x1d\n" +
 	"\x1bListDestinationTypesRequest\"Z\n" +
 	"\x1cListDestinationTypesResponse\x12:\n" +
 	"\x05types\x18\x01 \x03(\v2$.seghub.connector.v1.DestinationTypeR\x05types\"\xb1\x02\n" +
@@ -1909,6 +1947,7 @@ func file_seghub_connector_v1_connector_proto_init() {
 	if File_seghub_connector_v1_connector_proto != nil {
 		return
 	}
+	file_seghub_connector_v1_connector_proto_msgTypes[2].OneofWrappers = []any{}
 	file_seghub_connector_v1_connector_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

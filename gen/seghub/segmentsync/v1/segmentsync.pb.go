@@ -4924,6 +4924,212 @@ func (x *ListInboundSyncTasksResponse) GetRejectedRequests() uint64 {
 	return 0
 }
 
+// Input of CountRecurringSyncs.
+type CountRecurringSyncsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Destination types to count (DestinationType.type): 1 to 50 names, each
+	// 1 to 64 characters.
+	DestinationTypes []string `protobuf:"bytes,1,rep,name=destination_types,json=destinationTypes,proto3" json:"destination_types,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CountRecurringSyncsRequest) Reset() {
+	*x = CountRecurringSyncsRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountRecurringSyncsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountRecurringSyncsRequest) ProtoMessage() {}
+
+func (x *CountRecurringSyncsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountRecurringSyncsRequest.ProtoReflect.Descriptor instead.
+func (*CountRecurringSyncsRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *CountRecurringSyncsRequest) GetDestinationTypes() []string {
+	if x != nil {
+		return x.DestinationTypes
+	}
+	return nil
+}
+
+// Output of CountRecurringSyncs.
+type CountRecurringSyncsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Enabled recurring syncs of the environment per requested destination
+	// type; a type with none maps to 0.
+	RecurringSyncs map[string]uint32 `protobuf:"bytes,1,rep,name=recurring_syncs,json=recurringSyncs,proto3" json:"recurring_syncs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CountRecurringSyncsResponse) Reset() {
+	*x = CountRecurringSyncsResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountRecurringSyncsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountRecurringSyncsResponse) ProtoMessage() {}
+
+func (x *CountRecurringSyncsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountRecurringSyncsResponse.ProtoReflect.Descriptor instead.
+func (*CountRecurringSyncsResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *CountRecurringSyncsResponse) GetRecurringSyncs() map[string]uint32 {
+	if x != nil {
+		return x.RecurringSyncs
+	}
+	return nil
+}
+
+// Input of CheckIdentityProperty.
+type CheckIdentityPropertyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The identity property to check: 1 to 256 characters.
+	IdentityProperty string `protobuf:"bytes,1,opt,name=identity_property,json=identityProperty,proto3" json:"identity_property,omitempty"`
+	// Destination type (DestinationType.type) of the connection naming it;
+	// its own property is always accepted.
+	DestinationType string `protobuf:"bytes,2,opt,name=destination_type,json=destinationType,proto3" json:"destination_type,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CheckIdentityPropertyRequest) Reset() {
+	*x = CheckIdentityPropertyRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckIdentityPropertyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckIdentityPropertyRequest) ProtoMessage() {}
+
+func (x *CheckIdentityPropertyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckIdentityPropertyRequest.ProtoReflect.Descriptor instead.
+func (*CheckIdentityPropertyRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *CheckIdentityPropertyRequest) GetIdentityProperty() string {
+	if x != nil {
+		return x.IdentityProperty
+	}
+	return ""
+}
+
+func (x *CheckIdentityPropertyRequest) GetDestinationType() string {
+	if x != nil {
+		return x.DestinationType
+	}
+	return ""
+}
+
+// Output of CheckIdentityProperty.
+type CheckIdentityPropertyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The property is accepted.
+	Accepted bool `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// Why it is not, with close matches among the properties users hold
+	// (the same text EnableSync refuses it with); empty when accepted.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckIdentityPropertyResponse) Reset() {
+	*x = CheckIdentityPropertyResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckIdentityPropertyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckIdentityPropertyResponse) ProtoMessage() {}
+
+func (x *CheckIdentityPropertyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckIdentityPropertyResponse.ProtoReflect.Descriptor instead.
+func (*CheckIdentityPropertyResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *CheckIdentityPropertyResponse) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+func (x *CheckIdentityPropertyResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_seghub_segmentsync_v1_segmentsync_proto protoreflect.FileDescriptor
 
 const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
@@ -5288,7 +5494,20 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x1cListInboundSyncTasksResponse\x12<\n" +
 	"\x05tasks\x18\x01 \x03(\v2&.seghub.segmentsync.v1.InboundSyncTaskR\x05tasks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12+\n" +
-	"\x11rejected_requests\x18\x03 \x01(\x04R\x10rejectedRequests*W\n" +
+	"\x11rejected_requests\x18\x03 \x01(\x04R\x10rejectedRequests\"N\n" +
+	"\x1aCountRecurringSyncsRequest\x120\n" +
+	"\x11destination_types\x18\x01 \x03(\tB\x03\xe0A\x02R\x10destinationTypes\"\xd1\x01\n" +
+	"\x1bCountRecurringSyncsResponse\x12o\n" +
+	"\x0frecurring_syncs\x18\x01 \x03(\v2F.seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntryR\x0erecurringSyncs\x1aA\n" +
+	"\x13RecurringSyncsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x80\x01\n" +
+	"\x1cCheckIdentityPropertyRequest\x120\n" +
+	"\x11identity_property\x18\x01 \x01(\tB\x03\xe0A\x02R\x10identityProperty\x12.\n" +
+	"\x10destination_type\x18\x02 \x01(\tB\x03\xe0A\x02R\x0fdestinationType\"S\n" +
+	"\x1dCheckIdentityPropertyResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason*W\n" +
 	"\n" +
 	"Visibility\x12\x1a\n" +
 	"\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -5323,7 +5542,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x17SYNC_RUN_TRIGGER_MANUAL\x10\x02\x12\x1d\n" +
 	"\x19SYNC_RUN_TRIGGER_SCHEDULE\x10\x03\x12&\n" +
 	"\"SYNC_RUN_TRIGGER_RETENTION_REFRESH\x10\x04\x12\x1c\n" +
-	"\x18SYNC_RUN_TRIGGER_DISABLE\x10\x052\xd0\x1c\n" +
+	"\x18SYNC_RUN_TRIGGER_DISABLE\x10\x052\xe0\x1e\n" +
 	"\x12SegmentSyncService\x12\x85\x01\n" +
 	"\vUpsertUsers\x12).seghub.segmentsync.v1.UpsertUsersRequest\x1a*.seghub.segmentsync.v1.UpsertUsersResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/users:upsert\x12y\n" +
 	"\aGetUser\x12%.seghub.segmentsync.v1.GetUserRequest\x1a&.seghub.segmentsync.v1.GetUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12\x94\x01\n" +
@@ -5356,7 +5575,9 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\fListSyncRuns\x12*.seghub.segmentsync.v1.ListSyncRunsRequest\x1a+.seghub.segmentsync.v1.ListSyncRunsResponse\"$\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/syncs/{sync_id}/runs\x12\x80\x01\n" +
 	"\x06DryRun\x12$.seghub.segmentsync.v1.DryRunRequest\x1a%.seghub.segmentsync.v1.DryRunResponse\")\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/syncs/{sync_id}:dryRun\x12\x88\x01\n" +
 	"\x15ReceiveSegmentWebhook\x123.seghub.segmentsync.v1.ReceiveSegmentWebhookRequest\x1a4.seghub.segmentsync.v1.ReceiveSegmentWebhookResponse\"\x04\xe8\xe0\x18\x05\x12\xb3\x01\n" +
-	"\x14ListInboundSyncTasks\x122.seghub.segmentsync.v1.ListInboundSyncTasksRequest\x1a3.seghub.segmentsync.v1.ListInboundSyncTasksResponse\"2\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02(\x12&/v1/sources/{connection_id}/sync-tasksB\xe5\x01\n" +
+	"\x14ListInboundSyncTasks\x122.seghub.segmentsync.v1.ListInboundSyncTasksRequest\x1a3.seghub.segmentsync.v1.ListInboundSyncTasksResponse\"2\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02(\x12&/v1/sources/{connection_id}/sync-tasks\x12\x82\x01\n" +
+	"\x13CountRecurringSyncs\x121.seghub.segmentsync.v1.CountRecurringSyncsRequest\x1a2.seghub.segmentsync.v1.CountRecurringSyncsResponse\"\x04\xe8\xe0\x18\x03\x12\x88\x01\n" +
+	"\x15CheckIdentityProperty\x123.seghub.segmentsync.v1.CheckIdentityPropertyRequest\x1a4.seghub.segmentsync.v1.CheckIdentityPropertyResponse\"\x04\xe8\xe0\x18\x03B\xe5\x01\n" +
 	"\x19com.seghub.segmentsync.v1B\x10SegmentsyncProtoP\x01Z@github.com/seghub/seghub/gen/seghub/segmentsync/v1;segmentsyncv1\xa2\x02\x03SSX\xaa\x02\x15Seghub.Segmentsync.V1\xca\x02\x15Seghub\\Segmentsync\\V1\xe2\x02!Seghub\\Segmentsync\\V1\\GPBMetadata\xea\x02\x17Seghub::Segmentsync::V1b\x06proto3"
 
 var (
@@ -5372,7 +5593,7 @@ func file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP() []byte {
 }
 
 var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(Visibility)(0),                       // 0: seghub.segmentsync.v1.Visibility
 	(PropertyType)(0),                     // 1: seghub.segmentsync.v1.PropertyType
@@ -5447,23 +5668,28 @@ var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(*InboundSyncTask)(nil),               // 70: seghub.segmentsync.v1.InboundSyncTask
 	(*ListInboundSyncTasksRequest)(nil),   // 71: seghub.segmentsync.v1.ListInboundSyncTasksRequest
 	(*ListInboundSyncTasksResponse)(nil),  // 72: seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	nil,                                   // 73: seghub.segmentsync.v1.User.PropertiesEntry
-	nil,                                   // 74: seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
-	nil,                                   // 75: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	(*timestamppb.Timestamp)(nil),         // 76: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 77: google.protobuf.Duration
+	(*CountRecurringSyncsRequest)(nil),    // 73: seghub.segmentsync.v1.CountRecurringSyncsRequest
+	(*CountRecurringSyncsResponse)(nil),   // 74: seghub.segmentsync.v1.CountRecurringSyncsResponse
+	(*CheckIdentityPropertyRequest)(nil),  // 75: seghub.segmentsync.v1.CheckIdentityPropertyRequest
+	(*CheckIdentityPropertyResponse)(nil), // 76: seghub.segmentsync.v1.CheckIdentityPropertyResponse
+	nil,                                   // 77: seghub.segmentsync.v1.User.PropertiesEntry
+	nil,                                   // 78: seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	nil,                                   // 79: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	nil,                                   // 80: seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
+	(*timestamppb.Timestamp)(nil),         // 81: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 82: google.protobuf.Duration
 }
 var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
-	76, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
-	73, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
-	76, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	76, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	81, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
+	77, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
+	81, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	81, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: seghub.segmentsync.v1.Segment.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	76, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
-	76, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
+	81, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
+	81, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
 	7,  // 7: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
 	7,  // 8: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
-	74, // 9: seghub.segmentsync.v1.IdentifyUserRequest.properties:type_name -> seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	78, // 9: seghub.segmentsync.v1.IdentifyUserRequest.properties:type_name -> seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
 	17, // 10: seghub.segmentsync.v1.ListUserPropertiesResponse.properties:type_name -> seghub.segmentsync.v1.UserProperty
 	1,  // 11: seghub.segmentsync.v1.UserProperty.type:type_name -> seghub.segmentsync.v1.PropertyType
 	0,  // 12: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
@@ -5473,7 +5699,7 @@ var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
 	8,  // 16: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
 	0,  // 17: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
 	8,  // 18: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	75, // 19: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	79, // 19: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
 	42, // 20: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
 	43, // 21: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
 	44, // 22: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
@@ -5484,22 +5710,22 @@ var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
 	7,  // 27: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
 	8,  // 28: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
 	2,  // 29: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	77, // 30: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
+	82, // 30: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
 	3,  // 31: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	76, // 32: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
+	81, // 32: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
 	4,  // 33: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	76, // 34: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
-	76, // 35: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
-	76, // 36: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
+	81, // 34: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
+	81, // 35: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
+	81, // 36: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
 	5,  // 37: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
 	4,  // 38: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	76, // 39: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
-	76, // 40: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
-	76, // 41: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
+	81, // 39: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
+	81, // 40: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
+	81, // 41: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
 	51, // 42: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
-	76, // 43: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
+	81, // 43: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
 	2,  // 44: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	77, // 45: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
+	82, // 45: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
 	3,  // 46: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
 	49, // 47: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
 	50, // 48: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
@@ -5507,73 +5733,78 @@ var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
 	49, // 50: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
 	3,  // 51: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
 	2,  // 52: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	77, // 53: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
+	82, // 53: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
 	49, // 54: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
 	49, // 55: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
 	50, // 56: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
 	50, // 57: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
 	50, // 58: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
-	76, // 59: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
-	76, // 60: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
+	81, // 59: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
+	81, // 60: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
 	70, // 61: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
-	6,  // 62: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
-	9,  // 63: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
-	11, // 64: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
-	13, // 65: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:input_type -> seghub.segmentsync.v1.IdentifyUserRequest
-	15, // 66: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
-	18, // 67: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
-	20, // 68: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
-	22, // 69: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
-	24, // 70: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
-	26, // 71: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
-	28, // 72: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
-	30, // 73: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
-	32, // 74: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
-	34, // 75: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
-	36, // 76: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
-	38, // 77: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
-	40, // 78: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
-	52, // 79: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
-	54, // 80: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
-	56, // 81: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
-	58, // 82: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
-	60, // 83: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
-	62, // 84: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
-	64, // 85: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
-	66, // 86: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
-	68, // 87: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	71, // 88: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	10, // 89: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
-	12, // 90: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
-	14, // 91: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:output_type -> seghub.segmentsync.v1.IdentifyUserResponse
-	16, // 92: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
-	19, // 93: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
-	21, // 94: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
-	23, // 95: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
-	25, // 96: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
-	27, // 97: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
-	29, // 98: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
-	31, // 99: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
-	33, // 100: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
-	35, // 101: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
-	37, // 102: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
-	39, // 103: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
-	41, // 104: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
-	53, // 105: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
-	55, // 106: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
-	57, // 107: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
-	59, // 108: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
-	61, // 109: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
-	63, // 110: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
-	65, // 111: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
-	67, // 112: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
-	69, // 113: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	72, // 114: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	89, // [89:115] is the sub-list for method output_type
-	63, // [63:89] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	80, // 62: seghub.segmentsync.v1.CountRecurringSyncsResponse.recurring_syncs:type_name -> seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
+	6,  // 63: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	9,  // 64: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
+	11, // 65: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
+	13, // 66: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:input_type -> seghub.segmentsync.v1.IdentifyUserRequest
+	15, // 67: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
+	18, // 68: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
+	20, // 69: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
+	22, // 70: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
+	24, // 71: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
+	26, // 72: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
+	28, // 73: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
+	30, // 74: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
+	32, // 75: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
+	34, // 76: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
+	36, // 77: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
+	38, // 78: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
+	40, // 79: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
+	52, // 80: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
+	54, // 81: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
+	56, // 82: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
+	58, // 83: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
+	60, // 84: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
+	62, // 85: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
+	64, // 86: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
+	66, // 87: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
+	68, // 88: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	71, // 89: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	73, // 90: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:input_type -> seghub.segmentsync.v1.CountRecurringSyncsRequest
+	75, // 91: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:input_type -> seghub.segmentsync.v1.CheckIdentityPropertyRequest
+	10, // 92: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
+	12, // 93: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
+	14, // 94: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:output_type -> seghub.segmentsync.v1.IdentifyUserResponse
+	16, // 95: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
+	19, // 96: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
+	21, // 97: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
+	23, // 98: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
+	25, // 99: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
+	27, // 100: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
+	29, // 101: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
+	31, // 102: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
+	33, // 103: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
+	35, // 104: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
+	37, // 105: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
+	39, // 106: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
+	41, // 107: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
+	53, // 108: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
+	55, // 109: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
+	57, // 110: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
+	59, // 111: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
+	61, // 112: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
+	63, // 113: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
+	65, // 114: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
+	67, // 115: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
+	69, // 116: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	72, // 117: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	74, // 118: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:output_type -> seghub.segmentsync.v1.CountRecurringSyncsResponse
+	76, // 119: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:output_type -> seghub.segmentsync.v1.CheckIdentityPropertyResponse
+	92, // [92:120] is the sub-list for method output_type
+	64, // [64:92] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_seghub_segmentsync_v1_segmentsync_proto_init() }
@@ -5605,7 +5836,7 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc), len(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   70,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

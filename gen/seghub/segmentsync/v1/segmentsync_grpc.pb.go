@@ -45,6 +45,8 @@ const (
 	SegmentSyncService_DryRun_FullMethodName                = "/seghub.segmentsync.v1.SegmentSyncService/DryRun"
 	SegmentSyncService_ReceiveSegmentWebhook_FullMethodName = "/seghub.segmentsync.v1.SegmentSyncService/ReceiveSegmentWebhook"
 	SegmentSyncService_ListInboundSyncTasks_FullMethodName  = "/seghub.segmentsync.v1.SegmentSyncService/ListInboundSyncTasks"
+	SegmentSyncService_CountRecurringSyncs_FullMethodName   = "/seghub.segmentsync.v1.SegmentSyncService/CountRecurringSyncs"
+	SegmentSyncService_CheckIdentityProperty_FullMethodName = "/seghub.segmentsync.v1.SegmentSyncService/CheckIdentityProperty"
 )
 
 // SegmentSyncServiceClient is the client API for SegmentSyncService service.
@@ -100,7 +102,9 @@ type SegmentSyncServiceClient interface {
 	// snapshot when the change log no longer reaches back).
 	WatchMembership(ctx context.Context, in *WatchMembershipRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchMembershipResponse], error)
 	// EnableSync starts syncing a public segment to a connection. Recurring
-	// syncs count against the connection's limit (10 for Appcues).
+	// syncs count against their destination type's limit per environment,
+	// shared by all its connections (DestinationType.recurring_limit, 10 for
+	// Appcues); over it is ResourceExhausted saying "N of M in use".
 	EnableSync(ctx context.Context, in *EnableSyncRequest, opts ...grpc.CallOption) (*EnableSyncResponse, error)
 	// GetSync returns a sync with its frozen display name and last run.
 	GetSync(ctx context.Context, in *GetSyncRequest, opts ...grpc.CallOption) (*GetSyncResponse, error)
@@ -123,6 +127,17 @@ type SegmentSyncServiceClient interface {
 	ReceiveSegmentWebhook(ctx context.Context, in *ReceiveSegmentWebhookRequest, opts ...grpc.CallOption) (*ReceiveSegmentWebhookResponse, error)
 	// ListInboundSyncTasks lists the sync tasks a source connection received.
 	ListInboundSyncTasks(ctx context.Context, in *ListInboundSyncTasksRequest, opts ...grpc.CallOption) (*ListInboundSyncTasksResponse, error)
+	// CountRecurringSyncs counts the caller's environment's enabled recurring
+	// syncs per destination type, across all connections of each type: the
+	// "N in use" of the per-type limit, for the connector's connection
+	// answers. Internal: seghub's own components call it.
+	CountRecurringSyncs(ctx context.Context, in *CountRecurringSyncsRequest, opts ...grpc.CallOption) (*CountRecurringSyncsResponse, error)
+	// CheckIdentityProperty applies EnableSync's identity-property rule to a
+	// property a connection names: user_id and the destination type's own
+	// property are always accepted, any other must be held by some user of the
+	// caller's environment. Internal: the connector calls it when a
+	// connection's identity property is set.
+	CheckIdentityProperty(ctx context.Context, in *CheckIdentityPropertyRequest, opts ...grpc.CallOption) (*CheckIdentityPropertyResponse, error)
 }
 
 type segmentSyncServiceClient struct {
@@ -405,6 +420,26 @@ func (c *segmentSyncServiceClient) ListInboundSyncTasks(ctx context.Context, in 
 	return out, nil
 }
 
+func (c *segmentSyncServiceClient) CountRecurringSyncs(ctx context.Context, in *CountRecurringSyncsRequest, opts ...grpc.CallOption) (*CountRecurringSyncsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountRecurringSyncsResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_CountRecurringSyncs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) CheckIdentityProperty(ctx context.Context, in *CheckIdentityPropertyRequest, opts ...grpc.CallOption) (*CheckIdentityPropertyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckIdentityPropertyResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_CheckIdentityProperty_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SegmentSyncServiceServer is the server API for SegmentSyncService service.
 // All implementations must embed UnimplementedSegmentSyncServiceServer
 // for forward compatibility.
@@ -458,7 +493,9 @@ type SegmentSyncServiceServer interface {
 	// snapshot when the change log no longer reaches back).
 	WatchMembership(*WatchMembershipRequest, grpc.ServerStreamingServer[WatchMembershipResponse]) error
 	// EnableSync starts syncing a public segment to a connection. Recurring
-	// syncs count against the connection's limit (10 for Appcues).
+	// syncs count against their destination type's limit per environment,
+	// shared by all its connections (DestinationType.recurring_limit, 10 for
+	// Appcues); over it is ResourceExhausted saying "N of M in use".
 	EnableSync(context.Context, *EnableSyncRequest) (*EnableSyncResponse, error)
 	// GetSync returns a sync with its frozen display name and last run.
 	GetSync(context.Context, *GetSyncRequest) (*GetSyncResponse, error)
@@ -481,6 +518,17 @@ type SegmentSyncServiceServer interface {
 	ReceiveSegmentWebhook(context.Context, *ReceiveSegmentWebhookRequest) (*ReceiveSegmentWebhookResponse, error)
 	// ListInboundSyncTasks lists the sync tasks a source connection received.
 	ListInboundSyncTasks(context.Context, *ListInboundSyncTasksRequest) (*ListInboundSyncTasksResponse, error)
+	// CountRecurringSyncs counts the caller's environment's enabled recurring
+	// syncs per destination type, across all connections of each type: the
+	// "N in use" of the per-type limit, for the connector's connection
+	// answers. Internal: seghub's own components call it.
+	CountRecurringSyncs(context.Context, *CountRecurringSyncsRequest) (*CountRecurringSyncsResponse, error)
+	// CheckIdentityProperty applies EnableSync's identity-property rule to a
+	// property a connection names: user_id and the destination type's own
+	// property are always accepted, any other must be held by some user of the
+	// caller's environment. Internal: the connector calls it when a
+	// connection's identity property is set.
+	CheckIdentityProperty(context.Context, *CheckIdentityPropertyRequest) (*CheckIdentityPropertyResponse, error)
 	mustEmbedUnimplementedSegmentSyncServiceServer()
 }
 
@@ -568,6 +616,12 @@ func (UnimplementedSegmentSyncServiceServer) ReceiveSegmentWebhook(context.Conte
 }
 func (UnimplementedSegmentSyncServiceServer) ListInboundSyncTasks(context.Context, *ListInboundSyncTasksRequest) (*ListInboundSyncTasksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListInboundSyncTasks not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) CountRecurringSyncs(context.Context, *CountRecurringSyncsRequest) (*CountRecurringSyncsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CountRecurringSyncs not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) CheckIdentityProperty(context.Context, *CheckIdentityPropertyRequest) (*CheckIdentityPropertyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckIdentityProperty not implemented")
 }
 func (UnimplementedSegmentSyncServiceServer) mustEmbedUnimplementedSegmentSyncServiceServer() {}
 func (UnimplementedSegmentSyncServiceServer) testEmbeddedByValue()                            {}
@@ -1040,6 +1094,42 @@ func _SegmentSyncService_ListInboundSyncTasks_Handler(srv interface{}, ctx conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SegmentSyncService_CountRecurringSyncs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CountRecurringSyncsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).CountRecurringSyncs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_CountRecurringSyncs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).CountRecurringSyncs(ctx, req.(*CountRecurringSyncsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_CheckIdentityProperty_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckIdentityPropertyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).CheckIdentityProperty(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_CheckIdentityProperty_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).CheckIdentityProperty(ctx, req.(*CheckIdentityPropertyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SegmentSyncService_ServiceDesc is the grpc.ServiceDesc for SegmentSyncService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1142,6 +1232,14 @@ var SegmentSyncService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListInboundSyncTasks",
 			Handler:    _SegmentSyncService_ListInboundSyncTasks_Handler,
+		},
+		{
+			MethodName: "CountRecurringSyncs",
+			Handler:    _SegmentSyncService_CountRecurringSyncs_Handler,
+		},
+		{
+			MethodName: "CheckIdentityProperty",
+			Handler:    _SegmentSyncService_CheckIdentityProperty_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -51,6 +52,9 @@ type Server struct {
 	// refreshing holds a turn (chan struct{}, capacity 1) per connection
 	// whose token is being refreshed.
 	refreshing sync.Map
+	// syncs is segmentsync (UseSyncs); log reports what it failed to answer.
+	syncs Syncs
+	log   *slog.Logger
 }
 
 // New returns the server; a nil egress refuses every private address.
@@ -198,6 +202,9 @@ func (s *Server) CreateConnection(ctx context.Context, req *connectorv1.CreateCo
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkIdentity(ctx, t, identity(req.GetSettings(), t)); err != nil {
+		return nil, err
+	}
 	if err := s.check(ctx, t, creds); err != nil {
 		return nil, err
 	}
@@ -209,7 +216,9 @@ func (s *Server) CreateConnection(ctx context.Context, req *connectorv1.CreateCo
 	if err := s.store.Create(ctx, c); err != nil {
 		return nil, err
 	}
-	return &connectorv1.CreateConnectionResponse{Connection: ConnectionPB(c), SigningSecret: c.SigningSecret}, nil
+	pb := ConnectionPB(c)
+	s.withUsage(ctx, pb)
+	return &connectorv1.CreateConnectionResponse{Connection: pb, SigningSecret: c.SigningSecret}, nil
 }
 
 func identity(set *connectorv1.ConnectionSettings, t destinations.Type) string {
@@ -251,7 +260,9 @@ func (s *Server) GetConnection(ctx context.Context, req *connectorv1.GetConnecti
 	if err != nil {
 		return nil, err
 	}
-	return &connectorv1.GetConnectionResponse{Connection: ConnectionPB(c)}, nil
+	pb := ConnectionPB(c)
+	s.withUsage(ctx, pb)
+	return &connectorv1.GetConnectionResponse{Connection: pb}, nil
 }
 
 // connectionCursor is ListConnections' page token: the last connection
@@ -281,6 +292,7 @@ func (s *Server) ListConnections(ctx context.Context, req *connectorv1.ListConne
 	for _, c := range cs {
 		resp.Connections = append(resp.Connections, ConnectionPB(c))
 	}
+	s.withUsage(ctx, resp.Connections...)
 	return resp, nil
 }
 
@@ -301,7 +313,14 @@ func (s *Server) UpdateConnection(ctx context.Context, req *connectorv1.UpdateCo
 	}
 	if set := req.GetSettings(); set != nil {
 		c.SendEvents = set.GetSendEvents()
-		c.IdentityProperty = identity(set, t)
+		// An unchanged property passes even if its last holder has left
+		// since, as UpdateSync lets it.
+		if prop := identity(set, t); prop != c.IdentityProperty {
+			if err := s.checkIdentity(ctx, t, prop); err != nil {
+				return nil, err
+			}
+			c.IdentityProperty = prop
+		}
 		if c.PropertyPrefix, err = propertyPrefix(set, t); err != nil {
 			return nil, err
 		}
@@ -336,7 +355,9 @@ func (s *Server) UpdateConnection(ctx context.Context, req *connectorv1.UpdateCo
 	if err != nil {
 		return nil, err
 	}
-	return &connectorv1.UpdateConnectionResponse{Connection: ConnectionPB(c)}, nil
+	pb := ConnectionPB(c)
+	s.withUsage(ctx, pb)
+	return &connectorv1.UpdateConnectionResponse{Connection: pb}, nil
 }
 
 // DeleteConnection implements ConnectorService.
@@ -376,6 +397,9 @@ func (s *Server) StartAuthorization(ctx context.Context, req *connectorv1.StartA
 		}
 	}
 	if _, err := propertyPrefix(req.GetSettings(), t); err != nil {
+		return nil, err
+	}
+	if err := s.checkIdentity(ctx, t, identity(req.GetSettings(), t)); err != nil {
 		return nil, err
 	}
 	state := randomToken()

@@ -223,6 +223,16 @@ func (e *Engine) checkLimit(ctx context.Context, q store.Querier, s *Sync, t des
 	return nil
 }
 
+// RecurringInUse counts env's enabled recurring syncs to a destination
+// type, across its connections: what checkLimit compares with the limit.
+func (e *Engine) RecurringInUse(ctx context.Context, env, destType string) (int, error) {
+	n, err := e.st.CountRecurring(ctx, e.db, env, destType, "")
+	if err != nil {
+		return 0, fmt.Errorf("segmentsync: count recurring %s syncs of %s: %w", destType, env, err)
+	}
+	return n, nil
+}
+
 // orphanAfter is how old a queued run must be before queueRun suspects it
 // lost its job.
 const orphanAfter = time.Minute

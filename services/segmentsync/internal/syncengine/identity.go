@@ -18,16 +18,28 @@ const closeMatchLimit = 1000
 // yet: a tag attaches it with identify), or one that some user holds. from
 // says where a defaulted value came from, for the error.
 func (e *Engine) checkIdentity(ctx context.Context, env, prop, from string, t destinations.Type) error {
+	why, err := e.IdentityProblem(ctx, env, prop, from, t)
+	if err != nil || why == "" {
+		return err
+	}
+	return apperr.Invalid("identity_property", why)
+}
+
+// IdentityProblem says why checkIdentity would refuse prop, with close
+// matches among the properties users hold, or "" when it is accepted.
+// Connections' identity properties are checked with it too
+// (CheckIdentityProperty), so both refuse with the same words.
+func (e *Engine) IdentityProblem(ctx context.Context, env, prop, from string, t destinations.Type) (string, error) {
 	if prop == "user_id" || prop == t.DefaultIdentity {
-		return nil
+		return "", nil
 	}
 	held, err := e.data.HoldsProperty(ctx, env, prop)
 	if err != nil || held {
-		return err
+		return "", err
 	}
 	stats, _, err := e.data.UserPropertyStats(ctx, env, closeMatchLimit)
 	if err != nil {
-		return err
+		return "", err
 	}
 	names := []string{"user_id"}
 	if t.DefaultIdentity != "user_id" {
@@ -42,7 +54,7 @@ func (e *Engine) checkIdentity(ctx context.Context, env, prop, from string, t de
 	} else {
 		msg += "; list the properties users hold with GET /v1/user-properties"
 	}
-	return apperr.Invalid("identity_property", fmt.Sprintf("%s (user_id and %s's own %q are always accepted)", msg, t.DisplayName, t.DefaultIdentity))
+	return fmt.Sprintf("%s (user_id and %s's own %q are always accepted)", msg, t.DisplayName, t.DefaultIdentity), nil
 }
 
 // closeMatches returns the names equal to want but for case, sharing a

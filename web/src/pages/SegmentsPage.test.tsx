@@ -1,0 +1,55 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { screen } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+import { mockFetch, on } from "../test/fetchMock";
+import { renderAs } from "../test/render";
+import SegmentsPage from "./SegmentsPage";
+
+afterEach(() => vi.unstubAllGlobals());
+
+describe("SegmentsPage", () => {
+  it("filters the segments a connection can target by its identity property", async () => {
+    const asked: (string | null)[] = [];
+    mockFetch(
+      on("GET", "/v1/connections", () => ({
+        body: {
+          connections: [
+            { connection_id: "conn_ab", name: "AB Tasty prod", type: "abtasty", settings: { identity_property: "ABTastyVisitorId" } },
+            { connection_id: "conn_src", name: "Heap", type: "heap", settings: {} },
+          ],
+        },
+      })),
+      on("GET", "/v1/destination-types", () => ({
+        body: {
+          types: [
+            { type: "abtasty", display_name: "AB Tasty", segments_out: true, default_identity_property: "ABTastyVisitorId" },
+            { type: "heap", display_name: "Heap", segments_in: true },
+          ],
+        },
+      })),
+      on("GET", "/v1/segments", (url) => {
+        const by = url.searchParams.get("targetable_by");
+        asked.push(by);
+        return {
+          body: {
+            segments: by
+              ? [{ segment_id: "seg_t", name: "Visitors", member_count: "3" }]
+              : [
+                  { segment_id: "seg_t", name: "Visitors", member_count: "3" },
+                  { segment_id: "seg_n", name: "No visitor id", member_count: "5" },
+                ],
+          },
+        };
+      }),
+    );
+    renderAs("ROLE_MEMBER", <SegmentsPage />);
+    expect(await screen.findByText("No visitor id")).toBeTruthy();
+    const select = await screen.findByLabelText("Targetable by");
+    // Only tools that receive segments are offered.
+    expect(screen.queryByRole("option", { name: /Heap/ })).toBeNull();
+    await userEvent.selectOptions(select, "conn_ab");
+    await vi.waitFor(() => expect(screen.queryByText("No visitor id")).toBeNull());
+    expect(screen.getByText("Visitors")).toBeTruthy();
+    expect(asked).toContain("ABTastyVisitorId");
+  });
+});
