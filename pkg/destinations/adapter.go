@@ -150,7 +150,24 @@ type Config struct {
 	Prefix string
 	// SigningSecret signs outbound webhooks.
 	SigningSecret string
+	// Observer sees every request and rate-limit wait (metrics); nil: none.
+	Observer Observer
 }
+
+// Observer sees what an adapter's HTTP client does, for metrics.
+type Observer interface {
+	// DestinationRequest is one attempt: its HTTP status (0 when no answer
+	// came) and how long it took.
+	DestinationRequest(destType string, status int, d time.Duration)
+	// RateLimitWait is time spent waiting on a rate limit for reason
+	// ("bucket" or "retry_after").
+	RateLimitWait(destType, reason string, d time.Duration)
+}
+
+type noObserver struct{}
+
+func (noObserver) DestinationRequest(string, int, time.Duration) {}
+func (noObserver) RateLimitWait(string, string, time.Duration)   {}
 
 // New returns the adapter for destination type name.
 func New(name string, c Config) (Adapter, error) {
@@ -163,6 +180,9 @@ func New(name string, c Config) (Adapter, error) {
 	}
 	if c.Limiter == nil {
 		c.Limiter = noLimit{}
+	}
+	if c.Observer == nil {
+		c.Observer = noObserver{}
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 6
@@ -179,7 +199,7 @@ func New(name string, c Config) (Adapter, error) {
 			return nil, &Error{Kind: Permanent, Message: fmt.Sprintf("credential %q is required for %s", f, t.DisplayName)}
 		}
 	}
-	h := &httpClient{c: c}
+	h := &httpClient{c: c, typ: name}
 	switch name {
 	case "appcues":
 		return &appcues{t: t, h: h}, nil
@@ -196,7 +216,10 @@ func New(name string, c Config) (Adapter, error) {
 }
 
 // httpClient sends requests with pacing, retries and classification.
-type httpClient struct{ c Config }
+type httpClient struct {
+	c   Config
+	typ string // the destination type, for metrics
+}
 
 type request struct {
 	method, path string
@@ -225,10 +248,10 @@ func (h *httpClient) do(ctx context.Context, r request, out any) error {
 	}
 	var last error
 	for attempt := 1; attempt <= h.c.MaxAttempts; attempt++ {
-		if err := h.c.Limiter.Wait(ctx, r.weight); err != nil {
+		if err := h.wait(ctx, r.weight); err != nil {
 			return err
 		}
-		status, body, retryAfter, err := h.once(ctx, r, payload)
+		status, body, retryAfter, err := h.timed(ctx, r, payload)
 		if err == nil && status >= 200 && status < 300 {
 			if out != nil && len(body) > 0 {
 				if err := json.Unmarshal(body, out); err != nil {
@@ -259,8 +282,35 @@ func (h *httpClient) do(ctx context.Context, r request, out any) error {
 			return ctx.Err()
 		case <-time.After(wait):
 		}
+		if retryAfter > 0 {
+			h.c.Observer.RateLimitWait(h.typ, "retry_after", wait)
+		}
 	}
 	return last
+}
+
+// wait takes the request's tokens from the connection's bucket, counting
+// the time it held the request up.
+func (h *httpClient) wait(ctx context.Context, weight int) error {
+	if t, ok := h.c.Limiter.(interface {
+		WaitFor(ctx context.Context, n int) (time.Duration, error)
+	}); ok {
+		slept, err := t.WaitFor(ctx, weight)
+		h.c.Observer.RateLimitWait(h.typ, "bucket", slept)
+		return err
+	}
+	start := time.Now()
+	err := h.c.Limiter.Wait(ctx, weight)
+	h.c.Observer.RateLimitWait(h.typ, "bucket", time.Since(start))
+	return err
+}
+
+// timed is once, counted by its status and duration.
+func (h *httpClient) timed(ctx context.Context, r request, payload []byte) (int, []byte, time.Duration, error) {
+	start := time.Now()
+	status, body, retryAfter, err := h.once(ctx, r, payload)
+	h.c.Observer.DestinationRequest(h.typ, status, time.Since(start))
+	return status, body, retryAfter, err
 }
 
 func (h *httpClient) once(ctx context.Context, r request, payload []byte) (int, []byte, time.Duration, error) {

@@ -22,6 +22,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seghub/seghub/pkg/telemetry/metrics"
 )
 
 // Telemetry holds the providers of one process.
@@ -30,6 +32,9 @@ type Telemetry struct {
 	Meter    *sdkmetric.MeterProvider
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
+	// Metrics are the domain instruments (syncs, destinations, events,
+	// targeting), one set for every service of the process.
+	Metrics *metrics.Set
 }
 
 // Options configure Setup.
@@ -56,6 +61,10 @@ func Setup(ctx context.Context, o Options) (*Telemetry, func(context.Context) er
 		return nil, nil, err
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
+	set, err := metrics.New(mp.Meter("seghub"))
+	if err != nil {
+		return nil, nil, err
+	}
 
 	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.TraceSample)))}
 	if o.SpanExporter != nil {
@@ -73,7 +82,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, func(context.Context) er
 	otel.SetMeterProvider(mp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 
-	t := &Telemetry{Tracer: tp, Meter: mp, Registry: reg, Logger: NewLogger(o.LogOutput, o.LogLevel, o.LogFormat)}
+	t := &Telemetry{Tracer: tp, Meter: mp, Registry: reg, Logger: NewLogger(o.LogOutput, o.LogLevel, o.LogFormat), Metrics: set}
 	shutdown := func(ctx context.Context) error {
 		return errors.Join(tp.Shutdown(ctx), mp.Shutdown(ctx))
 	}
