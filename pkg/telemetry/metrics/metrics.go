@@ -128,9 +128,9 @@ func New(meter metric.Meter) (*Set, error) {
 type SyncRun struct {
 	SyncID, ConnectionID, DestinationType string
 	// Outcome is the run's final status.
-	Outcome                              string
-	Duration                             time.Duration
-	Added, Removed, Unmatched, Failed    int64
+	Outcome                           string
+	Duration                          time.Duration
+	Added, Removed, Unmatched, Failed int64
 }
 
 // RunFinished counts a finished sync run.
@@ -138,20 +138,7 @@ func (s *Set) RunFinished(r SyncRun) {
 	if s == nil {
 		return
 	}
-	ctx := context.Background()
-	dest := attribute.String("destination_type", r.DestinationType)
-	s.syncRuns.Add(ctx, 1, metric.WithAttributes(dest, attribute.String("outcome", r.Outcome)))
-	s.syncDuration.Record(ctx, r.Duration.Seconds(), metric.WithAttributes(dest, attribute.String("outcome", r.Outcome)))
-	for _, c := range []struct {
-		result string
-		n      int64
-	}{{"added", r.Added}, {"removed", r.Removed}, {"unmatched", r.Unmatched}, {"failed", r.Failed}} {
-		if c.n > 0 {
-			s.syncIdentities.Add(ctx, c.n, metric.WithAttributes(dest, attribute.String("result", c.result)))
-		}
-	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch r.Outcome {
 	case OutcomeFailed:
 		st := s.streak[r.SyncID]
@@ -161,6 +148,20 @@ func (s *Set) RunFinished(r SyncRun) {
 	case OutcomeSucceeded, OutcomePartial:
 		delete(s.streak, r.SyncID)
 	}
+	s.mu.Unlock()
+	ctx := context.Background()
+	dest := attribute.String("destination_type", r.DestinationType)
+	s.syncDuration.Record(ctx, r.Duration.Seconds(), metric.WithAttributes(dest, attribute.String("outcome", r.Outcome)))
+	for _, c := range []struct {
+		result string
+		n      int64
+	}{{"added", r.Added}, {"removed", r.Removed}, {"unmatched", r.Unmatched}, {"failed", r.Failed}} {
+		if c.n > 0 {
+			s.syncIdentities.Add(ctx, c.n, metric.WithAttributes(dest, attribute.String("result", c.result)))
+		}
+	}
+	// Last: whoever sees the run counted sees the rest of it.
+	s.syncRuns.Add(ctx, 1, metric.WithAttributes(dest, attribute.String("outcome", r.Outcome)))
 }
 
 // SyncRemoved forgets a removed sync's failures.
@@ -249,8 +250,8 @@ func (k *Sink) Delivered(received time.Time) {
 	if k == nil {
 		return
 	}
-	k.s.eventsDelivered.Add(context.Background(), 1, k.opts...)
 	k.s.deliveryLag.Record(context.Background(), time.Since(received).Seconds(), k.rec...)
+	k.s.eventsDelivered.Add(context.Background(), 1, k.opts...)
 }
 
 // Retried counts n events whose delivery failed and will be retried.
