@@ -14,6 +14,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -54,11 +55,20 @@ type Set struct {
 
 	inbound metric.Int64Counter
 
-	lookups   metric.Int64Counter
-	lookupOpt [3][]metric.AddOption
+	// Lookups are counted in plain atomics (the serving hot path) and read
+	// by an observable counter at scrape time.
+	lookups   [3]paddedCount
+	lookupOpt [3][]metric.ObserveOption
 
 	mu     sync.Mutex
 	streak map[string]syncStreak // sync id → consecutive failed runs
+}
+
+// paddedCount keeps each lookup result's counter on its own cache line, so
+// cores counting different results do not contend.
+type paddedCount struct {
+	n atomic.Int64
+	_ [56]byte
 }
 
 type syncStreak struct {
@@ -87,7 +97,6 @@ func New(meter metric.Meter) (*Set, error) {
 	s.eventsRetried = counter("seghub.events.retried", "Event deliveries that failed and will be retried, per sink")
 	s.eventsDeadLettered = counter("seghub.events.dead_lettered", "Events given up on (after the attempts and the window) and recorded as dead letters, per sink")
 	s.inbound = counter("seghub.inbound.requests", "Inbound segment webhook pages per source connection and result (accepted, rejected, malformed, refused)")
-	s.lookups = counter("seghub.targeting.lookups", "Membership lookups answered by this replica by result (member, not_member, error)")
 	if err != nil {
 		return nil, err
 	}
@@ -113,8 +122,19 @@ func New(meter metric.Meter) (*Set, error) {
 		return nil, err
 	}
 	for i, r := range []string{"member", "not_member", "error"} {
-		// Built once: a lookup adds to the counter without building labels.
-		s.lookupOpt[i] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", r)))}
+		s.lookupOpt[i] = []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", r)))}
+	}
+	if _, err = meter.Int64ObservableCounter("seghub.targeting.lookups",
+		metric.WithDescription("Membership lookups answered by this replica by result (member, not_member, error)"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			for i := range s.lookups {
+				if n := s.lookups[i].n.Load(); n > 0 {
+					o.Observe(n, s.lookupOpt[i]...)
+				}
+			}
+			return nil
+		})); err != nil {
+		return nil, err
 	}
 	if _, err = meter.Int64ObservableGauge("seghub.sync.consecutive_failures",
 		metric.WithDescription("Longest current run of consecutive failed runs among a connection's syncs (as seen by this process since it started)"),
@@ -287,12 +307,12 @@ const (
 )
 
 // Lookups counts n lookups with result (LookupMember, LookupNotMember,
-// LookupError): one counter add, labels built in New.
+// LookupError): one atomic add; labels are built once, in New.
 func (s *Set) Lookups(result, n int) {
 	if s == nil || n <= 0 {
 		return
 	}
-	s.lookups.Add(context.Background(), int64(n), s.lookupOpt[result]...)
+	s.lookups[result].n.Add(int64(n))
 }
 
 // SinkState is one sink's backlog as a scrape sees it.
