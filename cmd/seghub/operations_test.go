@@ -299,8 +299,9 @@ func TestOperationsMetricsScenario(t *testing.T) {
 var metricName = regexp.MustCompile(`\bseghub_[a-z0-9_]+`)
 
 // checkDeployedMetricsExported fails for every metric the Grafana
-// dashboard or the Prometheus rules name that s does not carry (a
-// histogram's _bucket, _sum and _count are its series).
+// dashboard, the Prometheus rules or the README's operations queries name
+// that s does not carry (a histogram's _bucket, _sum and _count are its
+// series).
 func checkDeployedMetricsExported(t *testing.T, s scrape) {
 	t.Helper()
 	names := map[string][]string{} // metric → where it is used
@@ -358,6 +359,19 @@ func checkDeployedMetricsExported(t *testing.T, s scrape) {
 			for _, n := range metricName.FindAllString(r.Expr, -1) {
 				names[n] = append(names[n], "rule "+r.Alert+r.Record)
 			}
+		}
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := regexp.MustCompile("(?s)\n## Operations\n(.*?)\n## ").FindSubmatch(readme)
+	if ops == nil {
+		t.Fatal(`README.md has no "## Operations" section`)
+	}
+	for _, block := range regexp.MustCompile("(?s)```promql\n(.*?)```").FindAllSubmatch(ops[1], -1) {
+		for _, n := range metricName.FindAllString(string(block[1]), -1) {
+			names[n] = append(names[n], "README Operations")
 		}
 	}
 	if len(names) < 10 {
