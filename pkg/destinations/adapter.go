@@ -183,6 +183,8 @@ func New(name string, c Config) (Adapter, error) {
 	}
 	if c.Observer == nil {
 		c.Observer = noObserver{}
+	} else if _, none := c.Limiter.(noLimit); !none {
+		c.Limiter = observedLimiter{Limiter: c.Limiter, obs: c.Observer, typ: name}
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 6
@@ -248,7 +250,7 @@ func (h *httpClient) do(ctx context.Context, r request, out any) error {
 	}
 	var last error
 	for attempt := 1; attempt <= h.c.MaxAttempts; attempt++ {
-		if err := h.wait(ctx, r.weight); err != nil {
+		if err := h.c.Limiter.Wait(ctx, r.weight); err != nil {
 			return err
 		}
 		status, body, retryAfter, err := h.timed(ctx, r, payload)
@@ -289,19 +291,26 @@ func (h *httpClient) do(ctx context.Context, r request, out any) error {
 	return last
 }
 
-// wait takes the request's tokens from the connection's bucket, counting
-// the time it held the request up.
-func (h *httpClient) wait(ctx context.Context, weight int) error {
-	if t, ok := h.c.Limiter.(interface {
+// observedLimiter counts the time a connection's bucket holds requests up.
+type observedLimiter struct {
+	Limiter
+	obs Observer
+	typ string
+}
+
+func (l observedLimiter) Wait(ctx context.Context, n int) error {
+	// A bucket that says how long it slept is counted by that, not by the
+	// store round trips of taking tokens.
+	if t, ok := l.Limiter.(interface {
 		WaitFor(ctx context.Context, n int) (time.Duration, error)
 	}); ok {
-		slept, err := t.WaitFor(ctx, weight)
-		h.c.Observer.RateLimitWait(h.typ, "bucket", slept)
+		slept, err := t.WaitFor(ctx, n)
+		l.obs.RateLimitWait(l.typ, "bucket", slept)
 		return err
 	}
 	start := time.Now()
-	err := h.c.Limiter.Wait(ctx, weight)
-	h.c.Observer.RateLimitWait(h.typ, "bucket", time.Since(start))
+	err := l.Limiter.Wait(ctx, n)
+	l.obs.RateLimitWait(l.typ, "bucket", time.Since(start))
 	return err
 }
 
