@@ -155,6 +155,7 @@ func TestKillDuringMillionMemberSync(t *testing.T) {
 	syncID, runID := en.GetSync().GetSyncId(), en.GetRun().GetRunId()
 	waitFor(t, 3*time.Minute, func() bool { return gauge.accepted.Load() >= int64(n/5) }, "a fifth of the members at the destination")
 	s.kill("segmentsync")
+	killed := time.Now()
 	killedAt := time.Since(t1)
 	held := 0
 	for _, p := range sim.Snapshot().Appcues["demo"] {
@@ -172,9 +173,10 @@ func TestKillDuringMillionMemberSync(t *testing.T) {
 
 	t2 := time.Now()
 	s.start("segmentsync")
-	// The killed attempt is rescued by River once it is RescueAfter old,
-	// retried by the new process, and continues from the checkpoints; the
-	// destination's rate limit (600 requests a minute) paces the rest.
+	// The killed worker's run lease lapses (SEGHUB_SYNC_RUN_LEASE, 10 s) and
+	// the new process's sweeper takes the run over and continues from the
+	// checkpoints — without waiting for River to rescue the dead job (90 s);
+	// the destination's rate limit (600 requests a minute) paces the rest.
 	atKill := gauge.accepted.Load()
 	var resumed time.Duration
 	var run *segmentsyncv1.SyncRun
@@ -202,6 +204,13 @@ func TestKillDuringMillionMemberSync(t *testing.T) {
 		}
 	}
 	finished := time.Since(t2)
+	sinceKill := resumed + t2.Sub(killed)
+	t.Logf("kill → delivery resumed in %v", sinceKill.Round(time.Millisecond))
+	if resumed == 0 || sinceKill > 60*time.Second {
+		// River would rescue the dead job only after 90 s: a later resume
+		// means the run was not taken over.
+		t.Errorf("delivery resumed %v after the kill; a run whose worker died should be taken over within its lease (10 s) and a sweep", sinceKill)
+	}
 	t.Logf("restart → delivery resumed in %v; restart → run finished in %v (%v, added %d); enable → finished %v; total with upload %v",
 		resumed.Round(time.Millisecond), finished.Round(time.Millisecond), run.GetStatus(), run.GetAdded(), time.Since(t1).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 	if run.GetStatus() != segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED {

@@ -57,6 +57,7 @@ type Config struct {
 	// with each OAuth destination.
 	PublicURL              string
 	OAuthStateTTL          time.Duration
+	SyncRunLease           time.Duration
 	CommandBarClientID     string
 	CommandBarClientSecret string
 	// CommandBarRecurringLimit is how many recurring syncs the CommandBar
@@ -192,6 +193,14 @@ var settings = []setting{
 	{"public-url", "SEGHUB_PUBLIC_URL", "the gateway's public base URL; OAuth redirects come back to <public-url>/oauth/callback", "http://localhost:8080", str(func(c *Config) *string { return &c.PublicURL })},
 	{"oauth-state-ttl", "SEGHUB_OAUTH_STATE_TTL", "OAuth: how long an authorisation may take from start to callback; the state and the browser's seghub_oauth cookie live this long", "10m", duration(func(c *Config) *time.Duration { return &c.OAuthStateTTL })},
 	{"commandbar-client-id", "SEGHUB_COMMANDBAR_CLIENT_ID", "seghub's OAuth client id at CommandBar (the default matches the destination simulator)", "seghub", str(func(c *Config) *string { return &c.CommandBarClientID })},
+	{"sync-run-lease", "SEGHUB_SYNC_RUN_LEASE", "syncs: how long a sync run's worker may go silent before another process takes the run over; a run cut off by a crash resumes about this long after it (renewed every fifth of it; at least 1s)", "10s", func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err == nil && d < time.Second {
+			err = fmt.Errorf("must be at least 1s")
+		}
+		c.SyncRunLease = d
+		return err
+	}},
 	{"commandbar-recurring-limit", "SEGHUB_COMMANDBAR_RECURRING_LIMIT", "syncs: most recurring segment syncs to CommandBar at a time per environment, as the CommandBar plan allows (one-time syncs are unlimited)", "10", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err == nil && n < 1 {

@@ -116,7 +116,8 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	}
 	eo := syncengine.Options{BaseURL: p.Config.DestinationURL, Egress: p.Egress, Logger: p.Logger, Tracer: p.Telemetry.Tracer.Tracer("seghub/syncengine"),
 		RecurringLimit: func(t destinations.Type) int { return p.Config.RecurringLimit(t.Name, t.RecurringLimit) },
-		Metrics:        p.Telemetry.Metrics}
+		LeaseTTL:       p.Config.SyncRunLease, SweepInterval: p.Config.SyncRunLease / 5,
+		Metrics: p.Telemetry.Metrics}
 	if o.AdapterConfig != nil {
 		eo.AdapterConfig = o.AdapterConfig
 	}

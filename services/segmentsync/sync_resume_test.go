@@ -210,3 +210,65 @@ func testRunCutOff(t *testing.T, pg bool, dest string) {
 	}
 	t.Logf("run %v; simulator counters %v", r, c)
 }
+
+// A run whose worker stops renewing its lease — as a process killed
+// outright does — is taken over within seconds by a sweeper, long before
+// River would rescue its job (syncengine.RescueAfter, 90 s; waitRun gives
+// up after 60 s), and the destination ends exact. Here the lease is made to
+// lapse under a live worker holding a batch, which also shows the fencing:
+// that worker is cut off and writes nothing more, the takeover resumes
+// from the checkpoints.
+func TestRunOfAStoppedWorkerIsTakenOver(t *testing.T) {
+	for _, pg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sqlite", true: "postgres"}[pg], func(t *testing.T) {
+			sim := destsim.New(destsim.DemoCredentials())
+			cut := newCutter(sim)
+			srv := httptest.NewServer(cut)
+			defer srv.Close()
+			f := startSync(t, syncOpts{postgres: pg, sim: sim, simURL: srv.URL, wallClock: true, lease: time.Second})
+			ctx := apptest.Context(t, 120*time.Second)
+			conn := f.appcues(t, ctx, "Appcues")
+			seg := f.segment(t, ctx, "Lapsed", 5000, 5000)
+			var ids []string
+			for i := 0; i < 5000; i++ {
+				ids = append(ids, fmt.Sprint("u", i))
+			}
+			if _, err := replace(ctx, f.ss, seg, ids, 5000); err != nil {
+				t.Fatal(err)
+			}
+			held := cut.cut(2, false) // two batches through, the third held
+			en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-held:
+			case <-ctx.Done():
+				t.Fatal("the run never reached its third batch")
+			}
+			// The worker "dies": its lease now names a worker long gone.
+			res, err := f.e.P.DB.ExecContext(ctx, `UPDATE se_runs SET lease_owner = 'worker_gone', lease_expires_at = 1 WHERE run_id = ?`, en.GetRun().GetRunId())
+			if n, _ := res.RowsAffected(); err != nil || n != 1 {
+				t.Fatalf("lapsing the lease: %d rows, %v", n, err)
+			}
+			cut.cut(-1, false)
+			r := f.waitRun(t, ctx, en.GetSync().GetSyncId(), 1, en.GetRun().GetRunId())
+			if r.GetStatus() != segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED || r.GetAdded() != 5000 {
+				t.Fatalf("taken-over run = %v", r)
+			}
+			var takeovers int64
+			if err := f.e.P.DB.QueryRowContext(ctx, `SELECT takeovers FROM se_runs WHERE run_id = ?`, r.GetRunId()).Scan(&takeovers); err != nil || takeovers < 1 {
+				t.Fatalf("takeovers = %d, %v; the run finished without being taken over", takeovers, err)
+			}
+			n := 0
+			for _, p := range sim.Snapshot().Appcues["demo"] {
+				if p["[seghub] Lapsed"] == true {
+					n++
+				}
+			}
+			if c := sim.Snapshot().Counters; n != 5000 || c["idempotency_conflicts"] != 0 {
+				t.Fatalf("destination holds %d of 5000 (counters %v)", n, c)
+			}
+		})
+	}
+}

@@ -59,6 +59,8 @@ type syncOpts struct {
 	tick bool
 	// wallClock runs the engine on the real clock (run timestamps compared).
 	wallClock bool
+	// lease is SEGHUB_SYNC_RUN_LEASE (default 10 s).
+	lease time.Duration
 }
 
 func startSync(t *testing.T, o syncOpts) *syncFixture {
@@ -79,6 +81,9 @@ func startSync(t *testing.T, o syncOpts) *syncFixture {
 	}
 	f.e = apptest.New(t, apptest.Options{NeedBus: true, Postgres: o.postgres, DataDir: o.dataDir, DatabaseURL: o.dbURL, Configure: func(c *config.Config) {
 		c.AppcuesURL, c.CommandBarURL, c.ABTastyURL, c.AnalyticsURL = o.simURL, o.simURL, o.simURL, o.simURL
+		if o.lease != 0 {
+			c.SyncRunLease = o.lease
+		}
 	}})
 	cn, err := connector.New(context.Background(), f.e.P)
 	if err != nil {

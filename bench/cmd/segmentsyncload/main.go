@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"time"
@@ -26,12 +27,17 @@ import (
 func main() {
 	members := flag.Int("members", 1_000_000, "members per segment")
 	segments := flag.Int("segments", 10, "segments for the size measurement")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the first ReplaceMembers (1 M new ids) to this file")
 	flag.Parse()
+	profile = *cpuProfile
 	if err := run(*members, *segments); err != nil {
 		fmt.Fprintln(os.Stderr, "segmentsyncload:", err)
 		os.Exit(1)
 	}
 }
+
+// profile names the CPU profile file of the first upload ("" = none).
+var profile string
 
 func maxRSSMB() float64 {
 	var ru syscall.Rusage
@@ -57,10 +63,22 @@ func run(members, segments int) error {
 		return err
 	}
 	sid := seg.GetSegment().GetSegmentId()
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	t0 := time.Now()
 	res, err := harness.Replace(ctx, c, sid, "user:", 0, members)
 	if err != nil {
 		return err
+	}
+	if profile != "" {
+		pprof.StopCPUProfile()
 	}
 	fmt.Printf("ReplaceMembers %d new ids (users created): %v, added %d, peak RSS %.0f MB (before %.0f MB; client and server in one process)\n", members, time.Since(t0).Round(time.Millisecond), res.GetAdded(), maxRSSMB(), rssBefore)
 

@@ -40,6 +40,8 @@ type Connections interface {
 type Queue interface {
 	// Enqueue queues a run; false when the sync already has one queued or running.
 	Enqueue(ctx context.Context, env, syncID, runID string) (bool, error)
+	// Takeover queues takeover number n of a run whose worker died.
+	Takeover(ctx context.Context, env, syncID, runID string, n int64) (bool, error)
 }
 
 // Options configure the engine.
@@ -63,6 +65,10 @@ type Options struct {
 	// RecurringLimit returns a destination type's recurring-sync limit per
 	// environment (default: the catalogue's).
 	RecurringLimit func(t destinations.Type) int
+	// LeaseTTL is how long a run's lease outlives its worker's last renewal
+	// (default LeaseTTL); SweepInterval how often lapsed leases are looked
+	// for (default SweepInterval).
+	LeaseTTL, SweepInterval time.Duration
 	// Metrics counts runs, identities and destination requests; nil: none.
 	Metrics *metrics.Set
 }
@@ -75,6 +81,7 @@ type Engine struct {
 	conns Connections
 	queue Queue
 	o     Options
+	owner string // this engine's name in run leases
 }
 
 // New returns an engine; SetQueue must be called before runs are queued.
@@ -97,7 +104,13 @@ func New(st *Store, data *ssstore.Store, conns Connections, o Options) *Engine {
 	if o.RetentionMargin == 0 {
 		o.RetentionMargin = 72 * time.Hour
 	}
-	return &Engine{st: st, data: data, db: data.DB(), conns: conns, o: o}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = LeaseTTL
+	}
+	if o.SweepInterval == 0 {
+		o.SweepInterval = SweepInterval
+	}
+	return &Engine{st: st, data: data, db: data.DB(), conns: conns, o: o, owner: newOwner()}
 }
 
 // SetQueue sets the job queue.
@@ -638,6 +651,19 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 	if err != nil {
 		return err
 	}
+	held, err := e.st.AcquireLease(ctx, r.ID, e.owner, e.o.Now(), e.o.LeaseTTL)
+	if err != nil {
+		return err
+	}
+	if !held {
+		// Another live worker has the run (this is the dead job of a run
+		// taken over, rescued late, or a duplicate); it finishes the run.
+		return nil
+	}
+	r.LeaseOwner = e.owner
+	ctx, cancelLease := context.WithCancelCause(ctx)
+	defer cancelLease(nil)
+	go e.holdLease(ctx, cancelLease, r.ID, e.owner)
 	ctx, span := e.o.Tracer.Start(ctx, "sync.run", trace.WithNewRoot(), trace.WithAttributes(attribute.String("sync.id", s.ID), attribute.String("run.id", r.ID), attribute.String("destination", s.DestinationType), attribute.String("trigger", r.Trigger)))
 	defer span.End()
 	r.TraceID = span.SpanContext().TraceID().String()
@@ -648,9 +674,16 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 	_ = e.st.UpdateRun(ctx, r)
 	err = e.execute(ctx, s, r)
 	if ctx.Err() != nil {
+		if errors.Is(context.Cause(ctx), errLeaseLost) {
+			// Taken over: the other worker goes on; nothing of ours is written.
+			span.SetStatus(codes.Error, "lease lost")
+			return nil
+		}
 		// Interrupted: the job is retried and resumes from the checkpoints.
+		bg := context.WithoutCancel(ctx)
 		r.Status = StatusQueued
-		_ = e.st.UpdateRun(context.WithoutCancel(ctx), r)
+		_ = e.st.UpdateRun(bg, r)
+		_ = e.st.ReleaseLease(bg, r.ID, e.owner)
 		span.SetStatus(codes.Error, "interrupted")
 		return ctx.Err()
 	}
@@ -668,7 +701,11 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 		r.Status = StatusSucceeded
 	}
 	span.SetAttributes(attribute.Int64("run.added", int64(r.Added)), attribute.Int64("run.removed", int64(r.Removed)), attribute.Int64("run.unmatched", int64(r.Unmatched)), attribute.Int64("run.failed", int64(r.Failed)))
-	if err := e.finishRun(context.WithoutCancel(ctx), s, r); err != nil {
+	err = e.finishRun(context.WithoutCancel(ctx), s, r)
+	if errors.Is(err, errLeaseLost) {
+		return nil // taken over while finishing: the other worker records the outcome
+	}
+	if err != nil {
 		return err
 	}
 	e.countRun(s, r)

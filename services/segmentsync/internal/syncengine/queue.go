@@ -22,6 +22,10 @@ type RunArgs struct {
 	SyncID string `json:"sync_id" river:"unique"`
 	RunID  string `json:"run_id"`
 	Env    string `json:"env"`
+	// Takeover numbers a job queued for a run whose worker died (see
+	// lease.go); it is unique beside the dead job, still "running" in
+	// River until rescued.
+	Takeover int64 `json:"takeover,omitempty" river:"unique"`
 }
 
 // Kind implements river.JobArgs.
@@ -82,6 +86,14 @@ func (q *riverQueue[TTx]) Enqueue(ctx context.Context, env, syncID, runID string
 	res, err := q.client.Insert(ctx, RunArgs{SyncID: syncID, RunID: runID, Env: env}, nil)
 	if err != nil {
 		return false, fmt.Errorf("queue sync run: %w", err)
+	}
+	return !res.UniqueSkippedAsDuplicate, nil
+}
+
+func (q *riverQueue[TTx]) Takeover(ctx context.Context, env, syncID, runID string, n int64) (bool, error) {
+	res, err := q.client.Insert(ctx, RunArgs{SyncID: syncID, RunID: runID, Env: env, Takeover: n}, nil)
+	if err != nil {
+		return false, fmt.Errorf("queue sync run takeover: %w", err)
 	}
 	return !res.UniqueSkippedAsDuplicate, nil
 }
@@ -151,5 +163,19 @@ func newQueue[TTx any](ctx context.Context, driver riverdriver.Driver[TTx], e *E
 		return nil, err
 	}
 	e.SetQueue(&riverQueue[TTx]{client: client})
-	return &JobQueue{start: client.Start, stop: client.StopAndCancel}, nil
+	var stopSweep context.CancelFunc = func() {}
+	start := func(ctx context.Context) error {
+		if err := client.Start(ctx); err != nil {
+			return err
+		}
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		stopSweep = cancel
+		go e.sweep(sctx)
+		return nil
+	}
+	stop := func(ctx context.Context) error {
+		stopSweep()
+		return client.StopAndCancel(ctx)
+	}
+	return &JobQueue{start: start, stop: stop}, nil
 }

@@ -69,6 +69,9 @@ type Run struct {
 	FailedSample                               []FailedIdentity
 	DataExpires                                time.Time
 	TraceID                                    string
+	// LeaseOwner, when set, fences writes of the run's progress: they
+	// change nothing once another worker took the run over.
+	LeaseOwner string
 }
 
 // FailedIdentity is a permanently refused add or remove.
@@ -418,9 +421,17 @@ func updateRun(ctx context.Context, q interface {
 	ExecContext(context.Context, string, ...any) (sql.Result, error)
 }, r *Run) error {
 	sample, _ := json.Marshal(r.FailedSample)
-	_, err := q.ExecContext(ctx, `UPDATE se_runs SET status = ?, started_at = ?, finished_at = ?, added = ?, removed = ?, unmatched = ?, failed = ?, retried = ?, error = ?, failed_sample = ?, data_expires_at = ?, trace_id = ? WHERE run_id = ?`,
-		r.Status, us(r.Started), us(r.Finished), int64(r.Added), int64(r.Removed), int64(r.Unmatched), int64(r.Failed), int64(r.Retried), r.Error, string(sample), us(r.DataExpires), r.TraceID, r.ID)
-	return err
+	const set = `UPDATE se_runs SET status = ?, started_at = ?, finished_at = ?, added = ?, removed = ?, unmatched = ?, failed = ?, retried = ?, error = ?, failed_sample = ?, data_expires_at = ?, trace_id = ? WHERE run_id = ?`
+	args := []any{r.Status, us(r.Started), us(r.Finished), int64(r.Added), int64(r.Removed), int64(r.Unmatched), int64(r.Failed), int64(r.Retried), r.Error, string(sample), us(r.DataExpires), r.TraceID, r.ID}
+	if r.LeaseOwner == "" {
+		_, err := q.ExecContext(ctx, set, args...)
+		return err
+	}
+	res, err := q.ExecContext(ctx, set+` AND lease_owner = ?`, append(args, r.LeaseOwner)...)
+	if err != nil {
+		return err
+	}
+	return fenced(res)
 }
 
 func scanRun(sc interface{ Scan(...any) error }) (*Run, error) {
