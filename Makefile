@@ -14,7 +14,7 @@ PKGS      := github.com/seghub/seghub/...
 GO_DIRS   := gen pkg services cmd bench web/embed.go
 TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all tools generate lint check-generate test test-go run build bench e2e fuzz clean web web-types check-web chromium
+.PHONY: all tools generate lint check-generate test test-go run build bench e2e fuzz clean web web-types check-web chromium promtool check-alerts
 
 all: build
 
@@ -68,7 +68,17 @@ chromium:
 test-go: chromium
 	go test $(TEST_FLAGS) $(PKGS)
 
-test: lint check-generate check-web test-go
+# The alert rules are checked and unit-tested by Debian's promtool (package
+# prometheus); cmd/seghub TestOperationsMetricsScenario checks that every
+# metric they and the Grafana dashboard name is exported.
+promtool:
+	@command -v promtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
+
+check-alerts: promtool
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
+
+test: lint check-generate check-web check-alerts test-go
 
 # The web console (web/): locked dependencies, types generated from the
 # contracts, type check, unit tests, and the build that the binary embeds.

@@ -154,9 +154,9 @@ func TestEventWebhooksAndREST(t *testing.T) {
 	mb, _ := io.ReadAll(metrics.Body)
 	metrics.Body.Close()
 	for _, want := range []string{
-		`seghub_events_rejected_total{otel_scope_name="seghub/eventrelay",otel_scope_schema_url="",otel_scope_version="",reason="properties",source="appcues"} 2`,
-		`seghub_events_rejected_total{otel_scope_name="seghub/eventrelay",otel_scope_schema_url="",otel_scope_version="",reason="name",source="commandbar"} 2`,
-		`seghub_events_rejected_total{otel_scope_name="seghub/eventrelay",otel_scope_schema_url="",otel_scope_version="",reason="user_id",source="api"} 1`,
+		`seghub_events_rejected_total{otel_scope_name="seghub",otel_scope_schema_url="",otel_scope_version="",reason="properties",source="appcues"} 2`,
+		`seghub_events_rejected_total{otel_scope_name="seghub",otel_scope_schema_url="",otel_scope_version="",reason="name",source="commandbar"} 2`,
+		`seghub_events_rejected_total{otel_scope_name="seghub",otel_scope_schema_url="",otel_scope_version="",reason="user_id",source="api"} 1`,
 	} {
 		if !strings.Contains(string(mb), want) {
 			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(string(mb), "events_rejected"))

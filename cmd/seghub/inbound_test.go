@@ -214,7 +214,7 @@ func TestInboundSegmentWebhooks(t *testing.T) {
 	metrics, _ := http.Get("http://" + r.httpAddr + "/metrics")
 	mb, _ := io.ReadAll(metrics.Body)
 	metrics.Body.Close()
-	if !strings.Contains(string(mb), `seghub_inbound_requests_total{connection_id="`+conn["connection_id"].(string)+`",otel_scope_name="seghub/segmentsync",otel_scope_schema_url="",otel_scope_version="",result="accepted"}`) {
+	if !strings.Contains(string(mb), `seghub_inbound_requests_total{connection_id="`+conn["connection_id"].(string)+`",otel_scope_name="seghub",otel_scope_schema_url="",otel_scope_version="",result="accepted"}`) {
 		t.Fatalf("/metrics lacks inbound counts:\n%.1500s", grepLines(string(mb), "inbound"))
 	}
 }

@@ -155,7 +155,24 @@ type Config struct {
 	// Tracer records a client span per request attempt; nil uses the
 	// Egress's (else the global provider's).
 	Tracer trace.Tracer
+	// Observer sees every request and rate-limit wait (metrics); nil: none.
+	Observer Observer
 }
+
+// Observer sees what an adapter's HTTP client does, for metrics.
+type Observer interface {
+	// DestinationRequest is one attempt: its HTTP status (0 when no answer
+	// came) and how long it took.
+	DestinationRequest(destType string, status int, d time.Duration)
+	// RateLimitWait is time spent waiting on a rate limit for reason
+	// ("bucket" or "retry_after").
+	RateLimitWait(destType, reason string, d time.Duration)
+}
+
+type noObserver struct{}
+
+func (noObserver) DestinationRequest(string, int, time.Duration) {}
+func (noObserver) RateLimitWait(string, string, time.Duration)   {}
 
 // New returns the adapter for destination type name.
 func New(name string, c Config) (Adapter, error) {
@@ -168,6 +185,11 @@ func New(name string, c Config) (Adapter, error) {
 	}
 	if c.Limiter == nil {
 		c.Limiter = noLimit{}
+	}
+	if c.Observer == nil {
+		c.Observer = noObserver{}
+	} else if _, none := c.Limiter.(noLimit); !none {
+		c.Limiter = observedLimiter{Limiter: c.Limiter, obs: c.Observer, typ: name}
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 6
@@ -190,7 +212,7 @@ func New(name string, c Config) (Adapter, error) {
 			return nil, &Error{Kind: Permanent, Message: fmt.Sprintf("credential %q is required for %s", f, t.DisplayName)}
 		}
 	}
-	h := &httpClient{c: c}
+	h := &httpClient{c: c, typ: name}
 	switch name {
 	case "appcues":
 		return &appcues{t: t, h: h}, nil
@@ -207,7 +229,10 @@ func New(name string, c Config) (Adapter, error) {
 }
 
 // httpClient sends requests with pacing, retries and classification.
-type httpClient struct{ c Config }
+type httpClient struct {
+	c   Config
+	typ string // the destination type, for metrics
+}
 
 type request struct {
 	method, path string
@@ -241,7 +266,7 @@ func (h *httpClient) do(ctx context.Context, r request, out any) error {
 			return err
 		}
 		noteRateLimitWait(ctx, time.Since(waitStart), attempt)
-		status, body, retryAfter, err := h.once(ctx, r, payload, attempt)
+		status, body, retryAfter, err := h.timed(ctx, r, payload, attempt)
 		if err == nil && status >= 200 && status < 300 {
 			if out != nil && len(body) > 0 {
 				if err := json.Unmarshal(body, out); err != nil {
@@ -273,8 +298,42 @@ func (h *httpClient) do(ctx context.Context, r request, out any) error {
 			return ctx.Err()
 		case <-time.After(wait):
 		}
+		if retryAfter > 0 {
+			h.c.Observer.RateLimitWait(h.typ, "retry_after", wait)
+		}
 	}
 	return last
+}
+
+// observedLimiter counts the time a connection's bucket holds requests up.
+type observedLimiter struct {
+	Limiter
+	obs Observer
+	typ string
+}
+
+func (l observedLimiter) Wait(ctx context.Context, n int) error {
+	// A bucket that says how long it slept is counted by that, not by the
+	// store round trips of taking tokens.
+	if t, ok := l.Limiter.(interface {
+		WaitFor(ctx context.Context, n int) (time.Duration, error)
+	}); ok {
+		slept, err := t.WaitFor(ctx, n)
+		l.obs.RateLimitWait(l.typ, "bucket", slept)
+		return err
+	}
+	start := time.Now()
+	err := l.Limiter.Wait(ctx, n)
+	l.obs.RateLimitWait(l.typ, "bucket", time.Since(start))
+	return err
+}
+
+// timed is once, counted by its status and duration.
+func (h *httpClient) timed(ctx context.Context, r request, payload []byte, attempt int) (int, []byte, time.Duration, error) {
+	start := time.Now()
+	status, body, retryAfter, err := h.once(ctx, r, payload, attempt)
+	h.c.Observer.DestinationRequest(h.typ, status, time.Since(start))
+	return status, body, retryAfter, err
 }
 
 func (h *httpClient) once(ctx context.Context, r request, payload []byte, attempt int) (status int, body []byte, ra time.Duration, err error) {

@@ -105,10 +105,10 @@ func TestRequestSpansPerAttemptWithRetryEvents(t *testing.T) {
 	}
 }
 
-// slowBucket makes every request wait for the connection's token bucket.
-type slowBucket struct{ wait time.Duration }
+// tracedBucket makes every request wait for the connection's token bucket.
+type tracedBucket struct{ wait time.Duration }
 
-func (b slowBucket) Wait(ctx context.Context, _ int) error {
+func (b tracedBucket) Wait(ctx context.Context, _ int) error {
 	select {
 	case <-time.After(b.wait):
 		return nil
@@ -117,7 +117,7 @@ func (b slowBucket) Wait(ctx context.Context, _ int) error {
 	}
 }
 
-func (slowBucket) Pause(context.Context, time.Time) error { return nil }
+func (tracedBucket) Pause(context.Context, time.Time) error { return nil }
 
 // Time spent waiting for the connection's token bucket is an event on the
 // caller's span, with how long it waited.
@@ -128,7 +128,7 @@ func TestRateLimitWaitIsASpanEvent(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	a, err := destinations.New("analytics", destinations.Config{BaseURL: srv.URL, Credentials: map[string]string{"app_id": "app-1"},
-		Egress: loopbackEgress(t), Tracer: tp.Tracer("test"), Limiter: slowBucket{wait: 20 * time.Millisecond}})
+		Egress: loopbackEgress(t), Tracer: tp.Tracer("test"), Limiter: tracedBucket{wait: 20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}

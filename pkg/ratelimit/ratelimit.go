@@ -40,20 +40,31 @@ func New(db *store.DB, key string, perMinute, burst int) *Bucket {
 
 // Wait blocks until n tokens are taken (n is capped at the burst).
 func (b *Bucket) Wait(ctx context.Context, n int) error {
+	_, err := b.WaitFor(ctx, n)
+	return err
+}
+
+// WaitFor is Wait, also saying how long it slept for tokens (metrics count
+// that, not the store round trips of taking them).
+func (b *Bucket) WaitFor(ctx context.Context, n int) (time.Duration, error) {
 	need := min(float64(n), b.burst)
+	var slept time.Duration
 	for {
 		wait, err := b.take(ctx, need)
 		if err != nil {
-			return err
+			return slept, err
 		}
 		if wait <= 0 {
-			return nil
+			return slept, nil
 		}
+		wait = min(wait, time.Second)
+		start := time.Now()
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(min(wait, time.Second)):
+			return slept + time.Since(start), ctx.Err()
+		case <-time.After(wait):
 		}
+		slept += time.Since(start)
 	}
 }
 

@@ -22,6 +22,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seghub/seghub/pkg/telemetry/metrics"
 )
 
 // Telemetry holds the providers of one process.
@@ -34,6 +36,9 @@ type Telemetry struct {
 	// start a sampled trace: only when spans are exported (and TraceSample >
 	// 0). Servers skip span work for the rest.
 	RootSpansSampled bool
+	// Metrics are the domain instruments (syncs, destinations, events,
+	// targeting), one set for every service of the process.
+	Metrics *metrics.Set
 }
 
 // Options configure Setup.
@@ -60,6 +65,10 @@ func Setup(ctx context.Context, o Options) (*Telemetry, func(context.Context) er
 		return nil, nil, err
 	}
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
+	set, err := metrics.New(mp.Meter("seghub"))
+	if err != nil {
+		return nil, nil, err
+	}
 
 	exporting := o.SpanExporter != nil || o.OTLPEndpoint != ""
 	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(Sampler(o.TraceSample, exporting))}
@@ -78,7 +87,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, func(context.Context) er
 	otel.SetMeterProvider(mp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 
-	t := &Telemetry{Tracer: tp, Meter: mp, Registry: reg, Logger: NewLogger(o.LogOutput, o.LogLevel, o.LogFormat), RootSpansSampled: exporting && o.TraceSample > 0}
+	t := &Telemetry{Tracer: tp, Meter: mp, Registry: reg, Logger: NewLogger(o.LogOutput, o.LogLevel, o.LogFormat), RootSpansSampled: exporting && o.TraceSample > 0, Metrics: set}
 	shutdown := func(ctx context.Context) error {
 		return errors.Join(tp.Shutdown(ctx), mp.Shutdown(ctx))
 	}

@@ -11,6 +11,7 @@ import (
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app"
+	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/pkg/grpcserver"
 	"github.com/seghub/seghub/services/connector/internal/server"
 	"github.com/seghub/seghub/services/connector/internal/store"
@@ -26,6 +27,20 @@ type Service struct {
 // New opens the store (migrating it) and builds the server.
 func New(ctx context.Context, p *app.Platform) (*Service, error) {
 	st, err := store.Open(ctx, p.DB, p.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	err = p.Telemetry.Metrics.ObserveReauth(func(ctx context.Context) (map[string]int64, error) {
+		byType, err := st.CountByStatus(ctx, store.StatusNeedsReauth)
+		if err != nil {
+			return nil, err
+		}
+		// Every type reports, 0 included, so an alert sees it clear.
+		for _, t := range destinations.All() {
+			byType[t.Name] += 0
+		}
+		return byType, nil
+	})
 	if err != nil {
 		return nil, err
 	}

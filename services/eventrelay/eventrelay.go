@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -88,24 +86,6 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	meter := p.Telemetry.Meter.Meter("seghub/eventrelay")
-	ingested, err := meter.Int64Counter("seghub.events.ingested", metric.WithDescription("Events stored in JetStream (duplicates not counted)"))
-	if err != nil {
-		return nil, err
-	}
-	delivered, err := meter.Int64Counter("seghub.events.delivered", metric.WithDescription("Events delivered per sink"))
-	if err != nil {
-		return nil, err
-	}
-	rejected, err := meter.Int64Counter("seghub.events.rejected", metric.WithDescription("Events refused at ingestion, by source and the field class that failed"))
-	if err != nil {
-		return nil, err
-	}
-	lag, err := meter.Float64Histogram("seghub.events.delivery_lag", metric.WithUnit("s"), metric.WithDescription("Time from ingest to delivery"),
-		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-	if err != nil {
-		return nil, err
-	}
 	resolve := func(ctx context.Context, env, id string) (*connectorv1.ResolveConnectionResponse, error) {
 		conn, err := p.Conn(app.Connector)
 		if err != nil {
@@ -177,13 +157,12 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		Refresh:     o.Refresh,
 		Logger:      p.Logger,
 		Tracer:      p.Telemetry.Tracer.Tracer(relay.TracerScope),
-		Delivered: func(sink string, e *relay.Envelope) {
-			attrs := metric.WithAttributes(attribute.String("sink", sink))
-			delivered.Add(context.Background(), 1, attrs)
-			lag.Record(context.Background(), time.Since(time.UnixMicro(e.Received)).Seconds(), attrs)
-		},
+		Metrics:     p.Telemetry.Metrics,
 	}
 	s := &Service{p: p, sinks: relay.NewManager(mo)}
+	if err := p.Telemetry.Metrics.ObserveSinks(s.sinks.SinkStates); err != nil {
+		return nil, err
+	}
 	attach := func(ctx context.Context, env string, byUser map[string]string) error {
 		return attachAppcuesIDs(ctx, p, env, byUser)
 	}
@@ -196,10 +175,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	s.server = server.New(schema.Default(), relay.NewPublisher(js, layout, p.Telemetry.Tracer.Tracer(relay.TracerScope)), st, db, s.sinks, resolve, func(n int) { ingested.Add(context.Background(), int64(n)) },
-		func(source, class string) {
-			rejected.Add(context.Background(), 1, metric.WithAttributes(attribute.String("source", source), attribute.String("reason", class)))
-		})
+	s.server = server.New(schema.Default(), relay.NewPublisher(js, layout, p.Telemetry.Tracer.Tracer(relay.TracerScope)), st, db, s.sinks, resolve, p.Telemetry.Metrics.EventsIngested, p.Telemetry.Metrics.EventRejected)
 	return s, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -447,6 +448,13 @@ func TestDownDestinationDoesNotDelayOthers(t *testing.T) {
 		}
 		return false, fmt.Sprint(s.GetSinks())
 	})
+	// The gauges say the same: the down sink is 200 events and some time
+	// behind, retrying; analytics is caught up.
+	waitFor(t, 10*time.Second, "the sink gauges", func() (bool, string) {
+		g := gatherSinks(t, f.e.P.Telemetry.Registry)
+		return g["seghub_sink_backlog "+ac] == 200 && g["seghub_sink_lag_seconds "+ac] > 0 && g["seghub_events_retried_total "+ac] > 0 &&
+			g["seghub_events_delivered_total "+ac] == 0, fmt.Sprint(g)
+	})
 	// Analytics had everything while Appcues still held nothing and kept
 	// failing: the down sink held back no one else.
 	t.Logf("analytics had all 200 events %v after ingest began, Appcues down", took)
@@ -804,4 +812,26 @@ func TestSourceEventsReachAnalyticsWithoutRoute(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gatherSinks reads the per-sink series of reg as "name sink" → value.
+func gatherSinks(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() != "sink" {
+					continue
+				}
+				v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+				out[mf.GetName()+" "+l.GetValue()] += v
+			}
+		}
+	}
+	return out
 }

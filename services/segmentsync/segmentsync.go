@@ -9,9 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
-
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app"
@@ -102,11 +99,6 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	}
 	s.store = st
 	s.watcher = server.NewWatcher(st, nc)
-	requests, err := p.Telemetry.Meter.Meter("seghub/segmentsync").Int64Counter("seghub.inbound.requests",
-		metric.WithDescription("Inbound segment webhook requests per source connection and result"))
-	if err != nil {
-		return nil, err
-	}
 	resolve := func(ctx context.Context, id string) (*connectorv1.ResolveConnectionResponse, error) {
 		conn, err := p.Conn(app.Connector)
 		if err != nil {
@@ -116,7 +108,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		return connectorv1.NewConnectorServiceClient(conn).ResolveConnection(ctx, &connectorv1.ResolveConnectionRequest{ConnectionId: id})
 	}
 	record := func(conn, result string) {
-		requests.Add(context.Background(), 1, metric.WithAttributes(attribute.String("connection_id", conn), attribute.String("result", result)))
+		p.Telemetry.Metrics.InboundPage(conn, result)
 	}
 	est, err := syncengine.OpenStore(ctx, p.DB)
 	if err != nil {
@@ -124,7 +116,8 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	}
 	eo := syncengine.Options{BaseURL: p.Config.DestinationURL, Egress: p.Egress, Logger: p.Logger, Tracer: p.Telemetry.Tracer.Tracer("seghub/syncengine"),
 		RecurringLimit: func(t destinations.Type) int { return p.Config.RecurringLimit(t.Name, t.RecurringLimit) },
-		LeaseTTL:       p.Config.SyncRunLease, SweepInterval: p.Config.SyncRunLease / 5}
+		LeaseTTL:       p.Config.SyncRunLease, SweepInterval: p.Config.SyncRunLease / 5,
+		Metrics: p.Telemetry.Metrics}
 	if o.AdapterConfig != nil {
 		eo.AdapterConfig = o.AdapterConfig
 	}

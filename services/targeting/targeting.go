@@ -5,6 +5,7 @@ package targeting
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
@@ -42,6 +43,10 @@ func New(ctx context.Context, p *app.Platform) (*Service, error) {
 		}
 	}
 	s.server = server.New(s.index, st, publish)
+	s.server.CountLookups(p.Telemetry.Metrics)
+	if err := p.Telemetry.Metrics.ObserveStaleness(s.index.AppliedAt, time.Now); err != nil {
+		return nil, err
+	}
 	meter := p.Telemetry.Meter.Meter("seghub/targeting")
 	_, err = meter.Int64ObservableGauge("seghub.targeting.index.version",
 		metric.WithDescription("Membership version (environment change sequence) this replica serves"),

@@ -166,6 +166,26 @@ func (s *Store) List(ctx context.Context, env, typ, afterName, afterID string, l
 	return out, rows.Err()
 }
 
+// CountByStatus counts the connections of every environment in status,
+// per destination type (the needs-re-auth gauge).
+func (s *Store) CountByStatus(ctx context.Context, status string) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT type, COUNT(*) FROM cn_connections WHERE status = ? GROUP BY type`, status)
+	if err != nil {
+		return nil, fmt.Errorf("connector: count connections in status %s: %w", status, err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var typ string
+		var n int64
+		if err := rows.Scan(&typ, &n); err != nil {
+			return nil, fmt.Errorf("connector: count connections in status %s: %w", status, err)
+		}
+		out[typ] = n
+	}
+	return out, rows.Err()
+}
+
 // Fields names what of a connection's name and settings a write sets; a
 // write sets only what its caller changes, so that concurrent writers of
 // other fields are not undone by values read earlier.

@@ -73,3 +73,30 @@ func Backlog(ctx context.Context, st jetstream.Stream, name string) (uint64, err
 	}
 	return info.NumPending + uint64(info.NumAckPending), nil
 }
+
+// SinkLag is a sink consumer's backlog (as Backlog) and the age of the
+// oldest event of its environment it has not acknowledged yet: how far
+// behind the sink is, in events and in time.
+func SinkLag(ctx context.Context, st jetstream.Stream, l Layout, env, connectionID string, now time.Time) (int64, time.Duration, error) {
+	c, err := st.Consumer(ctx, SinkConsumerName(connectionID))
+	if err != nil {
+		return 0, 0, err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	backlog := int64(info.NumPending) + int64(info.NumAckPending)
+	if backlog == 0 {
+		return 0, 0, nil
+	}
+	// The first message after the ack floor that the consumer's filter takes.
+	m, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(l.EnvFilter(env)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return backlog, 0, nil
+	}
+	if err != nil {
+		return backlog, 0, err
+	}
+	return backlog, max(now.Sub(m.Time), 0), nil
+}

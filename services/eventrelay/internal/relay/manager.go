@@ -15,6 +15,7 @@ import (
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
 	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/pkg/ids"
+	"github.com/seghub/seghub/pkg/telemetry/metrics"
 	"github.com/seghub/seghub/services/eventrelay/internal/store"
 )
 
@@ -40,8 +41,8 @@ type ManagerOptions struct {
 	MaxAge        time.Duration
 	Backoff       func(attempt int) time.Duration
 	AckWait       time.Duration
-	// Delivered observes each delivered event (metrics).
-	Delivered func(sink string, e *Envelope)
+	// Metrics counts each sink's deliveries (nil: none).
+	Metrics *metrics.Set
 	// Tracer records deliveries (nil: the global provider's).
 	Tracer trace.Tracer
 	Logger *slog.Logger
@@ -271,9 +272,7 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink) error {
 			return m.o.Store.AddDeadLetter(ctx, &store.DeadLetter{Env: rs.env, ConnectionID: rs.conn, EventID: e.ID, Envelope: raw, Reason: reason, Attempts: attempts, FirstAttempt: first, Dead: dead, TraceParent: TraceParent(ctx)})
 		},
 	}
-	if m.o.Delivered != nil {
-		o.Delivered = func(e *Envelope) { m.o.Delivered(rs.conn, e) }
-	}
+	o.Metrics = m.o.Metrics.Sink(rs.conn, t.Name)
 	if t.Name == "analytics" {
 		// One request carries up to 1 000 events of many users.
 		o.BatchEvents, o.Senders, o.Deliver = destinations.MaxTrackEvents, 2, rs.dest.deliverBulk
@@ -387,7 +386,7 @@ func (d *destState) adapter(ctx context.Context) (destinations.Events, error) {
 	defer d.mu.Unlock()
 	d.read, d.resolved, d.t = time.Now(), rc, t
 	if d.ad == nil || !maps.Equal(d.creds, rc.GetCredentials()) {
-		cfg := destinations.Config{BaseURL: d.m.o.BaseURL(t.Name), Credentials: rc.GetCredentials(), Egress: d.m.o.Egress, MaxAttempts: 3, MaxBackoff: 2 * time.Second}
+		cfg := destinations.Config{BaseURL: d.m.o.BaseURL(t.Name), Credentials: rc.GetCredentials(), Egress: d.m.o.Egress, MaxAttempts: 3, MaxBackoff: 2 * time.Second, Observer: d.m.o.Metrics}
 		if d.m.o.Limiter != nil {
 			cfg.Limiter = d.m.o.Limiter(d.conn, t)
 		}
@@ -563,4 +562,31 @@ func (d *destState) deliverEach(ctx context.Context, batch []UserEvents) []Resul
 	}
 	wg.Wait()
 	return res
+}
+
+// SinkStates reads each running sink's backlog and lag from its consumer
+// (for the gauges; a sink whose consumer cannot be read is left out).
+func (m *Manager) SinkStates(ctx context.Context) []metrics.SinkState {
+	type sinkRef struct{ env, conn, typ string }
+	m.mu.Lock()
+	refs := make([]sinkRef, 0, len(m.sinks))
+	for _, rs := range m.sinks {
+		if rs.sink != nil {
+			refs = append(refs, sinkRef{rs.env, rs.conn, rs.typ})
+		}
+	}
+	m.mu.Unlock()
+	now := time.Now()
+	out := make([]metrics.SinkState, 0, len(refs))
+	for _, r := range refs {
+		backlog, lag, err := SinkLag(ctx, m.o.Stream, m.o.Layout, r.env, r.conn, now)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.o.Logger.Warn("read a sink's backlog for metrics", "sink", r.conn, "error", err.Error())
+			}
+			continue
+		}
+		out = append(out, metrics.SinkState{ID: r.conn, DestinationType: r.typ, Backlog: backlog, Lag: lag})
+	}
+	return out
 }

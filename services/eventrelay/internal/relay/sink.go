@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seghub/seghub/pkg/natsbus"
+	"github.com/seghub/seghub/pkg/telemetry/metrics"
 )
 
 // UserEvents are one user's events in a batch, oldest first.
@@ -60,8 +61,8 @@ type SinkOptions struct {
 	// from 200 ms to 1 min).
 	Backoff    func(attempt int) time.Duration
 	DeadLetter DeadLetterFunc
-	// Delivered observes each delivered event (metrics).
-	Delivered func(e *Envelope)
+	// Metrics counts delivered, retried and dead-lettered events (nil: none).
+	Metrics *metrics.Sink
 	// Tracer records deliveries in each event's trace (nil: the global
 	// provider's).
 	Tracer trace.Tracer
@@ -353,9 +354,7 @@ func (d *dispatcher) apply(ctx context.Context, r outcome) {
 			_ = h.msg.Ack()
 			delete(d.seen, h.seq)
 			d.s.delivered.Add(1)
-			if o.Delivered != nil {
-				o.Delivered(h.env)
-			}
+			o.Metrics.Delivered(time.UnixMicro(h.env.Received))
 		}
 		u.q = u.q[res.Delivered:]
 		u.inflight = false
@@ -412,11 +411,13 @@ func (d *dispatcher) failed(ctx context.Context, u *userQueue, undelivered []*he
 			d.s.mu.Lock()
 			d.s.stats.DeadLettered++
 			d.s.mu.Unlock()
+			o.Metrics.DeadLettered()
 		}
 		u.q = u.q[len(undelivered):]
 		u.attempts, u.firstFail, u.solo = 0, time.Time{}, false
 		return
 	}
+	o.Metrics.Retried(len(undelivered))
 	wait := o.Backoff(u.attempts)
 	if res.RetryAfter > wait {
 		wait = res.RetryAfter

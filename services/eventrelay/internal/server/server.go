@@ -62,7 +62,7 @@ type Server struct {
 	sinks    *relay.Manager
 	resolve  Resolver
 	now      func() time.Time
-	ingested func(n int)
+	ingested func(source string, n int)
 	rejected func(source, class string)
 	// sourceEnvs caches the environments already recorded as forwarding.
 	sourceEnvs sync.Map
@@ -70,9 +70,9 @@ type Server struct {
 
 // New returns the server. ingested observes stored event counts and rejected
 // each refused event (metrics).
-func New(sc *schema.Schema, pub *relay.Publisher, st jetstream.Stream, db *store.Store, sinks *relay.Manager, resolve Resolver, ingested func(int), rejected func(source, class string)) *Server {
+func New(sc *schema.Schema, pub *relay.Publisher, st jetstream.Stream, db *store.Store, sinks *relay.Manager, resolve Resolver, ingested func(source string, n int), rejected func(source, class string)) *Server {
 	if ingested == nil {
-		ingested = func(int) {}
+		ingested = func(string, int) {}
 	}
 	if rejected == nil {
 		rejected = func(string, string) {}
@@ -215,17 +215,24 @@ func (s *Server) storeBatch(ctx context.Context, b *batch) (uint32, error) {
 	if err != nil {
 		return 0, unavailable(err)
 	}
-	return s.count(dups), nil
+	return s.count(b.envs, dups), nil
 }
 
-func (s *Server) count(dups []bool) uint32 {
+// count reports how many of envs were duplicates and counts the others as
+// ingested, per source (a batch usually has one).
+func (s *Server) count(envs []*relay.Envelope, dups []bool) uint32 {
 	var n uint32
-	for _, d := range dups {
+	stored := map[string]int{}
+	for i, d := range dups {
 		if d {
 			n++
+		} else if i < len(envs) {
+			stored[s.metricSource(envs[i].Source)]++
 		}
 	}
-	s.ingested(len(dups) - int(n))
+	for src, k := range stored {
+		s.ingested(src, k)
+	}
 	return n
 }
 
@@ -304,6 +311,7 @@ func (s *Server) StreamTrack(stream eventrelayv1.EventRelayService_StreamTrackSe
 	type inflight struct {
 		seq      uint64
 		pending  *relay.Pending
+		envs     []*relay.Envelope
 		rejected []*eventrelayv1.Rejection
 		err      error
 	}
@@ -326,7 +334,7 @@ func (s *Server) StreamTrack(stream eventrelayv1.EventRelayService_StreamTrackSe
 					err = unavailable(werr)
 					continue
 				}
-				resp.Duplicates = s.count(dups)
+				resp.Duplicates = s.count(f.envs, dups)
 				resp.Accepted = uint32(len(dups)) - resp.Duplicates
 			}
 			if serr := stream.Send(resp); serr != nil {
@@ -350,6 +358,7 @@ func (s *Server) StreamTrack(stream eventrelayv1.EventRelayService_StreamTrackSe
 			if perr != nil {
 				f.err = perr
 			} else if f.rejected = b.rejected; len(b.envs) > 0 {
+				f.envs = b.envs
 				if f.pending, err = s.pub.Start(ctx, b.envs); err != nil {
 					f.err = unavailable(err)
 				}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	connectorv1 "github.com/seghub/seghub/gen/seghub/connector/v1"
@@ -149,6 +150,17 @@ func parseWebhook(body []byte) (store.InboundPage, error) {
 	return p, nil
 }
 
+// pageFailure names why a signed, well-formed page was not applied: the
+// store refused it (a page that contradicts its task, over a limit), or
+// seghub failed.
+func pageFailure(err error) string {
+	switch apperr.Code(err) {
+	case codes.Internal, codes.Unknown, codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return "error"
+	}
+	return "refused"
+}
+
 // Receive implements ReceiveSegmentWebhook.
 func (in *Inbound) Receive(ctx context.Context, req *segmentsyncv1.ReceiveSegmentWebhookRequest) (*segmentsyncv1.ReceiveSegmentWebhookResponse, error) {
 	connID := req.GetConnectionId()
@@ -175,6 +187,7 @@ func (in *Inbound) Receive(ctx context.Context, req *segmentsyncv1.ReceiveSegmen
 	page.IdentityProperty = conn.GetConnection().GetSettings().GetIdentityProperty()
 	task, err := in.store.ReceiveInboundPage(ctx, env, page)
 	if err != nil {
+		in.record(connID, pageFailure(err))
 		return nil, err
 	}
 	in.record(connID, "accepted")

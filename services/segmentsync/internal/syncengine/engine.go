@@ -26,6 +26,7 @@ import (
 	"github.com/seghub/seghub/pkg/ids"
 	"github.com/seghub/seghub/pkg/ratelimit"
 	"github.com/seghub/seghub/pkg/store"
+	"github.com/seghub/seghub/pkg/telemetry/metrics"
 	ssstore "github.com/seghub/seghub/services/segmentsync/internal/store"
 )
 
@@ -68,6 +69,8 @@ type Options struct {
 	// (default LeaseTTL); SweepInterval how often lapsed leases are looked
 	// for (default SweepInterval).
 	LeaseTTL, SweepInterval time.Duration
+	// Metrics counts runs, identities and destination requests; nil: none.
+	Metrics *metrics.Set
 }
 
 // Engine is the sync engine.
@@ -370,6 +373,8 @@ func (e *Engine) Disable(ctx context.Context, env, syncID string, clearDestinati
 	if err := e.st.UpdateSync(ctx, e.db, s); err != nil {
 		return nil, nil, err
 	}
+	// A disabled sync's past failures no longer call for attention.
+	e.o.Metrics.SyncRemoved(s.ID)
 	if !clearDestination {
 		return s, nil, nil
 	}
@@ -386,7 +391,7 @@ func (e *Engine) OnSegmentDeleted(ctx context.Context, env, segmentID string) er
 	if err != nil {
 		return err
 	}
-	return e.db.InTx(ctx, func(tx *store.Tx) error {
+	err = e.db.InTx(ctx, func(tx *store.Tx) error {
 		for _, s := range syncs {
 			if err := e.st.DeleteSync(ctx, tx, s.ID); err != nil {
 				return err
@@ -394,6 +399,12 @@ func (e *Engine) OnSegmentDeleted(ctx context.Context, env, segmentID string) er
 		}
 		return nil
 	})
+	if err == nil {
+		for _, s := range syncs {
+			e.o.Metrics.SyncRemoved(s.ID)
+		}
+	}
+	return err
 }
 
 // Tick queues the recurring runs that are due. Runs missed while seghub was
@@ -700,10 +711,25 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 		r.Status = StatusSucceeded
 	}
 	span.SetAttributes(attribute.Int64("run.added", int64(r.Added)), attribute.Int64("run.removed", int64(r.Removed)), attribute.Int64("run.unmatched", int64(r.Unmatched)), attribute.Int64("run.failed", int64(r.Failed)))
-	if err := e.finishRun(context.WithoutCancel(ctx), s, r); !errors.Is(err, errLeaseLost) {
+	err = e.finishRun(context.WithoutCancel(ctx), s, r)
+	if errors.Is(err, errLeaseLost) {
+		return nil // taken over while finishing: the other worker records the outcome
+	}
+	if err != nil {
 		return err
 	}
-	return nil // taken over while finishing: the other worker records the outcome
+	e.countRun(s, r)
+	return nil
+}
+
+// countRun adds a finished run to the metrics (once it is recorded, so a
+// retried job does not count it twice).
+func (e *Engine) countRun(s *Sync, r *Run) {
+	e.o.Metrics.RunFinished(metrics.SyncRun{
+		SyncID: s.ID, ConnectionID: s.ConnectionID, DestinationType: s.DestinationType, Outcome: r.Status,
+		Duration: r.Finished.Sub(r.Started),
+		Added:    int64(r.Added), Removed: int64(r.Removed), Unmatched: int64(r.Unmatched), Failed: int64(r.Failed),
+	})
 }
 
 // finishRun records a finished run and its sync's outcome in one
@@ -792,7 +818,7 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	// One bucket per connection, in the shared store: every run and every
 	// process writing to this connection draws from it.
 	cfg := destinations.Config{BaseURL: e.o.BaseURL(t.Name), Credentials: conn.GetCredentials(), SigningSecret: conn.GetSigningSecret(), Egress: e.o.Egress,
-		Limiter: ratelimit.New(e.db, "connection:"+s.ConnectionID, perMinute, burst), Prefix: s.FrozenPrefix}
+		Limiter: ratelimit.New(e.db, "connection:"+s.ConnectionID, perMinute, burst), Prefix: s.FrozenPrefix, Observer: e.o.Metrics}
 	if e.o.AdapterConfig != nil {
 		e.o.AdapterConfig(&cfg)
 	}

@@ -7,6 +7,7 @@ package index
 import (
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/RoaringBitmap/roaring/v2"
 
@@ -33,6 +34,8 @@ type Env struct {
 	names    map[uint32]string
 	props    map[uint32]map[string]*segmentsyncv1.PropertyValue
 	segments map[string]*Segment
+	// applied is when the feed last changed this environment (staleness).
+	applied time.Time
 	// staging is a snapshot being received, swapped in whole at CaughtUp so
 	// readers never see half of one (it costs a second copy meanwhile).
 	staging *Env
@@ -132,7 +135,24 @@ func (ix *Index) Apply(m *segmentsyncv1.WatchMembershipResponse) error {
 		return err
 	}
 	target.version = m.GetSequence()
+	e.applied = time.Now()
 	return nil
+}
+
+// AppliedAt returns when each environment last applied a feed message
+// (nothing before its first snapshot completes).
+func (ix *Index) AppliedAt() map[string]time.Time {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	out := make(map[string]time.Time, len(ix.envs))
+	for id, e := range ix.envs {
+		e.mu.RLock()
+		if e.caughtUp {
+			out[id] = e.applied
+		}
+		e.mu.RUnlock()
+	}
+	return out
 }
 
 // AbandonSnapshots drops snapshots left incomplete by a broken feed: the

@@ -16,6 +16,7 @@ import (
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/pkg/paging"
+	"github.com/seghub/seghub/pkg/telemetry/metrics"
 	"github.com/seghub/seghub/services/targeting/internal/audience"
 	"github.com/seghub/seghub/services/targeting/internal/index"
 	"github.com/seghub/seghub/services/targeting/internal/store"
@@ -39,6 +40,44 @@ type Server struct {
 
 	mu    sync.Mutex
 	cache map[string]*compiled
+
+	// metrics counts lookups by result (nil: not counted).
+	metrics *metrics.Set
+}
+
+// CountLookups makes the server count its membership lookups on m; call it
+// before serving.
+func (s *Server) CountLookups(m *metrics.Set) { s.metrics = m }
+
+// countCheck counts one membership check: one counter add, no labels built.
+func (s *Server) countCheck(resp *targetingv1.CheckMembershipResponse, err error) {
+	switch {
+	case err != nil:
+		s.metrics.Lookups(metrics.LookupError, 1)
+	case resp.GetIsMember():
+		s.metrics.Lookups(metrics.LookupMember, 1)
+	default:
+		s.metrics.Lookups(metrics.LookupNotMember, 1)
+	}
+}
+
+// countBatch counts a batch's checks: at most two counter adds.
+func (s *Server) countBatch(n int, out []bool, err error) {
+	if s.metrics == nil {
+		return
+	}
+	if err != nil {
+		s.metrics.Lookups(metrics.LookupError, n)
+		return
+	}
+	members := 0
+	for _, m := range out {
+		if m {
+			members++
+		}
+	}
+	s.metrics.Lookups(metrics.LookupMember, members)
+	s.metrics.Lookups(metrics.LookupNotMember, len(out)-members)
 }
 
 // compiled is an environment's experiences with their audiences compiled.
@@ -109,10 +148,17 @@ func (s *Server) CheckMembership(ctx context.Context, req *targetingv1.CheckMemb
 		}
 		resp = &targetingv1.CheckMembershipResponse{IsMember: member, IndexVersion: v.Version()}
 	})
+	s.countCheck(resp, err)
 	return resp, err
 }
 
 func (s *Server) batch(ctx context.Context, checks []*targetingv1.MembershipCheck) ([]bool, int64, error) {
+	out, version, err := s.check(ctx, checks)
+	s.countBatch(len(checks), out, err)
+	return out, version, err
+}
+
+func (s *Server) check(ctx context.Context, checks []*targetingv1.MembershipCheck) ([]bool, int64, error) {
 	if len(checks) > MaxBatchChecks {
 		return nil, 0, apperr.TooLarge("checks", fmt.Sprintf("has %d checks; at most %d per request", len(checks), MaxBatchChecks))
 	}
