@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -81,11 +82,14 @@ type Options struct {
 	LogOutput io.Writer
 	// NeedBus starts/connects JetStream.
 	NeedBus bool
+	// SpanExporter, if set, receives spans beside any OTLP endpoint; with
+	// it, requests start sampled traces as when spans are exported.
+	SpanExporter sdktrace.SpanExporter
 }
 
 // NewPlatform opens everything a process needs. Close releases it.
 func NewPlatform(ctx context.Context, cfg *config.Config, o Options) (*Platform, error) {
-	tel, shutdown, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "seghub-" + o.Name, OTLPEndpoint: cfg.OTLPEndpoint, TraceSample: cfg.TraceSample, LogLevel: cfg.LogLevel, LogFormat: cfg.LogFormat, LogOutput: o.LogOutput})
+	tel, shutdown, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "seghub-" + o.Name, OTLPEndpoint: cfg.OTLPEndpoint, TraceSample: cfg.TraceSample, LogLevel: cfg.LogLevel, LogFormat: cfg.LogFormat, LogOutput: o.LogOutput, SpanExporter: o.SpanExporter})
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}

@@ -44,6 +44,7 @@ type relayOpts struct {
 	namespace   string // bus namespace to reuse (restart on external NATS)
 	maxAttempts int
 	maxAge      time.Duration
+	traced      bool // requests start sampled traces (span tests)
 	wrapAttach  func(eventrelay.AttachFunc) eventrelay.AttachFunc
 	// sims to reuse across a restart
 	analytics, appcues *destsim.Sim
@@ -76,7 +77,7 @@ func startRelay(t *testing.T, o relayOpts) *relayFixture {
 	if o.maxAttempts == 0 {
 		o.maxAttempts, o.maxAge = 1000, time.Hour
 	}
-	f.e = apptest.New(t, apptest.Options{NeedBus: true, ExternalNATS: o.external, Postgres: o.postgres, DatabaseURL: o.dbURL, DataDir: o.dataDir, Configure: func(c *config.Config) {
+	f.e = apptest.New(t, apptest.Options{NeedBus: true, TraceRequests: o.traced, ExternalNATS: o.external, Postgres: o.postgres, DatabaseURL: o.dbURL, DataDir: o.dataDir, Configure: func(c *config.Config) {
 		c.AnalyticsURL, c.AppcuesURL, c.CommandBarURL = o.analyticsURL, o.appcuesURL, o.appcuesURL
 		c.DeliveryMaxAttempts, c.DeliveryMaxAge = o.maxAttempts, o.maxAge
 		if o.namespace != "" {

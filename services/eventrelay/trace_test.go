@@ -30,7 +30,7 @@ func spanAttr(s sdktrace.ReadOnlySpan, key string) attribute.Value {
 // (events.replay, linked to the replay request) and the delivery that
 // finally succeeds all share the TrackBatch request's trace.
 func TestEventTraceThroughDeadLetterAndReplay(t *testing.T) {
-	f := startRelay(t, relayOpts{maxAttempts: 2, maxAge: time.Millisecond})
+	f := startRelay(t, relayOpts{maxAttempts: 2, maxAge: time.Millisecond, traced: true})
 	rec := tracetest.NewSpanRecorder()
 	f.e.P.Telemetry.Tracer.RegisterSpanProcessor(rec)
 	ctx := apptest.Context(t, 60*time.Second)

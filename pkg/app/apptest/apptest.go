@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -46,6 +48,9 @@ type Options struct {
 	Configure func(*config.Config)
 	// LogOutput receives the process's logs (default stderr).
 	LogOutput io.Writer
+	// TraceRequests samples requests' root spans as a process exporting
+	// spans does (tests that record spans with a span processor).
+	TraceRequests bool
 }
 
 // Keys of one environment.
@@ -104,7 +109,7 @@ func New(t testing.TB, o Options) *Env {
 	} else if testing.Verbose() {
 		cfg.LogLevel = "info"
 	}
-	p, err := app.NewPlatform(ctx, cfg, app.Options{Name: "test", LogOutput: logOut, NeedBus: o.NeedBus})
+	p, err := app.NewPlatform(ctx, cfg, app.Options{Name: "test", LogOutput: logOut, NeedBus: o.NeedBus, SpanExporter: spanExporter(o.TraceRequests)})
 	if err != nil {
 		t.Fatalf("platform: %v", err)
 	}
@@ -248,4 +253,13 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// spanExporter marks a test process as exporting spans (to nowhere), so its
+// requests start sampled traces that span processors the test registers see.
+func spanExporter(traced bool) sdktrace.SpanExporter {
+	if !traced {
+		return nil
+	}
+	return tracetest.NewNoopExporter()
 }
