@@ -30,6 +30,14 @@ type ofrepWorld struct {
 func newOFREPWorld(t *testing.T) *ofrepWorld {
 	t.Helper()
 	r := start(t, t.TempDir(), nil)
+	// Experiences are refused while targeting still loads its index.
+	deadline := time.Now().Add(60 * time.Second)
+	for code, b := r.do(t, "GET", "/readyz", "", ""); code != 200; code, b = r.do(t, "GET", "/readyz", "", "") {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d %v after 60 s", code, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	w := &ofrepWorld{r: r, admin: keyPattern.FindString(r.stdout.String())}
 	w.client = createKey(t, r, w.admin, "client")
 	mk := func(path, body, field string) string {

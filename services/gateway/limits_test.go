@@ -73,7 +73,7 @@ type testGateway struct {
 // targeting behind it, with small limits so that tests move little data.
 func newTestGateway(t *testing.T) *testGateway {
 	t.Helper()
-	e := apptest.New(t, apptest.Options{Configure: func(c *config.Config) {
+	e := apptest.New(t, apptest.Options{TraceRequests: true, Configure: func(c *config.Config) {
 		c.RESTMaxBody = testRESTLimit
 		c.GRPCMaxMessage = testGRPCLimit
 		c.WebhookMaxBody = map[string]int64{"heap": testHeapLimit, "segment_webhook": testHeapLimit, "appcues": testEventLimit, "commandbar": testEventLimit}
