@@ -15,27 +15,20 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/seghub/seghub/bench/internal/harness"
 )
 
 func main() {
@@ -59,101 +52,16 @@ func main() {
 
 // server is the seghub child process.
 type server struct {
-	cmd   *exec.Cmd
-	base  string
-	admin string
-	dir   string
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-func secret() string {
-	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	b := make([]byte, 32)
-	for i := range b {
-		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
-		b[i] = alphabet[n.Int64()]
-	}
-	return "sghk_" + string(b)
+	*harness.Binary
+	base string // http://<REST address>
 }
 
 func startServer(bin string) (*server, error) {
-	dir, err := os.MkdirTemp("", "ofrepload-")
+	b, err := harness.StartBinary(harness.BinaryOptions{Bin: bin, Env: []string{"SEGHUB_LOG_LEVEL=warn"}})
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	grpcAddr, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	s := &server{base: "http://" + httpAddr, admin: secret(), dir: dir}
-	s.cmd = exec.Command(bin, "serve")
-	s.cmd.Env = append(os.Environ(), "SEGHUB_HTTP_ADDR="+httpAddr, "SEGHUB_GRPC_ADDR="+grpcAddr,
-		"SEGHUB_DATA_DIR="+filepath.Join(dir, "data"), "SEGHUB_ADMIN_KEY="+s.admin, "SEGHUB_LOG_LEVEL=warn")
-	log, err := os.Create(filepath.Join(dir, "seghub.log"))
-	if err != nil {
-		return nil, err
-	}
-	s.cmd.Stdout, s.cmd.Stderr = log, log
-	if err := s.cmd.Start(); err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		resp, err := http.Get(s.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("seghub not ready in 90s (log: %s)", log.Name())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func (s *server) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-done
-	}
-	_ = os.RemoveAll(s.dir)
-}
-
-// cpu is the process's user+system CPU time so far, from /proc/<pid>/stat.
-func (s *server) cpu() (time.Duration, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name (which may hold spaces) start at ")".
-	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	const clkTck = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / clkTck, nil
+	return &server{Binary: b, base: "http://" + b.HTTPAddr}, nil
 }
 
 var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}
@@ -199,7 +107,7 @@ type world struct {
 func setup(s *server, nexp, nseg, nusers int) (*world, error) {
 	w := &world{users: nusers}
 	var key struct{ Secret string }
-	if _, _, err := call("POST", s.base+"/v1/api-keys", s.admin, `{"name":"bench site","role":"ROLE_CLIENT"}`, nil, &key); err != nil {
+	if _, _, err := call("POST", s.base+"/v1/api-keys", s.AdminKey, `{"name":"bench site","role":"ROLE_CLIENT"}`, nil, &key); err != nil {
 		return nil, err
 	}
 	w.client = key.Secret
@@ -207,7 +115,7 @@ func setup(s *server, nexp, nseg, nusers int) (*world, error) {
 	for i := range nusers {
 		users = append(users, fmt.Sprintf(`{"user_id":"u%d"}`, i))
 	}
-	if _, _, err := call("POST", s.base+"/v1/users:upsert", s.admin, `{"users":[`+strings.Join(users, ",")+`]}`, nil, &struct{}{}); err != nil {
+	if _, _, err := call("POST", s.base+"/v1/users:upsert", s.AdminKey, `{"users":[`+strings.Join(users, ",")+`]}`, nil, &struct{}{}); err != nil {
 		return nil, err
 	}
 	for i := range nseg {
@@ -216,7 +124,7 @@ func setup(s *server, nexp, nseg, nusers int) (*world, error) {
 				SegmentID string `json:"segment_id"`
 			}
 		}
-		if _, _, err := call("POST", s.base+"/v1/segments", s.admin, fmt.Sprintf(`{"name":"bench %d"}`, i), nil, &seg); err != nil {
+		if _, _, err := call("POST", s.base+"/v1/segments", s.AdminKey, fmt.Sprintf(`{"name":"bench %d"}`, i), nil, &seg); err != nil {
 			return nil, err
 		}
 		id := seg.Segment.SegmentID
@@ -226,7 +134,7 @@ func setup(s *server, nexp, nseg, nusers int) (*world, error) {
 		for u := 0; u < nusers; u += i + 1 {
 			members = append(members, fmt.Sprintf(`"u%d"`, u))
 		}
-		if _, _, err := call("POST", s.base+"/v1/segments/"+id+"/members:add", s.admin, `{"user_ids":[`+strings.Join(members, ",")+`]}`, nil, &struct{}{}); err != nil {
+		if _, _, err := call("POST", s.base+"/v1/segments/"+id+"/members:add", s.AdminKey, `{"user_ids":[`+strings.Join(members, ",")+`]}`, nil, &struct{}{}); err != nil {
 			return nil, err
 		}
 	}
@@ -241,7 +149,7 @@ func setup(s *server, nexp, nseg, nusers int) (*world, error) {
 			audience = fmt.Sprintf(`{"match":{"combinator":"COMBINATOR_OR","conditions":[{"operator":"OPERATOR_IN_SEGMENT","segment_id":%q},{"operator":"OPERATOR_IN_SEGMENT","segment_id":%q},{"operator":"OPERATOR_EXISTS","property":"plan"}]}}`, a, b)
 		}
 		body := fmt.Sprintf(`{"name":"tour %02d","type":"EXPERIENCE_TYPE_PRODUCT_TOUR","audience":%s}`, i, audience)
-		if _, _, err := call("POST", s.base+"/v1/experiences", s.admin, body, nil, &struct{}{}); err != nil {
+		if _, _, err := call("POST", s.base+"/v1/experiences", s.AdminKey, body, nil, &struct{}{}); err != nil {
 			return nil, err
 		}
 	}
@@ -293,13 +201,13 @@ func load(s *server, w *world, conc int, dur time.Duration, etags bool, churn fl
 					op = "remove"
 				}
 				// Toggles u1 in the last segment: every user's index version moves.
-				if _, _, err := call("POST", s.base+"/v1/segments/"+w.segments[len(w.segments)-1]+"/members:"+op, s.admin, `{"user_ids":["u1"]}`, nil, nil); err == nil {
+				if _, _, err := call("POST", s.base+"/v1/segments/"+w.segments[len(w.segments)-1]+"/members:"+op, s.AdminKey, `{"user_ids":["u1"]}`, nil, nil); err == nil {
 					changes.Add(1)
 				}
 			}
 		}()
 	}
-	cpu0, err := s.cpu()
+	cpu0, err := s.CPU()
 	if err != nil {
 		return res, err
 	}
@@ -348,7 +256,7 @@ func load(s *server, w *world, conc int, dur time.Duration, etags bool, churn fl
 	}
 	wg.Wait()
 	res.wall = time.Since(start)
-	cpu1, err := s.cpu()
+	cpu1, err := s.CPU()
 	if err != nil {
 		return res, err
 	}
@@ -379,13 +287,13 @@ func run(bin string, nexp, nseg, nusers, conc int, dur time.Duration, churn floa
 	if err != nil {
 		return err
 	}
-	defer s.stop()
+	defer s.Stop()
 	w, err := setup(s, nexp, nseg, nusers)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("OFREP bulk evaluation: %d experiences + %d public segments a user (%d flags), %d users, %d concurrent, %v a phase, seghub pid %d\n",
-		nexp, nseg, nexp+nseg, nusers, conc, dur, s.cmd.Process.Pid)
+		nexp, nseg, nexp+nseg, nusers, conc, dur, s.PID())
 	// Warm the server (connections, caches) before measuring.
 	if _, err := load(s, w, conc, 2*time.Second, false, 0); err != nil {
 		return err

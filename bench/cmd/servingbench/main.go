@@ -20,7 +20,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,16 +104,16 @@ func run(o options) error {
 			return err
 		}
 	}
-	srv, err := startServer(o, dir)
+	srv, err := startServer(o)
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
-	fmt.Printf("seghub pid %d, gRPC %s, REST %s\n", srv.pid, srv.grpcAddr, srv.httpAddr)
+	defer srv.Stop()
+	fmt.Printf("seghub pid %d, gRPC %s, REST %s\n", srv.PID(), srv.GRPCAddr, srv.HTTPAddr)
 
 	conns := make([]*grpc.ClientConn, o.conns)
 	for i := range conns {
-		if conns[i], err = grpc.NewClient(srv.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(srv.key)),
+		if conns[i], err = grpc.NewClient(srv.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(harness.Bearer(srv.AdminKey)),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20))); err != nil {
 			return err
 		}
@@ -162,80 +161,32 @@ func run(o options) error {
 // --- the server process ---
 
 type server struct {
-	cmd                          *exec.Cmd
-	pid                          int
-	grpcAddr, httpAddr, key, ppr string
+	*harness.Binary
+	ppr string // net/http/pprof address (SEGHUB_PPROF_ADDR)
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func startServer(o options) (*server, error) {
+	ppr, err := harness.FreeAddr()
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func startServer(o options, dir string) (*server, error) {
-	s := &server{grpcAddr: freeAddr(), httpAddr: freeAddr(), ppr: freeAddr(), key: "servingbench-admin-key-0123456789"}
-	args := []string{o.bin, "serve"}
+	var prefix []string
 	if o.serverCPUs != "" {
-		args = append([]string{"taskset", "-c", o.serverCPUs}, args...)
+		prefix = []string{"taskset", "-c", o.serverCPUs}
 	}
-	cmd := exec.Command(args[0], args[1:]...)
 	// `make run` without the demo seed: its recurring sync would add work
 	// to the measured process.
-	cmd.Env = append(os.Environ(), "SEGHUB_DATA_DIR="+filepath.Join(dir, "data"), "SEGHUB_GRPC_ADDR="+s.grpcAddr, "SEGHUB_HTTP_ADDR="+s.httpAddr,
-		"SEGHUB_ADMIN_KEY="+s.key, "SEGHUB_PPROF_ADDR="+s.ppr, "SEGHUB_SEED=false")
-	cmd.Env = append(cmd.Env, o.env...)
-	logf, err := os.Create(filepath.Join(os.TempDir(), "servingbench-server.log"))
+	b, err := harness.StartBinary(harness.BinaryOptions{Bin: o.bin, Prefix: prefix, Env: append([]string{"SEGHUB_PPROF_ADDR=" + ppr, "SEGHUB_SEED=false"}, o.env...)})
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s.cmd, s.pid = cmd, cmd.Process.Pid
-	for i := 0; ; i++ {
-		resp, err := http.Get("http://" + s.httpAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s, nil
-			}
-		}
-		if i > 300 {
-			s.stop()
-			return nil, fmt.Errorf("seghub did not become ready; see %s", logf.Name())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return &server{Binary: b, ppr: ppr}, nil
 }
 
-func (s *server) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		_ = s.cmd.Process.Kill()
-	}
-}
-
-// cpu returns the process's user+system CPU time from /proc/<pid>/stat.
+// cpu is a process's CPU time so far (0 when it cannot be read).
 func cpu(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are the
-	// 14th and 15th fields of the line.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	d, _ := harness.ProcCPU(pid)
+	return d
 }
 
 // profile takes a CPU profile of the server for d into path.
@@ -247,13 +198,6 @@ func (s *server) profile(path string, d time.Duration) error {
 	}
 	return nil
 }
-
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-func (bearer) RequireTransportSecurity() bool { return false }
 
 func loadSegment(ctx context.Context, conn *grpc.ClientConn, members int) (string, error) {
 	ss := segmentsyncv1.NewSegmentSyncServiceClient(conn)
@@ -313,7 +257,7 @@ func grpcPhase(ctx context.Context, o options, conns []*grpc.ClientConn, sid str
 	} else {
 		profErr <- nil
 	}
-	c0, s0, t0 := selfCPU(), cpu(srv.pid), time.Now()
+	c0, s0, t0 := selfCPU(), cpu(srv.PID()), time.Now()
 	deadline := t0.Add(dur)
 	for w := 0; w < o.conc; w++ {
 		wg.Add(1)
@@ -335,7 +279,7 @@ func grpcPhase(ctx context.Context, o options, conns []*grpc.ClientConn, sid str
 		}()
 	}
 	wg.Wait()
-	el, sc, cc := time.Since(t0), cpu(srv.pid)-s0, selfCPU()-c0
+	el, sc, cc := time.Since(t0), cpu(srv.PID())-s0, selfCPU()-c0
 	if err, _ := failed.Load().(error); err != nil {
 		return row{}, err
 	}
@@ -373,11 +317,11 @@ end
 		return row{}, err
 	}
 	// Warm-up, then the measured run.
-	args := []string{"wrk", "-t2", fmt.Sprintf("-c%d", o.conc), "--latency", "-s", script, "-H", "Authorization: Bearer " + srv.key}
+	args := []string{"wrk", "-t2", fmt.Sprintf("-c%d", o.conc), "--latency", "-s", script, "-H", "Authorization: Bearer " + srv.AdminKey}
 	if o.clientCPUs != "" {
 		args = append([]string{"taskset", "-c", o.clientCPUs}, args...)
 	}
-	warm := exec.Command(args[0], append(args[1:], "-d2s", "http://"+srv.httpAddr)...)
+	warm := exec.Command(args[0], append(args[1:], "-d2s", "http://"+srv.HTTPAddr)...)
 	if out, err := warm.CombinedOutput(); err != nil {
 		return row{}, fmt.Errorf("wrk: %v: %s", err, out)
 	}
@@ -389,10 +333,10 @@ end
 	} else {
 		profErr <- nil
 	}
-	cmd := exec.Command(args[0], append(args[1:], fmt.Sprintf("-d%ds", int(o.dur.Seconds())), "http://"+srv.httpAddr)...)
-	s0, t0 := cpu(srv.pid), time.Now()
+	cmd := exec.Command(args[0], append(args[1:], fmt.Sprintf("-d%ds", int(o.dur.Seconds())), "http://"+srv.HTTPAddr)...)
+	s0, t0 := cpu(srv.PID()), time.Now()
 	out, err := cmd.CombinedOutput()
-	el, sc := time.Since(t0), cpu(srv.pid)-s0
+	el, sc := time.Since(t0), cpu(srv.PID())-s0
 	if err != nil {
 		return row{}, fmt.Errorf("wrk: %v: %s", err, out)
 	}
@@ -424,7 +368,7 @@ end
 var csvRow = regexp.MustCompile(`"SISMEMBER[^"]*","([\d.]+)","[\d.]+","[\d.]+","([\d.]+)","[\d.]+","([\d.]+)"`)
 
 func redisPhase(o options) (row, error) {
-	if err := loadRedis(o.redis, o.members); err != nil {
+	if err := harness.LoadRedisSet(o.redis, "seghub:bench", "user:", o.members); err != nil {
 		return row{}, fmt.Errorf("load redis: %w", err)
 	}
 	pid, err := redisPID(o.redis)
@@ -500,7 +444,7 @@ func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid strin
 	} else {
 		profErr <- nil
 	}
-	c0, s0, t0 := selfCPU(), cpu(srv.pid), time.Now()
+	c0, s0, t0 := selfCPU(), cpu(srv.PID()), time.Now()
 	deadline := t0.Add(o.dur)
 	for i := 0; time.Now().Before(deadline); i++ {
 		window <- struct{}{}
@@ -514,7 +458,7 @@ func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid strin
 	if err := <-recvErr; err != nil {
 		return row{}, err
 	}
-	el, sc, cc := time.Since(t0), cpu(srv.pid)-s0, selfCPU()-c0
+	el, sc, cc := time.Since(t0), cpu(srv.PID())-s0, selfCPU()-c0
 	if err := <-profErr; err != nil {
 		return row{}, err
 	}
@@ -577,39 +521,4 @@ func redisPID(addr string) (int, error) {
 		return 0, fmt.Errorf("redis-server (pid %d) is not visible in /proc: %w", pid, err)
 	}
 	return pid, nil
-}
-
-// loadRedis fills seghub:bench with the same members, pipelined.
-func loadRedis(addr string, members int) error {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	w := bufio.NewWriter(c)
-	r := bufio.NewReader(c)
-	fmt.Fprintf(w, "*2\r\n$3\r\nDEL\r\n$12\r\nseghub:bench\r\n")
-	n := 1
-	for i := 0; i < members; i += 1000 {
-		batch := min(1000, members-i)
-		fmt.Fprintf(w, "*%d\r\n$4\r\nSADD\r\n$12\r\nseghub:bench\r\n", batch+2)
-		for j := i; j < i+batch; j++ {
-			m := "user:" + strconv.Itoa(j)
-			fmt.Fprintf(w, "$%d\r\n%s\r\n", len(m), m)
-		}
-		n++
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	for i := 0; i < n; i++ {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return err
-		}
-		if line[0] == '-' {
-			return fmt.Errorf("redis: %s", line)
-		}
-	}
-	return nil
 }

@@ -5,7 +5,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -128,7 +127,7 @@ func run(members, conc, nconns int, dur time.Duration, requests int, redisAddr s
 	pprof.StopCPUProfile()
 
 	// Redis SISMEMBER on a set of the same members, same concurrency.
-	if err := loadRedis(redisAddr, members); err != nil {
+	if err := harness.LoadRedisSet(redisAddr, "seghub:bench", "user:", members); err != nil {
 		return fmt.Errorf("load redis: %w", err)
 	}
 	host, port, _ := net.SplitHostPort(redisAddr)
@@ -209,41 +208,6 @@ func run(members, conc, nconns int, dur time.Duration, requests int, redisAddr s
 		all = append(all, l...)
 	}
 	fmt.Printf("seghub ListEligibleExperiences (100 experiences, all eligible): %.0f req/s, %s\n", float64(ops.Load())/time.Since(start).Seconds(), all)
-	return nil
-}
-
-// loadRedis fills seghub:bench with the same members, pipelined.
-func loadRedis(addr string, members int) error {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	w := bufio.NewWriter(c)
-	r := bufio.NewReader(c)
-	fmt.Fprintf(w, "*2\r\n$3\r\nDEL\r\n$12\r\nseghub:bench\r\n")
-	n := 1
-	for i := 0; i < members; i += 1000 {
-		batch := min(1000, members-i)
-		fmt.Fprintf(w, "*%d\r\n$4\r\nSADD\r\n$12\r\nseghub:bench\r\n", batch+2)
-		for j := i; j < i+batch; j++ {
-			m := "user:" + strconv.Itoa(j)
-			fmt.Fprintf(w, "$%d\r\n%s\r\n", len(m), m)
-		}
-		n++
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	for i := 0; i < n; i++ {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return err
-		}
-		if line[0] == '-' {
-			return fmt.Errorf("redis: %s", line)
-		}
-	}
 	return nil
 }
 
