@@ -63,13 +63,19 @@ func newOFREPWorld(t *testing.T) *ofrepWorld {
 			t.Fatalf("add members: %d %v", code, b)
 		}
 	}
+	// An experience's audience may name only segments targeting knows:
+	// wait for both segments' members to reach it first.
+	waitFor(t, 20*time.Second, func() bool {
+		for _, seg := range []string{w.beta, w.private} {
+			if _, b := r.do(t, "GET", "/v1/targeting/segments/"+seg+"/members/u1", w.admin, ""); b["is_member"] != true {
+				return false
+			}
+		}
+		return true
+	}, "targeting to see u1 in both segments")
 	w.tour = mk("/v1/experiences", `{"name":"Beta tour","type":"EXPERIENCE_TYPE_PRODUCT_TOUR","audience":{"match":{"conditions":[{"operator":"OPERATOR_IN_SEGMENT","segment_id":"`+w.beta+`"}]}}}`, "experience_id")
 	w.everyone = mk("/v1/experiences", `{"name":"Welcome checklist","type":"EXPERIENCE_TYPE_CHECKLIST","audience":{"everyone":true}}`, "experience_id")
 	w.disabled = mk("/v1/experiences", `{"name":"Old tour","type":"EXPERIENCE_TYPE_PRODUCT_TOUR","audience":{"everyone":true},"disabled":true}`, "experience_id")
-	waitFor(t, 20*time.Second, func() bool {
-		_, b := r.do(t, "GET", "/v1/targeting/segments/"+w.private+"/members/u1", w.admin, "")
-		return b["is_member"] == true
-	}, "targeting to see u1 in both segments")
 	return w
 }
 

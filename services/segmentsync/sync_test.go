@@ -61,6 +61,8 @@ type syncOpts struct {
 	wallClock bool
 	// lease is SEGHUB_SYNC_RUN_LEASE (default 10 s).
 	lease time.Duration
+	// traced samples requests' root spans (span tests).
+	traced bool
 }
 
 func startSync(t *testing.T, o syncOpts) *syncFixture {
@@ -79,7 +81,7 @@ func startSync(t *testing.T, o syncOpts) *syncFixture {
 		t.Cleanup(srv.Close)
 		o.simURL = srv.URL
 	}
-	f.e = apptest.New(t, apptest.Options{NeedBus: true, Postgres: o.postgres, DataDir: o.dataDir, DatabaseURL: o.dbURL, Configure: func(c *config.Config) {
+	f.e = apptest.New(t, apptest.Options{NeedBus: true, TraceRequests: o.traced, Postgres: o.postgres, DataDir: o.dataDir, DatabaseURL: o.dbURL, Configure: func(c *config.Config) {
 		c.AppcuesURL, c.CommandBarURL, c.ABTastyURL, c.AnalyticsURL = o.simURL, o.simURL, o.simURL, o.simURL
 		if o.lease != 0 {
 			c.SyncRunLease = o.lease

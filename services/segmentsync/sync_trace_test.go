@@ -108,7 +108,7 @@ func checkRunTrace(t *testing.T, tr runTrace, r *segmentsyncv1.SyncRun, added, r
 // One trace per run: a root span with the run's counts and a child span per
 // batch; a second run is a trace of its own.
 func TestRunTracePerRunSpanPerBatch(t *testing.T) {
-	f := startSync(t, syncOpts{})
+	f := startSync(t, syncOpts{traced: true})
 	rec := tracetest.NewSpanRecorder()
 	f.e.P.Telemetry.Tracer.RegisterSpanProcessor(rec)
 	ctx := apptest.Context(t, 60*time.Second)
