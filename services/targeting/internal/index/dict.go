@@ -1,0 +1,198 @@
+package index
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/maphash"
+	"math"
+)
+
+// dict is an environment's user dictionary, user id ↔ dense id, in about
+// 30 B a user where two Go maps of strings took ~120 B: every id lives once
+// in one byte arena (a uvarint length, then the bytes), offs maps a dense id
+// to its id's offset (segmentsync's dense ids are dense, so a slice), and an
+// open-addressing table of dense ids maps an id back through its hash. No
+// per-user pointers, so the garbage collector does not scan users either.
+//
+// It is not safe for concurrent use: Env guards it with its RWMutex, and the
+// read methods (dense, name, len) never write.
+type dict struct {
+	seed maphash.Seed
+	// arena holds the ids; arena[0] is unused so that offset 0 means none.
+	arena []byte
+	// offs[d] is the offset in arena of dense id d's user id, 0 when none.
+	offs []uint32
+	// table is a linear-probing hash set of dense+1 (0 empty, tomb deleted),
+	// a power of two long, kept at most 3/4 used (tombstones included).
+	table []uint32
+	live  int // ids held
+	used  int // table slots not empty (live + tombstones)
+	dead  int // arena bytes of removed ids, reclaimed by compact
+}
+
+const (
+	tomb = math.MaxUint32
+	// maxDense keeps dense+1 clear of tomb.
+	maxDense = math.MaxUint32 - 2
+	// maxArena keeps every offset a uint32.
+	maxArena = math.MaxUint32
+)
+
+func newDict() *dict { return &dict{seed: maphash.MakeSeed(), arena: []byte{0}} }
+
+// len returns the number of users held.
+func (t *dict) len() int { return t.live }
+
+// idAt returns the id stored at arena offset o.
+func (t *dict) idAt(o uint32) []byte {
+	if n := t.arena[o]; n < 0x80 { // one-byte length: ids under 128 bytes
+		return t.arena[o+1 : o+1+uint32(n)]
+	}
+	n, k := binary.Uvarint(t.arena[o:])
+	start := o + uint32(k)
+	return t.arena[start : start+uint32(n)]
+}
+
+// dense returns the dense id of id. It does not allocate.
+func (t *dict) dense(id string) (uint32, bool) {
+	if len(t.table) == 0 {
+		return 0, false
+	}
+	mask := uint64(len(t.table) - 1)
+	for i := maphash.String(t.seed, id) & mask; ; i = (i + 1) & mask {
+		switch v := t.table[i]; v {
+		case 0:
+			return 0, false
+		case tomb:
+		default:
+			// The conversion is only compared, so it does not allocate.
+			if string(t.idAt(t.offs[v-1])) == id {
+				return v - 1, true
+			}
+		}
+	}
+}
+
+// name returns the user id of dense id d (the string is its one allocation).
+func (t *dict) name(d uint32) (string, bool) {
+	if int64(d) >= int64(len(t.offs)) || t.offs[d] == 0 {
+		return "", false
+	}
+	return string(t.idAt(t.offs[d])), true
+}
+
+// set makes id ↔ d a pair, dropping whatever id d had and whatever dense id
+// id had, so the two directions always agree.
+func (t *dict) set(id string, d uint32) error {
+	if d > maxDense {
+		return fmt.Errorf("dense id %d is out of range", d)
+	}
+	if int64(d) < int64(len(t.offs)) && t.offs[d] != 0 {
+		if string(t.idAt(t.offs[d])) == id {
+			return nil
+		}
+		t.remove(d)
+	}
+	if old, ok := t.dense(id); ok {
+		t.remove(old)
+	}
+	need := binary.MaxVarintLen64 + len(id)
+	if len(t.arena)+need > maxArena && t.dead > 0 {
+		t.compact()
+	}
+	if len(t.arena)+need > maxArena {
+		return fmt.Errorf("user dictionary is full (%d bytes of user ids)", len(t.arena))
+	}
+	o := uint32(len(t.arena))
+	t.arena = binary.AppendUvarint(t.arena, uint64(len(id)))
+	t.arena = append(t.arena, id...)
+	if n := int(d) + 1; n > len(t.offs) {
+		t.offs = append(t.offs, make([]uint32, n-len(t.offs))...)
+	}
+	// Rehash before d is in offs: rehash inserts every dense id there.
+	if (t.used+1)*4 > len(t.table)*3 {
+		t.rehash()
+	}
+	t.offs[d] = o
+	t.insert(maphash.String(t.seed, id), d)
+	t.live++
+	return nil
+}
+
+// insert puts d in the first free slot of h's probe sequence; the caller
+// made sure the id is not in the table.
+func (t *dict) insert(h uint64, d uint32) {
+	mask := uint64(len(t.table) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch t.table[i] {
+		case 0:
+			t.used++
+			t.table[i] = d + 1
+			return
+		case tomb:
+			t.table[i] = d + 1
+			return
+		}
+	}
+}
+
+// rehash rebuilds the table without tombstones, at most half full.
+func (t *dict) rehash() {
+	n := 8
+	for n < 2*(t.live+1) {
+		n *= 2
+	}
+	t.table = make([]uint32, n)
+	t.used = 0
+	for d, o := range t.offs {
+		if o != 0 {
+			t.insert(maphash.Bytes(t.seed, t.idAt(o)), uint32(d))
+		}
+	}
+}
+
+// remove drops dense id d and its user id, if any.
+func (t *dict) remove(d uint32) {
+	if int64(d) >= int64(len(t.offs)) || t.offs[d] == 0 {
+		return
+	}
+	o := t.offs[d]
+	id := t.idAt(o)
+	mask := uint64(len(t.table) - 1)
+	for i := maphash.Bytes(t.seed, id) & mask; ; i = (i + 1) & mask {
+		if t.table[i] == d+1 {
+			t.table[i] = tomb
+			break
+		}
+	}
+	t.dead += varintLen(len(id)) + len(id)
+	t.offs[d] = 0
+	t.live--
+	if t.dead*2 > len(t.arena) {
+		t.compact()
+	}
+}
+
+func varintLen(n int) int {
+	k := 1
+	for ; n >= 0x80; n >>= 7 {
+		k++
+	}
+	return k
+}
+
+// compact copies the live ids to a fresh arena (the table holds dense ids,
+// not offsets, so it stays as it is).
+func (t *dict) compact() {
+	arena := make([]byte, 1, len(t.arena)-t.dead)
+	for d, o := range t.offs {
+		if o != 0 {
+			id := t.idAt(o)
+			t.offs[d] = uint32(len(arena))
+			arena = binary.AppendUvarint(arena, uint64(len(id)))
+			arena = append(arena, id...)
+		}
+	}
+	t.arena = arena
+	t.dead = 0
+}
