@@ -8,22 +8,23 @@ import (
 )
 
 // dict is an environment's user dictionary, user id ↔ dense id, in about
-// 30 B a user where two Go maps of strings took ~120 B: every id lives once
-// in one byte arena (a uvarint length, then the bytes), offs maps a dense id
-// to its id's offset (segmentsync's dense ids are dense, so a slice), and an
-// open-addressing table of dense ids maps an id back through its hash. No
-// per-user pointers, so the garbage collector does not scan users either.
+// 30 B a user where two Go maps of strings took ~120 B: every user is one
+// record in a byte arena (its dense id in 4 bytes, a uvarint length, the id
+// bytes), offs maps a dense id to its record (segmentsync's dense ids are
+// dense, so a slice), and an open-addressing table of record offsets maps an
+// id to its record through its hash, so a lookup by id reads the table and
+// one record. No per-user pointers: the garbage collector skips users too.
 //
 // It is not safe for concurrent use: Env guards it with its RWMutex, and the
 // read methods (dense, name, len) never write.
 type dict struct {
 	seed maphash.Seed
-	// arena holds the ids; arena[0] is unused so that offset 0 means none.
+	// arena holds the records; arena[0] is unused so that offset 0 means none.
 	arena []byte
-	// offs[d] is the offset in arena of dense id d's user id, 0 when none.
+	// offs[d] is the offset in arena of dense id d's record, 0 when none.
 	offs []uint32
-	// table is a linear-probing hash set of dense+1 (0 empty, tomb deleted),
-	// a power of two long, kept at most 3/4 used (tombstones included).
+	// table is a linear-probing hash set of record offsets (0 empty, tomb
+	// deleted), a power of two long, at most 3/4 used (tombstones included).
 	table []uint32
 	live  int // ids held
 	used  int // table slots not empty (live + tombstones)
@@ -32,10 +33,8 @@ type dict struct {
 
 const (
 	tomb = math.MaxUint32
-	// maxDense keeps dense+1 clear of tomb.
-	maxDense = math.MaxUint32 - 2
-	// maxArena keeps every offset a uint32.
-	maxArena = math.MaxUint32
+	// maxArena keeps every offset a uint32 other than tomb.
+	maxArena = math.MaxUint32 - 1
 )
 
 func newDict() *dict { return &dict{seed: maphash.MakeSeed(), arena: []byte{0}} }
@@ -43,14 +42,21 @@ func newDict() *dict { return &dict{seed: maphash.MakeSeed(), arena: []byte{0}} 
 // len returns the number of users held.
 func (t *dict) len() int { return t.live }
 
-// idAt returns the id stored at arena offset o.
-func (t *dict) idAt(o uint32) []byte {
+// record returns the dense id and the user id of the record at offset o.
+func (t *dict) record(o uint32) (uint32, []byte) {
+	d := binary.LittleEndian.Uint32(t.arena[o:])
+	o += 4
 	if n := t.arena[o]; n < 0x80 { // one-byte length: ids under 128 bytes
-		return t.arena[o+1 : o+1+uint32(n)]
+		return d, t.arena[o+1 : o+1+uint32(n)]
 	}
 	n, k := binary.Uvarint(t.arena[o:])
 	start := o + uint32(k)
-	return t.arena[start : start+uint32(n)]
+	return d, t.arena[start : start+uint32(n)]
+}
+
+func (t *dict) idAt(o uint32) []byte {
+	_, id := t.record(o)
+	return id
 }
 
 // dense returns the dense id of id. It does not allocate.
@@ -60,14 +66,14 @@ func (t *dict) dense(id string) (uint32, bool) {
 	}
 	mask := uint64(len(t.table) - 1)
 	for i := maphash.String(t.seed, id) & mask; ; i = (i + 1) & mask {
-		switch v := t.table[i]; v {
+		switch o := t.table[i]; o {
 		case 0:
 			return 0, false
 		case tomb:
 		default:
 			// The conversion is only compared, so it does not allocate.
-			if string(t.idAt(t.offs[v-1])) == id {
-				return v - 1, true
+			if d, rid := t.record(o); string(rid) == id {
+				return d, true
 			}
 		}
 	}
@@ -84,9 +90,6 @@ func (t *dict) name(d uint32) (string, bool) {
 // set makes id ↔ d a pair, dropping whatever id d had and whatever dense id
 // id had, so the two directions always agree.
 func (t *dict) set(id string, d uint32) error {
-	if d > maxDense {
-		return fmt.Errorf("dense id %d is out of range", d)
-	}
 	if int64(d) < int64(len(t.offs)) && t.offs[d] != 0 {
 		if string(t.idAt(t.offs[d])) == id {
 			return nil
@@ -96,7 +99,7 @@ func (t *dict) set(id string, d uint32) error {
 	if old, ok := t.dense(id); ok {
 		t.remove(old)
 	}
-	need := binary.MaxVarintLen64 + len(id)
+	need := 4 + binary.MaxVarintLen64 + len(id)
 	if len(t.arena)+need > maxArena && t.dead > 0 {
 		t.compact()
 	}
@@ -104,39 +107,45 @@ func (t *dict) set(id string, d uint32) error {
 		return fmt.Errorf("user dictionary is full (%d bytes of user ids)", len(t.arena))
 	}
 	o := uint32(len(t.arena))
-	t.arena = binary.AppendUvarint(t.arena, uint64(len(id)))
-	t.arena = append(t.arena, id...)
-	if n := int(d) + 1; n > len(t.offs) {
-		t.offs = append(t.offs, make([]uint32, n-len(t.offs))...)
+	t.arena = appendRecord(t.arena, d, id)
+	if n := int64(d) + 1; n > int64(len(t.offs)) {
+		t.offs = append(t.offs, make([]uint32, n-int64(len(t.offs)))...)
 	}
-	// Rehash before d is in offs: rehash inserts every dense id there.
+	// Rehash before d is in offs: rehash inserts every record there.
 	if (t.used+1)*4 > len(t.table)*3 {
 		t.rehash()
 	}
 	t.offs[d] = o
-	t.insert(maphash.String(t.seed, id), d)
+	t.insert(maphash.String(t.seed, id), o)
 	t.live++
 	return nil
 }
 
-// insert puts d in the first free slot of h's probe sequence; the caller
-// made sure the id is not in the table.
-func (t *dict) insert(h uint64, d uint32) {
+// appendRecord appends d's record: the dense id, the id's length, the id.
+func appendRecord[S string | []byte](arena []byte, d uint32, id S) []byte {
+	arena = binary.LittleEndian.AppendUint32(arena, d)
+	arena = binary.AppendUvarint(arena, uint64(len(id)))
+	return append(arena, id...)
+}
+
+// insert puts record offset o in the first free slot of h's probe sequence;
+// the caller made sure the id is not in the table.
+func (t *dict) insert(h uint64, o uint32) {
 	mask := uint64(len(t.table) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		switch t.table[i] {
 		case 0:
 			t.used++
-			t.table[i] = d + 1
+			t.table[i] = o
 			return
 		case tomb:
-			t.table[i] = d + 1
+			t.table[i] = o
 			return
 		}
 	}
 }
 
-// rehash rebuilds the table without tombstones, at most half full.
+// rehash rebuilds the table from offs without tombstones, at most half full.
 func (t *dict) rehash() {
 	n := 8
 	for n < 2*(t.live+1) {
@@ -144,9 +153,9 @@ func (t *dict) rehash() {
 	}
 	t.table = make([]uint32, n)
 	t.used = 0
-	for d, o := range t.offs {
+	for _, o := range t.offs {
 		if o != 0 {
-			t.insert(maphash.Bytes(t.seed, t.idAt(o)), uint32(d))
+			t.insert(maphash.Bytes(t.seed, t.idAt(o)), o)
 		}
 	}
 }
@@ -160,12 +169,12 @@ func (t *dict) remove(d uint32) {
 	id := t.idAt(o)
 	mask := uint64(len(t.table) - 1)
 	for i := maphash.Bytes(t.seed, id) & mask; ; i = (i + 1) & mask {
-		if t.table[i] == d+1 {
+		if t.table[i] == o {
 			t.table[i] = tomb
 			break
 		}
 	}
-	t.dead += varintLen(len(id)) + len(id)
+	t.dead += 4 + varintLen(len(id)) + len(id)
 	t.offs[d] = 0
 	t.live--
 	if t.dead*2 > len(t.arena) {
@@ -181,18 +190,17 @@ func varintLen(n int) int {
 	return k
 }
 
-// compact copies the live ids to a fresh arena (the table holds dense ids,
-// not offsets, so it stays as it is).
+// compact copies the live records to a fresh arena, which moves them, so the
+// table of offsets is rebuilt too.
 func (t *dict) compact() {
 	arena := make([]byte, 1, len(t.arena)-t.dead)
 	for d, o := range t.offs {
 		if o != 0 {
-			id := t.idAt(o)
 			t.offs[d] = uint32(len(arena))
-			arena = binary.AppendUvarint(arena, uint64(len(id)))
-			arena = append(arena, id...)
+			arena = appendRecord(arena, uint32(d), t.idAt(o))
 		}
 	}
 	t.arena = arena
 	t.dead = 0
+	t.rehash()
 }

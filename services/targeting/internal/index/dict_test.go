@@ -110,16 +110,6 @@ func TestDictMatchesMaps(t *testing.T) {
 	})
 }
 
-func TestDictRejectsOutOfRangeDense(t *testing.T) {
-	dt := newDict()
-	if err := dt.set("a", tomb); err == nil {
-		t.Fatal("dense id MaxUint32 accepted")
-	}
-	if dt.len() != 0 {
-		t.Fatalf("len %d after a rejected set", dt.len())
-	}
-}
-
 // A feed that renames a dense id, or moves an id to another dense id, leaves
 // one pair per user in both directions.
 func TestApplyKeepsDictionaryOneToOne(t *testing.T) {
