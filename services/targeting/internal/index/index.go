@@ -30,8 +30,7 @@ type Env struct {
 	mu       sync.RWMutex
 	version  int64
 	caughtUp bool
-	users    map[string]uint32
-	names    map[uint32]string
+	users    *dict
 	props    map[uint32]map[string]*segmentsyncv1.PropertyValue
 	segments map[string]*Segment
 	// applied is when the feed last changed this environment (staleness).
@@ -42,7 +41,7 @@ type Env struct {
 }
 
 func newEnv() *Env {
-	return &Env{users: map[string]uint32{}, names: map[uint32]string{}, props: map[uint32]map[string]*segmentsyncv1.PropertyValue{}, segments: map[string]*Segment{}}
+	return &Env{users: newDict(), props: map[uint32]map[string]*segmentsyncv1.PropertyValue{}, segments: map[string]*Segment{}}
 }
 
 // Index holds every environment this replica serves.
@@ -123,7 +122,7 @@ func (ix *Index) Apply(m *segmentsyncv1.WatchMembershipResponse) error {
 		e.staging = newEnv()
 	case *segmentsyncv1.WatchMembershipResponse_CaughtUp:
 		if st := e.staging; st != nil {
-			e.users, e.names, e.props, e.segments, e.staging = st.users, st.names, st.props, st.segments, nil
+			e.users, e.props, e.segments, e.staging = st.users, st.props, st.segments, nil
 		}
 		e.caughtUp = true
 	}
@@ -173,11 +172,9 @@ func (e *Env) apply(m *segmentsyncv1.WatchMembershipResponse) error {
 	case *segmentsyncv1.WatchMembershipResponse_Users:
 		for _, u := range ev.Users.GetUsers() {
 			d := u.GetDenseId()
-			if old, ok := e.names[d]; ok && old != u.GetUserId() {
-				delete(e.users, old)
+			if err := e.users.set(u.GetUserId(), d); err != nil {
+				return err
 			}
-			e.users[u.GetUserId()] = d
-			e.names[d] = u.GetUserId()
 			if len(u.GetProperties()) > 0 {
 				e.props[d] = u.GetProperties()
 			} else {
@@ -186,8 +183,7 @@ func (e *Env) apply(m *segmentsyncv1.WatchMembershipResponse) error {
 		}
 	case *segmentsyncv1.WatchMembershipResponse_UsersDeleted:
 		for _, d := range ev.UsersDeleted.GetDenseIds() {
-			delete(e.users, e.names[d])
-			delete(e.names, d)
+			e.users.remove(d)
 			delete(e.props, d)
 			for _, s := range e.segments {
 				s.Members.Remove(d)
@@ -257,7 +253,7 @@ func (v View) CaughtUp() bool { return v.e.caughtUp }
 
 // Dense returns the dense id of a user.
 func (v View) Dense(userID string) (uint32, bool) {
-	d, ok := v.e.users[userID]
+	d, ok := v.e.users.dense(userID)
 	return d, ok
 }
 
@@ -273,7 +269,7 @@ func (v View) IsMember(userID, segmentID string) (member, known bool) {
 	if !ok {
 		return false, false
 	}
-	d, ok := v.e.users[userID]
+	d, ok := v.e.users.dense(userID)
 	return ok && s.Members.Contains(d), true
 }
 
@@ -285,7 +281,7 @@ func (v View) Property(dense uint32, name string) (*segmentsyncv1.PropertyValue,
 
 // UserSegments lists the segments a user is in, sorted.
 func (v View) UserSegments(userID string) []string {
-	d, ok := v.e.users[userID]
+	d, ok := v.e.users.dense(userID)
 	if !ok {
 		return nil
 	}
@@ -320,7 +316,8 @@ func (v View) Members(segmentID string) []string {
 	out := make([]string, 0, s.Members.GetCardinality())
 	it := s.Members.Iterator()
 	for it.HasNext() {
-		out = append(out, v.e.names[it.Next()])
+		name, _ := v.e.users.name(it.Next())
+		out = append(out, name)
 	}
 	sort.Strings(out)
 	return out

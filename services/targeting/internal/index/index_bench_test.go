@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -53,6 +54,7 @@ func BenchmarkIndexMemory(b *testing.B) {
 		b.ReportMetric(float64(done-withUsers)/(1<<20), "MB-segments-heap")
 		b.ReportMetric(float64(bitmapBytes)/(1<<20), "MB-segments-bitmaps")
 		b.ReportMetric(float64(withUsers-before)/(1<<20), "MB-user-dictionary-2M")
+		b.ReportMetric(float64(withUsers-before)/users, "B-user-dictionary/user")
 		runtime.KeepAlive(ix)
 	}
 }
@@ -77,4 +79,71 @@ func BenchmarkCheck(b *testing.B) {
 			ix.Read("env", func(v View) { v.IsMember("user:"+strconv.Itoa(i%100000), "s") })
 		}
 	})
+}
+
+// mapsDict is the dictionary layout dict replaced, kept here as the
+// baseline of BenchmarkUserDictionary.
+type mapsDict struct {
+	users map[string]uint32
+	names map[uint32]string
+}
+
+// BenchmarkUserDictionary times one lookup each way over 1 M users, for the
+// two maps of strings the index used to keep and for dict.
+func BenchmarkUserDictionary(b *testing.B) {
+	const users = 1_000_000
+	ids := make([]string, users)
+	for i := range ids {
+		ids[i] = "user:" + strconv.Itoa(i+1)
+	}
+	m := mapsDict{users: map[string]uint32{}, names: map[uint32]string{}}
+	dt := newDict()
+	for i, id := range ids {
+		m.users[id], m.names[uint32(i+1)] = uint32(i+1), id
+		if err := dt.set(id, uint32(i+1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// A shuffled order so that lookups do not walk memory in insertion order,
+	// and copies of the ids as a request brings them (the maps would
+	// otherwise compare a key with itself by pointer).
+	r := rand.New(rand.NewPCG(3, 4))
+	order := r.Perm(users)
+	queries := make([]string, users)
+	for i, id := range ids {
+		queries[i] = strings.Clone(id)
+	}
+	var sink uint32
+	var sinkS string
+	b.Run("maps/id-to-dense", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			sink += m.users[queries[order[i%users]]]
+			i++
+		}
+	})
+	b.Run("dict/id-to-dense", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			d, _ := dt.dense(queries[order[i%users]])
+			sink += d
+			i++
+		}
+	})
+	b.Run("maps/dense-to-id", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			sinkS = m.names[uint32(order[i%users])+1]
+			i++
+		}
+	})
+	b.Run("dict/dense-to-id", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			sinkS, _ = dt.name(uint32(order[i%users]) + 1)
+			i++
+		}
+	})
+	runtime.KeepAlive(sink)
+	runtime.KeepAlive(sinkS)
 }
