@@ -16,14 +16,8 @@ var backends = []struct {
 	open func(testing.TB) *pkgstore.DB
 }{{"sqlite", storetest.SQLite}, {"postgres", storetest.Postgres}}
 
-func ruleSync(id, seg, conn, typ, schedule string, enabled bool, created time.Time) *Sync {
-	return &Sync{ID: id, Env: "env", SegmentID: seg, ConnectionID: conn, DestinationType: typ, IdentityProperty: "appcuesUserID",
-		Schedule: schedule, Mode: Mirror, Enabled: enabled, Created: created, Updated: created}
-}
-
-// The store holds one sync per (segment, connection): a second insert is
-// refused whatever the caller checked before.
-func TestStoreOneSyncPerSegmentConnection(t *testing.T) {
+// eachStore runs f on a migrated store on SQLite and on PostgreSQL.
+func eachStore(t *testing.T, f func(t *testing.T, ctx context.Context, db *pkgstore.DB, st *Store)) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -32,22 +26,35 @@ func TestStoreOneSyncPerSegmentConnection(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			now := time.Now()
-			if err := st.CreateSync(ctx, db, ruleSync("sync_a", "seg", "conn", "appcues", OneTime, false, now)); err != nil {
-				t.Fatal(err)
-			}
-			if err := st.CreateSync(ctx, db, ruleSync("sync_b", "seg", "conn", "appcues", OneTime, true, now)); err == nil {
-				t.Fatal("a second sync of the same segment to the same connection was stored")
-			}
-			if err := st.CreateSync(ctx, db, ruleSync("sync_c", "seg", "conn2", "appcues", OneTime, true, now)); err != nil {
-				t.Fatalf("the same segment to another connection: %v", err)
-			}
-			got, err := st.SyncOf(ctx, db, "env", "seg", "conn")
-			if err != nil || got == nil || got.ID != "sync_a" {
-				t.Fatalf("SyncOf = %v, %v", got, err)
-			}
+			f(t, ctx, db, st)
 		})
 	}
+}
+
+func ruleSync(id, seg, conn, typ, schedule string, enabled bool, created time.Time) *Sync {
+	return &Sync{ID: id, Env: "env", SegmentID: seg, ConnectionID: conn, DestinationType: typ, IdentityProperty: "appcuesUserID",
+		Schedule: schedule, Mode: Mirror, Enabled: enabled, Created: created, Updated: created}
+}
+
+// The store holds one sync per (segment, connection): a second insert is
+// refused whatever the caller checked before.
+func TestStoreOneSyncPerSegmentConnection(t *testing.T) {
+	eachStore(t, func(t *testing.T, ctx context.Context, db *pkgstore.DB, st *Store) {
+		now := time.Now()
+		if err := st.CreateSync(ctx, db, ruleSync("sync_a", "seg", "conn", "appcues", OneTime, false, now)); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateSync(ctx, db, ruleSync("sync_b", "seg", "conn", "appcues", OneTime, true, now)); err == nil {
+			t.Fatal("a second sync of the same segment to the same connection was stored")
+		}
+		if err := st.CreateSync(ctx, db, ruleSync("sync_c", "seg", "conn2", "appcues", OneTime, true, now)); err != nil {
+			t.Fatalf("the same segment to another connection: %v", err)
+		}
+		got, err := st.SyncOf(ctx, db, "env", "seg", "conn")
+		if err != nil || got == nil || got.ID != "sync_a" {
+			t.Fatalf("SyncOf = %v, %v", got, err)
+		}
+	})
 }
 
 // Migration 003 keeps, of duplicate syncs made by earlier versions, the
@@ -139,32 +146,24 @@ func insertBefore004(ctx context.Context, db *pkgstore.DB, s *Sync) error {
 // in one statement: once frozen, neither changes, so a later prefix setting
 // never names a second property at the destination.
 func TestStoreFreezesPropertyPrefixWithName(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			ctx := context.Background()
-			db := b.open(t)
-			st, err := OpenStore(ctx, db)
-			if err != nil {
+	eachStore(t, func(t *testing.T, ctx context.Context, db *pkgstore.DB, st *Store) {
+		now := time.Now()
+		if err := st.CreateSync(ctx, db, ruleSync("sync_p", "seg", "conn", "appcues", OneTime, true, now)); err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range []Outcome{
+			{Status: StatusSucceeded, Synced: now, FrozenName: "Trial", FrozenPrefix: "[Heap]", Updated: now},
+			{Status: StatusSucceeded, Synced: now, FrozenName: "Renamed", FrozenPrefix: "[Other]", Updated: now},
+		} {
+			if err := st.RecordOutcome(ctx, db, "sync_p", o); err != nil {
 				t.Fatal(err)
 			}
-			now := time.Now()
-			if err := st.CreateSync(ctx, db, ruleSync("sync_p", "seg", "conn", "appcues", OneTime, true, now)); err != nil {
-				t.Fatal(err)
+			got, err := st.GetSync(ctx, "env", "sync_p")
+			if err != nil || got.FrozenName != "Trial" || got.FrozenPrefix != "[Heap]" {
+				t.Fatalf("after outcome %+v: sync %+v, %v; want [Heap] Trial frozen", o, got, err)
 			}
-			for _, o := range []Outcome{
-				{Status: StatusSucceeded, Synced: now, FrozenName: "Trial", FrozenPrefix: "[Heap]", Updated: now},
-				{Status: StatusSucceeded, Synced: now, FrozenName: "Renamed", FrozenPrefix: "[Other]", Updated: now},
-			} {
-				if err := st.RecordOutcome(ctx, db, "sync_p", o); err != nil {
-					t.Fatal(err)
-				}
-				got, err := st.GetSync(ctx, "env", "sync_p")
-				if err != nil || got.FrozenName != "Trial" || got.FrozenPrefix != "[Heap]" {
-					t.Fatalf("after outcome %+v: sync %+v, %v; want [Heap] Trial frozen", o, got, err)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // Migration 004 freezes the Appcues syncs that already delivered with the
@@ -204,39 +203,31 @@ func TestMigrationFreezesExistingSyncsWithSeghubPrefix(t *testing.T) {
 // The recurring limit counts an environment's enabled recurring syncs per
 // destination type, across its connections.
 func TestStoreCountRecurringPerEnvironmentAndType(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			ctx := context.Background()
-			db := b.open(t)
-			st, err := OpenStore(ctx, db)
-			if err != nil {
+	eachStore(t, func(t *testing.T, ctx context.Context, db *pkgstore.DB, st *Store) {
+		now := time.Now()
+		for _, s := range []*Sync{
+			ruleSync("s1", "seg1", "appcues_a", "appcues", Recurring, true, now),
+			ruleSync("s2", "seg2", "appcues_b", "appcues", Recurring, true, now),
+			ruleSync("s3", "seg3", "appcues_b", "appcues", Recurring, false, now),
+			ruleSync("s4", "seg4", "appcues_b", "appcues", OneTime, true, now),
+			ruleSync("s5", "seg5", "commandbar", "commandbar", Recurring, true, now),
+		} {
+			if err := st.CreateSync(ctx, db, s); err != nil {
 				t.Fatal(err)
 			}
-			now := time.Now()
-			for _, s := range []*Sync{
-				ruleSync("s1", "seg1", "appcues_a", "appcues", Recurring, true, now),
-				ruleSync("s2", "seg2", "appcues_b", "appcues", Recurring, true, now),
-				ruleSync("s3", "seg3", "appcues_b", "appcues", Recurring, false, now),
-				ruleSync("s4", "seg4", "appcues_b", "appcues", OneTime, true, now),
-				ruleSync("s5", "seg5", "commandbar", "commandbar", Recurring, true, now),
-			} {
-				if err := st.CreateSync(ctx, db, s); err != nil {
-					t.Fatal(err)
-				}
+		}
+		other := ruleSync("s6", "seg6", "appcues_c", "appcues", Recurring, true, now)
+		other.Env = "env2"
+		if err := st.CreateSync(ctx, db, other); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			typ, except string
+			want        int
+		}{{"appcues", "", 2}, {"appcues", "s1", 1}, {"commandbar", "", 1}, {"abtasty", "", 0}} {
+			if n, err := st.CountRecurring(ctx, db, "env", c.typ, c.except); err != nil || n != c.want {
+				t.Errorf("CountRecurring(%s, except %q) = %d, %v; want %d", c.typ, c.except, n, err, c.want)
 			}
-			other := ruleSync("s6", "seg6", "appcues_c", "appcues", Recurring, true, now)
-			other.Env = "env2"
-			if err := st.CreateSync(ctx, db, other); err != nil {
-				t.Fatal(err)
-			}
-			for _, c := range []struct {
-				typ, except string
-				want        int
-			}{{"appcues", "", 2}, {"appcues", "s1", 1}, {"commandbar", "", 1}, {"abtasty", "", 0}} {
-				if n, err := st.CountRecurring(ctx, db, "env", c.typ, c.except); err != nil || n != c.want {
-					t.Errorf("CountRecurring(%s, except %q) = %d, %v; want %d", c.typ, c.except, n, err, c.want)
-				}
-			}
-		})
-	}
+		}
+	})
 }
