@@ -398,7 +398,14 @@ func TestClientFallsBackWhileLoading(t *testing.T) {
 	xid := x.GetExperience().GetExperienceId()
 
 	rec := &calls{gate: make(chan struct{})}
-	c := newClient(t, dial(t, e.Addr, e.A.Admin, rec))
+	// No periodic re-read of experiences: the last step counts the RPCs an
+	// experience newer than the client's last read costs, and a re-read
+	// landing in between would answer it locally.
+	c, err := client.New(dial(t, e.Addr, e.A.Admin, rec), client.Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, ExperienceRefresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 	ask := func() {
 		t.Helper()
 		if m, err := c.IsMember(ctx, sid, "ann"); err != nil || !m {
