@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -198,6 +199,14 @@ func TestRemoteParentSampling(t *testing.T) {
 		if _, err := c.CheckMembership(ctx, &targetingv1.CheckMembershipRequest{SegmentId: "s", UserId: "u"}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The server records a call after its response is on the wire: wait for
+	// both calls to be counted before reading.
+	for deadline := time.Now().Add(5 * time.Second); p.durationPoints(t)["seghub.targeting.v1.TargetingService/CheckMembership OK"] < 2 || len(p.spans.Ended()) < 1; {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	spans := p.spans.Ended()
 	if len(spans) != 1 || spans[0].SpanContext().TraceID().String() != traceID || spans[0].SpanKind() != trace.SpanKindServer {
