@@ -12,7 +12,7 @@ GHZ_VERSION              := v0.93.0
 
 PKGS      := github.com/seghub/seghub/...
 GO_DIRS   := gen pkg services cmd bench web/embed.go
-TEST_FLAGS ?= -race -count=1 -timeout 20m
+TEST_FLAGS ?= -race -count=1 -timeout 30m
 
 .PHONY: all tools generate lint check-generate test test-go run build bench e2e fuzz clean web web-types check-web chromium promtool check-alerts
 
