@@ -40,6 +40,9 @@ type Route struct {
 	Handler http.Handler
 }
 
+// restPrefix is where grpc-gateway's routes are mounted.
+const restPrefix = "/v1/"
+
 // Gateway is the REST front door.
 type Gateway struct {
 	p      *app.Platform
@@ -103,7 +106,10 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 			g.health[svc] = healthpb.NewHealthClient(conn)
 		}
 	}
-	g.mux.Handle("/v1/", g.guardREST(g.gw))
+	g.mux.Handle(restPrefix, g.guardREST(g.gw))
+	if err := g.mountLookup(); err != nil {
+		return nil, err
+	}
 	g.mux.Handle("POST /v1/connections:authorize", g.guardREST(http.HandlerFunc(g.startAuthorization)))
 	g.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
