@@ -49,6 +49,7 @@ type Gateway struct {
 	mux    *http.ServeMux
 	gw     *runtime.ServeMux
 	health map[string]healthpb.HealthClient
+	lookup *lookupHandler
 }
 
 // registrar registers one service's generated gateway handlers on a conn.
@@ -154,8 +155,18 @@ func (g *Gateway) Handler() http.Handler {
 	if err != nil || port == "" {
 		port = "8080"
 	}
-	return otelhttp.NewHandler(namedRoutes(g.mux), "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
-		otelhttp.WithServerName(net.JoinHostPort("seghub", port)))
+	server := net.JoinHostPort("seghub", port)
+	traced := otelhttp.NewHandler(namedRoutes(g.mux), "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
+		otelhttp.WithServerName(server))
+	if g.p.Telemetry.RootSpansSampled {
+		return traced
+	}
+	m, err := newHTTPMetrics(g.p.Telemetry.Meter, server)
+	if err != nil {
+		g.p.Logger.Warn("lookups keep otelhttp's full path: HTTP metrics", "error", err)
+		return traced
+	}
+	return &untracedLookups{traced: traced, lookup: g.lookup, m: m}
 }
 
 // serviceReadiness is one service's part of /readyz.

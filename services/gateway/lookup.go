@@ -41,7 +41,8 @@ func (g *Gateway) mountLookup() error {
 		}
 		conn = c
 	}
-	g.mux.Handle(lookupPattern, &lookupHandler{g: g, client: targetingv1.NewTargetingServiceClient(conn), generic: g.guardREST(g.gw)})
+	g.lookup = &lookupHandler{g: g, client: targetingv1.NewTargetingServiceClient(conn), generic: g.guardREST(g.gw)}
+	g.mux.Handle(lookupPattern, g.lookup)
 	return nil
 }
 
@@ -72,6 +73,11 @@ func (h *lookupHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.generic.ServeHTTP(w, r)
 		return
 	}
+	h.serve(w, r)
+}
+
+// serve answers a plain lookup (plain(r)) whose path values are set.
+func (h *lookupHandler) serve(w http.ResponseWriter, r *http.Request) {
 	// The key headers, as grpc-gateway forwards them (forwardHeader).
 	md := make(metadata.MD, 2)
 	if v := r.Header.Get("Authorization"); v != "" {

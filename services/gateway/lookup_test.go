@@ -72,7 +72,11 @@ func TestLookupRouteAnswersAsGRPCGateway(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fast, generic := g.Handler(), g.guardREST(g.gw)
+			// The reference is the gateway's REST routing as it was: ServeMux
+			// (which redirects unclean paths) in front of grpc-gateway.
+			generic := http.NewServeMux()
+			generic.Handle(restPrefix, g.guardREST(g.gw))
+			fast := g.Handler()
 			// A plain lookup does reach the route's own handler.
 			plainReq := httptest.NewRequest("GET", "/v1/targeting/segments/seg_1/members/member", nil)
 			if h, _ := g.mux.Handler(plainReq); !plain(plainReq) || reflect.TypeOf(h) != reflect.TypeOf(&lookupHandler{}) {
@@ -102,6 +106,10 @@ func TestLookupRouteAnswersAsGRPCGateway(t *testing.T) {
 				req{method: "GET", path: "/v1/targeting/segments/seg_1/members/member", key: e.A.Member, header: map[string]string{"Grpc-Metadata-X-Extra": "sent"}},
 				req{method: "GET", path: "/v1/targeting/segments/seg_1/members/headers", key: e.A.Member, header: map[string]string{"TE": "trailers"}},
 				req{method: "GET", path: "/v1/targeting/segments/seg_1/members/member", header: map[string]string{"X-Api-Key": e.A.Member}},
+				req{method: "GET", path: "/v1/targeting/segments/seg_1/members/member", key: e.A.Member, header: map[string]string{"Traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}},
+				req{method: "GET", path: "/v1/targeting/segments/seg_1/members/missing", key: e.A.Member, header: map[string]string{"Traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}},
+				req{method: "GET", path: "/v1/targeting/segments/seg_1/members/./x", key: e.A.Member},
+				req{method: "GET", path: "/v1/targeting/segments//members/member", key: e.A.Member},
 				req{method: "GET", path: "/v1/targeting/segments/seg_1/members/", key: e.A.Member},
 				req{method: "GET", path: "/v1/targeting/segments/seg_1/members/member/extra", key: e.A.Member},
 			)
@@ -144,5 +152,62 @@ func TestLookupRouteAnswersAsGRPCGateway(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Lookups served without otelhttp's span work record the HTTP server metrics
+// otelhttp records: the same series (every attribute equal), so requests of
+// both paths count together.
+func TestUntracedLookupsRecordOtelHTTPMetrics(t *testing.T) {
+	e := apptest.New(t, apptest.Options{})
+	targetingv1.RegisterTargetingServiceServer(e.Server, lookupFake{})
+	e.P.SetLocal(app.Targeting, e.Server.InProcess())
+	e.Start()
+	g, err := New(context.Background(), e.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := g.Handler()
+	if _, ok := h.(*untracedLookups); !ok {
+		t.Fatalf("the handler is a %T: root spans are sampled?", h)
+	}
+	serve := func(user string, traceparent bool) int {
+		r := httptest.NewRequest("GET", "/v1/targeting/segments/seg_1/members/"+user, nil)
+		r.Header.Set("Authorization", "Bearer "+e.A.Member)
+		if traceparent {
+			// Not sampled, but trace context: otelhttp's path.
+			r.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	for i := range 6 {
+		if code := serve("member", i%2 == 0); code != 200 {
+			t.Fatalf("member: %d", code)
+		}
+		if code := serve("missing", i%3 == 0); code != 404 {
+			t.Fatalf("missing: %d", code)
+		}
+	}
+	rec := httptest.NewRecorder()
+	e.P.Telemetry.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, name := range []string{"http_server_request_duration_seconds_count", "http_server_request_body_size_bytes_count", "http_server_response_body_size_bytes_count"} {
+		series := map[string]string{}
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if strings.HasPrefix(line, name+"{") && strings.Contains(line, `http_route="/v1/targeting/segments/{segment_id}/members/{user_id}"`) {
+				labels, value, _ := strings.Cut(line, "} ")
+				series[labels] = value
+			}
+		}
+		// One series per status, each counting both paths' requests.
+		if len(series) != 2 {
+			t.Fatalf("%s: %d series for the lookup route, want 2 (200, 404): %v", name, len(series), series)
+		}
+		for labels, value := range series {
+			if value != "6" {
+				t.Errorf("%s%s} = %s, want 6 (3 + 3 through each path)", name, labels, value)
+			}
+		}
 	}
 }
