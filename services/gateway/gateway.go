@@ -40,12 +40,16 @@ type Route struct {
 	Handler http.Handler
 }
 
+// restPrefix is where grpc-gateway's routes are mounted.
+const restPrefix = "/v1/"
+
 // Gateway is the REST front door.
 type Gateway struct {
 	p      *app.Platform
 	mux    *http.ServeMux
 	gw     *runtime.ServeMux
 	health map[string]healthpb.HealthClient
+	lookup *lookupHandler
 }
 
 // registrar registers one service's generated gateway handlers on a conn.
@@ -103,7 +107,10 @@ func New(ctx context.Context, p *app.Platform, extra ...Route) (*Gateway, error)
 			g.health[svc] = healthpb.NewHealthClient(conn)
 		}
 	}
-	g.mux.Handle("/v1/", g.guardREST(g.gw))
+	g.mux.Handle(restPrefix, g.guardREST(g.gw))
+	if err := g.mountLookup(); err != nil {
+		return nil, err
+	}
 	g.mux.Handle("POST /v1/connections:authorize", g.guardREST(http.HandlerFunc(g.startAuthorization)))
 	g.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -148,8 +155,18 @@ func (g *Gateway) Handler() http.Handler {
 	if err != nil || port == "" {
 		port = "8080"
 	}
-	return otelhttp.NewHandler(namedRoutes(g.mux), "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
-		otelhttp.WithServerName(net.JoinHostPort("seghub", port)))
+	server := net.JoinHostPort("seghub", port)
+	traced := otelhttp.NewHandler(namedRoutes(g.mux), "gateway", otelhttp.WithTracerProvider(g.p.Telemetry.Tracer), otelhttp.WithMeterProvider(g.p.Telemetry.Meter),
+		otelhttp.WithServerName(server))
+	if g.p.Telemetry.RootSpansSampled {
+		return traced
+	}
+	m, err := newHTTPMetrics(g.p.Telemetry.Meter, server)
+	if err != nil {
+		g.p.Logger.Warn("lookups keep otelhttp's full path: HTTP metrics", "error", err)
+		return traced
+	}
+	return &untracedLookups{traced: traced, lookup: g.lookup, m: m}
 }
 
 // serviceReadiness is one service's part of /readyz.

@@ -921,3 +921,133 @@ func TestListPages(t *testing.T) {
 		}
 	}
 }
+
+// pack is the packed form of ids: each followed by a newline.
+func pack(ids []string) []byte {
+	var b []byte
+	for _, id := range ids {
+		b = append(append(b, id...), '\n')
+	}
+	return b
+}
+
+// The packed form of BatchCheckStream answers as CheckMembership does, for
+// members, non-members, empty and non-ASCII ids, with or without the last
+// newline and beside repeated checks in the same message; bad requests are
+// refused naming the field.
+func TestPackedBatchCheckStream(t *testing.T) {
+	f := start(t, false)
+	ctx := apptest.Context(t, 60*time.Second)
+	seg, _ := f.ss.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "Packed"})
+	sid := seg.GetSegment().GetSegmentId()
+	pool := []string{"ann", "bob", "cé", "user:1", "user:2", "日本", "x y", strings.Repeat("l", 200)}
+	if _, err := f.ss.AddMembers(ctx, &segmentsyncv1.AddMembersRequest{SegmentId: sid, UserIds: []string{"ann", "cé", "user:2", "日本", strings.Repeat("l", 200)}}); err != nil {
+		t.Fatal(err)
+	}
+	waitMember(t, ctx, f.tg, sid, strings.Repeat("l", 200))
+	want := map[string]bool{}
+	for _, u := range append(pool, "", "nobody") {
+		r, err := f.tg.CheckMembership(ctx, &targetingv1.CheckMembershipRequest{SegmentId: sid, UserId: u})
+		if u == "" {
+			want[u] = false // CheckMembership requires an id; packed, an empty one is no member
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[u] = r.GetIsMember()
+	}
+	stream, err := f.tg.BatchCheckStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rapid.Check(t, func(rt *rapid.T) {
+		users := rapid.SliceOfN(rapid.SampledFrom(append(pool, "", "nobody")), 0, 40).Draw(rt, "users")
+		b := pack(users)
+		if len(users) > 0 && users[len(users)-1] != "" && rapid.Bool().Draw(rt, "dropLastNewline") {
+			b = b[:len(b)-1]
+		}
+		req := &targetingv1.BatchCheckStreamRequest{PackedSegmentId: sid, PackedUserIds: b}
+		withChecks := rapid.Bool().Draw(rt, "withChecks")
+		if withChecks {
+			req.Checks = []*targetingv1.MembershipCheck{{UserId: "bob", SegmentId: sid}, {UserId: "ann", SegmentId: sid}}
+		}
+		if err := stream.Send(req); err != nil {
+			rt.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			rt.Fatal(err)
+		}
+		bits := resp.GetPackedIsMember()
+		if len(bits) != (len(users)+7)/8 {
+			rt.Fatalf("%d ids answered in %d bytes", len(users), len(bits))
+		}
+		for i, u := range users {
+			if got := bits[i/8]&(1<<(i%8)) != 0; got != want[u] {
+				rt.Fatalf("ids[%d] %q: packed %v, CheckMembership %v", i, u, got, want[u])
+			}
+		}
+		for i := len(users); i < 8*len(bits); i++ {
+			if bits[i/8]&(1<<(i%8)) != 0 {
+				rt.Fatalf("unused bit %d set", i)
+			}
+		}
+		if withChecks && fmt.Sprint(resp.GetIsMember()) != fmt.Sprint([]bool{want["bob"], want["ann"]}) {
+			rt.Fatalf("checks beside the packed form: %v", resp.GetIsMember())
+		}
+		if !withChecks && len(resp.GetIsMember()) != 0 {
+			rt.Fatalf("is_member without checks: %v", resp.GetIsMember())
+		}
+		if resp.GetIndexVersion() == 0 {
+			rt.Fatal("no index version")
+		}
+	})
+	_ = stream.CloseSend()
+
+	// Each refusal ends its stream with a status naming the field.
+	refused := func(name string, req *targetingv1.BatchCheckStreamRequest, tg targetingv1.TargetingServiceClient, code codes.Code, field string) {
+		t.Helper()
+		st, err := tg.BatchCheckStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = st.Send(req)
+		_, err = st.Recv()
+		if status.Code(err) != code || !strings.Contains(status.Convert(err).Message(), field) {
+			t.Fatalf("%s: %v, want %s naming %s", name, err, code, field)
+		}
+	}
+	refused("no segment", &targetingv1.BatchCheckStreamRequest{PackedUserIds: pack([]string{"ann"})}, f.tg, codes.InvalidArgument, "packed_segment_id")
+	refused("control character", &targetingv1.BatchCheckStreamRequest{PackedSegmentId: sid, PackedUserIds: []byte("ann\nb\tob\n")}, f.tg, codes.InvalidArgument, "packed_user_ids[1]")
+	refused("invalid UTF-8", &targetingv1.BatchCheckStreamRequest{PackedSegmentId: sid, PackedUserIds: []byte("ann\n\xff\n")}, f.tg, codes.InvalidArgument, "packed_user_ids[1]")
+	refused("unknown segment", &targetingv1.BatchCheckStreamRequest{PackedSegmentId: "seg_missing", PackedUserIds: pack([]string{"ann"})}, f.tg, codes.NotFound, "seg_missing")
+	refused("control character in the segment", &targetingv1.BatchCheckStreamRequest{PackedSegmentId: "s\x01", PackedUserIds: pack([]string{"ann"})}, f.tg, codes.InvalidArgument, "packed_segment_id")
+	many := make([]string, 9999)
+	for i := range many {
+		many[i] = "u" + fmt.Sprint(i)
+	}
+	refused("too many", &targetingv1.BatchCheckStreamRequest{PackedSegmentId: sid, PackedUserIds: pack(many), Checks: []*targetingv1.MembershipCheck{{UserId: "a", SegmentId: sid}, {UserId: "b", SegmentId: sid}}}, f.tg, codes.InvalidArgument, "at most 10000")
+	// Another environment does not see the segment (once its replica has
+	// loaded, until which it answers Unavailable).
+	other := targetingv1.NewTargetingServiceClient(f.e.Dial(f.e.B.Member))
+	eventually(t, func() error {
+		_, err := other.CheckMembership(ctx, &targetingv1.CheckMembershipRequest{SegmentId: sid, UserId: "ann"})
+		if status.Code(err) != codes.NotFound {
+			return fmt.Errorf("environment B: %v", err)
+		}
+		return nil
+	})
+	refused("other environment", &targetingv1.BatchCheckStreamRequest{PackedSegmentId: sid, PackedUserIds: pack([]string{"ann"})}, other, codes.NotFound, sid)
+
+	// Exactly the limit is answered.
+	st, err := f.tg.BatchCheckStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Send(&targetingv1.BatchCheckStreamRequest{PackedSegmentId: sid, PackedUserIds: pack(append(many, "ann"))})
+	resp, err := st.Recv()
+	if err != nil || len(resp.GetPackedIsMember()) != 1250 || resp.GetPackedIsMember()[1249] != 0x80 {
+		t.Fatalf("10000 packed ids: %v, %v", len(resp.GetPackedIsMember()), err)
+	}
+}

@@ -4,9 +4,11 @@
 // CheckMembership from this process (its own CPU reported); REST
 // GET /v1/targeting/segments/{s}/members/{u} from wrk; redis-benchmark
 // SISMEMBER against the same members in the local Redis; BatchCheckStream
-// decisions/s over one stream. Server CPU per request is the change of
-// utime+stime in /proc/<pid>/stat over a phase divided by its requests (Redis's
-// from its own process the same way).
+// decisions/s over one stream, as repeated checks and in the packed form; and
+// the floor (floor.go): grpc-go and net/http alone answering the same
+// requests with a constant, in a process of their own. Server CPU per request
+// is the change of utime+stime in /proc/<pid>/stat over a phase divided by its
+// requests (Redis's and the floor's from their own processes the same way).
 //
 //	cd bench && go run ./cmd/servingbench -bin ../bin/seghub
 package main
@@ -45,6 +47,7 @@ type options struct {
 	members, conc, conns, batch, inflight          int
 	dur, profileFor                                time.Duration
 	env                                            []string
+	floor, packed                                  bool
 }
 
 func main() {
@@ -63,7 +66,17 @@ func main() {
 	flag.StringVar(&o.profileDir, "profile", "", "directory: take a CPU profile of the server during each seghub phase (go tool pprof of its SEGHUB_PPROF_ADDR)")
 	flag.DurationVar(&o.profileFor, "profile-seconds", 5*time.Second, "length of each profile")
 	flag.StringVar(&env, "env", "", "extra SEGHUB_* settings for the server, comma-separated K=V")
+	flag.BoolVar(&o.floor, "floor", true, "also measure the floor: grpc-go and net/http alone answering a constant, in their own process")
+	flag.BoolVar(&o.packed, "packed", true, "also measure BatchCheckStream's packed form (one segment, packed ids, bitset answers)")
+	floorServe := flag.Bool("floor-serve", false, "serve the floor (started by servingbench itself)")
 	flag.Parse()
+	if *floorServe {
+		if err := serveFloor(); err != nil {
+			fmt.Fprintln(os.Stderr, "servingbench floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if env != "" {
 		o.env = strings.Split(env, ",")
 	}
@@ -125,31 +138,75 @@ func run(o options) error {
 	}
 	fmt.Printf("segment %s of %d members served\n", sid, o.members)
 
+	seg := target{name: "seghub", pid: srv.PID(), ppr: srv.ppr, httpAddr: srv.HTTPAddr, key: srv.AdminKey}
+	var floor *floorProcess
+	var floorConns []*grpc.ClientConn
+	if o.floor {
+		var prefix []string
+		if o.serverCPUs != "" {
+			prefix = []string{"taskset", "-c", o.serverCPUs}
+		}
+		if floor, err = startFloor(prefix); err != nil {
+			return err
+		}
+		defer floor.stop()
+		fmt.Printf("floor pid %d, gRPC %s, REST %s\n", floor.cmd.Process.Pid, floor.grpcAddr, floor.httpAddr)
+		floorConns = make([]*grpc.ClientConn, o.conns)
+		for i := range floorConns {
+			if floorConns[i], err = grpc.NewClient(floor.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(harness.Bearer(srv.AdminKey))); err != nil {
+				return err
+			}
+			defer floorConns[i].Close()
+		}
+	}
+
 	var rows []row
 	// Warm up (connections, caches, stacks) before measuring.
-	if _, err := grpcPhase(ctx, o, conns, sid, 2*time.Second, srv, ""); err != nil {
+	if _, err := grpcPhase(ctx, o, conns, sid, 2*time.Second, seg, ""); err != nil {
 		return err
 	}
-	r, err := grpcPhase(ctx, o, conns, sid, o.dur, srv, "grpc")
+	r, err := grpcPhase(ctx, o, conns, sid, o.dur, seg, "grpc")
 	if err != nil {
 		return err
 	}
 	rows = append(rows, r)
-	r, err = restPhase(o, srv, sid, dir)
-	if err != nil {
+	var floorT target
+	if floor != nil {
+		floorT = target{name: "floor", pid: floor.cmd.Process.Pid, ppr: floor.pprofAddr, httpAddr: floor.httpAddr, key: srv.AdminKey}
+		if _, err := grpcPhase(ctx, o, floorConns, sid, 2*time.Second, floorT, ""); err != nil {
+			return err
+		}
+		if r, err = grpcPhase(ctx, o, floorConns, sid, o.dur, floorT, "grpc-floor"); err != nil {
+			return err
+		}
+		rows = append(rows, r)
+	}
+	if r, err = restPhase(o, seg, sid, dir, "rest"); err != nil {
 		return err
 	}
 	rows = append(rows, r)
+	if floor != nil {
+		if r, err = restPhase(o, floorT, sid, dir, "rest-floor"); err != nil {
+			return err
+		}
+		rows = append(rows, r)
+	}
 	r, err = redisPhase(o)
 	if err != nil {
 		return err
 	}
 	rows = append([]row{r}, rows...)
-	r, err = batchPhase(ctx, o, conns[0], sid, srv)
+	r, err = batchPhase(ctx, o, conns[0], sid, seg, false)
 	if err != nil {
 		return err
 	}
 	rows = append(rows, r)
+	if o.packed {
+		if r, err = batchPhase(ctx, o, conns[0], sid, seg, true); err != nil {
+			return err
+		}
+		rows = append(rows, r)
+	}
 
 	fmt.Printf("\n| path | server CPU per request | throughput | p50 | p99 | load client CPU |\n|---|---|---|---|---|---|\n")
 	for _, r := range rows {
@@ -189,9 +246,18 @@ func cpu(pid int) time.Duration {
 	return d
 }
 
+// target is a measured server process: seghub or the floor.
+type target struct {
+	name     string
+	pid      int
+	ppr      string // net/http/pprof address
+	httpAddr string
+	key      string
+}
+
 // profile takes a CPU profile of the server for d into path.
-func (s *server) profile(path string, d time.Duration) error {
-	cmd := exec.Command("go", "tool", "pprof", "-proto", "-output", path, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.ppr, int(d.Seconds())))
+func (t target) profile(path string, d time.Duration) error {
+	cmd := exec.Command("go", "tool", "pprof", "-proto", "-output", path, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.ppr, int(d.Seconds())))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pprof: %v: %s", err, out)
@@ -240,7 +306,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Micros
 
 // --- phases ---
 
-func grpcPhase(ctx context.Context, o options, conns []*grpc.ClientConn, sid string, dur time.Duration, srv *server, name string) (row, error) {
+func grpcPhase(ctx context.Context, o options, conns []*grpc.ClientConn, sid string, dur time.Duration, srv target, name string) (row, error) {
 	clients := make([]targetingv1.TargetingServiceClient, len(conns))
 	for i, c := range conns {
 		clients[i] = targetingv1.NewTargetingServiceClient(c)
@@ -257,7 +323,7 @@ func grpcPhase(ctx context.Context, o options, conns []*grpc.ClientConn, sid str
 	} else {
 		profErr <- nil
 	}
-	c0, s0, t0 := selfCPU(), cpu(srv.PID()), time.Now()
+	c0, s0, t0 := selfCPU(), cpu(srv.pid), time.Now()
 	deadline := t0.Add(dur)
 	for w := 0; w < o.conc; w++ {
 		wg.Add(1)
@@ -279,7 +345,7 @@ func grpcPhase(ctx context.Context, o options, conns []*grpc.ClientConn, sid str
 		}()
 	}
 	wg.Wait()
-	el, sc, cc := time.Since(t0), cpu(srv.PID())-s0, selfCPU()-c0
+	el, sc, cc := time.Since(t0), cpu(srv.pid)-s0, selfCPU()-c0
 	if err, _ := failed.Load().(error); err != nil {
 		return row{}, err
 	}
@@ -292,7 +358,7 @@ func grpcPhase(ctx context.Context, o options, conns []*grpc.ClientConn, sid str
 	}
 	n := ops.Load()
 	return row{
-		path:      fmt.Sprintf("gRPC `CheckMembership` (Go client, %d connections, %d concurrent)", len(conns), o.conc),
+		path:      fmt.Sprintf("%sgRPC `CheckMembership` (Go client, %d connections, %d concurrent)", floorLabel(srv), len(conns), o.conc),
 		cpuPerReq: us(sc, n), rps: fmt.Sprintf("%.0f req/s", float64(n)/el.Seconds()),
 		p50: ms(all.Quantile(0.5)), p99: ms(all.Quantile(0.99)),
 		client: fmt.Sprintf("%.2f cores (%s/req)", cc.Seconds()/el.Seconds(), us(cc, n)),
@@ -306,7 +372,15 @@ var (
 	wrkNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
 )
 
-func restPhase(o options, srv *server, sid, dir string) (row, error) {
+// floorLabel marks the floor's rows.
+func floorLabel(t target) string {
+	if t.name == "floor" {
+		return "floor (grpc-go / net/http alone, constant answer): "
+	}
+	return ""
+}
+
+func restPhase(o options, srv target, sid, dir, name string) (row, error) {
 	script := filepath.Join(dir, "lookup.lua")
 	lua := fmt.Sprintf(`math.randomseed(os.time())
 request = function()
@@ -317,26 +391,26 @@ end
 		return row{}, err
 	}
 	// Warm-up, then the measured run.
-	args := []string{"wrk", "-t2", fmt.Sprintf("-c%d", o.conc), "--latency", "-s", script, "-H", "Authorization: Bearer " + srv.AdminKey}
+	args := []string{"wrk", "-t2", fmt.Sprintf("-c%d", o.conc), "--latency", "-s", script, "-H", "Authorization: Bearer " + srv.key}
 	if o.clientCPUs != "" {
 		args = append([]string{"taskset", "-c", o.clientCPUs}, args...)
 	}
-	warm := exec.Command(args[0], append(args[1:], "-d2s", "http://"+srv.HTTPAddr)...)
+	warm := exec.Command(args[0], append(args[1:], "-d2s", "http://"+srv.httpAddr)...)
 	if out, err := warm.CombinedOutput(); err != nil {
 		return row{}, fmt.Errorf("wrk: %v: %s", err, out)
 	}
 	profErr := make(chan error, 1)
 	if o.profileDir != "" {
 		go func() {
-			profErr <- srv.profile(filepath.Join(o.profileDir, "rest.pb.gz"), min(o.profileFor, o.dur-time.Second))
+			profErr <- srv.profile(filepath.Join(o.profileDir, name+".pb.gz"), min(o.profileFor, o.dur-time.Second))
 		}()
 	} else {
 		profErr <- nil
 	}
-	cmd := exec.Command(args[0], append(args[1:], fmt.Sprintf("-d%ds", int(o.dur.Seconds())), "http://"+srv.HTTPAddr)...)
-	s0, t0 := cpu(srv.PID()), time.Now()
+	cmd := exec.Command(args[0], append(args[1:], fmt.Sprintf("-d%ds", int(o.dur.Seconds())), "http://"+srv.httpAddr)...)
+	s0, t0 := cpu(srv.pid), time.Now()
 	out, err := cmd.CombinedOutput()
-	el, sc := time.Since(t0), cpu(srv.PID())-s0
+	el, sc := time.Since(t0), cpu(srv.pid)-s0
 	if err != nil {
 		return row{}, fmt.Errorf("wrk: %v: %s", err, out)
 	}
@@ -359,7 +433,7 @@ end
 	}
 	cc := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return row{
-		path:      fmt.Sprintf("REST `GET /v1/targeting/segments/{s}/members/{u}` (wrk -t2 -c%d)", o.conc),
+		path:      fmt.Sprintf("%sREST `GET /v1/targeting/segments/{s}/members/{u}` (wrk -t2 -c%d)", floorLabel(srv), o.conc),
 		cpuPerReq: us(sc, n), rps: rps[1] + " req/s", p50: q["50"], p99: q["99"],
 		client: fmt.Sprintf("%.2f cores (%s/req)", cc.Seconds()/el.Seconds(), us(cc, n)),
 	}, nil
@@ -401,7 +475,7 @@ func redisPhase(o options) (row, error) {
 	}, nil
 }
 
-func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid string, srv *server) (row, error) {
+func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid string, srv target, packed bool) (row, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := targetingv1.NewTargetingServiceClient(conn).BatchCheckStream(ctx)
@@ -413,9 +487,18 @@ func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid strin
 	r := rand.New(rand.NewPCG(7, 7))
 	msgs := make([]*targetingv1.BatchCheckStreamRequest, 16)
 	for i := range msgs {
-		m := &targetingv1.BatchCheckStreamRequest{Checks: make([]*targetingv1.MembershipCheck, o.batch)}
-		for j := range m.Checks {
-			m.Checks[j] = &targetingv1.MembershipCheck{SegmentId: sid, UserId: "user:" + strconv.Itoa(r.IntN(o.members*2))}
+		m := &targetingv1.BatchCheckStreamRequest{}
+		for range o.batch {
+			user := "user:" + strconv.Itoa(r.IntN(o.members*2))
+			if packed {
+				// Each id followed by a newline, one segment for all.
+				m.PackedUserIds = append(append(m.PackedUserIds, user...), '\n')
+			} else {
+				m.Checks = append(m.Checks, &targetingv1.MembershipCheck{SegmentId: sid, UserId: user})
+			}
+		}
+		if packed {
+			m.PackedSegmentId = sid
 		}
 		msgs[i] = m
 	}
@@ -432,44 +515,75 @@ func batchPhase(ctx context.Context, o options, conn *grpc.ClientConn, sid strin
 				recvErr <- err
 				return
 			}
-			decisions.Add(int64(len(resp.GetIsMember())))
+			if packed {
+				if len(resp.GetPackedIsMember()) != (o.batch+7)/8 {
+					cancel()
+					recvErr <- errNoPacked
+					return
+				}
+				decisions.Add(int64(o.batch))
+			} else {
+				decisions.Add(int64(len(resp.GetIsMember())))
+			}
 			<-window
 		}
 	}()
+	name := "batch"
+	path := fmt.Sprintf("gRPC `BatchCheckStream`, one stream, %d checks a message, %d in flight", o.batch, o.inflight)
+	if packed {
+		name = "batch-packed"
+		path = fmt.Sprintf("gRPC `BatchCheckStream` packed form (one segment, %d packed ids a message, bitset answers), one stream, %d in flight", o.batch, o.inflight)
+	}
 	profErr := make(chan error, 1)
 	if o.profileDir != "" {
 		go func() {
-			profErr <- srv.profile(filepath.Join(o.profileDir, "batch.pb.gz"), min(o.profileFor, o.dur-time.Second))
+			profErr <- srv.profile(filepath.Join(o.profileDir, name+".pb.gz"), min(o.profileFor, o.dur-time.Second))
 		}()
 	} else {
 		profErr <- nil
 	}
-	c0, s0, t0 := selfCPU(), cpu(srv.PID()), time.Now()
+	c0, s0, t0 := selfCPU(), cpu(srv.pid), time.Now()
 	deadline := t0.Add(o.dur)
+	var sendErr error
 	for i := 0; time.Now().Before(deadline); i++ {
-		window <- struct{}{}
-		if err := st.Send(msgs[i%len(msgs)]); err != nil {
-			return row{}, err
+		select {
+		case window <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if sendErr = st.Send(msgs[i%len(msgs)]); sendErr != nil {
+			break
 		}
 	}
-	if err := st.CloseSend(); err != nil {
+	_ = st.CloseSend()
+	err = <-recvErr
+	el, sc, cc := time.Since(t0), cpu(srv.pid)-s0, selfCPU()-c0
+	if pe := <-profErr; pe != nil && err == nil {
+		err = pe
+	}
+	if errors.Is(err, errNoPacked) {
+		return row{path: path, cpuPerReq: "not served by this binary"}, nil
+	}
+	if err != nil {
 		return row{}, err
 	}
-	if err := <-recvErr; err != nil {
-		return row{}, err
-	}
-	el, sc, cc := time.Since(t0), cpu(srv.PID())-s0, selfCPU()-c0
-	if err := <-profErr; err != nil {
-		return row{}, err
+	if sendErr != nil {
+		return row{}, sendErr
 	}
 	n := decisions.Load()
 	return row{
-		path:      fmt.Sprintf("gRPC `BatchCheckStream`, one stream, %d checks a message, %d in flight", o.batch, o.inflight),
+		path:      path,
 		cpuPerReq: fmt.Sprintf("%.0f ns a decision", float64(sc.Nanoseconds())/float64(n)),
 		rps:       fmt.Sprintf("**%.2f M decisions/s**", float64(n)/el.Seconds()/1e6), p50: "", p99: "",
 		client: fmt.Sprintf("%.2f cores", cc.Seconds()/el.Seconds()),
 	}, nil
 }
+
+// errNoPacked is a server answering the packed form without its bitset: a
+// seghub from before the packed form, which ignores the fields.
+var errNoPacked = errors.New("the server does not answer the packed form")
 
 // --- Redis ---
 

@@ -477,11 +477,22 @@ func (x *BatchCheckResponse) GetIndexVersion() int64 {
 	return 0
 }
 
-// One request of a BatchCheckStream stream.
+// One request of a BatchCheckStream stream: pairs in checks, or the packed
+// form (packed_segment_id with packed_user_ids), or both. Together at most
+// 10000 checks; more is refused as too large.
 type BatchCheckStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The pairs to check: at most 10000; more is refused as too large.
-	Checks        []*MembershipCheck `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	// The pairs to check.
+	Checks []*MembershipCheck `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	// Packed form: the segment every id of packed_user_ids is checked against.
+	// Required when packed_user_ids is set; an unknown segment fails the request
+	// with NotFound.
+	PackedSegmentId string `protobuf:"bytes,2,opt,name=packed_segment_id,json=packedSegmentId,proto3" json:"packed_segment_id,omitempty"`
+	// Packed form: user ids, each followed by a newline byte (0x0A; the last
+	// one's may be left out), e.g. "u1\nu2\n". Ids follow the rules of every id
+	// (valid UTF-8, no control characters), so a newline never occurs in one;
+	// an empty id (two newlines in a row) is an unknown user, not a member.
+	PackedUserIds []byte `protobuf:"bytes,3,opt,name=packed_user_ids,json=packedUserIds,proto3" json:"packed_user_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -523,15 +534,33 @@ func (x *BatchCheckStreamRequest) GetChecks() []*MembershipCheck {
 	return nil
 }
 
+func (x *BatchCheckStreamRequest) GetPackedSegmentId() string {
+	if x != nil {
+		return x.PackedSegmentId
+	}
+	return ""
+}
+
+func (x *BatchCheckStreamRequest) GetPackedUserIds() []byte {
+	if x != nil {
+		return x.PackedUserIds
+	}
+	return nil
+}
+
 // The answer to one BatchCheckStream request, in the order the requests came.
 type BatchCheckStreamResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One answer per check, in order.
 	IsMember []bool `protobuf:"varint,1,rep,packed,name=is_member,json=isMember,proto3" json:"is_member,omitempty"`
 	// Version of the index the answers were computed from.
-	IndexVersion  int64 `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IndexVersion int64 `protobuf:"varint,2,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	// Answers to the packed form: bit i (byte i/8, bit i%8 counted from the
+	// least significant) is set when the i-th id of packed_user_ids is a member
+	// of packed_segment_id; ceil(n/8) bytes for n ids, unused bits zero.
+	PackedIsMember []byte `protobuf:"bytes,3,opt,name=packed_is_member,json=packedIsMember,proto3" json:"packed_is_member,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BatchCheckStreamResponse) Reset() {
@@ -576,6 +605,13 @@ func (x *BatchCheckStreamResponse) GetIndexVersion() int64 {
 		return x.IndexVersion
 	}
 	return 0
+}
+
+func (x *BatchCheckStreamResponse) GetPackedIsMember() []byte {
+	if x != nil {
+		return x.PackedIsMember
+	}
+	return nil
 }
 
 // Input of ListUserSegments.
@@ -2372,12 +2408,15 @@ const file_seghub_targeting_v1_targeting_proto_rawDesc = "" +
 	"\x06checks\x18\x01 \x03(\v2$.seghub.targeting.v1.MembershipCheckR\x06checks\"V\n" +
 	"\x12BatchCheckResponse\x12\x1b\n" +
 	"\tis_member\x18\x01 \x03(\bR\bisMember\x12#\n" +
-	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"W\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"\xab\x01\n" +
 	"\x17BatchCheckStreamRequest\x12<\n" +
-	"\x06checks\x18\x01 \x03(\v2$.seghub.targeting.v1.MembershipCheckR\x06checks\"\\\n" +
+	"\x06checks\x18\x01 \x03(\v2$.seghub.targeting.v1.MembershipCheckR\x06checks\x12*\n" +
+	"\x11packed_segment_id\x18\x02 \x01(\tR\x0fpackedSegmentId\x12&\n" +
+	"\x0fpacked_user_ids\x18\x03 \x01(\fR\rpackedUserIds\"\x86\x01\n" +
 	"\x18BatchCheckStreamResponse\x12\x1b\n" +
 	"\tis_member\x18\x01 \x03(\bR\bisMember\x12#\n" +
-	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\"7\n" +
+	"\rindex_version\x18\x02 \x01(\x03R\findexVersion\x12(\n" +
+	"\x10packed_is_member\x18\x03 \x01(\fR\x0epackedIsMember\"7\n" +
 	"\x17ListUserSegmentsRequest\x12\x1c\n" +
 	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\"`\n" +
 	"\x18ListUserSegmentsResponse\x12\x1f\n" +

@@ -49,6 +49,8 @@ type TargetingServiceClient interface {
 	// BatchCheck answers many (user, segment) pairs at once (at most 10000).
 	BatchCheck(ctx context.Context, in *BatchCheckRequest, opts ...grpc.CallOption) (*BatchCheckResponse, error)
 	// BatchCheckStream answers each request of a bidirectional stream in order.
+	// For throughput, send the packed form (one segment, user ids in one bytes
+	// field, answers as a bitset): it decodes without an allocation per id.
 	BatchCheckStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BatchCheckStreamRequest, BatchCheckStreamResponse], error)
 	// ListUserSegments lists the segments a user is in.
 	ListUserSegments(ctx context.Context, in *ListUserSegmentsRequest, opts ...grpc.CallOption) (*ListUserSegmentsResponse, error)
@@ -238,6 +240,8 @@ type TargetingServiceServer interface {
 	// BatchCheck answers many (user, segment) pairs at once (at most 10000).
 	BatchCheck(context.Context, *BatchCheckRequest) (*BatchCheckResponse, error)
 	// BatchCheckStream answers each request of a bidirectional stream in order.
+	// For throughput, send the packed form (one segment, user ids in one bytes
+	// field, answers as a bitset): it decodes without an allocation per id.
 	BatchCheckStream(grpc.BidiStreamingServer[BatchCheckStreamRequest, BatchCheckStreamResponse]) error
 	// ListUserSegments lists the segments a user is in.
 	ListUserSegments(context.Context, *ListUserSegmentsRequest) (*ListUserSegmentsResponse, error)

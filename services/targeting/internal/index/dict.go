@@ -66,16 +66,68 @@ func (t *dict) dense(id string) (uint32, bool) {
 	if len(t.table) == 0 {
 		return 0, false
 	}
+	h := maphash.String(t.seed, id)
+	return lookup(t, id, h, h&uint64(len(t.table)-1))
+}
+
+// lookup finds id, whose hash is h, probing from slot i. It does not allocate.
+func lookup[S string | []byte](t *dict, id S, h, i uint64) (uint32, bool) {
 	mask := uint64(len(t.table) - 1)
-	for i := maphash.String(t.seed, id) & mask; ; i = (i + 1) & mask {
+	for ; ; i = (i + 1) & mask {
 		switch o := t.table[i]; o {
 		case 0:
 			return 0, false
 		case tomb:
 		default:
-			// The conversion is only compared, so it does not allocate.
-			if d, rid := t.record(o); string(rid) == id {
+			// The conversions are only compared, so they do not allocate.
+			if d, rid := t.record(o); string(rid) == string(id) {
 				return d, true
+			}
+		}
+	}
+}
+
+// lookahead is how many ids denseMany hashes and starts reading ahead.
+const lookahead = 16
+
+// denseMany calls found(i, d) for each ids[i] held, in order. A dictionary
+// larger than the caches costs a lookup two memory misses (its table slot,
+// then its record) that one lookup after the other wait out in turn; here
+// the first slot and record of a group of ids are read before any is
+// compared, so their misses overlap.
+func (t *dict) denseMany(ids [][]byte, found func(i int, d uint32)) {
+	if len(t.table) == 0 {
+		return
+	}
+	mask := uint64(len(t.table) - 1)
+	var hs [lookahead]uint64
+	var first [lookahead]uint32
+	var lens [lookahead]byte
+	for base := 0; base < len(ids); base += lookahead {
+		group := ids[base:min(base+lookahead, len(ids))]
+		for j, id := range group {
+			h := maphash.Bytes(t.seed, id)
+			o := t.table[h&mask]
+			hs[j], first[j], lens[j] = h, o, 0
+			if o != 0 && o != tomb {
+				lens[j] = t.arena[o+4] // the record's length byte: reads it in
+			}
+		}
+		for j, id := range group {
+			o := first[j]
+			if o == 0 {
+				continue
+			}
+			// A one-byte length that differs rules the first record out
+			// without comparing; longer ids take the full comparison.
+			if o != tomb && (lens[j] >= 0x80 || int(lens[j]) == len(id)) {
+				if d, rid := t.record(o); string(rid) == string(id) {
+					found(base+j, d)
+					continue
+				}
+			}
+			if d, ok := lookup(t, id, hs[j], (hs[j]+1)&mask); ok {
+				found(base+j, d)
 			}
 		}
 	}

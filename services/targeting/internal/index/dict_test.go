@@ -98,6 +98,34 @@ func TestDictMatchesMaps(t *testing.T) {
 					rt.Fatalf("dense(%q) = %d %v, want %d %v", id, got, ok, want, wantOK)
 				}
 			},
+			"denseMany": func(rt *rapid.T) {
+				// More ids than one look-ahead group, held and not, with repeats.
+				ids := rapid.SliceOfN(idGen, 0, 3*lookahead+5).Draw(rt, "ids")
+				for id := range m.dense {
+					if len(ids) > 4*lookahead {
+						break
+					}
+					ids = append(ids, id)
+				}
+				got := map[int]uint32{}
+				bs := make([][]byte, len(ids))
+				for i, id := range ids {
+					bs[i] = []byte(id)
+				}
+				last := -1
+				dt.denseMany(bs, func(i int, d uint32) {
+					if i <= last {
+						rt.Fatalf("denseMany found %d after %d: out of order", i, last)
+					}
+					last, got[i] = i, d
+				})
+				for i, id := range ids {
+					want, wantOK := m.dense[id]
+					if d, ok := got[i]; ok != wantOK || d != want {
+						rt.Fatalf("denseMany: ids[%d] %q = %d %v, want %d %v", i, id, d, ok, want, wantOK)
+					}
+				}
+			},
 			"name": func(rt *rapid.T) {
 				d := denseGen.Draw(rt, "dense")
 				want, wantOK := m.name[d]

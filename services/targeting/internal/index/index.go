@@ -273,6 +273,20 @@ func (v View) IsMember(userID, segmentID string) (member, known bool) {
 	return ok && s.Members.Contains(d), true
 }
 
+// MembersOf sets bit i of bits (byte i/8, bit i%8 from the least
+// significant) when ids[i] is a member of s, and returns how many are; bits
+// holds at least ceil(len(ids)/8) bytes, zeroed. It does not allocate.
+func (v View) MembersOf(s *Segment, ids [][]byte, bits []byte) int {
+	n := 0
+	v.e.users.denseMany(ids, func(i int, d uint32) {
+		if s.Members.Contains(d) {
+			bits[i>>3] |= 1 << (i & 7)
+			n++
+		}
+	})
+	return n
+}
+
 // Property returns a user's property.
 func (v View) Property(dense uint32, name string) (*segmentsyncv1.PropertyValue, bool) {
 	p, ok := v.e.props[dense][name]

@@ -19,7 +19,9 @@ func CleanIdentifiers(m proto.Message) bool {
 	case *targetingv1.BatchCheckRequest:
 		return cleanChecks(r.GetChecks())
 	case *targetingv1.BatchCheckStreamRequest:
-		return cleanChecks(r.GetChecks())
+		// packed_user_ids is bytes, which the full check skips: the server
+		// checks those ids as it splits them.
+		return cleanID(r.GetPackedSegmentId()) && cleanChecks(r.GetChecks())
 	}
 	return false
 }

@@ -35,7 +35,7 @@ func TestCleanIdentifiersAgrees(t *testing.T) {
 				checks = append(checks, &targetingv1.MembershipCheck{SegmentId: id.Draw(t, "segment"), UserId: id.Draw(t, "user")})
 			}
 			if rapid.Bool().Draw(t, "stream") {
-				m = &targetingv1.BatchCheckStreamRequest{Checks: checks}
+				m = &targetingv1.BatchCheckStreamRequest{Checks: checks, PackedSegmentId: id.Draw(t, "packedSegment")}
 			} else {
 				m = &targetingv1.BatchCheckRequest{Checks: checks}
 			}
@@ -51,9 +51,10 @@ func TestCleanIdentifiersAgrees(t *testing.T) {
 // messages must be added there too (or the fast check would skip it).
 func TestCleanIdentifiersKnowsEveryField(t *testing.T) {
 	want := map[protoreflect.FullName][]string{
-		"seghub.targeting.v1.CheckMembershipRequest":  {"segment_id", "user_id"},
-		"seghub.targeting.v1.BatchCheckRequest":       {"checks"},
-		"seghub.targeting.v1.BatchCheckStreamRequest": {"checks"},
+		"seghub.targeting.v1.CheckMembershipRequest": {"segment_id", "user_id"},
+		"seghub.targeting.v1.BatchCheckRequest":      {"checks"},
+		// packed_user_ids (bytes) is checked by the server as it splits it.
+		"seghub.targeting.v1.BatchCheckStreamRequest": {"checks", "packed_segment_id", "packed_user_ids"},
 		"seghub.targeting.v1.MembershipCheck":         {"segment_id", "user_id"},
 	}
 	for _, m := range append(LookupRequests(), &targetingv1.MembershipCheck{}) {

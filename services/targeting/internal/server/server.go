@@ -153,18 +153,19 @@ func (s *Server) CheckMembership(ctx context.Context, req *targetingv1.CheckMemb
 }
 
 func (s *Server) batch(ctx context.Context, checks []*targetingv1.MembershipCheck) ([]bool, int64, error) {
-	out, version, err := s.check(ctx, checks)
+	if len(checks) > MaxBatchChecks {
+		return nil, 0, apperr.TooLarge("checks", fmt.Sprintf("has %d checks; at most %d per request", len(checks), MaxBatchChecks))
+	}
+	out, version, _, err := s.check(ctx, checks, "", nil, nil)
 	s.countBatch(len(checks), out, err)
 	return out, version, err
 }
 
-func (s *Server) check(ctx context.Context, checks []*targetingv1.MembershipCheck) ([]bool, int64, error) {
-	if len(checks) > MaxBatchChecks {
-		return nil, 0, apperr.TooLarge("checks", fmt.Sprintf("has %d checks; at most %d per request", len(checks), MaxBatchChecks))
-	}
-	out := make([]bool, len(checks))
-	var version int64
-	var err error
+// check answers checks, and the packed ids against segment sid into bits
+// (when sid is set), from one view of the index; members counts the packed
+// members.
+func (s *Server) check(ctx context.Context, checks []*targetingv1.MembershipCheck, sid string, ids [][]byte, bits []byte) (out []bool, version int64, members int, err error) {
+	out = make([]bool, len(checks))
 	s.index.Read(environment(ctx), func(v index.View) {
 		if err = ready(v); err != nil {
 			return
@@ -184,8 +185,17 @@ func (s *Server) check(ctx context.Context, checks []*targetingv1.MembershipChec
 				out[i] = seg.Members.Contains(d)
 			}
 		}
+		if sid == "" {
+			return
+		}
+		seg, ok := v.Segment(sid)
+		if !ok {
+			err = apperr.NotFound("packed_segment_id: segment %q not found", sid)
+			return
+		}
+		members = v.MembersOf(seg, ids, bits)
 	})
-	return out, version, err
+	return out, version, members, err
 }
 
 // BatchCheck implements TargetingService.
@@ -199,6 +209,7 @@ func (s *Server) BatchCheck(ctx context.Context, req *targetingv1.BatchCheckRequ
 
 // BatchCheckStream implements TargetingService.
 func (s *Server) BatchCheckStream(stream targetingv1.TargetingService_BatchCheckStreamServer) error {
+	var p packed // its id slice is reused by every message of the stream
 	for {
 		req, err := stream.Recv()
 		if err != nil {
@@ -207,14 +218,90 @@ func (s *Server) BatchCheckStream(stream targetingv1.TargetingService_BatchCheck
 			}
 			return err
 		}
-		out, v, err := s.batch(stream.Context(), req.GetChecks())
+		resp, err := s.streamBatch(stream.Context(), req, &p)
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(&targetingv1.BatchCheckStreamResponse{IsMember: out, IndexVersion: v}); err != nil {
+		if err := stream.Send(resp); err != nil {
 			return err
 		}
 	}
+}
+
+// packed is a request's packed_user_ids split into ids (slices of the
+// request's bytes: no allocation per id).
+type packed struct{ ids [][]byte }
+
+// split splits b into ids, each followed by '\n' (the last one's optional),
+// refusing more than max ids (before holding them) and ids that are not
+// valid UTF-8 or hold control characters, as every id field does; the check
+// is one pass, and only an id with a byte outside printable ASCII is looked
+// at closer.
+func (p *packed) split(b []byte, max int) error {
+	p.ids = p.ids[:0]
+	start, plain := 0, true
+	for i, c := range b {
+		switch {
+		case c == '\n':
+			if err := p.add(b[start:i], plain, max); err != nil {
+				return err
+			}
+			start, plain = i+1, true
+		case c < 0x20 || c >= 0x7f:
+			plain = false
+		}
+	}
+	if start < len(b) {
+		return p.add(b[start:], plain, max)
+	}
+	return nil
+}
+
+func (p *packed) add(id []byte, plain bool, max int) error {
+	if len(p.ids) == max {
+		return apperr.TooLarge("packed_user_ids", fmt.Sprintf("has more than %d ids (with checks); at most %d checks per request", max, MaxBatchChecks))
+	}
+	if !plain {
+		if problem := apperr.IdentifierProblem(string(id)); problem != "" {
+			return apperr.Invalid(fmt.Sprintf("packed_user_ids[%d]", len(p.ids)), problem)
+		}
+	}
+	p.ids = append(p.ids, id)
+	return nil
+}
+
+// streamBatch answers one BatchCheckStream request: its checks and its packed
+// form, from one view of the index.
+func (s *Server) streamBatch(ctx context.Context, req *targetingv1.BatchCheckStreamRequest, p *packed) (*targetingv1.BatchCheckStreamResponse, error) {
+	sid := req.GetPackedSegmentId()
+	if len(req.GetPackedUserIds()) > 0 && sid == "" {
+		return nil, apperr.Invalid("packed_segment_id", "is required with packed_user_ids")
+	}
+	checks := req.GetChecks()
+	if len(checks) > MaxBatchChecks {
+		return nil, apperr.TooLarge("checks", fmt.Sprintf("has %d checks; at most %d per request", len(checks), MaxBatchChecks))
+	}
+	if err := p.split(req.GetPackedUserIds(), MaxBatchChecks-len(checks)); err != nil {
+		return nil, err
+	}
+	var bits []byte
+	if sid != "" {
+		bits = make([]byte, (len(p.ids)+7)/8)
+	}
+	out, version, members, err := s.check(ctx, checks, sid, p.ids, bits)
+	if s.metrics != nil {
+		s.countBatch(len(checks), out, err)
+		if err != nil {
+			s.metrics.Lookups(metrics.LookupError, len(p.ids))
+		} else {
+			s.metrics.Lookups(metrics.LookupMember, members)
+			s.metrics.Lookups(metrics.LookupNotMember, len(p.ids)-members)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &targetingv1.BatchCheckStreamResponse{IsMember: out, IndexVersion: version, PackedIsMember: bits}, nil
 }
 
 // ListUserSegments implements TargetingService.
