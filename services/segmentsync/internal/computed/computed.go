@@ -102,11 +102,20 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	var c jetstream.Consumer
 	var st jetstream.Stream
 	lastWindow := time.Time{}
+	warned := false
 	for ctx.Err() == nil {
 		var err error
 		if e.o.JS != nil && c == nil {
 			st, c, err = e.open(ctx)
-			if err != nil {
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound):
+				// No event relay has run yet: no events to read, and rules
+				// still evaluate over properties.
+				if !warned {
+					e.o.Logger.Info("computed segments: no events stream yet; waiting for the event relay to create it", "stream", e.stream)
+					warned = true
+				}
+			case err != nil:
 				e.pause(ctx, err, "open the events consumer")
 				continue
 			}
@@ -127,7 +136,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 				e.o.Logger.Warn("computed segments: window pass", "error", err.Error())
 			}
 		}
-		if e.o.JS == nil {
+		if c == nil {
 			select {
 			case <-ctx.Done():
 			case <-e.wake:
