@@ -429,14 +429,24 @@ func eachRow(ctx context.Context, q store.Querier, query string, args []any, fn 
 // evaluate re-evaluates segs for the users in dense on day today and writes
 // the membership changes through applyMembership (the change log).
 func (w *writer) evaluate(segs []*computedSegment, dense *roaring.Bitmap, today int32) error {
-	if len(segs) == 0 || dense.IsEmpty() {
+	return w.evaluateEach(segs, dense, func(*computedSegment) *roaring.Bitmap { return dense }, today)
+}
+
+// evaluateEach re-evaluates each segment for its own users (a subset of
+// all, whose facts are read once).
+func (w *writer) evaluateEach(segs []*computedSegment, all *roaring.Bitmap, users func(*computedSegment) *roaring.Bitmap, today int32) error {
+	if len(segs) == 0 || all.IsEmpty() {
 		return nil
 	}
-	facts, err := loadFacts(w.ctx, w.tx, w.tx.Dialect, w.env, dense)
+	facts, err := loadFacts(w.ctx, w.tx, w.tx.Dialect, w.env, all)
 	if err != nil {
 		return err
 	}
 	for _, c := range segs {
+		dense := users(c)
+		if dense.IsEmpty() {
+			continue
+		}
 		sg, err := w.s.getSegment(w.ctx, w.tx, w.env, c.id, true)
 		if err != nil {
 			return err
@@ -662,13 +672,13 @@ func (w *writer) addEvents(evs []Event, conds []*rules.Cond) (*roaring.Bitmap, m
 	return affected, keys, nil
 }
 
-// usingKeys keeps the segments whose rule uses one of keys.
-func usingKeys(segs []*computedSegment, keys map[string]bool) []*computedSegment {
-	var out []*computedSegment
+// usingKeys tells which segments' rules use one of keys.
+func usingKeys(segs []*computedSegment, keys map[string]bool) map[*computedSegment]bool {
+	out := map[*computedSegment]bool{}
 	for _, c := range segs {
 		for _, cond := range c.prog.Conds() {
 			if keys[cond.Key] {
-				out = append(out, c)
+				out[c] = true
 				break
 			}
 		}
@@ -742,7 +752,21 @@ func (s *Store) ApplyEvents(ctx context.Context, evs []Event, through uint64, no
 			if err != nil {
 				return err
 			}
-			if err := w.evaluate(usingKeys(segs, keys), affected, today); err != nil {
+			// Users these events created (a subset of affected) are evaluated
+			// for every segment, as an "at most" or a "not" may hold for them;
+			// the others only for the segments their events can change.
+			created := w.touched
+			if created == nil {
+				created = roaring.New()
+			}
+			w.touched = nil
+			uses := usingKeys(segs, keys)
+			if err := w.evaluateEach(segs, affected, func(c *computedSegment) *roaring.Bitmap {
+				if uses[c] {
+					return affected
+				}
+				return created
+			}, today); err != nil {
 				return fmt.Errorf("segmentsync: evaluate computed segments of %s: %w", env, err)
 			}
 		}
