@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -644,9 +645,17 @@ func (w *writer) addEvents(evs []Event, conds []*rules.Cond) (*roaring.Bitmap, m
 		}
 		return a.day < b.day
 	})
-	for _, k := range ck {
-		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_counts (environment_id, dense_id, cond_key, day, n) VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment_id, dense_id, cond_key, day) DO UPDATE SET n = ss_event_counts.n + excluded.n`,
-			w.env, int64(k.dense), k.key, k.day, counts[k]); err != nil {
+	// Multi-row upserts: one statement per rowsPer rows (keys are unique
+	// within a statement, as PostgreSQL requires).
+	const rowsPer = 200
+	for i := 0; i < len(ck); i += rowsPer {
+		chunk := ck[i:min(i+rowsPer, len(ck))]
+		args := make([]any, 0, 5*len(chunk))
+		for _, k := range chunk {
+			args = append(args, w.env, int64(k.dense), k.key, k.day, counts[k])
+		}
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_counts (environment_id, dense_id, cond_key, day, n) VALUES `+rowsOf(5, len(chunk))+
+			` ON CONFLICT (environment_id, dense_id, cond_key, day) DO UPDATE SET n = ss_event_counts.n + excluded.n`, args...); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -660,16 +669,26 @@ func (w *writer) addEvents(evs []Event, conds []*rules.Cond) (*roaring.Bitmap, m
 		}
 		return sk[i].key < sk[j].key
 	})
-	for _, k := range sk {
-		fl := seen[k]
-		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_seen (environment_id, dense_id, cond_key, first_at, last_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment_id, dense_id, cond_key) DO UPDATE SET
+	for i := 0; i < len(sk); i += rowsPer {
+		chunk := sk[i:min(i+rowsPer, len(sk))]
+		args := make([]any, 0, 5*len(chunk))
+		for _, k := range chunk {
+			fl := seen[k]
+			args = append(args, w.env, int64(k.dense), k.key, fl[0], fl[1])
+		}
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_seen (environment_id, dense_id, cond_key, first_at, last_at) VALUES `+rowsOf(5, len(chunk))+` ON CONFLICT (environment_id, dense_id, cond_key) DO UPDATE SET
 			first_at = CASE WHEN excluded.first_at < ss_event_seen.first_at THEN excluded.first_at ELSE ss_event_seen.first_at END,
-			last_at = CASE WHEN excluded.last_at > ss_event_seen.last_at THEN excluded.last_at ELSE ss_event_seen.last_at END`,
-			w.env, int64(k.dense), k.key, fl[0], fl[1]); err != nil {
+			last_at = CASE WHEN excluded.last_at > ss_event_seen.last_at THEN excluded.last_at ELSE ss_event_seen.last_at END`, args...); err != nil {
 			return nil, nil, err
 		}
 	}
 	return affected, keys, nil
+}
+
+// rowsOf is n rows of cols placeholders: "(?, ?), (?, ?)".
+func rowsOf(cols, n int) string {
+	row := "(" + placeholders(cols) + ")"
+	return strings.TrimSuffix(strings.Repeat(row+",", n), ",")
 }
 
 // usingKeys tells which segments' rules use one of keys.
