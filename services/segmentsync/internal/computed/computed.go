@@ -39,7 +39,7 @@ type Options struct {
 	// Now is the clock (tests inject one).
 	Now    func() time.Time
 	Logger *slog.Logger
-	// Batch is how many events one transaction applies (default 2000).
+	// Batch is how many events one transaction applies at most (default 5000).
 	Batch int
 	// BackfillChunk is how many events a backfill step reads (default 20000).
 	BackfillChunk int
@@ -70,7 +70,7 @@ func New(o Options) *Evaluator {
 		o.Logger = slog.Default()
 	}
 	if o.Batch <= 0 {
-		o.Batch = 2000
+		o.Batch = 5000
 	}
 	if o.BackfillChunk <= 0 {
 		o.BackfillChunk = 20000
