@@ -55,7 +55,14 @@ type Evaluator struct {
 	prefix string
 	wake   chan struct{}
 	mu     sync.Mutex // serialises steps with WindowPass calls from tests
+	// woken and prepared are the Run goroutine's own.
+	woken    bool
+	prepared time.Time
 }
+
+// prepareEvery bounds how long a backfill chunk or a new definition waits
+// behind live batches.
+const prepareEvery = 500 * time.Millisecond
 
 // New returns an evaluator; Run starts it.
 func New(o Options) *Evaluator {
@@ -148,6 +155,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 			case <-e.wake:
+				e.woken = true
 			case <-time.After(time.Second):
 			}
 		}
@@ -239,11 +247,16 @@ func (e *Evaluator) consume(c jetstream.Consumer) (*feed, error) {
 // step backfills a chunk of each computing condition, evaluates the
 // segments ready for it, then applies one batch of live events.
 func (e *Evaluator) step(ctx context.Context, st jetstream.Stream, c *feed) error {
-	e.mu.Lock()
-	err := e.prepare(ctx, st)
-	e.mu.Unlock()
-	if err != nil {
-		return err
+	// New definitions are looked for when woken and at least every
+	// prepareEvery, not before every batch (a round trip fewer per batch).
+	if e.woken || time.Since(e.prepared) >= prepareEvery {
+		e.woken, e.prepared = false, time.Now()
+		e.mu.Lock()
+		err := e.prepare(ctx, st)
+		e.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	if c == nil {
 		return nil
@@ -283,6 +296,7 @@ func (e *Evaluator) fetch(ctx context.Context, c *feed) ([]jetstream.Msg, error)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-e.wake:
+		e.woken = true
 		return nil, nil
 	case <-time.After(250 * time.Millisecond):
 		return nil, nil
