@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -8,8 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"context"
 
 	"github.com/RoaringBitmap/roaring/v2"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -48,8 +47,14 @@ type Event struct {
 	Props  map[string]any
 }
 
-// programs caches compiled rules by segment id and rule version.
-var programs sync.Map // string → *rules.Program
+// programs caches each segment's compiled rule (one entry per segment: a
+// new version replaces the old).
+var programs sync.Map // segment id → compiled
+
+type compiled struct {
+	version int64
+	prog    *rules.Program
+}
 
 type computedSegment struct {
 	id      string
@@ -59,9 +64,8 @@ type computedSegment struct {
 }
 
 func compileStored(id string, version int64, rule string) (*rules.Program, error) {
-	ck := fmt.Sprintf("%s@%d", id, version)
-	if p, ok := programs.Load(ck); ok {
-		return p.(*rules.Program), nil
+	if c, ok := programs.Load(id); ok && c.(compiled).version == version {
+		return c.(compiled).prog, nil
 	}
 	var r segmentsyncv1.SegmentRule
 	if err := protojson.Unmarshal([]byte(rule), &r); err != nil {
@@ -71,7 +75,7 @@ func compileStored(id string, version int64, rule string) (*rules.Program, error
 	if err != nil {
 		return nil, fmt.Errorf("segmentsync: rule of segment %s: %w", id, err)
 	}
-	programs.Store(ck, p)
+	programs.Store(id, compiled{version: version, prog: p})
 	return p, nil
 }
 
@@ -226,6 +230,7 @@ func (w *writer) dropUnusedConditions() error {
 
 // forgetComputed removes a deleted segment's rule.
 func (w *writer) forgetComputed(id string) error {
+	programs.Delete(id)
 	if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_computed WHERE segment_id = ?`, id); err != nil {
 		return err
 	}
