@@ -279,7 +279,8 @@ func (e *Evaluator) step(ctx context.Context, st jetstream.Stream, c *feed) erro
 	last := msgs[len(msgs)-1]
 	md, _ := last.Metadata()
 	e.mu.Lock()
-	err = e.o.Store.ApplyEvents(ctx, evs, md.Sequence.Stream, e.o.Now())
+	first, _ := msgs[0].Metadata()
+	err = e.o.Store.ApplyEvents(ctx, store.EventBatch{Events: evs, First: first.Sequence.Stream, Through: md.Sequence.Stream, Retained: st.CachedInfo().State.FirstSeq}, e.o.Now())
 	e.mu.Unlock()
 	if err != nil {
 		return err

@@ -710,12 +710,25 @@ func usingKeys(segs []*computedSegment, keys map[string]bool) map[*computedSegme
 	return out
 }
 
+// EventBatch is a run of the events stream: every message from First to
+// Through, and the events among them to apply.
+type EventBatch struct {
+	Events         []Event
+	First, Through uint64
+	// Retained is the stream's first sequence: messages below it expired, so
+	// a batch may start there after a gap.
+	Retained uint64
+}
+
 // ApplyEvents applies a batch of the events stream, in stream order, to the
 // live conditions' aggregates and re-evaluates the affected users' live
-// computed segments, moving the live position to through in the same
+// computed segments, moving the live position to b.Through in the same
 // transaction. Events at or below the stored position were applied before
-// (a redelivery) and are skipped, so a batch applies exactly once.
-func (s *Store) ApplyEvents(ctx context.Context, evs []Event, through uint64, now time.Time) error {
+// (a redelivery) and are skipped, so a batch applies exactly once; a batch
+// starting beyond the position (messages in between not applied, e.g. taken
+// by a second consumer) is refused rather than skipping them.
+func (s *Store) ApplyEvents(ctx context.Context, b EventBatch, now time.Time) error {
+	evs, through := b.Events, b.Through
 	pos, err := s.Position(ctx)
 	if err != nil {
 		return err
@@ -763,6 +776,9 @@ func (s *Store) ApplyEvents(ctx context.Context, evs []Event, through uint64, no
 		}
 		if uint64(cur) != pos {
 			return fmt.Errorf("segmentsync: event position moved from %d to %d under this consumer", pos, cur)
+		}
+		if b.First > pos+1 && b.First > b.Retained {
+			return fmt.Errorf("segmentsync: events %d..%d of the stream were not applied; refusing the batch from %d", pos+1, b.First-1, b.First)
 		}
 		for env, w := range ws {
 			affected, keys, err := w.addEvents(byEnv[env], live[env])

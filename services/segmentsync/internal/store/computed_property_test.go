@@ -312,7 +312,7 @@ func runComputedScenario(ctx context.Context, t *rapid.T, db *store.DB, st *Stor
 	early := rapid.IntRange(0, 2).Draw(t, "earlyBatches")
 	for i := 0; i < early; i++ {
 		evs := genEvents()
-		fail("apply", st.ApplyEvents(ctx, evs, seq, now))
+		fail("apply", st.ApplyEvents(ctx, EventBatch{Events: evs, First: evs[0].Seq, Through: seq}, now))
 	}
 	type def struct {
 		id   string
@@ -374,9 +374,10 @@ func runComputedScenario(ctx context.Context, t *rapid.T, db *store.DB, st *Stor
 		switch rapid.IntRange(0, 9).Draw(t, "step") {
 		case 0, 1, 2, 3:
 			evs := genEvents()
-			fail("apply", st.ApplyEvents(ctx, evs, seq, now))
+			batch := EventBatch{Events: evs, First: evs[0].Seq, Through: seq}
+			fail("apply", st.ApplyEvents(ctx, batch, now))
 			if rapid.Bool().Draw(t, "redeliver") { // redelivery is a no-op
-				fail("redeliver", st.ApplyEvents(ctx, evs, seq, now))
+				fail("redeliver", st.ApplyEvents(ctx, batch, now))
 			}
 			check("events")
 		case 4, 5, 6:
@@ -412,4 +413,35 @@ func runComputedScenario(ctx context.Context, t *rapid.T, db *store.DB, st *Stor
 			check("edited definition")
 		}
 	}
+}
+
+// A batch that does not continue from the stored position is refused (a
+// second consumer holding the events in between must not make them skipped),
+// unless the events in between expired from the stream.
+func TestApplyEventsRefusesAGap(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		st, err := Open(ctx, db, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := func(seq uint64) Event {
+			return Event{Seq: seq, Env: "env-gap", User: "u", Source: "api", Name: "X", Time: propBase.UnixMicro()}
+		}
+		if err := st.ApplyEvents(ctx, EventBatch{Events: []Event{ev(1), ev(2)}, First: 1, Through: 2}, propBase); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.ApplyEvents(ctx, EventBatch{Events: []Event{ev(5)}, First: 5, Through: 5}, propBase); err == nil {
+			t.Fatal("a batch from 5 after position 2 was applied")
+		}
+		if err := st.ApplyEvents(ctx, EventBatch{Events: []Event{ev(2), ev(3)}, First: 2, Through: 3}, propBase); err != nil {
+			t.Fatalf("a batch overlapping the position: %v", err)
+		}
+		if err := st.ApplyEvents(ctx, EventBatch{Events: []Event{ev(9)}, First: 9, Through: 9, Retained: 9}, propBase); err != nil {
+			t.Fatalf("a batch after expired events: %v", err)
+		}
+		if pos, _ := st.Position(ctx); pos != 9 {
+			t.Fatalf("position %d, want 9", pos)
+		}
+	})
 }
