@@ -79,6 +79,248 @@ func (Visibility) EnumDescriptor() ([]byte, []int) {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{0}
 }
 
+// ComputeState tells whether a computed segment's membership is complete.
+type ComputeState int32
+
+const (
+	// Not a computed segment.
+	ComputeState_COMPUTE_STATE_UNSPECIFIED ComputeState = 0
+	// Its event conditions are being computed over the events still retained
+	// (see compute_percent); its membership is not complete yet.
+	ComputeState_COMPUTE_STATE_COMPUTING ComputeState = 1
+	// Its membership is complete and follows every new event, user change and
+	// passing day.
+	ComputeState_COMPUTE_STATE_LIVE ComputeState = 2
+)
+
+// Enum value maps for ComputeState.
+var (
+	ComputeState_name = map[int32]string{
+		0: "COMPUTE_STATE_UNSPECIFIED",
+		1: "COMPUTE_STATE_COMPUTING",
+		2: "COMPUTE_STATE_LIVE",
+	}
+	ComputeState_value = map[string]int32{
+		"COMPUTE_STATE_UNSPECIFIED": 0,
+		"COMPUTE_STATE_COMPUTING":   1,
+		"COMPUTE_STATE_LIVE":        2,
+	}
+)
+
+func (x ComputeState) Enum() *ComputeState {
+	p := new(ComputeState)
+	*p = x
+	return p
+}
+
+func (x ComputeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ComputeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1].Descriptor()
+}
+
+func (ComputeState) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1]
+}
+
+func (x ComputeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ComputeState.Descriptor instead.
+func (ComputeState) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{1}
+}
+
+// PropertyOperator compares a user property, as targeting audiences do.
+type PropertyOperator int32
+
+const (
+	// Not set; InvalidArgument.
+	PropertyOperator_PROPERTY_OPERATOR_UNSPECIFIED PropertyOperator = 0
+	// The property holds the value (same type and value). A missing property is not equal.
+	PropertyOperator_PROPERTY_OPERATOR_EQUALS PropertyOperator = 1
+	// The property is missing or differs from the value.
+	PropertyOperator_PROPERTY_OPERATOR_NOT_EQUALS PropertyOperator = 2
+	// The property is less than a number_value or earlier than a timestamp_value.
+	PropertyOperator_PROPERTY_OPERATOR_LESS_THAN PropertyOperator = 3
+	// The property is greater than a number_value or later than a timestamp_value.
+	PropertyOperator_PROPERTY_OPERATOR_GREATER_THAN PropertyOperator = 4
+	// The property is a string containing the string_value.
+	PropertyOperator_PROPERTY_OPERATOR_CONTAINS PropertyOperator = 5
+	// The user has the property, whatever its value; takes no value.
+	PropertyOperator_PROPERTY_OPERATOR_EXISTS PropertyOperator = 6
+)
+
+// Enum value maps for PropertyOperator.
+var (
+	PropertyOperator_name = map[int32]string{
+		0: "PROPERTY_OPERATOR_UNSPECIFIED",
+		1: "PROPERTY_OPERATOR_EQUALS",
+		2: "PROPERTY_OPERATOR_NOT_EQUALS",
+		3: "PROPERTY_OPERATOR_LESS_THAN",
+		4: "PROPERTY_OPERATOR_GREATER_THAN",
+		5: "PROPERTY_OPERATOR_CONTAINS",
+		6: "PROPERTY_OPERATOR_EXISTS",
+	}
+	PropertyOperator_value = map[string]int32{
+		"PROPERTY_OPERATOR_UNSPECIFIED":  0,
+		"PROPERTY_OPERATOR_EQUALS":       1,
+		"PROPERTY_OPERATOR_NOT_EQUALS":   2,
+		"PROPERTY_OPERATOR_LESS_THAN":    3,
+		"PROPERTY_OPERATOR_GREATER_THAN": 4,
+		"PROPERTY_OPERATOR_CONTAINS":     5,
+		"PROPERTY_OPERATOR_EXISTS":       6,
+	}
+)
+
+func (x PropertyOperator) Enum() *PropertyOperator {
+	p := new(PropertyOperator)
+	*p = x
+	return p
+}
+
+func (x PropertyOperator) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PropertyOperator) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2].Descriptor()
+}
+
+func (PropertyOperator) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2]
+}
+
+func (x PropertyOperator) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PropertyOperator.Descriptor instead.
+func (PropertyOperator) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{2}
+}
+
+// CountOperator compares how many times a user did an event.
+type CountOperator int32
+
+const (
+	// Not set: the condition is a seen condition (see EventCondition.seen).
+	CountOperator_COUNT_OPERATOR_UNSPECIFIED CountOperator = 0
+	// At least `times` times.
+	CountOperator_COUNT_OPERATOR_AT_LEAST CountOperator = 1
+	// At most `times` times (users who never did it included).
+	CountOperator_COUNT_OPERATOR_AT_MOST CountOperator = 2
+	// Exactly `times` times.
+	CountOperator_COUNT_OPERATOR_EXACTLY CountOperator = 3
+)
+
+// Enum value maps for CountOperator.
+var (
+	CountOperator_name = map[int32]string{
+		0: "COUNT_OPERATOR_UNSPECIFIED",
+		1: "COUNT_OPERATOR_AT_LEAST",
+		2: "COUNT_OPERATOR_AT_MOST",
+		3: "COUNT_OPERATOR_EXACTLY",
+	}
+	CountOperator_value = map[string]int32{
+		"COUNT_OPERATOR_UNSPECIFIED": 0,
+		"COUNT_OPERATOR_AT_LEAST":    1,
+		"COUNT_OPERATOR_AT_MOST":     2,
+		"COUNT_OPERATOR_EXACTLY":     3,
+	}
+)
+
+func (x CountOperator) Enum() *CountOperator {
+	p := new(CountOperator)
+	*p = x
+	return p
+}
+
+func (x CountOperator) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CountOperator) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3].Descriptor()
+}
+
+func (CountOperator) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3]
+}
+
+func (x CountOperator) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CountOperator.Descriptor instead.
+func (CountOperator) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{3}
+}
+
+// SeenOperator compares when a user first or last did an event.
+type SeenOperator int32
+
+const (
+	// Not set: the condition is a count condition.
+	SeenOperator_SEEN_OPERATOR_UNSPECIFIED SeenOperator = 0
+	// The user's first such event is before seen_time.
+	SeenOperator_SEEN_OPERATOR_FIRST_BEFORE SeenOperator = 1
+	// The user's first such event is at or after seen_time.
+	SeenOperator_SEEN_OPERATOR_FIRST_AFTER SeenOperator = 2
+	// The user's last such event is before seen_time.
+	SeenOperator_SEEN_OPERATOR_LAST_BEFORE SeenOperator = 3
+	// The user's last such event is at or after seen_time.
+	SeenOperator_SEEN_OPERATOR_LAST_AFTER SeenOperator = 4
+)
+
+// Enum value maps for SeenOperator.
+var (
+	SeenOperator_name = map[int32]string{
+		0: "SEEN_OPERATOR_UNSPECIFIED",
+		1: "SEEN_OPERATOR_FIRST_BEFORE",
+		2: "SEEN_OPERATOR_FIRST_AFTER",
+		3: "SEEN_OPERATOR_LAST_BEFORE",
+		4: "SEEN_OPERATOR_LAST_AFTER",
+	}
+	SeenOperator_value = map[string]int32{
+		"SEEN_OPERATOR_UNSPECIFIED":  0,
+		"SEEN_OPERATOR_FIRST_BEFORE": 1,
+		"SEEN_OPERATOR_FIRST_AFTER":  2,
+		"SEEN_OPERATOR_LAST_BEFORE":  3,
+		"SEEN_OPERATOR_LAST_AFTER":   4,
+	}
+)
+
+func (x SeenOperator) Enum() *SeenOperator {
+	p := new(SeenOperator)
+	*p = x
+	return p
+}
+
+func (x SeenOperator) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SeenOperator) Descriptor() protoreflect.EnumDescriptor {
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4].Descriptor()
+}
+
+func (SeenOperator) Type() protoreflect.EnumType {
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4]
+}
+
+func (x SeenOperator) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SeenOperator.Descriptor instead.
+func (SeenOperator) EnumDescriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{4}
+}
+
 // PropertyType is the type of a user property value (PropertyValue's kind).
 type PropertyType int32
 
@@ -124,11 +366,11 @@ func (x PropertyType) String() string {
 }
 
 func (PropertyType) Descriptor() protoreflect.EnumDescriptor {
-	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1].Descriptor()
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[5].Descriptor()
 }
 
 func (PropertyType) Type() protoreflect.EnumType {
-	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[1]
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[5]
 }
 
 func (x PropertyType) Number() protoreflect.EnumNumber {
@@ -137,7 +379,7 @@ func (x PropertyType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PropertyType.Descriptor instead.
 func (PropertyType) EnumDescriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{1}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{5}
 }
 
 // Schedule of a sync.
@@ -177,11 +419,11 @@ func (x SyncSchedule) String() string {
 }
 
 func (SyncSchedule) Descriptor() protoreflect.EnumDescriptor {
-	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2].Descriptor()
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[6].Descriptor()
 }
 
 func (SyncSchedule) Type() protoreflect.EnumType {
-	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[2]
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[6]
 }
 
 func (x SyncSchedule) Number() protoreflect.EnumNumber {
@@ -190,7 +432,7 @@ func (x SyncSchedule) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncSchedule.Descriptor instead.
 func (SyncSchedule) EnumDescriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{2}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{6}
 }
 
 // What a sync sends.
@@ -230,11 +472,11 @@ func (x SyncMode) String() string {
 }
 
 func (SyncMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3].Descriptor()
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[7].Descriptor()
 }
 
 func (SyncMode) Type() protoreflect.EnumType {
-	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[3]
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[7]
 }
 
 func (x SyncMode) Number() protoreflect.EnumNumber {
@@ -243,7 +485,7 @@ func (x SyncMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncMode.Descriptor instead.
 func (SyncMode) EnumDescriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{3}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{7}
 }
 
 // Outcome of a sync run.
@@ -305,11 +547,11 @@ func (x SyncRunStatus) String() string {
 }
 
 func (SyncRunStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4].Descriptor()
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[8].Descriptor()
 }
 
 func (SyncRunStatus) Type() protoreflect.EnumType {
-	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[4]
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[8]
 }
 
 func (x SyncRunStatus) Number() protoreflect.EnumNumber {
@@ -318,7 +560,7 @@ func (x SyncRunStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncRunStatus.Descriptor instead.
 func (SyncRunStatus) EnumDescriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{4}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{8}
 }
 
 // What started a sync run.
@@ -370,11 +612,11 @@ func (x SyncRunTrigger) String() string {
 }
 
 func (SyncRunTrigger) Descriptor() protoreflect.EnumDescriptor {
-	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[5].Descriptor()
+	return file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[9].Descriptor()
 }
 
 func (SyncRunTrigger) Type() protoreflect.EnumType {
-	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[5]
+	return &file_seghub_segmentsync_v1_segmentsync_proto_enumTypes[9]
 }
 
 func (x SyncRunTrigger) Number() protoreflect.EnumNumber {
@@ -383,7 +625,7 @@ func (x SyncRunTrigger) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncRunTrigger.Descriptor instead.
 func (SyncRunTrigger) EnumDescriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{5}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{9}
 }
 
 // PropertyValue is a typed user property value.
@@ -626,9 +868,18 @@ type Segment struct {
 	// When the segment was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the segment last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Set on computed segments: the rule their membership follows. Members of
+	// a computed segment cannot be added, removed or replaced by hand.
+	Rule *SegmentRule `protobuf:"bytes,10,opt,name=rule,proto3" json:"rule,omitempty"`
+	// Where the computation of a computed segment stands; unspecified on
+	// segments without a rule.
+	ComputeState ComputeState `protobuf:"varint,11,opt,name=compute_state,json=computeState,proto3,enum=seghub.segmentsync.v1.ComputeState" json:"compute_state,omitempty"`
+	// While compute_state is COMPUTING: how much of the retained events the
+	// backfill has read, 0 to 100; 100 once LIVE.
+	ComputePercent uint32 `protobuf:"varint,12,opt,name=compute_percent,json=computePercent,proto3" json:"compute_percent,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Segment) Reset() {
@@ -724,6 +975,531 @@ func (x *Segment) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Segment) GetRule() *SegmentRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *Segment) GetComputeState() ComputeState {
+	if x != nil {
+		return x.ComputeState
+	}
+	return ComputeState_COMPUTE_STATE_UNSPECIFIED
+}
+
+func (x *Segment) GetComputePercent() uint32 {
+	if x != nil {
+		return x.ComputePercent
+	}
+	return 0
+}
+
+// SegmentRule is a computed segment's definition: exactly one of all, any,
+// not, property or event. A rule holds at most 50 conditions (property and
+// event) and nests at most 6 deep.
+type SegmentRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every rule listed must hold (AND): 1 to 50 rules.
+	All []*SegmentRule `protobuf:"bytes,1,rep,name=all,proto3" json:"all,omitempty"`
+	// At least one rule listed must hold (OR): 1 to 50 rules.
+	Any []*SegmentRule `protobuf:"bytes,2,rep,name=any,proto3" json:"any,omitempty"`
+	// The rule must not hold (NOT).
+	Not *SegmentRule `protobuf:"bytes,3,opt,name=not,proto3" json:"not,omitempty"`
+	// A comparison of a user property.
+	Property *PropertyCondition `protobuf:"bytes,4,opt,name=property,proto3" json:"property,omitempty"`
+	// A condition on the user's events.
+	Event         *EventCondition `protobuf:"bytes,5,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SegmentRule) Reset() {
+	*x = SegmentRule{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentRule) ProtoMessage() {}
+
+func (x *SegmentRule) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentRule.ProtoReflect.Descriptor instead.
+func (*SegmentRule) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SegmentRule) GetAll() []*SegmentRule {
+	if x != nil {
+		return x.All
+	}
+	return nil
+}
+
+func (x *SegmentRule) GetAny() []*SegmentRule {
+	if x != nil {
+		return x.Any
+	}
+	return nil
+}
+
+func (x *SegmentRule) GetNot() *SegmentRule {
+	if x != nil {
+		return x.Not
+	}
+	return nil
+}
+
+func (x *SegmentRule) GetProperty() *PropertyCondition {
+	if x != nil {
+		return x.Property
+	}
+	return nil
+}
+
+func (x *SegmentRule) GetEvent() *EventCondition {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// PropertyCondition compares one user property with a value.
+type PropertyCondition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user property: 1 to 128 bytes.
+	Property string `protobuf:"bytes,1,opt,name=property,proto3" json:"property,omitempty"`
+	// The comparison.
+	Operator PropertyOperator `protobuf:"varint,2,opt,name=operator,proto3,enum=seghub.segmentsync.v1.PropertyOperator" json:"operator,omitempty"`
+	// The value compared with; none for EXISTS. null_value is refused.
+	Value         *PropertyValue `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PropertyCondition) Reset() {
+	*x = PropertyCondition{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PropertyCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PropertyCondition) ProtoMessage() {}
+
+func (x *PropertyCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PropertyCondition.ProtoReflect.Descriptor instead.
+func (*PropertyCondition) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PropertyCondition) GetProperty() string {
+	if x != nil {
+		return x.Property
+	}
+	return ""
+}
+
+func (x *PropertyCondition) GetOperator() PropertyOperator {
+	if x != nil {
+		return x.Operator
+	}
+	return PropertyOperator_PROPERTY_OPERATOR_UNSPECIFIED
+}
+
+func (x *PropertyCondition) GetValue() *PropertyValue {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+// EventCondition tests the events a user did, as the event relay stored them
+// (an event's time is its timestamp, or when seghub received it if that is
+// earlier). Either a count condition (count_operator and times, optionally
+// within_days or start_date and end_date) or a seen condition (seen and
+// seen_time). Days are UTC days.
+type EventCondition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event's source: appcues, commandbar or api (1 to 64 bytes).
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// The event's name as stored, e.g. "Flow Completed" (1 to 256 bytes).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Only events whose properties equal all of these (at most 10 filters).
+	Where []*EventPropertyFilter `protobuf:"bytes,3,rep,name=where,proto3" json:"where,omitempty"`
+	// How the number of events is compared with times.
+	CountOperator CountOperator `protobuf:"varint,4,opt,name=count_operator,json=countOperator,proto3,enum=seghub.segmentsync.v1.CountOperator" json:"count_operator,omitempty"`
+	// The number compared with: 0 to 1000000.
+	Times uint32 `protobuf:"varint,5,opt,name=times,proto3" json:"times,omitempty"`
+	// Count only today and the within_days - 1 days before (1 to 365); 0
+	// counts every retained event unless start_date is set.
+	WithinDays uint32 `protobuf:"varint,6,opt,name=within_days,json=withinDays,proto3" json:"within_days,omitempty"`
+	// Count only events from this day (YYYY-MM-DD, inclusive); set with end_date.
+	StartDate string `protobuf:"bytes,7,opt,name=start_date,json=startDate,proto3" json:"start_date,omitempty"`
+	// Count only events up to this day (YYYY-MM-DD, inclusive); set with start_date.
+	EndDate string `protobuf:"bytes,8,opt,name=end_date,json=endDate,proto3" json:"end_date,omitempty"`
+	// For a seen condition: first or last, before or after seen_time. A user
+	// who never did the event holds no seen condition.
+	Seen SeenOperator `protobuf:"varint,9,opt,name=seen,proto3,enum=seghub.segmentsync.v1.SeenOperator" json:"seen,omitempty"`
+	// The time a seen condition compares with.
+	SeenTime      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=seen_time,json=seenTime,proto3" json:"seen_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventCondition) Reset() {
+	*x = EventCondition{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventCondition) ProtoMessage() {}
+
+func (x *EventCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventCondition.ProtoReflect.Descriptor instead.
+func (*EventCondition) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *EventCondition) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *EventCondition) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EventCondition) GetWhere() []*EventPropertyFilter {
+	if x != nil {
+		return x.Where
+	}
+	return nil
+}
+
+func (x *EventCondition) GetCountOperator() CountOperator {
+	if x != nil {
+		return x.CountOperator
+	}
+	return CountOperator_COUNT_OPERATOR_UNSPECIFIED
+}
+
+func (x *EventCondition) GetTimes() uint32 {
+	if x != nil {
+		return x.Times
+	}
+	return 0
+}
+
+func (x *EventCondition) GetWithinDays() uint32 {
+	if x != nil {
+		return x.WithinDays
+	}
+	return 0
+}
+
+func (x *EventCondition) GetStartDate() string {
+	if x != nil {
+		return x.StartDate
+	}
+	return ""
+}
+
+func (x *EventCondition) GetEndDate() string {
+	if x != nil {
+		return x.EndDate
+	}
+	return ""
+}
+
+func (x *EventCondition) GetSeen() SeenOperator {
+	if x != nil {
+		return x.Seen
+	}
+	return SeenOperator_SEEN_OPERATOR_UNSPECIFIED
+}
+
+func (x *EventCondition) GetSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SeenTime
+	}
+	return nil
+}
+
+// EventPropertyFilter keeps events whose property equals a value.
+type EventPropertyFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event property as stored, e.g. "Flow ID" (1 to 128 bytes).
+	Property string `protobuf:"bytes,1,opt,name=property,proto3" json:"property,omitempty"`
+	// The value it must equal: exactly one.
+	//
+	// Types that are valid to be assigned to Value:
+	//
+	//	*EventPropertyFilter_StringValue
+	//	*EventPropertyFilter_NumberValue
+	//	*EventPropertyFilter_BoolValue
+	Value         isEventPropertyFilter_Value `protobuf_oneof:"value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventPropertyFilter) Reset() {
+	*x = EventPropertyFilter{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventPropertyFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventPropertyFilter) ProtoMessage() {}
+
+func (x *EventPropertyFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventPropertyFilter.ProtoReflect.Descriptor instead.
+func (*EventPropertyFilter) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EventPropertyFilter) GetProperty() string {
+	if x != nil {
+		return x.Property
+	}
+	return ""
+}
+
+func (x *EventPropertyFilter) GetValue() isEventPropertyFilter_Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *EventPropertyFilter) GetStringValue() string {
+	if x != nil {
+		if x, ok := x.Value.(*EventPropertyFilter_StringValue); ok {
+			return x.StringValue
+		}
+	}
+	return ""
+}
+
+func (x *EventPropertyFilter) GetNumberValue() float64 {
+	if x != nil {
+		if x, ok := x.Value.(*EventPropertyFilter_NumberValue); ok {
+			return x.NumberValue
+		}
+	}
+	return 0
+}
+
+func (x *EventPropertyFilter) GetBoolValue() bool {
+	if x != nil {
+		if x, ok := x.Value.(*EventPropertyFilter_BoolValue); ok {
+			return x.BoolValue
+		}
+	}
+	return false
+}
+
+type isEventPropertyFilter_Value interface {
+	isEventPropertyFilter_Value()
+}
+
+type EventPropertyFilter_StringValue struct {
+	// A string of at most 1024 bytes.
+	StringValue string `protobuf:"bytes,2,opt,name=string_value,json=stringValue,proto3,oneof"`
+}
+
+type EventPropertyFilter_NumberValue struct {
+	// A finite number.
+	NumberValue float64 `protobuf:"fixed64,3,opt,name=number_value,json=numberValue,proto3,oneof"`
+}
+
+type EventPropertyFilter_BoolValue struct {
+	// A boolean.
+	BoolValue bool `protobuf:"varint,4,opt,name=bool_value,json=boolValue,proto3,oneof"`
+}
+
+func (*EventPropertyFilter_StringValue) isEventPropertyFilter_Value() {}
+
+func (*EventPropertyFilter_NumberValue) isEventPropertyFilter_Value() {}
+
+func (*EventPropertyFilter_BoolValue) isEventPropertyFilter_Value() {}
+
+// Input of PreviewSegmentRule.
+type PreviewSegmentRuleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule to evaluate, validated as CreateSegment would.
+	Rule *SegmentRule `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	// How many matching user ids to return: 0 means 10, at most 100.
+	SampleSize    int32 `protobuf:"varint,2,opt,name=sample_size,json=sampleSize,proto3" json:"sample_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewSegmentRuleRequest) Reset() {
+	*x = PreviewSegmentRuleRequest{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewSegmentRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewSegmentRuleRequest) ProtoMessage() {}
+
+func (x *PreviewSegmentRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewSegmentRuleRequest.ProtoReflect.Descriptor instead.
+func (*PreviewSegmentRuleRequest) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PreviewSegmentRuleRequest) GetRule() *SegmentRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *PreviewSegmentRuleRequest) GetSampleSize() int32 {
+	if x != nil {
+		return x.SampleSize
+	}
+	return 0
+}
+
+// Output of PreviewSegmentRule.
+type PreviewSegmentRuleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many users of the environment the rule holds for now.
+	MemberCount uint64 `protobuf:"varint,1,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	// Some of them, in dense-id order (at most sample_size).
+	SampleUserIds []string `protobuf:"bytes,2,rep,name=sample_user_ids,json=sampleUserIds,proto3" json:"sample_user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewSegmentRuleResponse) Reset() {
+	*x = PreviewSegmentRuleResponse{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewSegmentRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewSegmentRuleResponse) ProtoMessage() {}
+
+func (x *PreviewSegmentRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewSegmentRuleResponse.ProtoReflect.Descriptor instead.
+func (*PreviewSegmentRuleResponse) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PreviewSegmentRuleResponse) GetMemberCount() uint64 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
+}
+
+func (x *PreviewSegmentRuleResponse) GetSampleUserIds() []string {
+	if x != nil {
+		return x.SampleUserIds
+	}
+	return nil
+}
+
 // Input of UpsertUsers.
 type UpsertUsersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -735,7 +1511,7 @@ type UpsertUsersRequest struct {
 
 func (x *UpsertUsersRequest) Reset() {
 	*x = UpsertUsersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[3]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +1523,7 @@ func (x *UpsertUsersRequest) String() string {
 func (*UpsertUsersRequest) ProtoMessage() {}
 
 func (x *UpsertUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[3]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +1536,7 @@ func (x *UpsertUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertUsersRequest.ProtoReflect.Descriptor instead.
 func (*UpsertUsersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{3}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpsertUsersRequest) GetUsers() []*User {
@@ -783,7 +1559,7 @@ type UpsertUsersResponse struct {
 
 func (x *UpsertUsersResponse) Reset() {
 	*x = UpsertUsersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[4]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +1571,7 @@ func (x *UpsertUsersResponse) String() string {
 func (*UpsertUsersResponse) ProtoMessage() {}
 
 func (x *UpsertUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[4]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +1584,7 @@ func (x *UpsertUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertUsersResponse.ProtoReflect.Descriptor instead.
 func (*UpsertUsersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{4}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpsertUsersResponse) GetCreated() uint32 {
@@ -836,7 +1612,7 @@ type GetUserRequest struct {
 
 func (x *GetUserRequest) Reset() {
 	*x = GetUserRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[5]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1624,7 @@ func (x *GetUserRequest) String() string {
 func (*GetUserRequest) ProtoMessage() {}
 
 func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[5]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1637,7 @@ func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
 func (*GetUserRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{5}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetUserRequest) GetUserId() string {
@@ -884,7 +1660,7 @@ type GetUserResponse struct {
 
 func (x *GetUserResponse) Reset() {
 	*x = GetUserResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[6]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1672,7 @@ func (x *GetUserResponse) String() string {
 func (*GetUserResponse) ProtoMessage() {}
 
 func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[6]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1685,7 @@ func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserResponse.ProtoReflect.Descriptor instead.
 func (*GetUserResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{6}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetUserResponse) GetUser() *User {
@@ -946,7 +1722,7 @@ type IdentifyUserRequest struct {
 
 func (x *IdentifyUserRequest) Reset() {
 	*x = IdentifyUserRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1734,7 @@ func (x *IdentifyUserRequest) String() string {
 func (*IdentifyUserRequest) ProtoMessage() {}
 
 func (x *IdentifyUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[7]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1747,7 @@ func (x *IdentifyUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyUserRequest.ProtoReflect.Descriptor instead.
 func (*IdentifyUserRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{7}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *IdentifyUserRequest) GetUserId() string {
@@ -1015,7 +1791,7 @@ type IdentifyUserResponse struct {
 
 func (x *IdentifyUserResponse) Reset() {
 	*x = IdentifyUserResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1803,7 @@ func (x *IdentifyUserResponse) String() string {
 func (*IdentifyUserResponse) ProtoMessage() {}
 
 func (x *IdentifyUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[8]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1816,7 @@ func (x *IdentifyUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyUserResponse.ProtoReflect.Descriptor instead.
 func (*IdentifyUserResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{8}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *IdentifyUserResponse) GetCreated() bool {
@@ -1066,7 +1842,7 @@ type ListUserPropertiesRequest struct {
 
 func (x *ListUserPropertiesRequest) Reset() {
 	*x = ListUserPropertiesRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1854,7 @@ func (x *ListUserPropertiesRequest) String() string {
 func (*ListUserPropertiesRequest) ProtoMessage() {}
 
 func (x *ListUserPropertiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[9]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1867,7 @@ func (x *ListUserPropertiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserPropertiesRequest.ProtoReflect.Descriptor instead.
 func (*ListUserPropertiesRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{9}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{15}
 }
 
 // ListUserPropertiesResponse holds at most 1000 properties.
@@ -1108,7 +1884,7 @@ type ListUserPropertiesResponse struct {
 
 func (x *ListUserPropertiesResponse) Reset() {
 	*x = ListUserPropertiesResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1896,7 @@ func (x *ListUserPropertiesResponse) String() string {
 func (*ListUserPropertiesResponse) ProtoMessage() {}
 
 func (x *ListUserPropertiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[10]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1909,7 @@ func (x *ListUserPropertiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserPropertiesResponse.ProtoReflect.Descriptor instead.
 func (*ListUserPropertiesResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{10}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListUserPropertiesResponse) GetProperties() []*UserProperty {
@@ -1166,7 +1942,7 @@ type UserProperty struct {
 
 func (x *UserProperty) Reset() {
 	*x = UserProperty{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1954,7 @@ func (x *UserProperty) String() string {
 func (*UserProperty) ProtoMessage() {}
 
 func (x *UserProperty) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[11]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1967,7 @@ func (x *UserProperty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserProperty.ProtoReflect.Descriptor instead.
 func (*UserProperty) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{11}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UserProperty) GetName() string {
@@ -1226,7 +2002,7 @@ type DeleteUserRequest struct {
 
 func (x *DeleteUserRequest) Reset() {
 	*x = DeleteUserRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +2014,7 @@ func (x *DeleteUserRequest) String() string {
 func (*DeleteUserRequest) ProtoMessage() {}
 
 func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[12]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +2027,7 @@ func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{12}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteUserRequest) GetUserId() string {
@@ -1272,7 +2048,7 @@ type DeleteUserResponse struct {
 
 func (x *DeleteUserResponse) Reset() {
 	*x = DeleteUserResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +2060,7 @@ func (x *DeleteUserResponse) String() string {
 func (*DeleteUserResponse) ProtoMessage() {}
 
 func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[13]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +2073,7 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{13}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteUserResponse) GetSegmentIds() []string {
@@ -1315,14 +2091,17 @@ type CreateSegmentRequest struct {
 	// Free text for people: at most 2000 characters.
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// Defaults to public.
-	Visibility    Visibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
+	Visibility Visibility `protobuf:"varint,3,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
+	// Makes the segment computed from this rule (see SegmentRule); it starts
+	// COMPUTING and becomes LIVE once the retained events are read.
+	Rule          *SegmentRule `protobuf:"bytes,4,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSegmentRequest) Reset() {
 	*x = CreateSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +2113,7 @@ func (x *CreateSegmentRequest) String() string {
 func (*CreateSegmentRequest) ProtoMessage() {}
 
 func (x *CreateSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[14]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +2126,7 @@ func (x *CreateSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{14}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateSegmentRequest) GetName() string {
@@ -1371,6 +2150,13 @@ func (x *CreateSegmentRequest) GetVisibility() Visibility {
 	return Visibility_VISIBILITY_UNSPECIFIED
 }
 
+func (x *CreateSegmentRequest) GetRule() *SegmentRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
 // Output of CreateSegment.
 type CreateSegmentResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1382,7 +2168,7 @@ type CreateSegmentResponse struct {
 
 func (x *CreateSegmentResponse) Reset() {
 	*x = CreateSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +2180,7 @@ func (x *CreateSegmentResponse) String() string {
 func (*CreateSegmentResponse) ProtoMessage() {}
 
 func (x *CreateSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[15]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +2193,7 @@ func (x *CreateSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{15}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateSegmentResponse) GetSegment() *Segment {
@@ -1428,7 +2214,7 @@ type GetSegmentRequest struct {
 
 func (x *GetSegmentRequest) Reset() {
 	*x = GetSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +2226,7 @@ func (x *GetSegmentRequest) String() string {
 func (*GetSegmentRequest) ProtoMessage() {}
 
 func (x *GetSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[16]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +2239,7 @@ func (x *GetSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSegmentRequest.ProtoReflect.Descriptor instead.
 func (*GetSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{16}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetSegmentRequest) GetSegmentId() string {
@@ -1474,7 +2260,7 @@ type GetSegmentResponse struct {
 
 func (x *GetSegmentResponse) Reset() {
 	*x = GetSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +2272,7 @@ func (x *GetSegmentResponse) String() string {
 func (*GetSegmentResponse) ProtoMessage() {}
 
 func (x *GetSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[17]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +2285,7 @@ func (x *GetSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSegmentResponse.ProtoReflect.Descriptor instead.
 func (*GetSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{17}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetSegmentResponse) GetSegment() *Segment {
@@ -1533,7 +2319,7 @@ type ListSegmentsRequest struct {
 
 func (x *ListSegmentsRequest) Reset() {
 	*x = ListSegmentsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +2331,7 @@ func (x *ListSegmentsRequest) String() string {
 func (*ListSegmentsRequest) ProtoMessage() {}
 
 func (x *ListSegmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[18]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +2344,7 @@ func (x *ListSegmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSegmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListSegmentsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{18}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListSegmentsRequest) GetPageSize() int32 {
@@ -1616,7 +2402,7 @@ type ListSegmentsResponse struct {
 
 func (x *ListSegmentsResponse) Reset() {
 	*x = ListSegmentsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +2414,7 @@ func (x *ListSegmentsResponse) String() string {
 func (*ListSegmentsResponse) ProtoMessage() {}
 
 func (x *ListSegmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[19]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +2427,7 @@ func (x *ListSegmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSegmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListSegmentsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{19}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListSegmentsResponse) GetSegments() []*Segment {
@@ -1658,7 +2444,7 @@ func (x *ListSegmentsResponse) GetNextPageToken() string {
 	return ""
 }
 
-// Input of UpdateSegment: at least one of name, description or visibility must be set.
+// Input of UpdateSegment: at least one of name, description, visibility or rule must be set.
 type UpdateSegmentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Identifier of the segment to change.
@@ -1668,14 +2454,17 @@ type UpdateSegmentRequest struct {
 	// New description: at most 2000 characters.
 	Description *string `protobuf:"bytes,3,opt,name=description,proto3,oneof" json:"description,omitempty"`
 	// New visibility; unspecified leaves it unchanged.
-	Visibility    Visibility `protobuf:"varint,4,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
+	Visibility Visibility `protobuf:"varint,4,opt,name=visibility,proto3,enum=seghub.segmentsync.v1.Visibility" json:"visibility,omitempty"`
+	// New rule of a computed segment (a segment created without a rule cannot
+	// take one: FailedPrecondition); the segment is computed again.
+	Rule          *SegmentRule `protobuf:"bytes,5,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateSegmentRequest) Reset() {
 	*x = UpdateSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +2476,7 @@ func (x *UpdateSegmentRequest) String() string {
 func (*UpdateSegmentRequest) ProtoMessage() {}
 
 func (x *UpdateSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +2489,7 @@ func (x *UpdateSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSegmentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{20}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateSegmentRequest) GetSegmentId() string {
@@ -1731,6 +2520,13 @@ func (x *UpdateSegmentRequest) GetVisibility() Visibility {
 	return Visibility_VISIBILITY_UNSPECIFIED
 }
 
+func (x *UpdateSegmentRequest) GetRule() *SegmentRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
 // Output of UpdateSegment.
 type UpdateSegmentResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1742,7 +2538,7 @@ type UpdateSegmentResponse struct {
 
 func (x *UpdateSegmentResponse) Reset() {
 	*x = UpdateSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +2550,7 @@ func (x *UpdateSegmentResponse) String() string {
 func (*UpdateSegmentResponse) ProtoMessage() {}
 
 func (x *UpdateSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[21]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +2563,7 @@ func (x *UpdateSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSegmentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{21}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateSegmentResponse) GetSegment() *Segment {
@@ -1788,7 +2584,7 @@ type DeleteSegmentRequest struct {
 
 func (x *DeleteSegmentRequest) Reset() {
 	*x = DeleteSegmentRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +2596,7 @@ func (x *DeleteSegmentRequest) String() string {
 func (*DeleteSegmentRequest) ProtoMessage() {}
 
 func (x *DeleteSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[22]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +2609,7 @@ func (x *DeleteSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSegmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{22}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteSegmentRequest) GetSegmentId() string {
@@ -1832,7 +2628,7 @@ type DeleteSegmentResponse struct {
 
 func (x *DeleteSegmentResponse) Reset() {
 	*x = DeleteSegmentResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2640,7 @@ func (x *DeleteSegmentResponse) String() string {
 func (*DeleteSegmentResponse) ProtoMessage() {}
 
 func (x *DeleteSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[23]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2653,7 @@ func (x *DeleteSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSegmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{23}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{29}
 }
 
 // Input of AddMembers.
@@ -1873,7 +2669,7 @@ type AddMembersRequest struct {
 
 func (x *AddMembersRequest) Reset() {
 	*x = AddMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2681,7 @@ func (x *AddMembersRequest) String() string {
 func (*AddMembersRequest) ProtoMessage() {}
 
 func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[24]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2694,7 @@ func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMembersRequest.ProtoReflect.Descriptor instead.
 func (*AddMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{24}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AddMembersRequest) GetSegmentId() string {
@@ -1930,7 +2726,7 @@ type AddMembersResponse struct {
 
 func (x *AddMembersResponse) Reset() {
 	*x = AddMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2738,7 @@ func (x *AddMembersResponse) String() string {
 func (*AddMembersResponse) ProtoMessage() {}
 
 func (x *AddMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[25]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2751,7 @@ func (x *AddMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMembersResponse.ProtoReflect.Descriptor instead.
 func (*AddMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{25}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AddMembersResponse) GetAdded() uint64 {
@@ -1992,7 +2788,7 @@ type RemoveMembersRequest struct {
 
 func (x *RemoveMembersRequest) Reset() {
 	*x = RemoveMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2800,7 @@ func (x *RemoveMembersRequest) String() string {
 func (*RemoveMembersRequest) ProtoMessage() {}
 
 func (x *RemoveMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2813,7 @@ func (x *RemoveMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMembersRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{26}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoveMembersRequest) GetSegmentId() string {
@@ -2049,7 +2845,7 @@ type RemoveMembersResponse struct {
 
 func (x *RemoveMembersResponse) Reset() {
 	*x = RemoveMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2857,7 @@ func (x *RemoveMembersResponse) String() string {
 func (*RemoveMembersResponse) ProtoMessage() {}
 
 func (x *RemoveMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[27]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2870,7 @@ func (x *RemoveMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMembersResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{27}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RemoveMembersResponse) GetRemoved() uint64 {
@@ -2112,7 +2908,7 @@ type ReplaceMembersRequest struct {
 
 func (x *ReplaceMembersRequest) Reset() {
 	*x = ReplaceMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2920,7 @@ func (x *ReplaceMembersRequest) String() string {
 func (*ReplaceMembersRequest) ProtoMessage() {}
 
 func (x *ReplaceMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[28]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2933,7 @@ func (x *ReplaceMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceMembersRequest.ProtoReflect.Descriptor instead.
 func (*ReplaceMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{28}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReplaceMembersRequest) GetSegmentId() string {
@@ -2171,7 +2967,7 @@ type ReplaceMembersResponse struct {
 
 func (x *ReplaceMembersResponse) Reset() {
 	*x = ReplaceMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2183,7 +2979,7 @@ func (x *ReplaceMembersResponse) String() string {
 func (*ReplaceMembersResponse) ProtoMessage() {}
 
 func (x *ReplaceMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[29]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2196,7 +2992,7 @@ func (x *ReplaceMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceMembersResponse.ProtoReflect.Descriptor instead.
 func (*ReplaceMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{29}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReplaceMembersResponse) GetAdded() uint64 {
@@ -2242,7 +3038,7 @@ type GetMembersRequest struct {
 
 func (x *GetMembersRequest) Reset() {
 	*x = GetMembersRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2254,7 +3050,7 @@ func (x *GetMembersRequest) String() string {
 func (*GetMembersRequest) ProtoMessage() {}
 
 func (x *GetMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[30]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2267,7 +3063,7 @@ func (x *GetMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembersRequest.ProtoReflect.Descriptor instead.
 func (*GetMembersRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{30}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetMembersRequest) GetSegmentId() string {
@@ -2304,7 +3100,7 @@ type GetMembersResponse struct {
 
 func (x *GetMembersResponse) Reset() {
 	*x = GetMembersResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +3112,7 @@ func (x *GetMembersResponse) String() string {
 func (*GetMembersResponse) ProtoMessage() {}
 
 func (x *GetMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[31]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +3125,7 @@ func (x *GetMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembersResponse.ProtoReflect.Descriptor instead.
 func (*GetMembersResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{31}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetMembersResponse) GetUserIds() []string {
@@ -2359,7 +3155,7 @@ type IsMemberRequest struct {
 
 func (x *IsMemberRequest) Reset() {
 	*x = IsMemberRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +3167,7 @@ func (x *IsMemberRequest) String() string {
 func (*IsMemberRequest) ProtoMessage() {}
 
 func (x *IsMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[32]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +3180,7 @@ func (x *IsMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMemberRequest.ProtoReflect.Descriptor instead.
 func (*IsMemberRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{32}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *IsMemberRequest) GetSegmentId() string {
@@ -2414,7 +3210,7 @@ type IsMemberResponse struct {
 
 func (x *IsMemberResponse) Reset() {
 	*x = IsMemberResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2426,7 +3222,7 @@ func (x *IsMemberResponse) String() string {
 func (*IsMemberResponse) ProtoMessage() {}
 
 func (x *IsMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[33]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2439,7 +3235,7 @@ func (x *IsMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsMemberResponse.ProtoReflect.Descriptor instead.
 func (*IsMemberResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{33}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *IsMemberResponse) GetIsMember() bool {
@@ -2476,7 +3272,7 @@ type WatchMembershipRequest struct {
 
 func (x *WatchMembershipRequest) Reset() {
 	*x = WatchMembershipRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +3284,7 @@ func (x *WatchMembershipRequest) String() string {
 func (*WatchMembershipRequest) ProtoMessage() {}
 
 func (x *WatchMembershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[34]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +3297,7 @@ func (x *WatchMembershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMembershipRequest.ProtoReflect.Descriptor instead.
 func (*WatchMembershipRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{34}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchMembershipRequest) GetSegmentIds() []string {
@@ -2558,7 +3354,7 @@ type WatchMembershipResponse struct {
 
 func (x *WatchMembershipResponse) Reset() {
 	*x = WatchMembershipResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +3366,7 @@ func (x *WatchMembershipResponse) String() string {
 func (*WatchMembershipResponse) ProtoMessage() {}
 
 func (x *WatchMembershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +3379,7 @@ func (x *WatchMembershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMembershipResponse.ProtoReflect.Descriptor instead.
 func (*WatchMembershipResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{35}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *WatchMembershipResponse) GetEnvironmentId() string {
@@ -2732,7 +3528,7 @@ type SnapshotStart struct {
 
 func (x *SnapshotStart) Reset() {
 	*x = SnapshotStart{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +3540,7 @@ func (x *SnapshotStart) String() string {
 func (*SnapshotStart) ProtoMessage() {}
 
 func (x *SnapshotStart) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[36]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +3553,7 @@ func (x *SnapshotStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotStart.ProtoReflect.Descriptor instead.
 func (*SnapshotStart) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{36}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{42}
 }
 
 // Users created or changed, in their current state.
@@ -2771,7 +3567,7 @@ type UserBatch struct {
 
 func (x *UserBatch) Reset() {
 	*x = UserBatch{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2783,7 +3579,7 @@ func (x *UserBatch) String() string {
 func (*UserBatch) ProtoMessage() {}
 
 func (x *UserBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[37]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2796,7 +3592,7 @@ func (x *UserBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserBatch.ProtoReflect.Descriptor instead.
 func (*UserBatch) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{37}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UserBatch) GetUsers() []*User {
@@ -2819,7 +3615,7 @@ type UsersDeleted struct {
 
 func (x *UsersDeleted) Reset() {
 	*x = UsersDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +3627,7 @@ func (x *UsersDeleted) String() string {
 func (*UsersDeleted) ProtoMessage() {}
 
 func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +3640,7 @@ func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsersDeleted.ProtoReflect.Descriptor instead.
 func (*UsersDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{38}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UsersDeleted) GetDenseIds() []uint32 {
@@ -2874,7 +3670,7 @@ type SegmentState struct {
 
 func (x *SegmentState) Reset() {
 	*x = SegmentState{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +3682,7 @@ func (x *SegmentState) String() string {
 func (*SegmentState) ProtoMessage() {}
 
 func (x *SegmentState) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +3695,7 @@ func (x *SegmentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentState.ProtoReflect.Descriptor instead.
 func (*SegmentState) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{39}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SegmentState) GetSegment() *Segment {
@@ -2933,7 +3729,7 @@ type MembershipChange struct {
 
 func (x *MembershipChange) Reset() {
 	*x = MembershipChange{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2945,7 +3741,7 @@ func (x *MembershipChange) String() string {
 func (*MembershipChange) ProtoMessage() {}
 
 func (x *MembershipChange) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2958,7 +3754,7 @@ func (x *MembershipChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipChange.ProtoReflect.Descriptor instead.
 func (*MembershipChange) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *MembershipChange) GetSegmentId() string {
@@ -3000,7 +3796,7 @@ type SegmentDeleted struct {
 
 func (x *SegmentDeleted) Reset() {
 	*x = SegmentDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3012,7 +3808,7 @@ func (x *SegmentDeleted) String() string {
 func (*SegmentDeleted) ProtoMessage() {}
 
 func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3025,7 +3821,7 @@ func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentDeleted.ProtoReflect.Descriptor instead.
 func (*SegmentDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{41}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SegmentDeleted) GetSegmentId() string {
@@ -3044,7 +3840,7 @@ type CaughtUp struct {
 
 func (x *CaughtUp) Reset() {
 	*x = CaughtUp{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3056,7 +3852,7 @@ func (x *CaughtUp) String() string {
 func (*CaughtUp) ProtoMessage() {}
 
 func (x *CaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3069,7 +3865,7 @@ func (x *CaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
 func (*CaughtUp) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{42}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
 }
 
 // A sync: one segment delivered to one connection, with its schedule and last outcome.
@@ -3121,7 +3917,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3929,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3942,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{43}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Sync) GetSyncId() string {
@@ -3318,7 +4114,7 @@ type SyncRun struct {
 
 func (x *SyncRun) Reset() {
 	*x = SyncRun{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3330,7 +4126,7 @@ func (x *SyncRun) String() string {
 func (*SyncRun) ProtoMessage() {}
 
 func (x *SyncRun) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3343,7 +4139,7 @@ func (x *SyncRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRun.ProtoReflect.Descriptor instead.
 func (*SyncRun) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SyncRun) GetRunId() string {
@@ -3475,7 +4271,7 @@ type FailedIdentity struct {
 
 func (x *FailedIdentity) Reset() {
 	*x = FailedIdentity{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3487,7 +4283,7 @@ func (x *FailedIdentity) String() string {
 func (*FailedIdentity) ProtoMessage() {}
 
 func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3500,7 +4296,7 @@ func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedIdentity.ProtoReflect.Descriptor instead.
 func (*FailedIdentity) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *FailedIdentity) GetUserId() string {
@@ -3556,7 +4352,7 @@ type EnableSyncRequest struct {
 
 func (x *EnableSyncRequest) Reset() {
 	*x = EnableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3568,7 +4364,7 @@ func (x *EnableSyncRequest) String() string {
 func (*EnableSyncRequest) ProtoMessage() {}
 
 func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3581,7 +4377,7 @@ func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncRequest.ProtoReflect.Descriptor instead.
 func (*EnableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *EnableSyncRequest) GetSegmentId() string {
@@ -3646,7 +4442,7 @@ type EnableSyncResponse struct {
 
 func (x *EnableSyncResponse) Reset() {
 	*x = EnableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3658,7 +4454,7 @@ func (x *EnableSyncResponse) String() string {
 func (*EnableSyncResponse) ProtoMessage() {}
 
 func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3671,7 +4467,7 @@ func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncResponse.ProtoReflect.Descriptor instead.
 func (*EnableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *EnableSyncResponse) GetSync() *Sync {
@@ -3699,7 +4495,7 @@ type GetSyncRequest struct {
 
 func (x *GetSyncRequest) Reset() {
 	*x = GetSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3711,7 +4507,7 @@ func (x *GetSyncRequest) String() string {
 func (*GetSyncRequest) ProtoMessage() {}
 
 func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3724,7 +4520,7 @@ func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncRequest.ProtoReflect.Descriptor instead.
 func (*GetSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetSyncRequest) GetSyncId() string {
@@ -3745,7 +4541,7 @@ type GetSyncResponse struct {
 
 func (x *GetSyncResponse) Reset() {
 	*x = GetSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3757,7 +4553,7 @@ func (x *GetSyncResponse) String() string {
 func (*GetSyncResponse) ProtoMessage() {}
 
 func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3770,7 +4566,7 @@ func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncResponse.ProtoReflect.Descriptor instead.
 func (*GetSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetSyncResponse) GetSync() *Sync {
@@ -3797,7 +4593,7 @@ type ListSyncsRequest struct {
 
 func (x *ListSyncsRequest) Reset() {
 	*x = ListSyncsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3809,7 +4605,7 @@ func (x *ListSyncsRequest) String() string {
 func (*ListSyncsRequest) ProtoMessage() {}
 
 func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3822,7 +4618,7 @@ func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListSyncsRequest) GetSegmentId() string {
@@ -3866,7 +4662,7 @@ type ListSyncsResponse struct {
 
 func (x *ListSyncsResponse) Reset() {
 	*x = ListSyncsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3878,7 +4674,7 @@ func (x *ListSyncsResponse) String() string {
 func (*ListSyncsResponse) ProtoMessage() {}
 
 func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3891,7 +4687,7 @@ func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListSyncsResponse) GetSyncs() []*Sync {
@@ -3927,7 +4723,7 @@ type UpdateSyncRequest struct {
 
 func (x *UpdateSyncRequest) Reset() {
 	*x = UpdateSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3939,7 +4735,7 @@ func (x *UpdateSyncRequest) String() string {
 func (*UpdateSyncRequest) ProtoMessage() {}
 
 func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3952,7 +4748,7 @@ func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *UpdateSyncRequest) GetSyncId() string {
@@ -4001,7 +4797,7 @@ type UpdateSyncResponse struct {
 
 func (x *UpdateSyncResponse) Reset() {
 	*x = UpdateSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4809,7 @@ func (x *UpdateSyncResponse) String() string {
 func (*UpdateSyncResponse) ProtoMessage() {}
 
 func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4822,7 @@ func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *UpdateSyncResponse) GetSync() *Sync {
@@ -4051,7 +4847,7 @@ type DisableSyncRequest struct {
 
 func (x *DisableSyncRequest) Reset() {
 	*x = DisableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4063,7 +4859,7 @@ func (x *DisableSyncRequest) String() string {
 func (*DisableSyncRequest) ProtoMessage() {}
 
 func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4076,7 +4872,7 @@ func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncRequest.ProtoReflect.Descriptor instead.
 func (*DisableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DisableSyncRequest) GetSyncId() string {
@@ -4106,7 +4902,7 @@ type DisableSyncResponse struct {
 
 func (x *DisableSyncResponse) Reset() {
 	*x = DisableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4118,7 +4914,7 @@ func (x *DisableSyncResponse) String() string {
 func (*DisableSyncResponse) ProtoMessage() {}
 
 func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4131,7 +4927,7 @@ func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncResponse.ProtoReflect.Descriptor instead.
 func (*DisableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DisableSyncResponse) GetSync() *Sync {
@@ -4159,7 +4955,7 @@ type SyncNowRequest struct {
 
 func (x *SyncNowRequest) Reset() {
 	*x = SyncNowRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4171,7 +4967,7 @@ func (x *SyncNowRequest) String() string {
 func (*SyncNowRequest) ProtoMessage() {}
 
 func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4184,7 +4980,7 @@ func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowRequest.ProtoReflect.Descriptor instead.
 func (*SyncNowRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SyncNowRequest) GetSyncId() string {
@@ -4205,7 +5001,7 @@ type SyncNowResponse struct {
 
 func (x *SyncNowResponse) Reset() {
 	*x = SyncNowResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4217,7 +5013,7 @@ func (x *SyncNowResponse) String() string {
 func (*SyncNowResponse) ProtoMessage() {}
 
 func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4230,7 +5026,7 @@ func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowResponse.ProtoReflect.Descriptor instead.
 func (*SyncNowResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SyncNowResponse) GetRun() *SyncRun {
@@ -4255,7 +5051,7 @@ type ListSyncRunsRequest struct {
 
 func (x *ListSyncRunsRequest) Reset() {
 	*x = ListSyncRunsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4267,7 +5063,7 @@ func (x *ListSyncRunsRequest) String() string {
 func (*ListSyncRunsRequest) ProtoMessage() {}
 
 func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4280,7 +5076,7 @@ func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListSyncRunsRequest) GetSyncId() string {
@@ -4317,7 +5113,7 @@ type ListSyncRunsResponse struct {
 
 func (x *ListSyncRunsResponse) Reset() {
 	*x = ListSyncRunsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4329,7 +5125,7 @@ func (x *ListSyncRunsResponse) String() string {
 func (*ListSyncRunsResponse) ProtoMessage() {}
 
 func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4342,7 +5138,7 @@ func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListSyncRunsResponse) GetRuns() []*SyncRun {
@@ -4372,7 +5168,7 @@ type DryRunRequest struct {
 
 func (x *DryRunRequest) Reset() {
 	*x = DryRunRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +5180,7 @@ func (x *DryRunRequest) String() string {
 func (*DryRunRequest) ProtoMessage() {}
 
 func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +5193,7 @@ func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunRequest.ProtoReflect.Descriptor instead.
 func (*DryRunRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DryRunRequest) GetSyncId() string {
@@ -4437,7 +5233,7 @@ type DryRunResponse struct {
 
 func (x *DryRunResponse) Reset() {
 	*x = DryRunResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4449,7 +5245,7 @@ func (x *DryRunResponse) String() string {
 func (*DryRunResponse) ProtoMessage() {}
 
 func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4462,7 +5258,7 @@ func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunResponse.ProtoReflect.Descriptor instead.
 func (*DryRunResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DryRunResponse) GetToAdd() uint64 {
@@ -4529,7 +5325,7 @@ type ReceiveSegmentWebhookRequest struct {
 
 func (x *ReceiveSegmentWebhookRequest) Reset() {
 	*x = ReceiveSegmentWebhookRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4541,7 +5337,7 @@ func (x *ReceiveSegmentWebhookRequest) String() string {
 func (*ReceiveSegmentWebhookRequest) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4554,7 +5350,7 @@ func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{62}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ReceiveSegmentWebhookRequest) GetConnectionId() string {
@@ -4597,7 +5393,7 @@ type ReceiveSegmentWebhookResponse struct {
 
 func (x *ReceiveSegmentWebhookResponse) Reset() {
 	*x = ReceiveSegmentWebhookResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4609,7 +5405,7 @@ func (x *ReceiveSegmentWebhookResponse) String() string {
 func (*ReceiveSegmentWebhookResponse) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4622,7 +5418,7 @@ func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{63}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ReceiveSegmentWebhookResponse) GetSegmentId() string {
@@ -4691,7 +5487,7 @@ type InboundSyncTask struct {
 
 func (x *InboundSyncTask) Reset() {
 	*x = InboundSyncTask{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4703,7 +5499,7 @@ func (x *InboundSyncTask) String() string {
 func (*InboundSyncTask) ProtoMessage() {}
 
 func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4716,7 +5512,7 @@ func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundSyncTask.ProtoReflect.Descriptor instead.
 func (*InboundSyncTask) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{64}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *InboundSyncTask) GetConnectionId() string {
@@ -4811,7 +5607,7 @@ type ListInboundSyncTasksRequest struct {
 
 func (x *ListInboundSyncTasksRequest) Reset() {
 	*x = ListInboundSyncTasksRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4823,7 +5619,7 @@ func (x *ListInboundSyncTasksRequest) String() string {
 func (*ListInboundSyncTasksRequest) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4836,7 +5632,7 @@ func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{65}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListInboundSyncTasksRequest) GetConnectionId() string {
@@ -4875,7 +5671,7 @@ type ListInboundSyncTasksResponse struct {
 
 func (x *ListInboundSyncTasksResponse) Reset() {
 	*x = ListInboundSyncTasksResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4887,7 +5683,7 @@ func (x *ListInboundSyncTasksResponse) String() string {
 func (*ListInboundSyncTasksResponse) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4900,7 +5696,7 @@ func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{66}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListInboundSyncTasksResponse) GetTasks() []*InboundSyncTask {
@@ -4936,7 +5732,7 @@ type CountRecurringSyncsRequest struct {
 
 func (x *CountRecurringSyncsRequest) Reset() {
 	*x = CountRecurringSyncsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4948,7 +5744,7 @@ func (x *CountRecurringSyncsRequest) String() string {
 func (*CountRecurringSyncsRequest) ProtoMessage() {}
 
 func (x *CountRecurringSyncsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4961,7 +5757,7 @@ func (x *CountRecurringSyncsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRecurringSyncsRequest.ProtoReflect.Descriptor instead.
 func (*CountRecurringSyncsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{67}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CountRecurringSyncsRequest) GetDestinationTypes() []string {
@@ -4983,7 +5779,7 @@ type CountRecurringSyncsResponse struct {
 
 func (x *CountRecurringSyncsResponse) Reset() {
 	*x = CountRecurringSyncsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4995,7 +5791,7 @@ func (x *CountRecurringSyncsResponse) String() string {
 func (*CountRecurringSyncsResponse) ProtoMessage() {}
 
 func (x *CountRecurringSyncsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5008,7 +5804,7 @@ func (x *CountRecurringSyncsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRecurringSyncsResponse.ProtoReflect.Descriptor instead.
 func (*CountRecurringSyncsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{68}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CountRecurringSyncsResponse) GetRecurringSyncs() map[string]uint32 {
@@ -5032,7 +5828,7 @@ type CheckIdentityPropertyRequest struct {
 
 func (x *CheckIdentityPropertyRequest) Reset() {
 	*x = CheckIdentityPropertyRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5044,7 +5840,7 @@ func (x *CheckIdentityPropertyRequest) String() string {
 func (*CheckIdentityPropertyRequest) ProtoMessage() {}
 
 func (x *CheckIdentityPropertyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5057,7 +5853,7 @@ func (x *CheckIdentityPropertyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckIdentityPropertyRequest.ProtoReflect.Descriptor instead.
 func (*CheckIdentityPropertyRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{69}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CheckIdentityPropertyRequest) GetIdentityProperty() string {
@@ -5088,7 +5884,7 @@ type CheckIdentityPropertyResponse struct {
 
 func (x *CheckIdentityPropertyResponse) Reset() {
 	*x = CheckIdentityPropertyResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5100,7 +5896,7 @@ func (x *CheckIdentityPropertyResponse) String() string {
 func (*CheckIdentityPropertyResponse) ProtoMessage() {}
 
 func (x *CheckIdentityPropertyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5113,7 +5909,7 @@ func (x *CheckIdentityPropertyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckIdentityPropertyResponse.ProtoReflect.Descriptor instead.
 func (*CheckIdentityPropertyResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{70}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CheckIdentityPropertyResponse) GetAccepted() bool {
@@ -5156,7 +5952,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"updateTime\x1ac\n" +
 	"\x0fPropertiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12:\n" +
-	"\x05value\x18\x02 \x01(\v2$.seghub.segmentsync.v1.PropertyValueR\x05value:\x028\x01\"\x97\x03\n" +
+	"\x05value\x18\x02 \x01(\v2$.seghub.segmentsync.v1.PropertyValueR\x05value:\x028\x01\"\xcc\x04\n" +
 	"\aSegment\x12\"\n" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x03R\tsegmentId\x12\x12\n" +
@@ -5172,7 +5968,49 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"createTime\x12@\n" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"updateTime\"L\n" +
+	"updateTime\x126\n" +
+	"\x04rule\x18\n" +
+	" \x01(\v2\".seghub.segmentsync.v1.SegmentRuleR\x04rule\x12M\n" +
+	"\rcompute_state\x18\v \x01(\x0e2#.seghub.segmentsync.v1.ComputeStateB\x03\xe0A\x03R\fcomputeState\x12,\n" +
+	"\x0fcompute_percent\x18\f \x01(\rB\x03\xe0A\x03R\x0ecomputePercent\"\xb2\x02\n" +
+	"\vSegmentRule\x124\n" +
+	"\x03all\x18\x01 \x03(\v2\".seghub.segmentsync.v1.SegmentRuleR\x03all\x124\n" +
+	"\x03any\x18\x02 \x03(\v2\".seghub.segmentsync.v1.SegmentRuleR\x03any\x124\n" +
+	"\x03not\x18\x03 \x01(\v2\".seghub.segmentsync.v1.SegmentRuleR\x03not\x12D\n" +
+	"\bproperty\x18\x04 \x01(\v2(.seghub.segmentsync.v1.PropertyConditionR\bproperty\x12;\n" +
+	"\x05event\x18\x05 \x01(\v2%.seghub.segmentsync.v1.EventConditionR\x05event\"\xba\x01\n" +
+	"\x11PropertyCondition\x12\x1f\n" +
+	"\bproperty\x18\x01 \x01(\tB\x03\xe0A\x02R\bproperty\x12H\n" +
+	"\boperator\x18\x02 \x01(\x0e2'.seghub.segmentsync.v1.PropertyOperatorB\x03\xe0A\x02R\boperator\x12:\n" +
+	"\x05value\x18\x03 \x01(\v2$.seghub.segmentsync.v1.PropertyValueR\x05value\"\xb8\x03\n" +
+	"\x0eEventCondition\x12\x1b\n" +
+	"\x06source\x18\x01 \x01(\tB\x03\xe0A\x02R\x06source\x12\x17\n" +
+	"\x04name\x18\x02 \x01(\tB\x03\xe0A\x02R\x04name\x12@\n" +
+	"\x05where\x18\x03 \x03(\v2*.seghub.segmentsync.v1.EventPropertyFilterR\x05where\x12K\n" +
+	"\x0ecount_operator\x18\x04 \x01(\x0e2$.seghub.segmentsync.v1.CountOperatorR\rcountOperator\x12\x14\n" +
+	"\x05times\x18\x05 \x01(\rR\x05times\x12\x1f\n" +
+	"\vwithin_days\x18\x06 \x01(\rR\n" +
+	"withinDays\x12\x1d\n" +
+	"\n" +
+	"start_date\x18\a \x01(\tR\tstartDate\x12\x19\n" +
+	"\bend_date\x18\b \x01(\tR\aendDate\x127\n" +
+	"\x04seen\x18\t \x01(\x0e2#.seghub.segmentsync.v1.SeenOperatorR\x04seen\x127\n" +
+	"\tseen_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bseenTime\"\xaa\x01\n" +
+	"\x13EventPropertyFilter\x12\x1f\n" +
+	"\bproperty\x18\x01 \x01(\tB\x03\xe0A\x02R\bproperty\x12#\n" +
+	"\fstring_value\x18\x02 \x01(\tH\x00R\vstringValue\x12#\n" +
+	"\fnumber_value\x18\x03 \x01(\x01H\x00R\vnumberValue\x12\x1f\n" +
+	"\n" +
+	"bool_value\x18\x04 \x01(\bH\x00R\tboolValueB\a\n" +
+	"\x05value\"y\n" +
+	"\x19PreviewSegmentRuleRequest\x12;\n" +
+	"\x04rule\x18\x01 \x01(\v2\".seghub.segmentsync.v1.SegmentRuleB\x03\xe0A\x02R\x04rule\x12\x1f\n" +
+	"\vsample_size\x18\x02 \x01(\x05R\n" +
+	"sampleSize\"g\n" +
+	"\x1aPreviewSegmentRuleResponse\x12!\n" +
+	"\fmember_count\x18\x01 \x01(\x04R\vmemberCount\x12&\n" +
+	"\x0fsample_user_ids\x18\x02 \x03(\tR\rsampleUserIds\"L\n" +
 	"\x12UpsertUsersRequest\x126\n" +
 	"\x05users\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.UserB\x03\xe0A\x02R\x05users\"I\n" +
 	"\x13UpsertUsersResponse\x12\x18\n" +
@@ -5215,13 +6053,14 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\"5\n" +
 	"\x12DeleteUserResponse\x12\x1f\n" +
 	"\vsegment_ids\x18\x01 \x03(\tR\n" +
-	"segmentIds\"\x94\x01\n" +
+	"segmentIds\"\xcc\x01\n" +
 	"\x14CreateSegmentRequest\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12A\n" +
 	"\n" +
 	"visibility\x18\x03 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
-	"visibility\"Q\n" +
+	"visibility\x126\n" +
+	"\x04rule\x18\x04 \x01(\v2\".seghub.segmentsync.v1.SegmentRuleR\x04rule\"Q\n" +
 	"\x15CreateSegmentResponse\x128\n" +
 	"\asegment\x18\x01 \x01(\v2\x1e.seghub.segmentsync.v1.SegmentR\asegment\"7\n" +
 	"\x11GetSegmentRequest\x12\"\n" +
@@ -5241,7 +6080,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\rtargetable_by\x18\x06 \x01(\tR\ftargetableBy\"z\n" +
 	"\x14ListSegmentsResponse\x12:\n" +
 	"\bsegments\x18\x01 \x03(\v2\x1e.seghub.segmentsync.v1.SegmentR\bsegments\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd6\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8e\x02\n" +
 	"\x14UpdateSegmentRequest\x12\"\n" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tsegmentId\x12\x17\n" +
@@ -5249,7 +6088,8 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\vdescription\x18\x03 \x01(\tH\x01R\vdescription\x88\x01\x01\x12A\n" +
 	"\n" +
 	"visibility\x18\x04 \x01(\x0e2!.seghub.segmentsync.v1.VisibilityR\n" +
-	"visibilityB\a\n" +
+	"visibility\x126\n" +
+	"\x04rule\x18\x05 \x01(\v2\".seghub.segmentsync.v1.SegmentRuleR\x04ruleB\a\n" +
 	"\x05_nameB\x0e\n" +
 	"\f_description\"Q\n" +
 	"\x15UpdateSegmentResponse\x128\n" +
@@ -5512,7 +6352,30 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"Visibility\x12\x1a\n" +
 	"\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11VISIBILITY_PUBLIC\x10\x01\x12\x16\n" +
-	"\x12VISIBILITY_PRIVATE\x10\x02*\x96\x01\n" +
+	"\x12VISIBILITY_PRIVATE\x10\x02*b\n" +
+	"\fComputeState\x12\x1d\n" +
+	"\x19COMPUTE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17COMPUTE_STATE_COMPUTING\x10\x01\x12\x16\n" +
+	"\x12COMPUTE_STATE_LIVE\x10\x02*\xf8\x01\n" +
+	"\x10PropertyOperator\x12!\n" +
+	"\x1dPROPERTY_OPERATOR_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18PROPERTY_OPERATOR_EQUALS\x10\x01\x12 \n" +
+	"\x1cPROPERTY_OPERATOR_NOT_EQUALS\x10\x02\x12\x1f\n" +
+	"\x1bPROPERTY_OPERATOR_LESS_THAN\x10\x03\x12\"\n" +
+	"\x1ePROPERTY_OPERATOR_GREATER_THAN\x10\x04\x12\x1e\n" +
+	"\x1aPROPERTY_OPERATOR_CONTAINS\x10\x05\x12\x1c\n" +
+	"\x18PROPERTY_OPERATOR_EXISTS\x10\x06*\x84\x01\n" +
+	"\rCountOperator\x12\x1e\n" +
+	"\x1aCOUNT_OPERATOR_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17COUNT_OPERATOR_AT_LEAST\x10\x01\x12\x1a\n" +
+	"\x16COUNT_OPERATOR_AT_MOST\x10\x02\x12\x1a\n" +
+	"\x16COUNT_OPERATOR_EXACTLY\x10\x03*\xa9\x01\n" +
+	"\fSeenOperator\x12\x1d\n" +
+	"\x19SEEN_OPERATOR_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aSEEN_OPERATOR_FIRST_BEFORE\x10\x01\x12\x1d\n" +
+	"\x19SEEN_OPERATOR_FIRST_AFTER\x10\x02\x12\x1d\n" +
+	"\x19SEEN_OPERATOR_LAST_BEFORE\x10\x03\x12\x1c\n" +
+	"\x18SEEN_OPERATOR_LAST_AFTER\x10\x04*\x96\x01\n" +
 	"\fPropertyType\x12\x1d\n" +
 	"\x19PROPERTY_TYPE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PROPERTY_TYPE_STRING\x10\x01\x12\x18\n" +
@@ -5542,7 +6405,7 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\x17SYNC_RUN_TRIGGER_MANUAL\x10\x02\x12\x1d\n" +
 	"\x19SYNC_RUN_TRIGGER_SCHEDULE\x10\x03\x12&\n" +
 	"\"SYNC_RUN_TRIGGER_RETENTION_REFRESH\x10\x04\x12\x1c\n" +
-	"\x18SYNC_RUN_TRIGGER_DISABLE\x10\x052\xe0\x1e\n" +
+	"\x18SYNC_RUN_TRIGGER_DISABLE\x10\x052\x85 \n" +
 	"\x12SegmentSyncService\x12\x85\x01\n" +
 	"\vUpsertUsers\x12).seghub.segmentsync.v1.UpsertUsersRequest\x1a*.seghub.segmentsync.v1.UpsertUsersResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/users:upsert\x12y\n" +
 	"\aGetUser\x12%.seghub.segmentsync.v1.GetUserRequest\x1a&.seghub.segmentsync.v1.GetUserResponse\"\x1f\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12\x94\x01\n" +
@@ -5555,7 +6418,8 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"GetSegment\x12(.seghub.segmentsync.v1.GetSegmentRequest\x1a).seghub.segmentsync.v1.GetSegmentResponse\"%\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/segments/{segment_id}\x12\x81\x01\n" +
 	"\fListSegments\x12*.seghub.segmentsync.v1.ListSegmentsRequest\x1a+.seghub.segmentsync.v1.ListSegmentsResponse\"\x18\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/segments\x12\x94\x01\n" +
 	"\rUpdateSegment\x12+.seghub.segmentsync.v1.UpdateSegmentRequest\x1a,.seghub.segmentsync.v1.UpdateSegmentResponse\"(\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1e:\x01*2\x19/v1/segments/{segment_id}\x12\x91\x01\n" +
-	"\rDeleteSegment\x12+.seghub.segmentsync.v1.DeleteSegmentRequest\x1a,.seghub.segmentsync.v1.DeleteSegmentResponse\"%\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1b*\x19/v1/segments/{segment_id}\x12\x97\x01\n" +
+	"\rDeleteSegment\x12+.seghub.segmentsync.v1.DeleteSegmentRequest\x1a,.seghub.segmentsync.v1.DeleteSegmentResponse\"%\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1b*\x19/v1/segments/{segment_id}\x12\xa2\x01\n" +
+	"\x12PreviewSegmentRule\x120.seghub.segmentsync.v1.PreviewSegmentRuleRequest\x1a1.seghub.segmentsync.v1.PreviewSegmentRuleResponse\"'\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/segments:previewRule\x12\x97\x01\n" +
 	"\n" +
 	"AddMembers\x12(.seghub.segmentsync.v1.AddMembersRequest\x1a).seghub.segmentsync.v1.AddMembersResponse\"4\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02*:\x01*\"%/v1/segments/{segment_id}/members:add\x12\xa3\x01\n" +
 	"\rRemoveMembers\x12+.seghub.segmentsync.v1.RemoveMembersRequest\x1a,.seghub.segmentsync.v1.RemoveMembersResponse\"7\xe8\xe0\x18\x01\x82\xd3\xe4\x93\x02-:\x01*\"(/v1/segments/{segment_id}/members:remove\x12u\n" +
@@ -5592,219 +6456,247 @@ func file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP() []byte {
 	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescData
 }
 
-var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(Visibility)(0),                       // 0: seghub.segmentsync.v1.Visibility
-	(PropertyType)(0),                     // 1: seghub.segmentsync.v1.PropertyType
-	(SyncSchedule)(0),                     // 2: seghub.segmentsync.v1.SyncSchedule
-	(SyncMode)(0),                         // 3: seghub.segmentsync.v1.SyncMode
-	(SyncRunStatus)(0),                    // 4: seghub.segmentsync.v1.SyncRunStatus
-	(SyncRunTrigger)(0),                   // 5: seghub.segmentsync.v1.SyncRunTrigger
-	(*PropertyValue)(nil),                 // 6: seghub.segmentsync.v1.PropertyValue
-	(*User)(nil),                          // 7: seghub.segmentsync.v1.User
-	(*Segment)(nil),                       // 8: seghub.segmentsync.v1.Segment
-	(*UpsertUsersRequest)(nil),            // 9: seghub.segmentsync.v1.UpsertUsersRequest
-	(*UpsertUsersResponse)(nil),           // 10: seghub.segmentsync.v1.UpsertUsersResponse
-	(*GetUserRequest)(nil),                // 11: seghub.segmentsync.v1.GetUserRequest
-	(*GetUserResponse)(nil),               // 12: seghub.segmentsync.v1.GetUserResponse
-	(*IdentifyUserRequest)(nil),           // 13: seghub.segmentsync.v1.IdentifyUserRequest
-	(*IdentifyUserResponse)(nil),          // 14: seghub.segmentsync.v1.IdentifyUserResponse
-	(*ListUserPropertiesRequest)(nil),     // 15: seghub.segmentsync.v1.ListUserPropertiesRequest
-	(*ListUserPropertiesResponse)(nil),    // 16: seghub.segmentsync.v1.ListUserPropertiesResponse
-	(*UserProperty)(nil),                  // 17: seghub.segmentsync.v1.UserProperty
-	(*DeleteUserRequest)(nil),             // 18: seghub.segmentsync.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),            // 19: seghub.segmentsync.v1.DeleteUserResponse
-	(*CreateSegmentRequest)(nil),          // 20: seghub.segmentsync.v1.CreateSegmentRequest
-	(*CreateSegmentResponse)(nil),         // 21: seghub.segmentsync.v1.CreateSegmentResponse
-	(*GetSegmentRequest)(nil),             // 22: seghub.segmentsync.v1.GetSegmentRequest
-	(*GetSegmentResponse)(nil),            // 23: seghub.segmentsync.v1.GetSegmentResponse
-	(*ListSegmentsRequest)(nil),           // 24: seghub.segmentsync.v1.ListSegmentsRequest
-	(*ListSegmentsResponse)(nil),          // 25: seghub.segmentsync.v1.ListSegmentsResponse
-	(*UpdateSegmentRequest)(nil),          // 26: seghub.segmentsync.v1.UpdateSegmentRequest
-	(*UpdateSegmentResponse)(nil),         // 27: seghub.segmentsync.v1.UpdateSegmentResponse
-	(*DeleteSegmentRequest)(nil),          // 28: seghub.segmentsync.v1.DeleteSegmentRequest
-	(*DeleteSegmentResponse)(nil),         // 29: seghub.segmentsync.v1.DeleteSegmentResponse
-	(*AddMembersRequest)(nil),             // 30: seghub.segmentsync.v1.AddMembersRequest
-	(*AddMembersResponse)(nil),            // 31: seghub.segmentsync.v1.AddMembersResponse
-	(*RemoveMembersRequest)(nil),          // 32: seghub.segmentsync.v1.RemoveMembersRequest
-	(*RemoveMembersResponse)(nil),         // 33: seghub.segmentsync.v1.RemoveMembersResponse
-	(*ReplaceMembersRequest)(nil),         // 34: seghub.segmentsync.v1.ReplaceMembersRequest
-	(*ReplaceMembersResponse)(nil),        // 35: seghub.segmentsync.v1.ReplaceMembersResponse
-	(*GetMembersRequest)(nil),             // 36: seghub.segmentsync.v1.GetMembersRequest
-	(*GetMembersResponse)(nil),            // 37: seghub.segmentsync.v1.GetMembersResponse
-	(*IsMemberRequest)(nil),               // 38: seghub.segmentsync.v1.IsMemberRequest
-	(*IsMemberResponse)(nil),              // 39: seghub.segmentsync.v1.IsMemberResponse
-	(*WatchMembershipRequest)(nil),        // 40: seghub.segmentsync.v1.WatchMembershipRequest
-	(*WatchMembershipResponse)(nil),       // 41: seghub.segmentsync.v1.WatchMembershipResponse
-	(*SnapshotStart)(nil),                 // 42: seghub.segmentsync.v1.SnapshotStart
-	(*UserBatch)(nil),                     // 43: seghub.segmentsync.v1.UserBatch
-	(*UsersDeleted)(nil),                  // 44: seghub.segmentsync.v1.UsersDeleted
-	(*SegmentState)(nil),                  // 45: seghub.segmentsync.v1.SegmentState
-	(*MembershipChange)(nil),              // 46: seghub.segmentsync.v1.MembershipChange
-	(*SegmentDeleted)(nil),                // 47: seghub.segmentsync.v1.SegmentDeleted
-	(*CaughtUp)(nil),                      // 48: seghub.segmentsync.v1.CaughtUp
-	(*Sync)(nil),                          // 49: seghub.segmentsync.v1.Sync
-	(*SyncRun)(nil),                       // 50: seghub.segmentsync.v1.SyncRun
-	(*FailedIdentity)(nil),                // 51: seghub.segmentsync.v1.FailedIdentity
-	(*EnableSyncRequest)(nil),             // 52: seghub.segmentsync.v1.EnableSyncRequest
-	(*EnableSyncResponse)(nil),            // 53: seghub.segmentsync.v1.EnableSyncResponse
-	(*GetSyncRequest)(nil),                // 54: seghub.segmentsync.v1.GetSyncRequest
-	(*GetSyncResponse)(nil),               // 55: seghub.segmentsync.v1.GetSyncResponse
-	(*ListSyncsRequest)(nil),              // 56: seghub.segmentsync.v1.ListSyncsRequest
-	(*ListSyncsResponse)(nil),             // 57: seghub.segmentsync.v1.ListSyncsResponse
-	(*UpdateSyncRequest)(nil),             // 58: seghub.segmentsync.v1.UpdateSyncRequest
-	(*UpdateSyncResponse)(nil),            // 59: seghub.segmentsync.v1.UpdateSyncResponse
-	(*DisableSyncRequest)(nil),            // 60: seghub.segmentsync.v1.DisableSyncRequest
-	(*DisableSyncResponse)(nil),           // 61: seghub.segmentsync.v1.DisableSyncResponse
-	(*SyncNowRequest)(nil),                // 62: seghub.segmentsync.v1.SyncNowRequest
-	(*SyncNowResponse)(nil),               // 63: seghub.segmentsync.v1.SyncNowResponse
-	(*ListSyncRunsRequest)(nil),           // 64: seghub.segmentsync.v1.ListSyncRunsRequest
-	(*ListSyncRunsResponse)(nil),          // 65: seghub.segmentsync.v1.ListSyncRunsResponse
-	(*DryRunRequest)(nil),                 // 66: seghub.segmentsync.v1.DryRunRequest
-	(*DryRunResponse)(nil),                // 67: seghub.segmentsync.v1.DryRunResponse
-	(*ReceiveSegmentWebhookRequest)(nil),  // 68: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	(*ReceiveSegmentWebhookResponse)(nil), // 69: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	(*InboundSyncTask)(nil),               // 70: seghub.segmentsync.v1.InboundSyncTask
-	(*ListInboundSyncTasksRequest)(nil),   // 71: seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	(*ListInboundSyncTasksResponse)(nil),  // 72: seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	(*CountRecurringSyncsRequest)(nil),    // 73: seghub.segmentsync.v1.CountRecurringSyncsRequest
-	(*CountRecurringSyncsResponse)(nil),   // 74: seghub.segmentsync.v1.CountRecurringSyncsResponse
-	(*CheckIdentityPropertyRequest)(nil),  // 75: seghub.segmentsync.v1.CheckIdentityPropertyRequest
-	(*CheckIdentityPropertyResponse)(nil), // 76: seghub.segmentsync.v1.CheckIdentityPropertyResponse
-	nil,                                   // 77: seghub.segmentsync.v1.User.PropertiesEntry
-	nil,                                   // 78: seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
-	nil,                                   // 79: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	nil,                                   // 80: seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
-	(*timestamppb.Timestamp)(nil),         // 81: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 82: google.protobuf.Duration
+	(ComputeState)(0),                     // 1: seghub.segmentsync.v1.ComputeState
+	(PropertyOperator)(0),                 // 2: seghub.segmentsync.v1.PropertyOperator
+	(CountOperator)(0),                    // 3: seghub.segmentsync.v1.CountOperator
+	(SeenOperator)(0),                     // 4: seghub.segmentsync.v1.SeenOperator
+	(PropertyType)(0),                     // 5: seghub.segmentsync.v1.PropertyType
+	(SyncSchedule)(0),                     // 6: seghub.segmentsync.v1.SyncSchedule
+	(SyncMode)(0),                         // 7: seghub.segmentsync.v1.SyncMode
+	(SyncRunStatus)(0),                    // 8: seghub.segmentsync.v1.SyncRunStatus
+	(SyncRunTrigger)(0),                   // 9: seghub.segmentsync.v1.SyncRunTrigger
+	(*PropertyValue)(nil),                 // 10: seghub.segmentsync.v1.PropertyValue
+	(*User)(nil),                          // 11: seghub.segmentsync.v1.User
+	(*Segment)(nil),                       // 12: seghub.segmentsync.v1.Segment
+	(*SegmentRule)(nil),                   // 13: seghub.segmentsync.v1.SegmentRule
+	(*PropertyCondition)(nil),             // 14: seghub.segmentsync.v1.PropertyCondition
+	(*EventCondition)(nil),                // 15: seghub.segmentsync.v1.EventCondition
+	(*EventPropertyFilter)(nil),           // 16: seghub.segmentsync.v1.EventPropertyFilter
+	(*PreviewSegmentRuleRequest)(nil),     // 17: seghub.segmentsync.v1.PreviewSegmentRuleRequest
+	(*PreviewSegmentRuleResponse)(nil),    // 18: seghub.segmentsync.v1.PreviewSegmentRuleResponse
+	(*UpsertUsersRequest)(nil),            // 19: seghub.segmentsync.v1.UpsertUsersRequest
+	(*UpsertUsersResponse)(nil),           // 20: seghub.segmentsync.v1.UpsertUsersResponse
+	(*GetUserRequest)(nil),                // 21: seghub.segmentsync.v1.GetUserRequest
+	(*GetUserResponse)(nil),               // 22: seghub.segmentsync.v1.GetUserResponse
+	(*IdentifyUserRequest)(nil),           // 23: seghub.segmentsync.v1.IdentifyUserRequest
+	(*IdentifyUserResponse)(nil),          // 24: seghub.segmentsync.v1.IdentifyUserResponse
+	(*ListUserPropertiesRequest)(nil),     // 25: seghub.segmentsync.v1.ListUserPropertiesRequest
+	(*ListUserPropertiesResponse)(nil),    // 26: seghub.segmentsync.v1.ListUserPropertiesResponse
+	(*UserProperty)(nil),                  // 27: seghub.segmentsync.v1.UserProperty
+	(*DeleteUserRequest)(nil),             // 28: seghub.segmentsync.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),            // 29: seghub.segmentsync.v1.DeleteUserResponse
+	(*CreateSegmentRequest)(nil),          // 30: seghub.segmentsync.v1.CreateSegmentRequest
+	(*CreateSegmentResponse)(nil),         // 31: seghub.segmentsync.v1.CreateSegmentResponse
+	(*GetSegmentRequest)(nil),             // 32: seghub.segmentsync.v1.GetSegmentRequest
+	(*GetSegmentResponse)(nil),            // 33: seghub.segmentsync.v1.GetSegmentResponse
+	(*ListSegmentsRequest)(nil),           // 34: seghub.segmentsync.v1.ListSegmentsRequest
+	(*ListSegmentsResponse)(nil),          // 35: seghub.segmentsync.v1.ListSegmentsResponse
+	(*UpdateSegmentRequest)(nil),          // 36: seghub.segmentsync.v1.UpdateSegmentRequest
+	(*UpdateSegmentResponse)(nil),         // 37: seghub.segmentsync.v1.UpdateSegmentResponse
+	(*DeleteSegmentRequest)(nil),          // 38: seghub.segmentsync.v1.DeleteSegmentRequest
+	(*DeleteSegmentResponse)(nil),         // 39: seghub.segmentsync.v1.DeleteSegmentResponse
+	(*AddMembersRequest)(nil),             // 40: seghub.segmentsync.v1.AddMembersRequest
+	(*AddMembersResponse)(nil),            // 41: seghub.segmentsync.v1.AddMembersResponse
+	(*RemoveMembersRequest)(nil),          // 42: seghub.segmentsync.v1.RemoveMembersRequest
+	(*RemoveMembersResponse)(nil),         // 43: seghub.segmentsync.v1.RemoveMembersResponse
+	(*ReplaceMembersRequest)(nil),         // 44: seghub.segmentsync.v1.ReplaceMembersRequest
+	(*ReplaceMembersResponse)(nil),        // 45: seghub.segmentsync.v1.ReplaceMembersResponse
+	(*GetMembersRequest)(nil),             // 46: seghub.segmentsync.v1.GetMembersRequest
+	(*GetMembersResponse)(nil),            // 47: seghub.segmentsync.v1.GetMembersResponse
+	(*IsMemberRequest)(nil),               // 48: seghub.segmentsync.v1.IsMemberRequest
+	(*IsMemberResponse)(nil),              // 49: seghub.segmentsync.v1.IsMemberResponse
+	(*WatchMembershipRequest)(nil),        // 50: seghub.segmentsync.v1.WatchMembershipRequest
+	(*WatchMembershipResponse)(nil),       // 51: seghub.segmentsync.v1.WatchMembershipResponse
+	(*SnapshotStart)(nil),                 // 52: seghub.segmentsync.v1.SnapshotStart
+	(*UserBatch)(nil),                     // 53: seghub.segmentsync.v1.UserBatch
+	(*UsersDeleted)(nil),                  // 54: seghub.segmentsync.v1.UsersDeleted
+	(*SegmentState)(nil),                  // 55: seghub.segmentsync.v1.SegmentState
+	(*MembershipChange)(nil),              // 56: seghub.segmentsync.v1.MembershipChange
+	(*SegmentDeleted)(nil),                // 57: seghub.segmentsync.v1.SegmentDeleted
+	(*CaughtUp)(nil),                      // 58: seghub.segmentsync.v1.CaughtUp
+	(*Sync)(nil),                          // 59: seghub.segmentsync.v1.Sync
+	(*SyncRun)(nil),                       // 60: seghub.segmentsync.v1.SyncRun
+	(*FailedIdentity)(nil),                // 61: seghub.segmentsync.v1.FailedIdentity
+	(*EnableSyncRequest)(nil),             // 62: seghub.segmentsync.v1.EnableSyncRequest
+	(*EnableSyncResponse)(nil),            // 63: seghub.segmentsync.v1.EnableSyncResponse
+	(*GetSyncRequest)(nil),                // 64: seghub.segmentsync.v1.GetSyncRequest
+	(*GetSyncResponse)(nil),               // 65: seghub.segmentsync.v1.GetSyncResponse
+	(*ListSyncsRequest)(nil),              // 66: seghub.segmentsync.v1.ListSyncsRequest
+	(*ListSyncsResponse)(nil),             // 67: seghub.segmentsync.v1.ListSyncsResponse
+	(*UpdateSyncRequest)(nil),             // 68: seghub.segmentsync.v1.UpdateSyncRequest
+	(*UpdateSyncResponse)(nil),            // 69: seghub.segmentsync.v1.UpdateSyncResponse
+	(*DisableSyncRequest)(nil),            // 70: seghub.segmentsync.v1.DisableSyncRequest
+	(*DisableSyncResponse)(nil),           // 71: seghub.segmentsync.v1.DisableSyncResponse
+	(*SyncNowRequest)(nil),                // 72: seghub.segmentsync.v1.SyncNowRequest
+	(*SyncNowResponse)(nil),               // 73: seghub.segmentsync.v1.SyncNowResponse
+	(*ListSyncRunsRequest)(nil),           // 74: seghub.segmentsync.v1.ListSyncRunsRequest
+	(*ListSyncRunsResponse)(nil),          // 75: seghub.segmentsync.v1.ListSyncRunsResponse
+	(*DryRunRequest)(nil),                 // 76: seghub.segmentsync.v1.DryRunRequest
+	(*DryRunResponse)(nil),                // 77: seghub.segmentsync.v1.DryRunResponse
+	(*ReceiveSegmentWebhookRequest)(nil),  // 78: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	(*ReceiveSegmentWebhookResponse)(nil), // 79: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	(*InboundSyncTask)(nil),               // 80: seghub.segmentsync.v1.InboundSyncTask
+	(*ListInboundSyncTasksRequest)(nil),   // 81: seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	(*ListInboundSyncTasksResponse)(nil),  // 82: seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	(*CountRecurringSyncsRequest)(nil),    // 83: seghub.segmentsync.v1.CountRecurringSyncsRequest
+	(*CountRecurringSyncsResponse)(nil),   // 84: seghub.segmentsync.v1.CountRecurringSyncsResponse
+	(*CheckIdentityPropertyRequest)(nil),  // 85: seghub.segmentsync.v1.CheckIdentityPropertyRequest
+	(*CheckIdentityPropertyResponse)(nil), // 86: seghub.segmentsync.v1.CheckIdentityPropertyResponse
+	nil,                                   // 87: seghub.segmentsync.v1.User.PropertiesEntry
+	nil,                                   // 88: seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	nil,                                   // 89: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	nil,                                   // 90: seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
+	(*timestamppb.Timestamp)(nil),         // 91: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 92: google.protobuf.Duration
 }
 var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
-	81, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
-	77, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
-	81, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	81, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 4: seghub.segmentsync.v1.Segment.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	81, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
-	81, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
-	7,  // 7: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
-	7,  // 8: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
-	78, // 9: seghub.segmentsync.v1.IdentifyUserRequest.properties:type_name -> seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
-	17, // 10: seghub.segmentsync.v1.ListUserPropertiesResponse.properties:type_name -> seghub.segmentsync.v1.UserProperty
-	1,  // 11: seghub.segmentsync.v1.UserProperty.type:type_name -> seghub.segmentsync.v1.PropertyType
-	0,  // 12: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	8,  // 13: seghub.segmentsync.v1.CreateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	8,  // 14: seghub.segmentsync.v1.GetSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	0,  // 15: seghub.segmentsync.v1.ListSegmentsRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	8,  // 16: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
-	0,  // 17: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	8,  // 18: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	79, // 19: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	42, // 20: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
-	43, // 21: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
-	44, // 22: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
-	45, // 23: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
-	46, // 24: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
-	47, // 25: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
-	48, // 26: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
-	7,  // 27: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
-	8,  // 28: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
-	2,  // 29: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	82, // 30: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
-	3,  // 31: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	81, // 32: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
-	4,  // 33: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	81, // 34: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
-	81, // 35: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
-	81, // 36: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
-	5,  // 37: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
-	4,  // 38: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	81, // 39: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
-	81, // 40: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
-	81, // 41: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
-	51, // 42: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
-	81, // 43: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 44: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	82, // 45: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
-	3,  // 46: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	49, // 47: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	50, // 48: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	49, // 49: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	49, // 50: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
-	3,  // 51: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	2,  // 52: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	82, // 53: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
-	49, // 54: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	49, // 55: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	50, // 56: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	50, // 57: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	50, // 58: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
-	81, // 59: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
-	81, // 60: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
-	70, // 61: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
-	80, // 62: seghub.segmentsync.v1.CountRecurringSyncsResponse.recurring_syncs:type_name -> seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
-	6,  // 63: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
-	9,  // 64: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
-	11, // 65: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
-	13, // 66: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:input_type -> seghub.segmentsync.v1.IdentifyUserRequest
-	15, // 67: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
-	18, // 68: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
-	20, // 69: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
-	22, // 70: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
-	24, // 71: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
-	26, // 72: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
-	28, // 73: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
-	30, // 74: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
-	32, // 75: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
-	34, // 76: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
-	36, // 77: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
-	38, // 78: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
-	40, // 79: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
-	52, // 80: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
-	54, // 81: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
-	56, // 82: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
-	58, // 83: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
-	60, // 84: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
-	62, // 85: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
-	64, // 86: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
-	66, // 87: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
-	68, // 88: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	71, // 89: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	73, // 90: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:input_type -> seghub.segmentsync.v1.CountRecurringSyncsRequest
-	75, // 91: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:input_type -> seghub.segmentsync.v1.CheckIdentityPropertyRequest
-	10, // 92: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
-	12, // 93: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
-	14, // 94: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:output_type -> seghub.segmentsync.v1.IdentifyUserResponse
-	16, // 95: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
-	19, // 96: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
-	21, // 97: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
-	23, // 98: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
-	25, // 99: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
-	27, // 100: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
-	29, // 101: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
-	31, // 102: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
-	33, // 103: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
-	35, // 104: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
-	37, // 105: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
-	39, // 106: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
-	41, // 107: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
-	53, // 108: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
-	55, // 109: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
-	57, // 110: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
-	59, // 111: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
-	61, // 112: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
-	63, // 113: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
-	65, // 114: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
-	67, // 115: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
-	69, // 116: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	72, // 117: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	74, // 118: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:output_type -> seghub.segmentsync.v1.CountRecurringSyncsResponse
-	76, // 119: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:output_type -> seghub.segmentsync.v1.CheckIdentityPropertyResponse
-	92, // [92:120] is the sub-list for method output_type
-	64, // [64:92] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	91,  // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
+	87,  // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
+	91,  // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	91,  // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	0,   // 4: seghub.segmentsync.v1.Segment.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	91,  // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
+	91,  // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
+	13,  // 7: seghub.segmentsync.v1.Segment.rule:type_name -> seghub.segmentsync.v1.SegmentRule
+	1,   // 8: seghub.segmentsync.v1.Segment.compute_state:type_name -> seghub.segmentsync.v1.ComputeState
+	13,  // 9: seghub.segmentsync.v1.SegmentRule.all:type_name -> seghub.segmentsync.v1.SegmentRule
+	13,  // 10: seghub.segmentsync.v1.SegmentRule.any:type_name -> seghub.segmentsync.v1.SegmentRule
+	13,  // 11: seghub.segmentsync.v1.SegmentRule.not:type_name -> seghub.segmentsync.v1.SegmentRule
+	14,  // 12: seghub.segmentsync.v1.SegmentRule.property:type_name -> seghub.segmentsync.v1.PropertyCondition
+	15,  // 13: seghub.segmentsync.v1.SegmentRule.event:type_name -> seghub.segmentsync.v1.EventCondition
+	2,   // 14: seghub.segmentsync.v1.PropertyCondition.operator:type_name -> seghub.segmentsync.v1.PropertyOperator
+	10,  // 15: seghub.segmentsync.v1.PropertyCondition.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	16,  // 16: seghub.segmentsync.v1.EventCondition.where:type_name -> seghub.segmentsync.v1.EventPropertyFilter
+	3,   // 17: seghub.segmentsync.v1.EventCondition.count_operator:type_name -> seghub.segmentsync.v1.CountOperator
+	4,   // 18: seghub.segmentsync.v1.EventCondition.seen:type_name -> seghub.segmentsync.v1.SeenOperator
+	91,  // 19: seghub.segmentsync.v1.EventCondition.seen_time:type_name -> google.protobuf.Timestamp
+	13,  // 20: seghub.segmentsync.v1.PreviewSegmentRuleRequest.rule:type_name -> seghub.segmentsync.v1.SegmentRule
+	11,  // 21: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
+	11,  // 22: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
+	88,  // 23: seghub.segmentsync.v1.IdentifyUserRequest.properties:type_name -> seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	27,  // 24: seghub.segmentsync.v1.ListUserPropertiesResponse.properties:type_name -> seghub.segmentsync.v1.UserProperty
+	5,   // 25: seghub.segmentsync.v1.UserProperty.type:type_name -> seghub.segmentsync.v1.PropertyType
+	0,   // 26: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	13,  // 27: seghub.segmentsync.v1.CreateSegmentRequest.rule:type_name -> seghub.segmentsync.v1.SegmentRule
+	12,  // 28: seghub.segmentsync.v1.CreateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	12,  // 29: seghub.segmentsync.v1.GetSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	0,   // 30: seghub.segmentsync.v1.ListSegmentsRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	12,  // 31: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
+	0,   // 32: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
+	13,  // 33: seghub.segmentsync.v1.UpdateSegmentRequest.rule:type_name -> seghub.segmentsync.v1.SegmentRule
+	12,  // 34: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
+	89,  // 35: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	52,  // 36: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
+	53,  // 37: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
+	54,  // 38: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
+	55,  // 39: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
+	56,  // 40: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
+	57,  // 41: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
+	58,  // 42: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
+	11,  // 43: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
+	12,  // 44: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
+	6,   // 45: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	92,  // 46: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
+	7,   // 47: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	91,  // 48: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
+	8,   // 49: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	91,  // 50: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
+	91,  // 51: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
+	91,  // 52: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
+	9,   // 53: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
+	8,   // 54: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	91,  // 55: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
+	91,  // 56: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
+	91,  // 57: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
+	61,  // 58: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
+	91,  // 59: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
+	6,   // 60: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	92,  // 61: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
+	7,   // 62: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	59,  // 63: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	60,  // 64: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	59,  // 65: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	59,  // 66: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
+	7,   // 67: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	6,   // 68: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	92,  // 69: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
+	59,  // 70: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	59,  // 71: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	60,  // 72: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	60,  // 73: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	60,  // 74: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
+	91,  // 75: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
+	91,  // 76: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
+	80,  // 77: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
+	90,  // 78: seghub.segmentsync.v1.CountRecurringSyncsResponse.recurring_syncs:type_name -> seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
+	10,  // 79: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	19,  // 80: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
+	21,  // 81: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
+	23,  // 82: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:input_type -> seghub.segmentsync.v1.IdentifyUserRequest
+	25,  // 83: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
+	28,  // 84: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
+	30,  // 85: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
+	32,  // 86: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
+	34,  // 87: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
+	36,  // 88: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
+	38,  // 89: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
+	17,  // 90: seghub.segmentsync.v1.SegmentSyncService.PreviewSegmentRule:input_type -> seghub.segmentsync.v1.PreviewSegmentRuleRequest
+	40,  // 91: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
+	42,  // 92: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
+	44,  // 93: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
+	46,  // 94: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
+	48,  // 95: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
+	50,  // 96: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
+	62,  // 97: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
+	64,  // 98: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
+	66,  // 99: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
+	68,  // 100: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
+	70,  // 101: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
+	72,  // 102: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
+	74,  // 103: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
+	76,  // 104: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
+	78,  // 105: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	81,  // 106: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	83,  // 107: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:input_type -> seghub.segmentsync.v1.CountRecurringSyncsRequest
+	85,  // 108: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:input_type -> seghub.segmentsync.v1.CheckIdentityPropertyRequest
+	20,  // 109: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
+	22,  // 110: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
+	24,  // 111: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:output_type -> seghub.segmentsync.v1.IdentifyUserResponse
+	26,  // 112: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
+	29,  // 113: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
+	31,  // 114: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
+	33,  // 115: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
+	35,  // 116: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
+	37,  // 117: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
+	39,  // 118: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
+	18,  // 119: seghub.segmentsync.v1.SegmentSyncService.PreviewSegmentRule:output_type -> seghub.segmentsync.v1.PreviewSegmentRuleResponse
+	41,  // 120: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
+	43,  // 121: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
+	45,  // 122: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
+	47,  // 123: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
+	49,  // 124: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
+	51,  // 125: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
+	63,  // 126: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
+	65,  // 127: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
+	67,  // 128: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
+	69,  // 129: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
+	71,  // 130: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
+	73,  // 131: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
+	75,  // 132: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
+	77,  // 133: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
+	79,  // 134: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	82,  // 135: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	84,  // 136: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:output_type -> seghub.segmentsync.v1.CountRecurringSyncsResponse
+	86,  // 137: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:output_type -> seghub.segmentsync.v1.CheckIdentityPropertyResponse
+	109, // [109:138] is the sub-list for method output_type
+	80,  // [80:109] is the sub-list for method input_type
+	80,  // [80:80] is the sub-list for extension type_name
+	80,  // [80:80] is the sub-list for extension extendee
+	0,   // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_seghub_segmentsync_v1_segmentsync_proto_init() }
@@ -5819,8 +6711,13 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 		(*PropertyValue_TimestampValue)(nil),
 		(*PropertyValue_NullValue)(nil),
 	}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[20].OneofWrappers = []any{}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[35].OneofWrappers = []any{
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[6].OneofWrappers = []any{
+		(*EventPropertyFilter_StringValue)(nil),
+		(*EventPropertyFilter_NumberValue)(nil),
+		(*EventPropertyFilter_BoolValue)(nil),
+	}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[26].OneofWrappers = []any{}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41].OneofWrappers = []any{
 		(*WatchMembershipResponse_SnapshotStart)(nil),
 		(*WatchMembershipResponse_Users)(nil),
 		(*WatchMembershipResponse_UsersDeleted)(nil),
@@ -5829,14 +6726,14 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 		(*WatchMembershipResponse_SegmentDeleted)(nil),
 		(*WatchMembershipResponse_CaughtUp)(nil),
 	}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52].OneofWrappers = []any{}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc), len(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   75,
+			NumEnums:      10,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

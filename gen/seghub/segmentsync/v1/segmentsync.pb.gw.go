@@ -391,6 +391,33 @@ func local_request_SegmentSyncService_DeleteSegment_0(ctx context.Context, marsh
 	return msg, metadata, err
 }
 
+func request_SegmentSyncService_PreviewSegmentRule_0(ctx context.Context, marshaler runtime.Marshaler, client SegmentSyncServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq PreviewSegmentRuleRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.PreviewSegmentRule(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_SegmentSyncService_PreviewSegmentRule_0(ctx context.Context, marshaler runtime.Marshaler, server SegmentSyncServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq PreviewSegmentRuleRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.PreviewSegmentRule(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 func request_SegmentSyncService_AddMembers_0(ctx context.Context, marshaler runtime.Marshaler, client SegmentSyncServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
 		protoReq AddMembersRequest
@@ -1182,6 +1209,26 @@ func RegisterSegmentSyncServiceHandlerServer(ctx context.Context, mux *runtime.S
 		}
 		forward_SegmentSyncService_DeleteSegment_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_SegmentSyncService_PreviewSegmentRule_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/seghub.segmentsync.v1.SegmentSyncService/PreviewSegmentRule", runtime.WithHTTPPathPattern("/v1/segments:previewRule"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_SegmentSyncService_PreviewSegmentRule_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_SegmentSyncService_PreviewSegmentRule_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodPost, pattern_SegmentSyncService_AddMembers_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1652,6 +1699,23 @@ func RegisterSegmentSyncServiceHandlerClient(ctx context.Context, mux *runtime.S
 		}
 		forward_SegmentSyncService_DeleteSegment_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_SegmentSyncService_PreviewSegmentRule_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/seghub.segmentsync.v1.SegmentSyncService/PreviewSegmentRule", runtime.WithHTTPPathPattern("/v1/segments:previewRule"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_SegmentSyncService_PreviewSegmentRule_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_SegmentSyncService_PreviewSegmentRule_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodPost, pattern_SegmentSyncService_AddMembers_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1887,6 +1951,7 @@ var (
 	pattern_SegmentSyncService_ListSegments_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "segments"}, ""))
 	pattern_SegmentSyncService_UpdateSegment_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "segments", "segment_id"}, ""))
 	pattern_SegmentSyncService_DeleteSegment_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "segments", "segment_id"}, ""))
+	pattern_SegmentSyncService_PreviewSegmentRule_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "segments"}, "previewRule"))
 	pattern_SegmentSyncService_AddMembers_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "segments", "segment_id", "members"}, "add"))
 	pattern_SegmentSyncService_RemoveMembers_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "segments", "segment_id", "members"}, "remove"))
 	pattern_SegmentSyncService_GetMembers_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "segments", "segment_id", "members"}, ""))
@@ -1913,6 +1978,7 @@ var (
 	forward_SegmentSyncService_ListSegments_0         = runtime.ForwardResponseMessage
 	forward_SegmentSyncService_UpdateSegment_0        = runtime.ForwardResponseMessage
 	forward_SegmentSyncService_DeleteSegment_0        = runtime.ForwardResponseMessage
+	forward_SegmentSyncService_PreviewSegmentRule_0   = runtime.ForwardResponseMessage
 	forward_SegmentSyncService_AddMembers_0           = runtime.ForwardResponseMessage
 	forward_SegmentSyncService_RemoveMembers_0        = runtime.ForwardResponseMessage
 	forward_SegmentSyncService_GetMembers_0           = runtime.ForwardResponseMessage

@@ -29,6 +29,7 @@ const (
 	SegmentSyncService_ListSegments_FullMethodName          = "/seghub.segmentsync.v1.SegmentSyncService/ListSegments"
 	SegmentSyncService_UpdateSegment_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/UpdateSegment"
 	SegmentSyncService_DeleteSegment_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/DeleteSegment"
+	SegmentSyncService_PreviewSegmentRule_FullMethodName    = "/seghub.segmentsync.v1.SegmentSyncService/PreviewSegmentRule"
 	SegmentSyncService_AddMembers_FullMethodName            = "/seghub.segmentsync.v1.SegmentSyncService/AddMembers"
 	SegmentSyncService_RemoveMembers_FullMethodName         = "/seghub.segmentsync.v1.SegmentSyncService/RemoveMembers"
 	SegmentSyncService_ReplaceMembers_FullMethodName        = "/seghub.segmentsync.v1.SegmentSyncService/ReplaceMembers"
@@ -73,7 +74,9 @@ type SegmentSyncServiceClient interface {
 	ListUserProperties(ctx context.Context, in *ListUserPropertiesRequest, opts ...grpc.CallOption) (*ListUserPropertiesResponse, error)
 	// DeleteUser deletes a user and removes it from every segment.
 	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
-	// CreateSegment creates an empty segment.
+	// CreateSegment creates an empty segment, or a computed one when the
+	// request carries a rule: its membership is then computed from user
+	// properties and the events the relay stores, and kept live.
 	CreateSegment(ctx context.Context, in *CreateSegmentRequest, opts ...grpc.CallOption) (*CreateSegmentResponse, error)
 	// GetSegment returns a segment with its member count and version.
 	GetSegment(ctx context.Context, in *GetSegmentRequest, opts ...grpc.CallOption) (*GetSegmentResponse, error)
@@ -83,14 +86,19 @@ type SegmentSyncServiceClient interface {
 	UpdateSegment(ctx context.Context, in *UpdateSegmentRequest, opts ...grpc.CallOption) (*UpdateSegmentResponse, error)
 	// DeleteSegment deletes a segment; its syncs are disabled and removed.
 	DeleteSegment(ctx context.Context, in *DeleteSegmentRequest, opts ...grpc.CallOption) (*DeleteSegmentResponse, error)
+	// PreviewSegmentRule evaluates a rule over the environment's users and
+	// their events, without saving anything: the member count and a sample.
+	PreviewSegmentRule(ctx context.Context, in *PreviewSegmentRuleRequest, opts ...grpc.CallOption) (*PreviewSegmentRuleResponse, error)
 	// AddMembers adds users to a segment (at most 100000 ids a call). Unknown
-	// user ids create bare users.
+	// user ids create bare users. A computed segment is FailedPrecondition.
 	AddMembers(ctx context.Context, in *AddMembersRequest, opts ...grpc.CallOption) (*AddMembersResponse, error)
 	// RemoveMembers removes users from a segment (at most 100000 ids a call).
+	// A computed segment is FailedPrecondition.
 	RemoveMembers(ctx context.Context, in *RemoveMembersRequest, opts ...grpc.CallOption) (*RemoveMembersResponse, error)
 	// ReplaceMembers uploads a segment's whole membership as a client stream;
 	// it takes effect atomically when the stream ends. The first message names
-	// the segment; a broken stream changes nothing.
+	// the segment; a broken stream changes nothing. A computed segment is
+	// FailedPrecondition.
 	ReplaceMembers(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ReplaceMembersRequest, ReplaceMembersResponse], error)
 	// GetMembers pages through a segment's members in dense-id order.
 	GetMembers(ctx context.Context, in *GetMembersRequest, opts ...grpc.CallOption) (*GetMembersResponse, error)
@@ -242,6 +250,16 @@ func (c *segmentSyncServiceClient) DeleteSegment(ctx context.Context, in *Delete
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteSegmentResponse)
 	err := c.cc.Invoke(ctx, SegmentSyncService_DeleteSegment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *segmentSyncServiceClient) PreviewSegmentRule(ctx context.Context, in *PreviewSegmentRuleRequest, opts ...grpc.CallOption) (*PreviewSegmentRuleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreviewSegmentRuleResponse)
+	err := c.cc.Invoke(ctx, SegmentSyncService_PreviewSegmentRule_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -464,7 +482,9 @@ type SegmentSyncServiceServer interface {
 	ListUserProperties(context.Context, *ListUserPropertiesRequest) (*ListUserPropertiesResponse, error)
 	// DeleteUser deletes a user and removes it from every segment.
 	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
-	// CreateSegment creates an empty segment.
+	// CreateSegment creates an empty segment, or a computed one when the
+	// request carries a rule: its membership is then computed from user
+	// properties and the events the relay stores, and kept live.
 	CreateSegment(context.Context, *CreateSegmentRequest) (*CreateSegmentResponse, error)
 	// GetSegment returns a segment with its member count and version.
 	GetSegment(context.Context, *GetSegmentRequest) (*GetSegmentResponse, error)
@@ -474,14 +494,19 @@ type SegmentSyncServiceServer interface {
 	UpdateSegment(context.Context, *UpdateSegmentRequest) (*UpdateSegmentResponse, error)
 	// DeleteSegment deletes a segment; its syncs are disabled and removed.
 	DeleteSegment(context.Context, *DeleteSegmentRequest) (*DeleteSegmentResponse, error)
+	// PreviewSegmentRule evaluates a rule over the environment's users and
+	// their events, without saving anything: the member count and a sample.
+	PreviewSegmentRule(context.Context, *PreviewSegmentRuleRequest) (*PreviewSegmentRuleResponse, error)
 	// AddMembers adds users to a segment (at most 100000 ids a call). Unknown
-	// user ids create bare users.
+	// user ids create bare users. A computed segment is FailedPrecondition.
 	AddMembers(context.Context, *AddMembersRequest) (*AddMembersResponse, error)
 	// RemoveMembers removes users from a segment (at most 100000 ids a call).
+	// A computed segment is FailedPrecondition.
 	RemoveMembers(context.Context, *RemoveMembersRequest) (*RemoveMembersResponse, error)
 	// ReplaceMembers uploads a segment's whole membership as a client stream;
 	// it takes effect atomically when the stream ends. The first message names
-	// the segment; a broken stream changes nothing.
+	// the segment; a broken stream changes nothing. A computed segment is
+	// FailedPrecondition.
 	ReplaceMembers(grpc.ClientStreamingServer[ReplaceMembersRequest, ReplaceMembersResponse]) error
 	// GetMembers pages through a segment's members in dense-id order.
 	GetMembers(context.Context, *GetMembersRequest) (*GetMembersResponse, error)
@@ -568,6 +593,9 @@ func (UnimplementedSegmentSyncServiceServer) UpdateSegment(context.Context, *Upd
 }
 func (UnimplementedSegmentSyncServiceServer) DeleteSegment(context.Context, *DeleteSegmentRequest) (*DeleteSegmentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSegment not implemented")
+}
+func (UnimplementedSegmentSyncServiceServer) PreviewSegmentRule(context.Context, *PreviewSegmentRuleRequest) (*PreviewSegmentRuleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreviewSegmentRule not implemented")
 }
 func (UnimplementedSegmentSyncServiceServer) AddMembers(context.Context, *AddMembersRequest) (*AddMembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddMembers not implemented")
@@ -820,6 +848,24 @@ func _SegmentSyncService_DeleteSegment_Handler(srv interface{}, ctx context.Cont
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(SegmentSyncServiceServer).DeleteSegment(ctx, req.(*DeleteSegmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SegmentSyncService_PreviewSegmentRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreviewSegmentRuleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SegmentSyncServiceServer).PreviewSegmentRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SegmentSyncService_PreviewSegmentRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SegmentSyncServiceServer).PreviewSegmentRule(ctx, req.(*PreviewSegmentRuleRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1176,6 +1222,10 @@ var SegmentSyncService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSegment",
 			Handler:    _SegmentSyncService_DeleteSegment_Handler,
+		},
+		{
+			MethodName: "PreviewSegmentRule",
+			Handler:    _SegmentSyncService_PreviewSegmentRule_Handler,
 		},
 		{
 			MethodName: "AddMembers",
