@@ -88,6 +88,18 @@ export type CheckMembershipResponse = {
 export type Combinator = "COMBINATOR_UNSPECIFIED" | "COMBINATOR_AND" | "COMBINATOR_OR";
 export const CombinatorValues = ["COMBINATOR_UNSPECIFIED", "COMBINATOR_AND", "COMBINATOR_OR"] as const;
 
+/**
+ * ComputeState tells whether a computed segment's membership is complete.
+ *
+ *  - COMPUTE_STATE_UNSPECIFIED: Not a computed segment.
+ *  - COMPUTE_STATE_COMPUTING: Its event conditions are being computed over the events still retained
+ * (see compute_percent); its membership is not complete yet.
+ *  - COMPUTE_STATE_LIVE: Its membership is complete and follows every new event, user change and
+ * passing day.
+ */
+export type ComputeState = "COMPUTE_STATE_UNSPECIFIED" | "COMPUTE_STATE_COMPUTING" | "COMPUTE_STATE_LIVE";
+export const ComputeStateValues = ["COMPUTE_STATE_UNSPECIFIED", "COMPUTE_STATE_COMPUTING", "COMPUTE_STATE_LIVE"] as const;
+
 /** Condition is one rule of an audience. */
 export type Condition = {
   /** What the condition tests. */
@@ -195,6 +207,17 @@ export type ConnectionSettings = {
 export type ConnectionStatus = "CONNECTION_STATUS_UNSPECIFIED" | "CONNECTION_STATUS_CONNECTED" | "CONNECTION_STATUS_NEEDS_REAUTH" | "CONNECTION_STATUS_ERROR";
 export const ConnectionStatusValues = ["CONNECTION_STATUS_UNSPECIFIED", "CONNECTION_STATUS_CONNECTED", "CONNECTION_STATUS_NEEDS_REAUTH", "CONNECTION_STATUS_ERROR"] as const;
 
+/**
+ * CountOperator compares how many times a user did an event.
+ *
+ *  - COUNT_OPERATOR_UNSPECIFIED: Not set: the condition is a seen condition (see EventCondition.seen).
+ *  - COUNT_OPERATOR_AT_LEAST: At least `times` times.
+ *  - COUNT_OPERATOR_AT_MOST: At most `times` times (users who never did it included).
+ *  - COUNT_OPERATOR_EXACTLY: Exactly `times` times.
+ */
+export type CountOperator = "COUNT_OPERATOR_UNSPECIFIED" | "COUNT_OPERATOR_AT_LEAST" | "COUNT_OPERATOR_AT_MOST" | "COUNT_OPERATOR_EXACTLY";
+export const CountOperatorValues = ["COUNT_OPERATOR_UNSPECIFIED", "COUNT_OPERATOR_AT_LEAST", "COUNT_OPERATOR_AT_MOST", "COUNT_OPERATOR_EXACTLY"] as const;
+
 /** Input of CreateApiKey. */
 export type CreateApiKeyRequest = {
   /** Display name of the key: 1 to 100 characters, not blank. */
@@ -300,6 +323,11 @@ export type CreateSegmentRequest = {
   description?: string;
   /** Defaults to public. */
   visibility?: Visibility;
+  /**
+   * Makes the segment computed from this rule (see SegmentRule); it starts
+   * COMPUTING and becomes LIVE once the retained events are read.
+   */
+  rule?: SegmentRule;
 };
 
 /** Output of CreateSegment. */
@@ -516,6 +544,54 @@ export type Event = {
    * a source's schema types its known properties.
    */
   properties?: Record<string, never>;
+};
+
+/**
+ * EventCondition tests the events a user did, as the event relay stored them
+ * (an event's time is its timestamp, or when seghub received it if that is
+ * earlier). Either a count condition (count_operator and times, optionally
+ * within_days or start_date and end_date) or a seen condition (seen and
+ * seen_time). Days are UTC days.
+ */
+export type EventCondition = {
+  /** The event's source: appcues, commandbar or api (1 to 64 bytes). */
+  source?: string;
+  /** The event's name as stored, e.g. "Flow Completed" (1 to 256 bytes). */
+  name?: string;
+  /** Only events whose properties equal all of these (at most 10 filters). */
+  where?: Array<EventPropertyFilter>;
+  /** How the number of events is compared with times. */
+  count_operator?: CountOperator;
+  /** The number compared with: 0 to 1000000. */
+  times?: number;
+  /**
+   * Count only today and the within_days - 1 days before (1 to 365); 0
+   * counts every retained event unless start_date is set.
+   */
+  within_days?: number;
+  /** Count only events from this day (YYYY-MM-DD, inclusive); set with end_date. */
+  start_date?: string;
+  /** Count only events up to this day (YYYY-MM-DD, inclusive); set with start_date. */
+  end_date?: string;
+  /**
+   * For a seen condition: first or last, before or after seen_time. A user
+   * who never did the event holds no seen condition.
+   */
+  seen?: SeenOperator;
+  /** The time a seen condition compares with. */
+  seen_time?: string;
+};
+
+/** EventPropertyFilter keeps events whose property equals a value. */
+export type EventPropertyFilter = {
+  /** The event property as stored, e.g. "Flow ID" (1 to 128 bytes). */
+  property?: string;
+  /** A string of at most 1024 bytes. */
+  string_value?: string;
+  /** A finite number. */
+  number_value?: number;
+  /** A boolean. */
+  bool_value?: boolean;
 };
 
 /** The schema of one event of a source: its names and properties. */
@@ -873,6 +949,46 @@ export type MembershipCheck = {
 export type Operator = "OPERATOR_UNSPECIFIED" | "OPERATOR_IN_SEGMENT" | "OPERATOR_NOT_IN_SEGMENT" | "OPERATOR_EQUALS" | "OPERATOR_NOT_EQUALS" | "OPERATOR_LESS_THAN" | "OPERATOR_GREATER_THAN" | "OPERATOR_CONTAINS" | "OPERATOR_EXISTS";
 export const OperatorValues = ["OPERATOR_UNSPECIFIED", "OPERATOR_IN_SEGMENT", "OPERATOR_NOT_IN_SEGMENT", "OPERATOR_EQUALS", "OPERATOR_NOT_EQUALS", "OPERATOR_LESS_THAN", "OPERATOR_GREATER_THAN", "OPERATOR_CONTAINS", "OPERATOR_EXISTS"] as const;
 
+/** Input of PreviewSegmentRule. */
+export type PreviewSegmentRuleRequest = {
+  /** The rule to evaluate, validated as CreateSegment would. */
+  rule?: SegmentRule;
+  /** How many matching user ids to return: 0 means 10, at most 100. */
+  sample_size?: number;
+};
+
+/** Output of PreviewSegmentRule. */
+export type PreviewSegmentRuleResponse = {
+  /** How many users of the environment the rule holds for now. */
+  member_count?: string;
+  /** Some of them, in dense-id order (at most sample_size). */
+  sample_user_ids?: Array<string>;
+};
+
+/** PropertyCondition compares one user property with a value. */
+export type PropertyCondition = {
+  /** The user property: 1 to 128 bytes. */
+  property?: string;
+  /** The comparison. */
+  operator?: PropertyOperator;
+  /** The value compared with; none for EXISTS. null_value is refused. */
+  value?: PropertyValue;
+};
+
+/**
+ * PropertyOperator compares a user property, as targeting audiences do.
+ *
+ *  - PROPERTY_OPERATOR_UNSPECIFIED: Not set; InvalidArgument.
+ *  - PROPERTY_OPERATOR_EQUALS: The property holds the value (same type and value). A missing property is not equal.
+ *  - PROPERTY_OPERATOR_NOT_EQUALS: The property is missing or differs from the value.
+ *  - PROPERTY_OPERATOR_LESS_THAN: The property is less than a number_value or earlier than a timestamp_value.
+ *  - PROPERTY_OPERATOR_GREATER_THAN: The property is greater than a number_value or later than a timestamp_value.
+ *  - PROPERTY_OPERATOR_CONTAINS: The property is a string containing the string_value.
+ *  - PROPERTY_OPERATOR_EXISTS: The user has the property, whatever its value; takes no value.
+ */
+export type PropertyOperator = "PROPERTY_OPERATOR_UNSPECIFIED" | "PROPERTY_OPERATOR_EQUALS" | "PROPERTY_OPERATOR_NOT_EQUALS" | "PROPERTY_OPERATOR_LESS_THAN" | "PROPERTY_OPERATOR_GREATER_THAN" | "PROPERTY_OPERATOR_CONTAINS" | "PROPERTY_OPERATOR_EXISTS";
+export const PropertyOperatorValues = ["PROPERTY_OPERATOR_UNSPECIFIED", "PROPERTY_OPERATOR_EQUALS", "PROPERTY_OPERATOR_NOT_EQUALS", "PROPERTY_OPERATOR_LESS_THAN", "PROPERTY_OPERATOR_GREATER_THAN", "PROPERTY_OPERATOR_CONTAINS", "PROPERTY_OPERATOR_EXISTS"] as const;
+
 /** One property a source's event carries. */
 export type PropertySchema = {
   /** Display name ("Flow ID"). */
@@ -998,6 +1114,18 @@ export type Route = {
   deliver_as?: string;
 };
 
+/**
+ * SeenOperator compares when a user first or last did an event.
+ *
+ *  - SEEN_OPERATOR_UNSPECIFIED: Not set: the condition is a count condition.
+ *  - SEEN_OPERATOR_FIRST_BEFORE: The user's first such event is before seen_time.
+ *  - SEEN_OPERATOR_FIRST_AFTER: The user's first such event is at or after seen_time.
+ *  - SEEN_OPERATOR_LAST_BEFORE: The user's last such event is before seen_time.
+ *  - SEEN_OPERATOR_LAST_AFTER: The user's last such event is at or after seen_time.
+ */
+export type SeenOperator = "SEEN_OPERATOR_UNSPECIFIED" | "SEEN_OPERATOR_FIRST_BEFORE" | "SEEN_OPERATOR_FIRST_AFTER" | "SEEN_OPERATOR_LAST_BEFORE" | "SEEN_OPERATOR_LAST_AFTER";
+export const SeenOperatorValues = ["SEEN_OPERATOR_UNSPECIFIED", "SEEN_OPERATOR_FIRST_BEFORE", "SEEN_OPERATOR_FIRST_AFTER", "SEEN_OPERATOR_LAST_BEFORE", "SEEN_OPERATOR_LAST_AFTER"] as const;
+
 /** A segment: a named set of users, synced to destinations when public. */
 export type Segment = {
   /** Identifier of the segment, assigned by seghub. */
@@ -1018,6 +1146,39 @@ export type Segment = {
   create_time?: string;
   /** When the segment last changed. */
   update_time?: string;
+  /**
+   * Set on computed segments: the rule their membership follows. Members of
+   * a computed segment cannot be added, removed or replaced by hand.
+   */
+  rule?: SegmentRule;
+  /**
+   * Where the computation of a computed segment stands; unspecified on
+   * segments without a rule.
+   */
+  compute_state?: ComputeState;
+  /**
+   * While compute_state is COMPUTING: how much of the retained events the
+   * backfill has read, 0 to 100; 100 once LIVE.
+   */
+  compute_percent?: number;
+};
+
+/**
+ * SegmentRule is a computed segment's definition: exactly one of all, any,
+ * not, property or event. A rule holds at most 50 conditions (property and
+ * event) and nests at most 6 deep.
+ */
+export type SegmentRule = {
+  /** Every rule listed must hold (AND): 1 to 50 rules. */
+  all?: Array<SegmentRule>;
+  /** At least one rule listed must hold (OR): 1 to 50 rules. */
+  any?: Array<SegmentRule>;
+  /** The rule must not hold (NOT). */
+  not?: SegmentRule;
+  /** A comparison of a user property. */
+  property?: PropertyCondition;
+  /** A condition on the user's events. */
+  event?: EventCondition;
 };
 
 /** A sink: one connection events are delivered to, with its backlog and delivery counters. */
@@ -1283,7 +1444,7 @@ export type UpdateExperienceResponse = {
   experience?: Experience;
 };
 
-/** Input of UpdateSegment: at least one of name, description or visibility must be set. */
+/** Input of UpdateSegment: at least one of name, description, visibility or rule must be set. */
 export type UpdateSegmentBody = {
   /** Fields left unset are unchanged. */
   name?: string;
@@ -1291,6 +1452,11 @@ export type UpdateSegmentBody = {
   description?: string;
   /** New visibility; unspecified leaves it unchanged. */
   visibility?: Visibility;
+  /**
+   * New rule of a computed segment (a segment created without a rule cannot
+   * take one: FailedPrecondition); the segment is computed again.
+   */
+  rule?: SegmentRule;
 };
 
 /** Output of UpdateSegment. */
@@ -1670,7 +1836,7 @@ export interface Operations {
   };
   /**
    * AddMembers adds users to a segment (at most 100000 ids a call). Unknown
-   * user ids create bare users.
+   * user ids create bare users. A computed segment is FailedPrecondition.
    */
   SegmentSyncService_AddMembers: {
     method: "POST";
@@ -1680,7 +1846,11 @@ export interface Operations {
     body: AddMembersBody;
     response: AddMembersResponse;
   };
-  /** CreateSegment creates an empty segment. */
+  /**
+   * CreateSegment creates an empty segment, or a computed one when the
+   * request carries a rule: its membership is then computed from user
+   * properties and the events the relay stores, and kept live.
+   */
   SegmentSyncService_CreateSegment: {
     method: "POST";
     path: "/v1/segments";
@@ -1900,7 +2070,22 @@ export interface Operations {
     body: never;
     response: ListUserPropertiesResponse;
   };
-  /** RemoveMembers removes users from a segment (at most 100000 ids a call). */
+  /**
+   * PreviewSegmentRule evaluates a rule over the environment's users and
+   * their events, without saving anything: the member count and a sample.
+   */
+  SegmentSyncService_PreviewSegmentRule: {
+    method: "POST";
+    path: "/v1/segments:previewRule";
+    pathParams: never;
+    query: never;
+    body: PreviewSegmentRuleRequest;
+    response: PreviewSegmentRuleResponse;
+  };
+  /**
+   * RemoveMembers removes users from a segment (at most 100000 ids a call).
+   * A computed segment is FailedPrecondition.
+   */
   SegmentSyncService_RemoveMembers: {
     method: "POST";
     path: "/v1/segments/{segment_id}/members:remove";
@@ -2151,6 +2336,7 @@ export const operations = {
   SegmentSyncService_ListSyncRuns: { method: "GET", path: "/v1/syncs/{sync_id}/runs" },
   SegmentSyncService_ListSyncs: { method: "GET", path: "/v1/syncs" },
   SegmentSyncService_ListUserProperties: { method: "GET", path: "/v1/user-properties" },
+  SegmentSyncService_PreviewSegmentRule: { method: "POST", path: "/v1/segments:previewRule" },
   SegmentSyncService_RemoveMembers: { method: "POST", path: "/v1/segments/{segment_id}/members:remove" },
   SegmentSyncService_SyncNow: { method: "POST", path: "/v1/syncs/{sync_id}:run" },
   SegmentSyncService_UpdateSegment: { method: "PATCH", path: "/v1/segments/{segment_id}" },
@@ -2211,6 +2397,7 @@ export const operationAccess: { readonly [K in keyof Operations]: "ANY" | "MEMBE
   SegmentSyncService_ListSyncRuns: "MEMBER",
   SegmentSyncService_ListSyncs: "MEMBER",
   SegmentSyncService_ListUserProperties: "MEMBER",
+  SegmentSyncService_PreviewSegmentRule: "MEMBER",
   SegmentSyncService_RemoveMembers: "MEMBER",
   SegmentSyncService_SyncNow: "ADMIN",
   SegmentSyncService_UpdateSegment: "MEMBER",
