@@ -16,6 +16,7 @@ import (
 	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/pkg/grpcserver"
 	"github.com/seghub/seghub/pkg/ratelimit"
+	"github.com/seghub/seghub/services/segmentsync/internal/computed"
 	"github.com/seghub/seghub/services/segmentsync/internal/server"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
 	"github.com/seghub/seghub/services/segmentsync/internal/syncengine"
@@ -34,7 +35,13 @@ type Service struct {
 	engine  *syncengine.Engine
 	queue   *syncengine.JobQueue
 	opts    Options
+	// computed keeps computed segments live.
+	computed *computed.Evaluator
 }
+
+// Computed exposes the computed-segment evaluator (tests run its window
+// pass after moving the clock).
+func (s *Service) Computed() *computed.Evaluator { return s.computed }
 
 // Engine exposes the sync engine (tests drive its clock through Tick).
 func (s *Service) Engine() *syncengine.Engine { return s.engine }
@@ -71,7 +78,8 @@ func (c connections) Report(ctx context.Context, env, id string, st connectorv1.
 type Options struct {
 	// AdapterConfig adjusts destination adapters (e.g. shorter retries).
 	AdapterConfig func(*destinations.Config)
-	// Now is the sync engine's clock.
+	// Now is the clock of the sync engine and of computed segments (their
+	// "today" and sliding windows).
 	Now func() time.Time
 	// NoTick leaves recurring scheduling to explicit Tick calls.
 	NoTick bool
@@ -98,6 +106,9 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		return nil, err
 	}
 	s.store = st
+	if o.Now != nil {
+		st.SetClock(o.Now)
+	}
 	s.watcher = server.NewWatcher(st, nc)
 	resolve := func(ctx context.Context, id string) (*connectorv1.ResolveConnectionResponse, error) {
 		conn, err := p.Conn(app.Connector)
@@ -134,6 +145,12 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	}
 	limits := server.StreamLimits{MaxIDs: p.Config.ReplaceMembersMaxIDs, MaxBytes: p.Config.ReplaceMembersMaxBytes}
 	s.server = server.New(st, s.watcher, server.NewInbound(st, resolve, record), s.engine, limits)
+	co := computed.Options{Store: st, Namespace: p.Config.BusNamespace, Now: o.Now, Logger: p.Logger}
+	if p.Bus != nil {
+		co.JS = p.Bus.JS
+	}
+	s.computed = computed.New(co)
+	s.server.SetComputed(s.computed)
 	return s, nil
 }
 
@@ -166,5 +183,15 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	cctx, cancel := context.WithCancel(ctx)
+	computedDone := make(chan struct{})
+	go func() {
+		defer close(computedDone)
+		if err := s.computed.Run(cctx); err != nil && cctx.Err() == nil {
+			s.p.Logger.Error("computed segments stopped", "error", err.Error())
+		}
+	}()
+	// The evaluator writes to the store: it ends before Run returns.
+	defer func() { cancel(); <-computedDone }()
 	return s.watcher.Run(ctx)
 }

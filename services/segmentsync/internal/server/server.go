@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/pkg/paging"
+	"github.com/seghub/seghub/services/segmentsync/internal/rules"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
 	"github.com/seghub/seghub/services/segmentsync/internal/syncengine"
 )
@@ -52,7 +54,19 @@ type Server struct {
 	inbound *Inbound
 	engine  *syncengine.Engine
 	replace StreamLimits
+	// computed previews rules and is woken by new or changed rules; nil
+	// evaluates previews over the store alone.
+	computed Computed
 }
+
+// Computed is the computed-segment evaluator as the RPCs use it.
+type Computed interface {
+	Preview(ctx context.Context, env string, rule *segmentsyncv1.SegmentRule, sample int) (uint64, []string, error)
+	Wake()
+}
+
+// SetComputed attaches the computed-segment evaluator.
+func (s *Server) SetComputed(c Computed) { s.computed = c }
 
 // New returns the server; inbound and engine may be nil where webhooks or
 // syncs are not served.
@@ -252,6 +266,65 @@ func SegmentToPB(sg *store.Segment) *segmentsyncv1.Segment {
 	return &segmentsyncv1.Segment{SegmentId: sg.ID, Name: sg.Name, Description: sg.Description, Visibility: v, MemberCount: sg.Count, Version: sg.Version, ExternalId: sg.ExternalID, CreateTime: timestamppb.New(sg.Created), UpdateTime: timestamppb.New(sg.Updated)}
 }
 
+// segmentsToPB converts segments with their rules and computation state.
+func (s *Server) segmentsToPB(ctx context.Context, segs ...*store.Segment) ([]*segmentsyncv1.Segment, error) {
+	ids := make([]string, len(segs))
+	for i, sg := range segs {
+		ids[i] = sg.ID
+	}
+	infos, err := s.store.ComputedInfos(ctx, env(ctx), ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*segmentsyncv1.Segment, len(segs))
+	for i, sg := range segs {
+		out[i] = SegmentToPB(sg)
+		if info := infos[sg.ID]; info != nil {
+			out[i].Rule, out[i].ComputePercent = info.Rule, info.Percent
+			out[i].ComputeState = segmentsyncv1.ComputeState_COMPUTE_STATE_COMPUTING
+			if info.State == store.Live {
+				out[i].ComputeState = segmentsyncv1.ComputeState_COMPUTE_STATE_LIVE
+			}
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) wake() {
+	if s.computed != nil {
+		s.computed.Wake()
+	}
+}
+
+// MaxPreviewSample bounds PreviewSegmentRule's sample.
+const MaxPreviewSample = 100
+
+// PreviewSegmentRule implements SegmentSyncService.
+func (s *Server) PreviewSegmentRule(ctx context.Context, req *segmentsyncv1.PreviewSegmentRuleRequest) (*segmentsyncv1.PreviewSegmentRuleResponse, error) {
+	size := int(req.GetSampleSize())
+	switch {
+	case size < 0 || size > MaxPreviewSample:
+		return nil, apperr.Invalid("sample_size", fmt.Sprintf("must be 0..%d", MaxPreviewSample))
+	case size == 0:
+		size = 10
+	}
+	prog, err := rules.Compile(req.GetRule())
+	if err != nil {
+		return nil, err
+	}
+	var count uint64
+	var sample []string
+	if s.computed != nil {
+		count, sample, err = s.computed.Preview(ctx, env(ctx), req.GetRule(), size)
+	} else {
+		count, sample, err = s.store.Preview(ctx, env(ctx), prog, nil, rules.Today(time.Now()), size)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.PreviewSegmentRuleResponse{MemberCount: count, SampleUserIds: sample}, nil
+}
+
 func checkName(name string) (string, error) { return apperr.Name("name", name, MaxNameLength) }
 
 func checkDescription(d string) error {
@@ -281,6 +354,21 @@ func (s *Server) CreateSegment(ctx context.Context, req *segmentsyncv1.CreateSeg
 	if err != nil {
 		return nil, err
 	}
+	if req.GetRule() != nil {
+		if _, err := rules.Compile(req.GetRule()); err != nil {
+			return nil, err
+		}
+		sg, err := s.store.CreateComputedSegment(ctx, env(ctx), name, req.GetDescription(), vis, req.GetRule())
+		if err != nil {
+			return nil, err
+		}
+		s.wake()
+		out, err := s.segmentsToPB(ctx, sg)
+		if err != nil {
+			return nil, err
+		}
+		return &segmentsyncv1.CreateSegmentResponse{Segment: out[0]}, nil
+	}
 	sg, err := s.store.CreateSegment(ctx, env(ctx), name, req.GetDescription(), vis, "")
 	if err != nil {
 		return nil, err
@@ -297,7 +385,11 @@ func (s *Server) GetSegment(ctx context.Context, req *segmentsyncv1.GetSegmentRe
 	if err != nil {
 		return nil, err
 	}
-	return &segmentsyncv1.GetSegmentResponse{Segment: SegmentToPB(sg)}, nil
+	out, err := s.segmentsToPB(ctx, sg)
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.GetSegmentResponse{Segment: out[0]}, nil
 }
 
 type segmentCursor struct {
@@ -337,8 +429,8 @@ func (s *Server) ListSegments(ctx context.Context, req *segmentsyncv1.ListSegmen
 		last := segs[size-1]
 		resp.NextPageToken = paging.Encode(segmentCursor{Name: last.Name, ID: last.ID})
 	}
-	for _, sg := range segs {
-		resp.Segments = append(resp.Segments, SegmentToPB(sg))
+	if resp.Segments, err = s.segmentsToPB(ctx, segs...); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
@@ -370,14 +462,27 @@ func (s *Server) UpdateSegment(ctx context.Context, req *segmentsyncv1.UpdateSeg
 		}
 		up.Visibility = &v
 	}
-	if up.Name == nil && up.Description == nil && up.Visibility == nil {
-		return nil, apperr.Invalid("name", "nothing to update: set name, description or visibility")
+	if req.GetRule() != nil {
+		if _, err := rules.Compile(req.GetRule()); err != nil {
+			return nil, err
+		}
+		up.Rule = req.GetRule()
+	}
+	if up.Name == nil && up.Description == nil && up.Visibility == nil && up.Rule == nil {
+		return nil, apperr.Invalid("name", "nothing to update: set name, description, visibility or rule")
 	}
 	sg, err := s.store.UpdateSegment(ctx, env(ctx), req.GetSegmentId(), up)
 	if err != nil {
 		return nil, err
 	}
-	return &segmentsyncv1.UpdateSegmentResponse{Segment: SegmentToPB(sg)}, nil
+	if up.Rule != nil {
+		s.wake()
+	}
+	out, err := s.segmentsToPB(ctx, sg)
+	if err != nil {
+		return nil, err
+	}
+	return &segmentsyncv1.UpdateSegmentResponse{Segment: out[0]}, nil
 }
 
 // DeleteSegment implements SegmentSyncService.

@@ -176,6 +176,9 @@ func (w *writer) applyInbound(t *InboundTask, p InboundPage) error {
 	if err != nil {
 		return err
 	}
+	if err := w.refuseComputed(sg); err != nil {
+		return err
+	}
 	addIDs, err := w.matchIdentities(adds, p.IdentityProperty, true)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/RoaringBitmap/roaring/v2"
 
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/ids"
 	"github.com/seghub/seghub/pkg/membership"
@@ -197,6 +198,9 @@ func Open(ctx context.Context, db *store.DB, notify func(env string, seq int64))
 	return s, nil
 }
 
+// SetClock replaces the store's clock (tests and the service's injected clock).
+func (s *Store) SetClock(now func() time.Time) { s.now = now }
+
 // DB returns the underlying database (for packages sharing the service's store).
 func (s *Store) DB() *store.DB { return s.db }
 
@@ -205,30 +209,71 @@ func (s *Store) micros() int64 { return s.now().UTC().UnixMicro() }
 // write runs fn in a transaction holding env's head row and notifies
 // watchers of the last sequence appended once it commits.
 func (s *Store) write(ctx context.Context, env string, fn func(w *writer) error) error {
-	w := &writer{s: s, env: env, ctx: ctx}
+	return s.writeEnvs(ctx, []string{env}, func(_ *store.Tx, ws map[string]*writer) error { return fn(ws[env]) })
+}
+
+// writeEnvs is write over several environments in one transaction (the
+// event consumer commits a batch of many environments' events with its
+// position). Head rows are taken in sorted order, so writers never deadlock.
+func (s *Store) writeEnvs(ctx context.Context, envs []string, fn func(tx *store.Tx, ws map[string]*writer) error) error {
+	envs = dedupe(envs)
+	sort.Strings(envs)
+	var ws map[string]*writer
 	err := s.db.InTx(ctx, func(tx *store.Tx) error {
-		w.tx = tx
-		if _, err := tx.ExecContext(ctx, `INSERT INTO ss_env_heads (environment_id, seq, next_dense) VALUES (?, 0, 1) ON CONFLICT (environment_id) DO NOTHING`, env); err != nil {
+		ws = make(map[string]*writer, len(envs))
+		for _, env := range envs {
+			w := &writer{s: s, env: env, ctx: ctx, tx: tx}
+			if err := w.begin(); err != nil {
+				return err
+			}
+			ws[env] = w
+		}
+		if err := fn(tx, ws); err != nil {
 			return err
 		}
-		// Taking the row lock first serialises this environment's writers.
-		if err := tx.QueryRowContext(ctx, `UPDATE ss_env_heads SET seq = seq WHERE environment_id = ? RETURNING seq, next_dense`, env).Scan(&w.seq, &w.nextDense); err != nil {
-			return err
-		}
-		w.startSeq = w.seq
-		if err := fn(w); err != nil {
-			return err
-		}
-		if w.seq != w.startSeq || w.denseUsed {
-			_, err := tx.ExecContext(ctx, `UPDATE ss_env_heads SET seq = ?, next_dense = ? WHERE environment_id = ?`, w.seq, w.nextDense, env)
-			return err
+		for _, env := range envs {
+			if err := ws[env].finish(); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
-	if err == nil && w.seq != w.startSeq {
-		s.notify(env, w.seq)
+	if err == nil {
+		for _, env := range envs {
+			if w := ws[env]; w.seq != w.startSeq {
+				s.notify(env, w.seq)
+			}
+		}
 	}
 	return err
+}
+
+// begin takes env's head row.
+func (w *writer) begin() error {
+	if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_env_heads (environment_id, seq, next_dense) VALUES (?, 0, 1) ON CONFLICT (environment_id) DO NOTHING`, w.env); err != nil {
+		return err
+	}
+	// Taking the row lock first serialises this environment's writers.
+	if err := w.tx.QueryRowContext(w.ctx, `UPDATE ss_env_heads SET seq = seq WHERE environment_id = ? RETURNING seq, next_dense`, w.env).Scan(&w.seq, &w.nextDense); err != nil {
+		return err
+	}
+	w.startSeq = w.seq
+	return nil
+}
+
+// finish re-evaluates the computed segments of the users the transaction
+// created or changed, then moves the head.
+func (w *writer) finish() error {
+	if w.touched != nil && !w.touched.IsEmpty() {
+		if err := w.evaluateTouched(); err != nil {
+			return fmt.Errorf("segmentsync: computed segments of changed users: %w", err)
+		}
+	}
+	if w.seq != w.startSeq || w.denseUsed {
+		_, err := w.tx.ExecContext(w.ctx, `UPDATE ss_env_heads SET seq = ?, next_dense = ? WHERE environment_id = ?`, w.seq, w.nextDense, w.env)
+		return err
+	}
+	return nil
 }
 
 // writer is the state of one write transaction of one environment.
@@ -240,9 +285,18 @@ type writer struct {
 	seq, startSeq int64
 	nextDense     int64
 	denseUsed     bool
+	// touched holds the users created or changed (their computed segments
+	// are evaluated before commit).
+	touched *roaring.Bitmap
 }
 
 func (w *writer) log(kind, segmentID string, version int64, added, removed *roaring.Bitmap, detail string) error {
+	if kind == KindUsers && added != nil {
+		if w.touched == nil {
+			w.touched = roaring.New()
+		}
+		w.touched.Or(added)
+	}
 	w.seq++
 	var a, r []byte
 	if added != nil {
@@ -631,6 +685,9 @@ func (s *Store) DeleteUser(ctx context.Context, env, userID string) ([]string, e
 		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_users WHERE environment_id = ? AND dense_id = ?`, env, d); err != nil {
 			return err
 		}
+		if err := w.forgetUserEvents(uint32(d)); err != nil {
+			return fmt.Errorf("segmentsync: forget events of user %q: %w", userID, err)
+		}
 		detail, _ := json.Marshal([]string{userID})
 		return w.log(KindUsersDeleted, "", 0, nil, one, string(detail))
 	})
@@ -848,6 +905,8 @@ func (s *Store) listSegments(ctx context.Context, env string, f SegmentFilter, a
 // SegmentUpdate lists the fields to change; nil leaves a field as it is.
 type SegmentUpdate struct {
 	Name, Description, Visibility *string
+	// Rule replaces a computed segment's rule (validated by rules.Compile).
+	Rule *segmentsyncv1.SegmentRule
 }
 
 // UpdateSegment changes a segment's metadata and bumps its version.
@@ -876,6 +935,11 @@ func (s *Store) UpdateSegment(ctx context.Context, env, id string, up SegmentUpd
 		if err != nil {
 			return err
 		}
+		if up.Rule != nil {
+			if err := w.setRule(id, up.Rule); err != nil {
+				return err
+			}
+		}
 		out = sg
 		return w.log(KindSegment, id, sg.Version, nil, nil, "")
 	})
@@ -898,6 +962,9 @@ func (s *Store) DeleteSegment(ctx context.Context, env, id string) error {
 		}
 		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_user_segments_backfill WHERE segment_id = ?`, id); err != nil {
 			return err
+		}
+		if err := w.forgetComputed(id); err != nil {
+			return fmt.Errorf("segmentsync: forget rule of segment %s: %w", id, err)
 		}
 		return w.log(KindSegmentDeleted, id, sg.Version+1, nil, nil, "")
 	})
@@ -954,6 +1021,9 @@ func (s *Store) ChangeMembers(ctx context.Context, env, segmentID string, add, r
 		if err != nil {
 			return err
 		}
+		if err := w.refuseComputed(sg); err != nil {
+			return err
+		}
 		addIDs, err := w.resolve(add, true)
 		if err != nil {
 			return err
@@ -985,6 +1055,9 @@ func (s *Store) ReplaceMembers(ctx context.Context, env, segmentID string, userI
 	err := s.write(ctx, env, func(w *writer) error {
 		sg, err := s.getSegment(ctx, w.tx, env, segmentID, true)
 		if err != nil {
+			return err
+		}
+		if err := w.refuseComputed(sg); err != nil {
 			return err
 		}
 		m, err := w.resolve(userIDs, true)

@@ -1,0 +1,1023 @@
+package store
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"context"
+
+	"github.com/RoaringBitmap/roaring/v2"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
+	"github.com/seghub/seghub/pkg/apperr"
+	"github.com/seghub/seghub/pkg/membership"
+	"github.com/seghub/seghub/pkg/store"
+	"github.com/seghub/seghub/services/segmentsync/internal/rules"
+)
+
+// Computed segment and event condition states.
+const (
+	Computing = "computing"
+	Live      = "live"
+)
+
+// positionLive names the live consumer's row in ss_event_position.
+const positionLive = "computed"
+
+// ComputedInfo is what a computed segment shows beside its metadata.
+type ComputedInfo struct {
+	Rule    *segmentsyncv1.SegmentRule
+	State   string
+	Percent uint32
+}
+
+// Event is one stored event as the computed-segment consumer reads it.
+type Event struct {
+	Seq    uint64
+	Env    string
+	User   string
+	Source string
+	Name   string
+	Time   int64 // unix microseconds (rules.EventTime of the envelope)
+	Props  map[string]any
+}
+
+// programs caches compiled rules by segment id and rule version.
+var programs sync.Map // string → *rules.Program
+
+type computedSegment struct {
+	id      string
+	version int64
+	state   string
+	prog    *rules.Program
+}
+
+func compileStored(id string, version int64, rule string) (*rules.Program, error) {
+	ck := fmt.Sprintf("%s@%d", id, version)
+	if p, ok := programs.Load(ck); ok {
+		return p.(*rules.Program), nil
+	}
+	var r segmentsyncv1.SegmentRule
+	if err := protojson.Unmarshal([]byte(rule), &r); err != nil {
+		return nil, fmt.Errorf("segmentsync: rule of segment %s: %w", id, err)
+	}
+	p, err := rules.Compile(&r)
+	if err != nil {
+		return nil, fmt.Errorf("segmentsync: rule of segment %s: %w", id, err)
+	}
+	programs.Store(ck, p)
+	return p, nil
+}
+
+// computedSegments returns env's computed segments (of one state, or all).
+func (w *writer) computedSegments(state string) ([]*computedSegment, error) {
+	return computedSegmentsOf(w.ctx, w.tx, w.env, state)
+}
+
+func computedSegmentsOf(ctx context.Context, q store.Querier, env, state string) ([]*computedSegment, error) {
+	rows, err := q.QueryContext(ctx, `SELECT segment_id, rule_version, state, rule FROM ss_computed WHERE environment_id = ? ORDER BY segment_id`, env)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*computedSegment
+	for rows.Next() {
+		var c computedSegment
+		var rule string
+		if err := rows.Scan(&c.id, &c.version, &c.state, &rule); err != nil {
+			return nil, err
+		}
+		if state != "" && c.state != state {
+			continue
+		}
+		if c.prog, err = compileStored(c.id, c.version, rule); err != nil {
+			return nil, err
+		}
+		out = append(out, &c)
+	}
+	return out, rows.Err()
+}
+
+// refuseComputed refuses hand-made membership changes of a computed segment.
+func (w *writer) refuseComputed(sg *Segment) error {
+	var one int
+	err := w.tx.QueryRowContext(w.ctx, `SELECT 1 FROM ss_computed WHERE segment_id = ?`, sg.ID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return apperr.FailedPrecondition("segment %q is computed from its rule: its members cannot be added, removed or replaced by hand (change its rule with UpdateSegment instead)", sg.ID)
+}
+
+// CreateComputedSegment creates a segment computed from rule (already
+// validated by rules.Compile); it starts computing.
+func (s *Store) CreateComputedSegment(ctx context.Context, env, name, description, visibility string, rule *segmentsyncv1.SegmentRule) (*Segment, error) {
+	prog, err := rules.Compile(rule)
+	if err != nil {
+		return nil, err
+	}
+	text, err := protojson.Marshal(rule)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now().UTC().Truncate(time.Microsecond)
+	sg := &Segment{ID: newSegmentID(), Env: env, Name: name, Description: description, Visibility: visibility, Version: 1, Created: now, Updated: now, Members: roaring.New()}
+	err = s.write(ctx, env, func(w *writer) error {
+		_, err := w.tx.ExecContext(ctx, `INSERT INTO ss_segments (`+segCols+`, members) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			sg.ID, env, name, description, visibility, "", 0, sg.Version, now.UnixMicro(), now.UnixMicro(), membership.Encode(sg.Members))
+		if store.IsUniqueViolation(err) {
+			return apperr.AlreadyExists("a segment named %q already exists in this environment", name)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := w.tx.ExecContext(ctx, `INSERT INTO ss_computed (segment_id, environment_id, rule, rule_version, state) VALUES (?, ?, ?, ?, ?)`, sg.ID, env, string(text), 1, Computing); err != nil {
+			return err
+		}
+		if err := w.linkConditions(sg.ID, prog); err != nil {
+			return err
+		}
+		return w.log(KindSegment, sg.ID, sg.Version, nil, nil, "")
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sg, nil
+}
+
+// setRule replaces a computed segment's rule; the segment computes again.
+func (w *writer) setRule(id string, rule *segmentsyncv1.SegmentRule) error {
+	prog, err := rules.Compile(rule)
+	if err != nil {
+		return err
+	}
+	text, err := protojson.Marshal(rule)
+	if err != nil {
+		return err
+	}
+	res, err := w.tx.ExecContext(w.ctx, `UPDATE ss_computed SET rule = ?, rule_version = rule_version + 1, state = ? WHERE segment_id = ?`, string(text), Computing, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return apperr.FailedPrecondition("segment %q has no rule: a segment of listed members cannot become computed (create a computed segment instead)", id)
+	}
+	if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_computed_conditions WHERE segment_id = ?`, id); err != nil {
+		return err
+	}
+	if err := w.linkConditions(id, prog); err != nil {
+		return err
+	}
+	return w.dropUnusedConditions()
+}
+
+// linkConditions records the conditions a segment uses, adding the new ones
+// as computing (their backfill starts from the stream's beginning).
+func (w *writer) linkConditions(segmentID string, prog *rules.Program) error {
+	for _, c := range prog.Conds() {
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_computed_conditions (segment_id, environment_id, cond_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, segmentID, w.env, c.Key); err != nil {
+			return err
+		}
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_conditions (environment_id, cond_key, definition, state, scanned, target, first_seq) VALUES (?, ?, ?, ?, 0, 0, 0) ON CONFLICT (environment_id, cond_key) DO NOTHING`,
+			w.env, c.Key, c.Encode(), Computing); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropUnusedConditions deletes the conditions no computed segment uses any
+// more, with their aggregates.
+func (w *writer) dropUnusedConditions() error {
+	rows, err := w.tx.QueryContext(w.ctx, `SELECT cond_key FROM ss_event_conditions c WHERE environment_id = ? AND NOT EXISTS (SELECT 1 FROM ss_computed_conditions l WHERE l.environment_id = c.environment_id AND l.cond_key = c.cond_key)`, w.env)
+	if err != nil {
+		return err
+	}
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			rows.Close()
+			return err
+		}
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		for _, table := range []string{"ss_event_conditions", "ss_event_counts", "ss_event_seen"} {
+			if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM `+table+` WHERE environment_id = ? AND cond_key = ?`, w.env, k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// forgetComputed removes a deleted segment's rule.
+func (w *writer) forgetComputed(id string) error {
+	if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_computed WHERE segment_id = ?`, id); err != nil {
+		return err
+	}
+	if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_computed_conditions WHERE segment_id = ?`, id); err != nil {
+		return err
+	}
+	return w.dropUnusedConditions()
+}
+
+// forgetUserEvents deletes a deleted user's aggregates.
+func (w *writer) forgetUserEvents(dense uint32) error {
+	for _, table := range []string{"ss_event_counts", "ss_event_seen"} {
+		if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM `+table+` WHERE environment_id = ? AND dense_id = ?`, w.env, int64(dense)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ComputedInfos returns the rule and state of the computed segments among ids.
+func (s *Store) ComputedInfos(ctx context.Context, env string, ids []string) (map[string]*ComputedInfo, error) {
+	out := map[string]*ComputedInfo{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	q, args := inList(s.db.Dialect, `SELECT segment_id, rule, state FROM ss_computed WHERE environment_id = ? AND segment_id`, env, ids)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("segmentsync: computed segments of %s: %w", env, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, rule, state string
+		if err := rows.Scan(&id, &rule, &state); err != nil {
+			return nil, err
+		}
+		var r segmentsyncv1.SegmentRule
+		if err := protojson.Unmarshal([]byte(rule), &r); err != nil {
+			return nil, fmt.Errorf("segmentsync: rule of segment %s: %w", id, err)
+		}
+		info := &ComputedInfo{Rule: &r, State: state, Percent: 100}
+		out[id] = info
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	for id, info := range out {
+		if info.State != Computing {
+			continue
+		}
+		if info.Percent, err = s.percent(ctx, env, id); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// percent is how far a computing segment's slowest condition backfill is.
+func (s *Store) percent(ctx context.Context, env, segmentID string) (uint32, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT c.state, c.scanned, c.target, c.first_seq FROM ss_event_conditions c JOIN ss_computed_conditions l ON l.environment_id = c.environment_id AND l.cond_key = c.cond_key WHERE l.segment_id = ?`, segmentID)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	pct := uint32(99) // every condition read: the first evaluation is what remains
+	for rows.Next() {
+		var state string
+		var scanned, target, first int64
+		if err := rows.Scan(&state, &scanned, &target, &first); err != nil {
+			return 0, err
+		}
+		if state == Live {
+			continue
+		}
+		p := uint32(0)
+		if target > first && scanned >= first {
+			p = uint32(min(99, (scanned-first+1)*100/(target-first+1)))
+		}
+		pct = min(pct, p)
+	}
+	return pct, rows.Err()
+}
+
+// ---- aggregates and evaluation
+
+type userFacts struct {
+	props map[string]Prop
+	aggs  map[string]*rules.Agg
+}
+
+func (u *userFacts) facts() rules.Facts {
+	return rules.Facts{
+		Prop: func(name string) (rules.Value, bool) {
+			p, ok := u.props[name]
+			if !ok {
+				return rules.Value{}, false
+			}
+			return propValue(p), true
+		},
+		Agg: func(key string) *rules.Agg { return u.aggs[key] },
+	}
+}
+
+func propValue(p Prop) rules.Value {
+	switch p.Kind {
+	case PropString:
+		return rules.Value{Kind: 's', S: p.S}
+	case PropNumber:
+		return rules.Value{Kind: 'n', N: p.N}
+	case PropBool:
+		return rules.Value{Kind: 'b', B: p.B}
+	default:
+		return rules.Value{Kind: 't', T: p.T.UnixMicro()}
+	}
+}
+
+// loadFacts reads the properties and aggregates of the users in dense that
+// exist (a deleted user is absent from the answer).
+func loadFacts(ctx context.Context, q store.Querier, d store.Dialect, env string, dense *roaring.Bitmap) (map[uint32]*userFacts, error) {
+	out := make(map[uint32]*userFacts, dense.GetCardinality())
+	ids := dense.ToArray()
+	for i := 0; i < len(ids); i += inChunk {
+		chunk := make([]int64, 0, inChunk)
+		for _, v := range ids[i:min(i+inChunk, len(ids))] {
+			chunk = append(chunk, int64(v))
+		}
+		qs, args := inList(d, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND dense_id`, env, chunk)
+		if err := eachRow(ctx, q, qs, args, func(r *sql.Rows) error {
+			u, err := scanUser(r)
+			if err != nil {
+				return err
+			}
+			out[u.Dense] = &userFacts{props: u.Props, aggs: map[string]*rules.Agg{}}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		if err := loadAggs(ctx, q, d, env, chunk, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func loadAggs(ctx context.Context, q store.Querier, d store.Dialect, env string, chunk []int64, out map[uint32]*userFacts) error {
+	agg := func(dense int64, key string) *rules.Agg {
+		u := out[uint32(dense)]
+		if u == nil {
+			return nil
+		}
+		a := u.aggs[key]
+		if a == nil {
+			a = &rules.Agg{}
+			u.aggs[key] = a
+		}
+		return a
+	}
+	qs, args := inList(d, `SELECT dense_id, cond_key, day, n FROM ss_event_counts WHERE environment_id = ? AND dense_id`, env, chunk)
+	if err := eachRow(ctx, q, qs+` ORDER BY dense_id, cond_key, day`, args, func(r *sql.Rows) error {
+		var dense, n int64
+		var key string
+		var day int32
+		if err := r.Scan(&dense, &key, &day, &n); err != nil {
+			return err
+		}
+		if a := agg(dense, key); a != nil {
+			a.Days = append(a.Days, rules.DayCount{Day: day, N: n})
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	qs, args = inList(d, `SELECT dense_id, cond_key, first_at, last_at FROM ss_event_seen WHERE environment_id = ? AND dense_id`, env, chunk)
+	return eachRow(ctx, q, qs, args, func(r *sql.Rows) error {
+		var dense, first, last int64
+		var key string
+		if err := r.Scan(&dense, &key, &first, &last); err != nil {
+			return err
+		}
+		if a := agg(dense, key); a != nil {
+			a.First, a.Last = first, last
+		}
+		return nil
+	})
+}
+
+func eachRow(ctx context.Context, q store.Querier, query string, args []any, fn func(*sql.Rows) error) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// evaluate re-evaluates segs for the users in dense on day today and writes
+// the membership changes through applyMembership (the change log).
+func (w *writer) evaluate(segs []*computedSegment, dense *roaring.Bitmap, today int32) error {
+	if len(segs) == 0 || dense.IsEmpty() {
+		return nil
+	}
+	facts, err := loadFacts(w.ctx, w.tx, w.tx.Dialect, w.env, dense)
+	if err != nil {
+		return err
+	}
+	for _, c := range segs {
+		sg, err := w.s.getSegment(w.ctx, w.tx, w.env, c.id, true)
+		if err != nil {
+			return err
+		}
+		add, remove := roaring.New(), roaring.New()
+		it := dense.Iterator()
+		for it.HasNext() {
+			d := it.Next()
+			u := facts[d]
+			want := u != nil && c.prog.Eval(u.facts(), today)
+			if have := sg.Members.Contains(d); want && !have {
+				add.Add(d)
+			} else if !want && have {
+				remove.Add(d)
+			}
+		}
+		if _, _, err := w.applyMembership(sg, add, remove); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// evaluateTouched evaluates the live computed segments for the users the
+// transaction created or changed.
+func (w *writer) evaluateTouched() error {
+	touched := w.touched
+	w.touched = nil
+	segs, err := w.computedSegments(Live)
+	if err != nil {
+		return err
+	}
+	return w.evaluate(segs, touched, rules.Today(w.s.now()))
+}
+
+// evaluateAll computes a segment's whole membership over every user of the
+// environment and writes the difference.
+func (w *writer) evaluateAll(c *computedSegment, today int32) error {
+	sg, err := w.s.getSegment(w.ctx, w.tx, w.env, c.id, true)
+	if err != nil {
+		return err
+	}
+	target := roaring.New()
+	var after uint32
+	const page = 2000
+	for {
+		page, more, err := w.usersAfter(after, page)
+		if err != nil {
+			return err
+		}
+		if page.IsEmpty() {
+			break
+		}
+		facts, err := loadFacts(w.ctx, w.tx, w.tx.Dialect, w.env, page)
+		if err != nil {
+			return err
+		}
+		it := page.Iterator()
+		for it.HasNext() {
+			d := it.Next()
+			if u := facts[d]; u != nil && c.prog.Eval(u.facts(), today) {
+				target.Add(d)
+			}
+		}
+		after = page.Maximum()
+		if !more {
+			break
+		}
+	}
+	adds, removes := membership.Diff(target, sg.Members)
+	_, _, err = w.applyMembership(sg, adds, removes)
+	return err
+}
+
+func (w *writer) usersAfter(after uint32, limit int) (*roaring.Bitmap, bool, error) {
+	out := roaring.New()
+	n := 0
+	err := eachRow(w.ctx, w.tx, `SELECT dense_id FROM ss_users WHERE environment_id = ? AND dense_id > ? ORDER BY dense_id LIMIT ?`, []any{w.env, int64(after), limit}, func(r *sql.Rows) error {
+		var d int64
+		n++
+		if err := r.Scan(&d); err != nil {
+			return err
+		}
+		out.Add(uint32(d))
+		return nil
+	})
+	return out, n == limit, err
+}
+
+// ---- the live consumer's side
+
+// Position is the stream sequence the live consumer applied through.
+func (s *Store) Position(ctx context.Context) (uint64, error) {
+	var seq int64
+	err := s.db.QueryRowContext(ctx, `SELECT seq FROM ss_event_position WHERE consumer = ?`, positionLive).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return uint64(seq), err
+}
+
+// ConditionState is an event condition with its backfill progress.
+type ConditionState struct {
+	Env                    string
+	Cond                   *rules.Cond
+	State                  string
+	Scanned, Target, First uint64
+}
+
+// Conditions returns every event condition of every environment.
+func (s *Store) Conditions(ctx context.Context) ([]*ConditionState, error) {
+	var out []*ConditionState
+	err := eachRow(ctx, s.db, `SELECT environment_id, cond_key, definition, state, scanned, target, first_seq FROM ss_event_conditions ORDER BY environment_id, cond_key`, nil, func(r *sql.Rows) error {
+		var c ConditionState
+		var key, def string
+		var scanned, target, first int64
+		if err := r.Scan(&c.Env, &key, &def, &c.State, &scanned, &target, &first); err != nil {
+			return err
+		}
+		cond, err := rules.ParseCond(key, def)
+		if err != nil {
+			return err
+		}
+		c.Cond, c.Scanned, c.Target, c.First = cond, uint64(scanned), uint64(target), uint64(first)
+		out = append(out, &c)
+		return nil
+	})
+	return out, err
+}
+
+type aggKey struct {
+	dense uint32
+	key   string
+	day   int32
+}
+
+type seenKey struct {
+	dense uint32
+	key   string
+}
+
+// addEvents adds events to the aggregates of conds (events a condition does
+// not match are skipped) and returns the users and keys affected.
+func (w *writer) addEvents(evs []Event, conds []*rules.Cond) (*roaring.Bitmap, map[string]bool, error) {
+	type hit struct {
+		ev  *Event
+		key string
+	}
+	var hits []hit
+	var users []string
+	for i := range evs {
+		e := &evs[i]
+		for _, c := range conds {
+			if c.Matches(e.Source, e.Name, e.Props) {
+				hits = append(hits, hit{e, c.Key})
+				users = append(users, e.User)
+			}
+		}
+	}
+	affected, keys := roaring.New(), map[string]bool{}
+	if len(hits) == 0 {
+		return affected, keys, nil
+	}
+	dense, err := w.resolve(users, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	counts := map[aggKey]int64{}
+	seen := map[seenKey][2]int64{}
+	for _, h := range hits {
+		d := dense[h.ev.User]
+		counts[aggKey{d, h.key, rules.Day(h.ev.Time)}]++
+		sk := seenKey{d, h.key}
+		fl, ok := seen[sk]
+		if !ok {
+			fl = [2]int64{h.ev.Time, h.ev.Time}
+		}
+		fl[0], fl[1] = min(fl[0], h.ev.Time), max(fl[1], h.ev.Time)
+		seen[sk] = fl
+		affected.Add(d)
+		keys[h.key] = true
+	}
+	// Sorted writes keep lock order stable across concurrent transactions.
+	ck := make([]aggKey, 0, len(counts))
+	for k := range counts {
+		ck = append(ck, k)
+	}
+	sort.Slice(ck, func(i, j int) bool {
+		a, b := ck[i], ck[j]
+		if a.dense != b.dense {
+			return a.dense < b.dense
+		}
+		if a.key != b.key {
+			return a.key < b.key
+		}
+		return a.day < b.day
+	})
+	for _, k := range ck {
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_counts (environment_id, dense_id, cond_key, day, n) VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment_id, dense_id, cond_key, day) DO UPDATE SET n = ss_event_counts.n + excluded.n`,
+			w.env, int64(k.dense), k.key, k.day, counts[k]); err != nil {
+			return nil, nil, err
+		}
+	}
+	sk := make([]seenKey, 0, len(seen))
+	for k := range seen {
+		sk = append(sk, k)
+	}
+	sort.Slice(sk, func(i, j int) bool {
+		if sk[i].dense != sk[j].dense {
+			return sk[i].dense < sk[j].dense
+		}
+		return sk[i].key < sk[j].key
+	})
+	for _, k := range sk {
+		fl := seen[k]
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_seen (environment_id, dense_id, cond_key, first_at, last_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment_id, dense_id, cond_key) DO UPDATE SET
+			first_at = CASE WHEN excluded.first_at < ss_event_seen.first_at THEN excluded.first_at ELSE ss_event_seen.first_at END,
+			last_at = CASE WHEN excluded.last_at > ss_event_seen.last_at THEN excluded.last_at ELSE ss_event_seen.last_at END`,
+			w.env, int64(k.dense), k.key, fl[0], fl[1]); err != nil {
+			return nil, nil, err
+		}
+	}
+	return affected, keys, nil
+}
+
+// usingKeys keeps the segments whose rule uses one of keys.
+func usingKeys(segs []*computedSegment, keys map[string]bool) []*computedSegment {
+	var out []*computedSegment
+	for _, c := range segs {
+		for _, cond := range c.prog.Conds() {
+			if keys[cond.Key] {
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// ApplyEvents applies a batch of the events stream, in stream order, to the
+// live conditions' aggregates and re-evaluates the affected users' live
+// computed segments, moving the live position to through in the same
+// transaction. Events at or below the stored position were applied before
+// (a redelivery) and are skipped, so a batch applies exactly once.
+func (s *Store) ApplyEvents(ctx context.Context, evs []Event, through uint64, now time.Time) error {
+	pos, err := s.Position(ctx)
+	if err != nil {
+		return err
+	}
+	if through <= pos {
+		return nil
+	}
+	byEnv := map[string][]Event{}
+	var envs []string
+	for _, e := range evs {
+		if e.Seq <= pos {
+			continue
+		}
+		if _, ok := byEnv[e.Env]; !ok {
+			envs = append(envs, e.Env)
+		}
+		byEnv[e.Env] = append(byEnv[e.Env], e)
+	}
+	// Only environments with live conditions take part.
+	live := map[string][]*rules.Cond{}
+	if len(envs) > 0 {
+		conds, err := s.Conditions(ctx)
+		if err != nil {
+			return err
+		}
+		for _, c := range conds {
+			if c.State == Live && byEnv[c.Env] != nil {
+				live[c.Env] = append(live[c.Env], c.Cond)
+			}
+		}
+	}
+	var touch []string
+	for env := range live {
+		touch = append(touch, env)
+	}
+	today := rules.Today(now)
+	return s.writeEnvs(ctx, touch, func(tx *store.Tx, ws map[string]*writer) error {
+		// The position row serialises consumers and is the redelivery guard.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO ss_event_position (consumer, seq) VALUES (?, 0) ON CONFLICT (consumer) DO NOTHING`, positionLive); err != nil {
+			return err
+		}
+		var cur int64
+		if err := tx.QueryRowContext(ctx, `UPDATE ss_event_position SET seq = seq WHERE consumer = ? RETURNING seq`, positionLive).Scan(&cur); err != nil {
+			return err
+		}
+		if uint64(cur) != pos {
+			return fmt.Errorf("segmentsync: event position moved from %d to %d under this consumer", pos, cur)
+		}
+		for env, w := range ws {
+			affected, keys, err := w.addEvents(byEnv[env], live[env])
+			if err != nil {
+				return fmt.Errorf("segmentsync: events of %s: %w", env, err)
+			}
+			if affected.IsEmpty() {
+				continue
+			}
+			segs, err := w.computedSegments(Live)
+			if err != nil {
+				return err
+			}
+			if err := w.evaluate(usingKeys(segs, keys), affected, today); err != nil {
+				return fmt.Errorf("segmentsync: evaluate computed segments of %s: %w", env, err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE ss_event_position SET seq = ? WHERE consumer = ?`, int64(through), positionLive)
+		return err
+	})
+}
+
+// BackfillEvents applies events of the stream (sequences above the
+// condition's scanned mark) to one computing condition and records that the
+// stream was read through `through`, out of target, starting at first.
+func (s *Store) BackfillEvents(ctx context.Context, env, key string, evs []Event, through, target, first uint64) error {
+	return s.write(ctx, env, func(w *writer) error {
+		var def, state string
+		var scanned int64
+		err := w.tx.QueryRowContext(ctx, `SELECT definition, state, scanned FROM ss_event_conditions WHERE environment_id = ? AND cond_key = ?`, env, key).Scan(&def, &state, &scanned)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // no longer used
+		}
+		if err != nil {
+			return err
+		}
+		if state != Computing {
+			return nil
+		}
+		cond, err := rules.ParseCond(key, def)
+		if err != nil {
+			return err
+		}
+		var fresh []Event
+		for _, e := range evs {
+			if e.Seq > uint64(scanned) && e.Env == env {
+				fresh = append(fresh, e)
+			}
+		}
+		if _, _, err := w.addEvents(fresh, []*rules.Cond{cond}); err != nil {
+			return err
+		}
+		_, err = w.tx.ExecContext(ctx, `UPDATE ss_event_conditions SET scanned = ?, target = ?, first_seq = ? WHERE environment_id = ? AND cond_key = ?`,
+			int64(max(through, uint64(scanned))), int64(target), int64(first), env, key)
+		return err
+	})
+}
+
+// MarkConditionLive ends a condition's backfill: the live consumer, at
+// position, takes it over from the next event.
+func (s *Store) MarkConditionLive(ctx context.Context, env, key string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE ss_event_conditions SET state = ? WHERE environment_id = ? AND cond_key = ?`, Live, env, key)
+	return err
+}
+
+// InitComputedSegments evaluates, over every user, the computing segments
+// whose conditions are all live, and makes them live. It returns how many
+// became live.
+func (s *Store) InitComputedSegments(ctx context.Context, now time.Time) (int, error) {
+	type pending struct {
+		env, id string
+		version int64
+	}
+	var todo []pending
+	err := eachRow(ctx, s.db, `SELECT c.environment_id, c.segment_id, c.rule_version FROM ss_computed c WHERE c.state = ? AND NOT EXISTS (
+		SELECT 1 FROM ss_computed_conditions l JOIN ss_event_conditions e ON e.environment_id = l.environment_id AND e.cond_key = l.cond_key
+		WHERE l.segment_id = c.segment_id AND e.state <> ?) ORDER BY c.environment_id, c.segment_id`, []any{Computing, Live}, func(r *sql.Rows) error {
+		var p pending
+		if err := r.Scan(&p.env, &p.id, &p.version); err != nil {
+			return err
+		}
+		todo = append(todo, p)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	today := rules.Today(now)
+	done := 0
+	for _, p := range todo {
+		err := s.write(ctx, p.env, func(w *writer) error {
+			segs, err := w.computedSegments(Computing)
+			if err != nil {
+				return err
+			}
+			for _, c := range segs {
+				if c.id != p.id || c.version != p.version {
+					continue // changed since: its new conditions decide
+				}
+				if err := w.evaluateAll(c, today); err != nil {
+					return err
+				}
+				if _, err := w.tx.ExecContext(ctx, `UPDATE ss_computed SET state = ? WHERE segment_id = ?`, Live, c.id); err != nil {
+					return err
+				}
+				// The window pass counts expiries from the day of this evaluation on.
+				if _, err := w.tx.ExecContext(ctx, `INSERT INTO ss_window_pass (environment_id, day) VALUES (?, ?) ON CONFLICT (environment_id) DO NOTHING`, p.env, today); err != nil {
+					return err
+				}
+				done++
+			}
+			return nil
+		})
+		if err != nil {
+			return done, fmt.Errorf("segmentsync: first evaluation of segment %s: %w", p.id, err)
+		}
+	}
+	return done, nil
+}
+
+// WindowPass moves users whose counted day buckets left a sliding window
+// since the last pass (without an event of theirs): for each live window of
+// D days, the users with a bucket on a day that was inside it at the last
+// pass and is outside it today are re-evaluated. It returns how many users
+// were re-evaluated.
+func (s *Store) WindowPass(ctx context.Context, now time.Time) (int, error) {
+	var envs []string
+	if err := eachRow(ctx, s.db, `SELECT DISTINCT environment_id FROM ss_computed WHERE state = ? ORDER BY environment_id`, []any{Live}, func(r *sql.Rows) error {
+		var e string
+		if err := r.Scan(&e); err != nil {
+			return err
+		}
+		envs = append(envs, e)
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	today := rules.Today(now)
+	total := 0
+	for _, env := range envs {
+		err := s.write(ctx, env, func(w *writer) error {
+			var last int32
+			err := w.tx.QueryRowContext(ctx, `SELECT day FROM ss_window_pass WHERE environment_id = ?`, env).Scan(&last)
+			if errors.Is(err, sql.ErrNoRows) {
+				last = today
+			} else if err != nil {
+				return err
+			}
+			if last >= today {
+				return nil
+			}
+			segs, err := w.computedSegments(Live)
+			if err != nil {
+				return err
+			}
+			users := map[*computedSegment]*roaring.Bitmap{}
+			all := roaring.New()
+			for _, c := range segs {
+				for _, win := range c.prog.Windows() {
+					// Buckets b in the window at day t satisfy b >= t - D + 1.
+					lo, hi := last-win.Days+1, today-win.Days
+					if err := eachRow(ctx, w.tx, `SELECT DISTINCT dense_id FROM ss_event_counts WHERE environment_id = ? AND cond_key = ? AND day >= ? AND day <= ?`,
+						[]any{env, win.Key, lo, hi}, func(r *sql.Rows) error {
+							var d int64
+							if err := r.Scan(&d); err != nil {
+								return err
+							}
+							if users[c] == nil {
+								users[c] = roaring.New()
+							}
+							users[c].Add(uint32(d))
+							all.Add(uint32(d))
+							return nil
+						}); err != nil {
+						return err
+					}
+				}
+			}
+			for _, c := range segs {
+				if b := users[c]; b != nil {
+					if err := w.evaluate([]*computedSegment{c}, b, today); err != nil {
+						return err
+					}
+				}
+			}
+			total += int(all.GetCardinality())
+			_, err = w.tx.ExecContext(ctx, `UPDATE ss_window_pass SET day = ? WHERE environment_id = ?`, today, env)
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("segmentsync: window pass of %s: %w", env, err)
+		}
+	}
+	return total, nil
+}
+
+// ---- preview
+
+// Preview evaluates prog over every user of env on day today without saving:
+// aggregates of live conditions come from the store, those of other
+// conditions from extra (condition key → user id → aggregate, read from the
+// stream by the caller). Users known only from extra count with no
+// properties.
+func (s *Store) Preview(ctx context.Context, env string, prog *rules.Program, extra map[string]map[string]*rules.Agg, today int32, sampleSize int) (uint64, []string, error) {
+	liveKeys := map[string]bool{}
+	if err := eachRow(ctx, s.db, `SELECT cond_key FROM ss_event_conditions WHERE environment_id = ? AND state = ?`, []any{env, Live}, func(r *sql.Rows) error {
+		var k string
+		if err := r.Scan(&k); err != nil {
+			return err
+		}
+		liveKeys[k] = true
+		return nil
+	}); err != nil {
+		return 0, nil, err
+	}
+	var count uint64
+	var sample []string
+	seenUsers := map[string]bool{}
+	take := func(id string, u *userFacts) {
+		for key, byUser := range extra {
+			if !liveKeys[key] {
+				if a := byUser[id]; a != nil {
+					u.aggs[key] = a
+				} else {
+					delete(u.aggs, key)
+				}
+			}
+		}
+		if prog.Eval(u.facts(), today) {
+			count++
+			if len(sample) < sampleSize {
+				sample = append(sample, id)
+			}
+		}
+	}
+	var after uint32
+	for {
+		users, err := s.UsersPage(ctx, env, after, 2000)
+		if err != nil {
+			return 0, nil, err
+		}
+		if len(users) == 0 {
+			break
+		}
+		dense := roaring.New()
+		for _, u := range users {
+			dense.Add(u.Dense)
+		}
+		facts, err := loadFacts(ctx, s.db, s.db.Dialect, env, dense)
+		if err != nil {
+			return 0, nil, err
+		}
+		for _, u := range users {
+			seenUsers[u.ID] = true
+			if f := facts[u.Dense]; f != nil {
+				take(u.ID, f)
+			}
+		}
+		after = users[len(users)-1].Dense
+	}
+	var newcomers []string
+	for key, byUser := range extra {
+		if liveKeys[key] {
+			continue
+		}
+		for id := range byUser {
+			if !seenUsers[id] {
+				seenUsers[id] = true
+				newcomers = append(newcomers, id)
+			}
+		}
+	}
+	sort.Strings(newcomers)
+	for _, id := range newcomers {
+		take(id, &userFacts{props: map[string]Prop{}, aggs: map[string]*rules.Agg{}})
+	}
+	return count, sample, nil
+}
+
+// LiveConditionKeys returns env's live condition keys.
+func (s *Store) LiveConditionKeys(ctx context.Context, env string) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := eachRow(ctx, s.db, `SELECT cond_key FROM ss_event_conditions WHERE environment_id = ? AND state = ?`, []any{env, Live}, func(r *sql.Rows) error {
+		var k string
+		if err := r.Scan(&k); err != nil {
+			return err
+		}
+		out[k] = true
+		return nil
+	})
+	return out, err
+}
