@@ -101,7 +101,7 @@ function GroupEditor({
                   )}
                   {c.kind === "property" && <PropertyEditor node={c} field={`${p.inner}.property`} errors={errors} onChange={(n) => set(i, n)} />}
                   {c.kind === "event" && <EventEditor node={c} field={`${p.inner}.event`} errors={errors} onChange={(n) => set(i, n)} />}
-                  <NodeErrors messages={[...(errors[p.field] ?? []), ...(p.inner !== p.field ? (errors[p.inner] ?? []) : [])]} />
+                  <NodeErrors messages={nodeMessages(c, p, errors)} />
                   <button
                     type="button"
                     className="danger remove-node"
@@ -130,6 +130,20 @@ function GroupEditor({
       </div>
     </div>
   );
+}
+
+/**
+ * Violations on a child as a whole: at its place in the group, on its NOT
+ * wrapper, or on the property condition itself. A group shows its own (at
+ * inner) and an event editor its own, so those are left to them.
+ */
+function nodeMessages(c: RuleNode, p: { field: string; inner: string }, errors: Errors): string[] {
+  const negated = p.field !== p.inner;
+  return [
+    ...(negated || c.kind !== "group" ? (errors[p.field] ?? []) : []),
+    ...(negated && c.kind !== "group" ? (errors[p.inner] ?? []) : []),
+    ...(c.kind === "property" ? (errors[`${p.inner}.property`] ?? []) : []),
+  ];
 }
 
 function NodeErrors({ messages }: { messages: readonly string[] }) {

@@ -109,7 +109,7 @@ describe("SegmentForm", () => {
         },
       },
     ]);
-  }, 30_000);
+  }, 60_000);
 
   it("checks the contract's bounds before sending, next to each field", async () => {
     const fetch = mockFetch(...reads);
@@ -128,6 +128,48 @@ describe("SegmentForm", () => {
     await userEvent.type(days, "30");
     expect(errorsOn(days)).toEqual([]);
     expect(bodyOf(fetch, "/v1/segments")).toEqual([]);
+  });
+
+  it("says an empty nested group once, on the group", async () => {
+    const fetch = mockFetch(...reads);
+    renderAs("ROLE_MEMBER", <SegmentForm onCreated={() => {}} />);
+    await startComputed();
+    await userEvent.type(screen.getByLabelText("Event"), "Flow Completed");
+    await userEvent.click(screen.getAllByRole("button", { name: "Add group" })[0]!);
+    const group = screen.getByRole("group", { name: "Group (level 2)" });
+    await userEvent.click(within(group).getByRole("button", { name: "Remove condition 1" }));
+    await userEvent.click(screen.getByRole("button", { name: "Create segment" }));
+    expect(within(group).getAllByText("an empty group: add a condition or remove the group")).toHaveLength(1);
+    await userEvent.click(within(group).getByRole("checkbox", { name: /NOT/ }));
+    expect(within(group).getAllByText("an empty group: add a condition or remove the group")).toHaveLength(1);
+    expect(bodyOf(fetch, "/v1/segments")).toEqual([]);
+  });
+
+  it("places a server violation on a whole condition next to that condition", async () => {
+    mockFetch(
+      ...reads,
+      on("POST", "/v1/segments", () => ({
+        status: 400,
+        body: {
+          code: 3,
+          message: "rule.all[0].not.event: set count_operator or seen, not both",
+          details: [
+            {
+              "@type": "type.googleapis.com/google.rpc.BadRequest",
+              field_violations: [{ field: "rule.all[0].not.event", description: "set count_operator or seen, not both" }],
+            },
+          ],
+        },
+      })),
+    );
+    renderAs("ROLE_MEMBER", <SegmentForm onCreated={() => {}} />);
+    await startComputed();
+    const first = screen.getByRole("group", { name: "Event condition 1" });
+    await userEvent.type(within(first).getByLabelText("Event"), "Flow Completed");
+    await userEvent.click(within(first).getByRole("checkbox", { name: /NOT/ }));
+    await userEvent.click(screen.getByRole("button", { name: "Create segment" }));
+    expect(await within(first).findByText("set count_operator or seen, not both")).toBeTruthy();
+    expect(within(first).getAllByText("set count_operator or seen, not both")).toHaveLength(1);
   });
 
   it("shows the server's InvalidArgument on the field it names", async () => {

@@ -65,7 +65,7 @@ describe("SegmentPage", () => {
     expect(screen.queryByRole("button", { name: "Add members" })).toBeNull();
     expect(screen.queryByLabelText("User ids")).toBeNull();
     expect(screen.getByText(/cannot be added, removed or replaced by hand/).getAttribute("role")).toBe("note");
-  }, 30_000);
+  }, 60_000);
 
   it("edits a computed segment's rule, prefilled from the saved one", async () => {
     const fetch = mockFetch(

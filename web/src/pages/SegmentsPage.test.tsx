@@ -85,5 +85,5 @@ describe("SegmentsPage", () => {
     await vi.waitFor(() => expect(row.textContent).not.toContain("computing…"), { timeout: 10_000 });
     expect(row.textContent).toContain("9");
     expect(screen.getByRole("link", { name: "New segment" }).getAttribute("href")).toBe("/segments/new");
-  }, 30_000);
+  }, 60_000);
 });
