@@ -266,3 +266,63 @@ func trackClient(t *testing.T, e *apptest.Env) func(ctx context.Context, user, n
 		}
 	}
 }
+
+// A restart resumes from the consumer's position: events applied before it
+// are not counted twice, events after it are counted once.
+func TestComputedSegmentSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	boot := func() *apptest.Env {
+		e := apptest.New(t, apptest.Options{NeedBus: true, DataDir: dir})
+		ctx := context.Background()
+		cn, err := connector.New(ctx, e.P)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := segmentsync.New(ctx, e.P)
+		if err != nil {
+			t.Fatal(err)
+		}
+		er, err := eventrelay.New(ctx, e.P)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Add(cn, ss, er)
+		e.Start()
+		return e
+	}
+	ctx := apptest.Context(t, 3*time.Minute)
+	e := boot()
+	keys := e.A // stored in the data dir: valid after the restart
+	segs := segmentsyncv1.NewSegmentSyncServiceClient(e.Dial(keys.Member))
+	views := func(op segmentsyncv1.CountOperator, n uint32) *segmentsyncv1.SegmentRule {
+		return &segmentsyncv1.SegmentRule{Event: &segmentsyncv1.EventCondition{Source: "api", Name: "Page Viewed", CountOperator: op, Times: n}}
+	}
+	two, err := segs.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "Two views", Rule: views(segmentsyncv1.CountOperator_COUNT_OPERATOR_EXACTLY, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	three, err := segs.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "Three views", Rule: views(segmentsyncv1.CountOperator_COUNT_OPERATOR_EXACTLY, 3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	isMember := func(c segmentsyncv1.SegmentSyncServiceClient, seg string) bool {
+		m, err := c.IsMember(ctx, &segmentsyncv1.IsMemberRequest{SegmentId: seg, UserId: "ann"})
+		return err == nil && m.GetIsMember()
+	}
+	track := trackClient(t, e)
+	track(ctx, "ann", "Page Viewed")
+	track(ctx, "ann", "Page Viewed")
+	eventually(t, "two views counted", func() bool { return isMember(segs, two.GetSegment().GetSegmentId()) })
+	e.Stop()
+
+	e = boot()
+	segs = segmentsyncv1.NewSegmentSyncServiceClient(e.Dial(keys.Member))
+	ev := eventrelayv1.NewEventRelayServiceClient(e.Dial(keys.Member))
+	if _, err := ev.Track(ctx, &eventrelayv1.TrackRequest{Event: &eventrelayv1.Event{Source: "api", UserId: "ann", Name: "Page Viewed"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the third view counted once", func() bool { return isMember(segs, three.GetSegment().GetSegmentId()) })
+	if isMember(segs, two.GetSegment().GetSegmentId()) {
+		t.Fatal("ann left two views when the third came")
+	}
+}

@@ -99,14 +99,28 @@ func (e *Evaluator) WindowPass(ctx context.Context) (int, error) {
 
 // Run works until ctx ends.
 func (e *Evaluator) Run(ctx context.Context) error {
-	var c jetstream.Consumer
+	var c *feed
+	defer func() {
+		if c != nil {
+			c.stop()
+		}
+	}()
 	var st jetstream.Stream
 	lastWindow := time.Time{}
+	warned := false
 	for ctx.Err() == nil {
 		var err error
 		if e.o.JS != nil && c == nil {
 			st, c, err = e.open(ctx)
-			if err != nil {
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound):
+				// No event relay has run yet: no events to read, and rules
+				// still evaluate over properties.
+				if !warned {
+					e.o.Logger.Info("computed segments: no events stream yet; waiting for the event relay to create it", "stream", e.stream)
+					warned = true
+				}
+			case err != nil:
 				e.pause(ctx, err, "open the events consumer")
 				continue
 			}
@@ -118,6 +132,9 @@ func (e *Evaluator) Run(ctx context.Context) error {
 			// Unacknowledged events come again: the consumer restarts at the
 			// stored position.
 			e.pause(ctx, err, "computed segments")
+			if c != nil {
+				c.stop()
+			}
 			c = nil
 			continue
 		}
@@ -127,7 +144,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 				e.o.Logger.Warn("computed segments: window pass", "error", err.Error())
 			}
 		}
-		if e.o.JS == nil {
+		if c == nil {
 			select {
 			case <-ctx.Done():
 			case <-e.wake:
@@ -148,7 +165,7 @@ func (e *Evaluator) pause(ctx context.Context, err error, what string) {
 
 // open finds the relay's stream (it may not exist yet) and (re)creates the
 // durable consumer so that it delivers from the stored position on.
-func (e *Evaluator) open(ctx context.Context) (jetstream.Stream, jetstream.Consumer, error) {
+func (e *Evaluator) open(ctx context.Context) (jetstream.Stream, *feed, error) {
 	st, err := e.o.JS.Stream(ctx, e.stream)
 	if err != nil {
 		return nil, nil, fmt.Errorf("events stream %s: %w", e.stream, err)
@@ -160,7 +177,8 @@ func (e *Evaluator) open(ctx context.Context) (jetstream.Stream, jetstream.Consu
 	if c, err := st.Consumer(ctx, ConsumerName); err == nil {
 		info := c.CachedInfo()
 		if info.NumAckPending == 0 && info.Delivered.Stream == pos {
-			return st, c, nil
+			f, err := e.consume(c)
+			return st, f, err
 		}
 		if err := st.DeleteConsumer(ctx, ConsumerName); err != nil {
 			return nil, nil, fmt.Errorf("rewind consumer %s: %w", ConsumerName, err)
@@ -175,6 +193,7 @@ func (e *Evaluator) open(ctx context.Context) (jetstream.Stream, jetstream.Consu
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       time.Minute,
 		MaxDeliver:    -1,
+		MaxAckPending: 4 * e.o.Batch,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	if pos > 0 {
@@ -184,12 +203,42 @@ func (e *Evaluator) open(ctx context.Context) (jetstream.Stream, jetstream.Consu
 	if err != nil {
 		return nil, nil, fmt.Errorf("consumer %s: %w", ConsumerName, err)
 	}
-	return st, c, nil
+	f, err := e.consume(c)
+	return st, f, err
+}
+
+// feed is the durable consumer's continuous pull: the library keeps a
+// batch in flight, the evaluator takes what has arrived.
+type feed struct {
+	cc   jetstream.ConsumeContext
+	msgs chan jetstream.Msg
+	done chan struct{}
+}
+
+// stop ends the pull; messages not applied are redelivered to the next feed.
+func (f *feed) stop() {
+	close(f.done)
+	f.cc.Stop()
+}
+
+func (e *Evaluator) consume(c jetstream.Consumer) (*feed, error) {
+	f := &feed{msgs: make(chan jetstream.Msg, 2*e.o.Batch), done: make(chan struct{})}
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		select {
+		case f.msgs <- m:
+		case <-f.done:
+		}
+	}, jetstream.PullMaxMessages(e.o.Batch))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", ConsumerName, err)
+	}
+	f.cc = cc
+	return f, nil
 }
 
 // step backfills a chunk of each computing condition, evaluates the
 // segments ready for it, then applies one batch of live events.
-func (e *Evaluator) step(ctx context.Context, st jetstream.Stream, c jetstream.Consumer) error {
+func (e *Evaluator) step(ctx context.Context, st jetstream.Stream, c *feed) error {
 	e.mu.Lock()
 	err := e.prepare(ctx, st)
 	e.mu.Unlock()
@@ -227,40 +276,28 @@ func (e *Evaluator) step(ctx context.Context, st jetstream.Stream, c jetstream.C
 }
 
 // fetch waits up to a quarter second for the first event, then takes what
-// else is already there, up to a batch.
-func (e *Evaluator) fetch(ctx context.Context, c jetstream.Consumer) ([]jetstream.Msg, error) {
+// else has already arrived, up to a batch.
+func (e *Evaluator) fetch(ctx context.Context, c *feed) ([]jetstream.Msg, error) {
 	var out []jetstream.Msg
-	batch, err := c.FetchNoWait(e.o.Batch)
-	if err != nil {
-		return nil, err
-	}
-	for m := range batch.Messages() {
-		out = append(out, m)
-	}
-	if len(out) > 0 || batch.Error() != nil {
-		return out, batch.Error()
-	}
-	first, err := c.Fetch(1, jetstream.FetchMaxWait(250*time.Millisecond))
-	if err != nil {
-		return nil, err
-	}
-	for m := range first.Messages() {
-		out = append(out, m)
-	}
-	if err := first.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return nil, err
-	}
-	if len(out) == 0 {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-e.wake:
 		return nil, nil
-	}
-	rest, err := c.FetchNoWait(e.o.Batch - 1)
-	if err != nil {
-		return nil, err
-	}
-	for m := range rest.Messages() {
+	case <-time.After(250 * time.Millisecond):
+		return nil, nil
+	case m := <-c.msgs:
 		out = append(out, m)
 	}
-	return out, rest.Error()
+	for len(out) < e.o.Batch {
+		select {
+		case m := <-c.msgs:
+			out = append(out, m)
+		default:
+			return out, nil
+		}
+	}
+	return out, nil
 }
 
 // envelope mirrors the relay's stored event (its JSON is the stream's

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -429,14 +430,24 @@ func eachRow(ctx context.Context, q store.Querier, query string, args []any, fn 
 // evaluate re-evaluates segs for the users in dense on day today and writes
 // the membership changes through applyMembership (the change log).
 func (w *writer) evaluate(segs []*computedSegment, dense *roaring.Bitmap, today int32) error {
-	if len(segs) == 0 || dense.IsEmpty() {
+	return w.evaluateEach(segs, dense, func(*computedSegment) *roaring.Bitmap { return dense }, today)
+}
+
+// evaluateEach re-evaluates each segment for its own users (a subset of
+// all, whose facts are read once).
+func (w *writer) evaluateEach(segs []*computedSegment, all *roaring.Bitmap, users func(*computedSegment) *roaring.Bitmap, today int32) error {
+	if len(segs) == 0 || all.IsEmpty() {
 		return nil
 	}
-	facts, err := loadFacts(w.ctx, w.tx, w.tx.Dialect, w.env, dense)
+	facts, err := loadFacts(w.ctx, w.tx, w.tx.Dialect, w.env, all)
 	if err != nil {
 		return err
 	}
 	for _, c := range segs {
+		dense := users(c)
+		if dense.IsEmpty() {
+			continue
+		}
 		sg, err := w.s.getSegment(w.ctx, w.tx, w.env, c.id, true)
 		if err != nil {
 			return err
@@ -634,9 +645,17 @@ func (w *writer) addEvents(evs []Event, conds []*rules.Cond) (*roaring.Bitmap, m
 		}
 		return a.day < b.day
 	})
-	for _, k := range ck {
-		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_counts (environment_id, dense_id, cond_key, day, n) VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment_id, dense_id, cond_key, day) DO UPDATE SET n = ss_event_counts.n + excluded.n`,
-			w.env, int64(k.dense), k.key, k.day, counts[k]); err != nil {
+	// Multi-row upserts: one statement per rowsPer rows (keys are unique
+	// within a statement, as PostgreSQL requires).
+	const rowsPer = 200
+	for i := 0; i < len(ck); i += rowsPer {
+		chunk := ck[i:min(i+rowsPer, len(ck))]
+		args := make([]any, 0, 5*len(chunk))
+		for _, k := range chunk {
+			args = append(args, w.env, int64(k.dense), k.key, k.day, counts[k])
+		}
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_counts (environment_id, dense_id, cond_key, day, n) VALUES `+rowsOf(5, len(chunk))+
+			` ON CONFLICT (environment_id, dense_id, cond_key, day) DO UPDATE SET n = ss_event_counts.n + excluded.n`, args...); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -650,25 +669,35 @@ func (w *writer) addEvents(evs []Event, conds []*rules.Cond) (*roaring.Bitmap, m
 		}
 		return sk[i].key < sk[j].key
 	})
-	for _, k := range sk {
-		fl := seen[k]
-		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_seen (environment_id, dense_id, cond_key, first_at, last_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (environment_id, dense_id, cond_key) DO UPDATE SET
+	for i := 0; i < len(sk); i += rowsPer {
+		chunk := sk[i:min(i+rowsPer, len(sk))]
+		args := make([]any, 0, 5*len(chunk))
+		for _, k := range chunk {
+			fl := seen[k]
+			args = append(args, w.env, int64(k.dense), k.key, fl[0], fl[1])
+		}
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_seen (environment_id, dense_id, cond_key, first_at, last_at) VALUES `+rowsOf(5, len(chunk))+` ON CONFLICT (environment_id, dense_id, cond_key) DO UPDATE SET
 			first_at = CASE WHEN excluded.first_at < ss_event_seen.first_at THEN excluded.first_at ELSE ss_event_seen.first_at END,
-			last_at = CASE WHEN excluded.last_at > ss_event_seen.last_at THEN excluded.last_at ELSE ss_event_seen.last_at END`,
-			w.env, int64(k.dense), k.key, fl[0], fl[1]); err != nil {
+			last_at = CASE WHEN excluded.last_at > ss_event_seen.last_at THEN excluded.last_at ELSE ss_event_seen.last_at END`, args...); err != nil {
 			return nil, nil, err
 		}
 	}
 	return affected, keys, nil
 }
 
-// usingKeys keeps the segments whose rule uses one of keys.
-func usingKeys(segs []*computedSegment, keys map[string]bool) []*computedSegment {
-	var out []*computedSegment
+// rowsOf is n rows of cols placeholders: "(?, ?), (?, ?)".
+func rowsOf(cols, n int) string {
+	row := "(" + placeholders(cols) + ")"
+	return strings.TrimSuffix(strings.Repeat(row+",", n), ",")
+}
+
+// usingKeys tells which segments' rules use one of keys.
+func usingKeys(segs []*computedSegment, keys map[string]bool) map[*computedSegment]bool {
+	out := map[*computedSegment]bool{}
 	for _, c := range segs {
 		for _, cond := range c.prog.Conds() {
 			if keys[cond.Key] {
-				out = append(out, c)
+				out[c] = true
 				break
 			}
 		}
@@ -742,7 +771,21 @@ func (s *Store) ApplyEvents(ctx context.Context, evs []Event, through uint64, no
 			if err != nil {
 				return err
 			}
-			if err := w.evaluate(usingKeys(segs, keys), affected, today); err != nil {
+			// Users these events created (a subset of affected) are evaluated
+			// for every segment, as an "at most" or a "not" may hold for them;
+			// the others only for the segments their events can change.
+			created := w.touched
+			if created == nil {
+				created = roaring.New()
+			}
+			w.touched = nil
+			uses := usingKeys(segs, keys)
+			if err := w.evaluateEach(segs, affected, func(c *computedSegment) *roaring.Bitmap {
+				if uses[c] {
+					return affected
+				}
+				return created
+			}, today); err != nil {
 				return fmt.Errorf("segmentsync: evaluate computed segments of %s: %w", env, err)
 			}
 		}

@@ -1,0 +1,319 @@
+// Command computedload measures how soon an event changes a computed
+// segment's membership as a targeting lookup sees it: from sending a batch
+// of events (TrackBatch over gRPC) until the targeting service's index
+// answers that the batch's last user is a member (polled with BatchCheck).
+// It runs against a separately started seghub (`seghub serve`), so the load
+// is in its own process.
+//
+// Each phase creates a computed segment "did <event> at least once in the
+// last 7 days" on an event name of its own, waits until it is live, then
+// sends -rate events/s, every event from a new user (so every event changes
+// the membership), in batches every -interval.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/seghub/seghub/bench/internal/harness"
+	eventrelayv1 "github.com/seghub/seghub/gen/seghub/eventrelay/v1"
+	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
+	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
+)
+
+type options struct {
+	grpcAddr, key       string
+	rates               []int
+	interval, dur, poll time.Duration
+	natsURL             string
+}
+
+func main() {
+	var o options
+	rates := flag.String("rates", "1000,10000", "events per second, one phase each")
+	flag.StringVar(&o.grpcAddr, "grpc", "127.0.0.1:9090", "seghub gRPC address")
+	flag.StringVar(&o.key, "key", os.Getenv("SEGHUB_KEY"), "admin key of the environment (default $SEGHUB_KEY)")
+	flag.DurationVar(&o.interval, "interval", 10*time.Millisecond, "time between event batches")
+	flag.DurationVar(&o.dur, "d", 10*time.Second, "duration of each phase")
+	flag.DurationVar(&o.poll, "poll", time.Millisecond, "how often targeting is asked whether pending batches are visible")
+	flag.StringVar(&o.natsURL, "nats", "", "NATS server for the peer probe (pub → sub latency at one message per interval, in the same run); empty skips it")
+	flag.Parse()
+	for _, r := range strings.Split(*rates, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "computedload: bad rate %q\n", r)
+			os.Exit(2)
+		}
+		o.rates = append(o.rates, n)
+	}
+	if o.key == "" {
+		fmt.Fprintln(os.Stderr, "computedload: -key (an admin key) is required")
+		os.Exit(2)
+	}
+	if err := run(context.Background(), o); err != nil {
+		fmt.Fprintln(os.Stderr, "computedload:", err)
+		os.Exit(1)
+	}
+}
+
+// batch is one event batch and when targeting first answered it.
+type batch struct {
+	last               string
+	sent, acked, taken time.Time
+}
+
+func run(ctx context.Context, o options) error {
+	conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(harness.Bearer(o.key)))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ss := segmentsyncv1.NewSegmentSyncServiceClient(conn)
+	tg := targetingv1.NewTargetingServiceClient(conn)
+	ev := eventrelayv1.NewEventRelayServiceClient(conn)
+	fmt.Println("Times from sending a batch of events; \"ack →\" from the relay's acknowledgment (stored in JetStream): the computed path alone")
+	fmt.Println("(stream → consumer → aggregates + evaluation → change log → NATS → targeting feed → index).")
+	fmt.Println()
+	fmt.Println("| target events/s | sent events/s | batches | track ack p50 / p99 | → targeting p50 / p99 / max | ack → targeting p50 / p99 | peer: NATS pub → sub p50 / p99 |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	for _, rate := range o.rates {
+		if err := phase(ctx, o, ss, tg, ev, rate, run); err != nil {
+			return fmt.Errorf("at %d/s: %w", rate, err)
+		}
+	}
+	return nil
+}
+
+// phase creates its computed segment, sends rate events/s for o.dur and
+// reports when each batch's change became visible.
+func phase(ctx context.Context, o options, ss segmentsyncv1.SegmentSyncServiceClient, tg targetingv1.TargetingServiceClient, ev eventrelayv1.EventRelayServiceClient, rate int, run string) error {
+	name := fmt.Sprintf("Bench Step %s %d", run, rate)
+	sg, err := ss.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "computedload " + run + " " + strconv.Itoa(rate), Rule: &segmentsyncv1.SegmentRule{
+		Event: &segmentsyncv1.EventCondition{Source: "api", Name: name, CountOperator: segmentsyncv1.CountOperator_COUNT_OPERATOR_AT_LEAST, Times: 1, WithinDays: 7}}})
+	if err != nil {
+		return err
+	}
+	sid := sg.GetSegment().GetSegmentId()
+	for deadline := time.Now().Add(5 * time.Minute); ; {
+		g, err := ss.GetSegment(ctx, &segmentsyncv1.GetSegmentRequest{SegmentId: sid})
+		if err != nil {
+			return err
+		}
+		if g.GetSegment().GetComputeState() == segmentsyncv1.ComputeState_COMPUTE_STATE_LIVE {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("segment %s not live after 5 minutes (%d%%)", sid, g.GetSegment().GetComputePercent())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Targeting must know the segment before lookups mean anything.
+	for {
+		_, err := tg.CheckMembership(ctx, &targetingv1.CheckMembershipRequest{SegmentId: sid, UserId: "nobody"})
+		if err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	per := max(1, int(float64(rate)*o.interval.Seconds()))
+	var mu sync.Mutex
+	var batches, pending []*batch
+	var werr error
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	peer := startPeer(ctx, o, run)
+	var pollers sync.WaitGroup
+	pollers.Add(1)
+	go func() { defer pollers.Done(); poll(ctx, o.poll, tg, sid, &mu, &pending) }()
+
+	sem := make(chan struct{}, 64)
+	var writes sync.WaitGroup
+	tick := time.NewTicker(o.interval)
+	start := time.Now()
+	n := 0
+	for time.Since(start) < o.dur {
+		<-tick.C
+		events := make([]*eventrelayv1.Event, per)
+		for i := range events {
+			events[i] = &eventrelayv1.Event{Source: "api", Name: name, UserId: "cl-" + run + "-" + strconv.Itoa(rate) + "-" + strconv.Itoa(n) + "-" + strconv.Itoa(i)}
+		}
+		n++
+		b := &batch{last: events[per-1].GetUserId()}
+		sem <- struct{}{}
+		writes.Add(1)
+		go func() {
+			defer writes.Done()
+			defer func() { <-sem }()
+			mu.Lock()
+			b.sent = time.Now()
+			batches = append(batches, b)
+			pending = append(pending, b)
+			mu.Unlock()
+			r, err := ev.TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: events})
+			if err == nil && len(r.GetRejected()) > 0 {
+				err = fmt.Errorf("rejected: %v", r.GetRejected()[0])
+			}
+			mu.Lock()
+			b.acked = time.Now()
+			if err != nil && werr == nil {
+				werr = err
+			}
+			mu.Unlock()
+		}()
+	}
+	tick.Stop()
+	writes.Wait()
+	elapsed := time.Since(start)
+	if werr != nil {
+		return werr
+	}
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		mu.Lock()
+		left := len(pending)
+		mu.Unlock()
+		if left == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	pollers.Wait()
+	var ack, seen, ackSeen []time.Duration
+	missing := 0
+	for _, b := range batches {
+		ack = append(ack, b.acked.Sub(b.sent))
+		if b.taken.IsZero() {
+			missing++
+			continue
+		}
+		seen = append(seen, b.taken.Sub(b.sent))
+		ackSeen = append(ackSeen, max(0, b.taken.Sub(b.acked)))
+	}
+	note := ""
+	if missing > 0 {
+		note = fmt.Sprintf(" (%d batches not seen within 120 s)", missing)
+	}
+	fmt.Printf("| %d | %.0f | %d × %d%s | %s / %s | %s / %s / %s | %s / %s | %s |\n", rate, float64(len(batches)*per)/elapsed.Seconds(), len(batches), per, note,
+		q(ack, 0.5), q(ack, 0.99), q(seen, 0.5), q(seen, 0.99), q(seen, 1), q(ackSeen, 0.5), q(ackSeen, 0.99), peer())
+	return nil
+}
+
+// poll asks targeting, every interval, whether pending batches' last users
+// are members (one BatchCheck for all).
+func poll(ctx context.Context, every time.Duration, tg targetingv1.TargetingServiceClient, sid string, mu *sync.Mutex, pending *[]*batch) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		mu.Lock()
+		ask := append([]*batch(nil), (*pending)[:min(len(*pending), 10000)]...)
+		mu.Unlock()
+		if len(ask) == 0 {
+			continue
+		}
+		checks := make([]*targetingv1.MembershipCheck, len(ask))
+		for i, b := range ask {
+			checks[i] = &targetingv1.MembershipCheck{UserId: b.last, SegmentId: sid}
+		}
+		r, err := tg.BatchCheck(ctx, &targetingv1.BatchCheckRequest{Checks: checks})
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		mu.Lock()
+		for i, yes := range r.GetIsMember() {
+			if yes {
+				ask[i].taken = now
+			}
+		}
+		keep := (*pending)[:0]
+		for _, b := range *pending {
+			if b.taken.IsZero() {
+				keep = append(keep, b)
+			}
+		}
+		*pending = keep
+		mu.Unlock()
+	}
+}
+
+// startPeer publishes one NATS message per interval to itself until ctx
+// ends and returns the latencies seen so far: what carrying one message
+// between processes costs on this machine right now.
+func startPeer(ctx context.Context, o options, run string) func() string {
+	if o.natsURL == "" {
+		return func() string { return "–" }
+	}
+	nc, err := nats.Connect(o.natsURL)
+	if err != nil {
+		return func() string { return "unreachable: " + err.Error() }
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	subject := "bench.computedload." + run
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		if sent, perr := strconv.ParseInt(string(m.Data), 10, 64); perr == nil {
+			mu.Lock()
+			lat = append(lat, time.Since(time.Unix(0, sent)))
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		nc.Close()
+		return func() string { return err.Error() }
+	}
+	go func() {
+		defer nc.Close()
+		defer sub.Unsubscribe()
+		tick := time.NewTicker(o.interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_ = nc.Publish(subject, []byte(strconv.FormatInt(time.Now().UnixNano(), 10)))
+			}
+		}
+	}()
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return q(lat, 0.5) + " / " + q(lat, 0.99)
+	}
+}
+
+// q is the q-quantile of ds, rounded for the table.
+func q(ds []time.Duration, q float64) string {
+	if len(ds) == 0 {
+		return "–"
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	d := s[int(q*float64(len(s)-1))]
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+	case d < 100*time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
+	}
+	return fmt.Sprintf("%.0f ms", float64(d)/1e6)
+}
