@@ -32,7 +32,8 @@ async function startComputed(name = "Onboarded recently") {
   await userEvent.click(screen.getByRole("radio", { name: "Computed" }));
 }
 
-describe("SegmentForm", () => {
+// Generous: the shared CI machine can be slow to type into many controls.
+describe("SegmentForm", { timeout: 60_000 }, () => {
   it("creates a list segment without a rule", async () => {
     const fetch = mockFetch(...reads, on("POST", "/v1/segments", () => ({ body: { segment: { segment_id: "seg_l", name: "VIPs" } } })));
     const onCreated = vi.fn();
@@ -109,7 +110,7 @@ describe("SegmentForm", () => {
         },
       },
     ]);
-  }, 60_000);
+  });
 
   it("checks the contract's bounds before sending, next to each field", async () => {
     const fetch = mockFetch(...reads);

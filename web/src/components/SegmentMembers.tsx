@@ -88,6 +88,7 @@ function MembersEditor({ segmentId }: { segmentId: string }) {
 
   return (
     <form onSubmit={(e) => e.preventDefault()} noValidate>
+      <h3>Add or remove members</h3>
       <GuardedFieldset op="SegmentSyncService_AddMembers">
         <Field label="User ids" hint="One a line, or separated by commas. Unknown ids create users without properties." errors={errors}>
           <textarea rows={3} value={text} onChange={(e) => setText(e.target.value)} />
