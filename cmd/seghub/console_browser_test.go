@@ -577,6 +577,69 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Logf("member: %q; non-member: %q", member, other)
 	})
 
+	// A computed segment made in the form: previewed without saving, created,
+	// followed until live, shown in words, and its rule edited.
+	t.Run("ComputedSegment", func(t *testing.T) {
+		for _, user := range []string{"user-001", "user-001", "user-002", "user-002", "user-003"} {
+			r.ok(t, "POST", "/v1/events:track", admin, `{"event":{"source":"api","user_id":"`+user+`","name":"Report Exported"}}`)
+		}
+		// The events are relayed asynchronously: wait until the rule sees them all.
+		rule := `{"all":[{"event":{"source":"api","name":"Report Exported","count_operator":"COUNT_OPERATOR_AT_LEAST","times":1,"within_days":7}}]}`
+		waitFor(t, 60*time.Second, func() bool {
+			return r.ok(t, "POST", "/v1/segments:previewRule", admin, `{"rule":`+rule+`}`)["member_count"] == "3"
+		}, "the tracked events to reach the rules")
+		u := tab(t)
+		u.signIn(admin)
+		u.click("link", "New segment")
+		u.find("heading", "New segment")
+		u.fill("textbox", "Name", "Report exporters this week")
+		u.click("radio", "Computed")
+		u.choose("Source", "API")
+		u.fill("combobox", "Event", "Report Exported")
+		u.fill("spinbutton", "Times", "2")
+		// A nested group left incomplete: the preview is not sent, the field says why.
+		u.click("button", "Add group")
+		u.find("group", "Group (level 2)")
+		u.click("button", "Preview")
+		u.see("enter the event's name, e.g. Flow Completed")
+		u.screenshot("computed-invalid")
+		u.click("button", "Remove this group")
+		u.click("button", "Preview")
+		u.see("2 users match this rule now.")
+		u.see("user-001")
+		u.screenshot("computed-new")
+		if n := strings.Count(string(mustJSON(t, r.ok(t, "GET", "/v1/segments?page_size=1000", admin, ""))), "Report exporters"); n != 0 {
+			t.Fatalf("the preview saved a segment (%d found)", n)
+		}
+		u.click("button", "Create segment")
+		u.find("heading", "Report exporters this week")
+		membership := func() string {
+			return eval[string](u, `[...document.querySelectorAll("dl.facts dt")].find(d => d.innerText === "Membership")?.nextElementSibling?.innerText ?? ""`)
+		}
+		u.waitText("the segment is live", func(string) bool { return membership() == "live" })
+		u.see("API · Report Exported ≥ 2 times in the last 7 days")
+		u.see("All 2:")
+		if s := u.text(); strings.Contains(s, "Add members") || !strings.Contains(s, "cannot be added, removed or replaced by hand") {
+			t.Fatalf("a computed segment's page offers hand-edited membership:\n%s", s)
+		}
+		u.screenshot("computed-segment")
+
+		// Editing the rule computes it again: once is enough now.
+		u.click("button", "Edit rule…")
+		u.fill("spinbutton", "Times", "1")
+		u.click("button", "Save rule")
+		u.waitText("the edited rule is live", func(s string) bool {
+			return strings.Contains(s, "≥ 1 time in the last 7 days") && strings.Contains(s, "All 3:") && membership() == "live"
+		})
+
+		u.section("Segments")
+		u.fill("searchbox", "Search segments by name", "exporters")
+		u.waitText("the search narrows the list", func(s string) bool { return !strings.Contains(s, "Power users") })
+		u.see("API · Report Exported ≥ 1 time in the last 7 days")
+		u.find("link", "Report exporters this week")
+		u.screenshot("segments-computed")
+	})
+
 	t.Run("MemberSeesNoAdminAction", func(t *testing.T) {
 		member := field(r.ok(t, "POST", "/v1/api-keys", admin, `{"name":"pm","role":"ROLE_MEMBER"}`), "secret")
 		u := tab(t)
@@ -680,6 +743,15 @@ func TestConsoleInChromium(t *testing.T) {
 			u.screenshot(p)
 		}
 	})
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func segmentNamed(t *testing.T, r *running, key, name string) string {

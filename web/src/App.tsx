@@ -9,6 +9,7 @@ const IntegrationsPage = lazy(() => import("./pages/IntegrationsPage"));
 const ConnectionPage = lazy(() => import("./pages/ConnectionPage"));
 const SegmentsPage = lazy(() => import("./pages/SegmentsPage"));
 const SegmentPage = lazy(() => import("./pages/SegmentPage"));
+const NewSegmentPage = lazy(() => import("./pages/NewSegmentPage"));
 const EventsPage = lazy(() => import("./pages/EventsPage"));
 const TargetingPage = lazy(() => import("./pages/TargetingPage"));
 const AdminPage = lazy(() => import("./pages/AdminPage"));
@@ -36,6 +37,7 @@ export function App() {
           <Route path="integrations" element={<IntegrationsPage />} />
           <Route path="integrations/connections/:connectionId" element={<ConnectionPage />} />
           <Route path="segments" element={<SegmentsPage />} />
+          <Route path="segments/new" element={<NewSegmentPage />} />
           <Route path="segments/:segmentId" element={<SegmentPage />} />
           <Route path="events/*" element={<EventsPage />} />
           <Route path="targeting/*" element={<TargetingPage />} />

@@ -9,16 +9,24 @@ export const segmentsPageSize = 50;
  * targetableBy keeps the segments a destination with that identity property
  * can target (at least one member holds it).
  */
-export function useSegmentsPage(search: string, pageToken: string, targetableBy = "") {
-  return usePagedOp("SegmentSyncService_ListSegments", {
-    query: {
-      page_size: segmentsPageSize,
-      page_token: pageToken || undefined,
-      name_contains: search || undefined,
-      targetable_by: targetableBy || undefined,
+export function useSegmentsPage(search: string, pageToken: string, targetableBy = "", pollMs = 2000) {
+  return usePagedOp(
+    "SegmentSyncService_ListSegments",
+    {
+      query: {
+        page_size: segmentsPageSize,
+        page_token: pageToken || undefined,
+        name_contains: search || undefined,
+        targetable_by: targetableBy || undefined,
+      },
     },
-  });
+    // Computed segments still computing show their progress, so the page is read again until they are live.
+    { refetchInterval: (q) => (q.state.data?.segments?.some(isComputing) ? pollMs : false) },
+  );
 }
+
+export const isComputed = (s: Segment | undefined) => !!s?.rule;
+export const isComputing = (s: Segment | undefined) => s?.compute_state === "COMPUTE_STATE_COMPUTING";
 
 /**
  * Whether a destination whose identity property is prop can target a
@@ -40,9 +48,25 @@ export function useTargetable(segment: Segment, prop: string): boolean | undefin
   return q.data.next_page_token ? undefined : false;
 }
 
-export function useSegment(segmentId: string) {
-  return useOp("SegmentSyncService_GetSegment", { path: { segment_id: segmentId } });
+/** One segment, read again every second while it is computing, so "computing… N%" climbs until it is live. */
+export function useSegment(segmentId: string, pollMs = 1000) {
+  return useOp(
+    "SegmentSyncService_GetSegment",
+    { path: { segment_id: segmentId } },
+    { refetchInterval: (q) => (isComputing(q.state.data?.segment) ? pollMs : false) },
+  );
 }
+
+/** The first members of a segment (dense-id order). */
+export function useMembers(segmentId: string, pageSize: number) {
+  return useOp("SegmentSyncService_GetMembers", { path: { segment_id: segmentId }, query: { page_size: pageSize } });
+}
+
+const segmentReads = ["SegmentSyncService_GetSegment", "SegmentSyncService_ListSegments", "SegmentSyncService_GetMembers"] as const;
+export const useCreateSegment = () => useOpMutation("SegmentSyncService_CreateSegment", segmentReads);
+export const usePreviewRule = () => useOpMutation("SegmentSyncService_PreviewSegmentRule");
+export const useAddMembers = () => useOpMutation("SegmentSyncService_AddMembers", segmentReads);
+export const useRemoveMembers = () => useOpMutation("SegmentSyncService_RemoveMembers", segmentReads);
 
 /** Every sync of the environment (for the recurring-limit count), or of one segment. */
 export function useSyncs(segmentId?: string) {
@@ -88,8 +112,7 @@ export function useSyncRuns(syncId: string, pageToken: string, running: boolean)
   );
 }
 
-export const useUpdateSegment = () =>
-  useOpMutation("SegmentSyncService_UpdateSegment", ["SegmentSyncService_GetSegment", "SegmentSyncService_ListSegments"]);
+export const useUpdateSegment = () => useOpMutation("SegmentSyncService_UpdateSegment", segmentReads);
 
 // Connections carry the recurring syncs in use of their type, so sync
 // changes refetch them too.

@@ -144,14 +144,14 @@ function GroupEditor({
   );
 }
 
-const valueTypeOf: Partial<Record<PropertyType, ValueType>> = {
+export const valueTypeOf: Partial<Record<PropertyType, ValueType>> = {
   PROPERTY_TYPE_STRING: "string",
   PROPERTY_TYPE_NUMBER: "number",
   PROPERTY_TYPE_BOOL: "bool",
   PROPERTY_TYPE_TIMESTAMP: "timestamp",
 };
 
-const valueTypeWords: Record<ValueType, string> = { string: "text", number: "number", bool: "true / false", timestamp: "date and time" };
+export const valueTypeWords: Record<ValueType, string> = { string: "text", number: "number", bool: "true / false", timestamp: "date and time" };
 
 function ConditionRow({
   n,
@@ -275,12 +275,12 @@ function ConditionRow({
 }
 
 /** The value control for a condition's type; times are entered in local time and kept in UTC. */
-function ValueInput({
+export function ValueInput({
   condition: c,
   onChange,
   ...rest
 }: {
-  condition: ConditionDraft;
+  condition: { valueType: ValueType; value: string };
   onChange: (v: string) => void;
   id?: string;
   "aria-describedby"?: string;

@@ -1,9 +1,14 @@
+import { useState } from "react";
 import { Link, useParams } from "react-router";
 import { useConnections, useDestinationTypes } from "../api/integrations";
-import { recurringInUse, syncFor, useSegment, useSyncs, useUpdateSegment } from "../api/segments";
+import { isComputed, recurringInUse, syncFor, useSegment, useSyncs, useUpdateSegment } from "../api/segments";
+import { ComputeStatus, ComputedBadge } from "../components/ComputeStatus";
 import { ErrorNotice } from "../components/ErrorNotice";
 import { GuardedButton, RoleNotice } from "../components/Guarded";
 import { ListStatus } from "../components/ListStatus";
+import { RuleEditForm } from "../components/RuleEditForm";
+import { describeRule } from "../components/ruleDraft";
+import { SegmentMembers } from "../components/SegmentMembers";
 import { SegmentRename } from "../components/SegmentRename";
 import { SegmentSyncToggle } from "../components/SegmentSyncToggle";
 import { VisibilityBadge } from "../components/VisibilityBadge";
@@ -17,6 +22,7 @@ export default function SegmentPage() {
   const types = useDestinationTypes();
   const syncs = useSyncs();
   const update = useUpdateSegment();
+  const [editing, setEditing] = useState(false);
   const s = seg.data?.segment;
   if (seg.error) {
     return (
@@ -46,6 +52,18 @@ export default function SegmentPage() {
         <dd>
           <VisibilityBadge visibility={s.visibility} />
         </dd>
+        <dt>Kind</dt>
+        <dd>{isComputed(s) ? <ComputedBadge /> : "List"}</dd>
+        {isComputed(s) && (
+          <>
+            <dt>Rule</dt>
+            <dd className="rule-words">{describeRule(s.rule)}</dd>
+            <dt>Membership</dt>
+            <dd>
+              <ComputeStatus segment={s} />
+            </dd>
+          </>
+        )}
         <dt>Members</dt>
         <dd>{count(s.member_count)}</dd>
         <dt>Updated</dt>
@@ -57,6 +75,16 @@ export default function SegmentPage() {
           </>
         )}
       </dl>
+      {isComputed(s) &&
+        (editing ? (
+          <RuleEditForm segment={s} onDone={() => setEditing(false)} />
+        ) : (
+          <GuardedButton op="SegmentSyncService_UpdateSegment" onClick={() => setEditing(true)}>
+            Edit rule…
+          </GuardedButton>
+        ))}
+
+      <SegmentMembers segment={s} />
 
       <h2>Integrations</h2>
       <RoleNotice>You can read each sync, its run history and run a dry run; turning syncs on or off and “Sync now” need an admin key.</RoleNotice>

@@ -1,7 +1,9 @@
 import { useEffect, useState } from "react";
 import { Link } from "react-router";
 import { useConnections, useDestinationTypes } from "../api/integrations";
-import { segmentsPageSize, useSegmentsPage } from "../api/segments";
+import { isComputed, segmentsPageSize, useSegmentsPage } from "../api/segments";
+import { ComputeStatus, ComputedBadge } from "../components/ComputeStatus";
+import { describeRule } from "../components/ruleDraft";
 import { Field } from "../components/Field";
 import { ListStatus } from "../components/ListStatus";
 import { ListPager, usePageTokens } from "../components/Pager";
@@ -37,7 +39,12 @@ export default function SegmentsPage() {
   const segments = list.data?.segments ?? [];
   return (
     <section>
-      <h1>Segments</h1>
+      <div className="toolbar">
+        <h1>Segments</h1>
+        <Link className="button primary" to="/segments/new">
+          New segment
+        </Link>
+      </div>
       <div className="toolbar">
         <Field label="Search segments by name">
           <input type="search" value={input} onChange={(e) => setInput(e.target.value)} placeholder="Trial users…" />
@@ -80,7 +87,8 @@ export default function SegmentsPage() {
         ) : (
           <p>
             Segments arrive from your analytics tool (connect a source under <Link to="/integrations">Integrations</Link>) or
-            through the API: <code>POST /v1/segments</code>.
+            through the API: <code>POST /v1/segments</code>. <Link to="/segments/new">Create one here</Link>: a list, or a segment
+            computed from what users do.
           </p>
         )}
       </ListStatus>
@@ -101,13 +109,21 @@ export default function SegmentsPage() {
             {segments.map((s) => (
               <tr key={s.segment_id}>
                 <td>
-                  <Link to={`/segments/${s.segment_id}`}>{s.name}</Link>
+                  <Link to={`/segments/${s.segment_id}`}>{s.name}</Link> {isComputed(s) && <ComputedBadge />}
                   {s.description && <div className="muted">{s.description}</div>}
+                  {isComputed(s) && <div className="muted rule-words">{describeRule(s.rule)}</div>}
                 </td>
                 <td>
                   <VisibilityBadge visibility={s.visibility} />
                 </td>
-                <td className="num">{count(s.member_count)}</td>
+                <td className="num">
+                  {count(s.member_count)}
+                  {isComputed(s) && s.compute_state !== "COMPUTE_STATE_LIVE" && (
+                    <div>
+                      <ComputeStatus segment={s} />
+                    </div>
+                  )}
+                </td>
                 <td>{when(s.update_time)}</td>
               </tr>
             ))}

@@ -1,1 +1,0 @@
-import{F as e}from"./index-DyPJ4U3K.js";var t=e();function n({visibility:e}){let n=e===`VISIBILITY_PRIVATE`;return(0,t.jsx)(`span`,{className:`tag`,title:n?`Private segments are never synced to tools`:`Public: may be synced to tools`,children:n?`Private`:`Public`})}export{n as t};
