@@ -75,6 +75,9 @@ type Config struct {
 	IdentityAttachMaxAttempts int
 	EventDedupWindow          time.Duration
 	EventRetention            time.Duration
+	// EventPartitions is how many partitions each environment's events are
+	// spread over; eventrelay replicas share them.
+	EventPartitions int
 	BusNamespace              string
 
 	// Size limits: every body, message and stream is bounded before it is
@@ -235,6 +238,14 @@ var settings = []setting{
 		}
 		c.BusNamespace = v
 		return nil
+	}},
+	{"event-partitions", "SEGHUB_EVENT_PARTITIONS", "events: partitions of each environment's events by a hash of the user id; each is delivered by one eventrelay replica at a time (a lease), and the live replicas share them evenly, so delivery grows with replicas up to this many. Every replica must use the same value; changing it moves users to other partitions, so let the sinks drain first (1-1024)", "16", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && (n < 1 || n > 1024) {
+			err = fmt.Errorf("must be between 1 and 1024")
+		}
+		c.EventPartitions = n
+		return err
 	}},
 	{"event-retention", "SEGHUB_EVENT_RETENTION", "events: how long the events stream keeps events", "168h", duration(func(c *Config) *time.Duration { return &c.EventRetention })},
 	{"rest-max-body", "SEGHUB_REST_MAX_BODY", "limits: largest REST request body (/v1/...); larger bodies are refused 413 before they are decoded, and keyless requests 401 before their body is read", "4MiB", size(func(c *Config) *int64 { return &c.RESTMaxBody })},

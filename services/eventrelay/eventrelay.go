@@ -81,7 +81,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	layout := relay.NewLayout(p.Config.BusNamespace)
+	layout := relay.NewLayout(p.Config.BusNamespace).WithPartitions(p.Config.EventPartitions)
 	st, err := relay.EnsureStream(ctx, js, relay.StreamOptions{DedupWindow: p.Config.EventDedupWindow, MaxAge: p.Config.EventRetention, Layout: layout})
 	if err != nil {
 		return nil, err

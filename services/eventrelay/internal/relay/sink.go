@@ -53,6 +53,10 @@ type SinkOptions struct {
 	// BatchEvents bounds the events of one batch; Senders the batches in
 	// flight at once.
 	BatchEvents, Senders int
+	// Slots, when set, are the batches in flight at once shared with other
+	// sinks (a replica's partitions of one connection share its senders);
+	// its capacity replaces Senders.
+	Slots chan struct{}
 	// An event is dead-lettered only after MaxAttempts attempts and MaxAge
 	// since its first failure, both.
 	MaxAttempts int
@@ -154,6 +158,9 @@ func NewSink(o SinkOptions) *Sink {
 	if o.AckWait <= 0 {
 		o.AckWait = 30 * time.Second
 	}
+	if o.Slots == nil {
+		o.Slots = make(chan struct{}, o.Senders)
+	}
 	return &Sink{o: o}
 }
 
@@ -188,7 +195,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	d := &dispatcher{s: s, users: map[string]*userQueue{}, seen: map[uint64]*held{}, results: make(chan outcome, s.o.Senders)}
+	d := &dispatcher{s: s, users: map[string]*userQueue{}, seen: map[uint64]*held{}, results: make(chan outcome, cap(s.o.Slots))}
 	return d.loop(ctx, in)
 }
 
@@ -199,39 +206,56 @@ type dispatcher struct {
 	ready   []*userQueue
 	waiting []*userQueue
 	results chan outcome
-	free    int
 }
 
 func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 	o := d.s.o
-	d.free = o.Senders
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	lastProgress := o.Now()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		for d.free > 0 {
-			b := d.nextBatch()
-			if b == nil {
-				break
+	// send delivers a batch in the slot just taken; the slot is given back
+	// when the destination has answered.
+	send := func() {
+		b := d.nextBatch()
+		if b == nil {
+			<-o.Slots
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tctx, tr := d.s.startDelivery(ctx, b)
+			res := o.Deliver(tctx, b.batch)
+			tr.end(res)
+			<-o.Slots
+			select {
+			case d.results <- outcome{sent: *b, results: res}:
+			case <-ctx.Done():
 			}
-			d.free--
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				tctx, tr := d.s.startDelivery(ctx, b)
-				res := o.Deliver(tctx, b.batch)
-				tr.end(res)
-				select {
-				case d.results <- outcome{sent: *b, results: res}:
-				case <-ctx.Done():
-				}
-			}()
+		}()
+	}
+	for {
+	fill:
+		for len(d.ready) > 0 {
+			select {
+			case o.Slots <- struct{}{}:
+				send()
+			default:
+				break fill
+			}
+		}
+		// With users ready and every slot taken, wait for one as well.
+		var slot chan<- struct{}
+		if len(d.ready) > 0 {
+			slot = o.Slots
 		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case slot <- struct{}{}:
+			send()
 		case m, ok := <-in:
 			if !ok {
 				if ctx.Err() != nil {
@@ -241,7 +265,6 @@ func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 			}
 			d.add(m)
 		case r := <-d.results:
-			d.free++
 			d.apply(ctx, r)
 		case <-tick.C:
 			now := o.Now()

@@ -297,3 +297,21 @@ func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
 	_, err := s.db.ExecContext(ctx, `DELETE FROM er_leases WHERE name = ? AND holder = ?`, name, holder)
 	return err
 }
+
+// LiveLeases returns the holder of every lease that has not expired at now.
+func (s *Store) LiveLeases(ctx context.Context, now time.Time) (map[string]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, holder FROM er_leases WHERE expires_at >= ?`, micros(now))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var name, holder string
+		if err := rows.Scan(&name, &holder); err != nil {
+			return nil, err
+		}
+		out[name] = holder
+	}
+	return out, rows.Err()
+}
