@@ -66,6 +66,9 @@ type Config struct {
 	// CommandBarRecurringLimit is how many recurring syncs the CommandBar
 	// plan allows per environment (it depends on the plan).
 	CommandBarRecurringLimit int
+	// DestinationRates override destination types' rate limits (per
+	// minute), as a destination plan allows.
+	DestinationRates map[string]int
 
 	// Event relay delivery.
 	DeliveryMaxAttempts int
@@ -75,10 +78,10 @@ type Config struct {
 	IdentityAttachMaxAttempts int
 	EventDedupWindow          time.Duration
 	EventRetention            time.Duration
+	BusNamespace              string
 	// EventPartitions is how many partitions each environment's events are
 	// spread over; eventrelay replicas share them.
 	EventPartitions int
-	BusNamespace              string
 
 	// Size limits: every body, message and stream is bounded before it is
 	// read or decoded.
@@ -216,6 +219,7 @@ var settings = []setting{
 		c.CommandBarRecurringLimit = n
 		return err
 	}},
+	{"destination-rates", "SEGHUB_DESTINATION_RATES", "syncs and event delivery: each connection's rate limit per destination type, as type=per-minute pairs overriding the assumed defaults (analytics counts events, the others requests; the bucket, shared by every process, holds a sixth of a minute's worth), e.g. appcues=1200 when your plan allows more", "", destinationRates},
 	{"commandbar-client-secret", "SEGHUB_COMMANDBAR_CLIENT_SECRET", "seghub's OAuth client secret at CommandBar (the default matches the destination simulator)", "seghub-secret", str(func(c *Config) *string { return &c.CommandBarClientSecret })},
 	{"delivery-max-attempts", "SEGHUB_DELIVERY_MAX_ATTEMPTS", "event delivery: attempts before an event may be dead-lettered", "10", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
@@ -283,6 +287,22 @@ func webhookMaxBody(c *Config, v string) error {
 		if _, ok := c.WebhookMaxBody[src]; !ok {
 			return fmt.Errorf("no limit for source %q (every one of %v needs one)", src, WebhookSources)
 		}
+	}
+	return nil
+}
+
+func destinationRates(c *Config, v string) error {
+	c.DestinationRates = map[string]int{}
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	for _, pair := range strings.Split(v, ",") {
+		typ, rate, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		n, err := strconv.Atoi(rate)
+		if !ok || typ == "" || err != nil || n < 1 {
+			return fmt.Errorf("%q: want type=per-minute pairs, e.g. appcues=1200", pair)
+		}
+		c.DestinationRates[typ] = n
 	}
 	return nil
 }
@@ -378,6 +398,17 @@ func (c *Config) RecurringLimit(typ string, catalogue int) int {
 		return c.CommandBarRecurringLimit
 	}
 	return catalogue
+}
+
+// DestinationRate is a connection's rate limit for destination type typ
+// whose assumed limit is catalogue (per minute): the bucket refills perMinute
+// tokens a minute and holds burst.
+func (c *Config) DestinationRate(typ string, catalogue int) (perMinute, burst int) {
+	perMinute = catalogue
+	if n, ok := c.DestinationRates[typ]; ok {
+		perMinute = n
+	}
+	return max(perMinute, 1), max(perMinute/6, 1)
 }
 
 // DestinationURL returns the configured API base URL of a destination type

@@ -96,7 +96,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		}
 		return connectorv1.NewConnectorServiceClient(conn).ResolveConnection(ctx, &connectorv1.ResolveConnectionRequest{ConnectionId: id})
 	}
-	rate := func(t destinations.Type) (int, int) { return max(t.RatePerMinute, 1), max(t.RatePerMinute/6, 1) }
+	rate := func(t destinations.Type) (int, int) { return p.Config.DestinationRate(t.Name, t.RatePerMinute) }
 	if o.Rate != nil {
 		rate = o.Rate
 	}
