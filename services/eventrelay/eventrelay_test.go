@@ -493,9 +493,10 @@ func TestSendEventsOff(t *testing.T) {
 		return &eventrelayv1.Event{EventId: id, Source: "appcues", ConnectionId: source, UserId: "u1", Name: "Flow Completed", Properties: mustStruct(map[string]any{"flowId": "f"})}
 	}
 	f.track(t, ctx, []*eventrelayv1.Event{ev("off-1"), ev("off-2")})
-	// A routed API event after them: once it is delivered, the sink has
-	// decided on the two before it (one consumer, in stream order).
-	f.track(t, ctx, []*eventrelayv1.Event{apiEvent("mark-1", "u0", 0)})
+	// A routed API event of the same user after them: once it is delivered,
+	// the sink has decided on the two before it (one consumer per
+	// partition, in stream order; a user's events share one partition).
+	f.track(t, ctx, []*eventrelayv1.Event{apiEvent("mark-1", "u1", 0)})
 	waitCount(t, "the marker after the events sent while off", 1, f.analyticsEvents)
 	f.setSendEvents(t, ctx, source, true)
 	// The sink re-reads its connection every Refresh: send until one
@@ -531,7 +532,6 @@ func TestSendEventsOff(t *testing.T) {
 			t.Fatalf("appcues holds %v", got)
 		}
 	}
-	forwarded := len(got)
 
 	// A user with an Appcues identity is sent under it.
 	if _, err := f.ss.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: []*segmentsyncv1.User{{UserId: "u3",
@@ -539,10 +539,20 @@ func TestSendEventsOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.track(t, ctx, []*eventrelayv1.Event{apiEvent("d-mapped", "u3", 0)})
-	got = waitCount(t, "forwarded under the Appcues identity", forwarded+1, f.appcuesEvents)
-	if got[forwarded]["user_id"] != "ac-3" {
-		t.Fatalf("forwarded as %v, want the user's appcuesUserID ac-3", got[forwarded]["user_id"])
-	}
+	// Users are in different partitions, so a late probe of u2 may land
+	// after it: look for u3's event by who it was sent as.
+	waitFor(t, 30*time.Second, "forwarded under the Appcues identity", func() (bool, string) {
+		got := f.appcuesEvents()
+		for _, e := range got {
+			if e["user_id"] == "u3" {
+				t.Fatalf("forwarded as u3, want the user's appcuesUserID ac-3: %v", got)
+			}
+			if e["user_id"] == "ac-3" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(got)
+	})
 }
 
 func TestDeadLettersAndReplay(t *testing.T) {

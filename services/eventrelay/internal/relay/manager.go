@@ -90,15 +90,18 @@ func partitionLease(p int) string { return partitionLeasePrefix + strconv.Itoa(p
 type runningSink struct {
 	env, conn string
 	dest      *destState
-	// slots are the batches in flight at once over all this replica's
-	// partitions of the connection: a replica delivers a sink with the same
+	// budget bounds the events in flight over all this replica's partitions
+	// of the connection: a replica delivers a sink with the same
 	// concurrency however many partitions it owns, so more replicas add
 	// delivery capacity.
-	slots chan struct{}
-	parts map[int]*partSink
+	budget *Budget
+	parts  map[int]*partSink
 
-	mu  sync.Mutex // guards typ and each part's sink
+	mu  sync.Mutex // guards typ, each part's sink and retired
 	typ string
+	// retired adds up the counters of partitions this replica delivered
+	// before they moved to another replica.
+	retired SinkStats
 }
 
 // partSink is the sink of one partition.
@@ -301,10 +304,9 @@ func (m *Manager) reconcile(ctx context.Context, owned map[int]bool) error {
 			m.sinks[conn] = s
 		}
 		s.dest.setRoutes(rs)
-		for p, ps := range s.parts {
+		for p := range s.parts {
 			if !owned[p] {
-				ps.stop()
-				delete(s.parts, p)
+				s.stopPart(p)
 			}
 		}
 		for p := range owned {
@@ -376,16 +378,43 @@ func (ps *partSink) stop() {
 	<-ps.done
 }
 
+// stopPart stops partition p's sink, keeping its counters.
+func (rs *runningSink) stopPart(p int) {
+	ps := rs.parts[p]
+	ps.stop()
+	delete(rs.parts, p)
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if ps.sink != nil {
+		rs.retired = addStats(rs.retired, ps.sink.Stats())
+	}
+}
+
+// addStats adds b's counters to a; the last error is the latest
+// retrying one's.
+func addStats(a, b SinkStats) SinkStats {
+	a.Delivered += b.Delivered
+	a.Filtered += b.Filtered
+	a.DeadLettered += b.DeadLettered
+	a.RetryingUsers += b.RetryingUsers
+	if b.LastDelivery.After(a.LastDelivery) {
+		a.LastDelivery = b.LastDelivery
+	}
+	if b.LastError != "" && (a.LastError == "" || b.RetryingUsers > 0) {
+		a.LastError = b.LastError
+	}
+	return a
+}
+
 // stopParts stops the sinks of partitions not in owned.
 func (m *Manager) stopParts(owned map[int]bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.owned = owned
 	for _, rs := range m.sinks {
-		for p, ps := range rs.parts {
+		for p := range rs.parts {
 			if !owned[p] {
-				ps.stop()
-				delete(rs.parts, p)
+				rs.stopPart(p)
 			}
 		}
 	}
@@ -454,19 +483,18 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink, ps *partSink, p 
 		},
 	}
 	o.Metrics = m.o.Metrics.Sink(rs.conn, t.Name)
-	senders := 4
 	if t.Name == "analytics" {
 		// One request carries up to 1 000 events of many users.
-		o.BatchEvents, senders, o.Deliver = destinations.MaxTrackEvents, 2, rs.dest.deliverBulk
+		o.BatchEvents, o.Senders, o.Deliver = destinations.MaxTrackEvents, 2, rs.dest.deliverBulk
 	} else {
 		// One request per event: many users in flight, each in order.
-		o.BatchEvents, o.Deliver = 64, rs.dest.deliverEach
+		o.BatchEvents, o.Senders, o.Deliver = 64, 4, rs.dest.deliverEach
 	}
 	rs.mu.Lock()
-	if rs.slots == nil {
-		rs.slots = make(chan struct{}, senders)
+	if rs.budget == nil {
+		rs.budget = NewBudget(o.Senders * o.BatchEvents)
 	}
-	o.Slots = rs.slots
+	o.Budget = rs.budget
 	rs.mu.Unlock()
 	s := NewSink(o)
 	rs.mu.Lock()
@@ -495,20 +523,13 @@ func (m *Manager) Sinks(env string) []SinkInfo {
 		}
 		rs.mu.Lock()
 		si := SinkInfo{Env: rs.env, ConnectionID: rs.conn, Type: rs.typ, Partitions: len(rs.parts)}
+		// Only the retired partitions' counters: their retrying users
+		// retry elsewhere now.
+		si.Stats = rs.retired
+		si.Stats.RetryingUsers = 0
 		for _, ps := range rs.parts {
-			if ps.sink == nil {
-				continue
-			}
-			st := ps.sink.Stats()
-			si.Stats.Delivered += st.Delivered
-			si.Stats.Filtered += st.Filtered
-			si.Stats.DeadLettered += st.DeadLettered
-			si.Stats.RetryingUsers += st.RetryingUsers
-			if st.LastDelivery.After(si.Stats.LastDelivery) {
-				si.Stats.LastDelivery = st.LastDelivery
-			}
-			if st.LastError != "" && (si.Stats.LastError == "" || st.RetryingUsers > 0) {
-				si.Stats.LastError = st.LastError
+			if ps.sink != nil {
+				si.Stats = addStats(si.Stats, ps.sink.Stats())
 			}
 		}
 		rs.mu.Unlock()

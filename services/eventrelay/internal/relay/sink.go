@@ -53,10 +53,10 @@ type SinkOptions struct {
 	// BatchEvents bounds the events of one batch; Senders the batches in
 	// flight at once.
 	BatchEvents, Senders int
-	// Slots, when set, are the batches in flight at once shared with other
-	// sinks (a replica's partitions of one connection share its senders);
-	// its capacity replaces Senders.
-	Slots chan struct{}
+	// Budget, when set, bounds the events in flight shared with other sinks
+	// (a replica's partitions of one connection share one); default
+	// Senders × BatchEvents of this sink's own.
+	Budget *Budget
 	// An event is dead-lettered only after MaxAttempts attempts and MaxAge
 	// since its first failure, both.
 	MaxAttempts int
@@ -105,8 +105,9 @@ type userQueue struct {
 }
 
 type sent struct {
-	batch []UserEvents
-	held  [][]*held
+	batch  []UserEvents
+	held   [][]*held
+	events int
 }
 
 type outcome struct {
@@ -158,8 +159,8 @@ func NewSink(o SinkOptions) *Sink {
 	if o.AckWait <= 0 {
 		o.AckWait = 30 * time.Second
 	}
-	if o.Slots == nil {
-		o.Slots = make(chan struct{}, o.Senders)
+	if o.Budget == nil {
+		o.Budget = NewBudget(o.Senders * o.BatchEvents)
 	}
 	return &Sink{o: o}
 }
@@ -195,7 +196,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	d := &dispatcher{s: s, users: map[string]*userQueue{}, seen: map[uint64]*held{}, results: make(chan outcome, cap(s.o.Slots))}
+	d := &dispatcher{s: s, users: map[string]*userQueue{}, seen: map[uint64]*held{}, results: make(chan outcome, s.o.Senders)}
 	return d.loop(ctx, in)
 }
 
@@ -206,6 +207,50 @@ type dispatcher struct {
 	ready   []*userQueue
 	waiting []*userQueue
 	results chan outcome
+	// inflight counts batches sent and not yet applied.
+	inflight int
+}
+
+// Budget is a number of events in flight shared by sinks: the sinks of a
+// replica's partitions of one connection together deliver with the
+// concurrency one sink had before partitions, so a replica's share of the
+// destination's latency-bound capacity is fixed and more replicas add to it.
+type Budget struct {
+	mu   sync.Mutex
+	free int
+	wake chan struct{} // closed when events are given back
+}
+
+// NewBudget returns a budget of n events.
+func NewBudget(n int) *Budget { return &Budget{free: max(n, 1)} }
+
+// take takes up to n events; with none free it returns a channel closed
+// when some are given back.
+func (b *Budget) take(n int) (int, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.free == 0 {
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		return 0, b.wake
+	}
+	n = min(n, b.free)
+	b.free -= n
+	return n, nil
+}
+
+func (b *Budget) give(n int) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.free += n
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
 }
 
 func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
@@ -215,47 +260,35 @@ func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 	lastProgress := o.Now()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// send delivers a batch in the slot just taken; the slot is given back
-	// when the destination has answered.
-	send := func() {
-		b := d.nextBatch()
-		if b == nil {
-			<-o.Slots
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tctx, tr := d.s.startDelivery(ctx, b)
-			res := o.Deliver(tctx, b.batch)
-			tr.end(res)
-			<-o.Slots
-			select {
-			case d.results <- outcome{sent: *b, results: res}:
-			case <-ctx.Done():
-			}
-		}()
-	}
 	for {
-	fill:
-		for len(d.ready) > 0 {
-			select {
-			case o.Slots <- struct{}{}:
-				send()
-			default:
-				break fill
+		// wake is set when users wait for the shared budget.
+		var wake <-chan struct{}
+		for d.inflight < o.Senders && len(d.ready) > 0 {
+			n, w := o.Budget.take(o.BatchEvents)
+			if n == 0 {
+				wake = w
+				break
 			}
-		}
-		// With users ready and every slot taken, wait for one as well.
-		var slot chan<- struct{}
-		if len(d.ready) > 0 {
-			slot = o.Slots
+			b := d.nextBatch(n)
+			o.Budget.give(n - b.events)
+			d.inflight++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tctx, tr := d.s.startDelivery(ctx, b)
+				res := o.Deliver(tctx, b.batch)
+				tr.end(res)
+				o.Budget.give(b.events)
+				select {
+				case d.results <- outcome{sent: *b, results: res}:
+				case <-ctx.Done():
+				}
+			}()
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case slot <- struct{}{}:
-			send()
+		case <-wake:
 		case m, ok := <-in:
 			if !ok {
 				if ctx.Err() != nil {
@@ -265,6 +298,7 @@ func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 			}
 			d.add(m)
 		case r := <-d.results:
+			d.inflight--
 			d.apply(ctx, r)
 		case <-tick.C:
 			now := o.Now()
@@ -328,19 +362,19 @@ func (d *dispatcher) markReady(u *userQueue) {
 }
 
 // nextBatch takes ready users in turn (round robin), each with as many of
-// its queued events as fit, so a hot user shares batches with the others.
-func (d *dispatcher) nextBatch() *sent {
-	o := d.s.o
+// its queued events as fit in limit, so a hot user shares batches with the
+// others.
+func (d *dispatcher) nextBatch(limit int) *sent {
 	var b sent
 	n := 0
-	for len(d.ready) > 0 && n < o.BatchEvents {
+	for len(d.ready) > 0 && n < limit {
 		u := d.ready[0]
 		if u.solo && len(b.batch) > 0 {
 			break
 		}
 		d.ready = d.ready[1:]
 		u.ready = false
-		take := min(len(u.q), o.BatchEvents-n)
+		take := min(len(u.q), limit-n)
 		if u.solo {
 			take = 1
 		}
@@ -359,6 +393,7 @@ func (d *dispatcher) nextBatch() *sent {
 	if len(b.batch) == 0 {
 		return nil
 	}
+	b.events = n
 	return &b
 }
 
