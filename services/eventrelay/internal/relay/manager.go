@@ -544,13 +544,6 @@ func (m *Manager) Backlog(ctx context.Context, connectionID string) (uint64, err
 	return SinkBacklog(ctx, m.o.Stream, connectionID, m.o.Layout.Partitions)
 }
 
-// Owned is how many partitions this replica delivers.
-func (m *Manager) Owned() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.owned)
-}
-
 // destState is a sink's view of its connection: routes, send_events and an
 // adapter, re-read every Refresh.
 type destState struct {
