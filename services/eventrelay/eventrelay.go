@@ -2,7 +2,8 @@
 // tools (Appcues, CommandBar) and the API are validated against their
 // source's schema, stored in JetStream before they are acknowledged, and
 // delivered to analytics and to destinations' track APIs, one durable
-// consumer per sink, in per-user order, with dead letters and replay.
+// consumer per sink and user partition (partitions shared out among the
+// replicas), in per-user order, with dead letters and replay.
 package eventrelay
 
 import (

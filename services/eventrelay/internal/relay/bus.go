@@ -1,7 +1,8 @@
 // Package relay moves events through JetStream: the publisher that stores
-// them (acknowledging only what JetStream acknowledged), one durable consumer
-// per sink that delivers them in per-user order with retries and dead
-// letters, and the identity attacher.
+// them (acknowledging only what JetStream acknowledged) in partitions by user,
+// one durable consumer per sink and partition that delivers them in per-user
+// order with retries and dead letters (the partitions shared out among
+// replicas by leases), and the identity attacher.
 package relay
 
 import (
