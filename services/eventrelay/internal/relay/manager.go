@@ -254,7 +254,7 @@ func (m *Manager) balance(ctx context.Context) (map[int]bool, []int) {
 	before := len(m.owned)
 	m.mu.Unlock()
 	if len(owned) != before {
-		m.o.Logger.Info("event partitions this replica delivers", "holder", m.holder, "partitions", len(owned), "of", n, "replicas", members)
+		m.o.Logger.Info("event partitions this replica delivers", "holder", m.holder, "partitions", len(owned), "total", n, "replicas", members)
 	}
 	return owned, release
 }
