@@ -52,6 +52,7 @@ func main() {
 	bin := flag.String("bin", "", "scale-out: the seghub binary (default: built from ../cmd/seghub)")
 	pg := flag.String("pg", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "scale-out: PostgreSQL admin URL (a database is created and dropped per run)")
 	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "scale-out: NATS JetStream URL")
+	dest := flag.String("dest", "analytics", "scale-out: analytics (bulk track, 1 000 events a request) or appcues (one request per event)")
 	flag.Parse()
 	profile = *cpuprofile
 	if *scale {
@@ -64,7 +65,11 @@ func main() {
 			}
 			ks = append(ks, k)
 		}
-		if err := scaleOut(scaleOptions{bin: *bin, pg: *pg, nats: *natsURL, replicas: ks, backlog: *backlog, users: *users, latency: *latency}); err != nil {
+		if *dest != "analytics" && *dest != "appcues" {
+			fmt.Fprintf(os.Stderr, "eventload: -dest %q: analytics or appcues\n", *dest)
+			os.Exit(2)
+		}
+		if err := scaleOut(scaleOptions{bin: *bin, pg: *pg, nats: *natsURL, replicas: ks, backlog: *backlog, users: *users, latency: *latency, dest: *dest}); err != nil {
 			fmt.Fprintln(os.Stderr, "eventload:", err)
 			os.Exit(1)
 		}

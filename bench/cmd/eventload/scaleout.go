@@ -31,6 +31,9 @@ type scaleOptions struct {
 	backlog       int
 	users         int
 	latency       time.Duration
+	// dest is analytics (bulk track requests) or appcues (one request per
+	// event).
+	dest string
 }
 
 // arrivalLog records how many events each accepted track request carried,
@@ -47,7 +50,7 @@ type arrival struct {
 
 func (a *arrivalLog) wrap(sim http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/track" {
+		if r.URL.Path != "/api/track" && !(r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/events")) {
 			sim.ServeHTTP(w, r)
 			return
 		}
@@ -55,13 +58,17 @@ func (a *arrivalLog) wrap(sim http.Handler) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		rec := httptest.NewRecorder()
 		sim.ServeHTTP(rec, r)
-		if rec.Code == 200 {
-			var in struct {
-				Events []json.RawMessage `json:"events"`
+		if rec.Code == 200 && rec.Header().Get("Idempotent-Replayed") == "" {
+			n := 1 // an Appcues event
+			if r.URL.Path == "/api/track" {
+				var in struct {
+					Events []json.RawMessage `json:"events"`
+				}
+				_ = json.Unmarshal(body, &in)
+				n = len(in.Events)
 			}
-			_ = json.Unmarshal(body, &in)
 			a.mu.Lock()
-			a.hits = append(a.hits, arrival{at: time.Now(), n: len(in.Events)})
+			a.hits = append(a.hits, arrival{at: time.Now(), n: n})
 			a.mu.Unlock()
 		}
 		for k, v := range rec.Header() {
@@ -114,7 +121,7 @@ func scaleOut(o scaleOptions) error {
 			return fmt.Errorf("build seghub: %v\n%s", err, out)
 		}
 	}
-	fmt.Printf("scale-out: %d events of %d users stored, then delivered to analytics answering each request after %v\n", o.backlog, o.users, o.latency)
+	fmt.Printf("scale-out: %d events of %d users stored, then delivered to %s answering each request after %v\n", o.backlog, o.users, o.dest, o.latency)
 	var rates []float64
 	for _, k := range o.replicas {
 		rate, err := scaleRun(o, k)
@@ -138,7 +145,7 @@ func scaleRun(o scaleOptions, replicas int) (float64, error) {
 	defer srv.Close()
 	s, err := harness.StartSplit(ctx, harness.SplitOptions{Bin: o.bin, PostgresURL: o.pg, NATSURL: o.nats, Relays: replicas,
 		// The bench measures seghub, not the assumed quota of 15 000 events a minute.
-		Env: []string{"SEGHUB_ANALYTICS_URL=" + srv.URL, "SEGHUB_DESTINATION_RATES=analytics=100000000", "SEGHUB_LOG_LEVEL=warn"}})
+		Env: []string{"SEGHUB_ANALYTICS_URL=" + srv.URL, "SEGHUB_APPCUES_URL=" + srv.URL, "SEGHUB_DESTINATION_RATES=analytics=100000000,appcues=100000000", "SEGHUB_LOG_LEVEL=warn"}})
 	if err != nil {
 		return 0, err
 	}
@@ -159,7 +166,12 @@ func scaleRun(o scaleOptions, replicas int) (float64, error) {
 		}
 		return out, nil
 	}
-	c, err := rest("POST", "/v1/connections", `{"type":"analytics","name":"bench","credentials":{"app_id":"bench"}}`)
+	create := `{"type":"analytics","name":"bench","credentials":{"app_id":"bench"}}`
+	if o.dest == "appcues" {
+		// Events sent as the user id itself: no identity lookups.
+		create = `{"type":"appcues","name":"bench","credentials":{"account_id":"demo","api_key":"demo-key","api_secret":"demo-secret"},"settings":{"send_events":true,"identity_property":"user_id"}}`
+	}
+	c, err := rest("POST", "/v1/connections", create)
 	if err != nil {
 		return 0, err
 	}
@@ -224,7 +236,11 @@ func scaleRun(o scaleOptions, replicas int) (float64, error) {
 	if atStored < o.backlog*8/10 {
 		rate = float64(o.backlog*9/10-atStored) / t90.Sub(storedAt).Seconds()
 	}
-	held := len(sim.Snapshot().Analytics["bench"])
+	snap := sim.Snapshot()
+	held := len(snap.Analytics["bench"])
+	if o.dest == "appcues" {
+		held = len(snap.AppcuesEvents["demo"])
+	}
 	var per []string
 	for i, cl := range clients {
 		sinks, err := cl.ListSinks(ctx, &eventrelayv1.ListSinksRequest{})
