@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,6 +76,10 @@ type Manager struct {
 	sinks map[string]*runningSink
 	owned map[int]bool
 	kick  chan struct{}
+	// until is when the leases this replica last renewed may lapse, less a
+	// renewal's margin (unix nanoseconds): past it, sinks send nothing new,
+	// so a stalled replica stops before another can take its partitions.
+	until atomic.Int64
 }
 
 // Lease names: a replica's membership, and the ownership of a partition.
@@ -250,6 +255,7 @@ func (m *Manager) balance(ctx context.Context) (map[int]bool, []int) {
 			owned[p] = true
 		}
 	}
+	m.until.Store(now.Add(m.ttl - m.o.Refresh).UnixNano())
 	m.mu.Lock()
 	before := len(m.owned)
 	m.mu.Unlock()
@@ -476,6 +482,7 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink, ps *partSink, p 
 		ConnectionID: rs.conn, Type: t.Name, Consumer: c,
 		Classify:    func(subject string) (bool, bool) { return m.o.Layout.ForSink(subject, rs.env, rs.conn) },
 		Accept:      rs.dest.accept,
+		Active:      m.active,
 		MaxAttempts: m.o.MaxAttempts, MaxAge: m.o.MaxAge, Backoff: m.o.Backoff, AckWait: m.o.AckWait,
 		Logger: m.o.Logger.With("sink", rs.conn, "partition", p), Tracer: m.o.Tracer,
 		DeadLetter: func(ctx context.Context, e *Envelope, raw []byte, reason string, attempts int, first, dead time.Time) error {
@@ -502,6 +509,9 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink, ps *partSink, p 
 	rs.mu.Unlock()
 	return s.Run(ctx)
 }
+
+// active tells whether this replica's leases are surely still its own.
+func (m *Manager) active() bool { return time.Now().UnixNano() < m.until.Load() }
 
 // SinkInfo describes a running sink.
 type SinkInfo struct {

@@ -53,6 +53,10 @@ type SinkOptions struct {
 	// BatchEvents bounds the events of one batch; Senders the batches in
 	// flight at once.
 	BatchEvents, Senders int
+	// Active, when set, tells whether the sink may send now: false once its
+	// partition's lease may have lapsed without this replica knowing (it
+	// sends again when the lease is renewed).
+	Active func() bool
 	// Budget, when set, bounds the events in flight shared with other sinks
 	// (a replica's partitions of one connection share one); default
 	// Senders × BatchEvents of this sink's own.
@@ -162,6 +166,9 @@ func NewSink(o SinkOptions) *Sink {
 	if o.Budget == nil {
 		o.Budget = NewBudget(o.Senders * o.BatchEvents)
 	}
+	if o.Active == nil {
+		o.Active = func() bool { return true }
+	}
 	return &Sink{o: o}
 }
 
@@ -263,7 +270,7 @@ func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 	for {
 		// wake is set when users wait for the shared budget.
 		var wake <-chan struct{}
-		for d.inflight < o.Senders && len(d.ready) > 0 {
+		for d.inflight < o.Senders && len(d.ready) > 0 && o.Active() {
 			n, w := o.Budget.take(o.BatchEvents)
 			if n == 0 {
 				wake = w
