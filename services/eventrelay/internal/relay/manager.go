@@ -80,6 +80,10 @@ type Manager struct {
 	// renewal's margin (unix nanoseconds): past it, sinks send nothing new,
 	// so a stalled replica stops before another can take its partitions.
 	until atomic.Int64
+	// held mirrors owned for sinks, which must not wait for mu: a sink of a
+	// partition no longer held neither sends nor reopens its consumer (which
+	// would rewind it under the new owner).
+	held []atomic.Bool
 }
 
 // Lease names: a replica's membership, and the ownership of a partition.
@@ -131,7 +135,8 @@ func NewManager(o ManagerOptions) *Manager {
 		o.Layout.Partitions = DefaultPartitions
 	}
 	// Renewed every Refresh; lost after a few missed renewals.
-	return &Manager{o: o, holder: ids.New("relay"), ttl: max(5*o.Refresh, time.Second), sinks: map[string]*runningSink{}, owned: map[int]bool{}, kick: make(chan struct{}, 1)}
+	return &Manager{o: o, holder: ids.New("relay"), ttl: max(5*o.Refresh, time.Second), sinks: map[string]*runningSink{}, owned: map[int]bool{},
+		kick: make(chan struct{}, 1), held: make([]atomic.Bool, o.Layout.Partitions)}
 }
 
 // Kick makes the manager re-read routes now (after a route change here).
@@ -152,7 +157,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		bg := context.WithoutCancel(ctx)
 		m.mu.Lock()
 		owned := m.owned
-		m.owned = map[int]bool{}
+		m.setOwned(map[int]bool{})
 		m.mu.Unlock()
 		// Given back at once, so the other replicas take over without
 		// waiting for the leases to lapse.
@@ -287,7 +292,7 @@ func (m *Manager) reconcile(ctx context.Context, owned map[int]bool) error {
 			gained = append(gained, p)
 		}
 	}
-	m.owned = owned
+	m.setOwned(owned)
 	for conn, rs := range m.sinks {
 		if _, ok := want[conn]; ok {
 			continue
@@ -416,7 +421,7 @@ func addStats(a, b SinkStats) SinkStats {
 func (m *Manager) stopParts(owned map[int]bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.owned = owned
+	m.setOwned(owned)
 	for _, rs := range m.sinks {
 		for p := range rs.parts {
 			if !owned[p] {
@@ -470,6 +475,9 @@ func (m *Manager) startPart(parent context.Context, rs *runningSink, p int) *par
 }
 
 func (m *Manager) runSink(ctx context.Context, rs *runningSink, ps *partSink, p int) error {
+	if !m.holds(p) {
+		return fmt.Errorf("partition %d is not held (its lease is being renewed or has moved)", p)
+	}
 	if _, err := rs.dest.adapter(ctx); err != nil {
 		return err
 	}
@@ -482,7 +490,7 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink, ps *partSink, p 
 		ConnectionID: rs.conn, Type: t.Name, Consumer: c,
 		Classify:    func(subject string) (bool, bool) { return m.o.Layout.ForSink(subject, rs.env, rs.conn) },
 		Accept:      rs.dest.accept,
-		Active:      m.active,
+		Active:      func() bool { return m.holds(p) },
 		MaxAttempts: m.o.MaxAttempts, MaxAge: m.o.MaxAge, Backoff: m.o.Backoff, AckWait: m.o.AckWait,
 		Logger: m.o.Logger.With("sink", rs.conn, "partition", p), Tracer: m.o.Tracer,
 		DeadLetter: func(ctx context.Context, e *Envelope, raw []byte, reason string, attempts int, first, dead time.Time) error {
@@ -512,6 +520,17 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink, ps *partSink, p 
 
 // active tells whether this replica's leases are surely still its own.
 func (m *Manager) active() bool { return time.Now().UnixNano() < m.until.Load() }
+
+// holds tells whether partition p is this replica's to deliver now.
+func (m *Manager) holds(p int) bool { return m.held[p].Load() && m.active() }
+
+// setOwned records the partitions owned (with mu held).
+func (m *Manager) setOwned(owned map[int]bool) {
+	m.owned = owned
+	for p := range m.held {
+		m.held[p].Store(owned[p])
+	}
+}
 
 // SinkInfo describes a running sink.
 type SinkInfo struct {
