@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,6 +212,11 @@ func (m *Manager) balance(ctx context.Context) (map[int]bool, []int) {
 	if _, err := st.AcquireLease(ctx, memberLeasePrefix+m.holder, m.holder, now, m.ttl); err != nil {
 		return fail("renew the event relay member lease", err)
 	}
+	// This replica's partitions, renewed in one statement.
+	renewed, err := st.RenewLeases(ctx, partitionLeasePrefix, m.holder, now, m.ttl)
+	if err != nil {
+		return fail("renew the event partition leases", err)
+	}
 	leases, err := st.LiveLeases(ctx, now)
 	if err != nil {
 		return fail("read the event partition leases", err)
@@ -223,13 +229,17 @@ func (m *Manager) balance(ctx context.Context) (map[int]bool, []int) {
 	}
 	n := m.o.Layout.Partitions
 	target := (n + max(members, 1) - 1) / max(members, 1)
-	var mine, free []int
-	for p := range n {
-		switch h, ok := leases[partitionLease(p)]; {
-		case !ok:
-			free = append(free, p)
-		case h == m.holder:
+	var mine []int
+	for _, name := range renewed {
+		if p, err := strconv.Atoi(strings.TrimPrefix(name, partitionLeasePrefix)); err == nil && p < n {
 			mine = append(mine, p)
+		}
+	}
+	sort.Ints(mine)
+	var free []int
+	for p := range n {
+		if _, ok := leases[partitionLease(p)]; !ok {
+			free = append(free, p)
 		}
 	}
 	for _, p := range mine {
@@ -237,13 +247,7 @@ func (m *Manager) balance(ctx context.Context) (map[int]bool, []int) {
 			release = append(release, p) // another replica joined: hand it over
 			continue
 		}
-		ok, err := st.AcquireLease(ctx, partitionLease(p), m.holder, now, m.ttl)
-		if err != nil {
-			return fail("renew an event partition lease", err)
-		}
-		if ok {
-			owned[p] = true
-		}
+		owned[p] = true
 	}
 	// Free partitions in a random order, so replicas starting together
 	// rarely contend for the same ones.
