@@ -66,6 +66,9 @@ type Config struct {
 	// CommandBarRecurringLimit is how many recurring syncs the CommandBar
 	// plan allows per environment (it depends on the plan).
 	CommandBarRecurringLimit int
+	// DestinationRates override destination types' rate limits (per
+	// minute), as a destination plan allows.
+	DestinationRates map[string]int
 
 	// Event relay delivery.
 	DeliveryMaxAttempts int
@@ -76,6 +79,9 @@ type Config struct {
 	EventDedupWindow          time.Duration
 	EventRetention            time.Duration
 	BusNamespace              string
+	// EventPartitions is how many partitions each environment's events are
+	// spread over; eventrelay replicas share them.
+	EventPartitions int
 
 	// Size limits: every body, message and stream is bounded before it is
 	// read or decoded.
@@ -213,6 +219,7 @@ var settings = []setting{
 		c.CommandBarRecurringLimit = n
 		return err
 	}},
+	{"destination-rates", "SEGHUB_DESTINATION_RATES", "syncs and event delivery: each connection's rate limit per destination type, as type=per-minute pairs overriding the assumed defaults (analytics counts events, the others requests; the bucket, shared by every process, holds a sixth of a minute's worth), e.g. appcues=1200 when your plan allows more", "", destinationRates},
 	{"commandbar-client-secret", "SEGHUB_COMMANDBAR_CLIENT_SECRET", "seghub's OAuth client secret at CommandBar (the default matches the destination simulator)", "seghub-secret", str(func(c *Config) *string { return &c.CommandBarClientSecret })},
 	{"delivery-max-attempts", "SEGHUB_DELIVERY_MAX_ATTEMPTS", "event delivery: attempts before an event may be dead-lettered", "10", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
@@ -235,6 +242,14 @@ var settings = []setting{
 		}
 		c.BusNamespace = v
 		return nil
+	}},
+	{"event-partitions", "SEGHUB_EVENT_PARTITIONS", "events: partitions of each environment's events by a hash of the user id; each is delivered by one eventrelay replica at a time (a lease), and the live replicas share them evenly, so delivery grows with replicas up to this many. Every replica must use the same value; changing it moves users to other partitions, so let the sinks drain first (1-1024)", "16", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err == nil && (n < 1 || n > 1024) {
+			err = fmt.Errorf("must be between 1 and 1024")
+		}
+		c.EventPartitions = n
+		return err
 	}},
 	{"event-retention", "SEGHUB_EVENT_RETENTION", "events: how long the events stream keeps events", "168h", duration(func(c *Config) *time.Duration { return &c.EventRetention })},
 	{"rest-max-body", "SEGHUB_REST_MAX_BODY", "limits: largest REST request body (/v1/...); larger bodies are refused 413 before they are decoded, and keyless requests 401 before their body is read", "4MiB", size(func(c *Config) *int64 { return &c.RESTMaxBody })},
@@ -272,6 +287,22 @@ func webhookMaxBody(c *Config, v string) error {
 		if _, ok := c.WebhookMaxBody[src]; !ok {
 			return fmt.Errorf("no limit for source %q (every one of %v needs one)", src, WebhookSources)
 		}
+	}
+	return nil
+}
+
+func destinationRates(c *Config, v string) error {
+	c.DestinationRates = map[string]int{}
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	for _, pair := range strings.Split(v, ",") {
+		typ, rate, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		n, err := strconv.Atoi(rate)
+		if !ok || typ == "" || err != nil || n < 1 {
+			return fmt.Errorf("%q: want type=per-minute pairs, e.g. appcues=1200", pair)
+		}
+		c.DestinationRates[typ] = n
 	}
 	return nil
 }
@@ -367,6 +398,17 @@ func (c *Config) RecurringLimit(typ string, catalogue int) int {
 		return c.CommandBarRecurringLimit
 	}
 	return catalogue
+}
+
+// DestinationRate is a connection's rate limit for destination type typ
+// whose assumed limit is catalogue (per minute): the bucket refills perMinute
+// tokens a minute and holds burst.
+func (c *Config) DestinationRate(typ string, catalogue int) (perMinute, burst int) {
+	perMinute = catalogue
+	if n, ok := c.DestinationRates[typ]; ok {
+		perMinute = n
+	}
+	return max(perMinute, 1), max(perMinute/6, 1)
 }
 
 // DestinationURL returns the configured API base URL of a destination type

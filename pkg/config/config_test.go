@@ -98,3 +98,35 @@ func TestSizeLimits(t *testing.T) {
 		t.Errorf("FormatSize = %q", got)
 	}
 }
+
+// Destination rates override the assumed ones per type; partitions are
+// bounded.
+func TestDestinationRatesAndPartitions(t *testing.T) {
+	env := map[string]string{"SEGHUB_DESTINATION_RATES": "appcues=1200, analytics=60000", "SEGHUB_EVENT_PARTITIONS": "32"}
+	c, err := Load(nil, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pm, burst := c.DestinationRate("appcues", 600); pm != 1200 || burst != 200 {
+		t.Errorf("appcues rate %d/min, burst %d; want 1200, 200", pm, burst)
+	}
+	if pm, burst := c.DestinationRate("commandbar", 600); pm != 600 || burst != 100 {
+		t.Errorf("commandbar (not named) rate %d/min, burst %d; want its assumed 600, 100", pm, burst)
+	}
+	if c.EventPartitions != 32 {
+		t.Errorf("event partitions %d", c.EventPartitions)
+	}
+	if d := Defaults(); d.EventPartitions != 16 || len(d.DestinationRates) != 0 {
+		t.Errorf("defaults: %d partitions, rates %v", d.EventPartitions, d.DestinationRates)
+	}
+	for name, v := range map[string]string{"SEGHUB_DESTINATION_RATES": "appcues=fast", "SEGHUB_EVENT_PARTITIONS": "0"} {
+		if _, err := Load(nil, func(k string) string {
+			if k == name {
+				return v
+			}
+			return ""
+		}); err == nil {
+			t.Errorf("%s=%s accepted", name, v)
+		}
+	}
+}

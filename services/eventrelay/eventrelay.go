@@ -2,7 +2,8 @@
 // tools (Appcues, CommandBar) and the API are validated against their
 // source's schema, stored in JetStream before they are acknowledged, and
 // delivered to analytics and to destinations' track APIs, one durable
-// consumer per sink, in per-user order, with dead letters and replay.
+// consumer per sink and user partition (partitions shared out among the
+// replicas), in per-user order, with dead letters and replay.
 package eventrelay
 
 import (
@@ -81,7 +82,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	layout := relay.NewLayout(p.Config.BusNamespace)
+	layout := relay.NewLayout(p.Config.BusNamespace).WithPartitions(p.Config.EventPartitions)
 	st, err := relay.EnsureStream(ctx, js, relay.StreamOptions{DedupWindow: p.Config.EventDedupWindow, MaxAge: p.Config.EventRetention, Layout: layout})
 	if err != nil {
 		return nil, err
@@ -96,7 +97,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		}
 		return connectorv1.NewConnectorServiceClient(conn).ResolveConnection(ctx, &connectorv1.ResolveConnectionRequest{ConnectionId: id})
 	}
-	rate := func(t destinations.Type) (int, int) { return max(t.RatePerMinute, 1), max(t.RatePerMinute/6, 1) }
+	rate := func(t destinations.Type) (int, int) { return p.Config.DestinationRate(t.Name, t.RatePerMinute) }
 	if o.Rate != nil {
 		rate = o.Rate
 	}

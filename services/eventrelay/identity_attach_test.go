@@ -18,6 +18,7 @@ import (
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app/apptest"
 	"github.com/seghub/seghub/services/eventrelay"
+	"github.com/seghub/seghub/services/eventrelay/internal/relay"
 )
 
 // identityDeadLetters lists the identity attacher's dead letters of the
@@ -83,7 +84,8 @@ func TestPoisonIdentityIsDeadLetteredAloneOthersAttached(t *testing.T) {
 				}
 				data, _ := json.Marshal(map[string]any{"id": fmt.Sprint("ev-", i), "env": env, "src": "appcues", "user": user,
 					"name": "Flow Started", "ts": time.Now().UnixMicro(), "fwd": true, "acid": acid, "rcv": time.Now().UnixMicro()})
-				fut, err := js.PublishMsgAsync(&nats.Msg{Subject: ns + ".events." + env + ".appcues", Data: data})
+				subject := relay.NewLayout(ns).Subject(&relay.Envelope{Env: env, Source: "appcues", User: user})
+				fut, err := js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: data})
 				if err != nil {
 					t.Fatal(err)
 				}

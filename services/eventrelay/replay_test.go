@@ -54,7 +54,7 @@ func (f *relayFixture) replayedCopies(t *testing.T, ctx context.Context) uint64 
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(ns+".events.*._replay.>"))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(ns+".events.*.*._replay.>"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,12 +97,16 @@ func TestEventTraceThroughDeadLetterAndReplay(t *testing.T) {
 		return spanAttr(s, "delivery.outcome").AsString() == "failed" && spanAttr(s, "event.id").AsString() == "tr-1"
 	})
 	in("sink.dead_letter", 1, func(s sdktrace.ReadOnlySpan) bool { return spanAttr(s, "delivery.attempts").AsInt64() == 2 })
+	// The server span ends after the answer is on the wire: wait for it.
 	var replayReq sdktrace.ReadOnlySpan
-	for _, s := range rec.Ended() {
-		if s.Name() == "seghub.eventrelay.v1.EventRelayService/ReplayDeadLetters" {
-			replayReq = s
+	waitFor(t, 10*time.Second, "the replay request's span", func() (bool, string) {
+		for _, s := range rec.Ended() {
+			if s.Name() == "seghub.eventrelay.v1.EventRelayService/ReplayDeadLetters" {
+				replayReq = s
+			}
 		}
-	}
+		return replayReq != nil, "not ended yet"
+	})
 	in("events.replay", 1, func(s sdktrace.ReadOnlySpan) bool {
 		return len(s.Links()) == 1 && replayReq != nil && s.Links()[0].SpanContext.SpanID() == replayReq.SpanContext().SpanID()
 	})

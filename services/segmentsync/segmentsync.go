@@ -136,6 +136,9 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		eo.Now = o.Now
 	}
 	eo.Rate = o.Rate
+	if eo.Rate == nil && len(p.Config.DestinationRates) > 0 {
+		eo.Rate = func(t destinations.Type) (int, int) { return p.Config.DestinationRate(t.Name, t.RatePerMinute) }
+	}
 	if err := ratelimit.Migrate(ctx, p.DB); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,8 +45,36 @@ func main() {
 	dur := flag.Duration("d", 20*time.Second, "duration of the lag phase")
 	users := flag.Int("users", 1000, "distinct users")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the ingest phase here")
+	scale := flag.Bool("scaleout", false, "instead: measure delivery from 1 then 2 eventrelay replicas in split mode (PostgreSQL and external NATS)")
+	replicas := flag.String("replicas", "1,2", "scale-out: the eventrelay replica counts to measure, in order")
+	backlog := flag.Int("backlog", 40000, "scale-out: events stored, then delivered")
+	latency := flag.Duration("latency", 2*time.Second, "scale-out: the destination's added latency per request")
+	bin := flag.String("bin", "", "scale-out: the seghub binary (default: built from ../cmd/seghub)")
+	pg := flag.String("pg", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "scale-out: PostgreSQL admin URL (a database is created and dropped per run)")
+	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "scale-out: NATS JetStream URL")
+	dest := flag.String("dest", "analytics", "scale-out: analytics (bulk track, 1 000 events a request) or appcues (one request per event)")
 	flag.Parse()
 	profile = *cpuprofile
+	if *scale {
+		var ks []int
+		for _, f := range strings.Split(*replicas, ",") {
+			k, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || k < 1 {
+				fmt.Fprintf(os.Stderr, "eventload: -replicas %q: want counts like 1,2\n", *replicas)
+				os.Exit(2)
+			}
+			ks = append(ks, k)
+		}
+		if *dest != "analytics" && *dest != "appcues" {
+			fmt.Fprintf(os.Stderr, "eventload: -dest %q: analytics or appcues\n", *dest)
+			os.Exit(2)
+		}
+		if err := scaleOut(scaleOptions{bin: *bin, pg: *pg, nats: *natsURL, replicas: ks, backlog: *backlog, users: *users, latency: *latency, dest: *dest}); err != nil {
+			fmt.Fprintln(os.Stderr, "eventload:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*events, *batch, *streams, *rate, *dur, *users); err != nil {
 		fmt.Fprintln(os.Stderr, "eventload:", err)
 		os.Exit(1)

@@ -1,13 +1,16 @@
 // Package relay moves events through JetStream: the publisher that stores
-// them (acknowledging only what JetStream acknowledged), one durable consumer
-// per sink that delivers them in per-user order with retries and dead
-// letters, and the identity attacher.
+// them (acknowledging only what JetStream acknowledged) in partitions by user,
+// one durable consumer per sink and partition that delivers them in per-user
+// order with retries and dead letters (the partitions shared out among
+// replicas by leases), and the identity attacher.
 package relay
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,41 +26,83 @@ const (
 )
 
 // Layout names a deployment's stream and subjects. Events of an environment
-// go to <ns>.events.<env>.<source>; a replayed dead letter goes to
-// <ns>.events.<env>._replay.<sink connection>, so one filter subject per
-// environment (all JetStream 2.9 servers allow) covers a sink's events and
-// replays, and only its sink takes the replay. Deployments (or test runs)
-// sharing one NATS use different namespaces.
+// go to <ns>.events.<env>.<partition>.<source>, the partition a hash of the
+// user id, so each partition keeps its users' order and replicas can share a
+// sink's work partition by partition. A replayed dead letter goes to
+// <ns>.events.<env>.<partition>._replay.<sink connection>, so one filter
+// subject per environment and partition (all JetStream 2.9 servers allow)
+// covers a sink's events and replays, and only its sink takes the replay.
+// Deployments (or test runs) sharing one NATS use different namespaces.
 type Layout struct {
 	Stream, Events string
+	// Partitions is how many partitions each environment's events are
+	// spread over (SEGHUB_EVENT_PARTITIONS). Changing it moves users to
+	// other partitions: drain the sinks first.
+	Partitions int
 }
 
 const replayToken = "_replay"
 
-// NewLayout is the layout of namespace (default "seghub").
+// DefaultPartitions is the partition count when none is set.
+const DefaultPartitions = 16
+
+// NewLayout is the layout of namespace (default "seghub") with
+// DefaultPartitions partitions.
 func NewLayout(namespace string) Layout {
 	if namespace == "" {
 		namespace = "seghub"
 	}
-	return Layout{Stream: strings.ToUpper(namespace) + "_EVENTS", Events: namespace + ".events."}
+	return Layout{Stream: strings.ToUpper(namespace) + "_EVENTS", Events: namespace + ".events.", Partitions: DefaultPartitions}
+}
+
+// WithPartitions is l with n partitions (n < 1 keeps l's).
+func (l Layout) WithPartitions(n int) Layout {
+	if n >= 1 {
+		l.Partitions = n
+	}
+	return l
+}
+
+// Partition is the partition of user's events.
+func (l Layout) Partition(user string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(user))
+	return int(h.Sum32() % uint32(max(l.Partitions, 1)))
 }
 
 // Subject is where an envelope is published.
-func (l Layout) Subject(e *Envelope) string { return l.Events + e.Env + "." + e.Source }
-
-// ReplaySubject is where a dead letter of sink conn is replayed.
-func (l Layout) ReplaySubject(env, conn string) string {
-	return l.Events + env + "." + replayToken + "." + conn
+func (l Layout) Subject(e *Envelope) string {
+	return l.Events + e.Env + "." + strconv.Itoa(l.Partition(e.User)) + "." + e.Source
 }
 
-// EnvFilter is the filter subject of an environment's events and replays.
-func (l Layout) EnvFilter(env string) string { return l.Events + env + ".>" }
+// ReplaySubject is where a dead letter of sink conn is replayed, in the
+// partition of the event's user.
+func (l Layout) ReplaySubject(env, user, conn string) string {
+	return l.Events + env + "." + strconv.Itoa(l.Partition(user)) + "." + replayToken + "." + conn
+}
+
+// PartitionFilter is the filter subject of an environment's events and
+// replays in one partition.
+func (l Layout) PartitionFilter(env string, partition int) string {
+	return l.Events + env + "." + strconv.Itoa(partition) + ".>"
+}
+
+// AnySource is the filter subject of every environment's and partition's
+// events of source.
+func (l Layout) AnySource(source string) string { return l.Events + "*.*." + source }
+
+// AnyReplay is the filter subject of every replay to sink conn.
+func (l Layout) AnyReplay(conn string) string { return l.Events + "*.*." + replayToken + "." + conn }
 
 // ForSink classifies a subject for sink conn of env: whether the message is
 // for it at all, and whether it is a replay (which skips routing).
 func (l Layout) ForSink(subject, env, conn string) (mine, replay bool) {
 	rest, ok := strings.CutPrefix(subject, l.Events+env+".")
 	if !ok {
+		return false, false
+	}
+	part, rest, ok := strings.Cut(rest, ".")
+	if _, err := strconv.Atoi(part); !ok || err != nil {
 		return false, false
 	}
 	if r, ok := strings.CutPrefix(rest, replayToken+"."); ok {
@@ -201,7 +246,11 @@ func (p *Publisher) Publish(ctx context.Context, envs []*Envelope) (dups []bool,
 func (p *Publisher) Republish(ctx context.Context, env, sink, msgID string, envelope []byte, traceParent string) (err error) {
 	ctx, span := p.startReplay(ctx, traceParent, sink)
 	defer func() { endWithError(span, err) }()
-	m := &nats.Msg{Subject: p.l.ReplaySubject(env, sink), Data: envelope, Header: nats.Header{msgIDHeader: []string{msgID}}}
+	var e Envelope
+	if err := json.Unmarshal(envelope, &e); err != nil {
+		return fmt.Errorf("dead letter envelope: %w", err)
+	}
+	m := &nats.Msg{Subject: p.l.ReplaySubject(env, e.User, sink), Data: envelope, Header: nats.Header{msgIDHeader: []string{msgID}}}
 	withTrace(m, traceHeader(ctx))
 	_, err = p.js.PublishMsg(ctx, m)
 	return err

@@ -4,27 +4,43 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// SinkConsumerName is the durable consumer of a sink connection.
-func SinkConsumerName(connectionID string) string { return "sink_" + connectionID }
+// SinkConsumerName is the durable consumer of one partition of a sink
+// connection.
+func SinkConsumerName(connectionID string, partition int) string {
+	return "sink_" + connectionID + "_p" + strconv.Itoa(partition)
+}
 
-// SinkConsumer creates (or reopens) the durable consumer of a sink: its
-// environment's events and its own replays. A new sink starts with the events
+// parseSinkConsumer is SinkConsumerName's inverse (ok false: not a sink's).
+func parseSinkConsumer(name string) (conn string, partition int, ok bool) {
+	rest, ok := strings.CutPrefix(name, "sink_")
+	i := strings.LastIndex(rest, "_p")
+	if !ok || i < 0 {
+		return "", 0, false
+	}
+	p, err := strconv.Atoi(rest[i+2:])
+	return rest[:i], p, err == nil
+}
+
+// SinkConsumer creates (or reopens) the durable consumer of one partition of
+// a sink: its environment's events and its own replays in that partition. A new sink starts with the events
 // stored since its first route was created (not since its consumer happened
 // to be created, which a reconcile tick may delay). A consumer left with unacknowledged messages by a
 // stopped process is rewound to its ack floor, so those messages come back
 // first and in stream order (JetStream would otherwise redeliver them only
 // after their ack wait, behind newer events of the same users).
-func SinkConsumer(ctx context.Context, st jetstream.Stream, l Layout, env, connectionID string, since time.Time, ackWait time.Duration) (jetstream.Consumer, error) {
-	name := SinkConsumerName(connectionID)
+func SinkConsumer(ctx context.Context, st jetstream.Stream, l Layout, env, connectionID string, partition int, since time.Time, ackWait time.Duration) (jetstream.Consumer, error) {
+	name := SinkConsumerName(connectionID, partition)
 	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   "seghub sink " + connectionID,
-		FilterSubject: l.EnvFilter(env),
+		Description:   fmt.Sprintf("seghub sink %s, partition %d", connectionID, partition),
+		FilterSubject: l.PartitionFilter(env, partition),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
 		MaxDeliver:    -1,
@@ -51,9 +67,10 @@ func SinkConsumer(ctx context.Context, st jetstream.Stream, l Layout, env, conne
 	return st.CreateConsumer(ctx, cfg)
 }
 
-// DeleteSinkConsumer removes a sink's consumer (its last route is gone).
-func DeleteSinkConsumer(ctx context.Context, st jetstream.Stream, connectionID string) error {
-	err := st.DeleteConsumer(ctx, SinkConsumerName(connectionID))
+// DeleteSinkConsumer removes the consumer of one partition of a sink (its
+// last route is gone).
+func DeleteSinkConsumer(ctx context.Context, st jetstream.Stream, connectionID string, partition int) error {
+	err := st.DeleteConsumer(ctx, SinkConsumerName(connectionID, partition))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil
 	}
@@ -74,11 +91,32 @@ func Backlog(ctx context.Context, st jetstream.Stream, name string) (uint64, err
 	return info.NumPending + uint64(info.NumAckPending), nil
 }
 
-// SinkLag is a sink consumer's backlog (as Backlog) and the age of the
-// oldest event of its environment it has not acknowledged yet: how far
-// behind the sink is, in events and in time.
-func SinkLag(ctx context.Context, st jetstream.Stream, l Layout, env, connectionID string, now time.Time) (int64, time.Duration, error) {
-	c, err := st.Consumer(ctx, SinkConsumerName(connectionID))
+// SinkBacklog is a sink's backlog over all its partitions' consumers; an
+// error when it has none yet.
+func SinkBacklog(ctx context.Context, st jetstream.Stream, connectionID string, partitions int) (uint64, error) {
+	var total uint64
+	found := false
+	for p := range partitions {
+		n, err := Backlog(ctx, st, SinkConsumerName(connectionID, p))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		total, found = total+n, true
+	}
+	if !found {
+		return 0, fmt.Errorf("sink %s: %w", connectionID, jetstream.ErrConsumerNotFound)
+	}
+	return total, nil
+}
+
+// SinkLag is one partition consumer's backlog (as Backlog) and the age of
+// the oldest event of its partition it has not acknowledged yet: how far
+// behind the sink is there, in events and in time.
+func SinkLag(ctx context.Context, st jetstream.Stream, l Layout, env, connectionID string, partition int, now time.Time) (int64, time.Duration, error) {
+	c, err := st.Consumer(ctx, SinkConsumerName(connectionID, partition))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -91,7 +129,7 @@ func SinkLag(ctx context.Context, st jetstream.Stream, l Layout, env, connection
 		return 0, 0, nil
 	}
 	// The first message after the ack floor that the consumer's filter takes.
-	m, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(l.EnvFilter(env)))
+	m, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(l.PartitionFilter(env, partition)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return backlog, 0, nil
 	}

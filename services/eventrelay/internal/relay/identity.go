@@ -19,7 +19,7 @@ import (
 
 // IdentityConsumerName is the durable consumer of the identity attacher. Its
 // dead letters carry it as their connection id, and replaying one sends it
-// back to the attacher (on ReplaySubject(env, IdentityConsumerName)).
+// back to the attacher (on ReplaySubject(env, user, IdentityConsumerName)).
 const IdentityConsumerName = "identity_attach"
 
 // identityReplayConsumer takes replayed identity dead letters: a consumer of
@@ -85,11 +85,11 @@ func NewIdentities(ctx context.Context, st jetstream.Stream, l Layout, o Identit
 		}
 		return c, nil
 	}
-	events, err := consumer(IdentityConsumerName, "seghub: attach appcuesUserID from Appcues events", l.Events+"*.appcues")
+	events, err := consumer(IdentityConsumerName, "seghub: attach appcuesUserID from Appcues events", l.AnySource("appcues"))
 	if err != nil {
 		return nil, err
 	}
-	replay, err := consumer(identityReplayConsumer, "seghub: attach appcuesUserID from replayed identity dead letters", l.Events+"*."+replayToken+"."+IdentityConsumerName)
+	replay, err := consumer(identityReplayConsumer, "seghub: attach appcuesUserID from replayed identity dead letters", l.AnyReplay(IdentityConsumerName))
 	if err != nil {
 		return nil, err
 	}

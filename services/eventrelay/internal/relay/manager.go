@@ -6,7 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,30 +63,62 @@ type ManagerOptions struct {
 }
 
 // Manager runs one sink per connection that routes point at (analytics
-// connections take source connections' events implicitly), in the one
-// replica that holds the delivery lease.
+// connections take source connections' events implicitly) and per partition
+// this replica owns. Each partition is owned by one replica at a time through
+// a lease, so a user's events are delivered by one replica, in order; the
+// replicas alive (each renews a member lease) share the partitions evenly,
+// and a dead replica's partitions are taken over once its leases lapse.
 type Manager struct {
 	o      ManagerOptions
-	holder string // this replica, in the lease
+	holder string // this replica, in the leases
 	ttl    time.Duration
 
-	mu      sync.Mutex
-	sinks   map[string]*runningSink
-	kick    chan struct{}
-	leading bool
+	mu    sync.Mutex
+	sinks map[string]*runningSink
+	owned map[int]bool
+	kick  chan struct{}
+	// until is when the leases this replica last renewed may lapse, less a
+	// renewal's margin (unix nanoseconds): past it, sinks send nothing new,
+	// so a stalled replica stops before another can take its partitions.
+	until atomic.Int64
+	// held mirrors owned for sinks, which must not wait for mu: a sink of a
+	// partition no longer held neither sends nor reopens its consumer (which
+	// would rewind it under the new owner).
+	held []atomic.Bool
 }
 
-// deliveryLease is the lease a replica holds while it delivers.
-const deliveryLease = "sinks"
+// Lease names: a replica's membership, and the ownership of a partition.
+const (
+	memberLeasePrefix    = "relay/"
+	partitionLeasePrefix = "sinks/"
+)
 
+func partitionLease(p int) string { return partitionLeasePrefix + strconv.Itoa(p) }
+
+// runningSink is one connection's delivery in this replica: a sink per
+// owned partition, sharing the connection's state and senders.
 type runningSink struct {
 	env, conn string
-	routes    []store.Route
-	cancel    context.CancelFunc
-	done      chan struct{}
-	sink      *Sink
-	typ       string
 	dest      *destState
+	// budget bounds the events in flight over all this replica's partitions
+	// of the connection: a replica delivers a sink with the same
+	// concurrency however many partitions it owns, so more replicas add
+	// delivery capacity.
+	budget *Budget
+	parts  map[int]*partSink
+
+	mu  sync.Mutex // guards typ, each part's sink and retired
+	typ string
+	// retired adds up the counters of partitions this replica delivered
+	// before they moved to another replica.
+	retired SinkStats
+}
+
+// partSink is the sink of one partition.
+type partSink struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	sink   *Sink
 }
 
 // NewManager returns a manager; Run starts it.
@@ -95,8 +132,12 @@ func NewManager(o ManagerOptions) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Layout.Partitions < 1 {
+		o.Layout.Partitions = DefaultPartitions
+	}
 	// Renewed every Refresh; lost after a few missed renewals.
-	return &Manager{o: o, holder: ids.New("relay"), ttl: max(5*o.Refresh, time.Second), sinks: map[string]*runningSink{}, kick: make(chan struct{}, 1)}
+	return &Manager{o: o, holder: ids.New("relay"), ttl: max(5*o.Refresh, time.Second), sinks: map[string]*runningSink{}, owned: map[int]bool{},
+		kick: make(chan struct{}, 1), held: make([]atomic.Bool, o.Layout.Partitions)}
 }
 
 // Kick makes the manager re-read routes now (after a route change here).
@@ -107,23 +148,41 @@ func (m *Manager) Kick() {
 	}
 }
 
-// Run reconciles sinks with routes until ctx ends, while this replica holds
-// the delivery lease; other replicas only ingest, and take over when the
-// holder stops renewing.
+// Run reconciles sinks with routes and with the partitions this replica
+// owns until ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(m.o.Refresh)
 	defer t.Stop()
 	defer func() {
 		m.stopAll()
-		if err := m.o.Store.ReleaseLease(context.WithoutCancel(ctx), deliveryLease, m.holder); err != nil {
-			m.o.Logger.Warn("release the event delivery lease", "error", err.Error())
+		bg := context.WithoutCancel(ctx)
+		m.mu.Lock()
+		owned := m.owned
+		m.setOwned(map[int]bool{})
+		m.mu.Unlock()
+		// Given back at once, so the other replicas take over without
+		// waiting for the leases to lapse.
+		for p := range owned {
+			if err := m.o.Store.ReleaseLease(bg, partitionLease(p), m.holder); err != nil {
+				m.o.Logger.Warn("release an event partition lease", "partition", p, "error", err.Error())
+			}
+		}
+		if err := m.o.Store.ReleaseLease(bg, memberLeasePrefix+m.holder, m.holder); err != nil {
+			m.o.Logger.Warn("release the event relay member lease", "error", err.Error())
 		}
 	}()
 	for {
-		if !m.lead(ctx) {
-			m.stopAll()
-		} else if err := m.reconcile(ctx); err != nil && ctx.Err() == nil {
+		owned, release := m.balance(ctx)
+		if err := m.reconcile(ctx, owned); err != nil && ctx.Err() == nil {
 			m.o.Logger.Warn("reconcile event sinks", "error", err.Error())
+			// Routes unknown: keep delivering what runs, but only partitions still owned.
+			m.stopParts(owned)
+		}
+		// Partitions given up are released once their sinks have stopped.
+		for _, p := range release {
+			if err := m.o.Store.ReleaseLease(ctx, partitionLease(p), m.holder); err != nil && ctx.Err() == nil {
+				m.o.Logger.Warn("release an event partition lease", "partition", p, "error", err.Error())
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -134,27 +193,88 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// lead takes or renews the delivery lease and reports whether this replica
-// delivers. An error counts as not holding it: two deliverers would break
-// per-user order.
-func (m *Manager) lead(ctx context.Context) bool {
-	ok, err := m.o.Store.AcquireLease(ctx, deliveryLease, m.holder, time.Now(), m.ttl)
-	if err != nil && ctx.Err() == nil {
-		m.o.Logger.Warn("renew the event delivery lease", "error", err.Error())
+// balance renews this replica's membership and partition leases and takes
+// or gives up partitions so that each live replica owns about
+// partitions/replicas: it returns the partitions to deliver and those to
+// release once their sinks stop. An error counts as owning nothing: two
+// replicas delivering one partition would break per-user order.
+func (m *Manager) balance(ctx context.Context) (map[int]bool, []int) {
+	owned := map[int]bool{}
+	var release []int
+	fail := func(what string, err error) (map[int]bool, []int) {
+		if ctx.Err() == nil {
+			m.o.Logger.Warn(what, "error", err.Error())
+		}
+		return map[int]bool{}, nil
 	}
+	now := time.Now()
+	st := m.o.Store
+	if _, err := st.AcquireLease(ctx, memberLeasePrefix+m.holder, m.holder, now, m.ttl); err != nil {
+		return fail("renew the event relay member lease", err)
+	}
+	// This replica's partitions, renewed in one statement.
+	renewed, err := st.RenewLeases(ctx, partitionLeasePrefix, m.holder, now, m.ttl)
+	if err != nil {
+		return fail("renew the event partition leases", err)
+	}
+	leases, err := st.LiveLeases(ctx, now)
+	if err != nil {
+		return fail("read the event partition leases", err)
+	}
+	members := 0
+	for name := range leases {
+		if strings.HasPrefix(name, memberLeasePrefix) {
+			members++
+		}
+	}
+	n := m.o.Layout.Partitions
+	target := (n + max(members, 1) - 1) / max(members, 1)
+	var mine []int
+	for _, name := range renewed {
+		if p, err := strconv.Atoi(strings.TrimPrefix(name, partitionLeasePrefix)); err == nil && p < n {
+			mine = append(mine, p)
+		}
+	}
+	sort.Ints(mine)
+	var free []int
+	for p := range n {
+		if _, ok := leases[partitionLease(p)]; !ok {
+			free = append(free, p)
+		}
+	}
+	for _, p := range mine {
+		if len(owned) >= target {
+			release = append(release, p) // another replica joined: hand it over
+			continue
+		}
+		owned[p] = true
+	}
+	// Free partitions in a random order, so replicas starting together
+	// rarely contend for the same ones.
+	rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
+	for _, p := range free {
+		if len(owned) >= target {
+			break
+		}
+		ok, err := st.AcquireLease(ctx, partitionLease(p), m.holder, now, m.ttl)
+		if err != nil {
+			return fail("take an event partition lease", err)
+		}
+		if ok {
+			owned[p] = true
+		}
+	}
+	m.until.Store(now.Add(m.ttl - m.o.Refresh).UnixNano())
 	m.mu.Lock()
-	changed := ok != m.leading
-	m.leading = ok
+	before := len(m.owned)
 	m.mu.Unlock()
-	if changed && ok {
-		m.o.Logger.Info("this replica delivers events to sinks", "holder", m.holder)
-	} else if changed {
-		m.o.Logger.Info("another replica delivers events to sinks", "holder", m.holder)
+	if len(owned) != before {
+		m.o.Logger.Info("event partitions this replica delivers", "holder", m.holder, "partitions", len(owned), "total", n, "replicas", members)
 	}
-	return ok
+	return owned, release
 }
 
-func (m *Manager) reconcile(ctx context.Context) error {
+func (m *Manager) reconcile(ctx context.Context, owned map[int]bool) error {
 	routes, err := m.o.Store.Routes(ctx, "")
 	if err != nil {
 		return err
@@ -170,24 +290,75 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var gained []int
+	for p := range owned {
+		if !m.owned[p] {
+			gained = append(gained, p)
+		}
+	}
+	m.setOwned(owned)
 	for conn, rs := range m.sinks {
-		if _, ok := want[conn]; !ok {
-			rs.cancel()
-			<-rs.done
-			delete(m.sinks, conn)
-			if err := DeleteSinkConsumer(ctx, m.o.Stream, conn); err != nil {
-				m.o.Logger.Warn("delete sink consumer", "connection_id", conn, "error", err.Error())
+		if _, ok := want[conn]; ok {
+			continue
+		}
+		for p, ps := range rs.parts {
+			ps.stop()
+			delete(rs.parts, p)
+			// The route is gone: so is the partition's consumer (this
+			// replica's partitions; each owner removes its own).
+			if err := DeleteSinkConsumer(ctx, m.o.Stream, conn, p); err != nil {
+				m.o.Logger.Warn("delete sink consumer", "connection_id", conn, "partition", p, "error", err.Error())
+			}
+		}
+		delete(m.sinks, conn)
+	}
+	for conn, rs := range want {
+		s, ok := m.sinks[conn]
+		if !ok {
+			s = m.newRunningSink(envOf[conn], conn, rs)
+			m.sinks[conn] = s
+		}
+		s.dest.setRoutes(rs)
+		for p := range s.parts {
+			if !owned[p] {
+				s.stopPart(p)
+			}
+		}
+		for p := range owned {
+			if s.parts[p] == nil {
+				s.parts[p] = m.startPart(ctx, s, p)
 			}
 		}
 	}
-	for conn, rs := range want {
-		if s, ok := m.sinks[conn]; ok {
-			s.dest.setRoutes(rs)
-			continue
-		}
-		m.sinks[conn] = m.start(ctx, envOf[conn], conn, rs)
+	if len(gained) > 0 {
+		m.sweep(ctx, want, gained)
 	}
 	return nil
+}
+
+// sweep deletes the consumers of partitions just taken whose sink has no
+// route any more (the route went while another replica owned them).
+func (m *Manager) sweep(ctx context.Context, want map[string][]store.Route, parts []int) {
+	gained := map[int]bool{}
+	for _, p := range parts {
+		gained[p] = true
+	}
+	names := m.o.Stream.ConsumerNames(ctx)
+	for name := range names.Name() {
+		conn, p, ok := parseSinkConsumer(name)
+		if !ok || !gained[p] {
+			continue
+		}
+		if _, ok := want[conn]; ok {
+			continue
+		}
+		if err := DeleteSinkConsumer(ctx, m.o.Stream, conn, p); err != nil {
+			m.o.Logger.Warn("delete sink consumer", "connection_id", conn, "partition", p, "error", err.Error())
+		}
+	}
+	if err := names.Err(); err != nil && ctx.Err() == nil {
+		m.o.Logger.Warn("list sink consumers", "error", err.Error())
+	}
 }
 
 // withSourceRoutes adds an implicit route to each analytics connection of an
@@ -217,31 +388,85 @@ func (m *Manager) withSourceRoutes(ctx context.Context, routes []store.Route) ([
 	return routes, nil
 }
 
+func (ps *partSink) stop() {
+	ps.cancel()
+	<-ps.done
+}
+
+// stopPart stops partition p's sink, keeping its counters.
+func (rs *runningSink) stopPart(p int) {
+	ps := rs.parts[p]
+	ps.stop()
+	delete(rs.parts, p)
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if ps.sink != nil {
+		rs.retired = addStats(rs.retired, ps.sink.Stats())
+	}
+}
+
+// addStats adds b's counters to a; the last error is the latest
+// retrying one's.
+func addStats(a, b SinkStats) SinkStats {
+	a.Delivered += b.Delivered
+	a.Filtered += b.Filtered
+	a.DeadLettered += b.DeadLettered
+	a.RetryingUsers += b.RetryingUsers
+	if b.LastDelivery.After(a.LastDelivery) {
+		a.LastDelivery = b.LastDelivery
+	}
+	if b.LastError != "" && (a.LastError == "" || b.RetryingUsers > 0) {
+		a.LastError = b.LastError
+	}
+	return a
+}
+
+// stopParts stops the sinks of partitions not in owned.
+func (m *Manager) stopParts(owned map[int]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setOwned(owned)
+	for _, rs := range m.sinks {
+		for p := range rs.parts {
+			if !owned[p] {
+				rs.stopPart(p)
+			}
+		}
+	}
+}
+
 func (m *Manager) stopAll() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for conn, rs := range m.sinks {
-		rs.cancel()
-		<-rs.done
+		for _, ps := range rs.parts {
+			ps.stop()
+		}
 		delete(m.sinks, conn)
 	}
 }
 
-// start runs a sink in the background, restarting it after failures.
-func (m *Manager) start(parent context.Context, env, conn string, routes []store.Route) *runningSink {
-	ctx, cancel := context.WithCancel(parent)
-	rs := &runningSink{env: env, conn: conn, cancel: cancel, done: make(chan struct{})}
+func (m *Manager) newRunningSink(env, conn string, routes []store.Route) *runningSink {
+	rs := &runningSink{env: env, conn: conn, parts: map[int]*partSink{}}
 	rs.dest = &destState{m: m, env: env, conn: conn, ids: map[string]cachedID{}}
 	rs.dest.setRoutes(routes)
+	return rs
+}
+
+// startPart runs the sink of one partition in the background, restarting
+// it after failures.
+func (m *Manager) startPart(parent context.Context, rs *runningSink, p int) *partSink {
+	ctx, cancel := context.WithCancel(parent)
+	ps := &partSink{cancel: cancel, done: make(chan struct{})}
 	go func() {
-		defer close(rs.done)
+		defer close(ps.done)
 		backoff := 500 * time.Millisecond
 		for ctx.Err() == nil {
-			err := m.runSink(ctx, rs)
+			err := m.runSink(ctx, rs, ps, p)
 			if ctx.Err() != nil {
 				return
 			}
-			m.o.Logger.Warn("event sink stopped; restarting", "connection_id", conn, "error", fmt.Sprint(err))
+			m.o.Logger.Warn("event sink stopped; restarting", "connection_id", rs.conn, "partition", p, "error", fmt.Sprint(err))
 			select {
 			case <-ctx.Done():
 				return
@@ -250,14 +475,17 @@ func (m *Manager) start(parent context.Context, env, conn string, routes []store
 			backoff = min(backoff*2, 30*time.Second)
 		}
 	}()
-	return rs
+	return ps
 }
 
-func (m *Manager) runSink(ctx context.Context, rs *runningSink) error {
+func (m *Manager) runSink(ctx context.Context, rs *runningSink, ps *partSink, p int) error {
+	if !m.holds(p) {
+		return fmt.Errorf("partition %d is not held (its lease is being renewed or has moved)", p)
+	}
 	if _, err := rs.dest.adapter(ctx); err != nil {
 		return err
 	}
-	c, err := SinkConsumer(ctx, m.o.Stream, m.o.Layout, rs.env, rs.conn, rs.dest.since(), m.o.AckWait)
+	c, err := SinkConsumer(ctx, m.o.Stream, m.o.Layout, rs.env, rs.conn, p, rs.dest.since(), m.o.AckWait)
 	if err != nil {
 		return err
 	}
@@ -266,8 +494,9 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink) error {
 		ConnectionID: rs.conn, Type: t.Name, Consumer: c,
 		Classify:    func(subject string) (bool, bool) { return m.o.Layout.ForSink(subject, rs.env, rs.conn) },
 		Accept:      rs.dest.accept,
+		Active:      func() bool { return m.holds(p) },
 		MaxAttempts: m.o.MaxAttempts, MaxAge: m.o.MaxAge, Backoff: m.o.Backoff, AckWait: m.o.AckWait,
-		Logger: m.o.Logger.With("sink", rs.conn), Tracer: m.o.Tracer,
+		Logger: m.o.Logger.With("sink", rs.conn, "partition", p), Tracer: m.o.Tracer,
 		DeadLetter: func(ctx context.Context, e *Envelope, raw []byte, reason string, attempts int, first, dead time.Time) error {
 			return m.o.Store.AddDeadLetter(ctx, &store.DeadLetter{Env: rs.env, ConnectionID: rs.conn, EventID: e.ID, Envelope: raw, Reason: reason, Attempts: attempts, FirstAttempt: first, Dead: dead, TraceParent: TraceParent(ctx)})
 		},
@@ -280,20 +509,43 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink) error {
 		// One request per event: many users in flight, each in order.
 		o.BatchEvents, o.Senders, o.Deliver = 64, 4, rs.dest.deliverEach
 	}
+	rs.mu.Lock()
+	if rs.budget == nil {
+		rs.budget = NewBudget(o.Senders * o.BatchEvents)
+	}
+	o.Budget = rs.budget
+	rs.mu.Unlock()
 	s := NewSink(o)
-	m.mu.Lock()
-	rs.sink, rs.typ = s, t.Name
-	m.mu.Unlock()
+	rs.mu.Lock()
+	ps.sink, rs.typ = s, t.Name
+	rs.mu.Unlock()
 	return s.Run(ctx)
+}
+
+// active tells whether this replica's leases are surely still its own.
+func (m *Manager) active() bool { return time.Now().UnixNano() < m.until.Load() }
+
+// holds tells whether partition p is this replica's to deliver now.
+func (m *Manager) holds(p int) bool { return m.held[p].Load() && m.active() }
+
+// setOwned records the partitions owned (with mu held).
+func (m *Manager) setOwned(owned map[int]bool) {
+	m.owned = owned
+	for p := range m.held {
+		m.held[p].Store(owned[p])
+	}
 }
 
 // SinkInfo describes a running sink.
 type SinkInfo struct {
 	Env, ConnectionID, Type string
-	Stats                   SinkStats
+	// Stats add up this replica's partitions of the sink.
+	Stats SinkStats
+	// Partitions this replica delivers.
+	Partitions int
 }
 
-// Sinks lists the running sinks of env.
+// Sinks lists the sinks of env running in this replica.
 func (m *Manager) Sinks(env string) []SinkInfo {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -302,13 +554,27 @@ func (m *Manager) Sinks(env string) []SinkInfo {
 		if rs.env != env {
 			continue
 		}
-		si := SinkInfo{Env: rs.env, ConnectionID: rs.conn, Type: rs.typ}
-		if rs.sink != nil {
-			si.Stats = rs.sink.Stats()
+		rs.mu.Lock()
+		si := SinkInfo{Env: rs.env, ConnectionID: rs.conn, Type: rs.typ, Partitions: len(rs.parts)}
+		// Only the retired partitions' counters: their retrying users
+		// retry elsewhere now.
+		si.Stats = rs.retired
+		si.Stats.RetryingUsers = 0
+		for _, ps := range rs.parts {
+			if ps.sink != nil {
+				si.Stats = addStats(si.Stats, ps.sink.Stats())
+			}
 		}
+		rs.mu.Unlock()
 		out = append(out, si)
 	}
 	return out
+}
+
+// Backlog is a sink's backlog over all partitions, whichever replica
+// delivers them.
+func (m *Manager) Backlog(ctx context.Context, connectionID string) (uint64, error) {
+	return SinkBacklog(ctx, m.o.Stream, connectionID, m.o.Layout.Partitions)
 }
 
 // destState is a sink's view of its connection: routes, send_events and an
@@ -564,29 +830,47 @@ func (d *destState) deliverEach(ctx context.Context, batch []UserEvents) []Resul
 	return res
 }
 
-// SinkStates reads each running sink's backlog and lag from its consumer
-// (for the gauges; a sink whose consumer cannot be read is left out).
+// SinkStates reads each running sink's backlog and lag over the partitions
+// this replica delivers (for the gauges, which add up over replicas; a sink
+// whose consumers cannot be read is left out).
 func (m *Manager) SinkStates(ctx context.Context) []metrics.SinkState {
-	type sinkRef struct{ env, conn, typ string }
+	type sinkRef struct {
+		env, conn, typ string
+		parts          []int
+	}
 	m.mu.Lock()
 	refs := make([]sinkRef, 0, len(m.sinks))
 	for _, rs := range m.sinks {
-		if rs.sink != nil {
-			refs = append(refs, sinkRef{rs.env, rs.conn, rs.typ})
+		rs.mu.Lock()
+		r := sinkRef{env: rs.env, conn: rs.conn, typ: rs.typ}
+		for p, ps := range rs.parts {
+			if ps.sink != nil {
+				r.parts = append(r.parts, p)
+			}
+		}
+		rs.mu.Unlock()
+		if len(r.parts) > 0 {
+			refs = append(refs, r)
 		}
 	}
 	m.mu.Unlock()
 	now := time.Now()
 	out := make([]metrics.SinkState, 0, len(refs))
+refs:
 	for _, r := range refs {
-		backlog, lag, err := SinkLag(ctx, m.o.Stream, m.o.Layout, r.env, r.conn, now)
-		if err != nil {
-			if ctx.Err() == nil {
-				m.o.Logger.Warn("read a sink's backlog for metrics", "sink", r.conn, "error", err.Error())
+		s := metrics.SinkState{ID: r.conn, DestinationType: r.typ}
+		for _, p := range r.parts {
+			backlog, lag, err := SinkLag(ctx, m.o.Stream, m.o.Layout, r.env, r.conn, p, now)
+			if err != nil {
+				if ctx.Err() == nil {
+					m.o.Logger.Warn("read a sink's backlog for metrics", "sink", r.conn, "partition", p, "error", err.Error())
+				}
+				continue refs
 			}
-			continue
+			s.Backlog += backlog
+			s.Lag = max(s.Lag, lag)
 		}
-		out = append(out, metrics.SinkState{ID: r.conn, DestinationType: r.typ, Backlog: backlog, Lag: lag})
+		out = append(out, s)
 	}
 	return out
 }

@@ -53,6 +53,14 @@ type SinkOptions struct {
 	// BatchEvents bounds the events of one batch; Senders the batches in
 	// flight at once.
 	BatchEvents, Senders int
+	// Active, when set, tells whether the sink may send now: false once its
+	// partition's lease may have lapsed without this replica knowing (it
+	// sends again when the lease is renewed).
+	Active func() bool
+	// Budget, when set, bounds the events in flight shared with other sinks
+	// (a replica's partitions of one connection share one); default
+	// Senders × BatchEvents of this sink's own.
+	Budget *Budget
 	// An event is dead-lettered only after MaxAttempts attempts and MaxAge
 	// since its first failure, both.
 	MaxAttempts int
@@ -101,8 +109,9 @@ type userQueue struct {
 }
 
 type sent struct {
-	batch []UserEvents
-	held  [][]*held
+	batch  []UserEvents
+	held   [][]*held
+	events int
 }
 
 type outcome struct {
@@ -154,6 +163,12 @@ func NewSink(o SinkOptions) *Sink {
 	if o.AckWait <= 0 {
 		o.AckWait = 30 * time.Second
 	}
+	if o.Budget == nil {
+		o.Budget = NewBudget(o.Senders * o.BatchEvents)
+	}
+	if o.Active == nil {
+		o.Active = func() bool { return true }
+	}
 	return &Sink{o: o}
 }
 
@@ -199,30 +214,78 @@ type dispatcher struct {
 	ready   []*userQueue
 	waiting []*userQueue
 	results chan outcome
-	free    int
+	// inflight counts batches sent and not yet applied.
+	inflight int
+}
+
+// Budget is a number of events in flight shared by sinks: the sinks of a
+// replica's partitions of one connection together deliver with the
+// concurrency one sink had before partitions, so a replica's share of the
+// destination's latency-bound capacity is fixed and more replicas add to it.
+type Budget struct {
+	mu   sync.Mutex
+	free int
+	wake chan struct{} // closed when events are given back
+}
+
+// NewBudget returns a budget of n events.
+func NewBudget(n int) *Budget { return &Budget{free: max(n, 1)} }
+
+// take takes up to n events; with none free it returns a channel closed
+// when some are given back.
+func (b *Budget) take(n int) (int, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.free == 0 {
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		return 0, b.wake
+	}
+	n = min(n, b.free)
+	b.free -= n
+	return n, nil
+}
+
+func (b *Budget) give(n int) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.free += n
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
 }
 
 func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 	o := d.s.o
-	d.free = o.Senders
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	lastProgress := o.Now()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		for d.free > 0 {
-			b := d.nextBatch()
-			if b == nil {
+		// wake is set when users wait for the shared budget.
+		var wake <-chan struct{}
+		for d.inflight < o.Senders && len(d.ready) > 0 && o.Active() {
+			n, w := o.Budget.take(o.BatchEvents)
+			if n == 0 {
+				wake = w
 				break
 			}
-			d.free--
+			b := d.nextBatch(n)
+			o.Budget.give(n - b.events)
+			d.inflight++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				tctx, tr := d.s.startDelivery(ctx, b)
 				res := o.Deliver(tctx, b.batch)
 				tr.end(res)
+				o.Budget.give(b.events)
 				select {
 				case d.results <- outcome{sent: *b, results: res}:
 				case <-ctx.Done():
@@ -232,6 +295,7 @@ func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-wake:
 		case m, ok := <-in:
 			if !ok {
 				if ctx.Err() != nil {
@@ -241,7 +305,7 @@ func (d *dispatcher) loop(ctx context.Context, in <-chan jetstream.Msg) error {
 			}
 			d.add(m)
 		case r := <-d.results:
-			d.free++
+			d.inflight--
 			d.apply(ctx, r)
 		case <-tick.C:
 			now := o.Now()
@@ -305,19 +369,19 @@ func (d *dispatcher) markReady(u *userQueue) {
 }
 
 // nextBatch takes ready users in turn (round robin), each with as many of
-// its queued events as fit, so a hot user shares batches with the others.
-func (d *dispatcher) nextBatch() *sent {
-	o := d.s.o
+// its queued events as fit in limit, so a hot user shares batches with the
+// others.
+func (d *dispatcher) nextBatch(limit int) *sent {
 	var b sent
 	n := 0
-	for len(d.ready) > 0 && n < o.BatchEvents {
+	for len(d.ready) > 0 && n < limit {
 		u := d.ready[0]
 		if u.solo && len(b.batch) > 0 {
 			break
 		}
 		d.ready = d.ready[1:]
 		u.ready = false
-		take := min(len(u.q), o.BatchEvents-n)
+		take := min(len(u.q), limit-n)
 		if u.solo {
 			take = 1
 		}
@@ -336,6 +400,7 @@ func (d *dispatcher) nextBatch() *sent {
 	if len(b.batch) == 0 {
 		return nil
 	}
+	b.events = n
 	return &b
 }
 

@@ -578,7 +578,7 @@ func (s *Server) ListSinks(ctx context.Context, _ *eventrelayv1.ListSinksRequest
 		if !si.Stats.LastDelivery.IsZero() {
 			sk.LastDeliveryTime = timestamppb.New(si.Stats.LastDelivery)
 		}
-		if n, err := relay.Backlog(ctx, s.stream, relay.SinkConsumerName(r.ConnectionID)); err == nil {
+		if n, err := s.sinks.Backlog(ctx, r.ConnectionID); err == nil {
 			sk.Backlog = n
 		}
 		if n, err := s.store.CountDeadLetters(ctx, env, r.ConnectionID); err == nil {

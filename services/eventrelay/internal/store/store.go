@@ -297,3 +297,41 @@ func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
 	_, err := s.db.ExecContext(ctx, `DELETE FROM er_leases WHERE name = ? AND holder = ?`, name, holder)
 	return err
 }
+
+// LiveLeases returns the holder of every lease that has not expired at now.
+func (s *Store) LiveLeases(ctx context.Context, now time.Time) (map[string]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, holder FROM er_leases WHERE expires_at >= ?`, micros(now))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var name, holder string
+		if err := rows.Scan(&name, &holder); err != nil {
+			return nil, err
+		}
+		out[name] = holder
+	}
+	return out, rows.Err()
+}
+
+// RenewLeases extends until now+ttl every unexpired lease of holder whose
+// name starts with prefix, in one statement, and returns their names.
+func (s *Store) RenewLeases(ctx context.Context, prefix, holder string, now time.Time, ttl time.Duration) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `UPDATE er_leases SET expires_at = ? WHERE holder = ? AND expires_at >= ? AND substr(name, 1, ?) = ? RETURNING name`,
+		micros(now.Add(ttl)), holder, micros(now), len(prefix), prefix)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		out = append(out, name)
+	}
+	return out, rows.Err()
+}
