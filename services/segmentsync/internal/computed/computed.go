@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -335,7 +336,10 @@ func (e *Evaluator) decode(subject string, data []byte) (store.Event, bool) {
 	if !ok {
 		return store.Event{}, false
 	}
-	if _, after, ok := strings.Cut(rest, "."); !ok || strings.HasPrefix(after, "_replay") {
+	// <env>.<partition>.<source> or <env>.<partition>._replay.<conn>; the
+	// token is looked for in any place so a layout change cannot make
+	// replays count twice.
+	if _, after, ok := strings.Cut(rest, "."); !ok || slices.Contains(strings.Split(after, "."), "_replay") {
 		return store.Event{}, false
 	}
 	var env envelope
