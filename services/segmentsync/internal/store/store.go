@@ -179,6 +179,15 @@ type Store struct {
 	now func() time.Time
 	// notify is called after a commit that appended to env's log.
 	notify func(env string, seq int64)
+	// beforeDelete runs in a user's deleting transaction (see OnDeleteUser).
+	beforeDelete func(ctx context.Context, q store.Querier, env string, dense uint32, userID string) error
+}
+
+// OnDeleteUser sets what runs in a user's deleting transaction, before the
+// user's row goes: the sync engine keeps the user's id there for syncs that
+// derive their identity from it.
+func (s *Store) OnDeleteUser(f func(ctx context.Context, q store.Querier, env string, dense uint32, userID string) error) {
+	s.beforeDelete = f
 }
 
 // Open migrates db and returns the store. notify may be nil.
@@ -627,6 +636,11 @@ func (s *Store) DeleteUser(ctx context.Context, env, userID string) ([]string, e
 				return err
 			}
 			removedFrom = append(removedFrom, sg.ID)
+		}
+		if s.beforeDelete != nil {
+			if err := s.beforeDelete(ctx, w.tx, env, uint32(d), userID); err != nil {
+				return err
+			}
 		}
 		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_users WHERE environment_id = ? AND dense_id = ?`, env, d); err != nil {
 			return err
