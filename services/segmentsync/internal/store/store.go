@@ -1213,6 +1213,25 @@ func (s *Store) identityValuesByLookup(ctx context.Context, env, prop string, me
 
 func (s *Store) identityValuesByScan(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
 	out := make(map[uint32]Identity, members.GetCardinality())
+	if prop == "user_id" {
+		// The id alone: reading every user's properties would be the cost.
+		rows, err := s.db.QueryContext(ctx, `SELECT dense_id, user_id FROM ss_users WHERE environment_id = ?`, env)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var d int64
+			var id string
+			if err := rows.Scan(&d, &id); err != nil {
+				return nil, err
+			}
+			if members.Contains(uint32(d)) {
+				out[uint32(d)] = Identity{UserID: id, Value: id}
+			}
+		}
+		return out, rows.Err()
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT dense_id, user_id, properties FROM ss_users WHERE environment_id = ?`, env)
 	if err != nil {
 		return nil, err

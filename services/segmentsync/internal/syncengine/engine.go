@@ -514,6 +514,7 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 		return nil, err
 	}
 	p.Members = current.GetCardinality()
+	p.Adds = make([]item, 0, current.GetCardinality()-current.AndCardinality(held))
 	pl := &planner{p: p, held: held, stored: stored, values: values, mirror: mirror, full: full, unverified: roaring.New()}
 	it := current.Iterator()
 	for it.HasNext() {
