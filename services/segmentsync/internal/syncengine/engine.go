@@ -514,7 +514,9 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 		return nil, err
 	}
 	p.Members = current.GetCardinality()
-	p.Adds = make([]item, 0, current.GetCardinality()-current.AndCardinality(held))
+	if n := current.GetCardinality() - current.AndCardinality(held); n > 0 {
+		p.Adds = make([]item, 0, n)
+	}
 	pl := &planner{p: p, held: held, stored: stored, values: values, mirror: mirror, full: full, unverified: roaring.New()}
 	it := current.Iterator()
 	for it.HasNext() {
@@ -612,6 +614,9 @@ func (e *Engine) finishPlan(ctx context.Context, s *Sync, pl *planner, seq int64
 			}
 			p.Removes[i].identity = id
 		}
+	}
+	if len(p.Adds) == 0 {
+		p.Adds = nil // preallocated for members that all lacked a value
 	}
 	p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, Unverified: pl.unverified}
 	p.Retry = retries(p, p.failed)
