@@ -906,6 +906,9 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		if err := cp.failed(); err != nil {
 			return err
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		page++
 		chunk := all[i:min(i+size, len(all))]
 		b := destinations.SegmentBatch{SegmentID: s.SegmentID, DisplayName: s.FrozenName, Page: page, TotalPages: total, TaskID: task}
@@ -926,7 +929,10 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 			bspan.SetStatus(codes.Error, err.Error())
 		}
 		bspan.End()
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && err != nil {
+			// Cut off (slice timeout, shutdown, lease lost) before an answer.
+			// An acknowledged batch is still recorded below, so the next
+			// attempt does not send it again.
 			return ctx.Err()
 		}
 		ack := Ack{Added: map[uint32]HeldIdentity{}, Failed: map[uint32]FailedIdentity{}}
