@@ -623,6 +623,19 @@ func (e *Engine) finishPlan(ctx context.Context, s *Sync, pl *planner, seq int64
 	return nil
 }
 
+// startCheck is the identity check a run may record before it sends: the
+// plan's, with the users it is to remove unconfirmed too, since an attempt
+// cut off before their removal leaves them held with an identity that is no
+// longer their value. A resumed attempt then plans quickly from it.
+func (p *Plan) startCheck() IdentityCheck {
+	c := *p.check
+	c.Unverified = c.Unverified.Clone()
+	for _, x := range p.Removes {
+		c.Unverified.Add(x.dense)
+	}
+	return c
+}
+
 // quickPlan fills p as plan's full comparison would, reading identity values
 // and stored identities only where the plan can have an item: members not
 // held, members held but changed since the sync's last identity check,
@@ -861,6 +874,14 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		return err
 	}
 	r.Unmatched, r.Retried = p.Unmatched, p.Retry
+	if !p.Quick {
+		// A full comparison of a large segment is the run's costliest read:
+		// an attempt resuming after a cut (slice timeout, crash) plans
+		// quickly from this check instead of comparing again.
+		if err := e.st.SaveIdentityCheck(ctx, s.ID, p.startCheck()); err != nil {
+			return err
+		}
+	}
 	if p.Members > 0 && p.Unmatched == p.Members {
 		// The AB Tasty document's rule: a segment none of whose members has
 		// the destination's identity is not targetable there. The run still
