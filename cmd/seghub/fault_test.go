@@ -39,7 +39,9 @@ func (g *importGauge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var out struct {
 		Accepted int64 `json:"accepted"`
 	}
-	if rec.status == http.StatusAccepted && json.Unmarshal(rec.body.Bytes(), &out) == nil {
+	// A replayed answer (a batch sent again under its idempotency key after
+	// its sender was cut off) applied nothing.
+	if rec.status == http.StatusAccepted && rec.Header().Get("Idempotent-Replayed") == "" && json.Unmarshal(rec.body.Bytes(), &out) == nil {
 		g.accepted.Add(out.Accepted)
 	}
 }

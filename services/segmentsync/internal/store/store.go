@@ -180,6 +180,15 @@ type Store struct {
 	now func() time.Time
 	// notify is called after a commit that appended to env's log.
 	notify func(env string, seq int64)
+	// beforeDelete runs in a user's deleting transaction (see OnDeleteUser).
+	beforeDelete func(ctx context.Context, q store.Querier, env string, dense uint32, userID string) error
+}
+
+// OnDeleteUser sets what runs in a user's deleting transaction, before the
+// user's row goes: the sync engine keeps the user's id there for syncs that
+// derive their identity from it.
+func (s *Store) OnDeleteUser(f func(ctx context.Context, q store.Querier, env string, dense uint32, userID string) error) {
+	s.beforeDelete = f
 }
 
 // Open migrates db and returns the store. notify may be nil.
@@ -681,6 +690,11 @@ func (s *Store) DeleteUser(ctx context.Context, env, userID string) ([]string, e
 				return err
 			}
 			removedFrom = append(removedFrom, sg.ID)
+		}
+		if s.beforeDelete != nil {
+			if err := s.beforeDelete(ctx, w.tx, env, uint32(d), userID); err != nil {
+				return err
+			}
 		}
 		if _, err := w.tx.ExecContext(ctx, `DELETE FROM ss_users WHERE environment_id = ? AND dense_id = ?`, env, d); err != nil {
 			return err
@@ -1272,6 +1286,25 @@ func (s *Store) identityValuesByLookup(ctx context.Context, env, prop string, me
 
 func (s *Store) identityValuesByScan(ctx context.Context, env, prop string, members *roaring.Bitmap) (map[uint32]Identity, error) {
 	out := make(map[uint32]Identity, members.GetCardinality())
+	if prop == "user_id" {
+		// The id alone: reading every user's properties would be the cost.
+		rows, err := s.db.QueryContext(ctx, `SELECT dense_id, user_id FROM ss_users WHERE environment_id = ?`, env)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var d int64
+			var id string
+			if err := rows.Scan(&d, &id); err != nil {
+				return nil, err
+			}
+			if members.Contains(uint32(d)) {
+				out[uint32(d)] = Identity{UserID: id, Value: id}
+			}
+		}
+		return out, rows.Err()
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT dense_id, user_id, properties FROM ss_users WHERE environment_id = ?`, env)
 	if err != nil {
 		return nil, err

@@ -54,9 +54,9 @@ func BenchmarkDryRunChurn(b *testing.B) {
 		b.Fatal(err)
 	}
 	for i := 0; i < len(p.Adds); i += 50_000 {
-		ack := Ack{Added: map[uint32]string{}}
+		ack := Ack{Added: map[uint32]HeldIdentity{}}
 		for _, x := range p.Adds[i:min(i+50_000, len(p.Adds))] {
-			ack.Added[x.dense] = x.identity
+			ack.Added[x.dense] = HeldIdentity{UserID: x.userID, Identity: x.identity}
 		}
 		if err := st.Checkpoint(ctx, s.ID, ack, &Run{ID: "run_b"}); err != nil {
 			b.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sort"
 	"sync"
 	"time"
 
@@ -110,6 +109,7 @@ func New(st *Store, data *ssstore.Store, conns Connections, o Options) *Engine {
 	if o.SweepInterval == 0 {
 		o.SweepInterval = SweepInterval
 	}
+	data.OnDeleteUser(st.KeepDeletedIdentity)
 	return &Engine{st: st, data: data, db: data.DB(), conns: conns, o: o, owner: newOwner()}
 }
 
@@ -449,6 +449,8 @@ type item struct {
 	dense    uint32
 	userID   string
 	identity string
+	// stored (adds) says the identity held before had a row.
+	stored bool
 }
 
 // Plan is what a run would send.
@@ -460,14 +462,17 @@ type Plan struct {
 	Retry       uint64
 	Version     int64
 	SegmentName string
-	// check is set when the plan compared every member's identity value: a
-	// run that finishes records it for later dry runs.
-	check *IdentityCheck
+	// Quick says the plan read only the users that can have an item.
+	Quick bool
+	// check is the identity check the plan amounts to: a run that finishes
+	// records it for later plans.
+	check  *IdentityCheck
+	failed map[uint32]FailedIdentity
 }
 
 // plan computes the diff between the segment and what the destination
-// holds. quick (dry runs) takes quickPlan when the sync's last identity check
-// allows it; the plan is the same either way.
+// holds. quick takes quickPlan when the sync's last identity check allows
+// it; the plan is the same either way.
 func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) (*Plan, error) {
 	seg, err := e.data.GetSegment(ctx, s.Env, s.SegmentID, true)
 	if err != nil {
@@ -481,21 +486,25 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 	if trigger == TriggerDisable {
 		current = roaring.New()
 	}
-	p := &Plan{Version: seg.Version, SegmentName: seg.Name}
+	p := &Plan{Version: seg.Version, SegmentName: seg.Name, failed: failed}
 	full := trigger == TriggerRetention
 	mirror := s.Mode == Mirror || trigger == TriggerDisable
+	held, err := e.st.Held(ctx, s.ID)
+	if err != nil {
+		return nil, err
+	}
 	if quick && !full {
-		ok, err := e.quickPlan(ctx, p, s, current, failed, mirror)
+		ok, err := e.quickPlan(ctx, p, s, current, held, failed, mirror)
 		if err != nil || ok {
 			return p, err
 		}
 	}
-	delivered, err := e.st.Delivered(ctx, s.ID)
+	stored, err := e.st.storedIdentities(ctx, s.ID, nil)
 	if err != nil {
 		return nil, err
 	}
 	// The log position is read before the values: a user changed while they
-	// are read is after it, and rechecked by the next dry run.
+	// are read is after it, and rechecked by the next plan.
 	seq, err := e.data.Head(ctx, s.Env)
 	if err != nil {
 		return nil, err
@@ -504,58 +513,144 @@ func (e *Engine) plan(ctx context.Context, s *Sync, trigger string, quick bool) 
 	if err != nil {
 		return nil, err
 	}
-	p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, Unverified: roaring.New()}
 	p.Members = current.GetCardinality()
+	if n := current.GetCardinality() - current.AndCardinality(held); n > 0 {
+		p.Adds = make([]item, 0, n)
+	}
+	pl := &planner{p: p, held: held, stored: stored, values: values, mirror: mirror, full: full, unverified: roaring.New()}
 	it := current.Iterator()
 	for it.HasNext() {
-		d := it.Next()
-		v, ok := values[d]
-		old, held := delivered[d]
-		switch {
-		case !ok:
-			p.Unmatched++
-			if held {
-				p.check.Unverified.Add(d)
-				if mirror {
-					p.Removes = append(p.Removes, item{dense: d, identity: old})
-				}
-			}
-		case held && old == v.Value && !full:
-		default:
-			if held && old != v.Value {
-				// A changed identity: drop the old id, send the new one.
-				p.Removes = append(p.Removes, item{dense: d, userID: v.UserID, identity: old})
-			}
-			p.Adds = append(p.Adds, item{dense: d, userID: v.UserID, identity: v.Value})
-		}
+		pl.member(it.Next())
 	}
-	gone := make([]uint32, 0)
-	for d := range delivered {
-		if !current.Contains(d) {
-			gone = append(gone, d)
-			p.check.Unverified.Add(d)
-		}
+	pl.goneAll(roaring.AndNot(held, current))
+	if err := e.finishPlan(ctx, s, pl, seq); err != nil {
+		return nil, err
 	}
-	if mirror {
-		sort.Slice(gone, func(i, j int) bool { return gone[i] < gone[j] })
-		for _, d := range gone {
-			p.Removes = append(p.Removes, item{dense: d, identity: delivered[d]})
-		}
-	}
-	p.Retry = retries(p, failed)
 	return p, nil
 }
 
+// planner compares members' identity values with what the destination holds.
+type planner struct {
+	p            *Plan
+	held         *roaring.Bitmap
+	stored       map[uint32]string // identity rows (of held users; others ignored)
+	values       map[uint32]ssstore.Identity
+	mirror, full bool
+	unverified   *roaring.Bitmap
+	derive       []int // Removes whose identity is the user's id, read by finishPlan
+}
+
+// member plans member d.
+func (pl *planner) member(d uint32) {
+	p := pl.p
+	v, ok := pl.values[d]
+	held := pl.held.Contains(d)
+	if !ok {
+		p.Unmatched++
+		if held {
+			pl.unverified.Add(d)
+			if pl.mirror {
+				pl.remove(d, "")
+			}
+		}
+		return
+	}
+	old, stored := "", false
+	if held {
+		if old, stored = pl.stored[d]; !stored {
+			old = v.UserID
+		}
+	}
+	if held && old == v.Value && !pl.full {
+		return
+	}
+	if held && old != v.Value {
+		// A changed identity: drop the old id, send the new one.
+		p.Removes = append(p.Removes, item{dense: d, userID: v.UserID, identity: old})
+	}
+	p.Adds = append(p.Adds, item{dense: d, userID: v.UserID, identity: v.Value, stored: stored})
+}
+
+// remove plans the removal of held user d by the identity held.
+func (pl *planner) remove(d uint32, userID string) {
+	id, ok := pl.stored[d]
+	if !ok {
+		pl.derive = append(pl.derive, len(pl.p.Removes))
+	}
+	pl.p.Removes = append(pl.p.Removes, item{dense: d, userID: userID, identity: id})
+}
+
+// goneAll plans the users held but no longer members: unconfirmed by this
+// comparison (upsert keeps them), removed by a mirror.
+func (pl *planner) goneAll(gone *roaring.Bitmap) {
+	pl.unverified.Or(gone)
+	if !pl.mirror {
+		return
+	}
+	it := gone.Iterator()
+	for it.HasNext() {
+		pl.remove(it.Next(), "")
+	}
+}
+
+// finishPlan fills the identities of removals held without a row (the
+// user's id) and the plan's identity check as of seq.
+func (e *Engine) finishPlan(ctx context.Context, s *Sync, pl *planner, seq int64) error {
+	p := pl.p
+	if len(pl.derive) > 0 {
+		want := roaring.New()
+		for _, i := range pl.derive {
+			want.Add(p.Removes[i].dense)
+		}
+		ids, err := e.st.userIDs(ctx, s.Env, want)
+		if err != nil {
+			return err
+		}
+		for _, i := range pl.derive {
+			id, ok := ids[p.Removes[i].dense]
+			if !ok {
+				// A deleted user keeps a row (KeepDeletedIdentity): this is a bug.
+				return fmt.Errorf("syncengine: sync %s holds user %d whose identity is neither stored nor derivable", s.ID, p.Removes[i].dense)
+			}
+			p.Removes[i].identity = id
+		}
+	}
+	if len(p.Adds) == 0 {
+		p.Adds = nil // preallocated for members that all lacked a value
+	}
+	p.check = &IdentityCheck{IdentityProperty: s.IdentityProperty, Seq: seq, Unverified: pl.unverified}
+	p.Retry = retries(p, p.failed)
+	return nil
+}
+
+// startCheck is the identity check a run may record before it sends: the
+// plan's, with the users it is to remove unconfirmed too, since an attempt
+// cut off before their removal leaves them held with an identity that is no
+// longer their value. A resumed attempt then plans quickly from it.
+func (p *Plan) startCheck() IdentityCheck {
+	c := *p.check
+	c.Unverified = c.Unverified.Clone()
+	for _, x := range p.Removes {
+		c.Unverified.Add(x.dense)
+	}
+	return c
+}
+
 // quickPlan fills p as plan's full comparison would, reading identity values
-// and delivered identities only where the plan can have an item: members
-// not held, members held but changed since the sync's last identity check,
-// failed or unconfirmed by it, and (mirror) members held but gone. Every
-// other held member still has the value the destination holds, so it adds
-// nothing. It returns false when no usable check exists (none yet, another
-// identity property, or the change log pruned past it).
-func (e *Engine) quickPlan(ctx context.Context, p *Plan, s *Sync, current *roaring.Bitmap, failed map[uint32]FailedIdentity, mirror bool) (bool, error) {
+// and stored identities only where the plan can have an item: members not
+// held, members held but changed since the sync's last identity check,
+// failed or unconfirmed by it, and members held but gone. Every other held
+// member still has the value the destination holds, so it adds nothing. It
+// returns false when no usable check exists (none yet, another identity
+// property, or the change log pruned past it).
+func (e *Engine) quickPlan(ctx context.Context, p *Plan, s *Sync, current, held *roaring.Bitmap, failed map[uint32]FailedIdentity, mirror bool) (bool, error) {
 	chk, err := e.st.IdentityCheck(ctx, s.ID)
 	if err != nil || chk == nil || chk.IdentityProperty != s.IdentityProperty {
+		return false, err
+	}
+	// Read before the changes: the new check covers what they miss.
+	seq, err := e.data.Head(ctx, s.Env)
+	if err != nil {
 		return false, err
 	}
 	recheck, ok, err := e.data.UsersChangedSince(ctx, s.Env, chk.Seq)
@@ -566,51 +661,30 @@ func (e *Engine) quickPlan(ctx context.Context, p *Plan, s *Sync, current *roari
 	for d := range failed {
 		recheck.Add(d)
 	}
-	held, err := e.st.DeliveredMembers(ctx, s.ID)
-	if err != nil {
-		return false, err
-	}
 	heldChanged := roaring.And(roaring.And(current, held), recheck)
 	need := roaring.Or(roaring.AndNot(current, held), heldChanged)
-	gone := roaring.New()
-	if mirror {
-		gone = roaring.AndNot(held, current)
-	}
+	gone := roaring.AndNot(held, current)
 	values, err := e.data.IdentityValues(ctx, s.Env, s.IdentityProperty, need)
 	if err != nil {
 		return false, err
 	}
-	delivered, err := e.st.DeliveredIdentities(ctx, s.ID, roaring.Or(heldChanged, gone))
+	rows := heldChanged
+	if mirror {
+		rows = roaring.Or(heldChanged, gone)
+	}
+	stored, err := e.st.storedIdentities(ctx, s.ID, rows)
 	if err != nil {
 		return false, err
 	}
+	p.Quick = true
+	pl := &planner{p: p, held: held, stored: stored, values: values, mirror: mirror, unverified: roaring.New()}
 	// Members outside need add nothing: walking need alone keeps plan's order.
 	it := need.Iterator()
 	for it.HasNext() {
-		d := it.Next()
-		v, ok := values[d]
-		old, held := delivered[d]
-		switch {
-		case !ok:
-			p.Unmatched++
-			if held && mirror {
-				p.Removes = append(p.Removes, item{dense: d, identity: old})
-			}
-		case held && old == v.Value:
-		default:
-			if held {
-				p.Removes = append(p.Removes, item{dense: d, userID: v.UserID, identity: old})
-			}
-			p.Adds = append(p.Adds, item{dense: d, userID: v.UserID, identity: v.Value})
-		}
+		pl.member(it.Next())
 	}
-	it = gone.Iterator()
-	for it.HasNext() {
-		d := it.Next()
-		p.Removes = append(p.Removes, item{dense: d, identity: delivered[d]})
-	}
-	p.Retry = retries(p, failed)
-	return true, nil
+	pl.goneAll(gone)
+	return true, e.finishPlan(ctx, s, pl, seq)
 }
 
 // retries counts the planned items whose last delivery failed.
@@ -795,11 +869,19 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	if err != nil {
 		return err
 	}
-	p, err := e.plan(ctx, s, r.Trigger, false)
+	p, err := e.plan(ctx, s, r.Trigger, true)
 	if err != nil {
 		return err
 	}
 	r.Unmatched, r.Retried = p.Unmatched, p.Retry
+	if !p.Quick {
+		// A full comparison of a large segment is the run's costliest read:
+		// an attempt resuming after a cut (slice timeout, crash) plans
+		// quickly from this check instead of comparing again.
+		if err := e.st.SaveIdentityCheck(ctx, s.ID, p.startCheck()); err != nil {
+			return err
+		}
+	}
 	if p.Members > 0 && p.Unmatched == p.Members {
 		// The AB Tasty document's rule: a segment none of whose members has
 		// the destination's identity is not targetable there. The run still
@@ -835,6 +917,7 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	// Checkpoints are written in order by one writer while the next batch is
 	// on its way; a run ends only once every acknowledged batch is recorded.
 	cp := newCheckpointer(e.st, s.ID)
+	failedNow := roaring.New() // identities this run recorded failed
 	defer cp.close()
 	// A receiver that applies whole tasks has applied nothing before the
 	// task's last page: its pages are checkpointed together at the end, so a
@@ -842,6 +925,9 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 	var held []checkpoint
 	for i := 0; i < len(all); i += size {
 		if err := cp.failed(); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		page++
@@ -864,10 +950,13 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 			bspan.SetStatus(codes.Error, err.Error())
 		}
 		bspan.End()
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && err != nil {
+			// Cut off (slice timeout, shutdown, lease lost) before an answer.
+			// An acknowledged batch is still recorded below, so the next
+			// attempt does not send it again.
 			return ctx.Err()
 		}
-		ack := Ack{Added: map[uint32]string{}, Failed: map[uint32]FailedIdentity{}}
+		ack := Ack{Added: map[uint32]HeldIdentity{}, Failed: map[uint32]FailedIdentity{}}
 		switch destinations.KindOf(err) {
 		case destinations.AuthFailed:
 			_ = e.conns.Report(ctx, s.Env, s.ConnectionID, connectorv1.ConnectionStatus_CONNECTION_STATUS_NEEDS_REAUTH, err.Error())
@@ -889,20 +978,24 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		for _, c := range chunk {
 			if f, bad := failed[key(c.x.identity, c.remove)]; bad {
 				ack.Failed[c.x.dense] = FailedIdentity{UserID: c.x.userID, Identity: c.x.identity, Removal: c.remove, Reason: f.Reason}
+				failedNow.Add(c.x.dense)
 				r.Failed++
 				if len(r.FailedSample) < 20 {
 					r.FailedSample = append(r.FailedSample, ack.Failed[c.x.dense])
 				}
 				continue
 			}
-			ack.OK = append(ack.OK, c.x.dense)
+			// Only a failure on record needs clearing.
+			if _, was := p.failed[c.x.dense]; was || failedNow.Contains(c.x.dense) {
+				ack.OK = append(ack.OK, c.x.dense)
+			}
 			if c.remove {
 				if _, readd := ack.Added[c.x.dense]; !readd {
 					ack.Removed = append(ack.Removed, c.x.dense)
 				}
 				r.Removed++
 			} else {
-				ack.Added[c.x.dense] = c.x.identity
+				ack.Added[c.x.dense] = HeldIdentity{UserID: c.x.userID, Identity: c.x.identity, Stored: c.x.stored}
 				r.Added++
 			}
 		}
@@ -916,6 +1009,9 @@ func (e *Engine) execute(ctx context.Context, s *Sync, r *Run) error {
 		cp.add(h.ack, &h.run)
 	}
 	if err := cp.close(); err != nil {
+		return err
+	}
+	if err := e.st.Compact(ctx, s.ID, true, r); err != nil {
 		return err
 	}
 	// Every planned identity is now held or recorded failed.
@@ -985,13 +1081,18 @@ func newCheckpointer(st *Store, syncID string) *checkpointer {
 	c := &checkpointer{st: st, syncID: syncID, work: make(chan checkpoint, 1), done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
+		n := 0
 		for w := range c.work {
 			if c.failed() != nil {
 				continue
 			}
 			// Not the run's context: an acknowledged batch is recorded even
 			// when the run is being cut off.
-			if err := c.st.Checkpoint(context.Background(), c.syncID, w.ack, &w.run); err != nil {
+			err := c.st.Checkpoint(context.Background(), c.syncID, w.ack, &w.run)
+			if n++; err == nil && n%compactEvery == 0 {
+				err = c.st.Compact(context.Background(), c.syncID, false, nil)
+			}
+			if err != nil {
 				c.mu.Lock()
 				c.err = err
 				c.mu.Unlock()

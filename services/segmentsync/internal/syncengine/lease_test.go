@@ -60,7 +60,7 @@ func TestRunLeaseTakeoverAndFencing(t *testing.T) {
 		if err := st.UpdateRun(ctx, r); !errors.Is(err, errLeaseLost) {
 			t.Fatalf("the old owner's write after the takeover = %v; want errLeaseLost", err)
 		}
-		if err := st.Checkpoint(ctx, r.SyncID, Ack{Added: map[uint32]string{7: "u7"}}, r); !errors.Is(err, errLeaseLost) {
+		if err := st.Checkpoint(ctx, r.SyncID, Ack{Added: map[uint32]HeldIdentity{7: {UserID: "u7", Identity: "ac-7"}}}, r); !errors.Is(err, errLeaseLost) {
 			t.Fatalf("the old owner's checkpoint after the takeover = %v; want errLeaseLost", err)
 		}
 		if d, err := st.Delivered(ctx, r.SyncID); err != nil || len(d) != 0 {

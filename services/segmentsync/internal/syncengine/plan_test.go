@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	grpccodes "google.golang.org/grpc/codes"
 	"pgregory.net/rapid"
+
+	"github.com/seghub/seghub/pkg/apperr"
 
 	pkgstore "github.com/seghub/seghub/pkg/store"
 	"github.com/seghub/seghub/pkg/store/storetest"
@@ -60,12 +63,16 @@ func TestDryRunPlansAsARun(t *testing.T) {
 				if _, err := data.ChangeMembers(ctx, env, seg.ID, []string{"u0", "u1", "u2"}, nil); err != nil {
 					rt.Fatal(err)
 				}
-				deliver(rt, e, s, true, 0)
+				held := map[uint32]string{} // the destination, as the acknowledgements left it
+				deliver(rt, e, s, held, true, 0, false)
 				for step := rapid.IntRange(1, 14).Draw(rt, "steps"); step > 0; step-- {
 					u := users.Draw(rt, "user")
-					switch rapid.IntRange(0, 7).Draw(rt, "op") {
-					case 0: // set or change the identity (few values, so some repeat)
+					switch rapid.IntRange(0, 8).Draw(rt, "op") {
+					case 0: // set or change the identity (few values, so some repeat; the user's own id is derivable)
 						v := rapid.SampledFrom([]string{"ac-1", "ac-2", "ac-3"}).Draw(rt, "value") + "-" + u
+						if rapid.Bool().Draw(rt, "own id") {
+							v = u
+						}
 						if _, _, err := data.UpsertUsers(ctx, env, []ssstore.UserUpsert{{ID: u, Props: map[string]*ssstore.Prop{"appcuesUserID": {Kind: ssstore.PropString, S: v}}}}); err != nil {
 							rt.Fatal(err)
 						}
@@ -87,12 +94,16 @@ func TestDryRunPlansAsARun(t *testing.T) {
 						if err := st.UpdateSync(ctx, db, s); err != nil {
 							rt.Fatal(err)
 						}
+					case 8: // delete the user (an upsert or membership change makes it anew)
+						if _, err := data.DeleteUser(ctx, env, u); err != nil && apperr.Code(err) != grpccodes.NotFound {
+							rt.Fatal(err)
+						}
 					case 7: // the change log forgets all but its last entries
 						if err := data.Prune(ctx, int64(rapid.IntRange(1, 3).Draw(rt, "keep"))); err != nil {
 							rt.Fatal(err)
 						}
 					case 5, 6:
-						deliver(rt, e, s, rapid.Bool().Draw(rt, "finished"), rapid.IntRange(0, 3).Draw(rt, "refused"))
+						deliver(rt, e, s, held, rapid.Bool().Draw(rt, "finished"), rapid.IntRange(0, 3).Draw(rt, "refused"), rapid.Bool().Draw(rt, "quick"))
 					}
 					want, err := e.plan(ctx, s, TriggerManual, false)
 					if err != nil {
@@ -102,8 +113,11 @@ func TestDryRunPlansAsARun(t *testing.T) {
 					if err != nil {
 						rt.Fatal(err)
 					}
-					if got.check == nil {
+					if got.Quick {
 						quick++
+					}
+					if d, err := st.Delivered(ctx, s.ID); err != nil || !reflect.DeepEqual(d, held) {
+						rt.Fatalf("the store says the destination holds %v (%v); the acknowledgements left %v", d, err, held)
 					}
 					if !reflect.DeepEqual(got.Adds, want.Adds) || !reflect.DeepEqual(got.Removes, want.Removes) || got.Unmatched != want.Unmatched || got.Retry != want.Retry {
 						rt.Fatalf("dry run plans adds %v removes %v unmatched %d retry %d; a run: adds %v removes %v unmatched %d retry %d",
@@ -118,17 +132,19 @@ func TestDryRunPlansAsARun(t *testing.T) {
 	}
 }
 
-// deliver plays a run without a destination: it plans and acknowledges the
-// items except the first refused ones (recorded failed); a finished run
-// acknowledges all and records the identity check as Execute does once every
-// batch is recorded, an unfinished one stops after half.
-func deliver(rt *rapid.T, e *Engine, s *Sync, finished bool, refused int) {
+// deliver plays a run without a destination: it plans (quick: as Execute
+// does, by the last identity check when it can) and acknowledges the items
+// except the first refused ones (recorded failed); a finished run
+// acknowledges all, compacts and records the identity check as Execute does
+// once every batch is recorded, an unfinished one stops after half (having
+// recorded the check a run records before it sends, after a full plan).
+func deliver(rt *rapid.T, e *Engine, s *Sync, held map[uint32]string, finished bool, refused int, quick bool) {
 	ctx := context.Background()
-	p, err := e.plan(ctx, s, TriggerManual, false)
+	p, err := e.plan(ctx, s, TriggerManual, quick)
 	if err != nil {
 		rt.Fatal(err)
 	}
-	ack := Ack{Added: map[uint32]string{}, Failed: map[uint32]FailedIdentity{}}
+	ack := Ack{Added: map[uint32]HeldIdentity{}, Failed: map[uint32]FailedIdentity{}}
 	all := append(append([]item{}, p.Removes...), p.Adds...)
 	if !finished {
 		all = all[:len(all)/2]
@@ -139,9 +155,12 @@ func deliver(rt *rapid.T, e *Engine, s *Sync, finished bool, refused int) {
 			ack.Failed[x.dense] = FailedIdentity{UserID: x.userID, Identity: x.identity, Removal: remove, Reason: "refused"}
 			continue
 		}
+		if remove && held[x.dense] != x.identity {
+			rt.Fatalf("planned to remove %q of user %d; the destination holds %q", x.identity, x.dense, held[x.dense])
+		}
 		ack.OK = append(ack.OK, x.dense)
 		if !remove {
-			ack.Added[x.dense] = x.identity
+			ack.Added[x.dense] = HeldIdentity{UserID: x.userID, Identity: x.identity, Stored: x.stored}
 		} else if _, readd := ack.Added[x.dense]; !readd {
 			ack.Removed = append(ack.Removed, x.dense)
 		}
@@ -149,7 +168,22 @@ func deliver(rt *rapid.T, e *Engine, s *Sync, finished bool, refused int) {
 	if err := e.st.Checkpoint(ctx, s.ID, ack, &Run{ID: "run", SyncID: s.ID}); err != nil {
 		rt.Fatal(err)
 	}
+	for _, d := range ack.Removed {
+		delete(held, d)
+	}
+	for d, h := range ack.Added {
+		held[d] = h.Identity
+	}
+	if !finished && !p.Quick {
+		// As Execute records before it sends.
+		if err := e.st.SaveIdentityCheck(ctx, s.ID, p.startCheck()); err != nil {
+			rt.Fatal(err)
+		}
+	}
 	if finished {
+		if err := e.st.Compact(ctx, s.ID, true, nil); err != nil {
+			rt.Fatal(err)
+		}
 		if err := e.st.SaveIdentityCheck(ctx, s.ID, *p.check); err != nil {
 			rt.Fatal(err)
 		}

@@ -91,7 +91,11 @@ func OpenStore(ctx context.Context, db *store.DB) (*Store, error) {
 	if err := db.Migrate(ctx, "syncengine", sub); err != nil {
 		return nil, err
 	}
-	return &Store{db: db}, nil
+	st := &Store{db: db}
+	if err := st.convertDelivered(ctx); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 func us(t time.Time) int64 {
@@ -191,11 +195,13 @@ func (st *Store) GetSync(ctx context.Context, env, id string) (*Sync, error) {
 }
 
 // DeliveredCount counts the identities a sync's destination holds. It reads
-// the whole checkpoint, so only GetSync's answer carries it.
+// the held bitmap and its deltas, so only GetSync's answer carries it.
 func (st *Store) DeliveredCount(ctx context.Context, syncID string) (uint64, error) {
-	var n uint64
-	err := st.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM se_delivered WHERE sync_id = ?`, syncID).Scan(&n)
-	return n, err
+	b, err := st.Held(ctx, syncID)
+	if err != nil {
+		return 0, err
+	}
+	return b.GetCardinality(), nil
 }
 
 // ListSyncs lists env's syncs, optionally of one segment or connection.
@@ -256,7 +262,10 @@ func (st *Store) DueSyncs(ctx context.Context, now time.Time) ([]*Sync, error) {
 
 // DeleteSync removes a sync with its runs, checkpoints and failures.
 func (st *Store) DeleteSync(ctx context.Context, q store.Querier, syncID string) error {
-	for _, table := range []string{"se_failed", "se_delivered", "se_identity_checks", "se_runs", "se_syncs"} {
+	if err := forgetHeld(ctx, q, syncID); err != nil {
+		return err
+	}
+	for _, table := range []string{"se_failed", "se_identity_checks", "se_runs", "se_syncs"} {
 		if _, err := q.ExecContext(ctx, `DELETE FROM `+table+` WHERE sync_id = ?`, syncID); err != nil {
 			return err
 		}
@@ -277,7 +286,10 @@ func (st *Store) SyncOf(ctx context.Context, q store.Querier, env, segmentID, co
 // ForgetDelivered drops what a sync delivered and its identity check, so
 // its next run sends everything again.
 func (st *Store) ForgetDelivered(ctx context.Context, q store.Querier, syncID string) error {
-	for _, table := range []string{"se_failed", "se_delivered", "se_identity_checks"} {
+	if err := forgetHeld(ctx, q, syncID); err != nil {
+		return err
+	}
+	for _, table := range []string{"se_failed", "se_identity_checks"} {
 		if _, err := q.ExecContext(ctx, `DELETE FROM `+table+` WHERE sync_id = ?`, syncID); err != nil {
 			return err
 		}
@@ -288,25 +300,6 @@ func (st *Store) ForgetDelivered(ctx context.Context, q store.Querier, syncID st
 // SyncsOfSegment returns env's syncs of a segment.
 func (st *Store) SyncsOfSegment(ctx context.Context, env, segmentID string) ([]*Sync, error) {
 	return st.ListSyncs(ctx, env, segmentID, "")
-}
-
-// Delivered returns what the destination holds for a sync: dense id → identity.
-func (st *Store) Delivered(ctx context.Context, syncID string) (map[uint32]string, error) {
-	rows, err := st.db.QueryContext(ctx, `SELECT dense_id, identity FROM se_delivered WHERE sync_id = ?`, syncID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[uint32]string{}
-	for rows.Next() {
-		var d int64
-		var id string
-		if err := rows.Scan(&d, &id); err != nil {
-			return nil, err
-		}
-		out[uint32(d)] = id
-	}
-	return out, rows.Err()
 }
 
 // Failed returns the identities whose last delivery failed.
@@ -330,49 +323,25 @@ func (st *Store) Failed(ctx context.Context, syncID string) (map[uint32]FailedId
 
 // Ack is one acknowledged batch: the checkpoint.
 type Ack struct {
-	Added   map[uint32]string // dense → identity now held
-	Removed []uint32          // no longer held
+	Added   map[uint32]HeldIdentity // dense → identity now held
+	Removed []uint32                // no longer held
 	Failed  map[uint32]FailedIdentity
-	OK      []uint32 // delivered this batch (clears earlier failures)
+	OK      []uint32 // delivered this batch, earlier failures to clear
 }
 
 // Checkpoint records an acknowledged batch and the run's progress in one
-// transaction, so a run resumed after a crash counts every batch once.
+// transaction, so a run resumed after a crash counts every batch once. The
+// run's fenced update comes first: a worker that lost the lease writes nothing.
 func (st *Store) Checkpoint(ctx context.Context, syncID string, a Ack, r *Run) error {
 	return st.db.InTx(ctx, func(tx *store.Tx) error {
-		if err := chunked(ctx, tx, len(a.Removed), func(i, j int) (string, []any) {
-			args := []any{syncID}
-			for _, d := range a.Removed[i:j] {
-				args = append(args, int64(d))
-			}
-			return `DELETE FROM se_delivered WHERE sync_id = ? AND dense_id IN (` + marks(j-i) + `)`, args
-		}); err != nil {
+		if err := updateRun(ctx, tx, r); err != nil {
 			return err
 		}
-		added := make([]uint32, 0, len(a.Added))
-		for d := range a.Added {
-			added = append(added, d)
-		}
-		if err := chunked(ctx, tx, len(added), func(i, j int) (string, []any) {
-			var b strings.Builder
-			args := make([]any, 0, (j-i)*3)
-			for k, d := range added[i:j] {
-				if k > 0 {
-					b.WriteString(",")
-				}
-				b.WriteString("(?, ?, ?)")
-				args = append(args, syncID, int64(d), a.Added[d])
-			}
-			return `INSERT INTO se_delivered (sync_id, dense_id, identity) VALUES ` + b.String() + ` ON CONFLICT (sync_id, dense_id) DO UPDATE SET identity = excluded.identity`, args
-		}); err != nil {
+		if err := writeHeld(ctx, tx, syncID, a); err != nil {
 			return err
 		}
 		if err := chunked(ctx, tx, len(a.OK), func(i, j int) (string, []any) {
-			args := []any{syncID}
-			for _, d := range a.OK[i:j] {
-				args = append(args, int64(d))
-			}
-			return `DELETE FROM se_failed WHERE sync_id = ? AND dense_id IN (` + marks(j-i) + `)`, args
+			return denseIn(tx.Dialect, `DELETE FROM se_failed WHERE sync_id = ? AND dense_id`, syncID, a.OK[i:j])
 		}); err != nil {
 			return err
 		}
@@ -381,7 +350,7 @@ func (st *Store) Checkpoint(ctx context.Context, syncID string, a Ack, r *Run) e
 				return err
 			}
 		}
-		return updateRun(ctx, tx, r)
+		return nil
 	})
 }
 
@@ -396,12 +365,6 @@ func chunked(ctx context.Context, tx *store.Tx, n int, stmt func(i, j int) (stri
 		}
 	}
 	return nil
-}
-
-// ClearDelivered forgets what a sync delivered (after a clearing run).
-func (st *Store) ClearDelivered(ctx context.Context, syncID string) error {
-	_, err := st.db.ExecContext(ctx, `DELETE FROM se_delivered WHERE sync_id = ?`, syncID)
-	return err
 }
 
 const runCols = `run_id, sync_id, environment_id, trigger_kind, status, created_at, started_at, finished_at, added, removed, unmatched, failed, retried, error, failed_sample, data_expires_at, trace_id`
