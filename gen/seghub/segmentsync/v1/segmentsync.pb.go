@@ -2469,7 +2469,13 @@ type WatchMembershipRequest struct {
 	AllEnvironments bool `protobuf:"varint,3,opt,name=all_environments,json=allEnvironments,proto3" json:"all_environments,omitempty"`
 	// Also stream users (dense id, user id, properties), for watchers that keep
 	// a user dictionary or evaluate property conditions.
-	IncludeUsers  bool `protobuf:"varint,4,opt,name=include_users,json=includeUsers,proto3" json:"include_users,omitempty"`
+	IncludeUsers bool `protobuf:"varint,4,opt,name=include_users,json=includeUsers,proto3" json:"include_users,omitempty"`
+	// With include_users, send users as packed UserChunk messages (`user_chunk`)
+	// instead of UserBatch (`users`): ids in parallel arrays, properties only for
+	// users that hold some, no create/update times; several times cheaper to
+	// send and apply for large snapshots. A watcher setting it still handles
+	// UserBatch (a server that predates the field sends that).
+	PackedUsers   bool `protobuf:"varint,5,opt,name=packed_users,json=packedUsers,proto3" json:"packed_users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2532,6 +2538,13 @@ func (x *WatchMembershipRequest) GetIncludeUsers() bool {
 	return false
 }
 
+func (x *WatchMembershipRequest) GetPackedUsers() bool {
+	if x != nil {
+		return x.PackedUsers
+	}
+	return false
+}
+
 // WatchMembershipResponse is one step of an environment's feed. Applying the
 // messages in order brings the watcher to `sequence` of `environment_id`.
 type WatchMembershipResponse struct {
@@ -2551,6 +2564,7 @@ type WatchMembershipResponse struct {
 	//	*WatchMembershipResponse_Change
 	//	*WatchMembershipResponse_SegmentDeleted
 	//	*WatchMembershipResponse_CaughtUp
+	//	*WatchMembershipResponse_UserChunk
 	Event         isWatchMembershipResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2670,6 +2684,15 @@ func (x *WatchMembershipResponse) GetCaughtUp() *CaughtUp {
 	return nil
 }
 
+func (x *WatchMembershipResponse) GetUserChunk() *UserChunk {
+	if x != nil {
+		if x, ok := x.Event.(*WatchMembershipResponse_UserChunk); ok {
+			return x.UserChunk
+		}
+	}
+	return nil
+}
+
 type isWatchMembershipResponse_Event interface {
 	isWatchMembershipResponse_Event()
 }
@@ -2709,6 +2732,12 @@ type WatchMembershipResponse_CaughtUp struct {
 	CaughtUp *CaughtUp `protobuf:"bytes,16,opt,name=caught_up,json=caughtUp,proto3,oneof"`
 }
 
+type WatchMembershipResponse_UserChunk struct {
+	// Users created or changed (current state), packed: sent instead of
+	// `users` when the request sets packed_users.
+	UserChunk *UserChunk `protobuf:"bytes,17,opt,name=user_chunk,json=userChunk,proto3,oneof"`
+}
+
 func (*WatchMembershipResponse_SnapshotStart) isWatchMembershipResponse_Event() {}
 
 func (*WatchMembershipResponse_Users) isWatchMembershipResponse_Event() {}
@@ -2722,6 +2751,8 @@ func (*WatchMembershipResponse_Change) isWatchMembershipResponse_Event() {}
 func (*WatchMembershipResponse_SegmentDeleted) isWatchMembershipResponse_Event() {}
 
 func (*WatchMembershipResponse_CaughtUp) isWatchMembershipResponse_Event() {}
+
+func (*WatchMembershipResponse_UserChunk) isWatchMembershipResponse_Event() {}
 
 // Marks the start of an environment's snapshot: discard what is held for it.
 type SnapshotStart struct {
@@ -2806,6 +2837,128 @@ func (x *UserBatch) GetUsers() []*User {
 	return nil
 }
 
+// Users created or changed, in their current state, packed: user i of the
+// chunk has dense_ids[i] and user_ids[i]. At most 16384 users and about 1 MiB
+// of properties a chunk.
+type UserChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dense ids, ascending.
+	DenseIds []uint32 `protobuf:"varint,1,rep,packed,name=dense_ids,json=denseIds,proto3" json:"dense_ids,omitempty"`
+	// User ids, in the order of dense_ids.
+	UserIds []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	// Properties of the chunk's users that hold any, in dense id order; a user
+	// of the chunk absent here holds none.
+	Properties    []*UserProperties `protobuf:"bytes,3,rep,name=properties,proto3" json:"properties,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserChunk) Reset() {
+	*x = UserChunk{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserChunk) ProtoMessage() {}
+
+func (x *UserChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserChunk.ProtoReflect.Descriptor instead.
+func (*UserChunk) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UserChunk) GetDenseIds() []uint32 {
+	if x != nil {
+		return x.DenseIds
+	}
+	return nil
+}
+
+func (x *UserChunk) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *UserChunk) GetProperties() []*UserProperties {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
+// One user's properties within a UserChunk.
+type UserProperties struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's dense id (one of the chunk's dense_ids).
+	DenseId uint32 `protobuf:"varint,1,opt,name=dense_id,json=denseId,proto3" json:"dense_id,omitempty"`
+	// The properties, as in User.properties.
+	Properties    map[string]*PropertyValue `protobuf:"bytes,2,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserProperties) Reset() {
+	*x = UserProperties{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserProperties) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserProperties) ProtoMessage() {}
+
+func (x *UserProperties) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserProperties.ProtoReflect.Descriptor instead.
+func (*UserProperties) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *UserProperties) GetDenseId() uint32 {
+	if x != nil {
+		return x.DenseId
+	}
+	return 0
+}
+
+func (x *UserProperties) GetProperties() map[string]*PropertyValue {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
 // Users deleted; they are gone from every segment too.
 type UsersDeleted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2819,7 +2972,7 @@ type UsersDeleted struct {
 
 func (x *UsersDeleted) Reset() {
 	*x = UsersDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +2984,7 @@ func (x *UsersDeleted) String() string {
 func (*UsersDeleted) ProtoMessage() {}
 
 func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[38]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +2997,7 @@ func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsersDeleted.ProtoReflect.Descriptor instead.
 func (*UsersDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{38}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UsersDeleted) GetDenseIds() []uint32 {
@@ -2874,7 +3027,7 @@ type SegmentState struct {
 
 func (x *SegmentState) Reset() {
 	*x = SegmentState{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +3039,7 @@ func (x *SegmentState) String() string {
 func (*SegmentState) ProtoMessage() {}
 
 func (x *SegmentState) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[39]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +3052,7 @@ func (x *SegmentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentState.ProtoReflect.Descriptor instead.
 func (*SegmentState) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{39}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SegmentState) GetSegment() *Segment {
@@ -2933,7 +3086,7 @@ type MembershipChange struct {
 
 func (x *MembershipChange) Reset() {
 	*x = MembershipChange{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2945,7 +3098,7 @@ func (x *MembershipChange) String() string {
 func (*MembershipChange) ProtoMessage() {}
 
 func (x *MembershipChange) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[40]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2958,7 +3111,7 @@ func (x *MembershipChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipChange.ProtoReflect.Descriptor instead.
 func (*MembershipChange) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{40}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MembershipChange) GetSegmentId() string {
@@ -3000,7 +3153,7 @@ type SegmentDeleted struct {
 
 func (x *SegmentDeleted) Reset() {
 	*x = SegmentDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3012,7 +3165,7 @@ func (x *SegmentDeleted) String() string {
 func (*SegmentDeleted) ProtoMessage() {}
 
 func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[41]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3025,7 +3178,7 @@ func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentDeleted.ProtoReflect.Descriptor instead.
 func (*SegmentDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{41}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SegmentDeleted) GetSegmentId() string {
@@ -3044,7 +3197,7 @@ type CaughtUp struct {
 
 func (x *CaughtUp) Reset() {
 	*x = CaughtUp{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3056,7 +3209,7 @@ func (x *CaughtUp) String() string {
 func (*CaughtUp) ProtoMessage() {}
 
 func (x *CaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[42]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3069,7 +3222,7 @@ func (x *CaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
 func (*CaughtUp) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{42}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
 }
 
 // A sync: one segment delivered to one connection, with its schedule and last outcome.
@@ -3121,7 +3274,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3286,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[43]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3299,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{43}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Sync) GetSyncId() string {
@@ -3318,7 +3471,7 @@ type SyncRun struct {
 
 func (x *SyncRun) Reset() {
 	*x = SyncRun{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3330,7 +3483,7 @@ func (x *SyncRun) String() string {
 func (*SyncRun) ProtoMessage() {}
 
 func (x *SyncRun) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3343,7 +3496,7 @@ func (x *SyncRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRun.ProtoReflect.Descriptor instead.
 func (*SyncRun) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SyncRun) GetRunId() string {
@@ -3475,7 +3628,7 @@ type FailedIdentity struct {
 
 func (x *FailedIdentity) Reset() {
 	*x = FailedIdentity{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3487,7 +3640,7 @@ func (x *FailedIdentity) String() string {
 func (*FailedIdentity) ProtoMessage() {}
 
 func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3500,7 +3653,7 @@ func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedIdentity.ProtoReflect.Descriptor instead.
 func (*FailedIdentity) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FailedIdentity) GetUserId() string {
@@ -3556,7 +3709,7 @@ type EnableSyncRequest struct {
 
 func (x *EnableSyncRequest) Reset() {
 	*x = EnableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3568,7 +3721,7 @@ func (x *EnableSyncRequest) String() string {
 func (*EnableSyncRequest) ProtoMessage() {}
 
 func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3581,7 +3734,7 @@ func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncRequest.ProtoReflect.Descriptor instead.
 func (*EnableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *EnableSyncRequest) GetSegmentId() string {
@@ -3646,7 +3799,7 @@ type EnableSyncResponse struct {
 
 func (x *EnableSyncResponse) Reset() {
 	*x = EnableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3658,7 +3811,7 @@ func (x *EnableSyncResponse) String() string {
 func (*EnableSyncResponse) ProtoMessage() {}
 
 func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3671,7 +3824,7 @@ func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncResponse.ProtoReflect.Descriptor instead.
 func (*EnableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *EnableSyncResponse) GetSync() *Sync {
@@ -3699,7 +3852,7 @@ type GetSyncRequest struct {
 
 func (x *GetSyncRequest) Reset() {
 	*x = GetSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3711,7 +3864,7 @@ func (x *GetSyncRequest) String() string {
 func (*GetSyncRequest) ProtoMessage() {}
 
 func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3724,7 +3877,7 @@ func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncRequest.ProtoReflect.Descriptor instead.
 func (*GetSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetSyncRequest) GetSyncId() string {
@@ -3745,7 +3898,7 @@ type GetSyncResponse struct {
 
 func (x *GetSyncResponse) Reset() {
 	*x = GetSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3757,7 +3910,7 @@ func (x *GetSyncResponse) String() string {
 func (*GetSyncResponse) ProtoMessage() {}
 
 func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3770,7 +3923,7 @@ func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncResponse.ProtoReflect.Descriptor instead.
 func (*GetSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetSyncResponse) GetSync() *Sync {
@@ -3797,7 +3950,7 @@ type ListSyncsRequest struct {
 
 func (x *ListSyncsRequest) Reset() {
 	*x = ListSyncsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3809,7 +3962,7 @@ func (x *ListSyncsRequest) String() string {
 func (*ListSyncsRequest) ProtoMessage() {}
 
 func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3822,7 +3975,7 @@ func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListSyncsRequest) GetSegmentId() string {
@@ -3866,7 +4019,7 @@ type ListSyncsResponse struct {
 
 func (x *ListSyncsResponse) Reset() {
 	*x = ListSyncsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3878,7 +4031,7 @@ func (x *ListSyncsResponse) String() string {
 func (*ListSyncsResponse) ProtoMessage() {}
 
 func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3891,7 +4044,7 @@ func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListSyncsResponse) GetSyncs() []*Sync {
@@ -3927,7 +4080,7 @@ type UpdateSyncRequest struct {
 
 func (x *UpdateSyncRequest) Reset() {
 	*x = UpdateSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3939,7 +4092,7 @@ func (x *UpdateSyncRequest) String() string {
 func (*UpdateSyncRequest) ProtoMessage() {}
 
 func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3952,7 +4105,7 @@ func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *UpdateSyncRequest) GetSyncId() string {
@@ -4001,7 +4154,7 @@ type UpdateSyncResponse struct {
 
 func (x *UpdateSyncResponse) Reset() {
 	*x = UpdateSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4166,7 @@ func (x *UpdateSyncResponse) String() string {
 func (*UpdateSyncResponse) ProtoMessage() {}
 
 func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4179,7 @@ func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *UpdateSyncResponse) GetSync() *Sync {
@@ -4051,7 +4204,7 @@ type DisableSyncRequest struct {
 
 func (x *DisableSyncRequest) Reset() {
 	*x = DisableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4063,7 +4216,7 @@ func (x *DisableSyncRequest) String() string {
 func (*DisableSyncRequest) ProtoMessage() {}
 
 func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4076,7 +4229,7 @@ func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncRequest.ProtoReflect.Descriptor instead.
 func (*DisableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *DisableSyncRequest) GetSyncId() string {
@@ -4106,7 +4259,7 @@ type DisableSyncResponse struct {
 
 func (x *DisableSyncResponse) Reset() {
 	*x = DisableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4118,7 +4271,7 @@ func (x *DisableSyncResponse) String() string {
 func (*DisableSyncResponse) ProtoMessage() {}
 
 func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4131,7 +4284,7 @@ func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncResponse.ProtoReflect.Descriptor instead.
 func (*DisableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DisableSyncResponse) GetSync() *Sync {
@@ -4159,7 +4312,7 @@ type SyncNowRequest struct {
 
 func (x *SyncNowRequest) Reset() {
 	*x = SyncNowRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4171,7 +4324,7 @@ func (x *SyncNowRequest) String() string {
 func (*SyncNowRequest) ProtoMessage() {}
 
 func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4184,7 +4337,7 @@ func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowRequest.ProtoReflect.Descriptor instead.
 func (*SyncNowRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SyncNowRequest) GetSyncId() string {
@@ -4205,7 +4358,7 @@ type SyncNowResponse struct {
 
 func (x *SyncNowResponse) Reset() {
 	*x = SyncNowResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4217,7 +4370,7 @@ func (x *SyncNowResponse) String() string {
 func (*SyncNowResponse) ProtoMessage() {}
 
 func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4230,7 +4383,7 @@ func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowResponse.ProtoReflect.Descriptor instead.
 func (*SyncNowResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SyncNowResponse) GetRun() *SyncRun {
@@ -4255,7 +4408,7 @@ type ListSyncRunsRequest struct {
 
 func (x *ListSyncRunsRequest) Reset() {
 	*x = ListSyncRunsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4267,7 +4420,7 @@ func (x *ListSyncRunsRequest) String() string {
 func (*ListSyncRunsRequest) ProtoMessage() {}
 
 func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4280,7 +4433,7 @@ func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListSyncRunsRequest) GetSyncId() string {
@@ -4317,7 +4470,7 @@ type ListSyncRunsResponse struct {
 
 func (x *ListSyncRunsResponse) Reset() {
 	*x = ListSyncRunsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4329,7 +4482,7 @@ func (x *ListSyncRunsResponse) String() string {
 func (*ListSyncRunsResponse) ProtoMessage() {}
 
 func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4342,7 +4495,7 @@ func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListSyncRunsResponse) GetRuns() []*SyncRun {
@@ -4372,7 +4525,7 @@ type DryRunRequest struct {
 
 func (x *DryRunRequest) Reset() {
 	*x = DryRunRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4537,7 @@ func (x *DryRunRequest) String() string {
 func (*DryRunRequest) ProtoMessage() {}
 
 func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4550,7 @@ func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunRequest.ProtoReflect.Descriptor instead.
 func (*DryRunRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *DryRunRequest) GetSyncId() string {
@@ -4437,7 +4590,7 @@ type DryRunResponse struct {
 
 func (x *DryRunResponse) Reset() {
 	*x = DryRunResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4449,7 +4602,7 @@ func (x *DryRunResponse) String() string {
 func (*DryRunResponse) ProtoMessage() {}
 
 func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4462,7 +4615,7 @@ func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunResponse.ProtoReflect.Descriptor instead.
 func (*DryRunResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DryRunResponse) GetToAdd() uint64 {
@@ -4529,7 +4682,7 @@ type ReceiveSegmentWebhookRequest struct {
 
 func (x *ReceiveSegmentWebhookRequest) Reset() {
 	*x = ReceiveSegmentWebhookRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4541,7 +4694,7 @@ func (x *ReceiveSegmentWebhookRequest) String() string {
 func (*ReceiveSegmentWebhookRequest) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4554,7 +4707,7 @@ func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{62}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ReceiveSegmentWebhookRequest) GetConnectionId() string {
@@ -4597,7 +4750,7 @@ type ReceiveSegmentWebhookResponse struct {
 
 func (x *ReceiveSegmentWebhookResponse) Reset() {
 	*x = ReceiveSegmentWebhookResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4609,7 +4762,7 @@ func (x *ReceiveSegmentWebhookResponse) String() string {
 func (*ReceiveSegmentWebhookResponse) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4622,7 +4775,7 @@ func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{63}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ReceiveSegmentWebhookResponse) GetSegmentId() string {
@@ -4691,7 +4844,7 @@ type InboundSyncTask struct {
 
 func (x *InboundSyncTask) Reset() {
 	*x = InboundSyncTask{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4703,7 +4856,7 @@ func (x *InboundSyncTask) String() string {
 func (*InboundSyncTask) ProtoMessage() {}
 
 func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4716,7 +4869,7 @@ func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundSyncTask.ProtoReflect.Descriptor instead.
 func (*InboundSyncTask) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{64}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *InboundSyncTask) GetConnectionId() string {
@@ -4811,7 +4964,7 @@ type ListInboundSyncTasksRequest struct {
 
 func (x *ListInboundSyncTasksRequest) Reset() {
 	*x = ListInboundSyncTasksRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4823,7 +4976,7 @@ func (x *ListInboundSyncTasksRequest) String() string {
 func (*ListInboundSyncTasksRequest) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4836,7 +4989,7 @@ func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{65}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListInboundSyncTasksRequest) GetConnectionId() string {
@@ -4875,7 +5028,7 @@ type ListInboundSyncTasksResponse struct {
 
 func (x *ListInboundSyncTasksResponse) Reset() {
 	*x = ListInboundSyncTasksResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4887,7 +5040,7 @@ func (x *ListInboundSyncTasksResponse) String() string {
 func (*ListInboundSyncTasksResponse) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4900,7 +5053,7 @@ func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{66}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListInboundSyncTasksResponse) GetTasks() []*InboundSyncTask {
@@ -4936,7 +5089,7 @@ type CountRecurringSyncsRequest struct {
 
 func (x *CountRecurringSyncsRequest) Reset() {
 	*x = CountRecurringSyncsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4948,7 +5101,7 @@ func (x *CountRecurringSyncsRequest) String() string {
 func (*CountRecurringSyncsRequest) ProtoMessage() {}
 
 func (x *CountRecurringSyncsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4961,7 +5114,7 @@ func (x *CountRecurringSyncsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRecurringSyncsRequest.ProtoReflect.Descriptor instead.
 func (*CountRecurringSyncsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{67}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CountRecurringSyncsRequest) GetDestinationTypes() []string {
@@ -4983,7 +5136,7 @@ type CountRecurringSyncsResponse struct {
 
 func (x *CountRecurringSyncsResponse) Reset() {
 	*x = CountRecurringSyncsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4995,7 +5148,7 @@ func (x *CountRecurringSyncsResponse) String() string {
 func (*CountRecurringSyncsResponse) ProtoMessage() {}
 
 func (x *CountRecurringSyncsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5008,7 +5161,7 @@ func (x *CountRecurringSyncsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRecurringSyncsResponse.ProtoReflect.Descriptor instead.
 func (*CountRecurringSyncsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{68}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CountRecurringSyncsResponse) GetRecurringSyncs() map[string]uint32 {
@@ -5032,7 +5185,7 @@ type CheckIdentityPropertyRequest struct {
 
 func (x *CheckIdentityPropertyRequest) Reset() {
 	*x = CheckIdentityPropertyRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5044,7 +5197,7 @@ func (x *CheckIdentityPropertyRequest) String() string {
 func (*CheckIdentityPropertyRequest) ProtoMessage() {}
 
 func (x *CheckIdentityPropertyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5057,7 +5210,7 @@ func (x *CheckIdentityPropertyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckIdentityPropertyRequest.ProtoReflect.Descriptor instead.
 func (*CheckIdentityPropertyRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{69}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CheckIdentityPropertyRequest) GetIdentityProperty() string {
@@ -5088,7 +5241,7 @@ type CheckIdentityPropertyResponse struct {
 
 func (x *CheckIdentityPropertyResponse) Reset() {
 	*x = CheckIdentityPropertyResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5100,7 +5253,7 @@ func (x *CheckIdentityPropertyResponse) String() string {
 func (*CheckIdentityPropertyResponse) ProtoMessage() {}
 
 func (x *CheckIdentityPropertyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5113,7 +5266,7 @@ func (x *CheckIdentityPropertyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckIdentityPropertyResponse.ProtoReflect.Descriptor instead.
 func (*CheckIdentityPropertyResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{70}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *CheckIdentityPropertyResponse) GetAccepted() bool {
@@ -5298,16 +5451,17 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\auser_id\x18\x02 \x01(\tB\x03\xe0A\x02R\x06userId\"I\n" +
 	"\x10IsMemberResponse\x12\x1b\n" +
 	"\tis_member\x18\x01 \x01(\bR\bisMember\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb4\x02\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xd7\x02\n" +
 	"\x16WatchMembershipRequest\x12\x1f\n" +
 	"\vsegment_ids\x18\x01 \x03(\tR\n" +
 	"segmentIds\x12g\n" +
 	"\x0eafter_sequence\x18\x02 \x03(\v2@.seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntryR\rafterSequence\x12)\n" +
 	"\x10all_environments\x18\x03 \x01(\bR\x0fallEnvironments\x12#\n" +
-	"\rinclude_users\x18\x04 \x01(\bR\fincludeUsers\x1a@\n" +
+	"\rinclude_users\x18\x04 \x01(\bR\fincludeUsers\x12!\n" +
+	"\fpacked_users\x18\x05 \x01(\bR\vpackedUsers\x1a@\n" +
 	"\x12AfterSequenceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xd0\x04\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x93\x05\n" +
 	"\x17WatchMembershipResponse\x12%\n" +
 	"\x0eenvironment_id\x18\x01 \x01(\tR\renvironmentId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12M\n" +
@@ -5318,11 +5472,27 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\asegment\x18\r \x01(\v2#.seghub.segmentsync.v1.SegmentStateH\x00R\asegment\x12A\n" +
 	"\x06change\x18\x0e \x01(\v2'.seghub.segmentsync.v1.MembershipChangeH\x00R\x06change\x12P\n" +
 	"\x0fsegment_deleted\x18\x0f \x01(\v2%.seghub.segmentsync.v1.SegmentDeletedH\x00R\x0esegmentDeleted\x12>\n" +
-	"\tcaught_up\x18\x10 \x01(\v2\x1f.seghub.segmentsync.v1.CaughtUpH\x00R\bcaughtUpB\a\n" +
+	"\tcaught_up\x18\x10 \x01(\v2\x1f.seghub.segmentsync.v1.CaughtUpH\x00R\bcaughtUp\x12A\n" +
+	"\n" +
+	"user_chunk\x18\x11 \x01(\v2 .seghub.segmentsync.v1.UserChunkH\x00R\tuserChunkB\a\n" +
 	"\x05event\"\x0f\n" +
 	"\rSnapshotStart\">\n" +
 	"\tUserBatch\x121\n" +
-	"\x05users\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.UserR\x05users\"F\n" +
+	"\x05users\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.UserR\x05users\"\x8a\x01\n" +
+	"\tUserChunk\x12\x1b\n" +
+	"\tdense_ids\x18\x01 \x03(\rR\bdenseIds\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\x12E\n" +
+	"\n" +
+	"properties\x18\x03 \x03(\v2%.seghub.segmentsync.v1.UserPropertiesR\n" +
+	"properties\"\xe7\x01\n" +
+	"\x0eUserProperties\x12\x19\n" +
+	"\bdense_id\x18\x01 \x01(\rR\adenseId\x12U\n" +
+	"\n" +
+	"properties\x18\x02 \x03(\v25.seghub.segmentsync.v1.UserProperties.PropertiesEntryR\n" +
+	"properties\x1ac\n" +
+	"\x0fPropertiesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12:\n" +
+	"\x05value\x18\x02 \x01(\v2$.seghub.segmentsync.v1.PropertyValueR\x05value:\x028\x01\"F\n" +
 	"\fUsersDeleted\x12\x1b\n" +
 	"\tdense_ids\x18\x01 \x03(\rR\bdenseIds\x12\x19\n" +
 	"\buser_ids\x18\x02 \x03(\tR\auserIds\"b\n" +
@@ -5593,7 +5763,7 @@ func file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP() []byte {
 }
 
 var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(Visibility)(0),                       // 0: seghub.segmentsync.v1.Visibility
 	(PropertyType)(0),                     // 1: seghub.segmentsync.v1.PropertyType
@@ -5639,57 +5809,60 @@ var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(*WatchMembershipResponse)(nil),       // 41: seghub.segmentsync.v1.WatchMembershipResponse
 	(*SnapshotStart)(nil),                 // 42: seghub.segmentsync.v1.SnapshotStart
 	(*UserBatch)(nil),                     // 43: seghub.segmentsync.v1.UserBatch
-	(*UsersDeleted)(nil),                  // 44: seghub.segmentsync.v1.UsersDeleted
-	(*SegmentState)(nil),                  // 45: seghub.segmentsync.v1.SegmentState
-	(*MembershipChange)(nil),              // 46: seghub.segmentsync.v1.MembershipChange
-	(*SegmentDeleted)(nil),                // 47: seghub.segmentsync.v1.SegmentDeleted
-	(*CaughtUp)(nil),                      // 48: seghub.segmentsync.v1.CaughtUp
-	(*Sync)(nil),                          // 49: seghub.segmentsync.v1.Sync
-	(*SyncRun)(nil),                       // 50: seghub.segmentsync.v1.SyncRun
-	(*FailedIdentity)(nil),                // 51: seghub.segmentsync.v1.FailedIdentity
-	(*EnableSyncRequest)(nil),             // 52: seghub.segmentsync.v1.EnableSyncRequest
-	(*EnableSyncResponse)(nil),            // 53: seghub.segmentsync.v1.EnableSyncResponse
-	(*GetSyncRequest)(nil),                // 54: seghub.segmentsync.v1.GetSyncRequest
-	(*GetSyncResponse)(nil),               // 55: seghub.segmentsync.v1.GetSyncResponse
-	(*ListSyncsRequest)(nil),              // 56: seghub.segmentsync.v1.ListSyncsRequest
-	(*ListSyncsResponse)(nil),             // 57: seghub.segmentsync.v1.ListSyncsResponse
-	(*UpdateSyncRequest)(nil),             // 58: seghub.segmentsync.v1.UpdateSyncRequest
-	(*UpdateSyncResponse)(nil),            // 59: seghub.segmentsync.v1.UpdateSyncResponse
-	(*DisableSyncRequest)(nil),            // 60: seghub.segmentsync.v1.DisableSyncRequest
-	(*DisableSyncResponse)(nil),           // 61: seghub.segmentsync.v1.DisableSyncResponse
-	(*SyncNowRequest)(nil),                // 62: seghub.segmentsync.v1.SyncNowRequest
-	(*SyncNowResponse)(nil),               // 63: seghub.segmentsync.v1.SyncNowResponse
-	(*ListSyncRunsRequest)(nil),           // 64: seghub.segmentsync.v1.ListSyncRunsRequest
-	(*ListSyncRunsResponse)(nil),          // 65: seghub.segmentsync.v1.ListSyncRunsResponse
-	(*DryRunRequest)(nil),                 // 66: seghub.segmentsync.v1.DryRunRequest
-	(*DryRunResponse)(nil),                // 67: seghub.segmentsync.v1.DryRunResponse
-	(*ReceiveSegmentWebhookRequest)(nil),  // 68: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	(*ReceiveSegmentWebhookResponse)(nil), // 69: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	(*InboundSyncTask)(nil),               // 70: seghub.segmentsync.v1.InboundSyncTask
-	(*ListInboundSyncTasksRequest)(nil),   // 71: seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	(*ListInboundSyncTasksResponse)(nil),  // 72: seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	(*CountRecurringSyncsRequest)(nil),    // 73: seghub.segmentsync.v1.CountRecurringSyncsRequest
-	(*CountRecurringSyncsResponse)(nil),   // 74: seghub.segmentsync.v1.CountRecurringSyncsResponse
-	(*CheckIdentityPropertyRequest)(nil),  // 75: seghub.segmentsync.v1.CheckIdentityPropertyRequest
-	(*CheckIdentityPropertyResponse)(nil), // 76: seghub.segmentsync.v1.CheckIdentityPropertyResponse
-	nil,                                   // 77: seghub.segmentsync.v1.User.PropertiesEntry
-	nil,                                   // 78: seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
-	nil,                                   // 79: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	nil,                                   // 80: seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
-	(*timestamppb.Timestamp)(nil),         // 81: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 82: google.protobuf.Duration
+	(*UserChunk)(nil),                     // 44: seghub.segmentsync.v1.UserChunk
+	(*UserProperties)(nil),                // 45: seghub.segmentsync.v1.UserProperties
+	(*UsersDeleted)(nil),                  // 46: seghub.segmentsync.v1.UsersDeleted
+	(*SegmentState)(nil),                  // 47: seghub.segmentsync.v1.SegmentState
+	(*MembershipChange)(nil),              // 48: seghub.segmentsync.v1.MembershipChange
+	(*SegmentDeleted)(nil),                // 49: seghub.segmentsync.v1.SegmentDeleted
+	(*CaughtUp)(nil),                      // 50: seghub.segmentsync.v1.CaughtUp
+	(*Sync)(nil),                          // 51: seghub.segmentsync.v1.Sync
+	(*SyncRun)(nil),                       // 52: seghub.segmentsync.v1.SyncRun
+	(*FailedIdentity)(nil),                // 53: seghub.segmentsync.v1.FailedIdentity
+	(*EnableSyncRequest)(nil),             // 54: seghub.segmentsync.v1.EnableSyncRequest
+	(*EnableSyncResponse)(nil),            // 55: seghub.segmentsync.v1.EnableSyncResponse
+	(*GetSyncRequest)(nil),                // 56: seghub.segmentsync.v1.GetSyncRequest
+	(*GetSyncResponse)(nil),               // 57: seghub.segmentsync.v1.GetSyncResponse
+	(*ListSyncsRequest)(nil),              // 58: seghub.segmentsync.v1.ListSyncsRequest
+	(*ListSyncsResponse)(nil),             // 59: seghub.segmentsync.v1.ListSyncsResponse
+	(*UpdateSyncRequest)(nil),             // 60: seghub.segmentsync.v1.UpdateSyncRequest
+	(*UpdateSyncResponse)(nil),            // 61: seghub.segmentsync.v1.UpdateSyncResponse
+	(*DisableSyncRequest)(nil),            // 62: seghub.segmentsync.v1.DisableSyncRequest
+	(*DisableSyncResponse)(nil),           // 63: seghub.segmentsync.v1.DisableSyncResponse
+	(*SyncNowRequest)(nil),                // 64: seghub.segmentsync.v1.SyncNowRequest
+	(*SyncNowResponse)(nil),               // 65: seghub.segmentsync.v1.SyncNowResponse
+	(*ListSyncRunsRequest)(nil),           // 66: seghub.segmentsync.v1.ListSyncRunsRequest
+	(*ListSyncRunsResponse)(nil),          // 67: seghub.segmentsync.v1.ListSyncRunsResponse
+	(*DryRunRequest)(nil),                 // 68: seghub.segmentsync.v1.DryRunRequest
+	(*DryRunResponse)(nil),                // 69: seghub.segmentsync.v1.DryRunResponse
+	(*ReceiveSegmentWebhookRequest)(nil),  // 70: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	(*ReceiveSegmentWebhookResponse)(nil), // 71: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	(*InboundSyncTask)(nil),               // 72: seghub.segmentsync.v1.InboundSyncTask
+	(*ListInboundSyncTasksRequest)(nil),   // 73: seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	(*ListInboundSyncTasksResponse)(nil),  // 74: seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	(*CountRecurringSyncsRequest)(nil),    // 75: seghub.segmentsync.v1.CountRecurringSyncsRequest
+	(*CountRecurringSyncsResponse)(nil),   // 76: seghub.segmentsync.v1.CountRecurringSyncsResponse
+	(*CheckIdentityPropertyRequest)(nil),  // 77: seghub.segmentsync.v1.CheckIdentityPropertyRequest
+	(*CheckIdentityPropertyResponse)(nil), // 78: seghub.segmentsync.v1.CheckIdentityPropertyResponse
+	nil,                                   // 79: seghub.segmentsync.v1.User.PropertiesEntry
+	nil,                                   // 80: seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	nil,                                   // 81: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	nil,                                   // 82: seghub.segmentsync.v1.UserProperties.PropertiesEntry
+	nil,                                   // 83: seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
+	(*timestamppb.Timestamp)(nil),         // 84: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 85: google.protobuf.Duration
 }
 var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
-	81, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
-	77, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
-	81, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	81, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	84, // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
+	79, // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
+	84, // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	84, // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: seghub.segmentsync.v1.Segment.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	81, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
-	81, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
+	84, // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
+	84, // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
 	7,  // 7: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
 	7,  // 8: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
-	78, // 9: seghub.segmentsync.v1.IdentifyUserRequest.properties:type_name -> seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	80, // 9: seghub.segmentsync.v1.IdentifyUserRequest.properties:type_name -> seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
 	17, // 10: seghub.segmentsync.v1.ListUserPropertiesResponse.properties:type_name -> seghub.segmentsync.v1.UserProperty
 	1,  // 11: seghub.segmentsync.v1.UserProperty.type:type_name -> seghub.segmentsync.v1.PropertyType
 	0,  // 12: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
@@ -5699,112 +5872,116 @@ var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
 	8,  // 16: seghub.segmentsync.v1.ListSegmentsResponse.segments:type_name -> seghub.segmentsync.v1.Segment
 	0,  // 17: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
 	8,  // 18: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	79, // 19: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	81, // 19: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
 	42, // 20: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
 	43, // 21: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
-	44, // 22: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
-	45, // 23: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
-	46, // 24: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
-	47, // 25: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
-	48, // 26: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
-	7,  // 27: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
-	8,  // 28: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
-	2,  // 29: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	82, // 30: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
-	3,  // 31: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	81, // 32: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
-	4,  // 33: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	81, // 34: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
-	81, // 35: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
-	81, // 36: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
-	5,  // 37: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
-	4,  // 38: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	81, // 39: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
-	81, // 40: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
-	81, // 41: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
-	51, // 42: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
-	81, // 43: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 44: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	82, // 45: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
-	3,  // 46: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	49, // 47: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	50, // 48: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	49, // 49: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	49, // 50: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
-	3,  // 51: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	2,  // 52: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	82, // 53: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
-	49, // 54: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	49, // 55: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	50, // 56: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	50, // 57: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	50, // 58: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
-	81, // 59: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
-	81, // 60: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
-	70, // 61: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
-	80, // 62: seghub.segmentsync.v1.CountRecurringSyncsResponse.recurring_syncs:type_name -> seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
-	6,  // 63: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
-	9,  // 64: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
-	11, // 65: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
-	13, // 66: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:input_type -> seghub.segmentsync.v1.IdentifyUserRequest
-	15, // 67: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
-	18, // 68: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
-	20, // 69: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
-	22, // 70: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
-	24, // 71: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
-	26, // 72: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
-	28, // 73: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
-	30, // 74: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
-	32, // 75: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
-	34, // 76: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
-	36, // 77: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
-	38, // 78: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
-	40, // 79: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
-	52, // 80: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
-	54, // 81: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
-	56, // 82: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
-	58, // 83: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
-	60, // 84: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
-	62, // 85: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
-	64, // 86: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
-	66, // 87: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
-	68, // 88: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	71, // 89: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	73, // 90: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:input_type -> seghub.segmentsync.v1.CountRecurringSyncsRequest
-	75, // 91: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:input_type -> seghub.segmentsync.v1.CheckIdentityPropertyRequest
-	10, // 92: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
-	12, // 93: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
-	14, // 94: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:output_type -> seghub.segmentsync.v1.IdentifyUserResponse
-	16, // 95: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
-	19, // 96: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
-	21, // 97: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
-	23, // 98: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
-	25, // 99: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
-	27, // 100: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
-	29, // 101: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
-	31, // 102: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
-	33, // 103: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
-	35, // 104: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
-	37, // 105: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
-	39, // 106: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
-	41, // 107: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
-	53, // 108: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
-	55, // 109: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
-	57, // 110: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
-	59, // 111: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
-	61, // 112: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
-	63, // 113: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
-	65, // 114: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
-	67, // 115: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
-	69, // 116: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	72, // 117: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	74, // 118: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:output_type -> seghub.segmentsync.v1.CountRecurringSyncsResponse
-	76, // 119: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:output_type -> seghub.segmentsync.v1.CheckIdentityPropertyResponse
-	92, // [92:120] is the sub-list for method output_type
-	64, // [64:92] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	46, // 22: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
+	47, // 23: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
+	48, // 24: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
+	49, // 25: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
+	50, // 26: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
+	44, // 27: seghub.segmentsync.v1.WatchMembershipResponse.user_chunk:type_name -> seghub.segmentsync.v1.UserChunk
+	7,  // 28: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
+	45, // 29: seghub.segmentsync.v1.UserChunk.properties:type_name -> seghub.segmentsync.v1.UserProperties
+	82, // 30: seghub.segmentsync.v1.UserProperties.properties:type_name -> seghub.segmentsync.v1.UserProperties.PropertiesEntry
+	8,  // 31: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
+	2,  // 32: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	85, // 33: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
+	3,  // 34: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	84, // 35: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
+	4,  // 36: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	84, // 37: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
+	84, // 38: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
+	84, // 39: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 40: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
+	4,  // 41: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	84, // 42: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
+	84, // 43: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
+	84, // 44: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
+	53, // 45: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
+	84, // 46: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 47: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	85, // 48: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
+	3,  // 49: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	51, // 50: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	52, // 51: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	51, // 52: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	51, // 53: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
+	3,  // 54: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	2,  // 55: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	85, // 56: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
+	51, // 57: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	51, // 58: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	52, // 59: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	52, // 60: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	52, // 61: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
+	84, // 62: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
+	84, // 63: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
+	72, // 64: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
+	83, // 65: seghub.segmentsync.v1.CountRecurringSyncsResponse.recurring_syncs:type_name -> seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
+	6,  // 66: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	6,  // 67: seghub.segmentsync.v1.UserProperties.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	9,  // 68: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
+	11, // 69: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
+	13, // 70: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:input_type -> seghub.segmentsync.v1.IdentifyUserRequest
+	15, // 71: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
+	18, // 72: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
+	20, // 73: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
+	22, // 74: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
+	24, // 75: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
+	26, // 76: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
+	28, // 77: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
+	30, // 78: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
+	32, // 79: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
+	34, // 80: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
+	36, // 81: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
+	38, // 82: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
+	40, // 83: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
+	54, // 84: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
+	56, // 85: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
+	58, // 86: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
+	60, // 87: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
+	62, // 88: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
+	64, // 89: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
+	66, // 90: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
+	68, // 91: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
+	70, // 92: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	73, // 93: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	75, // 94: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:input_type -> seghub.segmentsync.v1.CountRecurringSyncsRequest
+	77, // 95: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:input_type -> seghub.segmentsync.v1.CheckIdentityPropertyRequest
+	10, // 96: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
+	12, // 97: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
+	14, // 98: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:output_type -> seghub.segmentsync.v1.IdentifyUserResponse
+	16, // 99: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
+	19, // 100: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
+	21, // 101: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
+	23, // 102: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
+	25, // 103: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
+	27, // 104: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
+	29, // 105: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
+	31, // 106: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
+	33, // 107: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
+	35, // 108: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
+	37, // 109: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
+	39, // 110: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
+	41, // 111: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
+	55, // 112: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
+	57, // 113: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
+	59, // 114: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
+	61, // 115: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
+	63, // 116: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
+	65, // 117: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
+	67, // 118: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
+	69, // 119: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
+	71, // 120: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	74, // 121: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	76, // 122: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:output_type -> seghub.segmentsync.v1.CountRecurringSyncsResponse
+	78, // 123: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:output_type -> seghub.segmentsync.v1.CheckIdentityPropertyResponse
+	96, // [96:124] is the sub-list for method output_type
+	68, // [68:96] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_seghub_segmentsync_v1_segmentsync_proto_init() }
@@ -5828,15 +6005,16 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 		(*WatchMembershipResponse_Change)(nil),
 		(*WatchMembershipResponse_SegmentDeleted)(nil),
 		(*WatchMembershipResponse_CaughtUp)(nil),
+		(*WatchMembershipResponse_UserChunk)(nil),
 	}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52].OneofWrappers = []any{}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc), len(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   75,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
