@@ -13,14 +13,15 @@ import (
 )
 
 // A watcher asking for packed users (UserChunk) and one asking for UserBatch
-// rebuild the same users, properties and segments, from a snapshot of more
-// users than one chunk holds and from live changes: a large upload of new
-// users, property changes (set, removed, all removed) and a deletion.
+// rebuild the same users, properties and segments, from a snapshot and from
+// live changes: an upload of new users, property changes (set, removed, all
+// removed) and a deletion. (How users split into chunks is
+// TestLeanChunksSplit's and TestLeanUsersPage's.)
 func TestPackedUsersMatchUserBatches(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			e := startService(t, apptest.Options{Postgres: b.postgres})
-			ctx := apptest.Context(t, 120*time.Second)
+			ctx := apptest.Context(t, 180*time.Second)
 			c := client(e, e.A.Member)
 			svc := client(e, e.A.Service)
 			str := func(s string) *segmentsyncv1.PropertyValue {
@@ -44,8 +45,7 @@ func TestPackedUsersMatchUserBatches(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// More than one chunk (16384 users) in the snapshot.
-			if _, err := replace(ctx, c, seg.GetSegment().GetSegmentId(), append(ids("a", 20000), "p1", "p3"), 5000); err != nil {
+			if _, err := replace(ctx, c, seg.GetSegment().GetSegmentId(), append(ids("a", 2000), "p1", "p3"), 500); err != nil {
 				t.Fatal(err)
 			}
 			watch := func(packed bool) (*watchState, segmentsyncv1.SegmentSyncService_WatchMembershipClient) {
@@ -73,17 +73,17 @@ func TestPackedUsersMatchUserBatches(t *testing.T) {
 			}
 			pw, pst := watch(true)
 			bw, bst := watch(false)
-			if len(pw.users) != 20003 || len(pw.props) != 3 {
-				t.Fatalf("snapshot: %d users, %d with properties; want 20003, 3", len(pw.users), len(pw.props))
+			if len(pw.users) != 2003 || len(pw.props) != 3 {
+				t.Fatalf("snapshot: %d users, %d with properties; want 2003, 3", len(pw.users), len(pw.props))
 			}
 			same("snapshot", pw, bw)
 
-			// Live: 20 000 new users in one change, properties changed, a user deleted.
+			// Live: 2 000 new users in one change, properties changed, a user deleted.
 			seg2, err := c.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "Big 2"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := replace(ctx, c, seg2.GetSegment().GetSegmentId(), append(ids("b", 20000), "a7", "p2"), 5000); err != nil {
+			if _, err := replace(ctx, c, seg2.GetSegment().GetSegmentId(), append(ids("b", 2000), "a7", "p2"), 500); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := c.UpsertUsers(ctx, &segmentsyncv1.UpsertUsersRequest{Users: []*segmentsyncv1.User{
@@ -109,8 +109,8 @@ func TestPackedUsersMatchUserBatches(t *testing.T) {
 			}
 			recvUntil(t, pst, pw, gone(pw))
 			recvUntil(t, bst, bw, gone(bw))
-			if len(pw.users) != 40002 || len(pw.props) != 3 {
-				t.Fatalf("live: %d users, %d with properties; want 40002, 3 (p1, p2, b5)", len(pw.users), len(pw.props))
+			if len(pw.users) != 4002 || len(pw.props) != 3 {
+				t.Fatalf("live: %d users, %d with properties; want 4002, 3 (p1, p2, b5)", len(pw.users), len(pw.props))
 			}
 			same("live", pw, bw)
 		})

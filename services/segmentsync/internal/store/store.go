@@ -181,6 +181,12 @@ type Store struct {
 	now func() time.Time
 	// notify is called after a commit that appended to env's log.
 	notify func(env string, seq int64)
+	// scanAbove is the count of ids above which a lookup scans the
+	// environment's users instead of IN lists (lowered by tests).
+	scanAbove int
+	// bulkChunk bounds the ids of one bulk insert statement (one JSON or
+	// array parameter, so no placeholder limit applies; lowered by tests).
+	bulkChunk int
 }
 
 // Open migrates db and returns the store. notify may be nil.
@@ -192,7 +198,7 @@ func Open(ctx context.Context, db *store.DB, notify func(env string, seq int64))
 	if notify == nil {
 		notify = func(string, int64) {}
 	}
-	s := &Store{db: db, now: time.Now, notify: notify}
+	s := &Store{db: db, now: time.Now, notify: notify, scanAbove: 50000, bulkChunk: 65536}
 	if err := s.backfillUserSegments(ctx); err != nil {
 		return nil, err
 	}
@@ -357,7 +363,7 @@ func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 		}
 		return rows.Err()
 	}
-	if len(uniq) > 50000 {
+	if len(uniq) > w.s.scanAbove {
 		// Large uploads: one scan of the dictionary beats thousands of IN lists.
 		rows, err := w.tx.QueryContext(w.ctx, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ?`, w.env)
 		if err != nil {
@@ -447,10 +453,6 @@ func (w *writer) createUsers(userIDs []string, props map[string]map[string]Prop)
 	return first, w.log(KindUsers, "", 0, added, nil, "")
 }
 
-// bareChunk bounds the ids of one bulk insert statement (one JSON or array
-// parameter, so no placeholder limit applies).
-const bareChunk = 65536
-
 // insertBareUsers inserts users without properties, dense ids from
 // w.nextDense on: the ids travel as one JSON array (SQLite's json_each) or
 // one text array (PostgreSQL's unnest) per statement, instead of six bound
@@ -459,8 +461,8 @@ func (w *writer) insertBareUsers(userIDs []string) error {
 	now := w.s.micros()
 	empty := encodeProps(nil)
 	var buf []byte
-	for i := 0; i < len(userIDs); i += bareChunk {
-		chunk := userIDs[i:min(i+bareChunk, len(userIDs))]
+	for i := 0; i < len(userIDs); i += w.s.bulkChunk {
+		chunk := userIDs[i:min(i+w.s.bulkChunk, len(userIDs))]
 		base := w.nextDense + int64(i)
 		var err error
 		if w.tx.Dialect == store.Postgres {
