@@ -74,7 +74,9 @@ func TestMembershipMatchesModel(t *testing.T) {
 				}()
 				wctx, cancel := context.WithCancel(ctx)
 				cancels = append(cancels, cancel)
-				st, err := svc.WatchMembership(wctx, &segmentsyncv1.WatchMembershipRequest{IncludeUsers: true, SegmentIds: watched})
+				// Packed users (UserChunk) or not (UserBatch), per stream.
+				packed := rapid.Bool().Draw(rt, "packed")
+				st, err := svc.WatchMembership(wctx, &segmentsyncv1.WatchMembershipRequest{IncludeUsers: true, PackedUsers: packed, SegmentIds: watched})
 				if err != nil {
 					rt.Fatal(err)
 				}
@@ -163,7 +165,8 @@ func TestMembershipMatchesModel(t *testing.T) {
 						cancel()
 						wctx, cancel = context.WithCancel(ctx)
 						cancels = append(cancels, cancel)
-						st, err = svc.WatchMembership(wctx, &segmentsyncv1.WatchMembershipRequest{IncludeUsers: true, SegmentIds: watched, AfterSequence: map[string]int64{e.A.EnvironmentID: w.seq}})
+						packed = rapid.Bool().Draw(rt, "packed")
+						st, err = svc.WatchMembership(wctx, &segmentsyncv1.WatchMembershipRequest{IncludeUsers: true, PackedUsers: packed, SegmentIds: watched, AfterSequence: map[string]int64{e.A.EnvironmentID: w.seq}})
 						if err != nil {
 							rt.Fatal(err)
 						}

@@ -403,7 +403,20 @@ type watchState struct {
 	seq      int64
 	segments map[string]*roaring.Bitmap
 	users    map[uint32]string
+	// props holds each user's properties as text (users holding none are absent).
+	props    map[uint32]map[string]string
 	caughtUp bool
+}
+
+func propsText(p map[string]*segmentsyncv1.PropertyValue) map[string]string {
+	if len(p) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(p))
+	for k, v := range p {
+		out[k] = v.String()
+	}
+	return out
 }
 
 func (w *watchState) apply(t *testing.T, m *segmentsyncv1.WatchMembershipResponse) {
@@ -414,14 +427,36 @@ func (w *watchState) apply(t *testing.T, m *segmentsyncv1.WatchMembershipRespons
 	w.seq = m.GetSequence()
 	switch ev := m.GetEvent().(type) {
 	case *segmentsyncv1.WatchMembershipResponse_SnapshotStart:
-		w.segments, w.users, w.caughtUp = map[string]*roaring.Bitmap{}, map[uint32]string{}, false
+		w.segments, w.users, w.props, w.caughtUp = map[string]*roaring.Bitmap{}, map[uint32]string{}, map[uint32]map[string]string{}, false
 	case *segmentsyncv1.WatchMembershipResponse_Users:
 		for _, u := range ev.Users.GetUsers() {
 			w.users[u.GetDenseId()] = u.GetUserId()
+			w.setProps(u.GetDenseId(), propsText(u.GetProperties()))
+		}
+	case *segmentsyncv1.WatchMembershipResponse_UserChunk:
+		c := ev.UserChunk
+		if len(c.GetDenseIds()) != len(c.GetUserIds()) {
+			t.Fatalf("user chunk of %d dense ids and %d user ids", len(c.GetDenseIds()), len(c.GetUserIds()))
+		}
+		props := map[uint32]map[string]string{}
+		for _, p := range c.GetProperties() {
+			props[p.GetDenseId()] = propsText(p.GetProperties())
+		}
+		for i, d := range c.GetDenseIds() {
+			if i > 0 && d <= c.GetDenseIds()[i-1] {
+				t.Fatalf("user chunk dense ids not ascending: %v", c.GetDenseIds())
+			}
+			w.users[d] = c.GetUserIds()[i]
+			w.setProps(d, props[d])
+			delete(props, d)
+		}
+		if len(props) > 0 {
+			t.Fatalf("user chunk holds properties of users not in it: %v", props)
 		}
 	case *segmentsyncv1.WatchMembershipResponse_UsersDeleted:
 		for _, d := range ev.UsersDeleted.GetDenseIds() {
 			delete(w.users, d)
+			delete(w.props, d)
 			for _, b := range w.segments {
 				b.Remove(d)
 			}
@@ -444,6 +479,14 @@ func (w *watchState) apply(t *testing.T, m *segmentsyncv1.WatchMembershipRespons
 		delete(w.segments, ev.SegmentDeleted.GetSegmentId())
 	case *segmentsyncv1.WatchMembershipResponse_CaughtUp:
 		w.caughtUp = true
+	}
+}
+
+func (w *watchState) setProps(d uint32, p map[string]string) {
+	if p == nil {
+		delete(w.props, d)
+	} else {
+		w.props[d] = p
 	}
 }
 

@@ -1,7 +1,9 @@
 // Command segmentsyncload measures segmentsync's data plane in-process on the
 // embedded default (SQLite): ReplaceMembers of 1 M ids, a 1 % churn, the
-// stored size of 10 segments × 1 M members, and a WatchMembership snapshot of
-// 1 M members to a client.
+// stored size of 10 segments × 1 M members, and WatchMembership snapshots of
+// a 1 M-member segment and of the environment's users (filled up to
+// -snapshot-users) to a client in a separate process (this binary, re-run
+// with -watch).
 package main
 
 import (
@@ -9,18 +11,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/seghub/seghub/bench/internal/harness"
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/app"
-	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/services/segmentsync"
 )
 
@@ -28,21 +28,43 @@ func main() {
 	members := flag.Int("members", 1_000_000, "members per segment")
 	segments := flag.Int("segments", 10, "segments for the size measurement")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the first ReplaceMembers (1 M new ids) to this file")
+	snapshotUsers := flag.Int("snapshot-users", 2_000_000, "users in the environment for the WatchMembership snapshots (topped up by one more segment)")
+	watchProfile := flag.String("watch-cpuprofile", "", "write a CPU profile of the server during the packed users snapshot to this file")
+	watch := flag.String("watch", "", "internal: run as the watching client of the server at this address (keys from the environment) and print one line")
+	mode := flag.String("watch-mode", "", "internal: with -watch, what to watch: members, batches, packed, client")
 	flag.Parse()
-	profile = *cpuProfile
+	if *watch != "" {
+		if err := watchClient(*watch, *mode); err != nil {
+			fmt.Fprintln(os.Stderr, "segmentsyncload -watch:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	profile, fill, watchProf = *cpuProfile, *snapshotUsers, *watchProfile
 	if err := run(*members, *segments); err != nil {
 		fmt.Fprintln(os.Stderr, "segmentsyncload:", err)
 		os.Exit(1)
 	}
 }
 
-// profile names the CPU profile file of the first upload ("" = none).
-var profile string
+// profile names the CPU profile file of the first upload ("" = none),
+// watchProf that of the server during the packed snapshot; fill is the
+// users the snapshots carry.
+var (
+	profile, watchProf string
+	fill               int
+)
 
 func maxRSSMB() float64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return float64(ru.Maxrss) / 1024
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func run(members, segments int) error {
@@ -114,35 +136,60 @@ func run(members, segments int) error {
 	}
 	fmt.Printf("stored membership of %d segments × %d members: %.2f MB of bitmaps\n", count, members, float64(bytes)/(1<<20))
 
-	// WatchMembership snapshot of the first segment (1 M members + users) to a client.
-	ic, err := grpc.NewClient(proc.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.InternalCredentials{Key: proc.P.InternalKey, Insecure: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
-	if err != nil {
+	// Top the environment up to fill users for the snapshots.
+	var users int64
+	if err := proc.P.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM ss_users`).Scan(&users); err != nil {
 		return err
 	}
-	wc := segmentsyncv1.NewSegmentSyncServiceClient(ic)
-	for _, withUsers := range []bool{false, true} {
-		t0 = time.Now()
-		st, err := wc.WatchMembership(ctx, &segmentsyncv1.WatchMembershipRequest{AllEnvironments: true, IncludeUsers: withUsers, SegmentIds: []string{sid}})
+	if int(users) < fill {
+		s, err := c.CreateSegment(ctx, &segmentsyncv1.CreateSegmentRequest{Name: "bench-fill"})
 		if err != nil {
 			return err
 		}
-		var msgs, bytes int
-		for {
-			m, err := st.Recv()
-			if err != nil {
+		t0 = time.Now()
+		res, err := harness.Replace(ctx, c, s.GetSegment().GetSegmentId(), "user:", 0, fill)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ReplaceMembers of %d ids, %d of them new (fills the environment to %d users): %v\n", fill, int(res.GetAdded())-int(users), fill, time.Since(t0).Round(time.Millisecond))
+	}
+	if err := proc.P.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM ss_users`).Scan(&users); err != nil {
+		return err
+	}
+	// WatchMembership snapshots, to a client in its own process: the first
+	// segment only (membership), then every segment with the environment's
+	// users as UserBatch and as packed UserChunk, then the targeting
+	// in-process client (the follower applying the packed feed) until loaded.
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	for _, mode := range []string{"members", "batches", "packed", "client"} {
+		var prof *os.File
+		if mode == "packed" && watchProf != "" {
+			if prof, err = os.Create(watchProf); err != nil {
 				return err
 			}
-			msgs++
-			if s := m.GetSegment(); s != nil {
-				bytes += len(s.GetMembers())
-			}
-			if m.GetCaughtUp() != nil {
-				break
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				return err
 			}
 		}
-		fmt.Printf("WatchMembership snapshot (include_users=%v) of a %d-member segment: %v, %d messages, bitmap %.2f MB\n", withUsers, members, time.Since(t0).Round(time.Millisecond), msgs, float64(bytes)/(1<<20))
+		cpu0 := cpuTime()
+		cmd := exec.CommandContext(ctx, self, "-watch", proc.Addr, "-watch-mode", mode, "-watch-segment", sid)
+		cmd.Env = append(os.Environ(), "SEGHUB_BENCH_INTERNAL_KEY="+proc.P.InternalKey, "SEGHUB_BENCH_ADMIN_KEY="+proc.AdminKey)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("watch client %s: %w", mode, err)
+		}
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		clientCPU := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		fmt.Printf("WatchMembership snapshot, %s (environment of %d users): %s; CPU: server %v, client process %v\n", mode, users, strings.TrimSpace(string(out)),
+			(cpuTime() - cpu0).Round(time.Millisecond), clientCPU.Round(time.Millisecond))
 	}
 	return nil
 }

@@ -3265,7 +3265,13 @@ type WatchMembershipRequest struct {
 	AllEnvironments bool `protobuf:"varint,3,opt,name=all_environments,json=allEnvironments,proto3" json:"all_environments,omitempty"`
 	// Also stream users (dense id, user id, properties), for watchers that keep
 	// a user dictionary or evaluate property conditions.
-	IncludeUsers  bool `protobuf:"varint,4,opt,name=include_users,json=includeUsers,proto3" json:"include_users,omitempty"`
+	IncludeUsers bool `protobuf:"varint,4,opt,name=include_users,json=includeUsers,proto3" json:"include_users,omitempty"`
+	// With include_users, send users as packed UserChunk messages (`user_chunk`)
+	// instead of UserBatch (`users`): ids in parallel arrays, properties only for
+	// users that hold some, no create/update times; several times cheaper to
+	// send and apply for large snapshots. A watcher setting it still handles
+	// UserBatch (a server that predates the field sends that).
+	PackedUsers   bool `protobuf:"varint,5,opt,name=packed_users,json=packedUsers,proto3" json:"packed_users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3328,6 +3334,13 @@ func (x *WatchMembershipRequest) GetIncludeUsers() bool {
 	return false
 }
 
+func (x *WatchMembershipRequest) GetPackedUsers() bool {
+	if x != nil {
+		return x.PackedUsers
+	}
+	return false
+}
+
 // WatchMembershipResponse is one step of an environment's feed. Applying the
 // messages in order brings the watcher to `sequence` of `environment_id`.
 type WatchMembershipResponse struct {
@@ -3347,6 +3360,7 @@ type WatchMembershipResponse struct {
 	//	*WatchMembershipResponse_Change
 	//	*WatchMembershipResponse_SegmentDeleted
 	//	*WatchMembershipResponse_CaughtUp
+	//	*WatchMembershipResponse_UserChunk
 	Event         isWatchMembershipResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3466,6 +3480,15 @@ func (x *WatchMembershipResponse) GetCaughtUp() *CaughtUp {
 	return nil
 }
 
+func (x *WatchMembershipResponse) GetUserChunk() *UserChunk {
+	if x != nil {
+		if x, ok := x.Event.(*WatchMembershipResponse_UserChunk); ok {
+			return x.UserChunk
+		}
+	}
+	return nil
+}
+
 type isWatchMembershipResponse_Event interface {
 	isWatchMembershipResponse_Event()
 }
@@ -3505,6 +3528,12 @@ type WatchMembershipResponse_CaughtUp struct {
 	CaughtUp *CaughtUp `protobuf:"bytes,16,opt,name=caught_up,json=caughtUp,proto3,oneof"`
 }
 
+type WatchMembershipResponse_UserChunk struct {
+	// Users created or changed (current state), packed: sent instead of
+	// `users` when the request sets packed_users.
+	UserChunk *UserChunk `protobuf:"bytes,17,opt,name=user_chunk,json=userChunk,proto3,oneof"`
+}
+
 func (*WatchMembershipResponse_SnapshotStart) isWatchMembershipResponse_Event() {}
 
 func (*WatchMembershipResponse_Users) isWatchMembershipResponse_Event() {}
@@ -3518,6 +3547,8 @@ func (*WatchMembershipResponse_Change) isWatchMembershipResponse_Event() {}
 func (*WatchMembershipResponse_SegmentDeleted) isWatchMembershipResponse_Event() {}
 
 func (*WatchMembershipResponse_CaughtUp) isWatchMembershipResponse_Event() {}
+
+func (*WatchMembershipResponse_UserChunk) isWatchMembershipResponse_Event() {}
 
 // Marks the start of an environment's snapshot: discard what is held for it.
 type SnapshotStart struct {
@@ -3602,6 +3633,128 @@ func (x *UserBatch) GetUsers() []*User {
 	return nil
 }
 
+// Users created or changed, in their current state, packed: user i of the
+// chunk has dense_ids[i] and user_ids[i]. At most 16384 users and about 1 MiB
+// of properties a chunk.
+type UserChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dense ids, ascending.
+	DenseIds []uint32 `protobuf:"varint,1,rep,packed,name=dense_ids,json=denseIds,proto3" json:"dense_ids,omitempty"`
+	// User ids, in the order of dense_ids.
+	UserIds []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	// Properties of the chunk's users that hold any, in dense id order; a user
+	// of the chunk absent here holds none.
+	Properties    []*UserProperties `protobuf:"bytes,3,rep,name=properties,proto3" json:"properties,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserChunk) Reset() {
+	*x = UserChunk{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserChunk) ProtoMessage() {}
+
+func (x *UserChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserChunk.ProtoReflect.Descriptor instead.
+func (*UserChunk) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *UserChunk) GetDenseIds() []uint32 {
+	if x != nil {
+		return x.DenseIds
+	}
+	return nil
+}
+
+func (x *UserChunk) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *UserChunk) GetProperties() []*UserProperties {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
+// One user's properties within a UserChunk.
+type UserProperties struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's dense id (one of the chunk's dense_ids).
+	DenseId uint32 `protobuf:"varint,1,opt,name=dense_id,json=denseId,proto3" json:"dense_id,omitempty"`
+	// The properties, as in User.properties.
+	Properties    map[string]*PropertyValue `protobuf:"bytes,2,rep,name=properties,proto3" json:"properties,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserProperties) Reset() {
+	*x = UserProperties{}
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserProperties) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserProperties) ProtoMessage() {}
+
+func (x *UserProperties) ProtoReflect() protoreflect.Message {
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserProperties.ProtoReflect.Descriptor instead.
+func (*UserProperties) Descriptor() ([]byte, []int) {
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *UserProperties) GetDenseId() uint32 {
+	if x != nil {
+		return x.DenseId
+	}
+	return 0
+}
+
+func (x *UserProperties) GetProperties() map[string]*PropertyValue {
+	if x != nil {
+		return x.Properties
+	}
+	return nil
+}
+
 // Users deleted; they are gone from every segment too.
 type UsersDeleted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3615,7 +3768,7 @@ type UsersDeleted struct {
 
 func (x *UsersDeleted) Reset() {
 	*x = UsersDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3780,7 @@ func (x *UsersDeleted) String() string {
 func (*UsersDeleted) ProtoMessage() {}
 
 func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[44]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3793,7 @@ func (x *UsersDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsersDeleted.ProtoReflect.Descriptor instead.
 func (*UsersDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{44}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UsersDeleted) GetDenseIds() []uint32 {
@@ -3670,7 +3823,7 @@ type SegmentState struct {
 
 func (x *SegmentState) Reset() {
 	*x = SegmentState{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3682,7 +3835,7 @@ func (x *SegmentState) String() string {
 func (*SegmentState) ProtoMessage() {}
 
 func (x *SegmentState) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[45]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3695,7 +3848,7 @@ func (x *SegmentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentState.ProtoReflect.Descriptor instead.
 func (*SegmentState) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{45}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SegmentState) GetSegment() *Segment {
@@ -3729,7 +3882,7 @@ type MembershipChange struct {
 
 func (x *MembershipChange) Reset() {
 	*x = MembershipChange{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3741,7 +3894,7 @@ func (x *MembershipChange) String() string {
 func (*MembershipChange) ProtoMessage() {}
 
 func (x *MembershipChange) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[46]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3754,7 +3907,7 @@ func (x *MembershipChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipChange.ProtoReflect.Descriptor instead.
 func (*MembershipChange) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{46}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *MembershipChange) GetSegmentId() string {
@@ -3796,7 +3949,7 @@ type SegmentDeleted struct {
 
 func (x *SegmentDeleted) Reset() {
 	*x = SegmentDeleted{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3808,7 +3961,7 @@ func (x *SegmentDeleted) String() string {
 func (*SegmentDeleted) ProtoMessage() {}
 
 func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[47]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3821,7 +3974,7 @@ func (x *SegmentDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentDeleted.ProtoReflect.Descriptor instead.
 func (*SegmentDeleted) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{47}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SegmentDeleted) GetSegmentId() string {
@@ -3840,7 +3993,7 @@ type CaughtUp struct {
 
 func (x *CaughtUp) Reset() {
 	*x = CaughtUp{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3852,7 +4005,7 @@ func (x *CaughtUp) String() string {
 func (*CaughtUp) ProtoMessage() {}
 
 func (x *CaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[48]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3865,7 +4018,7 @@ func (x *CaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
 func (*CaughtUp) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{48}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
 }
 
 // A sync: one segment delivered to one connection, with its schedule and last outcome.
@@ -3917,7 +4070,7 @@ type Sync struct {
 
 func (x *Sync) Reset() {
 	*x = Sync{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3929,7 +4082,7 @@ func (x *Sync) String() string {
 func (*Sync) ProtoMessage() {}
 
 func (x *Sync) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[49]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3942,7 +4095,7 @@ func (x *Sync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sync.ProtoReflect.Descriptor instead.
 func (*Sync) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{49}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Sync) GetSyncId() string {
@@ -4114,7 +4267,7 @@ type SyncRun struct {
 
 func (x *SyncRun) Reset() {
 	*x = SyncRun{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4126,7 +4279,7 @@ func (x *SyncRun) String() string {
 func (*SyncRun) ProtoMessage() {}
 
 func (x *SyncRun) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[50]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4139,7 +4292,7 @@ func (x *SyncRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRun.ProtoReflect.Descriptor instead.
 func (*SyncRun) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{50}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SyncRun) GetRunId() string {
@@ -4271,7 +4424,7 @@ type FailedIdentity struct {
 
 func (x *FailedIdentity) Reset() {
 	*x = FailedIdentity{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4283,7 +4436,7 @@ func (x *FailedIdentity) String() string {
 func (*FailedIdentity) ProtoMessage() {}
 
 func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[51]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4296,7 +4449,7 @@ func (x *FailedIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailedIdentity.ProtoReflect.Descriptor instead.
 func (*FailedIdentity) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{51}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *FailedIdentity) GetUserId() string {
@@ -4352,7 +4505,7 @@ type EnableSyncRequest struct {
 
 func (x *EnableSyncRequest) Reset() {
 	*x = EnableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4364,7 +4517,7 @@ func (x *EnableSyncRequest) String() string {
 func (*EnableSyncRequest) ProtoMessage() {}
 
 func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[52]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4377,7 +4530,7 @@ func (x *EnableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncRequest.ProtoReflect.Descriptor instead.
 func (*EnableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{52}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *EnableSyncRequest) GetSegmentId() string {
@@ -4442,7 +4595,7 @@ type EnableSyncResponse struct {
 
 func (x *EnableSyncResponse) Reset() {
 	*x = EnableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4454,7 +4607,7 @@ func (x *EnableSyncResponse) String() string {
 func (*EnableSyncResponse) ProtoMessage() {}
 
 func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[53]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4467,7 +4620,7 @@ func (x *EnableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableSyncResponse.ProtoReflect.Descriptor instead.
 func (*EnableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{53}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *EnableSyncResponse) GetSync() *Sync {
@@ -4495,7 +4648,7 @@ type GetSyncRequest struct {
 
 func (x *GetSyncRequest) Reset() {
 	*x = GetSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4507,7 +4660,7 @@ func (x *GetSyncRequest) String() string {
 func (*GetSyncRequest) ProtoMessage() {}
 
 func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[54]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4520,7 +4673,7 @@ func (x *GetSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncRequest.ProtoReflect.Descriptor instead.
 func (*GetSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{54}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetSyncRequest) GetSyncId() string {
@@ -4541,7 +4694,7 @@ type GetSyncResponse struct {
 
 func (x *GetSyncResponse) Reset() {
 	*x = GetSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4553,7 +4706,7 @@ func (x *GetSyncResponse) String() string {
 func (*GetSyncResponse) ProtoMessage() {}
 
 func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[55]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4566,7 +4719,7 @@ func (x *GetSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSyncResponse.ProtoReflect.Descriptor instead.
 func (*GetSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{55}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetSyncResponse) GetSync() *Sync {
@@ -4593,7 +4746,7 @@ type ListSyncsRequest struct {
 
 func (x *ListSyncsRequest) Reset() {
 	*x = ListSyncsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4605,7 +4758,7 @@ func (x *ListSyncsRequest) String() string {
 func (*ListSyncsRequest) ProtoMessage() {}
 
 func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[56]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4618,7 +4771,7 @@ func (x *ListSyncsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{56}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListSyncsRequest) GetSegmentId() string {
@@ -4662,7 +4815,7 @@ type ListSyncsResponse struct {
 
 func (x *ListSyncsResponse) Reset() {
 	*x = ListSyncsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4674,7 +4827,7 @@ func (x *ListSyncsResponse) String() string {
 func (*ListSyncsResponse) ProtoMessage() {}
 
 func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[57]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4687,7 +4840,7 @@ func (x *ListSyncsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{57}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListSyncsResponse) GetSyncs() []*Sync {
@@ -4723,7 +4876,7 @@ type UpdateSyncRequest struct {
 
 func (x *UpdateSyncRequest) Reset() {
 	*x = UpdateSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4735,7 +4888,7 @@ func (x *UpdateSyncRequest) String() string {
 func (*UpdateSyncRequest) ProtoMessage() {}
 
 func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4748,7 +4901,7 @@ func (x *UpdateSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{58}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *UpdateSyncRequest) GetSyncId() string {
@@ -4797,7 +4950,7 @@ type UpdateSyncResponse struct {
 
 func (x *UpdateSyncResponse) Reset() {
 	*x = UpdateSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4809,7 +4962,7 @@ func (x *UpdateSyncResponse) String() string {
 func (*UpdateSyncResponse) ProtoMessage() {}
 
 func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[59]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4822,7 +4975,7 @@ func (x *UpdateSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSyncResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{59}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *UpdateSyncResponse) GetSync() *Sync {
@@ -4847,7 +5000,7 @@ type DisableSyncRequest struct {
 
 func (x *DisableSyncRequest) Reset() {
 	*x = DisableSyncRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4859,7 +5012,7 @@ func (x *DisableSyncRequest) String() string {
 func (*DisableSyncRequest) ProtoMessage() {}
 
 func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4872,7 +5025,7 @@ func (x *DisableSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncRequest.ProtoReflect.Descriptor instead.
 func (*DisableSyncRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{60}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *DisableSyncRequest) GetSyncId() string {
@@ -4902,7 +5055,7 @@ type DisableSyncResponse struct {
 
 func (x *DisableSyncResponse) Reset() {
 	*x = DisableSyncResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4914,7 +5067,7 @@ func (x *DisableSyncResponse) String() string {
 func (*DisableSyncResponse) ProtoMessage() {}
 
 func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[61]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4927,7 +5080,7 @@ func (x *DisableSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableSyncResponse.ProtoReflect.Descriptor instead.
 func (*DisableSyncResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{61}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DisableSyncResponse) GetSync() *Sync {
@@ -4955,7 +5108,7 @@ type SyncNowRequest struct {
 
 func (x *SyncNowRequest) Reset() {
 	*x = SyncNowRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4967,7 +5120,7 @@ func (x *SyncNowRequest) String() string {
 func (*SyncNowRequest) ProtoMessage() {}
 
 func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[62]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4980,7 +5133,7 @@ func (x *SyncNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowRequest.ProtoReflect.Descriptor instead.
 func (*SyncNowRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{62}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SyncNowRequest) GetSyncId() string {
@@ -5001,7 +5154,7 @@ type SyncNowResponse struct {
 
 func (x *SyncNowResponse) Reset() {
 	*x = SyncNowResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5013,7 +5166,7 @@ func (x *SyncNowResponse) String() string {
 func (*SyncNowResponse) ProtoMessage() {}
 
 func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[63]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5026,7 +5179,7 @@ func (x *SyncNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncNowResponse.ProtoReflect.Descriptor instead.
 func (*SyncNowResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{63}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SyncNowResponse) GetRun() *SyncRun {
@@ -5051,7 +5204,7 @@ type ListSyncRunsRequest struct {
 
 func (x *ListSyncRunsRequest) Reset() {
 	*x = ListSyncRunsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5063,7 +5216,7 @@ func (x *ListSyncRunsRequest) String() string {
 func (*ListSyncRunsRequest) ProtoMessage() {}
 
 func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[64]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5076,7 +5229,7 @@ func (x *ListSyncRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{64}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListSyncRunsRequest) GetSyncId() string {
@@ -5113,7 +5266,7 @@ type ListSyncRunsResponse struct {
 
 func (x *ListSyncRunsResponse) Reset() {
 	*x = ListSyncRunsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5125,7 +5278,7 @@ func (x *ListSyncRunsResponse) String() string {
 func (*ListSyncRunsResponse) ProtoMessage() {}
 
 func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[65]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5138,7 +5291,7 @@ func (x *ListSyncRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSyncRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListSyncRunsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{65}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListSyncRunsResponse) GetRuns() []*SyncRun {
@@ -5168,7 +5321,7 @@ type DryRunRequest struct {
 
 func (x *DryRunRequest) Reset() {
 	*x = DryRunRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5180,7 +5333,7 @@ func (x *DryRunRequest) String() string {
 func (*DryRunRequest) ProtoMessage() {}
 
 func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[66]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5193,7 +5346,7 @@ func (x *DryRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunRequest.ProtoReflect.Descriptor instead.
 func (*DryRunRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{66}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *DryRunRequest) GetSyncId() string {
@@ -5233,7 +5386,7 @@ type DryRunResponse struct {
 
 func (x *DryRunResponse) Reset() {
 	*x = DryRunResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5245,7 +5398,7 @@ func (x *DryRunResponse) String() string {
 func (*DryRunResponse) ProtoMessage() {}
 
 func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[67]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5258,7 +5411,7 @@ func (x *DryRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DryRunResponse.ProtoReflect.Descriptor instead.
 func (*DryRunResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{67}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *DryRunResponse) GetToAdd() uint64 {
@@ -5325,7 +5478,7 @@ type ReceiveSegmentWebhookRequest struct {
 
 func (x *ReceiveSegmentWebhookRequest) Reset() {
 	*x = ReceiveSegmentWebhookRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5337,7 +5490,7 @@ func (x *ReceiveSegmentWebhookRequest) String() string {
 func (*ReceiveSegmentWebhookRequest) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[68]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5350,7 +5503,7 @@ func (x *ReceiveSegmentWebhookRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{68}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ReceiveSegmentWebhookRequest) GetConnectionId() string {
@@ -5393,7 +5546,7 @@ type ReceiveSegmentWebhookResponse struct {
 
 func (x *ReceiveSegmentWebhookResponse) Reset() {
 	*x = ReceiveSegmentWebhookResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5405,7 +5558,7 @@ func (x *ReceiveSegmentWebhookResponse) String() string {
 func (*ReceiveSegmentWebhookResponse) ProtoMessage() {}
 
 func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[69]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5418,7 +5571,7 @@ func (x *ReceiveSegmentWebhookResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveSegmentWebhookResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveSegmentWebhookResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{69}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ReceiveSegmentWebhookResponse) GetSegmentId() string {
@@ -5487,7 +5640,7 @@ type InboundSyncTask struct {
 
 func (x *InboundSyncTask) Reset() {
 	*x = InboundSyncTask{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5499,7 +5652,7 @@ func (x *InboundSyncTask) String() string {
 func (*InboundSyncTask) ProtoMessage() {}
 
 func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[70]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5512,7 +5665,7 @@ func (x *InboundSyncTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundSyncTask.ProtoReflect.Descriptor instead.
 func (*InboundSyncTask) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{70}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *InboundSyncTask) GetConnectionId() string {
@@ -5607,7 +5760,7 @@ type ListInboundSyncTasksRequest struct {
 
 func (x *ListInboundSyncTasksRequest) Reset() {
 	*x = ListInboundSyncTasksRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[71]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5619,7 +5772,7 @@ func (x *ListInboundSyncTasksRequest) String() string {
 func (*ListInboundSyncTasksRequest) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[71]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5632,7 +5785,7 @@ func (x *ListInboundSyncTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{71}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListInboundSyncTasksRequest) GetConnectionId() string {
@@ -5671,7 +5824,7 @@ type ListInboundSyncTasksResponse struct {
 
 func (x *ListInboundSyncTasksResponse) Reset() {
 	*x = ListInboundSyncTasksResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[72]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5683,7 +5836,7 @@ func (x *ListInboundSyncTasksResponse) String() string {
 func (*ListInboundSyncTasksResponse) ProtoMessage() {}
 
 func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[72]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5696,7 +5849,7 @@ func (x *ListInboundSyncTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInboundSyncTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListInboundSyncTasksResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{72}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListInboundSyncTasksResponse) GetTasks() []*InboundSyncTask {
@@ -5732,7 +5885,7 @@ type CountRecurringSyncsRequest struct {
 
 func (x *CountRecurringSyncsRequest) Reset() {
 	*x = CountRecurringSyncsRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[73]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5744,7 +5897,7 @@ func (x *CountRecurringSyncsRequest) String() string {
 func (*CountRecurringSyncsRequest) ProtoMessage() {}
 
 func (x *CountRecurringSyncsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[73]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5757,7 +5910,7 @@ func (x *CountRecurringSyncsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRecurringSyncsRequest.ProtoReflect.Descriptor instead.
 func (*CountRecurringSyncsRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{73}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CountRecurringSyncsRequest) GetDestinationTypes() []string {
@@ -5779,7 +5932,7 @@ type CountRecurringSyncsResponse struct {
 
 func (x *CountRecurringSyncsResponse) Reset() {
 	*x = CountRecurringSyncsResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[74]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5791,7 +5944,7 @@ func (x *CountRecurringSyncsResponse) String() string {
 func (*CountRecurringSyncsResponse) ProtoMessage() {}
 
 func (x *CountRecurringSyncsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[74]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5804,7 +5957,7 @@ func (x *CountRecurringSyncsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRecurringSyncsResponse.ProtoReflect.Descriptor instead.
 func (*CountRecurringSyncsResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{74}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CountRecurringSyncsResponse) GetRecurringSyncs() map[string]uint32 {
@@ -5828,7 +5981,7 @@ type CheckIdentityPropertyRequest struct {
 
 func (x *CheckIdentityPropertyRequest) Reset() {
 	*x = CheckIdentityPropertyRequest{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[75]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5840,7 +5993,7 @@ func (x *CheckIdentityPropertyRequest) String() string {
 func (*CheckIdentityPropertyRequest) ProtoMessage() {}
 
 func (x *CheckIdentityPropertyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[75]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5853,7 +6006,7 @@ func (x *CheckIdentityPropertyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckIdentityPropertyRequest.ProtoReflect.Descriptor instead.
 func (*CheckIdentityPropertyRequest) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{75}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CheckIdentityPropertyRequest) GetIdentityProperty() string {
@@ -5884,7 +6037,7 @@ type CheckIdentityPropertyResponse struct {
 
 func (x *CheckIdentityPropertyResponse) Reset() {
 	*x = CheckIdentityPropertyResponse{}
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[76]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5896,7 +6049,7 @@ func (x *CheckIdentityPropertyResponse) String() string {
 func (*CheckIdentityPropertyResponse) ProtoMessage() {}
 
 func (x *CheckIdentityPropertyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[76]
+	mi := &file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5909,7 +6062,7 @@ func (x *CheckIdentityPropertyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckIdentityPropertyResponse.ProtoReflect.Descriptor instead.
 func (*CheckIdentityPropertyResponse) Descriptor() ([]byte, []int) {
-	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{76}
+	return file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CheckIdentityPropertyResponse) GetAccepted() bool {
@@ -6138,16 +6291,17 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\auser_id\x18\x02 \x01(\tB\x03\xe0A\x02R\x06userId\"I\n" +
 	"\x10IsMemberResponse\x12\x1b\n" +
 	"\tis_member\x18\x01 \x01(\bR\bisMember\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb4\x02\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xd7\x02\n" +
 	"\x16WatchMembershipRequest\x12\x1f\n" +
 	"\vsegment_ids\x18\x01 \x03(\tR\n" +
 	"segmentIds\x12g\n" +
 	"\x0eafter_sequence\x18\x02 \x03(\v2@.seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntryR\rafterSequence\x12)\n" +
 	"\x10all_environments\x18\x03 \x01(\bR\x0fallEnvironments\x12#\n" +
-	"\rinclude_users\x18\x04 \x01(\bR\fincludeUsers\x1a@\n" +
+	"\rinclude_users\x18\x04 \x01(\bR\fincludeUsers\x12!\n" +
+	"\fpacked_users\x18\x05 \x01(\bR\vpackedUsers\x1a@\n" +
 	"\x12AfterSequenceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xd0\x04\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x93\x05\n" +
 	"\x17WatchMembershipResponse\x12%\n" +
 	"\x0eenvironment_id\x18\x01 \x01(\tR\renvironmentId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12M\n" +
@@ -6158,11 +6312,27 @@ const file_seghub_segmentsync_v1_segmentsync_proto_rawDesc = "" +
 	"\asegment\x18\r \x01(\v2#.seghub.segmentsync.v1.SegmentStateH\x00R\asegment\x12A\n" +
 	"\x06change\x18\x0e \x01(\v2'.seghub.segmentsync.v1.MembershipChangeH\x00R\x06change\x12P\n" +
 	"\x0fsegment_deleted\x18\x0f \x01(\v2%.seghub.segmentsync.v1.SegmentDeletedH\x00R\x0esegmentDeleted\x12>\n" +
-	"\tcaught_up\x18\x10 \x01(\v2\x1f.seghub.segmentsync.v1.CaughtUpH\x00R\bcaughtUpB\a\n" +
+	"\tcaught_up\x18\x10 \x01(\v2\x1f.seghub.segmentsync.v1.CaughtUpH\x00R\bcaughtUp\x12A\n" +
+	"\n" +
+	"user_chunk\x18\x11 \x01(\v2 .seghub.segmentsync.v1.UserChunkH\x00R\tuserChunkB\a\n" +
 	"\x05event\"\x0f\n" +
 	"\rSnapshotStart\">\n" +
 	"\tUserBatch\x121\n" +
-	"\x05users\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.UserR\x05users\"F\n" +
+	"\x05users\x18\x01 \x03(\v2\x1b.seghub.segmentsync.v1.UserR\x05users\"\x8a\x01\n" +
+	"\tUserChunk\x12\x1b\n" +
+	"\tdense_ids\x18\x01 \x03(\rR\bdenseIds\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\x12E\n" +
+	"\n" +
+	"properties\x18\x03 \x03(\v2%.seghub.segmentsync.v1.UserPropertiesR\n" +
+	"properties\"\xe7\x01\n" +
+	"\x0eUserProperties\x12\x19\n" +
+	"\bdense_id\x18\x01 \x01(\rR\adenseId\x12U\n" +
+	"\n" +
+	"properties\x18\x02 \x03(\v25.seghub.segmentsync.v1.UserProperties.PropertiesEntryR\n" +
+	"properties\x1ac\n" +
+	"\x0fPropertiesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12:\n" +
+	"\x05value\x18\x02 \x01(\v2$.seghub.segmentsync.v1.PropertyValueR\x05value:\x028\x01\"F\n" +
 	"\fUsersDeleted\x12\x1b\n" +
 	"\tdense_ids\x18\x01 \x03(\rR\bdenseIds\x12\x19\n" +
 	"\buser_ids\x18\x02 \x03(\tR\auserIds\"b\n" +
@@ -6457,7 +6627,7 @@ func file_seghub_segmentsync_v1_segmentsync_proto_rawDescGZIP() []byte {
 }
 
 var file_seghub_segmentsync_v1_segmentsync_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_seghub_segmentsync_v1_segmentsync_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(Visibility)(0),                       // 0: seghub.segmentsync.v1.Visibility
 	(ComputeState)(0),                     // 1: seghub.segmentsync.v1.ComputeState
@@ -6513,54 +6683,57 @@ var file_seghub_segmentsync_v1_segmentsync_proto_goTypes = []any{
 	(*WatchMembershipResponse)(nil),       // 51: seghub.segmentsync.v1.WatchMembershipResponse
 	(*SnapshotStart)(nil),                 // 52: seghub.segmentsync.v1.SnapshotStart
 	(*UserBatch)(nil),                     // 53: seghub.segmentsync.v1.UserBatch
-	(*UsersDeleted)(nil),                  // 54: seghub.segmentsync.v1.UsersDeleted
-	(*SegmentState)(nil),                  // 55: seghub.segmentsync.v1.SegmentState
-	(*MembershipChange)(nil),              // 56: seghub.segmentsync.v1.MembershipChange
-	(*SegmentDeleted)(nil),                // 57: seghub.segmentsync.v1.SegmentDeleted
-	(*CaughtUp)(nil),                      // 58: seghub.segmentsync.v1.CaughtUp
-	(*Sync)(nil),                          // 59: seghub.segmentsync.v1.Sync
-	(*SyncRun)(nil),                       // 60: seghub.segmentsync.v1.SyncRun
-	(*FailedIdentity)(nil),                // 61: seghub.segmentsync.v1.FailedIdentity
-	(*EnableSyncRequest)(nil),             // 62: seghub.segmentsync.v1.EnableSyncRequest
-	(*EnableSyncResponse)(nil),            // 63: seghub.segmentsync.v1.EnableSyncResponse
-	(*GetSyncRequest)(nil),                // 64: seghub.segmentsync.v1.GetSyncRequest
-	(*GetSyncResponse)(nil),               // 65: seghub.segmentsync.v1.GetSyncResponse
-	(*ListSyncsRequest)(nil),              // 66: seghub.segmentsync.v1.ListSyncsRequest
-	(*ListSyncsResponse)(nil),             // 67: seghub.segmentsync.v1.ListSyncsResponse
-	(*UpdateSyncRequest)(nil),             // 68: seghub.segmentsync.v1.UpdateSyncRequest
-	(*UpdateSyncResponse)(nil),            // 69: seghub.segmentsync.v1.UpdateSyncResponse
-	(*DisableSyncRequest)(nil),            // 70: seghub.segmentsync.v1.DisableSyncRequest
-	(*DisableSyncResponse)(nil),           // 71: seghub.segmentsync.v1.DisableSyncResponse
-	(*SyncNowRequest)(nil),                // 72: seghub.segmentsync.v1.SyncNowRequest
-	(*SyncNowResponse)(nil),               // 73: seghub.segmentsync.v1.SyncNowResponse
-	(*ListSyncRunsRequest)(nil),           // 74: seghub.segmentsync.v1.ListSyncRunsRequest
-	(*ListSyncRunsResponse)(nil),          // 75: seghub.segmentsync.v1.ListSyncRunsResponse
-	(*DryRunRequest)(nil),                 // 76: seghub.segmentsync.v1.DryRunRequest
-	(*DryRunResponse)(nil),                // 77: seghub.segmentsync.v1.DryRunResponse
-	(*ReceiveSegmentWebhookRequest)(nil),  // 78: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	(*ReceiveSegmentWebhookResponse)(nil), // 79: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	(*InboundSyncTask)(nil),               // 80: seghub.segmentsync.v1.InboundSyncTask
-	(*ListInboundSyncTasksRequest)(nil),   // 81: seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	(*ListInboundSyncTasksResponse)(nil),  // 82: seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	(*CountRecurringSyncsRequest)(nil),    // 83: seghub.segmentsync.v1.CountRecurringSyncsRequest
-	(*CountRecurringSyncsResponse)(nil),   // 84: seghub.segmentsync.v1.CountRecurringSyncsResponse
-	(*CheckIdentityPropertyRequest)(nil),  // 85: seghub.segmentsync.v1.CheckIdentityPropertyRequest
-	(*CheckIdentityPropertyResponse)(nil), // 86: seghub.segmentsync.v1.CheckIdentityPropertyResponse
-	nil,                                   // 87: seghub.segmentsync.v1.User.PropertiesEntry
-	nil,                                   // 88: seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
-	nil,                                   // 89: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
-	nil,                                   // 90: seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
-	(*timestamppb.Timestamp)(nil),         // 91: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 92: google.protobuf.Duration
+	(*UserChunk)(nil),                     // 54: seghub.segmentsync.v1.UserChunk
+	(*UserProperties)(nil),                // 55: seghub.segmentsync.v1.UserProperties
+	(*UsersDeleted)(nil),                  // 56: seghub.segmentsync.v1.UsersDeleted
+	(*SegmentState)(nil),                  // 57: seghub.segmentsync.v1.SegmentState
+	(*MembershipChange)(nil),              // 58: seghub.segmentsync.v1.MembershipChange
+	(*SegmentDeleted)(nil),                // 59: seghub.segmentsync.v1.SegmentDeleted
+	(*CaughtUp)(nil),                      // 60: seghub.segmentsync.v1.CaughtUp
+	(*Sync)(nil),                          // 61: seghub.segmentsync.v1.Sync
+	(*SyncRun)(nil),                       // 62: seghub.segmentsync.v1.SyncRun
+	(*FailedIdentity)(nil),                // 63: seghub.segmentsync.v1.FailedIdentity
+	(*EnableSyncRequest)(nil),             // 64: seghub.segmentsync.v1.EnableSyncRequest
+	(*EnableSyncResponse)(nil),            // 65: seghub.segmentsync.v1.EnableSyncResponse
+	(*GetSyncRequest)(nil),                // 66: seghub.segmentsync.v1.GetSyncRequest
+	(*GetSyncResponse)(nil),               // 67: seghub.segmentsync.v1.GetSyncResponse
+	(*ListSyncsRequest)(nil),              // 68: seghub.segmentsync.v1.ListSyncsRequest
+	(*ListSyncsResponse)(nil),             // 69: seghub.segmentsync.v1.ListSyncsResponse
+	(*UpdateSyncRequest)(nil),             // 70: seghub.segmentsync.v1.UpdateSyncRequest
+	(*UpdateSyncResponse)(nil),            // 71: seghub.segmentsync.v1.UpdateSyncResponse
+	(*DisableSyncRequest)(nil),            // 72: seghub.segmentsync.v1.DisableSyncRequest
+	(*DisableSyncResponse)(nil),           // 73: seghub.segmentsync.v1.DisableSyncResponse
+	(*SyncNowRequest)(nil),                // 74: seghub.segmentsync.v1.SyncNowRequest
+	(*SyncNowResponse)(nil),               // 75: seghub.segmentsync.v1.SyncNowResponse
+	(*ListSyncRunsRequest)(nil),           // 76: seghub.segmentsync.v1.ListSyncRunsRequest
+	(*ListSyncRunsResponse)(nil),          // 77: seghub.segmentsync.v1.ListSyncRunsResponse
+	(*DryRunRequest)(nil),                 // 78: seghub.segmentsync.v1.DryRunRequest
+	(*DryRunResponse)(nil),                // 79: seghub.segmentsync.v1.DryRunResponse
+	(*ReceiveSegmentWebhookRequest)(nil),  // 80: seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	(*ReceiveSegmentWebhookResponse)(nil), // 81: seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	(*InboundSyncTask)(nil),               // 82: seghub.segmentsync.v1.InboundSyncTask
+	(*ListInboundSyncTasksRequest)(nil),   // 83: seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	(*ListInboundSyncTasksResponse)(nil),  // 84: seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	(*CountRecurringSyncsRequest)(nil),    // 85: seghub.segmentsync.v1.CountRecurringSyncsRequest
+	(*CountRecurringSyncsResponse)(nil),   // 86: seghub.segmentsync.v1.CountRecurringSyncsResponse
+	(*CheckIdentityPropertyRequest)(nil),  // 87: seghub.segmentsync.v1.CheckIdentityPropertyRequest
+	(*CheckIdentityPropertyResponse)(nil), // 88: seghub.segmentsync.v1.CheckIdentityPropertyResponse
+	nil,                                   // 89: seghub.segmentsync.v1.User.PropertiesEntry
+	nil,                                   // 90: seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	nil,                                   // 91: seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	nil,                                   // 92: seghub.segmentsync.v1.UserProperties.PropertiesEntry
+	nil,                                   // 93: seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
+	(*timestamppb.Timestamp)(nil),         // 94: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 95: google.protobuf.Duration
 }
 var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
-	91,  // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
-	87,  // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
-	91,  // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	91,  // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	94,  // 0: seghub.segmentsync.v1.PropertyValue.timestamp_value:type_name -> google.protobuf.Timestamp
+	89,  // 1: seghub.segmentsync.v1.User.properties:type_name -> seghub.segmentsync.v1.User.PropertiesEntry
+	94,  // 2: seghub.segmentsync.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 3: seghub.segmentsync.v1.User.update_time:type_name -> google.protobuf.Timestamp
 	0,   // 4: seghub.segmentsync.v1.Segment.visibility:type_name -> seghub.segmentsync.v1.Visibility
-	91,  // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
-	91,  // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
+	94,  // 5: seghub.segmentsync.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 6: seghub.segmentsync.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
 	13,  // 7: seghub.segmentsync.v1.Segment.rule:type_name -> seghub.segmentsync.v1.SegmentRule
 	1,   // 8: seghub.segmentsync.v1.Segment.compute_state:type_name -> seghub.segmentsync.v1.ComputeState
 	13,  // 9: seghub.segmentsync.v1.SegmentRule.all:type_name -> seghub.segmentsync.v1.SegmentRule
@@ -6573,11 +6746,11 @@ var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
 	16,  // 16: seghub.segmentsync.v1.EventCondition.where:type_name -> seghub.segmentsync.v1.EventPropertyFilter
 	3,   // 17: seghub.segmentsync.v1.EventCondition.count_operator:type_name -> seghub.segmentsync.v1.CountOperator
 	4,   // 18: seghub.segmentsync.v1.EventCondition.seen:type_name -> seghub.segmentsync.v1.SeenOperator
-	91,  // 19: seghub.segmentsync.v1.EventCondition.seen_time:type_name -> google.protobuf.Timestamp
+	94,  // 19: seghub.segmentsync.v1.EventCondition.seen_time:type_name -> google.protobuf.Timestamp
 	13,  // 20: seghub.segmentsync.v1.PreviewSegmentRuleRequest.rule:type_name -> seghub.segmentsync.v1.SegmentRule
 	11,  // 21: seghub.segmentsync.v1.UpsertUsersRequest.users:type_name -> seghub.segmentsync.v1.User
 	11,  // 22: seghub.segmentsync.v1.GetUserResponse.user:type_name -> seghub.segmentsync.v1.User
-	88,  // 23: seghub.segmentsync.v1.IdentifyUserRequest.properties:type_name -> seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
+	90,  // 23: seghub.segmentsync.v1.IdentifyUserRequest.properties:type_name -> seghub.segmentsync.v1.IdentifyUserRequest.PropertiesEntry
 	27,  // 24: seghub.segmentsync.v1.ListUserPropertiesResponse.properties:type_name -> seghub.segmentsync.v1.UserProperty
 	5,   // 25: seghub.segmentsync.v1.UserProperty.type:type_name -> seghub.segmentsync.v1.PropertyType
 	0,   // 26: seghub.segmentsync.v1.CreateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
@@ -6589,114 +6762,118 @@ var file_seghub_segmentsync_v1_segmentsync_proto_depIdxs = []int32{
 	0,   // 32: seghub.segmentsync.v1.UpdateSegmentRequest.visibility:type_name -> seghub.segmentsync.v1.Visibility
 	13,  // 33: seghub.segmentsync.v1.UpdateSegmentRequest.rule:type_name -> seghub.segmentsync.v1.SegmentRule
 	12,  // 34: seghub.segmentsync.v1.UpdateSegmentResponse.segment:type_name -> seghub.segmentsync.v1.Segment
-	89,  // 35: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
+	91,  // 35: seghub.segmentsync.v1.WatchMembershipRequest.after_sequence:type_name -> seghub.segmentsync.v1.WatchMembershipRequest.AfterSequenceEntry
 	52,  // 36: seghub.segmentsync.v1.WatchMembershipResponse.snapshot_start:type_name -> seghub.segmentsync.v1.SnapshotStart
 	53,  // 37: seghub.segmentsync.v1.WatchMembershipResponse.users:type_name -> seghub.segmentsync.v1.UserBatch
-	54,  // 38: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
-	55,  // 39: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
-	56,  // 40: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
-	57,  // 41: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
-	58,  // 42: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
-	11,  // 43: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
-	12,  // 44: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
-	6,   // 45: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	92,  // 46: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
-	7,   // 47: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	91,  // 48: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
-	8,   // 49: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	91,  // 50: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
-	91,  // 51: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
-	91,  // 52: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
-	9,   // 53: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
-	8,   // 54: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
-	91,  // 55: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
-	91,  // 56: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
-	91,  // 57: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
-	61,  // 58: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
-	91,  // 59: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
-	6,   // 60: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	92,  // 61: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
-	7,   // 62: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	59,  // 63: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	60,  // 64: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	59,  // 65: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	59,  // 66: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
-	7,   // 67: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
-	6,   // 68: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
-	92,  // 69: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
-	59,  // 70: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	59,  // 71: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
-	60,  // 72: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	60,  // 73: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
-	60,  // 74: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
-	91,  // 75: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
-	91,  // 76: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
-	80,  // 77: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
-	90,  // 78: seghub.segmentsync.v1.CountRecurringSyncsResponse.recurring_syncs:type_name -> seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
-	10,  // 79: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
-	19,  // 80: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
-	21,  // 81: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
-	23,  // 82: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:input_type -> seghub.segmentsync.v1.IdentifyUserRequest
-	25,  // 83: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
-	28,  // 84: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
-	30,  // 85: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
-	32,  // 86: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
-	34,  // 87: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
-	36,  // 88: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
-	38,  // 89: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
-	17,  // 90: seghub.segmentsync.v1.SegmentSyncService.PreviewSegmentRule:input_type -> seghub.segmentsync.v1.PreviewSegmentRuleRequest
-	40,  // 91: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
-	42,  // 92: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
-	44,  // 93: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
-	46,  // 94: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
-	48,  // 95: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
-	50,  // 96: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
-	62,  // 97: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
-	64,  // 98: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
-	66,  // 99: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
-	68,  // 100: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
-	70,  // 101: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
-	72,  // 102: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
-	74,  // 103: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
-	76,  // 104: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
-	78,  // 105: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
-	81,  // 106: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
-	83,  // 107: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:input_type -> seghub.segmentsync.v1.CountRecurringSyncsRequest
-	85,  // 108: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:input_type -> seghub.segmentsync.v1.CheckIdentityPropertyRequest
-	20,  // 109: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
-	22,  // 110: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
-	24,  // 111: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:output_type -> seghub.segmentsync.v1.IdentifyUserResponse
-	26,  // 112: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
-	29,  // 113: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
-	31,  // 114: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
-	33,  // 115: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
-	35,  // 116: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
-	37,  // 117: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
-	39,  // 118: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
-	18,  // 119: seghub.segmentsync.v1.SegmentSyncService.PreviewSegmentRule:output_type -> seghub.segmentsync.v1.PreviewSegmentRuleResponse
-	41,  // 120: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
-	43,  // 121: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
-	45,  // 122: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
-	47,  // 123: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
-	49,  // 124: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
-	51,  // 125: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
-	63,  // 126: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
-	65,  // 127: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
-	67,  // 128: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
-	69,  // 129: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
-	71,  // 130: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
-	73,  // 131: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
-	75,  // 132: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
-	77,  // 133: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
-	79,  // 134: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
-	82,  // 135: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
-	84,  // 136: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:output_type -> seghub.segmentsync.v1.CountRecurringSyncsResponse
-	86,  // 137: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:output_type -> seghub.segmentsync.v1.CheckIdentityPropertyResponse
-	109, // [109:138] is the sub-list for method output_type
-	80,  // [80:109] is the sub-list for method input_type
-	80,  // [80:80] is the sub-list for extension type_name
-	80,  // [80:80] is the sub-list for extension extendee
-	0,   // [0:80] is the sub-list for field type_name
+	56,  // 38: seghub.segmentsync.v1.WatchMembershipResponse.users_deleted:type_name -> seghub.segmentsync.v1.UsersDeleted
+	57,  // 39: seghub.segmentsync.v1.WatchMembershipResponse.segment:type_name -> seghub.segmentsync.v1.SegmentState
+	58,  // 40: seghub.segmentsync.v1.WatchMembershipResponse.change:type_name -> seghub.segmentsync.v1.MembershipChange
+	59,  // 41: seghub.segmentsync.v1.WatchMembershipResponse.segment_deleted:type_name -> seghub.segmentsync.v1.SegmentDeleted
+	60,  // 42: seghub.segmentsync.v1.WatchMembershipResponse.caught_up:type_name -> seghub.segmentsync.v1.CaughtUp
+	54,  // 43: seghub.segmentsync.v1.WatchMembershipResponse.user_chunk:type_name -> seghub.segmentsync.v1.UserChunk
+	11,  // 44: seghub.segmentsync.v1.UserBatch.users:type_name -> seghub.segmentsync.v1.User
+	55,  // 45: seghub.segmentsync.v1.UserChunk.properties:type_name -> seghub.segmentsync.v1.UserProperties
+	92,  // 46: seghub.segmentsync.v1.UserProperties.properties:type_name -> seghub.segmentsync.v1.UserProperties.PropertiesEntry
+	12,  // 47: seghub.segmentsync.v1.SegmentState.segment:type_name -> seghub.segmentsync.v1.Segment
+	6,   // 48: seghub.segmentsync.v1.Sync.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	95,  // 49: seghub.segmentsync.v1.Sync.interval:type_name -> google.protobuf.Duration
+	7,   // 50: seghub.segmentsync.v1.Sync.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	94,  // 51: seghub.segmentsync.v1.Sync.last_synced_time:type_name -> google.protobuf.Timestamp
+	8,   // 52: seghub.segmentsync.v1.Sync.last_status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	94,  // 53: seghub.segmentsync.v1.Sync.next_run_time:type_name -> google.protobuf.Timestamp
+	94,  // 54: seghub.segmentsync.v1.Sync.data_expire_time:type_name -> google.protobuf.Timestamp
+	94,  // 55: seghub.segmentsync.v1.Sync.create_time:type_name -> google.protobuf.Timestamp
+	9,   // 56: seghub.segmentsync.v1.SyncRun.trigger:type_name -> seghub.segmentsync.v1.SyncRunTrigger
+	8,   // 57: seghub.segmentsync.v1.SyncRun.status:type_name -> seghub.segmentsync.v1.SyncRunStatus
+	94,  // 58: seghub.segmentsync.v1.SyncRun.create_time:type_name -> google.protobuf.Timestamp
+	94,  // 59: seghub.segmentsync.v1.SyncRun.start_time:type_name -> google.protobuf.Timestamp
+	94,  // 60: seghub.segmentsync.v1.SyncRun.finish_time:type_name -> google.protobuf.Timestamp
+	63,  // 61: seghub.segmentsync.v1.SyncRun.failed_identities:type_name -> seghub.segmentsync.v1.FailedIdentity
+	94,  // 62: seghub.segmentsync.v1.SyncRun.data_expire_time:type_name -> google.protobuf.Timestamp
+	6,   // 63: seghub.segmentsync.v1.EnableSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	95,  // 64: seghub.segmentsync.v1.EnableSyncRequest.interval:type_name -> google.protobuf.Duration
+	7,   // 65: seghub.segmentsync.v1.EnableSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	61,  // 66: seghub.segmentsync.v1.EnableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	62,  // 67: seghub.segmentsync.v1.EnableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	61,  // 68: seghub.segmentsync.v1.GetSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	61,  // 69: seghub.segmentsync.v1.ListSyncsResponse.syncs:type_name -> seghub.segmentsync.v1.Sync
+	7,   // 70: seghub.segmentsync.v1.UpdateSyncRequest.mode:type_name -> seghub.segmentsync.v1.SyncMode
+	6,   // 71: seghub.segmentsync.v1.UpdateSyncRequest.schedule:type_name -> seghub.segmentsync.v1.SyncSchedule
+	95,  // 72: seghub.segmentsync.v1.UpdateSyncRequest.interval:type_name -> google.protobuf.Duration
+	61,  // 73: seghub.segmentsync.v1.UpdateSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	61,  // 74: seghub.segmentsync.v1.DisableSyncResponse.sync:type_name -> seghub.segmentsync.v1.Sync
+	62,  // 75: seghub.segmentsync.v1.DisableSyncResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	62,  // 76: seghub.segmentsync.v1.SyncNowResponse.run:type_name -> seghub.segmentsync.v1.SyncRun
+	62,  // 77: seghub.segmentsync.v1.ListSyncRunsResponse.runs:type_name -> seghub.segmentsync.v1.SyncRun
+	94,  // 78: seghub.segmentsync.v1.InboundSyncTask.first_page_time:type_name -> google.protobuf.Timestamp
+	94,  // 79: seghub.segmentsync.v1.InboundSyncTask.applied_time:type_name -> google.protobuf.Timestamp
+	82,  // 80: seghub.segmentsync.v1.ListInboundSyncTasksResponse.tasks:type_name -> seghub.segmentsync.v1.InboundSyncTask
+	93,  // 81: seghub.segmentsync.v1.CountRecurringSyncsResponse.recurring_syncs:type_name -> seghub.segmentsync.v1.CountRecurringSyncsResponse.RecurringSyncsEntry
+	10,  // 82: seghub.segmentsync.v1.User.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	10,  // 83: seghub.segmentsync.v1.UserProperties.PropertiesEntry.value:type_name -> seghub.segmentsync.v1.PropertyValue
+	19,  // 84: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:input_type -> seghub.segmentsync.v1.UpsertUsersRequest
+	21,  // 85: seghub.segmentsync.v1.SegmentSyncService.GetUser:input_type -> seghub.segmentsync.v1.GetUserRequest
+	23,  // 86: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:input_type -> seghub.segmentsync.v1.IdentifyUserRequest
+	25,  // 87: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:input_type -> seghub.segmentsync.v1.ListUserPropertiesRequest
+	28,  // 88: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:input_type -> seghub.segmentsync.v1.DeleteUserRequest
+	30,  // 89: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:input_type -> seghub.segmentsync.v1.CreateSegmentRequest
+	32,  // 90: seghub.segmentsync.v1.SegmentSyncService.GetSegment:input_type -> seghub.segmentsync.v1.GetSegmentRequest
+	34,  // 91: seghub.segmentsync.v1.SegmentSyncService.ListSegments:input_type -> seghub.segmentsync.v1.ListSegmentsRequest
+	36,  // 92: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:input_type -> seghub.segmentsync.v1.UpdateSegmentRequest
+	38,  // 93: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:input_type -> seghub.segmentsync.v1.DeleteSegmentRequest
+	17,  // 94: seghub.segmentsync.v1.SegmentSyncService.PreviewSegmentRule:input_type -> seghub.segmentsync.v1.PreviewSegmentRuleRequest
+	40,  // 95: seghub.segmentsync.v1.SegmentSyncService.AddMembers:input_type -> seghub.segmentsync.v1.AddMembersRequest
+	42,  // 96: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:input_type -> seghub.segmentsync.v1.RemoveMembersRequest
+	44,  // 97: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:input_type -> seghub.segmentsync.v1.ReplaceMembersRequest
+	46,  // 98: seghub.segmentsync.v1.SegmentSyncService.GetMembers:input_type -> seghub.segmentsync.v1.GetMembersRequest
+	48,  // 99: seghub.segmentsync.v1.SegmentSyncService.IsMember:input_type -> seghub.segmentsync.v1.IsMemberRequest
+	50,  // 100: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:input_type -> seghub.segmentsync.v1.WatchMembershipRequest
+	64,  // 101: seghub.segmentsync.v1.SegmentSyncService.EnableSync:input_type -> seghub.segmentsync.v1.EnableSyncRequest
+	66,  // 102: seghub.segmentsync.v1.SegmentSyncService.GetSync:input_type -> seghub.segmentsync.v1.GetSyncRequest
+	68,  // 103: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:input_type -> seghub.segmentsync.v1.ListSyncsRequest
+	70,  // 104: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:input_type -> seghub.segmentsync.v1.UpdateSyncRequest
+	72,  // 105: seghub.segmentsync.v1.SegmentSyncService.DisableSync:input_type -> seghub.segmentsync.v1.DisableSyncRequest
+	74,  // 106: seghub.segmentsync.v1.SegmentSyncService.SyncNow:input_type -> seghub.segmentsync.v1.SyncNowRequest
+	76,  // 107: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:input_type -> seghub.segmentsync.v1.ListSyncRunsRequest
+	78,  // 108: seghub.segmentsync.v1.SegmentSyncService.DryRun:input_type -> seghub.segmentsync.v1.DryRunRequest
+	80,  // 109: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:input_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookRequest
+	83,  // 110: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:input_type -> seghub.segmentsync.v1.ListInboundSyncTasksRequest
+	85,  // 111: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:input_type -> seghub.segmentsync.v1.CountRecurringSyncsRequest
+	87,  // 112: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:input_type -> seghub.segmentsync.v1.CheckIdentityPropertyRequest
+	20,  // 113: seghub.segmentsync.v1.SegmentSyncService.UpsertUsers:output_type -> seghub.segmentsync.v1.UpsertUsersResponse
+	22,  // 114: seghub.segmentsync.v1.SegmentSyncService.GetUser:output_type -> seghub.segmentsync.v1.GetUserResponse
+	24,  // 115: seghub.segmentsync.v1.SegmentSyncService.IdentifyUser:output_type -> seghub.segmentsync.v1.IdentifyUserResponse
+	26,  // 116: seghub.segmentsync.v1.SegmentSyncService.ListUserProperties:output_type -> seghub.segmentsync.v1.ListUserPropertiesResponse
+	29,  // 117: seghub.segmentsync.v1.SegmentSyncService.DeleteUser:output_type -> seghub.segmentsync.v1.DeleteUserResponse
+	31,  // 118: seghub.segmentsync.v1.SegmentSyncService.CreateSegment:output_type -> seghub.segmentsync.v1.CreateSegmentResponse
+	33,  // 119: seghub.segmentsync.v1.SegmentSyncService.GetSegment:output_type -> seghub.segmentsync.v1.GetSegmentResponse
+	35,  // 120: seghub.segmentsync.v1.SegmentSyncService.ListSegments:output_type -> seghub.segmentsync.v1.ListSegmentsResponse
+	37,  // 121: seghub.segmentsync.v1.SegmentSyncService.UpdateSegment:output_type -> seghub.segmentsync.v1.UpdateSegmentResponse
+	39,  // 122: seghub.segmentsync.v1.SegmentSyncService.DeleteSegment:output_type -> seghub.segmentsync.v1.DeleteSegmentResponse
+	18,  // 123: seghub.segmentsync.v1.SegmentSyncService.PreviewSegmentRule:output_type -> seghub.segmentsync.v1.PreviewSegmentRuleResponse
+	41,  // 124: seghub.segmentsync.v1.SegmentSyncService.AddMembers:output_type -> seghub.segmentsync.v1.AddMembersResponse
+	43,  // 125: seghub.segmentsync.v1.SegmentSyncService.RemoveMembers:output_type -> seghub.segmentsync.v1.RemoveMembersResponse
+	45,  // 126: seghub.segmentsync.v1.SegmentSyncService.ReplaceMembers:output_type -> seghub.segmentsync.v1.ReplaceMembersResponse
+	47,  // 127: seghub.segmentsync.v1.SegmentSyncService.GetMembers:output_type -> seghub.segmentsync.v1.GetMembersResponse
+	49,  // 128: seghub.segmentsync.v1.SegmentSyncService.IsMember:output_type -> seghub.segmentsync.v1.IsMemberResponse
+	51,  // 129: seghub.segmentsync.v1.SegmentSyncService.WatchMembership:output_type -> seghub.segmentsync.v1.WatchMembershipResponse
+	65,  // 130: seghub.segmentsync.v1.SegmentSyncService.EnableSync:output_type -> seghub.segmentsync.v1.EnableSyncResponse
+	67,  // 131: seghub.segmentsync.v1.SegmentSyncService.GetSync:output_type -> seghub.segmentsync.v1.GetSyncResponse
+	69,  // 132: seghub.segmentsync.v1.SegmentSyncService.ListSyncs:output_type -> seghub.segmentsync.v1.ListSyncsResponse
+	71,  // 133: seghub.segmentsync.v1.SegmentSyncService.UpdateSync:output_type -> seghub.segmentsync.v1.UpdateSyncResponse
+	73,  // 134: seghub.segmentsync.v1.SegmentSyncService.DisableSync:output_type -> seghub.segmentsync.v1.DisableSyncResponse
+	75,  // 135: seghub.segmentsync.v1.SegmentSyncService.SyncNow:output_type -> seghub.segmentsync.v1.SyncNowResponse
+	77,  // 136: seghub.segmentsync.v1.SegmentSyncService.ListSyncRuns:output_type -> seghub.segmentsync.v1.ListSyncRunsResponse
+	79,  // 137: seghub.segmentsync.v1.SegmentSyncService.DryRun:output_type -> seghub.segmentsync.v1.DryRunResponse
+	81,  // 138: seghub.segmentsync.v1.SegmentSyncService.ReceiveSegmentWebhook:output_type -> seghub.segmentsync.v1.ReceiveSegmentWebhookResponse
+	84,  // 139: seghub.segmentsync.v1.SegmentSyncService.ListInboundSyncTasks:output_type -> seghub.segmentsync.v1.ListInboundSyncTasksResponse
+	86,  // 140: seghub.segmentsync.v1.SegmentSyncService.CountRecurringSyncs:output_type -> seghub.segmentsync.v1.CountRecurringSyncsResponse
+	88,  // 141: seghub.segmentsync.v1.SegmentSyncService.CheckIdentityProperty:output_type -> seghub.segmentsync.v1.CheckIdentityPropertyResponse
+	113, // [113:142] is the sub-list for method output_type
+	84,  // [84:113] is the sub-list for method input_type
+	84,  // [84:84] is the sub-list for extension type_name
+	84,  // [84:84] is the sub-list for extension extendee
+	0,   // [0:84] is the sub-list for field type_name
 }
 
 func init() { file_seghub_segmentsync_v1_segmentsync_proto_init() }
@@ -6725,15 +6902,16 @@ func file_seghub_segmentsync_v1_segmentsync_proto_init() {
 		(*WatchMembershipResponse_Change)(nil),
 		(*WatchMembershipResponse_SegmentDeleted)(nil),
 		(*WatchMembershipResponse_CaughtUp)(nil),
+		(*WatchMembershipResponse_UserChunk)(nil),
 	}
-	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[58].OneofWrappers = []any{}
+	file_seghub_segmentsync_v1_segmentsync_proto_msgTypes[60].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc), len(file_seghub_segmentsync_v1_segmentsync_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   81,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

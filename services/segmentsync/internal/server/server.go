@@ -538,8 +538,12 @@ func (s *Server) RemoveMembers(ctx context.Context, req *segmentsyncv1.RemoveMem
 func (s *Server) ReplaceMembers(stream segmentsyncv1.SegmentSyncService_ReplaceMembersServer) error {
 	ctx := stream.Context()
 	segmentID := ""
-	seen := make(map[string]struct{})
+	// Ids are collected as sent and deduplicated by sorting (the store wants
+	// them sorted anyway), not through a map of strings: when the collected
+	// ids pass the distinct-id limit they are compacted, and refused only if
+	// still over it; the next compaction waits for another limit's worth.
 	ids := make([]string, 0, 1024)
+	compactAt := s.replace.MaxIDs
 	var idBytes int64
 	for i := 0; ; i++ {
 		req, err := stream.Recv()
@@ -567,19 +571,20 @@ func (s *Server) ReplaceMembers(stream segmentsyncv1.SegmentSyncService_ReplaceM
 			if idBytes += int64(len(id)); idBytes > s.replace.MaxBytes {
 				return apperr.TooLarge("user_ids", fmt.Sprintf("one ReplaceMembers stream carries at most %d bytes of user ids (replace-members-max-bytes); message %d goes over it and nothing was applied", s.replace.MaxBytes, i))
 			}
-			if _, dup := seen[id]; !dup {
-				if len(ids) == s.replace.MaxIDs {
-					return apperr.TooLarge("user_ids", fmt.Sprintf("one ReplaceMembers stream carries at most %d distinct user ids (replace-members-max-ids); message %d goes over it and nothing was applied", s.replace.MaxIDs, i))
-				}
-				seen[id] = struct{}{}
-				ids = append(ids, id)
+		}
+		ids = append(ids, req.GetUserIds()...)
+		if len(ids) > compactAt {
+			ids = store.SortedUnique(ids)
+			if len(ids) > s.replace.MaxIDs {
+				return apperr.TooLarge("user_ids", fmt.Sprintf("one ReplaceMembers stream carries at most %d distinct user ids (replace-members-max-ids); it is over it by message %d and nothing was applied", s.replace.MaxIDs, i))
 			}
+			compactAt = len(ids) + s.replace.MaxIDs
 		}
 	}
 	if segmentID == "" {
 		return apperr.Invalid("segment_id", "the stream held no message naming the segment")
 	}
-	seen = nil
+	ids = store.SortedUnique(ids)
 	res, err := s.store.ReplaceMembers(ctx, env(ctx), segmentID, ids)
 	if err != nil {
 		return err

@@ -87,7 +87,11 @@ func (w *Watcher) subscribe() (chan struct{}, func()) {
 }
 
 const (
-	userBatchSize  = 1000
+	userBatchSize = 1000
+	// userChunkSize and chunkPropBytes bound a UserChunk: ids are ~20 bytes
+	// a user, properties are bounded by their stored size.
+	userChunkSize  = 16384
+	chunkPropBytes = 1 << 20
 	changeBatch    = 500
 	envRefreshTick = 5 * time.Second
 )
@@ -98,6 +102,7 @@ type feed struct {
 	stream       segmentsyncv1.SegmentSyncService_WatchMembershipServer
 	filter       map[string]bool
 	includeUsers bool
+	packedUsers  bool
 	cursor       map[string]int64
 	caughtUp     map[string]bool
 }
@@ -118,7 +123,7 @@ func (s *Server) WatchMembership(req *segmentsyncv1.WatchMembershipRequest, stre
 	if req.GetAllEnvironments() && !p.Internal {
 		return apperr.PermissionDenied("all_environments is reserved for seghub's own components (the internal key)")
 	}
-	f := &feed{s: s, stream: stream, filter: map[string]bool{}, includeUsers: req.GetIncludeUsers(), cursor: map[string]int64{}, caughtUp: map[string]bool{}}
+	f := &feed{s: s, stream: stream, filter: map[string]bool{}, includeUsers: req.GetIncludeUsers(), packedUsers: req.GetPackedUsers(), cursor: map[string]int64{}, caughtUp: map[string]bool{}}
 	for _, id := range req.GetSegmentIds() {
 		if strings.TrimSpace(id) == "" {
 			return apperr.Invalid("segment_ids", "must not hold blank ids")
@@ -230,7 +235,22 @@ func (f *feed) snapshot(ctx context.Context, env string) error {
 	if err := f.send(env, head, &segmentsyncv1.WatchMembershipResponse{Event: &segmentsyncv1.WatchMembershipResponse_SnapshotStart{SnapshotStart: &segmentsyncv1.SnapshotStart{}}}); err != nil {
 		return err
 	}
-	if f.includeUsers {
+	if f.includeUsers && f.packedUsers {
+		var after uint32
+		for {
+			users, err := st.LeanUsersPage(ctx, env, after, userChunkSize, chunkPropBytes)
+			if err != nil {
+				return err
+			}
+			if len(users) == 0 {
+				break
+			}
+			if err := f.send(env, head, userChunk(users)); err != nil {
+				return err
+			}
+			after = users[len(users)-1].Dense
+		}
+	} else if f.includeUsers {
 		var after uint32
 		for {
 			users, err := st.UsersPage(ctx, env, after, userBatchSize)
@@ -264,6 +284,48 @@ func (f *feed) snapshot(ctx context.Context, env string) error {
 	}
 	f.cursor[env] = head
 	return nil
+}
+
+// userChunk packs users (in dense order) into one UserChunk message.
+func userChunk(users []store.LeanUser) *segmentsyncv1.WatchMembershipResponse {
+	c := &segmentsyncv1.UserChunk{DenseIds: make([]uint32, len(users)), UserIds: make([]string, len(users))}
+	for i, u := range users {
+		c.DenseIds[i], c.UserIds[i] = u.Dense, u.ID
+		if len(u.Props) > 0 {
+			pb := &segmentsyncv1.UserProperties{DenseId: u.Dense, Properties: make(map[string]*segmentsyncv1.PropertyValue, len(u.Props))}
+			for k, v := range u.Props {
+				pb.Properties[k] = PropToPB(v)
+			}
+			c.Properties = append(c.Properties, pb)
+		}
+	}
+	return &segmentsyncv1.WatchMembershipResponse{Event: &segmentsyncv1.WatchMembershipResponse_UserChunk{UserChunk: c}}
+}
+
+// leanChunks splits users (in dense order) into runs that fit a UserChunk.
+func leanChunks(users []*store.User, fn func([]store.LeanUser) error) error {
+	chunk := make([]store.LeanUser, 0, min(len(users), userChunkSize))
+	bytes := 0
+	for _, u := range users {
+		lu := store.LeanUser{Dense: u.Dense, ID: u.ID}
+		if len(u.Props) > 0 {
+			lu.Props = u.Props
+			for k, v := range u.Props {
+				bytes += len(k) + len(v.S) + 16
+			}
+		}
+		chunk = append(chunk, lu)
+		if len(chunk) == userChunkSize || bytes >= chunkPropBytes {
+			if err := fn(chunk); err != nil {
+				return err
+			}
+			chunk, bytes = chunk[:0], 0
+		}
+	}
+	if len(chunk) == 0 {
+		return nil
+	}
+	return fn(chunk)
 }
 
 func segmentState(sg *store.Segment) *segmentsyncv1.WatchMembershipResponse {
@@ -310,6 +372,13 @@ func (f *feed) apply(ctx context.Context, c store.Change, byDense map[uint32]*st
 			if u, ok := byDense[d]; ok {
 				users = append(users, u)
 			}
+		}
+		if f.packedUsers {
+			// One message even when every user was deleted since, as below.
+			if len(users) == 0 {
+				return f.send(c.Env, c.Seq, userChunk(nil))
+			}
+			return leanChunks(users, func(chunk []store.LeanUser) error { return f.send(c.Env, c.Seq, userChunk(chunk)) })
 		}
 		for i := 0; i == 0 || i < len(users); i += userBatchSize {
 			chunk := users[i:min(i+userBatchSize, len(users))]

@@ -15,9 +15,11 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/RoaringBitmap/roaring/v2"
 
@@ -182,6 +184,12 @@ type Store struct {
 	notify func(env string, seq int64)
 	// beforeDelete runs in a user's deleting transaction (see OnDeleteUser).
 	beforeDelete func(ctx context.Context, q store.Querier, env string, dense uint32, userID string) error
+	// scanAbove is the count of ids above which a lookup scans the
+	// environment's users instead of IN lists (lowered by tests).
+	scanAbove int
+	// bulkChunk bounds the ids of one bulk insert statement (one JSON or
+	// array parameter, so no placeholder limit applies; lowered by tests).
+	bulkChunk int
 }
 
 // OnDeleteUser sets what runs in a user's deleting transaction, before the
@@ -200,7 +208,7 @@ func Open(ctx context.Context, db *store.DB, notify func(env string, seq int64))
 	if notify == nil {
 		notify = func(string, int64) {}
 	}
-	s := &Store{db: db, now: time.Now, notify: notify}
+	s := &Store{db: db, now: time.Now, notify: notify, scanAbove: 50000, bulkChunk: 65536}
 	if err := s.backfillUserSegments(ctx); err != nil {
 		return nil, err
 	}
@@ -343,86 +351,238 @@ func inList[T any](d store.Dialect, prefix, env string, values []T) (string, []a
 // resolve maps user ids to dense ids, creating bare users for unknown ids
 // when create is set (logged as one users change).
 func (w *writer) resolve(userIDs []string, create bool) (map[string]uint32, error) {
-	out := make(map[string]uint32, len(userIDs))
-	uniq := dedupe(userIDs)
-	if len(uniq) > 50000 {
+	uniq := SortedUnique(userIDs)
+	dense, err := w.denseOf(uniq, create)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]uint32, len(uniq))
+	for i, d := range dense {
+		if d != 0 {
+			out[uniq[i]] = d
+		}
+	}
+	return out, nil
+}
+
+// resolveBitmap is resolve for callers that only need the dense ids.
+func (w *writer) resolveBitmap(userIDs []string, create bool) (*roaring.Bitmap, error) {
+	dense, err := w.denseOf(SortedUnique(userIDs), create)
+	if err != nil {
+		return nil, err
+	}
+	out := roaring.New()
+	for _, d := range dense {
+		if d != 0 {
+			out.Add(d)
+		}
+	}
+	return out, nil
+}
+
+// SortedUnique returns ids sorted (byte order) without duplicates: ids
+// itself when it already is so (never modified), a sorted copy otherwise.
+// Sorted ids are deduplicated and looked up without
+// maps of strings, and users created from them enter the user-id index in
+// key order (appends rather than page splits all over it).
+func SortedUnique(ids []string) []string {
+	if strictlySorted(ids) {
+		return ids
+	}
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func strictlySorted(ids []string) bool {
+	for i := 1; i < len(ids); i++ {
+		if ids[i-1] >= ids[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// dense ids start at 1 (ss_env_heads.next_dense), so 0 means unknown.
+
+// denseOf returns the dense ids of uniq (sorted, distinct), 0 for unknown
+// ids; with create, unknown ids become bare users first, with consecutive
+// dense ids in uniq's order.
+func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
+	dense := make([]uint32, len(uniq))
+	found := 0
+	scan := func(rows *sql.Rows) error {
+		defer rows.Close()
+		var id sql.RawBytes
+		var d int64
+		for rows.Next() {
+			if err := rows.Scan(&id, &d); err != nil {
+				return err
+			}
+			if i, ok := slices.BinarySearchFunc(uniq, id, compareID); ok {
+				dense[i] = uint32(d)
+				found++
+			}
+		}
+		return rows.Err()
+	}
+	if len(uniq) > w.s.scanAbove {
 		// Large uploads: one scan of the dictionary beats thousands of IN lists.
 		rows, err := w.tx.QueryContext(w.ctx, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ?`, w.env)
 		if err != nil {
 			return nil, err
 		}
-		want := make(map[string]struct{}, len(uniq))
-		for _, id := range uniq {
-			want[id] = struct{}{}
-		}
-		for rows.Next() {
-			var id string
-			var d int64
-			if err := rows.Scan(&id, &d); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if _, ok := want[id]; ok {
-				out[id] = uint32(d)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := scan(rows); err != nil {
 			return nil, err
 		}
 	} else {
 		for i := 0; i < len(uniq); i += inChunk {
-			chunk := uniq[i:min(i+inChunk, len(uniq))]
-			q, args := inList(w.tx.Dialect, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ? AND user_id`, w.env, chunk)
+			q, args := inList(w.tx.Dialect, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ? AND user_id`, w.env, uniq[i:min(i+inChunk, len(uniq))])
 			rows, err := w.tx.QueryContext(w.ctx, q, args...)
 			if err != nil {
 				return nil, err
 			}
-			for rows.Next() {
-				var id string
-				var d int64
-				if err := rows.Scan(&id, &d); err != nil {
-					rows.Close()
-					return nil, err
-				}
-				out[id] = uint32(d)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
+			if err := scan(rows); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if !create {
-		return out, nil
+	if !create || found == len(uniq) {
+		return dense, nil
 	}
-	var missing []string
-	for _, id := range uniq {
-		if _, ok := out[id]; !ok {
-			missing = append(missing, id)
+	missing := make([]string, 0, len(uniq)-found)
+	for i, d := range dense {
+		if d == 0 {
+			missing = append(missing, uniq[i])
 		}
 	}
-	if len(missing) == 0 {
-		return out, nil
-	}
-	created, err := w.insertUsers(missing, nil)
+	first, err := w.createUsers(missing, nil)
 	if err != nil {
 		return nil, err
 	}
-	for id, d := range created {
-		out[id] = d
+	next := first
+	for i, d := range dense {
+		if d == 0 {
+			dense[i] = next
+			next++
+		}
 	}
-	return out, nil
+	return dense, nil
+}
+
+func compareID(a string, b sql.RawBytes) int {
+	switch {
+	case a < string(b):
+		return -1
+	case a == string(b):
+		return 0
+	}
+	return 1
 }
 
 // insertUsers creates users with fresh dense ids (props per id may be nil).
 func (w *writer) insertUsers(userIDs []string, props map[string]map[string]Prop) (map[string]uint32, error) {
-	if w.nextDense+int64(len(userIDs)) > math.MaxUint32 {
-		return nil, apperr.ResourceExhausted("environment has reached the maximum of %d users", uint32(math.MaxUint32))
+	first, err := w.createUsers(userIDs, props)
+	if err != nil {
+		return nil, err
 	}
-	now := w.s.micros()
 	out := make(map[string]uint32, len(userIDs))
+	for i, id := range userIDs {
+		out[id] = first + uint32(i)
+	}
+	return out, nil
+}
+
+// createUsers creates users (distinct, none existing) with consecutive
+// fresh dense ids from first, in the order given, and logs them as one users
+// change. props per id may be nil.
+func (w *writer) createUsers(userIDs []string, props map[string]map[string]Prop) (first uint32, err error) {
+	if w.nextDense+int64(len(userIDs)) > math.MaxUint32 {
+		return 0, apperr.ResourceExhausted("environment has reached the maximum of %d users", uint32(math.MaxUint32))
+	}
+	first = uint32(w.nextDense)
+	if len(props) == 0 {
+		err = w.insertBareUsers(userIDs)
+	} else {
+		err = w.insertUsersWithProps(userIDs, props)
+	}
+	if err != nil {
+		return 0, err
+	}
+	w.nextDense += int64(len(userIDs))
+	w.denseUsed = true
 	added := roaring.New()
+	added.AddRange(uint64(first), uint64(first)+uint64(len(userIDs)))
+	return first, w.log(KindUsers, "", 0, added, nil, "")
+}
+
+// insertBareUsers inserts users without properties, dense ids from
+// w.nextDense on: the ids travel as one JSON array (SQLite's json_each) or
+// one text array (PostgreSQL's unnest) per statement, instead of six bound
+// parameters a row.
+func (w *writer) insertBareUsers(userIDs []string) error {
+	now := w.s.micros()
+	empty := encodeProps(nil)
+	var buf []byte
+	for i := 0; i < len(userIDs); i += w.s.bulkChunk {
+		chunk := userIDs[i:min(i+w.s.bulkChunk, len(userIDs))]
+		base := w.nextDense + int64(i)
+		var err error
+		if w.tx.Dialect == store.Postgres {
+			_, err = w.tx.ExecContext(w.ctx, `INSERT INTO ss_users (environment_id, dense_id, user_id, properties, created_at, updated_at) SELECT ?, ?::bigint + t.o - 1, t.u, ?, ?, ? FROM unnest(?::text[]) WITH ORDINALITY AS t(u, o)`,
+				w.env, base, empty, now, now, chunk)
+		} else {
+			var ok bool
+			if buf, ok = appendJSONStrings(buf[:0], chunk); !ok {
+				// Not valid UTF-8 (callers check ids; this keeps the store exact regardless).
+				err = w.insertUsersWithPropsAt(chunk, nil, base, now)
+			} else {
+				_, err = w.tx.ExecContext(w.ctx, `INSERT INTO ss_users (environment_id, dense_id, user_id, properties, created_at, updated_at) SELECT ?, ? + key, value, ?, ?, ? FROM json_each(?)`,
+					w.env, base, empty, now, now, string(buf))
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendJSONStrings appends ids as a JSON array of strings; ok is false when
+// an id is not valid UTF-8 (JSON would not carry its bytes unchanged).
+func appendJSONStrings(b []byte, ids []string) (_ []byte, ok bool) {
+	const hex = "0123456789abcdef"
+	b = append(b, '[')
+	for i, id := range ids {
+		if !utf8.ValidString(id) {
+			return b, false
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		for j := 0; j < len(id); j++ {
+			switch c := id[j]; {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+		}
+		b = append(b, '"')
+	}
+	return append(b, ']'), true
+}
+
+// insertUsersWithProps inserts users with their properties, dense ids from
+// w.nextDense on.
+func (w *writer) insertUsersWithProps(userIDs []string, props map[string]map[string]Prop) error {
+	return w.insertUsersWithPropsAt(userIDs, props, w.nextDense, w.s.micros())
+}
+
+func (w *writer) insertUsersWithPropsAt(userIDs []string, props map[string]map[string]Prop, base, now int64) error {
 	const rowsPer = 400
 	for i := 0; i < len(userIDs); i += rowsPer {
 		chunk := userIDs[i:min(i+rowsPer, len(userIDs))]
@@ -433,18 +593,13 @@ func (w *writer) insertUsers(userIDs []string, props map[string]map[string]Prop)
 				b.WriteString(",")
 			}
 			b.WriteString("(?, ?, ?, ?, ?, ?)")
-			d := uint32(w.nextDense)
-			w.nextDense++
-			out[id] = d
-			added.Add(d)
-			args = append(args, w.env, int64(d), id, encodeProps(props[id]), now, now)
+			args = append(args, w.env, base+int64(i+j), id, encodeProps(props[id]), now, now)
 		}
 		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_users (environment_id, dense_id, user_id, properties, created_at, updated_at) VALUES `+b.String(), args...); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	w.denseUsed = true
-	return out, w.log(KindUsers, "", 0, added, nil, "")
+	return nil
 }
 
 func dedupe(in []string) []string {
@@ -659,6 +814,56 @@ func (s *Store) UsersPage(ctx context.Context, env string, after uint32, limit i
 			return nil, err
 		}
 		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// LeanUser is a user as a dictionary needs it: no times, properties only
+// when it holds some.
+type LeanUser struct {
+	Dense uint32
+	ID    string
+	Props map[string]Prop // nil when none
+	// PropBytes is the size of the stored properties (0 when none), to
+	// bound what one message carries.
+	PropBytes int
+}
+
+// LeanUsersPage returns up to limit users with dense id > after, in order,
+// stopping early once their properties pass maxPropBytes. Properties are
+// decoded only for users holding some (bare users are the bulk of large
+// environments).
+func (s *Store) LeanUsersPage(ctx context.Context, env string, after uint32, limit, maxPropBytes int) ([]LeanUser, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT dense_id, user_id, properties FROM ss_users WHERE environment_id = ? AND dense_id > ? ORDER BY dense_id LIMIT ?`, env, int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("segmentsync: users of %s after %d: %w", env, after, err)
+	}
+	defer rows.Close()
+	empty := encodeProps(nil)
+	out := make([]LeanUser, 0, min(limit, 4096))
+	var props sql.RawBytes
+	total := 0
+	for rows.Next() {
+		var u LeanUser
+		var d int64
+		if err := rows.Scan(&d, &u.ID, &props); err != nil {
+			return nil, err
+		}
+		u.Dense = uint32(d)
+		if string(props) != empty {
+			if u.Props, err = decodeProps(string(props)); err != nil {
+				return nil, err
+			}
+			if len(u.Props) == 0 {
+				u.Props = nil
+			}
+			u.PropBytes = len(props)
+			total += len(props)
+		}
+		out = append(out, u)
+		if total >= maxPropBytes {
+			break
+		}
 	}
 	return out, rows.Err()
 }
@@ -1038,20 +1243,13 @@ func (s *Store) ChangeMembers(ctx context.Context, env, segmentID string, add, r
 		if err := w.refuseComputed(sg); err != nil {
 			return err
 		}
-		addIDs, err := w.resolve(add, true)
+		a, err := w.resolveBitmap(add, true)
 		if err != nil {
 			return err
 		}
-		rmIDs, err := w.resolve(remove, false)
+		r, err := w.resolveBitmap(remove, false)
 		if err != nil {
 			return err
-		}
-		a, r := roaring.New(), roaring.New()
-		for _, d := range addIDs {
-			a.Add(d)
-		}
-		for _, d := range rmIDs {
-			r.Add(d)
 		}
 		added, removed, err := w.applyMembership(sg, a, r)
 		if err != nil {
@@ -1074,13 +1272,9 @@ func (s *Store) ReplaceMembers(ctx context.Context, env, segmentID string, userI
 		if err := w.refuseComputed(sg); err != nil {
 			return err
 		}
-		m, err := w.resolve(userIDs, true)
+		target, err := w.resolveBitmap(userIDs, true)
 		if err != nil {
 			return err
-		}
-		target := roaring.New()
-		for _, d := range m {
-			target.Add(d)
 		}
 		adds, removes := membership.Diff(target, sg.Members)
 		added, removed, err := w.applyMembership(sg, adds, removes)

@@ -74,7 +74,7 @@ func FollowWith(ctx context.Context, client segmentsyncv1.SegmentSyncServiceClie
 // got as far as live changes.
 func followOnce(ctx context.Context, client segmentsyncv1.SegmentSyncServiceClient, ix *Index, o *FollowOptions) (caughtUp bool, err error) {
 	ix.AbandonSnapshots()
-	stream, err := client.WatchMembership(ctx, &segmentsyncv1.WatchMembershipRequest{AllEnvironments: o.AllEnvironments, IncludeUsers: true, AfterSequence: ix.Cursors()})
+	stream, err := client.WatchMembership(ctx, &segmentsyncv1.WatchMembershipRequest{AllEnvironments: o.AllEnvironments, IncludeUsers: true, PackedUsers: true, AfterSequence: ix.Cursors()})
 	if err != nil {
 		return false, err
 	}

@@ -5,6 +5,7 @@
 package index
 
 import (
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -177,6 +178,39 @@ func (e *Env) apply(m *segmentsyncv1.WatchMembershipResponse) error {
 			}
 			if len(u.GetProperties()) > 0 {
 				e.props[d] = u.GetProperties()
+			} else {
+				delete(e.props, d)
+			}
+		}
+	case *segmentsyncv1.WatchMembershipResponse_UserChunk:
+		c := ev.UserChunk
+		dense, ids, props := c.GetDenseIds(), c.GetUserIds(), c.GetProperties()
+		if len(ids) != len(dense) {
+			return fmt.Errorf("user chunk: %d user ids for %d dense ids", len(ids), len(dense))
+		}
+		// Properties come in dense order, for users of the chunk: checked
+		// before anything changes, so a bad chunk leaves the index as it was.
+		k := 0
+		for _, d := range dense {
+			if k < len(props) && props[k].GetDenseId() == d {
+				k++
+			}
+		}
+		if k != len(props) {
+			return fmt.Errorf("user chunk: properties of %d users are not in dense order or not of the chunk's users", len(props)-k)
+		}
+		k = 0
+		for i, d := range dense {
+			if err := e.users.set(ids[i], d); err != nil {
+				return err
+			}
+			if k < len(props) && props[k].GetDenseId() == d {
+				if p := props[k].GetProperties(); len(p) > 0 {
+					e.props[d] = p
+				} else {
+					delete(e.props, d)
+				}
+				k++
 			} else {
 				delete(e.props, d)
 			}
