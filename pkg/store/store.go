@@ -84,7 +84,9 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	}
 	// WAL lets readers run beside the single writer; IMMEDIATE transactions
 	// take the write lock up front so two writers queue instead of deadlocking.
-	dsn := "file:" + path + "?_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+	// The path is a URI's: '#', '?' and '%' in it would cut it short or be
+	// read as escapes (a "#01" test directory then shared another's file).
+	dsn := "file:" + sqlitePathEscaper.Replace(path) + "?_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 	raw, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -96,6 +98,8 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	}
 	return &DB{raw: raw, Dialect: SQLite}, nil
 }
+
+var sqlitePathEscaper = strings.NewReplacer("%", "%25", "#", "%23", "?", "%3f")
 
 // Close closes the database.
 func (db *DB) Close() error {

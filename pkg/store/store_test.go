@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"testing/fstest"
 
@@ -97,5 +99,28 @@ func TestConcurrentMigrationsOnAFreshDatabase(t *testing.T) {
 				t.Fatalf("schema_migrations rows = %d, %v; want 2 (one per component)", n, err)
 			}
 		})
+	}
+}
+
+// A path with URI characters opens the file it names, not a prefix of it.
+func TestSQLitePathWithURICharacters(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"a#01/seghub.db", "b?x=1/seghub.db", "c%23/seghub.db"} {
+		path := filepath.Join(dir, name)
+		db, err := store.Open(context.Background(), "sqlite:"+path)
+		if err != nil {
+			t.Fatalf("open %s: %v", name, err)
+		}
+		if _, err := db.ExecContext(context.Background(), `CREATE TABLE t (x INTEGER)`); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		db.Close()
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("%s: the database is not where named: %v", name, err)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 {
+		t.Errorf("directories %v, want exactly the three named", entries)
 	}
 }
