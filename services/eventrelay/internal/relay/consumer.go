@@ -67,6 +67,37 @@ func SinkConsumer(ctx context.Context, st jetstream.Stream, l Layout, env, conne
 	return st.CreateConsumer(ctx, cfg)
 }
 
+// LegacySinkConsumerName is the durable consumer of a sink as releases
+// before partitions named it: one for all its environment's events, under
+// subjects without a partition.
+func LegacySinkConsumerName(connectionID string) string { return "sink_" + connectionID }
+
+// LegacySinkConsumer opens a sink's consumer of the layout before
+// partitions (jetstream.ErrConsumerNotFound: there is none). Left with
+// unacknowledged messages by a stopped process, it is rewound to its ack
+// floor as SinkConsumer does, so they come back first and in order.
+func LegacySinkConsumer(ctx context.Context, st jetstream.Stream, connectionID string, ackWait time.Duration) (jetstream.Consumer, error) {
+	name := LegacySinkConsumerName(connectionID)
+	c, err := st.Consumer(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	info := c.CachedInfo()
+	if info.NumAckPending == 0 {
+		return c, nil
+	}
+	cfg := info.Config
+	if err := st.DeleteConsumer(ctx, name); err != nil {
+		return nil, fmt.Errorf("rewind sink consumer %s: %w", name, err)
+	}
+	cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, nil
+	cfg.OptStartSeq = info.AckFloor.Stream + 1
+	if ackWait > 0 {
+		cfg.AckWait = ackWait
+	}
+	return st.CreateConsumer(ctx, cfg)
+}
+
 // DeleteSinkConsumer removes the consumer of one partition of a sink (its
 // last route is gone).
 func DeleteSinkConsumer(ctx context.Context, st jetstream.Stream, connectionID string, partition int) error {
