@@ -98,6 +98,16 @@ func LegacySinkConsumer(ctx context.Context, st jetstream.Stream, connectionID s
 	return st.CreateConsumer(ctx, cfg)
 }
 
+// deleteLegacySinkConsumer removes a sink's consumer of the layout before
+// partitions (its last route is gone).
+func deleteLegacySinkConsumer(ctx context.Context, st jetstream.Stream, connectionID string) error {
+	err := st.DeleteConsumer(ctx, LegacySinkConsumerName(connectionID))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil
+	}
+	return err
+}
+
 // DeleteSinkConsumer removes the consumer of one partition of a sink (its
 // last route is gone).
 func DeleteSinkConsumer(ctx context.Context, st jetstream.Stream, connectionID string, partition int) error {

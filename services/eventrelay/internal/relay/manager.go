@@ -307,6 +307,11 @@ func (m *Manager) reconcile(ctx context.Context, owned map[int]bool) error {
 		for p, ps := range rs.parts {
 			ps.stop()
 			delete(rs.parts, p)
+			if p == legacyPartition {
+				if err := deleteLegacySinkConsumer(ctx, m.o.Stream, conn); err != nil {
+					m.o.Logger.Warn("delete sink consumer", "connection_id", conn, "error", err.Error())
+				}
+			}
 			// The route is gone: so is the partition's consumer (this
 			// replica's partitions; each owner removes its own).
 			if err := DeleteSinkConsumer(ctx, m.o.Stream, conn, p); err != nil {
@@ -349,7 +354,18 @@ func (m *Manager) sweep(ctx context.Context, want map[string][]store.Route, part
 	names := m.o.Stream.ConsumerNames(ctx)
 	for name := range names.Name() {
 		conn, p, ok := parseSinkConsumer(name)
-		if !ok || !gained[p] {
+		if !ok {
+			// A sink's consumer of the layout before partitions goes with
+			// partition 0's.
+			conn, ok = strings.CutPrefix(name, LegacySinkConsumerName(""))
+			if _, routed := want[conn]; ok && !routed && gained[legacyPartition] {
+				if err := deleteLegacySinkConsumer(ctx, m.o.Stream, conn); err != nil {
+					m.o.Logger.Warn("delete sink consumer", "connection_id", conn, "error", err.Error())
+				}
+			}
+			continue
+		}
+		if !gained[p] {
 			continue
 		}
 		if _, ok := want[conn]; ok {
