@@ -140,10 +140,13 @@ func TestUpgradeDeliversEventsOfTheLayoutBeforePartitions(t *testing.T) {
 			f.analytics.SetFaults(destsim.Faults{})
 
 			waitCount(t, "old and new events", users*(oldEach+newEach), f.analyticsEvents)
-			waitFor(t, 60*time.Second, "the old consumer deleted", func() (bool, string) {
-				_, err := old.st.Consumer(ctx, "sink_"+conn)
-				return errors.Is(err, jetstream.ErrConsumerNotFound), fmt.Sprint(err)
-			})
+			// The old consumer is gone, and so is the one that delivered in its place.
+			for _, name := range []string{"sink_" + conn, "sink_" + conn + "_upgrade"} {
+				waitFor(t, 60*time.Second, name+" deleted", func() (bool, string) {
+					_, err := old.st.Consumer(ctx, name)
+					return errors.Is(err, jetstream.ErrConsumerNotFound), fmt.Sprint(err)
+				})
+			}
 			time.Sleep(300 * time.Millisecond)
 			perUserOrder(t, f.analyticsEvents(), "identity", "properties", users, oldEach+newEach)
 		})

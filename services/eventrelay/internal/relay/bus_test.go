@@ -99,7 +99,9 @@ func TestLayoutForLegacySink(t *testing.T) {
 	if n := LegacySinkConsumerName("conn_1"); n != "sink_conn_1" {
 		t.Errorf("legacy consumer name %s", n)
 	}
-	if _, _, ok := parseSinkConsumer(LegacySinkConsumerName("conn_1")); ok {
-		t.Errorf("the legacy consumer parsed as a partition's")
+	for _, n := range []string{LegacySinkConsumerName("conn_1"), upgradeConsumerName("conn_1")} {
+		if _, _, ok := parseSinkConsumer(n); ok {
+			t.Errorf("%s parsed as a partition's consumer", n)
+		}
 	}
 }

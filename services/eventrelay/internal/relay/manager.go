@@ -308,7 +308,7 @@ func (m *Manager) reconcile(ctx context.Context, owned map[int]bool) error {
 			ps.stop()
 			delete(rs.parts, p)
 			if p == legacyPartition {
-				if err := deleteLegacySinkConsumer(ctx, m.o.Stream, conn); err != nil {
+				if err := deleteLegacySinkConsumers(ctx, m.o.Stream, conn); err != nil {
 					m.o.Logger.Warn("delete sink consumer", "connection_id", conn, "error", err.Error())
 				}
 			}
@@ -353,19 +353,10 @@ func (m *Manager) sweep(ctx context.Context, want map[string][]store.Route, part
 	}
 	names := m.o.Stream.ConsumerNames(ctx)
 	for name := range names.Name() {
+		// A consumer of the layout before partitions is not swept: it may
+		// hold undelivered events.
 		conn, p, ok := parseSinkConsumer(name)
-		if !ok {
-			// A sink's consumer of the layout before partitions goes with
-			// partition 0's.
-			conn, ok = strings.CutPrefix(name, LegacySinkConsumerName(""))
-			if _, routed := want[conn]; ok && !routed && gained[legacyPartition] {
-				if err := deleteLegacySinkConsumer(ctx, m.o.Stream, conn); err != nil {
-					m.o.Logger.Warn("delete sink consumer", "connection_id", conn, "error", err.Error())
-				}
-			}
-			continue
-		}
-		if !gained[p] {
+		if !ok || !gained[p] {
 			continue
 		}
 		if _, ok := want[conn]; ok {
@@ -570,6 +561,13 @@ func (m *Manager) awaitLegacy(ctx context.Context, rs *runningSink, ps *partSink
 		_, err := m.o.Stream.Consumer(ctx, LegacySinkConsumerName(rs.conn))
 		switch {
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			if p == legacyPartition {
+				// An upgrade consumer left by a replica that stopped
+				// between the two deletions.
+				if err := deleteLegacySinkConsumers(ctx, m.o.Stream, rs.conn); err != nil {
+					return err
+				}
+			}
 			rs.legacyGone.Store(true)
 			continue
 		case err != nil:
@@ -596,15 +594,15 @@ func (m *Manager) awaitLegacy(ctx context.Context, rs *runningSink, ps *partSink
 	return nil
 }
 
-// drainLegacy delivers rs's consumer of the layout before partitions through
-// the same sink code as a partition's (retries, dead letters, send_events)
-// until nothing it takes is pending or unacknowledged, then deletes it.
+// drainLegacy delivers the events of rs's consumer of the layout before
+// partitions (through its upgrade consumer) with the same sink code as a
+// partition's (retries, dead letters, send_events) until nothing it takes is
+// pending or unacknowledged, then deletes both consumers.
 func (m *Manager) drainLegacy(ctx context.Context, rs *runningSink, ps *partSink) error {
-	st, name := m.o.Stream, LegacySinkConsumerName(rs.conn)
-	c, err := LegacySinkConsumer(ctx, st, rs.conn, m.o.AckWait)
+	st, name := m.o.Stream, upgradeConsumerName(rs.conn)
+	c, err := UpgradeConsumer(ctx, st, rs.conn, m.o.AckWait)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		rs.legacyGone.Store(true)
-		return nil
+		return nil // the caller looks again
 	}
 	if err != nil {
 		return fmt.Errorf("open sink consumer %s: %w", name, err)
@@ -654,8 +652,8 @@ func (m *Manager) drainLegacy(ctx context.Context, rs *runningSink, ps *partSink
 		}
 		cancel()
 		<-done
-		if err := st.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return fmt.Errorf("delete drained sink consumer %s: %w", name, err)
+		if err := deleteLegacySinkConsumers(ctx, st, rs.conn); err != nil {
+			return err
 		}
 		rs.mu.Lock()
 		rs.retired = addStats(rs.retired, s.Stats())
