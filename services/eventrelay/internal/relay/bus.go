@@ -111,6 +111,21 @@ func (l Layout) ForSink(subject, env, conn string) (mine, replay bool) {
 	return !strings.Contains(rest, "."), false
 }
 
+// ForLegacySink is ForSink for the subjects of releases before partitions:
+// <events><env>.<source> and <events><env>._replay.<conn>. Partitioned
+// subjects are not the legacy sink's (its filter takes them too; the
+// partitions' consumers deliver them).
+func (l Layout) ForLegacySink(subject, env, conn string) (mine, replay bool) {
+	rest, ok := strings.CutPrefix(subject, l.Events+env+".")
+	if !ok {
+		return false, false
+	}
+	if r, ok := strings.CutPrefix(rest, replayToken+"."); ok {
+		return r == conn, true
+	}
+	return rest != "" && !strings.Contains(rest, "."), false
+}
+
 // Envelope is an event as stored in JetStream.
 type Envelope struct {
 	ID     string `json:"id"`

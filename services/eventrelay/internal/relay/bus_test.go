@@ -73,3 +73,35 @@ func TestSinkConsumerName(t *testing.T) {
 		}
 	}
 }
+
+// The consumer of the layout before partitions takes the subjects that
+// release wrote (its filter also takes partitioned ones, which are not its).
+func TestLayoutForLegacySink(t *testing.T) {
+	l := NewLayout("ns")
+	cases := []struct {
+		subject      string
+		mine, replay bool
+	}{
+		{"ns.events.env_a.api", true, false},
+		{"ns.events.env_a._replay.conn_1", true, true},
+		{"ns.events.env_a._replay.conn_2", false, true}, // another sink's replay
+		{"ns.events.env_b.api", false, false},           // another environment
+		{"ns.events.env_a.3.api", false, false},         // partitioned
+		{l.ReplaySubject("env_a", "u1", "conn_1"), false, false},
+		{"other.events.env_a.api", false, false},
+	}
+	for _, c := range cases {
+		mine, replay := l.ForLegacySink(c.subject, "env_a", "conn_1")
+		if mine != c.mine || (mine && replay != c.replay) {
+			t.Errorf("%s: mine %v replay %v, want %v %v", c.subject, mine, replay, c.mine, c.replay)
+		}
+	}
+	if n := LegacySinkConsumerName("conn_1"); n != "sink_conn_1" {
+		t.Errorf("legacy consumer name %s", n)
+	}
+	for _, n := range []string{LegacySinkConsumerName("conn_1"), upgradeConsumerName("conn_1")} {
+		if _, _, ok := parseSinkConsumer(n); ok {
+			t.Errorf("%s parsed as a partition's consumer", n)
+		}
+	}
+}

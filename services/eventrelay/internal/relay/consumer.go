@@ -67,6 +67,63 @@ func SinkConsumer(ctx context.Context, st jetstream.Stream, l Layout, env, conne
 	return st.CreateConsumer(ctx, cfg)
 }
 
+// LegacySinkConsumerName is the durable consumer of a sink as releases
+// before partitions named it: one for all its environment's events, under
+// subjects without a partition.
+func LegacySinkConsumerName(connectionID string) string { return "sink_" + connectionID }
+
+// upgradeConsumerName is the consumer that delivers a sink's legacy
+// consumer's events in its place: the legacy consumer stays, untouched, as
+// the mark that the sink's partitions must wait, until they are delivered.
+func upgradeConsumerName(connectionID string) string { return "sink_" + connectionID + "_upgrade" }
+
+// UpgradeConsumer opens (or creates, from the legacy consumer's ack floor) the
+// consumer that delivers a sink's events of the layout before partitions
+// (jetstream.ErrConsumerNotFound: the sink has no legacy consumer). Left with
+// unacknowledged messages by a stopped process, it is rewound to its ack
+// floor as SinkConsumer does, so they come back first and in order.
+func UpgradeConsumer(ctx context.Context, st jetstream.Stream, connectionID string, ackWait time.Duration) (jetstream.Consumer, error) {
+	name := upgradeConsumerName(connectionID)
+	from, err := st.Consumer(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		if from, err = st.Consumer(ctx, LegacySinkConsumerName(connectionID)); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("sink consumer %s: %w", name, err)
+	default:
+		if from.CachedInfo().NumAckPending == 0 {
+			return from, nil
+		}
+		if err := st.DeleteConsumer(ctx, name); err != nil {
+			return nil, fmt.Errorf("rewind sink consumer %s: %w", name, err)
+		}
+	}
+	info := from.CachedInfo()
+	cfg := info.Config
+	cfg.Name, cfg.Durable = name, name
+	cfg.Description = "seghub sink " + connectionID + ", events stored before partitions"
+	cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, nil
+	cfg.OptStartSeq = info.AckFloor.Stream + 1
+	if ackWait > 0 {
+		cfg.AckWait = ackWait
+	}
+	return st.CreateConsumer(ctx, cfg)
+}
+
+// deleteLegacySinkConsumers removes a sink's consumer of the layout before
+// partitions and its upgrade consumer, the legacy one first: it is the mark
+// that the partitions wait.
+func deleteLegacySinkConsumers(ctx context.Context, st jetstream.Stream, connectionID string) error {
+	for _, name := range []string{LegacySinkConsumerName(connectionID), upgradeConsumerName(connectionID)} {
+		if err := st.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("delete sink consumer %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // DeleteSinkConsumer removes the consumer of one partition of a sink (its
 // last route is gone).
 func DeleteSinkConsumer(ctx context.Context, st jetstream.Stream, connectionID string, partition int) error {

@@ -106,6 +106,9 @@ type runningSink struct {
 	// delivery capacity.
 	budget *Budget
 	parts  map[int]*partSink
+	// legacyGone is set once the sink's consumer of the layout before
+	// partitions is known not to exist (drained and deleted, or never).
+	legacyGone atomic.Bool
 
 	mu  sync.Mutex // guards typ, each part's sink and retired
 	typ string
@@ -304,6 +307,11 @@ func (m *Manager) reconcile(ctx context.Context, owned map[int]bool) error {
 		for p, ps := range rs.parts {
 			ps.stop()
 			delete(rs.parts, p)
+			if p == legacyPartition {
+				if err := deleteLegacySinkConsumers(ctx, m.o.Stream, conn); err != nil {
+					m.o.Logger.Warn("delete sink consumer", "connection_id", conn, "error", err.Error())
+				}
+			}
 			// The route is gone: so is the partition's consumer (this
 			// replica's partitions; each owner removes its own).
 			if err := DeleteSinkConsumer(ctx, m.o.Stream, conn, p); err != nil {
@@ -345,6 +353,8 @@ func (m *Manager) sweep(ctx context.Context, want map[string][]store.Route, part
 	}
 	names := m.o.Stream.ConsumerNames(ctx)
 	for name := range names.Name() {
+		// A consumer of the layout before partitions is not swept: it may
+		// hold undelivered events.
 		conn, p, ok := parseSinkConsumer(name)
 		if !ok || !gained[p] {
 			continue
@@ -485,18 +495,34 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink, ps *partSink, p 
 	if _, err := rs.dest.adapter(ctx); err != nil {
 		return err
 	}
+	// Events stored before partitions go first, so each user's old events
+	// precede its new ones.
+	if err := m.awaitLegacy(ctx, rs, ps, p); err != nil {
+		return err
+	}
 	c, err := SinkConsumer(ctx, m.o.Stream, m.o.Layout, rs.env, rs.conn, p, rs.dest.since(), m.o.AckWait)
 	if err != nil {
 		return err
 	}
+	o := m.sinkOptions(rs, c, func(subject string) (bool, bool) { return m.o.Layout.ForSink(subject, rs.env, rs.conn) },
+		func() bool { return m.holds(p) }, m.o.Logger.With("sink", rs.conn, "partition", p))
+	s := NewSink(o)
+	rs.mu.Lock()
+	ps.sink, rs.typ = s, o.Type
+	rs.mu.Unlock()
+	return s.Run(ctx)
+}
+
+// sinkOptions are the options of a sink of rs reading consumer c.
+func (m *Manager) sinkOptions(rs *runningSink, c jetstream.Consumer, classify func(string) (bool, bool), active func() bool, logger *slog.Logger) SinkOptions {
 	t := rs.dest.typ()
 	o := SinkOptions{
 		ConnectionID: rs.conn, Type: t.Name, Consumer: c,
-		Classify:    func(subject string) (bool, bool) { return m.o.Layout.ForSink(subject, rs.env, rs.conn) },
+		Classify:    classify,
 		Accept:      rs.dest.accept,
-		Active:      func() bool { return m.holds(p) },
+		Active:      active,
 		MaxAttempts: m.o.MaxAttempts, MaxAge: m.o.MaxAge, Backoff: m.o.Backoff, AckWait: m.o.AckWait,
-		Logger: m.o.Logger.With("sink", rs.conn, "partition", p), Tracer: m.o.Tracer,
+		Logger: logger, Tracer: m.o.Tracer,
 		DeadLetter: func(ctx context.Context, e *Envelope, raw []byte, reason string, attempts int, first, dead time.Time) error {
 			return m.o.Store.AddDeadLetter(ctx, &store.DeadLetter{Env: rs.env, ConnectionID: rs.conn, EventID: e.ID, Envelope: raw, Reason: reason, Attempts: attempts, FirstAttempt: first, Dead: dead, TraceParent: TraceParent(ctx)})
 		},
@@ -515,11 +541,129 @@ func (m *Manager) runSink(ctx context.Context, rs *runningSink, ps *partSink, p 
 	}
 	o.Budget = rs.budget
 	rs.mu.Unlock()
+	return o
+}
+
+// legacyPartition's holder drains a sink's consumer of the layout before
+// partitions, so exactly one replica delivers it.
+const legacyPartition = 0
+
+// legacyDeliveryLease is the lease a replica of a release before partitions
+// held while it delivered: while one holds it, it still delivers the legacy
+// consumer (a rolling upgrade), so this release leaves that consumer alone.
+const legacyDeliveryLease = "sinks"
+
+// awaitLegacy returns once rs has no consumer of the layout before
+// partitions: partition legacyPartition's sink delivers that consumer until
+// it is drained and deletes it; the other partitions wait for that.
+func (m *Manager) awaitLegacy(ctx context.Context, rs *runningSink, ps *partSink, p int) error {
+	for !rs.legacyGone.Load() {
+		_, err := m.o.Stream.Consumer(ctx, LegacySinkConsumerName(rs.conn))
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			if p == legacyPartition {
+				// An upgrade consumer left by a replica that stopped
+				// between the two deletions.
+				if err := deleteLegacySinkConsumers(ctx, m.o.Stream, rs.conn); err != nil {
+					return err
+				}
+			}
+			rs.legacyGone.Store(true)
+			continue
+		case err != nil:
+			return fmt.Errorf("look up sink %s's consumer of the layout before partitions: %w", rs.conn, err)
+		}
+		if p == legacyPartition {
+			leases, err := m.o.Store.LiveLeases(ctx, time.Now())
+			if err != nil {
+				return fmt.Errorf("read the event leases: %w", err)
+			}
+			if _, old := leases[legacyDeliveryLease]; !old {
+				if err := m.drainLegacy(ctx, rs, ps); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(m.o.Refresh):
+		}
+	}
+	return nil
+}
+
+// drainLegacy delivers the events of rs's consumer of the layout before
+// partitions (through its upgrade consumer) with the same sink code as a
+// partition's (retries, dead letters, send_events) until nothing it takes is
+// pending or unacknowledged, then deletes both consumers.
+func (m *Manager) drainLegacy(ctx context.Context, rs *runningSink, ps *partSink) error {
+	st, name := m.o.Stream, upgradeConsumerName(rs.conn)
+	c, err := UpgradeConsumer(ctx, st, rs.conn, m.o.AckWait)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil // the caller looks again
+	}
+	if err != nil {
+		return fmt.Errorf("open sink consumer %s: %w", name, err)
+	}
+	si, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("events stream: %w", err)
+	}
+	// Everything stored from now on is partitioned (no replica of the
+	// previous release delivers any more): the consumer is drained once it
+	// has acknowledged up to here, even as new events keep its filter busy.
+	last := si.State.LastSeq
+	logger := m.o.Logger.With("sink", rs.conn, "consumer", name)
+	o := m.sinkOptions(rs, c, func(subject string) (bool, bool) { return m.o.Layout.ForLegacySink(subject, rs.env, rs.conn) },
+		func() bool { return m.holds(legacyPartition) }, logger)
 	s := NewSink(o)
 	rs.mu.Lock()
-	ps.sink, rs.typ = s, t.Name
+	ps.sink, rs.typ = s, o.Type
 	rs.mu.Unlock()
-	return s.Run(ctx)
+	logger.Info("delivering the events stored before partitions first", "up_to_stream_seq", last)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(sctx) }()
+	t := time.NewTicker(max(m.o.Refresh/4, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-done
+			return ctx.Err()
+		case err := <-done:
+			if err == nil {
+				err = errConsumerGone
+			}
+			return fmt.Errorf("sink consumer %s: %w", name, err)
+		case <-t.C:
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			cancel()
+			<-done
+			return fmt.Errorf("sink consumer %s: %w", name, err)
+		}
+		if info.NumAckPending > 0 || (info.NumPending > 0 && info.AckFloor.Stream < last) {
+			continue
+		}
+		cancel()
+		<-done
+		if err := deleteLegacySinkConsumers(ctx, st, rs.conn); err != nil {
+			return err
+		}
+		rs.mu.Lock()
+		rs.retired = addStats(rs.retired, s.Stats())
+		rs.retired.RetryingUsers = 0
+		ps.sink = nil
+		rs.mu.Unlock()
+		rs.legacyGone.Store(true)
+		logger.Info("events stored before partitions delivered; partitioned delivery starts", "delivered", s.Stats().Delivered)
+		return nil
+	}
 }
 
 // active tells whether this replica's leases are surely still its own.
