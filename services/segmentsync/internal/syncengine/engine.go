@@ -744,6 +744,15 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 		// taken over, rescued late, or a duplicate); it finishes the run.
 		return nil
 	}
+	// Read the run again under the lease: a previous holder whose lease had
+	// lapsed could still checkpoint until it was taken, and counters read
+	// before that would miss its last batch (which the plan then skips).
+	if r, err = e.st.GetRun(ctx, runID); err != nil {
+		return err
+	}
+	if r.Status != StatusQueued && r.Status != StatusRunning {
+		return e.st.ReleaseLease(ctx, runID, e.owner)
+	}
 	r.LeaseOwner = e.owner
 	ctx, cancelLease := context.WithCancelCause(ctx)
 	defer cancelLease(nil)
