@@ -272,3 +272,58 @@ func TestRunOfAStoppedWorkerIsTakenOver(t *testing.T) {
 		})
 	}
 }
+
+// A second execution of a run whose lease is live in the same process (a
+// job rescued late, a duplicate) does not join it: leases name attempts, not
+// processes, so only the holder sends and counts.
+func TestSecondExecutionInTheSameProcessStandsAside(t *testing.T) {
+	sim := destsim.New(destsim.DemoCredentials())
+	cut := newCutter(sim)
+	srv := httptest.NewServer(cut)
+	defer srv.Close()
+	f := startSync(t, syncOpts{sim: sim, simURL: srv.URL, wallClock: true})
+	ctx := apptest.Context(t, 120*time.Second)
+	conn := f.appcues(t, ctx, "Appcues")
+	seg := f.segment(t, ctx, "Twice", 3000, 3000)
+	var ids []string
+	for i := 0; i < 3000; i++ {
+		ids = append(ids, fmt.Sprint("u", i))
+	}
+	if _, err := replace(ctx, f.ss, seg, ids, 3000); err != nil {
+		t.Fatal(err)
+	}
+	held := cut.cut(1, false) // one batch through, the second held
+	en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatal("the run never reached its second batch")
+	}
+	runID := en.GetRun().GetRunId()
+	var owner string
+	if err := f.e.P.DB.QueryRowContext(ctx, `SELECT lease_owner FROM se_runs WHERE run_id = ?`, runID).Scan(&owner); err != nil || owner == "" {
+		t.Fatalf("lease owner %q, %v", owner, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.svc.Engine().Execute(ctx, runID) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("second execution: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("a second execution of a leased run went on with it (it waits on the held batch)")
+	}
+	var now string
+	if err := f.e.P.DB.QueryRowContext(ctx, `SELECT lease_owner FROM se_runs WHERE run_id = ?`, runID).Scan(&now); err != nil || now != owner {
+		t.Fatalf("lease owner after the second execution = %q, %v; want the holder's %q", now, err, owner)
+	}
+	cut.cut(-1, false)
+	r := f.waitRun(t, ctx, en.GetSync().GetSyncId(), 1, runID)
+	if r.GetStatus() != segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED || r.GetAdded() != 3000 {
+		t.Fatalf("run = %v; want SUCCEEDED with 3000 added", r)
+	}
+}

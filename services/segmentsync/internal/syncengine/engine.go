@@ -80,7 +80,6 @@ type Engine struct {
 	conns Connections
 	queue Queue
 	o     Options
-	owner string // this engine's name in run leases
 }
 
 // New returns an engine; SetQueue must be called before runs are queued.
@@ -110,7 +109,7 @@ func New(st *Store, data *ssstore.Store, conns Connections, o Options) *Engine {
 		o.SweepInterval = SweepInterval
 	}
 	data.OnDeleteUser(st.KeepDeletedIdentity)
-	return &Engine{st: st, data: data, db: data.DB(), conns: conns, o: o, owner: newOwner()}
+	return &Engine{st: st, data: data, db: data.DB(), conns: conns, o: o, }
 }
 
 // SetQueue sets the job queue.
@@ -735,7 +734,10 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 	if err != nil {
 		return err
 	}
-	held, err := e.st.AcquireLease(ctx, r.ID, e.owner, e.o.Now(), e.o.LeaseTTL)
+	// One owner per attempt, not per process: a late-rescued job of a run
+	// taken over in this same process must not share the taker's lease.
+	owner := newOwner()
+	held, err := e.st.AcquireLease(ctx, r.ID, owner, e.o.Now(), e.o.LeaseTTL)
 	if err != nil {
 		return err
 	}
@@ -751,12 +753,12 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 		return err
 	}
 	if r.Status != StatusQueued && r.Status != StatusRunning {
-		return e.st.ReleaseLease(ctx, runID, e.owner)
+		return e.st.ReleaseLease(ctx, runID, owner)
 	}
-	r.LeaseOwner = e.owner
+	r.LeaseOwner = owner
 	ctx, cancelLease := context.WithCancelCause(ctx)
 	defer cancelLease(nil)
-	go e.holdLease(ctx, cancelLease, r.ID, e.owner)
+	go e.holdLease(ctx, cancelLease, r.ID, owner)
 	ctx, span := e.o.Tracer.Start(ctx, "sync.run", runSpanOptions(ctx, attribute.String("sync.id", s.ID), attribute.String("run.id", r.ID), attribute.String("destination", s.DestinationType), attribute.String("trigger", r.Trigger))...)
 	defer span.End()
 	r.TraceID = span.SpanContext().TraceID().String()
@@ -776,7 +778,7 @@ func (e *Engine) Execute(ctx context.Context, runID string) error {
 		bg := context.WithoutCancel(ctx)
 		r.Status = StatusQueued
 		_ = e.st.UpdateRun(bg, r)
-		_ = e.st.ReleaseLease(bg, r.ID, e.owner)
+		_ = e.st.ReleaseLease(bg, r.ID, owner)
 		span.SetStatus(codes.Error, "interrupted")
 		return ctx.Err()
 	}
