@@ -109,7 +109,7 @@ func New(st *Store, data *ssstore.Store, conns Connections, o Options) *Engine {
 		o.SweepInterval = SweepInterval
 	}
 	data.OnDeleteUser(st.KeepDeletedIdentity)
-	return &Engine{st: st, data: data, db: data.DB(), conns: conns, o: o, }
+	return &Engine{st: st, data: data, db: data.DB(), conns: conns, o: o}
 }
 
 // SetQueue sets the job queue.
