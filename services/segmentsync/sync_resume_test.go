@@ -2,6 +2,7 @@ package segmentsync_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -227,25 +228,7 @@ func TestRunOfAStoppedWorkerIsTakenOver(t *testing.T) {
 			defer srv.Close()
 			f := startSync(t, syncOpts{postgres: pg, sim: sim, simURL: srv.URL, wallClock: true, lease: time.Second})
 			ctx := apptest.Context(t, 120*time.Second)
-			conn := f.appcues(t, ctx, "Appcues")
-			seg := f.segment(t, ctx, "Lapsed", 5000, 5000)
-			var ids []string
-			for i := 0; i < 5000; i++ {
-				ids = append(ids, fmt.Sprint("u", i))
-			}
-			if _, err := replace(ctx, f.ss, seg, ids, 5000); err != nil {
-				t.Fatal(err)
-			}
-			held := cut.cut(2, false) // two batches through, the third held
-			en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
-			if err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case <-held:
-			case <-ctx.Done():
-				t.Fatal("the run never reached its third batch")
-			}
+			en := heldRun(t, ctx, f, cut, "Lapsed", 5000, 2) // two batches through, the third held
 			// The worker "dies": its lease now names a worker long gone.
 			res, err := f.e.P.DB.ExecContext(ctx, `UPDATE se_runs SET lease_owner = 'worker_gone', lease_expires_at = 1 WHERE run_id = ?`, en.GetRun().GetRunId())
 			if n, _ := res.RowsAffected(); err != nil || n != 1 {
@@ -283,25 +266,7 @@ func TestSecondExecutionInTheSameProcessStandsAside(t *testing.T) {
 	defer srv.Close()
 	f := startSync(t, syncOpts{sim: sim, simURL: srv.URL, wallClock: true})
 	ctx := apptest.Context(t, 120*time.Second)
-	conn := f.appcues(t, ctx, "Appcues")
-	seg := f.segment(t, ctx, "Twice", 3000, 3000)
-	var ids []string
-	for i := 0; i < 3000; i++ {
-		ids = append(ids, fmt.Sprint("u", i))
-	}
-	if _, err := replace(ctx, f.ss, seg, ids, 3000); err != nil {
-		t.Fatal(err)
-	}
-	held := cut.cut(1, false) // one batch through, the second held
-	en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-held:
-	case <-ctx.Done():
-		t.Fatal("the run never reached its second batch")
-	}
+	en := heldRun(t, ctx, f, cut, "Twice", 3000, 1) // one batch through, the second held
 	runID := en.GetRun().GetRunId()
 	var owner string
 	if err := f.e.P.DB.QueryRowContext(ctx, `SELECT lease_owner FROM se_runs WHERE run_id = ?`, runID).Scan(&owner); err != nil || owner == "" {
@@ -326,4 +291,31 @@ func TestSecondExecutionInTheSameProcessStandsAside(t *testing.T) {
 	if r.GetStatus() != segmentsyncv1.SyncRunStatus_SYNC_RUN_STATUS_SUCCEEDED || r.GetAdded() != 3000 {
 		t.Fatalf("run = %v; want SUCCEEDED with 3000 added", r)
 	}
+}
+
+// heldRun starts a one-time Appcues sync of a new segment of n members
+// ("u0" …) and returns once the run's batch after the first `through` is
+// held at the destination's door.
+func heldRun(t *testing.T, ctx context.Context, f *syncFixture, cut *cutter, name string, n, through int) *segmentsyncv1.EnableSyncResponse {
+	t.Helper()
+	conn := f.appcues(t, ctx, "Appcues")
+	seg := f.segment(t, ctx, name, n, n)
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprint("u", i)
+	}
+	if _, err := replace(ctx, f.ss, seg, ids, n); err != nil {
+		t.Fatal(err)
+	}
+	held := cut.cut(through, false)
+	en, err := f.admin.EnableSync(ctx, &segmentsyncv1.EnableSyncRequest{SegmentId: seg, ConnectionId: conn, Schedule: segmentsyncv1.SyncSchedule_SYNC_SCHEDULE_ONE_TIME})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatalf("the run never reached batch %d", through+1)
+	}
+	return en
 }
