@@ -129,7 +129,6 @@ func phase(ctx context.Context, o options, ss segmentsyncv1.SegmentSyncServiceCl
 	per := max(1, int(float64(rate)*o.interval.Seconds()))
 	var mu sync.Mutex
 	var batches, pending []*batch
-	var werr error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	peer := harness.StartPeer(ctx, o.natsURL, "bench.computedload."+run, o.interval)
@@ -137,24 +136,13 @@ func phase(ctx context.Context, o options, ss segmentsyncv1.SegmentSyncServiceCl
 	pollers.Add(1)
 	go func() { defer pollers.Done(); poll(ctx, o.poll, tg, sid, &mu, &pending) }()
 
-	sem := make(chan struct{}, 64)
-	var writes sync.WaitGroup
-	tick := time.NewTicker(o.interval)
-	start := time.Now()
-	n := 0
-	for time.Since(start) < o.dur {
-		<-tick.C
+	elapsed, werr := harness.Paced(o.interval, o.dur, func(n int) func() error {
 		events := make([]*eventrelayv1.Event, per)
 		for i := range events {
 			events[i] = &eventrelayv1.Event{Source: "api", Name: name, UserId: "cl-" + run + "-" + strconv.Itoa(rate) + "-" + strconv.Itoa(n) + "-" + strconv.Itoa(i)}
 		}
-		n++
 		b := &batch{last: events[per-1].GetUserId()}
-		sem <- struct{}{}
-		writes.Add(1)
-		go func() {
-			defer writes.Done()
-			defer func() { <-sem }()
+		return func() error {
 			mu.Lock()
 			b.sent = time.Now()
 			batches = append(batches, b)
@@ -166,28 +154,18 @@ func phase(ctx context.Context, o options, ss segmentsyncv1.SegmentSyncServiceCl
 			}
 			mu.Lock()
 			b.acked = time.Now()
-			if err != nil && werr == nil {
-				werr = err
-			}
 			mu.Unlock()
-		}()
-	}
-	tick.Stop()
-	writes.Wait()
-	elapsed := time.Since(start)
+			return err
+		}
+	})
 	if werr != nil {
 		return werr
 	}
-	deadline := time.Now().Add(120 * time.Second)
-	for {
+	harness.WaitUntil(120*time.Second, func() bool {
 		mu.Lock()
-		left := len(pending)
-		mu.Unlock()
-		if left == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(pending) == 0
+	})
 	cancel()
 	pollers.Wait()
 	var ack, seen, ackSeen []time.Duration

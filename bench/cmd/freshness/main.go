@@ -236,7 +236,6 @@ func phase(ctx context.Context, o options, tg targetingv1.TargetingServiceClient
 	var mu sync.Mutex
 	var batches []*batch
 	var pending []*batch // not yet seen by both
-	var werr error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -246,26 +245,13 @@ func phase(ctx context.Context, o options, tg targetingv1.TargetingServiceClient
 	go func() { defer pollers.Done(); pollService(ctx, o.poll, tg, sid, &mu, &pending) }()
 	go func() { defer pollers.Done(); pollClient(ctx, c, sid, &mu, &pending) }()
 
-	// At most 64 batches in flight: a writer slower than the interval shows
-	// as a lower sent rate, not as unbounded goroutines.
-	sem := make(chan struct{}, 64)
-	var writes sync.WaitGroup
-	tick := time.NewTicker(o.interval)
-	start := time.Now()
-	n := 0
-	for time.Since(start) < o.dur {
-		<-tick.C
+	elapsed, werr := harness.Paced(o.interval, o.dur, func(n int) func() error {
 		users := make([]string, per)
 		for i := range users {
 			users[i] = "fr-" + run + "-" + path + strconv.Itoa(rate) + "-" + strconv.Itoa(n) + "-" + strconv.Itoa(i)
 		}
-		n++
 		b := &batch{last: users[per-1]}
-		sem <- struct{}{}
-		writes.Add(1)
-		go func() {
-			defer writes.Done()
-			defer func() { <-sem }()
+		return func() error {
 			mu.Lock()
 			b.sent = time.Now()
 			batches = append(batches, b)
@@ -274,29 +260,19 @@ func phase(ctx context.Context, o options, tg targetingv1.TargetingServiceClient
 			err := write(ctx, users)
 			mu.Lock()
 			b.acked = time.Now()
-			if err != nil && werr == nil {
-				werr = err
-			}
 			mu.Unlock()
-		}()
-	}
-	tick.Stop()
-	writes.Wait()
-	elapsed := time.Since(start)
+			return err
+		}
+	})
 	if werr != nil {
 		return werr
 	}
 	// Wait (bounded) for the stragglers.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	harness.WaitUntil(60*time.Second, func() bool {
 		mu.Lock()
-		left := len(pending)
-		mu.Unlock()
-		if left == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(pending) == 0
+	})
 	cancel()
 	pollers.Wait()
 	var ack, svc, cli, ackSvc, ackCli []time.Duration
