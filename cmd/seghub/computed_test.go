@@ -187,22 +187,8 @@ func TestComputedSegmentDrivesATour(t *testing.T) {
 // events happened finds them (the backfill), and a preview of an unsaved
 // rule reads them too.
 func TestComputedSegmentBackfill(t *testing.T) {
-	e := apptest.New(t, apptest.Options{NeedBus: true})
 	ctx := apptest.Context(t, 3*time.Minute)
-	cn, err := connector.New(ctx, e.P)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss, err := segmentsync.New(ctx, e.P)
-	if err != nil {
-		t.Fatal(err)
-	}
-	er, err := eventrelay.New(ctx, e.P)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Add(cn, ss, er)
-	e.Start()
+	e := startComputed(ctx, t, apptest.Options{NeedBus: true})
 	segs := segmentsyncv1.NewSegmentSyncServiceClient(e.Dial(e.A.Member))
 	// A live computed segment first, so the consumer has moved past the events below.
 	first := &segmentsyncv1.SegmentRule{Event: &segmentsyncv1.EventCondition{Source: "api", Name: "Signed Up", CountOperator: segmentsyncv1.CountOperator_COUNT_OPERATOR_AT_LEAST, Times: 1}}
@@ -253,7 +239,28 @@ func TestComputedSegmentBackfill(t *testing.T) {
 		m, _ := segs.GetMembers(ctx, &segmentsyncv1.GetMembersRequest{SegmentId: s2.GetSegment().GetSegmentId()})
 		return fmt.Sprint(m.GetUserIds()) == "[u0]"
 	})
-	_ = ss
+}
+
+// startComputed starts an environment with what computed segments need:
+// connector, segmentsync and eventrelay.
+func startComputed(ctx context.Context, t *testing.T, o apptest.Options) *apptest.Env {
+	t.Helper()
+	e := apptest.New(t, o)
+	cn, err := connector.New(ctx, e.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := segmentsync.New(ctx, e.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	er, err := eventrelay.New(ctx, e.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Add(cn, ss, er)
+	e.Start()
+	return e
 }
 
 // trackClient returns a function tracking one api event for a user of e.A.
@@ -272,23 +279,7 @@ func trackClient(t *testing.T, e *apptest.Env) func(ctx context.Context, user, n
 func TestComputedSegmentSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	boot := func() *apptest.Env {
-		e := apptest.New(t, apptest.Options{NeedBus: true, DataDir: dir})
-		ctx := context.Background()
-		cn, err := connector.New(ctx, e.P)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ss, err := segmentsync.New(ctx, e.P)
-		if err != nil {
-			t.Fatal(err)
-		}
-		er, err := eventrelay.New(ctx, e.P)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.Add(cn, ss, er)
-		e.Start()
-		return e
+		return startComputed(context.Background(), t, apptest.Options{NeedBus: true, DataDir: dir})
 	}
 	ctx := apptest.Context(t, 3*time.Minute)
 	e := boot()

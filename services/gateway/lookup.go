@@ -33,15 +33,11 @@ type lookupHandler struct {
 }
 
 func (g *Gateway) mountLookup() error {
-	var conn grpc.ClientConnInterface = g.p.Local(app.Targeting)
-	if conn == nil {
-		c, err := g.p.PlainConn(app.Targeting)
-		if err != nil {
-			return err
-		}
-		conn = c
+	client, err := g.targetingClient()
+	if err != nil {
+		return err
 	}
-	g.lookup = &lookupHandler{g: g, client: targetingv1.NewTargetingServiceClient(conn), generic: g.guardREST(g.gw)}
+	g.lookup = &lookupHandler{g: g, client: client, generic: g.guardREST(g.gw)}
 	g.mux.Handle(lookupPattern, g.lookup)
 	return nil
 }
@@ -118,4 +114,19 @@ func appendLookupJSON(b []byte, resp *targetingv1.CheckMembershipResponse) []byt
 	b = append(b, `,"index_version":"`...)
 	b = strconv.AppendInt(b, resp.GetIndexVersion(), 10)
 	return append(b, `"}`...)
+}
+
+// targetingClient is the TargetingService client the gateway's own routes
+// call: in the all-in-one, targeting runs in this process and is called
+// in-process through its server's own chain, without the loopback gRPC hop.
+func (g *Gateway) targetingClient() (targetingv1.TargetingServiceClient, error) {
+	var conn grpc.ClientConnInterface = g.p.Local(app.Targeting)
+	if conn == nil {
+		c, err := g.p.PlainConn(app.Targeting)
+		if err != nil {
+			return nil, err
+		}
+		conn = c
+	}
+	return targetingv1.NewTargetingServiceClient(conn), nil
 }

@@ -11,13 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	targetingv1 "github.com/seghub/seghub/gen/seghub/targeting/v1"
-	"github.com/seghub/seghub/pkg/app"
 	"github.com/seghub/seghub/pkg/apperr"
 	"github.com/seghub/seghub/pkg/auth"
 )
@@ -62,17 +60,11 @@ type ofrep struct {
 // mountOFREP adds the OFREP routes (and their CORS preflights: client keys
 // are meant for web pages on other origins).
 func (g *Gateway) mountOFREP() error {
-	// In the all-in-one, targeting runs in this process: call it in-process
-	// through its server's own chain, without the loopback gRPC hop.
-	var conn grpc.ClientConnInterface = g.p.Local(app.Targeting)
-	if conn == nil {
-		c, err := g.p.PlainConn(app.Targeting)
-		if err != nil {
-			return err
-		}
-		conn = c
+	client, err := g.targetingClient()
+	if err != nil {
+		return err
 	}
-	o := &ofrep{g: g, client: targetingv1.NewTargetingServiceClient(conn)}
+	o := &ofrep{g: g, client: client}
 	g.mux.Handle("POST "+ofrepFlagsPath, ofrepCORS(http.HandlerFunc(o.bulk)))
 	g.mux.Handle("POST "+ofrepFlagsPath+"/{key}", ofrepCORS(http.HandlerFunc(o.single)))
 	g.mux.Handle("OPTIONS "+ofrepFlagsPath, ofrepCORS(http.HandlerFunc(ofrepPreflight)))

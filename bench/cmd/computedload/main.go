@@ -16,13 +16,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -131,32 +129,20 @@ func phase(ctx context.Context, o options, ss segmentsyncv1.SegmentSyncServiceCl
 	per := max(1, int(float64(rate)*o.interval.Seconds()))
 	var mu sync.Mutex
 	var batches, pending []*batch
-	var werr error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	peer := startPeer(ctx, o, run)
+	peer := harness.StartPeer(ctx, o.natsURL, "bench.computedload."+run, o.interval)
 	var pollers sync.WaitGroup
 	pollers.Add(1)
 	go func() { defer pollers.Done(); poll(ctx, o.poll, tg, sid, &mu, &pending) }()
 
-	sem := make(chan struct{}, 64)
-	var writes sync.WaitGroup
-	tick := time.NewTicker(o.interval)
-	start := time.Now()
-	n := 0
-	for time.Since(start) < o.dur {
-		<-tick.C
+	elapsed, werr := harness.Paced(o.interval, o.dur, func(n int) func() error {
 		events := make([]*eventrelayv1.Event, per)
 		for i := range events {
 			events[i] = &eventrelayv1.Event{Source: "api", Name: name, UserId: "cl-" + run + "-" + strconv.Itoa(rate) + "-" + strconv.Itoa(n) + "-" + strconv.Itoa(i)}
 		}
-		n++
 		b := &batch{last: events[per-1].GetUserId()}
-		sem <- struct{}{}
-		writes.Add(1)
-		go func() {
-			defer writes.Done()
-			defer func() { <-sem }()
+		return func() error {
 			mu.Lock()
 			b.sent = time.Now()
 			batches = append(batches, b)
@@ -168,28 +154,18 @@ func phase(ctx context.Context, o options, ss segmentsyncv1.SegmentSyncServiceCl
 			}
 			mu.Lock()
 			b.acked = time.Now()
-			if err != nil && werr == nil {
-				werr = err
-			}
 			mu.Unlock()
-		}()
-	}
-	tick.Stop()
-	writes.Wait()
-	elapsed := time.Since(start)
+			return err
+		}
+	})
 	if werr != nil {
 		return werr
 	}
-	deadline := time.Now().Add(120 * time.Second)
-	for {
+	harness.WaitUntil(120*time.Second, func() bool {
 		mu.Lock()
-		left := len(pending)
-		mu.Unlock()
-		if left == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(pending) == 0
+	})
 	cancel()
 	pollers.Wait()
 	var ack, seen, ackSeen []time.Duration
@@ -255,65 +231,5 @@ func poll(ctx context.Context, every time.Duration, tg targetingv1.TargetingServ
 	}
 }
 
-// startPeer publishes one NATS message per interval to itself until ctx
-// ends and returns the latencies seen so far: what carrying one message
-// between processes costs on this machine right now.
-func startPeer(ctx context.Context, o options, run string) func() string {
-	if o.natsURL == "" {
-		return func() string { return "–" }
-	}
-	nc, err := nats.Connect(o.natsURL)
-	if err != nil {
-		return func() string { return "unreachable: " + err.Error() }
-	}
-	var mu sync.Mutex
-	var lat []time.Duration
-	subject := "bench.computedload." + run
-	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
-		if sent, perr := strconv.ParseInt(string(m.Data), 10, 64); perr == nil {
-			mu.Lock()
-			lat = append(lat, time.Since(time.Unix(0, sent)))
-			mu.Unlock()
-		}
-	})
-	if err != nil {
-		nc.Close()
-		return func() string { return err.Error() }
-	}
-	go func() {
-		defer nc.Close()
-		defer sub.Unsubscribe()
-		tick := time.NewTicker(o.interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				_ = nc.Publish(subject, []byte(strconv.FormatInt(time.Now().UnixNano(), 10)))
-			}
-		}
-	}()
-	return func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return q(lat, 0.5) + " / " + q(lat, 0.99)
-	}
-}
-
-// q is the q-quantile of ds, rounded for the table.
-func q(ds []time.Duration, q float64) string {
-	if len(ds) == 0 {
-		return "–"
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	d := s[int(q*float64(len(s)-1))]
-	switch {
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
-	case d < 100*time.Millisecond:
-		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
-	}
-	return fmt.Sprintf("%.0f ms", float64(d)/1e6)
-}
+// q formats a quantile for the table.
+var q = harness.TableQuantile

@@ -20,13 +20,11 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -238,36 +236,22 @@ func phase(ctx context.Context, o options, tg targetingv1.TargetingServiceClient
 	var mu sync.Mutex
 	var batches []*batch
 	var pending []*batch // not yet seen by both
-	var werr error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	peer := startPeer(ctx, o, run)
+	peer := harness.StartPeer(ctx, o.natsURL, "bench.freshness."+run, o.interval)
 	var pollers sync.WaitGroup
 	pollers.Add(2)
 	go func() { defer pollers.Done(); pollService(ctx, o.poll, tg, sid, &mu, &pending) }()
 	go func() { defer pollers.Done(); pollClient(ctx, c, sid, &mu, &pending) }()
 
-	// At most 64 batches in flight: a writer slower than the interval shows
-	// as a lower sent rate, not as unbounded goroutines.
-	sem := make(chan struct{}, 64)
-	var writes sync.WaitGroup
-	tick := time.NewTicker(o.interval)
-	start := time.Now()
-	n := 0
-	for time.Since(start) < o.dur {
-		<-tick.C
+	elapsed, werr := harness.Paced(o.interval, o.dur, func(n int) func() error {
 		users := make([]string, per)
 		for i := range users {
 			users[i] = "fr-" + run + "-" + path + strconv.Itoa(rate) + "-" + strconv.Itoa(n) + "-" + strconv.Itoa(i)
 		}
-		n++
 		b := &batch{last: users[per-1]}
-		sem <- struct{}{}
-		writes.Add(1)
-		go func() {
-			defer writes.Done()
-			defer func() { <-sem }()
+		return func() error {
 			mu.Lock()
 			b.sent = time.Now()
 			batches = append(batches, b)
@@ -276,29 +260,19 @@ func phase(ctx context.Context, o options, tg targetingv1.TargetingServiceClient
 			err := write(ctx, users)
 			mu.Lock()
 			b.acked = time.Now()
-			if err != nil && werr == nil {
-				werr = err
-			}
 			mu.Unlock()
-		}()
-	}
-	tick.Stop()
-	writes.Wait()
-	elapsed := time.Since(start)
+			return err
+		}
+	})
 	if werr != nil {
 		return werr
 	}
 	// Wait (bounded) for the stragglers.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	harness.WaitUntil(60*time.Second, func() bool {
 		mu.Lock()
-		left := len(pending)
-		mu.Unlock()
-		if left == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(pending) == 0
+	})
 	cancel()
 	pollers.Wait()
 	var ack, svc, cli, ackSvc, ackCli []time.Duration
@@ -321,52 +295,6 @@ func phase(ctx context.Context, o options, tg targetingv1.TargetingServiceClient
 	fmt.Printf("| %s | %d | %.0f | %d × %d%s | %s / %s | %s / %s / %s | %s / %s | %s / %s / %s | %s / %s | %s |\n", path, rate, float64(len(batches)*per)/elapsed.Seconds(), len(batches), per, note,
 		q(ack, 0.5), q(ack, 0.99), q(svc, 0.5), q(svc, 0.99), q(svc, 1), q(ackSvc, 0.5), q(ackSvc, 0.99), q(cli, 0.5), q(cli, 0.99), q(cli, 1), q(ackCli, 0.5), q(ackCli, 0.99), peer())
 	return nil
-}
-
-// startPeer publishes one NATS message per interval to itself until ctx
-// ends and returns the latencies seen so far: how long this machine takes to
-// carry a message between processes right now, for comparison.
-func startPeer(ctx context.Context, o options, run string) func() string {
-	if o.natsURL == "" {
-		return func() string { return "–" }
-	}
-	nc, err := nats.Connect(o.natsURL)
-	if err != nil {
-		return func() string { return "unreachable: " + err.Error() }
-	}
-	var mu sync.Mutex
-	var lat []time.Duration
-	subject := "bench.freshness." + run
-	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
-		if sent, perr := strconv.ParseInt(string(m.Data), 10, 64); perr == nil {
-			mu.Lock()
-			lat = append(lat, time.Since(time.Unix(0, sent)))
-			mu.Unlock()
-		}
-	})
-	if err != nil {
-		nc.Close()
-		return func() string { return err.Error() }
-	}
-	go func() {
-		defer nc.Close()
-		defer sub.Unsubscribe()
-		tick := time.NewTicker(o.interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				_ = nc.Publish(subject, []byte(strconv.FormatInt(time.Now().UnixNano(), 10)))
-			}
-		}
-	}()
-	return func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return q(lat, 0.5) + " / " + q(lat, 0.99)
-	}
 }
 
 // pollService asks the service, every interval, whether pending batches'
@@ -440,20 +368,5 @@ func prune(pending *[]*batch) {
 	*pending = keep
 }
 
-// q is the q-quantile of ds, rounded for the table.
-func q(ds []time.Duration, q float64) string {
-	if len(ds) == 0 {
-		return "–"
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	i := int(q * float64(len(s)-1))
-	d := s[i]
-	switch {
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
-	case d < 100*time.Millisecond:
-		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
-	}
-	return fmt.Sprintf("%.0f ms", float64(d)/1e6)
-}
+// q formats a quantile for the table.
+var q = harness.TableQuantile

@@ -11,7 +11,6 @@ import {
   type ConditionDraft,
   type ConditionKind,
   type GroupDraft,
-  type PropertyOperator,
   type ValueType,
 } from "./audienceDraft";
 import { Field } from "./Field";
@@ -170,8 +169,6 @@ function ConditionRow({
   onChange: (c: ConditionDraft) => void;
   onRemove: () => void;
 }) {
-  const listId = useId();
-  const props = useUserProperties();
   const own = errors[field] ?? [];
   const valueErrors = [
     ...(errors[`${field}.value`] ?? []),
@@ -206,58 +203,17 @@ function ConditionRow({
             </Field>
           ) : (
             <>
-              <Field label="Property" errors={errors[`${field}.property`]}>
-                <input
-                  list={listId}
-                  value={c.property}
-                  autoComplete="off"
-                  onChange={(e) => {
-                    const name = e.target.value;
-                    const held = props.data?.properties?.find((p) => p.name === name);
-                    const vt = held?.type ? valueTypeOf[held.type] : undefined;
-                    const next = { ...c, property: name, ...(vt ? { valueType: vt } : {}) };
-                    if (!operatorsFor[next.valueType].includes(next.operator)) next.operator = "OPERATOR_EQUALS";
-                    onChange(next);
-                  }}
-                />
-              </Field>
-              <datalist id={listId}>
-                {(props.data?.properties ?? []).map((p) => (
-                  <option key={`${p.name}/${p.type}`} value={p.name}>
-                    {count(p.user_count)} users
-                  </option>
-                ))}
-              </datalist>
-              <Field label="Value type">
-                <select
-                  value={c.valueType}
-                  onChange={(e) => {
-                    const valueType = e.target.value as ValueType;
-                    const operator = operatorsFor[valueType].includes(c.operator) ? c.operator : "OPERATOR_EQUALS";
-                    onChange({ ...c, valueType, operator, value: valueType === "bool" ? "true" : "" });
-                  }}
-                >
-                  {(Object.keys(valueTypeWords) as ValueType[]).map((t) => (
-                    <option key={t} value={t}>
-                      {valueTypeWords[t]}
-                    </option>
-                  ))}
-                </select>
-              </Field>
-              <Field label="Comparison" errors={errors[`${field}.operator`]}>
-                <select value={c.operator} onChange={(e) => onChange({ ...c, operator: e.target.value as PropertyOperator })}>
-                  {operatorsFor[c.valueType].map((op) => (
-                    <option key={op} value={op}>
-                      {operatorWords[op]}
-                    </option>
-                  ))}
-                </select>
-              </Field>
-              {c.operator !== "OPERATOR_EXISTS" && (
-                <Field label="Value" errors={valueErrors}>
-                  <ValueInput condition={c} onChange={(value) => onChange({ ...c, value })} />
-                </Field>
-              )}
+              <PropertyFields
+                condition={c}
+                field={field}
+                errors={errors}
+                valueErrors={valueErrors}
+                operators={operatorsFor}
+                words={operatorWords}
+                equals="OPERATOR_EQUALS"
+                exists="OPERATOR_EXISTS"
+                onChange={onChange}
+              />
             </>
           )}
           <button type="button" className="remove" aria-label={`Remove condition ${n}`} onClick={onRemove}>
@@ -271,6 +227,92 @@ function ConditionRow({
         )}
       </fieldset>
     </li>
+  );
+}
+
+/**
+ * The property, value type, comparison and value fields of a user-property
+ * condition, shared by the audience and rule builders (each with its own
+ * operator set).
+ */
+export function PropertyFields<Op extends string, C extends { property: string; valueType: ValueType; operator: Op; value: string }>({
+  condition: c,
+  field,
+  errors,
+  valueErrors,
+  operators,
+  words,
+  equals,
+  exists,
+  onChange,
+}: {
+  condition: C;
+  field: string;
+  errors: Errors;
+  valueErrors: readonly string[] | undefined;
+  operators: Record<ValueType, readonly Op[]>;
+  words: Record<Op, string>;
+  equals: Op;
+  exists: Op;
+  onChange: (c: C) => void;
+}) {
+  const listId = useId();
+  const props = useUserProperties();
+  return (
+    <>
+      <Field label="Property" errors={errors[`${field}.property`]}>
+        <input
+          list={listId}
+          value={c.property}
+          autoComplete="off"
+          onChange={(e) => {
+            const name = e.target.value;
+            const held = props.data?.properties?.find((p) => p.name === name);
+            const vt = held?.type ? valueTypeOf[held.type] : undefined;
+            const next = { ...c, property: name, ...(vt ? { valueType: vt } : {}) };
+            if (!operators[next.valueType].includes(next.operator)) next.operator = equals;
+            onChange(next);
+          }}
+        />
+      </Field>
+      <datalist id={listId}>
+        {(props.data?.properties ?? []).map((p) => (
+          <option key={`${p.name}/${p.type}`} value={p.name}>
+            {count(p.user_count)} users
+          </option>
+        ))}
+      </datalist>
+      <Field label="Value type">
+        <select
+          value={c.valueType}
+          onChange={(e) => {
+            const valueType = e.target.value as ValueType;
+            const operator = operators[valueType].includes(c.operator) ? c.operator : equals;
+            onChange({ ...c, valueType, operator, value: valueType === "bool" ? "true" : "" });
+          }}
+        >
+          {(Object.keys(valueTypeWords) as ValueType[]).map((t) => (
+            <option key={t} value={t}>
+              {valueTypeWords[t]}
+            </option>
+          ))}
+        </select>
+      </Field>
+      <Field label="Comparison" errors={errors[`${field}.operator`]}>
+        <select value={c.operator} onChange={(e) => onChange({ ...c, operator: e.target.value as Op })}>
+          {operators[c.valueType].map((op) => (
+            <option key={op} value={op}>
+              {words[op]}
+            </option>
+          ))}
+        </select>
+      </Field>
+      {c.operator !== exists && (
+        <Field label="Value" errors={valueErrors}>
+          <ValueInput condition={c} onChange={(value) => onChange({ ...c, value })} />
+        </Field>
+      )}
+    </>
   );
 }
 

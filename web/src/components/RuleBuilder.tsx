@@ -1,8 +1,6 @@
 import { useId } from "react";
 import { useEventSchemas } from "../api/events";
-import { useUserProperties } from "../api/integrations";
-import { count } from "../format";
-import { isoToLocal, ValueInput, valueTypeOf, valueTypeWords } from "./AudienceBuilder";
+import { isoToLocal, PropertyFields } from "./AudienceBuilder";
 import { Field } from "./Field";
 import {
   childPath,
@@ -23,9 +21,7 @@ import {
   type GroupNode,
   type PropertyNode,
   type RuleNode,
-  type RuleOperator,
   type SeenOp,
-  type ValueType,
 } from "./ruleDraft";
 
 type Errors = Readonly<Record<string, readonly string[]>>;
@@ -156,62 +152,19 @@ function NodeErrors({ messages }: { messages: readonly string[] }) {
 }
 
 function PropertyEditor({ node: c, field, errors, onChange }: { node: PropertyNode; field: string; errors: Errors; onChange: (n: PropertyNode) => void }) {
-  const listId = useId();
-  const props = useUserProperties();
   return (
     <div className="condition-fields">
-      <Field label="Property" errors={errors[`${field}.property`]}>
-        <input
-          list={listId}
-          value={c.property}
-          autoComplete="off"
-          onChange={(e) => {
-            const name = e.target.value;
-            const held = props.data?.properties?.find((p) => p.name === name);
-            const vt = held?.type ? valueTypeOf[held.type] : undefined;
-            const next = { ...c, property: name, ...(vt ? { valueType: vt } : {}) };
-            if (!operatorsFor[next.valueType].includes(next.operator)) next.operator = "PROPERTY_OPERATOR_EQUALS";
-            onChange(next);
-          }}
-        />
-      </Field>
-      <datalist id={listId}>
-        {(props.data?.properties ?? []).map((p) => (
-          <option key={`${p.name}/${p.type}`} value={p.name}>
-            {count(p.user_count)} users
-          </option>
-        ))}
-      </datalist>
-      <Field label="Value type">
-        <select
-          value={c.valueType}
-          onChange={(e) => {
-            const valueType = e.target.value as ValueType;
-            const operator = operatorsFor[valueType].includes(c.operator) ? c.operator : "PROPERTY_OPERATOR_EQUALS";
-            onChange({ ...c, valueType, operator, value: valueType === "bool" ? "true" : "" });
-          }}
-        >
-          {(Object.keys(valueTypeWords) as ValueType[]).map((t) => (
-            <option key={t} value={t}>
-              {valueTypeWords[t]}
-            </option>
-          ))}
-        </select>
-      </Field>
-      <Field label="Comparison" errors={errors[`${field}.operator`]}>
-        <select value={c.operator} onChange={(e) => onChange({ ...c, operator: e.target.value as RuleOperator })}>
-          {operatorsFor[c.valueType].map((op) => (
-            <option key={op} value={op}>
-              {operatorWords[op]}
-            </option>
-          ))}
-        </select>
-      </Field>
-      {c.operator !== "PROPERTY_OPERATOR_EXISTS" && (
-        <Field label="Value" errors={errors[`${field}.value`]}>
-          <ValueInput condition={c} onChange={(value) => onChange({ ...c, value })} />
-        </Field>
-      )}
+      <PropertyFields
+        condition={c}
+        field={field}
+        errors={errors}
+        valueErrors={errors[`${field}.value`]}
+        operators={operatorsFor}
+        words={operatorWords}
+        equals="PROPERTY_OPERATOR_EQUALS"
+        exists="PROPERTY_OPERATOR_EXISTS"
+        onChange={onChange}
+      />
     </div>
   );
 }
