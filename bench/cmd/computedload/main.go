@@ -9,6 +9,12 @@
 // last 7 days" on an event name of its own, waits until it is live, then
 // sends -rate events/s, every event from a new user (so every event changes
 // the membership), in batches every -interval.
+//
+// With -backfill-events it measures a backfill instead (backfill.go): with
+// -publish-store (the embedded JetStream's directory, seghub stopped) or
+// -publish-nats it stores the events in the relay's stream and exits;
+// without, it creates a computed segment over them and times it from
+// COMPUTING to LIVE.
 package main
 
 import (
@@ -35,6 +41,8 @@ type options struct {
 	rates               []int
 	interval, dur, poll time.Duration
 	natsURL             string
+	publish             publishOptions
+	pid                 int
 }
 
 func main() {
@@ -46,7 +54,26 @@ func main() {
 	flag.DurationVar(&o.dur, "d", 10*time.Second, "duration of each phase")
 	flag.DurationVar(&o.poll, "poll", time.Millisecond, "how often targeting is asked whether pending batches are visible")
 	flag.StringVar(&o.natsURL, "nats", "", "NATS server for the peer probe (pub → sub latency at one message per interval, in the same run); empty skips it")
+	flag.IntVar(&o.publish.events, "backfill-events", 0, "backfill bench: how many events (0: the latency bench)")
+	flag.IntVar(&o.publish.users, "backfill-users", 1_000_000, "backfill bench: over how many users")
+	flag.StringVar(&o.publish.env, "env", "", "backfill publish: environment id of the events")
+	flag.StringVar(&o.publish.storeDir, "publish-store", "", "backfill publish: embedded JetStream directory (<data-dir>/nats) of a stopped seghub")
+	flag.StringVar(&o.publish.natsURL, "publish-nats", "", "backfill publish: external NATS URL")
+	flag.StringVar(&o.publish.csv, "publish-csv", "", "backfill publish: also write the events to this CSV (env,user,source,name,ts,rcv) for the batch SQL side")
+	flag.Uint64Var(&o.publish.seed, "seed", 1, "backfill publish: random seed")
+	flag.IntVar(&o.pid, "pid", 0, "backfill timing: seghub's pid, for its CPU time")
 	flag.Parse()
+	if o.publish.events > 0 && (o.publish.storeDir != "" || o.publish.natsURL != "") {
+		if o.publish.env == "" || o.publish.users <= 0 {
+			fmt.Fprintln(os.Stderr, "computedload: publishing needs -env and -backfill-users > 0")
+			os.Exit(2)
+		}
+		if err := publishBackfill(context.Background(), o.publish); err != nil {
+			fmt.Fprintln(os.Stderr, "computedload:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	for _, r := range strings.Split(*rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
 		if err != nil || n <= 0 {
@@ -80,6 +107,9 @@ func run(ctx context.Context, o options) error {
 	ss := segmentsyncv1.NewSegmentSyncServiceClient(conn)
 	tg := targetingv1.NewTargetingServiceClient(conn)
 	ev := eventrelayv1.NewEventRelayServiceClient(conn)
+	if o.publish.events > 0 {
+		return timeBackfill(ctx, segmentsyncv1.NewSegmentSyncServiceClient(conn), o.publish.events, o.pid)
+	}
 	fmt.Println("Times from sending a batch of events; \"ack →\" from the relay's acknowledgment (stored in JetStream): the computed path alone")
 	fmt.Println("(stream → consumer → aggregates + evaluation → change log → NATS → targeting feed → index).")
 	fmt.Println()
