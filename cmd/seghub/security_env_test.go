@@ -968,9 +968,17 @@ func TestTLS(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), nil
 	}
-	for _, p := range []string{"/healthz", "/readyz"} {
-		if code, b, err := get(hc, "https", p, ""); err != nil || code != 200 {
-			t.Fatalf("https %s: %d %s %v", p, code, b, err)
+	if code, b, err := get(hc, "https", "/healthz", ""); err != nil || code != 200 {
+		t.Fatalf("https /healthz: %d %s %v", code, b, err)
+	}
+	// Ready once targeting's membership feed (over TLS too) has opened.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, b, err := get(hc, "https", "/readyz", "")
+		if err == nil && code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("https /readyz: %d %s %v", code, b, err)
 		}
 	}
 	// An authenticated call goes gateway → gRPC (over TLS too) and back.
