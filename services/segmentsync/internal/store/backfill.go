@@ -24,7 +24,7 @@ type BackfillRead struct {
 	Env string
 	// Since is, per computing condition key, the scanned mark the read started after: the read counted
 	// only events with a sequence above it for that key.
-	Since map[string]uint64
+	Since   map[string]uint64
 	Through uint64 // every message of the stream up to Through was read
 	// Target and First are the live position aimed at and the stream's first sequence (for the percentage).
 	Target, First uint64
