@@ -1,8 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
-	"errors"
+	"database/sql"
+	"fmt"
+	"slices"
+
+	"github.com/seghub/seghub/pkg/store"
 
 	"github.com/seghub/seghub/services/segmentsync/internal/rules"
 )
@@ -36,10 +41,134 @@ type BackfillRead struct {
 // max last; users created when missing) and scanned becomes Through (target, first recorded); other keys
 // are left alone (a concurrent change: the reader reads again). It is idempotent per (key, Since).
 func (s *Store) ApplyBackfill(ctx context.Context, b *BackfillRead) error {
-	return errors.New("segmentsync: ApplyBackfill: not yet")
+	err := s.write(ctx, b.Env, func(w *writer) error {
+		type cond struct {
+			key     string
+			id      int64
+			scanned int64
+		}
+		var apply []cond
+		if err := eachRow(ctx, w.tx, `SELECT cond_key, cond_id, state, scanned FROM ss_event_conditions WHERE environment_id = ? ORDER BY cond_id`, []any{b.Env}, func(r *sql.Rows) error {
+			var c cond
+			var state string
+			if err := r.Scan(&c.key, &c.id, &state, &c.scanned); err != nil {
+				return err
+			}
+			if since, ok := b.Since[c.key]; ok && state == Computing && uint64(c.scanned) == since {
+				apply = append(apply, c)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(apply) == 0 {
+			return nil
+		}
+		idOf := make(map[string]int64, len(apply))
+		for _, c := range apply {
+			idOf[c.key] = c.id
+		}
+		var users []string
+		for _, u := range b.Users {
+			for _, a := range u.Aggs {
+				if _, ok := idOf[a.Key]; ok && len(a.Agg.Days) > 0 {
+					users = append(users, u.User)
+					break
+				}
+			}
+		}
+		dense, err := w.resolve(users, true)
+		if err != nil {
+			return err
+		}
+		segs, err := w.computedSegments("")
+		if err != nil {
+			return err
+		}
+		windows := condWindows(segs, "", nil)
+		today := rules.Today(s.now())
+		byCond := make(map[int64][]aggRow, len(apply))
+		for _, u := range b.Users {
+			d, ok := dense[u.User]
+			if !ok {
+				continue
+			}
+			for i := range u.Aggs {
+				a := &u.Aggs[i]
+				if id, ok := idOf[a.Key]; ok && len(a.Agg.Days) > 0 {
+					byCond[id] = append(byCond[id], aggRow{cond: id, dense: d, agg: &a.Agg})
+				}
+			}
+		}
+		for _, c := range apply {
+			rows := byCond[c.id]
+			sortAggRows(rows)
+			if c.scanned > 0 && len(rows) > 0 {
+				// Earlier reads of this condition stored rows: add to them.
+				if err := mergeStored(ctx, w.tx, c.id, rows); err != nil {
+					return err
+				}
+			}
+			for i := range rows {
+				rows[i].expires = rows[i].agg.Expires(windows[c.key], today)
+			}
+			if err := writeAggs(ctx, w.tx, rows); err != nil {
+				return err
+			}
+			if _, err := w.tx.ExecContext(ctx, `UPDATE ss_event_conditions SET scanned = ?, progress = ?, target = ?, first_seq = ? WHERE cond_id = ?`,
+				int64(max(b.Through, uint64(c.scanned))), int64(max(b.Through, uint64(c.scanned))), int64(b.Target), int64(b.First), c.id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("segmentsync: backfill of %s: %w", b.Env, err)
+	}
+	return nil
+}
+
+// mergeStored adds the stored aggregates of condition id to rows (sorted by
+// user; a row's agg is replaced, never modified, as it may be the caller's).
+func mergeStored(ctx context.Context, tx *store.Tx, id int64, rows []aggRow) error {
+	ids := make([]uint32, len(rows))
+	for i, r := range rows {
+		ids[i] = r.dense
+	}
+	for _, p := range idPages(tx.Dialect, ids) {
+		where, args := p.denseIn(tx.Dialect, `dense_id`)
+		if err := eachRow(ctx, tx, `SELECT dense_id, first_at, last_at, days FROM ss_event_aggs WHERE cond_id = ? AND `+where, append([]any{id}, args...), func(r *sql.Rows) error {
+			var d int64
+			var stored rules.Agg
+			var days []byte
+			if err := r.Scan(&d, &stored.First, &stored.Last, &days); err != nil {
+				return err
+			}
+			i, ok := slices.BinarySearchFunc(rows, uint32(d), func(r aggRow, d uint32) int { return cmp.Compare(r.dense, d) })
+			if !ok {
+				return nil
+			}
+			var err error
+			if stored.Days, err = rules.DecodeDays(days); err != nil {
+				return err
+			}
+			stored.Add(rows[i].agg)
+			rows[i].agg = &stored
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // BackfillProgress records how far a read not yet applied has got, for compute_percent only.
 func (s *Store) BackfillProgress(ctx context.Context, env string, keys []string, read, target, first uint64) error {
-	return errors.New("segmentsync: BackfillProgress: not yet")
+	for _, k := range keys {
+		if _, err := s.db.ExecContext(ctx, `UPDATE ss_event_conditions SET progress = ?, target = ?, first_seq = ? WHERE environment_id = ? AND cond_key = ? AND state = ? AND progress < ?`,
+			int64(read), int64(target), int64(first), env, k, Computing, int64(read)); err != nil {
+			return fmt.Errorf("segmentsync: backfill progress of %s: %w", env, err)
+		}
+	}
+	return nil
 }

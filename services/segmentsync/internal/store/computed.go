@@ -5,8 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -146,7 +146,14 @@ func (s *Store) CreateComputedSegment(ctx context.Context, env, name, descriptio
 		if _, err := w.tx.ExecContext(ctx, `INSERT INTO ss_computed (segment_id, environment_id, rule, rule_version, state) VALUES (?, ?, ?, ?, ?)`, sg.ID, env, string(text), 1, Computing); err != nil {
 			return err
 		}
+		segs, err := w.computedSegments("")
+		if err != nil {
+			return err
+		}
 		if err := w.linkConditions(sg.ID, prog); err != nil {
+			return err
+		}
+		if err := w.resetExpiries(condWindows(segs, sg.ID, nil), condWindows(segs, sg.ID, prog)); err != nil {
 			return err
 		}
 		return w.log(KindSegment, sg.ID, sg.Version, nil, nil, "")
@@ -167,6 +174,10 @@ func (w *writer) setRule(id string, rule *segmentsyncv1.SegmentRule) error {
 	if err != nil {
 		return err
 	}
+	segs, err := w.computedSegments("")
+	if err != nil {
+		return err
+	}
 	res, err := w.tx.ExecContext(w.ctx, `UPDATE ss_computed SET rule = ?, rule_version = rule_version + 1, state = ? WHERE segment_id = ?`, string(text), Computing, id)
 	if err != nil {
 		return err
@@ -180,7 +191,10 @@ func (w *writer) setRule(id string, rule *segmentsyncv1.SegmentRule) error {
 	if err := w.linkConditions(id, prog); err != nil {
 		return err
 	}
-	return w.dropUnusedConditions()
+	if err := w.dropUnusedConditions(); err != nil {
+		return err
+	}
+	return w.resetExpiries(condWindows(segs, "", nil), condWindows(segs, id, prog))
 }
 
 // linkConditions records the conditions a segment uses, adding the new ones
@@ -190,8 +204,19 @@ func (w *writer) linkConditions(segmentID string, prog *rules.Program) error {
 		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_computed_conditions (segment_id, environment_id, cond_key) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, segmentID, w.env, c.Key); err != nil {
 			return err
 		}
-		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_conditions (environment_id, cond_key, definition, state, scanned, target, first_seq) VALUES (?, ?, ?, ?, 0, 0, 0) ON CONFLICT (environment_id, cond_key) DO NOTHING`,
-			w.env, c.Key, c.Encode(), Computing); err != nil {
+		var id int64
+		err := w.tx.QueryRowContext(w.ctx, `SELECT cond_id FROM ss_event_conditions WHERE environment_id = ? AND cond_key = ?`, w.env, c.Key).Scan(&id)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if id, err = w.allocCondID(); err != nil {
+			return err
+		}
+		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_conditions (environment_id, cond_key, cond_id, definition, state, scanned, target, first_seq, progress) VALUES (?, ?, ?, ?, ?, 0, 0, 0, 0)`,
+			w.env, c.Key, id, c.Encode(), Computing); err != nil {
 			return err
 		}
 	}
@@ -201,28 +226,30 @@ func (w *writer) linkConditions(segmentID string, prog *rules.Program) error {
 // dropUnusedConditions deletes the conditions no computed segment uses any
 // more, with their aggregates.
 func (w *writer) dropUnusedConditions() error {
-	rows, err := w.tx.QueryContext(w.ctx, `SELECT cond_key FROM ss_event_conditions c WHERE environment_id = ? AND NOT EXISTS (SELECT 1 FROM ss_computed_conditions l WHERE l.environment_id = c.environment_id AND l.cond_key = c.cond_key)`, w.env)
+	rows, err := w.tx.QueryContext(w.ctx, `SELECT cond_key, cond_id FROM ss_event_conditions c WHERE environment_id = ? AND NOT EXISTS (SELECT 1 FROM ss_computed_conditions l WHERE l.environment_id = c.environment_id AND l.cond_key = c.cond_key)`, w.env)
 	if err != nil {
 		return err
 	}
-	var keys []string
+	ids := map[string]int64{}
 	for rows.Next() {
 		var k string
-		if err := rows.Scan(&k); err != nil {
+		var id int64
+		if err := rows.Scan(&k, &id); err != nil {
 			rows.Close()
 			return err
 		}
-		keys = append(keys, k)
+		ids[k] = id
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	for _, k := range keys {
-		for _, table := range []string{"ss_event_conditions", "ss_event_counts", "ss_event_seen"} {
-			if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM `+table+` WHERE environment_id = ? AND cond_key = ?`, w.env, k); err != nil {
-				return err
-			}
+	for k, id := range ids {
+		if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_event_conditions WHERE environment_id = ? AND cond_key = ?`, w.env, k); err != nil {
+			return err
+		}
+		if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_event_aggs WHERE cond_id = ?`, id); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -230,6 +257,10 @@ func (w *writer) dropUnusedConditions() error {
 
 // forgetComputed removes a deleted segment's rule.
 func (w *writer) forgetComputed(id string) error {
+	segs, err := w.computedSegments("")
+	if err != nil {
+		return err
+	}
 	programs.Delete(id)
 	if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_computed WHERE segment_id = ?`, id); err != nil {
 		return err
@@ -237,17 +268,16 @@ func (w *writer) forgetComputed(id string) error {
 	if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_computed_conditions WHERE segment_id = ?`, id); err != nil {
 		return err
 	}
-	return w.dropUnusedConditions()
+	if err := w.dropUnusedConditions(); err != nil {
+		return err
+	}
+	return w.resetExpiries(condWindows(segs, "", nil), condWindows(segs, id, nil))
 }
 
 // forgetUserEvents deletes a deleted user's aggregates.
 func (w *writer) forgetUserEvents(dense uint32) error {
-	for _, table := range []string{"ss_event_counts", "ss_event_seen"} {
-		if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM `+table+` WHERE environment_id = ? AND dense_id = ?`, w.env, int64(dense)); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_event_aggs WHERE dense_id = ? AND cond_id IN (SELECT cond_id FROM ss_event_conditions WHERE environment_id = ?)`, int64(dense), w.env)
+	return err
 }
 
 // ComputedInfos returns the rule and state of the computed segments among ids.
@@ -291,7 +321,7 @@ func (s *Store) ComputedInfos(ctx context.Context, env string, ids []string) (ma
 
 // percent is how far a computing segment's slowest condition backfill is.
 func (s *Store) percent(ctx context.Context, env, segmentID string) (uint32, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT c.state, c.scanned, c.target, c.first_seq FROM ss_event_conditions c JOIN ss_computed_conditions l ON l.environment_id = c.environment_id AND l.cond_key = c.cond_key WHERE l.segment_id = ?`, segmentID)
+	rows, err := s.db.QueryContext(ctx, `SELECT c.state, c.scanned, c.progress, c.target, c.first_seq FROM ss_event_conditions c JOIN ss_computed_conditions l ON l.environment_id = c.environment_id AND l.cond_key = c.cond_key WHERE l.segment_id = ?`, segmentID)
 	if err != nil {
 		return 0, err
 	}
@@ -299,10 +329,11 @@ func (s *Store) percent(ctx context.Context, env, segmentID string) (uint32, err
 	pct := uint32(99) // every condition read: the first evaluation is what remains
 	for rows.Next() {
 		var state string
-		var scanned, target, first int64
-		if err := rows.Scan(&state, &scanned, &target, &first); err != nil {
+		var scanned, progress, target, first int64
+		if err := rows.Scan(&state, &scanned, &progress, &target, &first); err != nil {
 			return 0, err
 		}
+		scanned = max(scanned, progress)
 		if state == Live {
 			continue
 		}
@@ -348,76 +379,6 @@ func propValue(p Prop) rules.Value {
 	}
 }
 
-// loadFacts reads the properties and aggregates of the users in dense that
-// exist (a deleted user is absent from the answer).
-func loadFacts(ctx context.Context, q store.Querier, d store.Dialect, env string, dense *roaring.Bitmap) (map[uint32]*userFacts, error) {
-	out := make(map[uint32]*userFacts, dense.GetCardinality())
-	ids := dense.ToArray()
-	for i := 0; i < len(ids); i += inChunk {
-		chunk := make([]int64, 0, inChunk)
-		for _, v := range ids[i:min(i+inChunk, len(ids))] {
-			chunk = append(chunk, int64(v))
-		}
-		qs, args := inList(d, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND dense_id`, env, chunk)
-		if err := eachRow(ctx, q, qs, args, func(r *sql.Rows) error {
-			u, err := scanUser(r)
-			if err != nil {
-				return err
-			}
-			out[u.Dense] = &userFacts{props: u.Props, aggs: map[string]*rules.Agg{}}
-			return nil
-		}); err != nil {
-			return nil, err
-		}
-		if err := loadAggs(ctx, q, d, env, chunk, out); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-func loadAggs(ctx context.Context, q store.Querier, d store.Dialect, env string, chunk []int64, out map[uint32]*userFacts) error {
-	agg := func(dense int64, key string) *rules.Agg {
-		u := out[uint32(dense)]
-		if u == nil {
-			return nil
-		}
-		a := u.aggs[key]
-		if a == nil {
-			a = &rules.Agg{}
-			u.aggs[key] = a
-		}
-		return a
-	}
-	qs, args := inList(d, `SELECT dense_id, cond_key, day, n FROM ss_event_counts WHERE environment_id = ? AND dense_id`, env, chunk)
-	if err := eachRow(ctx, q, qs+` ORDER BY dense_id, cond_key, day`, args, func(r *sql.Rows) error {
-		var dense, n int64
-		var key string
-		var day int32
-		if err := r.Scan(&dense, &key, &day, &n); err != nil {
-			return err
-		}
-		if a := agg(dense, key); a != nil {
-			a.Days = append(a.Days, rules.DayCount{Day: day, N: n})
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	qs, args = inList(d, `SELECT dense_id, cond_key, first_at, last_at FROM ss_event_seen WHERE environment_id = ? AND dense_id`, env, chunk)
-	return eachRow(ctx, q, qs, args, func(r *sql.Rows) error {
-		var dense, first, last int64
-		var key string
-		if err := r.Scan(&dense, &key, &first, &last); err != nil {
-			return err
-		}
-		if a := agg(dense, key); a != nil {
-			a.First, a.Last = first, last
-		}
-		return nil
-	})
-}
-
 func eachRow(ctx context.Context, q store.Querier, query string, args []any, fn func(*sql.Rows) error) error {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -448,6 +409,12 @@ func (w *writer) evaluateEach(segs []*computedSegment, all *roaring.Bitmap, user
 	if err != nil {
 		return err
 	}
+	return w.evaluateFacts(segs, facts, users, today)
+}
+
+// evaluateFacts is evaluateEach over facts already known (a user absent
+// from facts does not exist: it is in no segment).
+func (w *writer) evaluateFacts(segs []*computedSegment, facts map[uint32]*userFacts, users func(*computedSegment) *roaring.Bitmap, today int32) error {
 	for _, c := range segs {
 		dense := users(c)
 		if dense.IsEmpty() {
@@ -489,57 +456,61 @@ func (w *writer) evaluateTouched() error {
 }
 
 // evaluateAll computes a segment's whole membership over every user of the
-// environment and writes the difference.
+// environment and writes the difference: users and aggregates are read by
+// dense-id range, a page at a time.
 func (w *writer) evaluateAll(c *computedSegment, today int32) error {
 	sg, err := w.s.getSegment(w.ctx, w.tx, w.env, c.id, true)
 	if err != nil {
 		return err
 	}
-	target := roaring.New()
-	var after uint32
-	const page = 2000
-	for {
-		page, more, err := w.usersAfter(after, page)
-		if err != nil {
-			return err
-		}
-		if page.IsEmpty() {
-			break
-		}
-		facts, err := loadFacts(w.ctx, w.tx, w.tx.Dialect, w.env, page)
-		if err != nil {
-			return err
-		}
-		it := page.Iterator()
-		for it.HasNext() {
-			d := it.Next()
-			if u := facts[d]; u != nil && c.prog.Eval(u.facts(), today) {
-				target.Add(d)
+	var top int64
+	if err := w.tx.QueryRowContext(w.ctx, `SELECT COALESCE(MAX(dense_id), 0) FROM ss_users WHERE environment_id = ?`, w.env).Scan(&top); err != nil {
+		return err
+	}
+	conds, err := condIDs(w.ctx, w.tx, w.env)
+	if err != nil {
+		return err
+	}
+	// Only the conditions the rule reads.
+	var ids []int64
+	for id, key := range conds {
+		for _, cond := range c.prog.Conds() {
+			if cond.Key == key {
+				ids = append(ids, id)
 			}
 		}
-		after = page.Maximum()
-		if !more {
-			break
+	}
+	slices.Sort(ids)
+	target := roaring.New()
+	facts := map[uint32]*userFacts{}
+	for lo := int64(0); lo < top; lo += factsPage {
+		p := idPage{lo: uint32(lo), hi: uint32(min(lo+factsPage, top))}
+		clear(facts)
+		where, args := p.denseIn(w.tx.Dialect, `dense_id`)
+		if err := eachRow(w.ctx, w.tx, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND `+where, append([]any{w.env}, args...), func(r *sql.Rows) error {
+			u, err := scanUser(r)
+			if err != nil {
+				return err
+			}
+			facts[u.Dense] = &userFacts{props: u.Props, aggs: map[string]*rules.Agg{}}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			if err := loadAggs(w.ctx, w.tx, w.tx.Dialect, conds, ids, p, facts); err != nil {
+				return err
+			}
+		}
+		for d, u := range facts {
+			if c.prog.Eval(u.facts(), today) {
+				target.Add(d)
+			}
 		}
 	}
 	adds, removes := membership.Diff(target, sg.Members)
 	_, _, err = w.applyMembership(sg, adds, removes)
 	return err
-}
-
-func (w *writer) usersAfter(after uint32, limit int) (*roaring.Bitmap, bool, error) {
-	out := roaring.New()
-	n := 0
-	err := eachRow(w.ctx, w.tx, `SELECT dense_id FROM ss_users WHERE environment_id = ? AND dense_id > ? ORDER BY dense_id LIMIT ?`, []any{w.env, int64(after), limit}, func(r *sql.Rows) error {
-		var d int64
-		n++
-		if err := r.Scan(&d); err != nil {
-			return err
-		}
-		out.Add(uint32(d))
-		return nil
-	})
-	return out, n == limit, err
 }
 
 // ---- the live consumer's side
@@ -583,23 +554,17 @@ func (s *Store) Conditions(ctx context.Context) ([]*ConditionState, error) {
 	return out, err
 }
 
-type aggKey struct {
-	dense uint32
-	key   string
-	day   int32
-}
-
-type seenKey struct {
-	dense uint32
-	key   string
-}
-
 // addEvents adds events to the aggregates of conds (events a condition does
-// not match are skipped) and returns the users and keys affected.
-func (w *writer) addEvents(evs []Event, conds []*rules.Cond) (*roaring.Bitmap, map[string]bool, error) {
+// not match are skipped): the affected users' facts are read once (users the
+// batch creates are known: no properties, the batch's aggregates), the
+// batch merged into them in memory, and the changed rows written back in as
+// few statements as the engine allows. It returns the affected users, the
+// users the batch created, the keys affected and every affected user's
+// facts after the batch.
+func (w *writer) addEvents(evs []Event, conds []*rules.Cond, windows map[string][]int32, today int32) (affected, created *roaring.Bitmap, keys map[string]bool, facts map[uint32]*userFacts, err error) {
 	type hit struct {
-		ev  *Event
-		key string
+		ev   *Event
+		cond *rules.Cond
 	}
 	var hits []hit
 	var users []string
@@ -607,93 +572,70 @@ func (w *writer) addEvents(evs []Event, conds []*rules.Cond) (*roaring.Bitmap, m
 		e := &evs[i]
 		for _, c := range conds {
 			if c.Matches(e.Source, e.Name, e.Props) {
-				hits = append(hits, hit{e, c.Key})
+				hits = append(hits, hit{e, c})
 				users = append(users, e.User)
 			}
 		}
 	}
-	affected, keys := roaring.New(), map[string]bool{}
+	affected, created, keys = roaring.New(), roaring.New(), map[string]bool{}
 	if len(hits) == 0 {
-		return affected, keys, nil
+		return affected, created, keys, nil, nil
 	}
 	dense, err := w.resolve(users, true)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	counts := map[aggKey]int64{}
-	seen := map[seenKey][2]int64{}
+	if w.touched != nil {
+		created, w.touched = w.touched, nil
+	}
+	for _, h := range hits {
+		affected.Add(dense[h.ev.User])
+	}
+	facts, err = loadFacts(w.ctx, w.tx, w.tx.Dialect, w.env, roaring.AndNot(affected, created))
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	it := created.Iterator()
+	for it.HasNext() {
+		facts[it.Next()] = &userFacts{props: map[string]Prop{}, aggs: map[string]*rules.Agg{}}
+	}
+	ids, err := condIDs(w.ctx, w.tx, w.env)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	byKey := make(map[string]int64, len(ids))
+	for id, k := range ids {
+		byKey[k] = id
+	}
+	type rowKey struct {
+		cond  int64
+		dense uint32
+	}
+	changed := map[rowKey]*rules.Agg{}
 	for _, h := range hits {
 		d := dense[h.ev.User]
-		counts[aggKey{d, h.key, rules.Day(h.ev.Time)}]++
-		sk := seenKey{d, h.key}
-		fl, ok := seen[sk]
-		if !ok {
-			fl = [2]int64{h.ev.Time, h.ev.Time}
+		u := facts[d]
+		if u == nil {
+			continue // deleted meanwhile (not in this transaction: resolve found it)
 		}
-		fl[0], fl[1] = min(fl[0], h.ev.Time), max(fl[1], h.ev.Time)
-		seen[sk] = fl
-		affected.Add(d)
-		keys[h.key] = true
+		a := u.aggs[h.cond.Key]
+		if a == nil {
+			a = &rules.Agg{}
+			u.aggs[h.cond.Key] = a
+		}
+		a.AddEvent(h.ev.Time)
+		changed[rowKey{byKey[h.cond.Key], d}] = a
+		keys[h.cond.Key] = true
 	}
-	// Sorted writes keep lock order stable across concurrent transactions.
-	ck := make([]aggKey, 0, len(counts))
-	for k := range counts {
-		ck = append(ck, k)
+	rows := make([]aggRow, 0, len(changed))
+	for k, a := range changed {
+		rows = append(rows, aggRow{cond: k.cond, dense: k.dense, agg: a, expires: a.Expires(windows[ids[k.cond]], today)})
 	}
-	sort.Slice(ck, func(i, j int) bool {
-		a, b := ck[i], ck[j]
-		if a.dense != b.dense {
-			return a.dense < b.dense
-		}
-		if a.key != b.key {
-			return a.key < b.key
-		}
-		return a.day < b.day
-	})
-	// Multi-row upserts: one statement per rowsPer rows (keys are unique
-	// within a statement, as PostgreSQL requires).
-	const rowsPer = 200
-	for i := 0; i < len(ck); i += rowsPer {
-		chunk := ck[i:min(i+rowsPer, len(ck))]
-		args := make([]any, 0, 5*len(chunk))
-		for _, k := range chunk {
-			args = append(args, w.env, int64(k.dense), k.key, k.day, counts[k])
-		}
-		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_counts (environment_id, dense_id, cond_key, day, n) VALUES `+rowsOf(5, len(chunk))+
-			` ON CONFLICT (environment_id, dense_id, cond_key, day) DO UPDATE SET n = ss_event_counts.n + excluded.n`, args...); err != nil {
-			return nil, nil, err
-		}
+	sortAggRows(rows)
+	if err := writeAggs(w.ctx, w.tx, rows); err != nil {
+		return nil, nil, nil, nil, err
 	}
-	sk := make([]seenKey, 0, len(seen))
-	for k := range seen {
-		sk = append(sk, k)
-	}
-	sort.Slice(sk, func(i, j int) bool {
-		if sk[i].dense != sk[j].dense {
-			return sk[i].dense < sk[j].dense
-		}
-		return sk[i].key < sk[j].key
-	})
-	for i := 0; i < len(sk); i += rowsPer {
-		chunk := sk[i:min(i+rowsPer, len(sk))]
-		args := make([]any, 0, 5*len(chunk))
-		for _, k := range chunk {
-			fl := seen[k]
-			args = append(args, w.env, int64(k.dense), k.key, fl[0], fl[1])
-		}
-		if _, err := w.tx.ExecContext(w.ctx, `INSERT INTO ss_event_seen (environment_id, dense_id, cond_key, first_at, last_at) VALUES `+rowsOf(5, len(chunk))+` ON CONFLICT (environment_id, dense_id, cond_key) DO UPDATE SET
-			first_at = CASE WHEN excluded.first_at < ss_event_seen.first_at THEN excluded.first_at ELSE ss_event_seen.first_at END,
-			last_at = CASE WHEN excluded.last_at > ss_event_seen.last_at THEN excluded.last_at ELSE ss_event_seen.last_at END`, args...); err != nil {
-			return nil, nil, err
-		}
-	}
-	return affected, keys, nil
-}
-
-// rowsOf is n rows of cols placeholders: "(?, ?), (?, ?)".
-func rowsOf(cols, n int) string {
-	row := "(" + placeholders(cols) + ")"
-	return strings.TrimSuffix(strings.Repeat(row+",", n), ",")
+	return affected, created, keys, facts, nil
 }
 
 // usingKeys tells which segments' rules use one of keys.
@@ -781,27 +723,28 @@ func (s *Store) ApplyEvents(ctx context.Context, b EventBatch, now time.Time) er
 			return fmt.Errorf("segmentsync: events %d..%d of the stream were not applied; refusing the batch from %d", pos+1, b.First-1, b.First)
 		}
 		for env, w := range ws {
-			affected, keys, err := w.addEvents(byEnv[env], live[env])
+			segs, err := w.computedSegments("")
+			if err != nil {
+				return err
+			}
+			affected, created, keys, facts, err := w.addEvents(byEnv[env], live[env], condWindows(segs, "", nil), today)
 			if err != nil {
 				return fmt.Errorf("segmentsync: events of %s: %w", env, err)
 			}
 			if affected.IsEmpty() {
 				continue
 			}
-			segs, err := w.computedSegments(Live)
-			if err != nil {
-				return err
+			var liveSegs []*computedSegment
+			for _, c := range segs {
+				if c.state == Live {
+					liveSegs = append(liveSegs, c)
+				}
 			}
 			// Users these events created (a subset of affected) are evaluated
 			// for every segment, as an "at most" or a "not" may hold for them;
 			// the others only for the segments their events can change.
-			created := w.touched
-			if created == nil {
-				created = roaring.New()
-			}
-			w.touched = nil
-			uses := usingKeys(segs, keys)
-			if err := w.evaluateEach(segs, affected, func(c *computedSegment) *roaring.Bitmap {
+			uses := usingKeys(liveSegs, keys)
+			if err := w.evaluateFacts(liveSegs, facts, func(c *computedSegment) *roaring.Bitmap {
 				if uses[c] {
 					return affected
 				}
@@ -817,38 +760,43 @@ func (s *Store) ApplyEvents(ctx context.Context, b EventBatch, now time.Time) er
 
 // BackfillEvents applies events of the stream (sequences above the
 // condition's scanned mark) to one computing condition and records that the
-// stream was read through `through`, out of target, starting at first.
+// stream was read through `through`, out of target, starting at first: an
+// ApplyBackfill of one condition.
 func (s *Store) BackfillEvents(ctx context.Context, env, key string, evs []Event, through, target, first uint64) error {
-	return s.write(ctx, env, func(w *writer) error {
-		var def, state string
-		var scanned int64
-		err := w.tx.QueryRowContext(ctx, `SELECT definition, state, scanned FROM ss_event_conditions WHERE environment_id = ? AND cond_key = ?`, env, key).Scan(&def, &state, &scanned)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // no longer used
-		}
-		if err != nil {
-			return err
-		}
-		if state != Computing {
-			return nil
-		}
-		cond, err := rules.ParseCond(key, def)
-		if err != nil {
-			return err
-		}
-		var fresh []Event
-		for _, e := range evs {
-			if e.Seq > uint64(scanned) && e.Env == env {
-				fresh = append(fresh, e)
-			}
-		}
-		if _, _, err := w.addEvents(fresh, []*rules.Cond{cond}); err != nil {
-			return err
-		}
-		_, err = w.tx.ExecContext(ctx, `UPDATE ss_event_conditions SET scanned = ?, target = ?, first_seq = ? WHERE environment_id = ? AND cond_key = ?`,
-			int64(max(through, uint64(scanned))), int64(target), int64(first), env, key)
+	var def, state string
+	var scanned int64
+	err := s.db.QueryRowContext(ctx, `SELECT definition, state, scanned FROM ss_event_conditions WHERE environment_id = ? AND cond_key = ?`, env, key).Scan(&def, &state, &scanned)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // no longer used
+	}
+	if err != nil {
 		return err
-	})
+	}
+	if state != Computing {
+		return nil
+	}
+	cond, err := rules.ParseCond(key, def)
+	if err != nil {
+		return err
+	}
+	byUser := map[string]*rules.Agg{}
+	var order []string
+	for _, e := range evs {
+		if e.Seq > uint64(scanned) && e.Env == env && cond.Matches(e.Source, e.Name, e.Props) {
+			a := byUser[e.User]
+			if a == nil {
+				a = &rules.Agg{}
+				byUser[e.User] = a
+				order = append(order, e.User)
+			}
+			a.AddEvent(e.Time)
+		}
+	}
+	read := &BackfillRead{Env: env, Since: map[string]uint64{key: uint64(scanned)}, Through: through, Target: target, First: first}
+	for _, u := range order {
+		read.Users = append(read.Users, UserAggs{User: u, Aggs: []KeyedAgg{{Key: key, Agg: *byUser[u]}}})
+	}
+	return s.ApplyBackfill(ctx, read)
 }
 
 // MarkConditionLive ends a condition's backfill: the live consumer, at
@@ -914,10 +862,11 @@ func (s *Store) InitComputedSegments(ctx context.Context, now time.Time) (int, e
 }
 
 // WindowPass moves users whose counted day buckets left a sliding window
-// since the last pass (without an event of theirs): for each live window of
-// D days, the users with a bucket on a day that was inside it at the last
-// pass and is outside it today are re-evaluated. It returns how many users
-// were re-evaluated.
+// since the last pass (without an event of theirs): the rows due by their
+// expires (the first day one of their buckets leaves one of the condition's
+// windows) name the users to re-evaluate, for the live segments with a
+// window on that condition; their expires moves on to the next such day.
+// It returns how many users were re-evaluated.
 func (s *Store) WindowPass(ctx context.Context, now time.Time) (int, error) {
 	var envs []string
 	if err := eachRow(ctx, s.db, `SELECT DISTINCT environment_id FROM ss_computed WHERE state = ? ORDER BY environment_id`, []any{Live}, func(r *sql.Rows) error {
@@ -944,41 +893,67 @@ func (s *Store) WindowPass(ctx context.Context, now time.Time) (int, error) {
 			if last >= today {
 				return nil
 			}
-			segs, err := w.computedSegments(Live)
+			segs, err := w.computedSegments("")
 			if err != nil {
 				return err
 			}
-			users := map[*computedSegment]*roaring.Bitmap{}
-			all := roaring.New()
-			for _, c := range segs {
-				for _, win := range c.prog.Windows() {
-					// Buckets b in the window at day t satisfy b >= t - D + 1.
-					lo, hi := last-win.Days+1, today-win.Days
-					if err := eachRow(ctx, w.tx, `SELECT DISTINCT dense_id FROM ss_event_counts WHERE environment_id = ? AND cond_key = ? AND day >= ? AND day <= ?`,
-						[]any{env, win.Key, lo, hi}, func(r *sql.Rows) error {
-							var d int64
-							if err := r.Scan(&d); err != nil {
-								return err
-							}
-							if users[c] == nil {
-								users[c] = roaring.New()
-							}
-							users[c].Add(uint32(d))
-							all.Add(uint32(d))
-							return nil
-						}); err != nil {
+			windows := condWindows(segs, "", nil)
+			ids, err := condIDs(ctx, w.tx, env)
+			if err != nil {
+				return err
+			}
+			condList := make([]int64, 0, len(ids))
+			for id := range ids {
+				condList = append(condList, id)
+			}
+			slices.Sort(condList)
+			due := map[string]*roaring.Bitmap{}
+			var rows []aggRow
+			for _, id := range condList {
+				key := ids[id]
+				if err := eachRow(ctx, w.tx, `SELECT dense_id, first_at, last_at, days FROM ss_event_aggs WHERE cond_id = ? AND expires <= ?`, []any{id, today}, func(r *sql.Rows) error {
+					var d int64
+					var a rules.Agg
+					var days []byte
+					if err := r.Scan(&d, &a.First, &a.Last, &days); err != nil {
 						return err
 					}
+					if a.Days, err = rules.DecodeDays(days); err != nil {
+						return err
+					}
+					if due[key] == nil {
+						due[key] = roaring.New()
+					}
+					due[key].Add(uint32(d))
+					rows = append(rows, aggRow{cond: id, dense: uint32(d), agg: &a, expires: a.Expires(windows[key], today)})
+					return nil
+				}); err != nil {
+					return err
 				}
 			}
+			all := roaring.New()
+			users := map[*computedSegment]*roaring.Bitmap{}
+			var liveSegs []*computedSegment
 			for _, c := range segs {
-				if b := users[c]; b != nil {
-					if err := w.evaluate([]*computedSegment{c}, b, today); err != nil {
-						return err
+				if c.state != Live {
+					continue
+				}
+				mine := roaring.New()
+				for _, win := range c.prog.Windows() {
+					if b := due[win.Key]; b != nil {
+						mine.Or(b)
 					}
 				}
+				liveSegs, users[c] = append(liveSegs, c), mine
+				all.Or(mine)
+			}
+			if err := w.evaluateEach(liveSegs, all, func(c *computedSegment) *roaring.Bitmap { return users[c] }, today); err != nil {
+				return err
 			}
 			total += int(all.GetCardinality())
+			if err := writeAggs(ctx, w.tx, rows); err != nil {
+				return err
+			}
 			_, err = w.tx.ExecContext(ctx, `UPDATE ss_window_pass SET day = ? WHERE environment_id = ?`, today, env)
 			return err
 		})

@@ -212,6 +212,9 @@ func Open(ctx context.Context, db *store.DB, notify func(env string, seq int64))
 	if err := s.backfillUserSegments(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.convertEventCounts(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
