@@ -243,13 +243,21 @@ func condIn(d store.Dialect, ids []int64) (string, []any) {
 // exist (a deleted user is absent from the answer): per page of users one
 // statement for the users and one for their aggregates of every condition.
 func loadFacts(ctx context.Context, q store.Querier, d store.Dialect, env string, dense *roaring.Bitmap) (map[uint32]*userFacts, error) {
-	out := make(map[uint32]*userFacts, dense.GetCardinality())
 	if dense.IsEmpty() {
-		return out, nil
+		return map[uint32]*userFacts{}, nil
 	}
 	conds, err := condIDs(ctx, q, env)
 	if err != nil {
 		return nil, err
+	}
+	return loadFactsOf(ctx, q, d, env, dense, conds)
+}
+
+// loadFactsOf is loadFacts with env's conditions known.
+func loadFactsOf(ctx context.Context, q store.Querier, d store.Dialect, env string, dense *roaring.Bitmap, conds map[int64]string) (map[uint32]*userFacts, error) {
+	out := make(map[uint32]*userFacts, dense.GetCardinality())
+	if dense.IsEmpty() {
+		return out, nil
 	}
 	ids := make([]int64, 0, len(conds))
 	for id := range conds {

@@ -591,17 +591,17 @@ func (w *writer) addEvents(evs []Event, conds []*rules.Cond, windows map[string]
 	for _, h := range hits {
 		affected.Add(dense[h.ev.User])
 	}
-	facts, err = loadFacts(w.ctx, w.tx, w.tx.Dialect, w.env, roaring.AndNot(affected, created))
+	ids, err := condIDs(w.ctx, w.tx, w.env)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	facts, err = loadFactsOf(w.ctx, w.tx, w.tx.Dialect, w.env, roaring.AndNot(affected, created), ids)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
 	it := created.Iterator()
 	for it.HasNext() {
 		facts[it.Next()] = &userFacts{props: map[string]Prop{}, aggs: map[string]*rules.Agg{}}
-	}
-	ids, err := condIDs(w.ctx, w.tx, w.env)
-	if err != nil {
-		return nil, nil, nil, nil, err
 	}
 	byKey := make(map[string]int64, len(ids))
 	for id, k := range ids {

@@ -439,8 +439,13 @@ func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 			return nil, err
 		}
 	} else {
-		for i := 0; i < len(uniq); i += inChunk {
-			q, args := inList(w.tx.Dialect, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ? AND user_id`, w.env, uniq[i:min(i+inChunk, len(uniq))])
+		// PostgreSQL takes one array parameter: a batch's users in one statement.
+		chunk := inChunk
+		if w.tx.Dialect == store.Postgres {
+			chunk = 10 * inChunk
+		}
+		for i := 0; i < len(uniq); i += chunk {
+			q, args := inList(w.tx.Dialect, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ? AND user_id`, w.env, uniq[i:min(i+chunk, len(uniq))])
 			rows, err := w.tx.QueryContext(w.ctx, q, args...)
 			if err != nil {
 				return nil, err
