@@ -124,7 +124,16 @@ const aggArraysPer = 50_000
 // aggArraysPer rows, on SQLite one prepared multi-row statement per
 // aggRowsPer rows.
 func writeAggs(ctx context.Context, tx *store.Tx, rows []aggRow) error {
-	const upsert = ` ON CONFLICT (cond_id, dense_id) DO UPDATE SET first_at = excluded.first_at, last_at = excluded.last_at, expires = excluded.expires, days = excluded.days`
+	return writeAggRows(ctx, tx, rows, false)
+}
+
+// writeAggRows is writeAggs; fresh says no row exists yet (plain inserts,
+// without the conflict check that costs PostgreSQL about half the time).
+func writeAggRows(ctx context.Context, tx *store.Tx, rows []aggRow, fresh bool) error {
+	upsert := ` ON CONFLICT (cond_id, dense_id) DO UPDATE SET first_at = excluded.first_at, last_at = excluded.last_at, expires = excluded.expires, days = excluded.days`
+	if fresh {
+		upsert = ""
+	}
 	if tx.Dialect == store.Postgres {
 		for i := 0; i < len(rows); i += aggArraysPer {
 			chunk := rows[i:min(i+aggArraysPer, len(rows))]

@@ -103,7 +103,13 @@ func (s *Store) ApplyBackfill(ctx context.Context, b *BackfillRead) error {
 		for _, c := range apply {
 			rows := byCond[c.id]
 			sortAggRows(rows)
-			if c.scanned > 0 && len(rows) > 0 {
+			var stored int
+			if len(rows) > 0 {
+				if err := w.tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM ss_event_aggs WHERE cond_id = ? LIMIT 1) t`, c.id).Scan(&stored); err != nil {
+					return err
+				}
+			}
+			if stored > 0 {
 				// Earlier reads of this condition stored rows: add to them.
 				if err := mergeStored(ctx, w.tx, c.id, rows); err != nil {
 					return err
@@ -112,7 +118,7 @@ func (s *Store) ApplyBackfill(ctx context.Context, b *BackfillRead) error {
 			for i := range rows {
 				rows[i].expires = rows[i].agg.Expires(windows[c.key], today)
 			}
-			if err := writeAggs(ctx, w.tx, rows); err != nil {
+			if err := writeAggRows(ctx, w.tx, rows, stored == 0); err != nil {
 				return err
 			}
 			if _, err := w.tx.ExecContext(ctx, `UPDATE ss_event_conditions SET scanned = ?, progress = ?, target = ?, first_seq = ? WHERE cond_id = ?`,
