@@ -87,3 +87,18 @@ func TestExpires(t *testing.T) {
 		}
 	}
 }
+
+func TestUsesProperties(t *testing.T) {
+	for js, want := range map[string]bool{
+		`{"event":{"source":"api","name":"X","count_operator":"COUNT_OPERATOR_AT_LEAST","times":1}}`:                                                                                          false,
+		`{"all":[{"event":{"source":"api","name":"X","count_operator":"COUNT_OPERATOR_AT_LEAST","times":1}},{"not":{"property":{"property":"plan","operator":"PROPERTY_OPERATOR_EXISTS"}}}]}`: true,
+	} {
+		p, err := Compile(parse(t, js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.UsesProperties() != want {
+			t.Errorf("%s: uses properties %v, want %v", js, !want, want)
+		}
+	}
+}

@@ -157,7 +157,12 @@ type Program struct {
 	root    node
 	conds   map[string]*Cond
 	windows map[Window]bool
+	props   bool
 }
+
+// UsesProperties tells whether the rule reads user properties (a full
+// evaluation of a rule that does not need not read them).
+func (p *Program) UsesProperties() bool { return p.props }
 
 // Conds returns the program's event conditions, by key order.
 func (p *Program) Conds() []*Cond {
@@ -269,6 +274,7 @@ func (c *compiler) rule(field string, r *segmentsyncv1.SegmentRule, depth int) (
 		if err := c.counted(field); err != nil {
 			return nil, err
 		}
+		c.p.props = true
 		return property(field+".property", r.GetProperty())
 	default:
 		if err := c.counted(field); err != nil {

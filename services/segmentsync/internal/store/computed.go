@@ -487,7 +487,19 @@ func (w *writer) evaluateAll(c *computedSegment, today int32) error {
 		p := idPage{lo: uint32(lo), hi: uint32(min(lo+factsPage, top))}
 		clear(facts)
 		where, args := p.denseIn(w.tx.Dialect, `dense_id`)
-		if err := eachRow(w.ctx, w.tx, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND `+where, append([]any{w.env}, args...), func(r *sql.Rows) error {
+		if !c.prog.UsesProperties() {
+			// Only which users exist: their properties are never read.
+			if err := eachRow(w.ctx, w.tx, `SELECT dense_id FROM ss_users WHERE environment_id = ? AND `+where, append([]any{w.env}, args...), func(r *sql.Rows) error {
+				var d int64
+				if err := r.Scan(&d); err != nil {
+					return err
+				}
+				facts[uint32(d)] = &userFacts{aggs: map[string]*rules.Agg{}}
+				return nil
+			}); err != nil {
+				return err
+			}
+		} else if err := eachRow(w.ctx, w.tx, `SELECT `+userCols+` FROM ss_users WHERE environment_id = ? AND `+where, append([]any{w.env}, args...), func(r *sql.Rows) error {
 			u, err := scanUser(r)
 			if err != nil {
 				return err
