@@ -174,6 +174,9 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 		return nil, err
 	}
 	s.computedRole = lease.New(lease.Options{DB: p.DB, Name: ComputedLease, Holder: replicaName(), TTL: o.ComputedLeaseTTL, Logger: p.Logger})
+	if err := p.Telemetry.Metrics.ObserveLease(ComputedLease, s.computedRole.Holder(), s.computedRole.Held); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
