@@ -41,41 +41,55 @@ func TestComputedSegmentsOneConsumerPerDeployment(t *testing.T) {
 	replica := func(logs *apptest.LogBuffer) (*apptest.Env, *segmentsync.Service) {
 		e := apptest.New(t, apptest.Options{DatabaseURL: dbURL, ExternalNATS: true, LogOutput: logs,
 			Configure: func(c *config.Config) { c.BusNamespace = ns }})
-		svc, err := segmentsync.NewWithOptions(context.Background(), e.P, segmentsync.Options{ComputedLeaseTTL: ttl})
+		svc, err := segmentsync.NewWithOptions(context.Background(), e.P, segmentsync.Options{ComputedLeaseTTL: ttl, ComputedBatch: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.Add(svc)
-		e.Start()
 		return e, svc
 	}
 	var logs1, logs2 apptest.LogBuffer
 	e1, svc1 := replica(&logs1)
-	eventually(t, "the first replica takes the lease", 10*time.Second, svc1.EvaluatesComputed)
 	e2, svc2 := replica(&logs2)
-	eventually(t, "the second replica stands by", 10*time.Second, func() bool { return strings.Contains(logs2.String(), "standing by") })
-	if svc2.EvaluatesComputed() {
-		t.Fatal("both replicas evaluate computed segments")
-	}
 
+	// The relay's stream exists before the replicas start, so that any
+	// evaluator running would consume at once.
 	ctx := apptest.Context(t, 2*time.Minute)
-	// Events go through the second replica's connection, which outlives the first.
-	js := e2.P.Bus.JS
+	js := e2.P.Bus.JS // outlives the first replica
 	stream := strings.ToUpper(ns) + "_EVENTS"
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{ns + ".events.>"}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), stream) })
-	env := e1.A.EnvironmentID
-	send := func(user string) {
-		t.Helper()
-		us := time.Now().UnixMicro()
-		data, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("ev-%s-%d", user, time.Now().UnixNano()), "env": env, "src": "appcues", "user": user, "name": "Flow Completed", "ts": us, "rcv": us})
-		if _, err := js.Publish(ctx, ns+".events."+env+".0.appcues", data); err != nil {
-			t.Fatal(err)
-		}
+
+	e1.Start()
+	eventually(t, "the first replica takes the lease", 10*time.Second, svc1.EvaluatesComputed)
+	e2.Start()
+	eventually(t, "the second replica stands by", 10*time.Second, func() bool { return strings.Contains(logs2.String(), "standing by") })
+	if svc2.EvaluatesComputed() {
+		t.Fatal("both replicas evaluate computed segments")
 	}
 
+	env := e1.A.EnvironmentID
+	// send publishes n events of each user in a burst: with batches of 10,
+	// two consumers would each take part of it.
+	send := func(n int, users []string) {
+		t.Helper()
+		for range n {
+			for _, user := range users {
+				us := time.Now().UnixMicro()
+				data, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("ev-%s-%d", user, time.Now().UnixNano()), "env": env, "src": "appcues", "user": user, "name": "Flow Completed", "ts": us, "rcv": us})
+				if _, err := js.PublishAsync(ns+".events."+env+".0.appcues", data); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			t.Fatal("events not stored in time")
+		}
+	}
 	c1, c2 := client(e1, e1.A.Member), client(e2, e1.A.Member)
 	create := func(name, op string, times int) string {
 		var rule segmentsyncv1.SegmentRule
@@ -88,8 +102,8 @@ func TestComputedSegmentsOneConsumerPerDeployment(t *testing.T) {
 		}
 		return r.GetSegment().GetSegmentId()
 	}
-	once := create("Completed a flow", "COUNT_OPERATOR_AT_LEAST", 1)
-	twice := create("Completed exactly two flows", "COUNT_OPERATOR_EXACTLY", 2)
+	five := create("Completed five flows", "COUNT_OPERATOR_EXACTLY", 5)
+	six := create("Completed six flows", "COUNT_OPERATOR_EXACTLY", 6)
 	// count reads a segment through the second replica: the store is shared.
 	count := func(id string) uint64 {
 		g, err := c2.GetSegment(ctx, &segmentsyncv1.GetSegmentRequest{SegmentId: id})
@@ -98,37 +112,33 @@ func TestComputedSegmentsOneConsumerPerDeployment(t *testing.T) {
 		}
 		return g.GetSegment().GetMemberCount()
 	}
-	eventually(t, "both segments live", 30*time.Second, func() bool { return count(once) == 0 && count(twice) == 0 })
-
-	const users = 40
-	for i := range users {
-		send(fmt.Sprintf("u%02d", i))
-	}
+	eventually(t, "both segments live", 30*time.Second, func() bool { return count(five) == 0 && count(six) == 0 })
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("counts %d %d\nfirst replica:\n%s\nsecond replica:\n%s", count(once), count(twice), logs1.String(), logs2.String())
+			t.Logf("counts %d %d\nfirst replica:\n%s\nsecond replica:\n%s", count(five), count(six), logs1.String(), logs2.String())
 		}
 	})
-	eventually(t, "the first events applied", 30*time.Second, func() bool { return count(once) == users })
 
+	var users []string
+	for i := range 40 {
+		users = append(users, fmt.Sprintf("u%02d", i))
+	}
+	send(5, users)
+	eventually(t, "the first events applied", 60*time.Second, func() bool { return count(five) == uint64(len(users)) })
 	if svc2.EvaluatesComputed() {
 		t.Fatal("the standby replica took the lease from a live holder")
 	}
 
-	// Second events around the hand-over: half before the holder stops, half after.
-	for i := range users / 2 {
-		send(fmt.Sprintf("u%02d", i))
-	}
+	// Sixth events around the hand-over: half before the holder stops, half after.
+	send(1, users[:20])
 	stopped := time.Now()
 	e1.Stop()
 	eventually(t, "the standby takes over within the lease TTL", ttl, svc2.EvaluatesComputed)
 	t.Logf("taken over %s after the holder stopped", time.Since(stopped).Round(time.Millisecond))
-	for i := users / 2; i < users; i++ {
-		send(fmt.Sprintf("u%02d", i))
-	}
-	eventually(t, "every second event applied once", 30*time.Second, func() bool { return count(twice) == users })
-	if n := count(once); n != users {
-		t.Fatalf("at least once: %d members, want %d", n, users)
+	send(1, users[20:])
+	eventually(t, "every sixth event applied once", 60*time.Second, func() bool { return count(six) == uint64(len(users)) })
+	if n := count(five); n != 0 {
+		t.Fatalf("exactly five: %d members after everyone's sixth event", n)
 	}
 	for name, l := range map[string]string{"first": logs1.String(), "second": logs2.String()} {
 		for _, bad := range []string{"were not applied", "position moved"} {

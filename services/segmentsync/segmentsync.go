@@ -98,6 +98,9 @@ type Options struct {
 	NoTick bool
 	// PollInterval of the job queue.
 	PollInterval time.Duration
+	// ComputedBatch bounds the events one computed-segment transaction
+	// applies (default 5000).
+	ComputedBatch int
 	// ComputedLeaseTTL is how long the computed-segment evaluator's lease
 	// outlives its holder (default lease.TTL).
 	ComputedLeaseTTL time.Duration
@@ -164,7 +167,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	}
 	limits := server.StreamLimits{MaxIDs: p.Config.ReplaceMembersMaxIDs, MaxBytes: p.Config.ReplaceMembersMaxBytes}
 	s.server = server.New(st, s.watcher, server.NewInbound(st, resolve, record), s.engine, limits)
-	co := computed.Options{Store: st, Namespace: p.Config.BusNamespace, Now: o.Now, Logger: p.Logger}
+	co := computed.Options{Store: st, Namespace: p.Config.BusNamespace, Now: o.Now, Logger: p.Logger, Batch: o.ComputedBatch}
 	if p.Bus != nil {
 		co.JS = p.Bus.JS
 	}
