@@ -32,8 +32,9 @@ func eventually(t *testing.T, what string, d time.Duration, cond func() bool) {
 // Two segmentsync replicas on one PostgreSQL store and one NATS: one holds
 // the computed-segment lease and applies events, the other stands by; when
 // the holder stops, the other takes over within the lease TTL and every
-// event counts exactly once (a user with two events, one on each side of the
-// hand-over, is in "exactly 2 times").
+// event counts exactly once: each user's sixth event (half of them sent
+// before the hand-over, half after) moves every user from "exactly 5 times"
+// to "exactly 6 times".
 func TestComputedSegmentsOneConsumerPerDeployment(t *testing.T) {
 	const ttl = 2 * time.Second
 	dbURL := storetest.PostgresURL(t)
