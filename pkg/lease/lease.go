@@ -136,14 +136,15 @@ func (r *Role) Run(ctx context.Context, work func(ctx context.Context) error) er
 	defer t.Stop()
 	lastSeen := "-"
 	for {
-		ok, err := r.call(ctx, func(cctx context.Context) (bool, error) {
-			return Acquire(cctx, r.o.DB, r.o.Name, r.o.Holder, r.o.Now(), r.o.TTL)
+		at := r.o.Now()
+		ok, err := r.call(ctx, at.Add(r.o.TTL/5), func(cctx context.Context) (bool, error) {
+			return Acquire(cctx, r.o.DB, r.o.Name, r.o.Holder, at, r.o.TTL)
 		})
 		switch {
 		case err != nil && ctx.Err() == nil:
 			r.o.Logger.Warn("lease: cannot take the lease", "error", err.Error())
 		case err == nil && ok:
-			if err := r.hold(ctx, t, work); err != nil || ctx.Err() != nil {
+			if err := r.hold(ctx, t, at, work); err != nil || ctx.Err() != nil {
 				return err
 			}
 		case err == nil:
@@ -164,10 +165,10 @@ func (r *Role) Run(ctx context.Context, work func(ctx context.Context) error) er
 // errLost ends work whose lease was lost.
 var errLost = errors.New("lease lost")
 
-// hold runs work while the lease is this process's. It returns nil when the
-// lease is lost (to stand by again) or ctx ends, and work's error if work
-// returned on its own.
-func (r *Role) hold(ctx context.Context, t *time.Ticker, work func(ctx context.Context) error) error {
+// hold runs work while the lease, taken at renewed, is this process's. It
+// returns nil when the lease is lost (to stand by again) or ctx ends, and
+// work's error if work returned on its own.
+func (r *Role) hold(ctx context.Context, t *time.Ticker, renewed time.Time, work func(ctx context.Context) error) error {
 	r.o.Logger.Info("lease: taken; this process runs the work")
 	wctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan error, 1)
@@ -189,7 +190,6 @@ func (r *Role) hold(ctx context.Context, t *time.Ticker, work func(ctx context.C
 		}
 		r.o.Logger.Info("lease: released")
 	}
-	renewed := r.o.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -206,8 +206,10 @@ func (r *Role) hold(ctx context.Context, t *time.Ticker, work func(ctx context.C
 			return fmt.Errorf("lease %s: work: %w", r.o.Name, err)
 		case <-t.C:
 		}
-		now := r.o.Now()
-		ok, err := r.call(ctx, func(cctx context.Context) (bool, error) {
+		// Past giveUp, work is stopped: the rest of the TTL is its time to
+		// end before another process may take the lease.
+		now, giveUp := r.o.Now(), renewed.Add(r.o.TTL*3/5)
+		ok, err := r.call(ctx, giveUp, func(cctx context.Context) (bool, error) {
 			return Renew(cctx, r.o.DB, r.o.Name, r.o.Holder, now, r.o.TTL)
 		})
 		switch {
@@ -218,12 +220,10 @@ func (r *Role) hold(ctx context.Context, t *time.Ticker, work func(ctx context.C
 			continue
 		case err == nil:
 			r.o.Logger.Warn("lease: lost (lapsed or taken over); stopping the work")
-		case r.o.Now().Sub(renewed) < r.o.TTL*3/5:
+		case r.o.Now().Before(giveUp):
 			r.o.Logger.Warn("lease: renewal failed; retrying", "error", err.Error())
 			continue
 		default:
-			// The store has not answered for most of the TTL: stop before
-			// another process may take the lease.
 			r.o.Logger.Warn("lease: could not be renewed in time; stopping the work", "error", err.Error())
 		}
 		stop(errLost)
@@ -231,10 +231,11 @@ func (r *Role) hold(ctx context.Context, t *time.Ticker, work func(ctx context.C
 	}
 }
 
-// call runs one lease statement, bounded so that a stalled database cannot
-// keep a holder running past its lease.
-func (r *Role) call(ctx context.Context, f func(context.Context) (bool, error)) (bool, error) {
-	cctx, cancel := context.WithTimeout(ctx, r.o.TTL/5)
+// call runs one lease statement until deadline at the latest (by the
+// role's clock), so that a stalled database cannot keep a holder running
+// past its lease.
+func (r *Role) call(ctx context.Context, deadline time.Time, f func(context.Context) (bool, error)) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, min(deadline.Sub(r.o.Now()), r.o.TTL/5))
 	defer cancel()
 	return f(cctx)
 }
