@@ -5,6 +5,7 @@
 package lease
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -92,6 +93,10 @@ type Options struct {
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Alone says this process is the whole deployment (its database is an
+	// embedded SQLite file): it holds the role without a lease row, so no
+	// renewal takes the single writer's lock.
+	Alone bool
 }
 
 // Role runs work in the one process holding its lease.
@@ -131,6 +136,15 @@ func (r *Role) Held() bool { return r.held.Load() }
 // before another process may take the lease. When ctx ends, work is stopped
 // and the lease released. Run returns work's error if work returns on its own.
 func (r *Role) Run(ctx context.Context, work func(ctx context.Context) error) error {
+	if r.o.Alone {
+		r.o.Logger.Info("lease: taken; this process runs the work (alone on its database, no lease row)")
+		r.held.Store(true)
+		defer r.held.Store(false)
+		if err := work(ctx); err != nil || ctx.Err() == nil {
+			return fmt.Errorf("lease %s: work: %w", r.o.Name, cmp.Or(err, errors.New("stopped on its own")))
+		}
+		return nil
+	}
 	every := r.o.TTL / 5
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -200,10 +214,7 @@ func (r *Role) hold(ctx context.Context, t *time.Ticker, renewed time.Time, work
 			cancel(errLost)
 			r.held.Store(false)
 			release()
-			if err == nil {
-				err = errors.New("stopped on its own")
-			}
-			return fmt.Errorf("lease %s: work: %w", r.o.Name, err)
+			return fmt.Errorf("lease %s: work: %w", r.o.Name, cmp.Or(err, errors.New("stopped on its own")))
 		case <-t.C:
 		}
 		// Past giveUp, work is stopped: the rest of the TTL is its time to

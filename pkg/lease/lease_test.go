@@ -140,3 +140,23 @@ func TestLostLeaseStopsTheWork(t *testing.T) {
 		eventually(t, "a stops its work", func() bool { return !r.Held() && w.now.Load() == 0 })
 	})
 }
+
+// A process alone on its database runs the work at once and writes no row.
+func TestAloneHoldsWithoutARow(t *testing.T) {
+	db := storetest.SQLite(t)
+	if err := Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	var w running
+	r := New(Options{DB: db, Name: "test/role", Holder: "a", Alone: true})
+	stop := start(r, w.work)
+	eventually(t, "a holds", func() bool { return r.Held() && w.now.Load() == 1 })
+	var rows int
+	if err := db.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM leases`).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("lease rows: %d (%v), want none", rows, err)
+	}
+	stop()
+	if r.Held() || w.now.Load() != 0 {
+		t.Fatal("the work outlived Run")
+	}
+}

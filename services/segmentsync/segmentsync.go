@@ -19,6 +19,7 @@ import (
 	"github.com/seghub/seghub/pkg/ids"
 	"github.com/seghub/seghub/pkg/lease"
 	"github.com/seghub/seghub/pkg/ratelimit"
+	pkgstore "github.com/seghub/seghub/pkg/store"
 	"github.com/seghub/seghub/services/segmentsync/internal/computed"
 	"github.com/seghub/seghub/services/segmentsync/internal/server"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
@@ -176,7 +177,9 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	if err := lease.Migrate(ctx, p.DB); err != nil {
 		return nil, err
 	}
-	s.computedRole = lease.New(lease.Options{DB: p.DB, Name: ComputedLease, Holder: replicaName(), TTL: o.ComputedLeaseTTL, Logger: p.Logger})
+	s.computedRole = lease.New(lease.Options{DB: p.DB, Name: ComputedLease, Holder: replicaName(), TTL: o.ComputedLeaseTTL, Logger: p.Logger,
+		// An embedded SQLite file is one process's: split mode and replicas need PostgreSQL.
+		Alone: p.DB.Dialect == pkgstore.SQLite})
 	if err := p.Telemetry.Metrics.ObserveLease(ComputedLease, s.computedRole.Holder(), s.computedRole.Held); err != nil {
 		return nil, err
 	}
