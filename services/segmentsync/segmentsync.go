@@ -5,6 +5,7 @@ package segmentsync
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,7 +16,10 @@ import (
 	"github.com/seghub/seghub/pkg/auth"
 	"github.com/seghub/seghub/pkg/destinations"
 	"github.com/seghub/seghub/pkg/grpcserver"
+	"github.com/seghub/seghub/pkg/ids"
+	"github.com/seghub/seghub/pkg/lease"
 	"github.com/seghub/seghub/pkg/ratelimit"
+	pkgstore "github.com/seghub/seghub/pkg/store"
 	"github.com/seghub/seghub/services/segmentsync/internal/computed"
 	"github.com/seghub/seghub/services/segmentsync/internal/server"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
@@ -35,9 +39,19 @@ type Service struct {
 	engine  *syncengine.Engine
 	queue   *syncengine.JobQueue
 	opts    Options
-	// computed keeps computed segments live.
-	computed *computed.Evaluator
+	// computed keeps computed segments live; it runs in the one process
+	// holding computedRole's lease, as its durable consumer and event
+	// position are the deployment's, not a replica's.
+	computed     *computed.Evaluator
+	computedRole *lease.Role
 }
+
+// ComputedLease names the lease of the computed-segment evaluator.
+const ComputedLease = "segmentsync/computed"
+
+// EvaluatesComputed tells whether this process holds the computed-segment
+// lease and runs the evaluator.
+func (s *Service) EvaluatesComputed() bool { return s.computedRole.Held() }
 
 // Computed exposes the computed-segment evaluator (tests run its window
 // pass after moving the clock).
@@ -85,6 +99,12 @@ type Options struct {
 	NoTick bool
 	// PollInterval of the job queue.
 	PollInterval time.Duration
+	// ComputedBatch bounds the events one computed-segment transaction
+	// applies (default 5000).
+	ComputedBatch int
+	// ComputedLeaseTTL is how long the computed-segment evaluator's lease
+	// outlives its holder (default lease.TTL).
+	ComputedLeaseTTL time.Duration
 	// Rate overrides destinations' rate limits.
 	Rate func(t destinations.Type) (perMinute, burst int)
 }
@@ -148,13 +168,32 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	}
 	limits := server.StreamLimits{MaxIDs: p.Config.ReplaceMembersMaxIDs, MaxBytes: p.Config.ReplaceMembersMaxBytes}
 	s.server = server.New(st, s.watcher, server.NewInbound(st, resolve, record), s.engine, limits)
-	co := computed.Options{Store: st, Namespace: p.Config.BusNamespace, Now: o.Now, Logger: p.Logger}
+	co := computed.Options{Store: st, Namespace: p.Config.BusNamespace, Now: o.Now, Logger: p.Logger, Batch: o.ComputedBatch}
 	if p.Bus != nil {
 		co.JS = p.Bus.JS
 	}
 	s.computed = computed.New(co)
 	s.server.SetComputed(s.computed)
+	if err := lease.Migrate(ctx, p.DB); err != nil {
+		return nil, err
+	}
+	s.computedRole = lease.New(lease.Options{DB: p.DB, Name: ComputedLease, Holder: replicaName(), TTL: o.ComputedLeaseTTL, Logger: p.Logger,
+		// An embedded SQLite file is one process's: split mode and replicas need PostgreSQL.
+		Alone: p.DB.Dialect == pkgstore.SQLite})
+	if err := p.Telemetry.Metrics.ObserveLease(ComputedLease, s.computedRole.Holder(), s.computedRole.Held); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// replicaName names this process in leases: its host, for the operator,
+// and a random part, as a restarted process is a new holder.
+func replicaName() string {
+	h, _ := os.Hostname()
+	if h == "" {
+		h = "segmentsync"
+	}
+	return h + "/" + ids.Random(8)
 }
 
 // Register implements app.Service.
@@ -162,7 +201,9 @@ func (s *Service) Register(g *grpcserver.Server) {
 	segmentsyncv1.RegisterSegmentSyncServiceServer(g.Server, s.server)
 }
 
-// Run works sync runs, relays membership wake-ups and prunes the change log.
+// Run works sync runs, relays membership wake-ups, prunes the change log
+// and, in the process holding the computed-segment lease, keeps computed
+// segments live.
 func (s *Service) Run(ctx context.Context) error {
 	if err := s.queue.Start(ctx); err != nil {
 		return err
@@ -190,7 +231,7 @@ func (s *Service) Run(ctx context.Context) error {
 	computedDone := make(chan struct{})
 	go func() {
 		defer close(computedDone)
-		if err := s.computed.Run(cctx); err != nil && cctx.Err() == nil {
+		if err := s.computedRole.Run(cctx, s.computed.Run); err != nil && cctx.Err() == nil {
 			s.p.Logger.Error("computed segments stopped", "error", err.Error())
 		}
 	}()

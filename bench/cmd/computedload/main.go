@@ -92,12 +92,6 @@ func main() {
 	}
 }
 
-// batch is one event batch and when targeting first answered it.
-type batch struct {
-	last               string
-	sent, acked, taken time.Time
-}
-
 func run(ctx context.Context, o options) error {
 	conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(harness.Bearer(o.key)))
 	if err != nil {
@@ -157,108 +151,43 @@ func phase(ctx context.Context, o options, ss segmentsyncv1.SegmentSyncServiceCl
 	}
 
 	per := max(1, int(float64(rate)*o.interval.Seconds()))
-	var mu sync.Mutex
-	var batches, pending []*batch
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	peer := harness.StartPeer(ctx, o.natsURL, "bench.computedload."+run, o.interval)
+	const targeting = 0 // the one observer
+	batches := harness.NewBatches(1)
 	var pollers sync.WaitGroup
 	pollers.Add(1)
-	go func() { defer pollers.Done(); poll(ctx, o.poll, tg, sid, &mu, &pending) }()
+	go func() { defer pollers.Done(); batches.PollTargeting(ctx, targeting, o.poll, tg, sid) }()
 
-	elapsed, werr := harness.Paced(o.interval, o.dur, func(n int) func() error {
+	elapsed, werr := batches.Send(o.interval, o.dur, func(n int) (string, func() error) {
 		events := make([]*eventrelayv1.Event, per)
 		for i := range events {
 			events[i] = &eventrelayv1.Event{Source: "api", Name: name, UserId: "cl-" + run + "-" + strconv.Itoa(rate) + "-" + strconv.Itoa(n) + "-" + strconv.Itoa(i)}
 		}
-		b := &batch{last: events[per-1].GetUserId()}
-		return func() error {
-			mu.Lock()
-			b.sent = time.Now()
-			batches = append(batches, b)
-			pending = append(pending, b)
-			mu.Unlock()
+		return events[per-1].GetUserId(), func() error {
 			r, err := ev.TrackBatch(ctx, &eventrelayv1.TrackBatchRequest{Events: events})
 			if err == nil && len(r.GetRejected()) > 0 {
 				err = fmt.Errorf("rejected: %v", r.GetRejected()[0])
 			}
-			mu.Lock()
-			b.acked = time.Now()
-			mu.Unlock()
 			return err
 		}
 	})
 	if werr != nil {
 		return werr
 	}
-	harness.WaitUntil(120*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(pending) == 0
-	})
+	batches.Wait(120 * time.Second)
 	cancel()
 	pollers.Wait()
-	var ack, seen, ackSeen []time.Duration
-	missing := 0
-	for _, b := range batches {
-		ack = append(ack, b.acked.Sub(b.sent))
-		if b.taken.IsZero() {
-			missing++
-			continue
-		}
-		seen = append(seen, b.taken.Sub(b.sent))
-		ackSeen = append(ackSeen, max(0, b.taken.Sub(b.acked)))
-	}
+	t := batches.Times()
+	ack, seen, ackSeen := t.Ack, t.Seen[targeting], t.AckSeen[targeting]
 	note := ""
-	if missing > 0 {
-		note = fmt.Sprintf(" (%d batches not seen within 120 s)", missing)
+	if t.Missing > 0 {
+		note = fmt.Sprintf(" (%d batches not seen within 120 s)", t.Missing)
 	}
-	fmt.Printf("| %d | %.0f | %d × %d%s | %s / %s | %s / %s / %s | %s / %s | %s |\n", rate, float64(len(batches)*per)/elapsed.Seconds(), len(batches), per, note,
+	fmt.Printf("| %d | %.0f | %d × %d%s | %s / %s | %s / %s / %s | %s / %s | %s |\n", rate, float64(len(ack)*per)/elapsed.Seconds(), len(ack), per, note,
 		q(ack, 0.5), q(ack, 0.99), q(seen, 0.5), q(seen, 0.99), q(seen, 1), q(ackSeen, 0.5), q(ackSeen, 0.99), peer())
 	return nil
-}
-
-// poll asks targeting, every interval, whether pending batches' last users
-// are members (one BatchCheck for all).
-func poll(ctx context.Context, every time.Duration, tg targetingv1.TargetingServiceClient, sid string, mu *sync.Mutex, pending *[]*batch) {
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		mu.Lock()
-		ask := append([]*batch(nil), (*pending)[:min(len(*pending), 10000)]...)
-		mu.Unlock()
-		if len(ask) == 0 {
-			continue
-		}
-		checks := make([]*targetingv1.MembershipCheck, len(ask))
-		for i, b := range ask {
-			checks[i] = &targetingv1.MembershipCheck{UserId: b.last, SegmentId: sid}
-		}
-		r, err := tg.BatchCheck(ctx, &targetingv1.BatchCheckRequest{Checks: checks})
-		if err != nil {
-			continue
-		}
-		now := time.Now()
-		mu.Lock()
-		for i, yes := range r.GetIsMember() {
-			if yes {
-				ask[i].taken = now
-			}
-		}
-		keep := (*pending)[:0]
-		for _, b := range *pending {
-			if b.taken.IsZero() {
-				keep = append(keep, b)
-			}
-		}
-		*pending = keep
-		mu.Unlock()
-	}
 }
 
 // q formats a quantile for the table.

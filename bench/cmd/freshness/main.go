@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"strconv"
@@ -72,13 +73,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "freshness:", err)
 		os.Exit(1)
 	}
-}
-
-// batch is one change batch and when each side first answered it.
-type batch struct {
-	last                    string
-	sent, acked             time.Time
-	serviceSeen, clientSeen time.Time
 }
 
 // writer sends one batch of new members; it returns when the change is acknowledged.
@@ -230,142 +224,62 @@ func rest(ctx context.Context, o options, method, path, body string) ([]byte, er
 	return b, err
 }
 
+// The observers of a batch: the targeting service's index and the
+// in-process client.
+const (
+	service = iota
+	inProcess
+)
+
 // phase sends rate changes/s for o.dur and reports when they became visible.
 func phase(ctx context.Context, o options, tg targetingv1.TargetingServiceClient, c *client.Client, sid string, write writer, path string, rate int, run string) error {
 	per := max(1, int(float64(rate)*o.interval.Seconds()))
-	var mu sync.Mutex
-	var batches []*batch
-	var pending []*batch // not yet seen by both
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	peer := harness.StartPeer(ctx, o.natsURL, "bench.freshness."+run, o.interval)
+	batches := harness.NewBatches(2)
 	var pollers sync.WaitGroup
 	pollers.Add(2)
-	go func() { defer pollers.Done(); pollService(ctx, o.poll, tg, sid, &mu, &pending) }()
-	go func() { defer pollers.Done(); pollClient(ctx, c, sid, &mu, &pending) }()
+	go func() { defer pollers.Done(); batches.PollTargeting(ctx, service, o.poll, tg, sid) }()
+	go func() { defer pollers.Done(); pollClient(ctx, c, sid, batches) }()
 
-	elapsed, werr := harness.Paced(o.interval, o.dur, func(n int) func() error {
+	elapsed, werr := batches.Send(o.interval, o.dur, func(n int) (string, func() error) {
 		users := make([]string, per)
 		for i := range users {
 			users[i] = "fr-" + run + "-" + path + strconv.Itoa(rate) + "-" + strconv.Itoa(n) + "-" + strconv.Itoa(i)
 		}
-		b := &batch{last: users[per-1]}
-		return func() error {
-			mu.Lock()
-			b.sent = time.Now()
-			batches = append(batches, b)
-			pending = append(pending, b)
-			mu.Unlock()
-			err := write(ctx, users)
-			mu.Lock()
-			b.acked = time.Now()
-			mu.Unlock()
-			return err
-		}
+		return users[per-1], func() error { return write(ctx, users) }
 	})
 	if werr != nil {
 		return werr
 	}
 	// Wait (bounded) for the stragglers.
-	harness.WaitUntil(60*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(pending) == 0
-	})
+	batches.Wait(60 * time.Second)
 	cancel()
 	pollers.Wait()
-	var ack, svc, cli, ackSvc, ackCli []time.Duration
-	missing := 0
-	for _, b := range batches {
-		ack = append(ack, b.acked.Sub(b.sent))
-		if b.serviceSeen.IsZero() || b.clientSeen.IsZero() {
-			missing++
-			continue
-		}
-		svc = append(svc, b.serviceSeen.Sub(b.sent))
-		cli = append(cli, b.clientSeen.Sub(b.sent))
-		ackSvc = append(ackSvc, max(0, b.serviceSeen.Sub(b.acked)))
-		ackCli = append(ackCli, max(0, b.clientSeen.Sub(b.acked)))
-	}
+	t := batches.Times()
+	ack, svc, cli, ackSvc, ackCli := t.Ack, t.Seen[service], t.Seen[inProcess], t.AckSeen[service], t.AckSeen[inProcess]
 	note := ""
-	if missing > 0 {
-		note = fmt.Sprintf(" (%d batches not seen within 60 s)", missing)
+	if t.Missing > 0 {
+		note = fmt.Sprintf(" (%d batches not seen within 60 s)", t.Missing)
 	}
-	fmt.Printf("| %s | %d | %.0f | %d × %d%s | %s / %s | %s / %s / %s | %s / %s | %s / %s / %s | %s / %s | %s |\n", path, rate, float64(len(batches)*per)/elapsed.Seconds(), len(batches), per, note,
+	fmt.Printf("| %s | %d | %.0f | %d × %d%s | %s / %s | %s / %s / %s | %s / %s | %s / %s / %s | %s / %s | %s |\n", path, rate, float64(len(ack)*per)/elapsed.Seconds(), len(ack), per, note,
 		q(ack, 0.5), q(ack, 0.99), q(svc, 0.5), q(svc, 0.99), q(svc, 1), q(ackSvc, 0.5), q(ackSvc, 0.99), q(cli, 0.5), q(cli, 0.99), q(cli, 1), q(ackCli, 0.5), q(ackCli, 0.99), peer())
 	return nil
 }
 
-// pollService asks the service, every interval, whether pending batches'
-// last members are members (one BatchCheck for all).
-func pollService(ctx context.Context, every time.Duration, tg targetingv1.TargetingServiceClient, sid string, mu *sync.Mutex, pending *[]*batch) {
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		var ask []*batch
-		mu.Lock()
-		for _, b := range *pending {
-			if b.serviceSeen.IsZero() && len(ask) < 10000 {
-				ask = append(ask, b)
-			}
-		}
-		mu.Unlock()
-		if len(ask) == 0 {
-			continue
-		}
-		checks := make([]*targetingv1.MembershipCheck, len(ask))
-		for i, b := range ask {
-			checks[i] = &targetingv1.MembershipCheck{UserId: b.last, SegmentId: sid}
-		}
-		r, err := tg.BatchCheck(ctx, &targetingv1.BatchCheckRequest{Checks: checks})
-		if err != nil {
-			continue
-		}
-		now := time.Now()
-		mu.Lock()
-		for i, yes := range r.GetIsMember() {
-			if yes {
-				ask[i].serviceSeen = now
-			}
-		}
-		prune(pending)
-		mu.Unlock()
-	}
-}
-
 // pollClient asks the in-process client continuously (it is cheap).
-func pollClient(ctx context.Context, c *client.Client, sid string, mu *sync.Mutex, pending *[]*batch) {
+func pollClient(ctx context.Context, c *client.Client, sid string, batches *harness.Batches) {
 	for ctx.Err() == nil {
-		mu.Lock()
+		ask := batches.Unseen(inProcess, math.MaxInt)
 		now := time.Now()
-		for _, b := range *pending {
-			if b.clientSeen.IsZero() {
-				if yes, err := c.IsMember(ctx, sid, b.last); err == nil && yes {
-					b.clientSeen = now
-				}
-			}
-		}
-		prune(pending)
-		mu.Unlock()
+		batches.MarkSeen(inProcess, ask, func(i int) bool {
+			yes, err := c.IsMember(ctx, sid, ask[i].Last)
+			return err == nil && yes
+		}, now)
 		time.Sleep(100 * time.Microsecond)
 	}
-}
-
-// prune drops batches both sides have seen.
-func prune(pending *[]*batch) {
-	keep := (*pending)[:0]
-	for _, b := range *pending {
-		if b.serviceSeen.IsZero() || b.clientSeen.IsZero() {
-			keep = append(keep, b)
-		}
-	}
-	*pending = keep
 }
 
 // q formats a quantile for the table.

@@ -380,3 +380,21 @@ func (s *Set) ObserveStaleness(last func() map[string]time.Time, now func() time
 		}))
 	return err
 }
+
+// ObserveLease registers whether this process holds lease name (1: it does
+// the lease's work) or stands by (0), labelled with its holder name: the
+// deployment's holder is the series at 1, and no series at 1 means no one
+// does the work.
+func (s *Set) ObserveLease(name, holder string, held func() bool) error {
+	_, err := s.meter.Int64ObservableGauge("seghub.lease.held",
+		metric.WithDescription("1 while this process holds the lease and does its work (e.g. the computed-segment evaluator, lease segmentsync/computed), 0 while it stands by"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			v := int64(0)
+			if held() {
+				v = 1
+			}
+			o.Observe(v, metric.WithAttributes(attribute.String("lease", name), attribute.String("holder", holder)))
+			return nil
+		}))
+	return err
+}

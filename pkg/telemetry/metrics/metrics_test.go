@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,4 +116,20 @@ func BenchmarkLookupCount(b *testing.B) {
 			}
 		})
 	})
+}
+
+// The lease gauge follows the holder's state at each scrape.
+func TestLeaseHeld(t *testing.T) {
+	s, r := newSet(t)
+	var held atomic.Bool
+	if err := s.ObserveLease("segmentsync/computed", "host/a", held.Load); err != nil {
+		t.Fatal(err)
+	}
+	if g := gauge(t, r, "seghub.lease.held", "holder"); g["host/a"] != 0 || len(g) != 1 {
+		t.Fatalf("standing by: %v, want host/a at 0", g)
+	}
+	held.Store(true)
+	if g := gauge(t, r, "seghub.lease.held", "lease"); g["segmentsync/computed"] != 1 {
+		t.Fatalf("holding: %v, want segmentsync/computed at 1", g)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
@@ -57,6 +58,9 @@ type Server struct {
 	// computed previews rules and is woken by new or changed rules; nil
 	// evaluates previews over the store alone.
 	computed Computed
+	// betweenReads runs between a segment's two reads, of its row and of
+	// its computation state (tests interleave a first evaluation there).
+	betweenReads func()
 }
 
 // Computed is the computed-segment evaluator as the RPCs use it.
@@ -267,10 +271,23 @@ func SegmentToPB(sg *store.Segment) *segmentsyncv1.Segment {
 }
 
 // segmentsToPB converts segments with their rules and computation state.
+//
+// A computed segment becomes LIVE in the transaction that writes its first
+// evaluation's members, and a live segment's members only change later, so
+// a member count read after the state read LIVE includes that evaluation:
+// the count of a segment answered LIVE is read after its state. (Read the
+// other way round, a segment made live between the two reads showed LIVE
+// with the count from before its first evaluation.) A count read after a
+// COMPUTING state may be newer than the state; that is no lie, the segment
+// is still computing. segs were read before their state: the live computed
+// ones are read again.
 func (s *Server) segmentsToPB(ctx context.Context, segs ...*store.Segment) ([]*segmentsyncv1.Segment, error) {
 	ids := make([]string, len(segs))
 	for i, sg := range segs {
 		ids[i] = sg.ID
+	}
+	if s.betweenReads != nil {
+		s.betweenReads()
 	}
 	infos, err := s.store.ComputedInfos(ctx, env(ctx), ids)
 	if err != nil {
@@ -278,16 +295,48 @@ func (s *Server) segmentsToPB(ctx context.Context, segs ...*store.Segment) ([]*s
 	}
 	out := make([]*segmentsyncv1.Segment, len(segs))
 	for i, sg := range segs {
-		out[i] = SegmentToPB(sg)
-		if info := infos[sg.ID]; info != nil {
-			out[i].Rule, out[i].ComputePercent = info.Rule, info.Percent
-			out[i].ComputeState = segmentsyncv1.ComputeState_COMPUTE_STATE_COMPUTING
-			if info.State == store.Live {
-				out[i].ComputeState = segmentsyncv1.ComputeState_COMPUTE_STATE_LIVE
+		if info := infos[sg.ID]; info != nil && info.State == store.Live {
+			switch again, err := s.store.GetSegment(ctx, env(ctx), sg.ID, false); {
+			case err == nil:
+				sg = again
+			case apperr.Code(err) != codes.NotFound:
+				return nil, err
 			}
+			// Deleted meanwhile: answered as read, as if just before.
 		}
+		out[i] = withComputed(SegmentToPB(sg), infos[sg.ID])
 	}
 	return out, nil
+}
+
+// segmentToPB reads segment id's computation state, then the segment: see
+// segmentsToPB for why in this order.
+func (s *Server) segmentToPB(ctx context.Context, id string) (*segmentsyncv1.Segment, error) {
+	infos, err := s.store.ComputedInfos(ctx, env(ctx), []string{id})
+	if err != nil {
+		return nil, err
+	}
+	if s.betweenReads != nil {
+		s.betweenReads()
+	}
+	sg, err := s.store.GetSegment(ctx, env(ctx), id, false)
+	if err != nil {
+		return nil, err
+	}
+	return withComputed(SegmentToPB(sg), infos[id]), nil
+}
+
+// withComputed adds a computed segment's rule and state to out.
+func withComputed(out *segmentsyncv1.Segment, info *store.ComputedInfo) *segmentsyncv1.Segment {
+	if info == nil {
+		return out
+	}
+	out.Rule, out.ComputePercent = info.Rule, info.Percent
+	out.ComputeState = segmentsyncv1.ComputeState_COMPUTE_STATE_COMPUTING
+	if info.State == store.Live {
+		out.ComputeState = segmentsyncv1.ComputeState_COMPUTE_STATE_LIVE
+	}
+	return out
 }
 
 func (s *Server) wake() {
@@ -381,15 +430,11 @@ func (s *Server) GetSegment(ctx context.Context, req *segmentsyncv1.GetSegmentRe
 	if err := checkSegmentID(req.GetSegmentId()); err != nil {
 		return nil, err
 	}
-	sg, err := s.store.GetSegment(ctx, env(ctx), req.GetSegmentId(), false)
+	out, err := s.segmentToPB(ctx, req.GetSegmentId())
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.segmentsToPB(ctx, sg)
-	if err != nil {
-		return nil, err
-	}
-	return &segmentsyncv1.GetSegmentResponse{Segment: out[0]}, nil
+	return &segmentsyncv1.GetSegmentResponse{Segment: out}, nil
 }
 
 type segmentCursor struct {
