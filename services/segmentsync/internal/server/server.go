@@ -411,11 +411,13 @@ func (s *Server) CreateSegment(ctx context.Context, req *segmentsyncv1.CreateSeg
 		if err != nil {
 			return nil, err
 		}
-		s.wake()
+		// The answer is read before the evaluator is woken: it shows the
+		// segment as created (computing), not a race with its first evaluation.
 		out, err := s.segmentsToPB(ctx, sg)
 		if err != nil {
 			return nil, err
 		}
+		s.wake()
 		return &segmentsyncv1.CreateSegmentResponse{Segment: out[0]}, nil
 	}
 	sg, err := s.store.CreateSegment(ctx, env(ctx), name, req.GetDescription(), vis, "")
@@ -520,12 +522,12 @@ func (s *Server) UpdateSegment(ctx context.Context, req *segmentsyncv1.UpdateSeg
 	if err != nil {
 		return nil, err
 	}
-	if up.Rule != nil {
-		s.wake()
-	}
 	out, err := s.segmentsToPB(ctx, sg)
 	if err != nil {
 		return nil, err
+	}
+	if up.Rule != nil {
+		s.wake() // after the answer is read, as in CreateSegment
 	}
 	return &segmentsyncv1.UpdateSegmentResponse{Segment: out[0]}, nil
 }
