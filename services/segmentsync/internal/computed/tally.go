@@ -3,6 +3,7 @@ package computed
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -100,7 +101,7 @@ func (t *tally) count(k int, user []byte, at int64) {
 	}
 	s := t.slot[k]
 	if int(u) >= len(s) {
-		s = append(s, make([]int32, len(t.ids)-len(s))...)
+		s = slices.Grow(s, len(t.ids)-len(s))[:len(t.ids)]
 		t.slot[k] = s
 	}
 	if s[u] == 0 {
@@ -163,10 +164,11 @@ func (t *tally) byKey() map[string]map[string]*rules.Agg {
 	return out
 }
 
-// addMsg counts a stream message (the read's callback).
+// addMsg counts a stream message of t's environment (the read's
+// callback; the reader may pass other environments' messages too).
 func (t *tally) addMsg(prefix string, m jetstream.Msg, seq uint64) {
 	subject := m.Subject()
-	if len(subject) < len(prefix) || subject[:len(prefix)] != prefix {
+	if !strings.HasPrefix(subject, prefix) || !strings.HasPrefix(subject[len(prefix):], t.env) || !strings.HasPrefix(subject[len(prefix)+len(t.env):], ".") {
 		return
 	}
 	t.add(seq, subject[len(prefix):], m.Data())
