@@ -132,7 +132,8 @@ func (e *Evaluator) readPart(ctx context.Context, r *streamReader, env string, c
 		keys[i] = c.Cond.Key
 	}
 	t := newTally(env, tc)
-	reported := time.Now()
+	start := time.Now()
+	reported := start
 	var perr error
 	through := pos
 	var err error
@@ -159,8 +160,13 @@ func (e *Evaluator) readPart(ctx context.Context, r *streamReader, env string, c
 		e.o.Logger.Warn("computed segments: unreadable events skipped", "env", env, "count", t.unreadable)
 	}
 	b := &store.BackfillRead{Env: env, Since: since, Through: through, Target: pos, First: first, Users: t.userAggs()}
+	read := time.Since(start)
 	if err := e.o.Store.ApplyBackfill(ctx, b); err != nil {
 		return 0, fmt.Errorf("apply the backfill of %s through %d: %w", env, through, err)
+	}
+	if t.read > 0 {
+		e.o.Logger.Info("computed segments: backfill read applied", "env", env, "through", through, "target", pos, "events", t.read,
+			"users", len(b.Users), "entries", t.entries(), "read", read.Round(time.Millisecond), "applied", (time.Since(start) - read).Round(time.Millisecond))
 	}
 	return through, nil
 }
@@ -206,9 +212,10 @@ func (e *Evaluator) handOver(ctx context.Context, r *streamReader, env string) e
 			}
 		}
 	}
+	start := time.Now()
 	n, err := e.o.Store.InitComputedSegments(ctx, e.o.Now())
 	if n > 0 {
-		e.o.Logger.Info("computed segments live", "count", n)
+		e.o.Logger.Info("computed segments live", "count", n, "first evaluation", time.Since(start).Round(time.Millisecond))
 	}
 	return err
 }
