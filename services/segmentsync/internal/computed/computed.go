@@ -3,17 +3,17 @@
 // (which re-evaluates the affected users), new event conditions are
 // backfilled from the events the stream still retains, computing segments
 // get their first full evaluation, and a daily window pass moves users whose
-// counted days slid out of a window. One goroutine does all of it in turn,
-// so a backfill and the live consumer never race over a condition.
+// counted days slid out of a window. The live consumer runs in one
+// goroutine; each environment with computing conditions has a backfill
+// reader of its own, which hands its conditions over to the live consumer
+// under the evaluator's lock.
 package computed
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,7 +42,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Batch is how many events one transaction applies at most (default 5000).
 	Batch int
-	// BackfillChunk is how many events a backfill step reads (default 20000).
+	// BackfillChunk is the distance (in stream sequences) to the live
+	// position below which a backfill reads the rest and hands over to the
+	// live consumer, holding it meanwhile (default 20000).
 	BackfillChunk int
 	// WindowEvery is how often the window pass looks for a new day
 	// (default one minute; 0 keeps the default, negative disables it).
@@ -55,14 +57,18 @@ type Evaluator struct {
 	stream string
 	prefix string
 	wake   chan struct{}
-	mu     sync.Mutex // serialises steps with WindowPass calls from tests
+	mu     sync.Mutex // serialises live batches, hand-overs and window passes
+	// backfills are the environments whose backfill reader runs.
+	bfMu      sync.Mutex
+	backfills map[string]bool
+	bg        sync.WaitGroup
 	// woken and prepared are the Run goroutine's own.
 	woken    bool
 	prepared time.Time
 }
 
-// prepareEvery bounds how long a backfill chunk or a new definition waits
-// behind live batches.
+// prepareEvery bounds how long a new definition waits to be noticed
+// without a Wake.
 const prepareEvery = 500 * time.Millisecond
 
 // New returns an evaluator; Run starts it.
@@ -86,7 +92,7 @@ func New(o Options) *Evaluator {
 	if o.WindowEvery == 0 {
 		o.WindowEvery = time.Minute
 	}
-	return &Evaluator{o: o, stream: strings.ToUpper(ns) + "_EVENTS", prefix: ns + ".events.", wake: make(chan struct{}, 1)}
+	return &Evaluator{o: o, stream: strings.ToUpper(ns) + "_EVENTS", prefix: ns + ".events.", wake: make(chan struct{}, 1), backfills: map[string]bool{}}
 }
 
 // Wake makes the evaluator look for new definitions now.
@@ -113,6 +119,8 @@ func (e *Evaluator) Run(ctx context.Context) error {
 			c.stop()
 		}
 	}()
+	// The backfill readers end with ctx; Run returns after them.
+	defer e.bg.Wait()
 	var st jetstream.Stream
 	lastWindow := time.Time{}
 	warned := false
@@ -245,8 +253,8 @@ func (e *Evaluator) consume(c jetstream.Consumer) (*feed, error) {
 	return f, nil
 }
 
-// step backfills a chunk of each computing condition, evaluates the
-// segments ready for it, then applies one batch of live events.
+// step starts the backfill of new conditions, evaluates the segments ready
+// for it, then applies one batch of live events.
 func (e *Evaluator) step(ctx context.Context, st jetstream.Stream, c *feed) error {
 	// New definitions are looked for when woken and at least every
 	// prepareEvery, not before every batch (a round trip fewer per batch).
@@ -316,154 +324,17 @@ func (e *Evaluator) fetch(ctx context.Context, c *feed) ([]jetstream.Msg, error)
 	return out, nil
 }
 
-// envelope mirrors the relay's stored event (its JSON is the stream's
-// contract between the two services).
-type envelope struct {
-	ID       string         `json:"id"`
-	Env      string         `json:"env"`
-	Source   string         `json:"src"`
-	User     string         `json:"user"`
-	Name     string         `json:"name"`
-	Time     int64          `json:"ts"`
-	Props    map[string]any `json:"props"`
-	Received int64          `json:"rcv"`
-}
-
-// decode reads an event; replays of dead letters (a sink's second try of
-// an event already stored) are not new events and are skipped.
-func (e *Evaluator) decode(subject string, data []byte) (store.Event, bool) {
-	rest, ok := strings.CutPrefix(subject, e.prefix)
-	if !ok {
-		return store.Event{}, false
-	}
-	// <env>.<partition>.<source> or <env>.<partition>._replay.<conn>; the
-	// token is looked for in any place so a layout change cannot make
-	// replays count twice.
-	if _, after, ok := strings.Cut(rest, "."); !ok || slices.Contains(strings.Split(after, "."), "_replay") {
-		return store.Event{}, false
-	}
-	var env envelope
-	if err := json.Unmarshal(data, &env); err != nil || env.Env == "" || env.User == "" {
-		e.o.Logger.Warn("computed segments: unreadable event skipped", "subject", subject)
-		return store.Event{}, false
-	}
-	return store.Event{Env: env.Env, User: env.User, Source: env.Source, Name: env.Name, Time: rules.EventTime(env.Time, env.Received), Props: env.Props}, true
-}
-
-// prepare backfills one chunk of every computing condition and evaluates
+// prepare starts the backfill of new computing conditions and evaluates
 // the computing segments whose conditions are all live.
 func (e *Evaluator) prepare(ctx context.Context, st jetstream.Stream) error {
-	conds, err := e.o.Store.Conditions(ctx)
-	if err != nil {
+	if err := e.startBackfills(ctx, st); err != nil {
 		return err
-	}
-	pos, err := e.o.Store.Position(ctx)
-	if err != nil {
-		return err
-	}
-	for _, c := range conds {
-		if c.State != store.Computing {
-			continue
-		}
-		if err := e.backfill(ctx, st, c, pos); err != nil {
-			return fmt.Errorf("backfill condition %s of %s: %w", c.Cond.Key, c.Env, err)
-		}
 	}
 	n, err := e.o.Store.InitComputedSegments(ctx, e.o.Now())
 	if n > 0 {
 		e.o.Logger.Info("computed segments live", "count", n)
 	}
 	return err
-}
-
-// backfill reads the next chunk of c's environment's events up to the
-// live position; the live consumer takes the condition over from there.
-func (e *Evaluator) backfill(ctx context.Context, st jetstream.Stream, c *store.ConditionState, pos uint64) error {
-	if st == nil || pos == 0 || c.Scanned >= pos {
-		return e.o.Store.MarkConditionLive(ctx, c.Env, c.Cond.Key)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return err
-	}
-	first := info.State.FirstSeq
-	from := max(c.Scanned+1, first)
-	if c.First != 0 && c.Scanned > 0 {
-		first = c.First
-	}
-	var evs []store.Event
-	through := pos
-	if from <= pos {
-		read, last, full, err := e.read(ctx, st, c.Env, from, pos, e.o.BackfillChunk)
-		if err != nil {
-			return err
-		}
-		evs = read
-		if full {
-			through = last
-		}
-	}
-	if err := e.o.Store.BackfillEvents(ctx, c.Env, c.Cond.Key, evs, through, pos, first); err != nil {
-		return err
-	}
-	if through >= pos {
-		return e.o.Store.MarkConditionLive(ctx, c.Env, c.Cond.Key)
-	}
-	return nil
-}
-
-// read returns up to limit events of env with sequences from..to, the last
-// sequence read, and whether it stopped at the limit (more may follow).
-func (e *Evaluator) read(ctx context.Context, st jetstream.Stream, env string, from, to uint64, limit int) ([]store.Event, uint64, bool, error) {
-	oc, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{e.prefix + env + ".>"},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from,
-	})
-	if err != nil {
-		return nil, 0, false, err
-	}
-	// The consumer knows how many of the environment's events follow: fetch
-	// exactly those (a fetch asking for more would wait out its timeout).
-	pending := int(oc.CachedInfo().NumPending)
-	want := min(limit, pending)
-	var out []store.Event
-	var last uint64
-	n := 0
-	for n < want {
-		batch, err := oc.Fetch(min(want-n, 5000), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return nil, 0, false, err
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, 0, false, err
-			}
-			seq := md.Sequence.Stream
-			if seq > to {
-				return out, to, false, nil
-			}
-			last = seq
-			n++
-			if ev, ok := e.decode(m.Subject(), m.Data()); ok {
-				ev.Seq = seq
-				out = append(out, ev)
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, 0, false, err
-		}
-		if got == 0 {
-			return nil, 0, false, fmt.Errorf("events of %s from sequence %d: %d announced, none delivered", env, from, pending)
-		}
-	}
-	if want < limit || last >= to {
-		return out, to, false, nil
-	}
-	return out, last, true, nil
 }
 
 // Preview evaluates rule over env's users now; conditions not live yet are
@@ -493,7 +364,7 @@ func (e *Evaluator) Preview(ctx context.Context, env string, rule *segmentsyncv1
 			return 0, nil, err
 		}
 		if st != nil {
-			if err := e.scanInto(ctx, st, env, missing, extra); err != nil {
+			if extra, err = e.preview(ctx, st, env, missing); err != nil {
 				return 0, nil, err
 			}
 		}
@@ -503,57 +374,3 @@ func (e *Evaluator) Preview(ctx context.Context, env string, rule *segmentsyncv1
 
 // maxScan bounds the events a preview reads from the stream.
 const maxScan = 5_000_000
-
-func (e *Evaluator) scanInto(ctx context.Context, st jetstream.Stream, env string, conds []*rules.Cond, extra map[string]map[string]*rules.Agg) error {
-	info, err := st.Info(ctx)
-	if err != nil {
-		return err
-	}
-	to := info.State.LastSeq
-	from := info.State.FirstSeq
-	scanned := 0
-	for from <= to && to > 0 {
-		evs, last, full, err := e.read(ctx, st, env, from, to, 50_000)
-		if err != nil {
-			return err
-		}
-		for _, ev := range evs {
-			for _, c := range conds {
-				if !c.Matches(ev.Source, ev.Name, ev.Props) {
-					continue
-				}
-				a := extra[c.Key][ev.User]
-				if a == nil {
-					a = &rules.Agg{First: ev.Time, Last: ev.Time}
-					extra[c.Key][ev.User] = a
-				}
-				a.First, a.Last = min(a.First, ev.Time), max(a.Last, ev.Time)
-				addDay(a, rules.Day(ev.Time))
-			}
-		}
-		scanned += len(evs)
-		if !full {
-			return nil
-		}
-		if scanned >= maxScan {
-			return fmt.Errorf("preview: more than %d retained events to read; save the segment to compute it", maxScan)
-		}
-		from = last + 1
-	}
-	return nil
-}
-
-// addDay counts one event on day in a's ascending day list.
-func addDay(a *rules.Agg, day int32) {
-	i := len(a.Days)
-	for i > 0 && a.Days[i-1].Day > day {
-		i--
-	}
-	if i > 0 && a.Days[i-1].Day == day {
-		a.Days[i-1].N++
-		return
-	}
-	a.Days = append(a.Days, rules.DayCount{})
-	copy(a.Days[i+1:], a.Days[i:])
-	a.Days[i] = rules.DayCount{Day: day, N: 1}
-}
