@@ -89,27 +89,36 @@ func (e *Evaluator) backfill(ctx context.Context, st jetstream.Stream, env strin
 	r := newStreamReader(st, e.prefix+env+".>", 0)
 	defer r.close()
 	for {
-		conds, err := e.computingConds(ctx, env)
+		conds, pos, first, err := e.backfillState(ctx, st, env)
 		if err != nil || len(conds) == 0 {
 			return err
 		}
-		pos, err := e.o.Store.Position(ctx)
-		if err != nil {
-			return err
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return err
-		}
-		from := max(minScanned(conds)+1, info.State.FirstSeq)
+		from := max(minScanned(conds)+1, first)
 		if pos == 0 || from > pos || pos-from < uint64(e.o.BackfillChunk) {
 			return e.handOver(ctx, r, env)
 		}
 		r.seek(from)
-		if _, err := e.readPart(ctx, r, env, conds, pos, info.State.FirstSeq); err != nil {
+		if _, err := e.readPart(ctx, r, env, conds, pos, first); err != nil {
 			return err
 		}
 	}
+}
+
+// backfillState is where env's backfill stands: its computing conditions,
+// the live position and (when there is one) the stream's first retained
+// sequence.
+func (e *Evaluator) backfillState(ctx context.Context, st jetstream.Stream, env string) (conds []*store.ConditionState, pos, first uint64, err error) {
+	if conds, err = e.computingConds(ctx, env); err != nil || len(conds) == 0 {
+		return nil, 0, 0, err
+	}
+	if pos, err = e.o.Store.Position(ctx); err != nil || pos == 0 {
+		return conds, pos, 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return conds, pos, info.State.FirstSeq, nil
 }
 
 func minScanned(conds []*store.ConditionState) uint64 {
@@ -177,20 +186,11 @@ func (e *Evaluator) readPart(ctx context.Context, r *streamReader, env string, c
 func (e *Evaluator) handOver(ctx context.Context, r *streamReader, env string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	conds, err := e.computingConds(ctx, env)
+	conds, pos, first, err := e.backfillState(ctx, r.st, env)
 	if err != nil || len(conds) == 0 {
 		return err
 	}
-	pos, err := e.o.Store.Position(ctx)
-	if err != nil {
-		return err
-	}
 	if pos > 0 {
-		info, err := r.st.Info(ctx)
-		if err != nil {
-			return err
-		}
-		first := info.State.FirstSeq
 		r.seek(max(minScanned(conds)+1, first))
 		through, err := e.readPart(ctx, r, env, conds, pos, first)
 		if err != nil {
