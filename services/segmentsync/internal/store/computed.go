@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -47,10 +46,6 @@ type Event struct {
 	Props  map[string]any
 }
 
-// programs caches each segment's compiled rule (one entry per segment: a
-// new version replaces the old).
-var programs sync.Map // segment id → compiled
-
 type compiled struct {
 	version int64
 	prog    *rules.Program
@@ -63,8 +58,8 @@ type computedSegment struct {
 	prog    *rules.Program
 }
 
-func compileStored(id string, version int64, rule string) (*rules.Program, error) {
-	if c, ok := programs.Load(id); ok && c.(compiled).version == version {
+func (s *Store) compileStored(id string, version int64, rule string) (*rules.Program, error) {
+	if c, ok := s.programs.Load(id); ok && c.(compiled).version == version {
 		return c.(compiled).prog, nil
 	}
 	var r segmentsyncv1.SegmentRule
@@ -75,16 +70,16 @@ func compileStored(id string, version int64, rule string) (*rules.Program, error
 	if err != nil {
 		return nil, fmt.Errorf("segmentsync: rule of segment %s: %w", id, err)
 	}
-	programs.Store(id, compiled{version: version, prog: p})
+	s.programs.Store(id, compiled{version: version, prog: p})
 	return p, nil
 }
 
 // computedSegments returns env's computed segments (of one state, or all).
 func (w *writer) computedSegments(state string) ([]*computedSegment, error) {
-	return computedSegmentsOf(w.ctx, w.tx, w.env, state)
+	return w.s.computedSegmentsOf(w.ctx, w.tx, w.env, state)
 }
 
-func computedSegmentsOf(ctx context.Context, q store.Querier, env, state string) ([]*computedSegment, error) {
+func (s *Store) computedSegmentsOf(ctx context.Context, q store.Querier, env, state string) ([]*computedSegment, error) {
 	rows, err := q.QueryContext(ctx, `SELECT segment_id, rule_version, state, rule FROM ss_computed WHERE environment_id = ? ORDER BY segment_id`, env)
 	if err != nil {
 		return nil, err
@@ -100,7 +95,7 @@ func computedSegmentsOf(ctx context.Context, q store.Querier, env, state string)
 		if state != "" && c.state != state {
 			continue
 		}
-		if c.prog, err = compileStored(c.id, c.version, rule); err != nil {
+		if c.prog, err = s.compileStored(c.id, c.version, rule); err != nil {
 			return nil, err
 		}
 		out = append(out, &c)
@@ -261,7 +256,7 @@ func (w *writer) forgetComputed(id string) error {
 	if err != nil {
 		return err
 	}
-	programs.Delete(id)
+	w.s.programs.Delete(id)
 	if _, err := w.tx.ExecContext(w.ctx, `DELETE FROM ss_computed WHERE segment_id = ?`, id); err != nil {
 		return err
 	}
@@ -768,47 +763,6 @@ func (s *Store) ApplyEvents(ctx context.Context, b EventBatch, now time.Time) er
 		_, err := tx.ExecContext(ctx, `UPDATE ss_event_position SET seq = ? WHERE consumer = ?`, int64(through), positionLive)
 		return err
 	})
-}
-
-// BackfillEvents applies events of the stream (sequences above the
-// condition's scanned mark) to one computing condition and records that the
-// stream was read through `through`, out of target, starting at first: an
-// ApplyBackfill of one condition.
-func (s *Store) BackfillEvents(ctx context.Context, env, key string, evs []Event, through, target, first uint64) error {
-	var def, state string
-	var scanned int64
-	err := s.db.QueryRowContext(ctx, `SELECT definition, state, scanned FROM ss_event_conditions WHERE environment_id = ? AND cond_key = ?`, env, key).Scan(&def, &state, &scanned)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil // no longer used
-	}
-	if err != nil {
-		return err
-	}
-	if state != Computing {
-		return nil
-	}
-	cond, err := rules.ParseCond(key, def)
-	if err != nil {
-		return err
-	}
-	byUser := map[string]*rules.Agg{}
-	var order []string
-	for _, e := range evs {
-		if e.Seq > uint64(scanned) && e.Env == env && cond.Matches(e.Source, e.Name, e.Props) {
-			a := byUser[e.User]
-			if a == nil {
-				a = &rules.Agg{}
-				byUser[e.User] = a
-				order = append(order, e.User)
-			}
-			a.AddEvent(e.Time)
-		}
-	}
-	read := &BackfillRead{Env: env, Since: map[string]uint64{key: uint64(scanned)}, Through: through, Target: target, First: first}
-	for _, u := range order {
-		read.Users = append(read.Users, UserAggs{User: u, Aggs: []KeyedAgg{{Key: key, Agg: *byUser[u]}}})
-	}
-	return s.ApplyBackfill(ctx, read)
 }
 
 // MarkConditionLive ends a condition's backfill: the live consumer, at

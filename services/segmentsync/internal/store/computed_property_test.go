@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/store"
 	"github.com/seghub/seghub/pkg/store/storetest"
+	"github.com/seghub/seghub/services/segmentsync/internal/rules"
 )
 
 // The correctness reference: a batch evaluator that answers a definition
@@ -444,4 +447,45 @@ func TestApplyEventsRefusesAGap(t *testing.T) {
 			t.Fatalf("position %d, want 9", pos)
 		}
 	})
+}
+
+// BackfillEvents (the property test's backfill, one condition at a time) applies events of the stream (sequences above the
+// condition's scanned mark) to one computing condition and records that the
+// stream was read through `through`, out of target, starting at first: an
+// ApplyBackfill of one condition.
+func (s *Store) BackfillEvents(ctx context.Context, env, key string, evs []Event, through, target, first uint64) error {
+	var def, state string
+	var scanned int64
+	err := s.db.QueryRowContext(ctx, `SELECT definition, state, scanned FROM ss_event_conditions WHERE environment_id = ? AND cond_key = ?`, env, key).Scan(&def, &state, &scanned)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // no longer used
+	}
+	if err != nil {
+		return err
+	}
+	if state != Computing {
+		return nil
+	}
+	cond, err := rules.ParseCond(key, def)
+	if err != nil {
+		return err
+	}
+	byUser := map[string]*rules.Agg{}
+	var order []string
+	for _, e := range evs {
+		if e.Seq > uint64(scanned) && e.Env == env && cond.Matches(e.Source, e.Name, e.Props) {
+			a := byUser[e.User]
+			if a == nil {
+				a = &rules.Agg{}
+				byUser[e.User] = a
+				order = append(order, e.User)
+			}
+			a.AddEvent(e.Time)
+		}
+	}
+	read := &BackfillRead{Env: env, Since: map[string]uint64{key: uint64(scanned)}, Through: through, Target: target, First: first}
+	for _, u := range order {
+		read.Users = append(read.Users, UserAggs{User: u, Aggs: []KeyedAgg{{Key: key, Agg: *byUser[u]}}})
+	}
+	return s.ApplyBackfill(ctx, read)
 }

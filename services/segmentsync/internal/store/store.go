@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -190,6 +191,9 @@ type Store struct {
 	// bulkChunk bounds the ids of one bulk insert statement (one JSON or
 	// array parameter, so no placeholder limit applies; lowered by tests).
 	bulkChunk int
+	// programs caches each computed segment's compiled rule by segment id
+	// (a new rule version replaces the entry).
+	programs sync.Map
 }
 
 // OnDeleteUser sets what runs in a user's deleting transaction, before the
