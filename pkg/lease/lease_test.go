@@ -97,6 +97,8 @@ func TestOneHolderAndHandOver(t *testing.T) {
 			t.Fatal("a still holds after it stopped")
 		}
 		eventually(t, "b takes over", b.Held)
+		// Held is set as the work goroutine starts: wait for the work itself.
+		eventually(t, "b's work starts", func() bool { return w.started.Load() == 2 })
 		if w.most.Load() != 1 || w.started.Load() != 2 {
 			t.Fatalf("works at once at most %d (want 1), started %d (want 2)", w.most.Load(), w.started.Load())
 		}
