@@ -86,7 +86,7 @@ func (e *Evaluator) computingConds(ctx context.Context, env string) ([]*store.Co
 // the live consumer under the evaluator's lock (the live position cannot
 // move in between: no event is missed or counted twice).
 func (e *Evaluator) backfill(ctx context.Context, st jetstream.Stream, env string) error {
-	r := newStreamReader(st, e.prefix+env+".>", 0)
+	r := newEventReader(e.o.JS, st, e.prefix, env, 0)
 	defer r.close()
 	for {
 		conds, pos, first, err := e.backfillState(ctx, st, env)
@@ -95,7 +95,7 @@ func (e *Evaluator) backfill(ctx context.Context, st jetstream.Stream, env strin
 		}
 		from := max(minScanned(conds)+1, first)
 		if pos == 0 || from > pos || pos-from < uint64(e.o.BackfillChunk) {
-			return e.handOver(ctx, r, env)
+			return e.handOver(ctx, st, r, env)
 		}
 		r.seek(from)
 		if _, err := e.readPart(ctx, r, env, conds, pos, first); err != nil {
@@ -131,7 +131,7 @@ func minScanned(conds []*store.ConditionState) uint64 {
 
 // readPart reads env's events from r's place through pos (or until the
 // tally is full) and applies them; it returns the sequence read through.
-func (e *Evaluator) readPart(ctx context.Context, r *streamReader, env string, conds []*store.ConditionState, pos, first uint64) (uint64, error) {
+func (e *Evaluator) readPart(ctx context.Context, r eventReader, env string, conds []*store.ConditionState, pos, first uint64) (uint64, error) {
 	tc := make([]tallyCond, len(conds))
 	since := make(map[string]uint64, len(conds))
 	keys := make([]string, len(conds))
@@ -146,10 +146,11 @@ func (e *Evaluator) readPart(ctx context.Context, r *streamReader, env string, c
 	var perr error
 	through := pos
 	var err error
-	if r.next <= pos {
-		through, err = r.read(ctx, pos, func(m jetstream.Msg, seq uint64) bool {
-			t.addMsg(e.prefix, m, seq)
-			if time.Since(reported) >= progressEvery {
+	if r.at() <= pos {
+		n := 0
+		through, err = r.read(ctx, pos, func(seq uint64, subject string, data []byte) bool {
+			t.addMsg(e.prefix, subject, seq, data)
+			if n++; n%4096 == 0 && time.Since(reported) >= progressEvery {
 				reported = time.Now()
 				if err := e.o.Store.BackfillProgress(ctx, env, keys, seq, pos, first); err != nil {
 					perr = err
@@ -183,10 +184,10 @@ func (e *Evaluator) readPart(ctx context.Context, r *streamReader, env string, c
 // handOver reads the last events up to the live position and makes env's
 // computing conditions live, holding the evaluator's lock so the live
 // consumer waits meanwhile; then evaluates the segments that are ready.
-func (e *Evaluator) handOver(ctx context.Context, r *streamReader, env string) error {
+func (e *Evaluator) handOver(ctx context.Context, st jetstream.Stream, r eventReader, env string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	conds, pos, first, err := e.backfillState(ctx, r.st, env)
+	conds, pos, first, err := e.backfillState(ctx, st, env)
 	if err != nil || len(conds) == 0 {
 		return err
 	}
@@ -238,8 +239,8 @@ func (e *Evaluator) preview(ctx context.Context, st jetstream.Stream, env string
 	r := newStreamReader(st, e.prefix+env+".>", info.State.FirstSeq)
 	defer r.close()
 	n := 0
-	through, err := r.read(ctx, info.State.LastSeq, func(m jetstream.Msg, seq uint64) bool {
-		t.addMsg(e.prefix, m, seq)
+	through, err := r.read(ctx, info.State.LastSeq, func(seq uint64, subject string, data []byte) bool {
+		t.addMsg(e.prefix, subject, seq, data)
 		n++
 		return n >= maxScan
 	})

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/seghub/seghub/pkg/natsbus"
 	"github.com/seghub/seghub/services/segmentsync/internal/rules"
 )
@@ -48,10 +46,22 @@ func TestReadFloor(t *testing.T) {
 	}
 	cpu0, start := cpuTime(), time.Now()
 	tl := newTally(env, conds)
-	r := newStreamReader(st, e.prefix+env+".>", info.State.FirstSeq)
+	var r eventReader = newStreamReader(st, e.prefix+env+".>", info.State.FirstSeq)
+	if os.Getenv("H18_READ_FLOOR_READER") != "consumer" {
+		// The direct reader, as the relay's stream allows it now.
+		cfg := info.Config
+		cfg.AllowDirect = true
+		if _, err := b.JS.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		r = newEventReader(b.JS, st, e.prefix, env, info.State.FirstSeq)
+		if n, err := strconv.Atoi(os.Getenv("H18_READ_FLOOR_WORKERS")); err == nil {
+			r.(*directReader).workers = n
+		}
+	}
 	defer r.close()
-	through, err := r.read(ctx, to, func(m jetstream.Msg, seq uint64) bool {
-		tl.addMsg(e.prefix, m, seq)
+	through, err := r.read(ctx, to, func(seq uint64, subject string, data []byte) bool {
+		tl.addMsg(e.prefix, subject, seq, data)
 		return false
 	})
 	if err != nil {
@@ -60,8 +70,8 @@ func TestReadFloor(t *testing.T) {
 	readEl, readCPU := time.Since(start), cpuTime()-cpu0
 	users := tl.userAggs()
 	el, cpu := time.Since(start), cpuTime()-cpu0
-	t.Logf("read %d events (through %d of %d..%d) in %s (%.0f events/s), CPU %s (%.0f %% of one core); %d users, %d user-condition entries, %d day nodes; with the store's shape: %s, CPU %s",
-		tl.read, through, info.State.FirstSeq, info.State.LastSeq, readEl.Round(time.Millisecond), float64(tl.read)/readEl.Seconds(),
+	t.Logf("%T: read %d events (through %d of %d..%d) in %s (%.0f events/s), CPU %s (%.0f %% of one core); %d users, %d user-condition entries, %d day nodes; with the store's shape: %s, CPU %s",
+		r, tl.read, through, info.State.FirstSeq, info.State.LastSeq, readEl.Round(time.Millisecond), float64(tl.read)/readEl.Seconds(),
 		readCPU.Round(time.Millisecond), 100*readCPU.Seconds()/readEl.Seconds(), len(users), tl.entries(), len(tl.days), el.Round(time.Millisecond), cpu.Round(time.Millisecond))
 }
 

@@ -25,7 +25,13 @@ import (
 // over to the live consumer, and every user's count then equals the count
 // of the events published (segments "did A exactly k times" for each k
 // pin every user's count; replays and other environments count nothing).
+// Without replays in the stream the backfill reads with direct gets.
 func TestBackfillHandOverCountsOnce(t *testing.T) {
+	t.Run("replays", func(t *testing.T) { testBackfillHandOver(t, true) })
+	t.Run("direct", func(t *testing.T) { testBackfillHandOver(t, false) })
+}
+
+func testBackfillHandOver(t *testing.T, replays bool) {
 	storetest.Each(t, func(t *testing.T, db *pstore.DB) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -38,7 +44,7 @@ func TestBackfillHandOverCountsOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer bus.Close()
-		stream, err := bus.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "SEGHUB_EVENTS", Subjects: []string{"seghub.events.>"}})
+		stream, err := bus.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "SEGHUB_EVENTS", Subjects: []string{"seghub.events.>"}, AllowDirect: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +60,11 @@ func TestBackfillHandOverCountsOnce(t *testing.T) {
 				e := map[string]any{"id": "x", "env": env, "src": "api", "user": user, "name": name,
 					"ts": now.Add(-time.Duration(r.IntN(20*24)) * time.Hour).UnixMicro(), "rcv": now.UnixMicro()}
 				subject := "seghub.events." + env + ".3.api"
-				switch r.IntN(10) {
+				kind := r.IntN(10)
+				if kind == 0 && !replays {
+					kind = 2
+				}
+				switch kind {
 				case 0:
 					subject = "seghub.events." + env + ".3._replay.conn_1" // a sink's second try
 				case 1:

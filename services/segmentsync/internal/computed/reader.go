@@ -45,6 +45,8 @@ func (r *streamReader) seek(from uint64) {
 	r.next = from
 }
 
+func (r *streamReader) at() uint64 { return r.next }
+
 func (r *streamReader) close() {
 	if r.it != nil {
 		r.it.Stop()
@@ -92,7 +94,7 @@ func (r *streamReader) open(ctx context.Context) error {
 // read passes the messages with sequences from r.next through `to` to fn,
 // in order; fn returning true stops the read after that message. It
 // returns the last sequence read through (to, unless fn stopped it).
-func (r *streamReader) read(ctx context.Context, to uint64, fn func(m jetstream.Msg, seq uint64) bool) (uint64, error) {
+func (r *streamReader) read(ctx context.Context, to uint64, fn func(seq uint64, subject string, data []byte) bool) (uint64, error) {
 	if r.next > to {
 		return r.next - 1, nil
 	}
@@ -104,7 +106,7 @@ func (r *streamReader) read(ctx context.Context, to uint64, fn func(m jetstream.
 		m, seq := r.held, r.heldSeq
 		r.held = nil
 		r.next = seq + 1
-		if fn(m, seq) || seq == to {
+		if fn(seq, m.Subject(), m.Data()) || seq == to {
 			return seq, nil
 		}
 	}
@@ -155,7 +157,7 @@ func (r *streamReader) read(ctx context.Context, to uint64, fn func(m jetstream.
 			return to, nil
 		}
 		r.next = seq + 1
-		if fn(m, seq) || seq == to {
+		if fn(seq, m.Subject(), m.Data()) || seq == to {
 			return seq, nil
 		}
 	}

@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/seghub/seghub/services/segmentsync/internal/rules"
 	"github.com/seghub/seghub/services/segmentsync/internal/store"
 )
@@ -57,11 +55,8 @@ func newTally(env string, conds []tallyCond) *tally {
 // entries is how many user-condition aggregates the tally holds.
 func (t *tally) entries() int { return len(t.ents) }
 
-// add counts one message of the stream (subject past the events prefix).
-func (t *tally) add(seq uint64, rest string, data []byte) {
-	if !counted(rest) {
-		return
-	}
+// add counts one event of the stream.
+func (t *tally) add(seq uint64, data []byte) {
 	var r rawEvent
 	if !scanEnvelope(data, &r) || len(r.env) == 0 || len(r.user) == 0 {
 		t.unreadable++
@@ -165,11 +160,16 @@ func (t *tally) byKey() map[string]map[string]*rules.Agg {
 }
 
 // addMsg counts a stream message of t's environment (the read's
-// callback; the reader may pass other environments' messages too).
-func (t *tally) addMsg(prefix string, m jetstream.Msg, seq uint64) {
-	subject := m.Subject()
-	if !strings.HasPrefix(subject, prefix) || !strings.HasPrefix(subject[len(prefix):], t.env) || !strings.HasPrefix(subject[len(prefix)+len(t.env):], ".") {
-		return
+// callback; the reader may pass other environments' messages too). An
+// empty subject is one the reader could not tell (a direct read, used only
+// where the environment has no replays): the envelope tells its
+// environment.
+func (t *tally) addMsg(prefix, subject string, seq uint64, data []byte) {
+	if subject != "" {
+		rest, ok := strings.CutPrefix(subject, prefix)
+		if !ok || !strings.HasPrefix(rest, t.env) || !strings.HasPrefix(rest[len(t.env):], ".") || !counted(rest) {
+			return
+		}
 	}
-	t.add(seq, subject[len(prefix):], m.Data())
+	t.add(seq, data)
 }
