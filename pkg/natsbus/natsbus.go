@@ -5,6 +5,7 @@ package natsbus
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -82,6 +83,15 @@ func Connect(ctx context.Context, o Options) (*Bus, error) {
 
 // Embedded reports whether the bus runs an in-process server.
 func (b *Bus) Embedded() bool { return b.embedded != nil }
+
+// InProcessDialer returns a dialer of connections to the embedded server
+// (nil with an external one), for a client speaking the protocol itself.
+func (b *Bus) InProcessDialer() func() (net.Conn, error) {
+	if b.embedded == nil {
+		return nil
+	}
+	return b.embedded.InProcessConn
+}
 
 // Close drains the connection and stops the embedded server.
 func (b *Bus) Close() {

@@ -170,7 +170,7 @@ func NewWithOptions(ctx context.Context, p *app.Platform, o Options) (*Service, 
 	s.server = server.New(st, s.watcher, server.NewInbound(st, resolve, record), s.engine, limits)
 	co := computed.Options{Store: st, Namespace: p.Config.BusNamespace, Now: o.Now, Logger: p.Logger, Batch: o.ComputedBatch}
 	if p.Bus != nil {
-		co.JS = p.Bus.JS
+		co.JS, co.Dial = p.Bus.JS, p.Bus.InProcessDialer()
 	}
 	s.computed = computed.New(co)
 	s.server.SetComputed(s.computed)

@@ -86,7 +86,7 @@ func (e *Evaluator) computingConds(ctx context.Context, env string) ([]*store.Co
 // the live consumer under the evaluator's lock (the live position cannot
 // move in between: no event is missed or counted twice).
 func (e *Evaluator) backfill(ctx context.Context, st jetstream.Stream, env string) error {
-	r := newEventReader(e.o.JS, st, e.prefix, env, 0)
+	r := newEventReader(e.o.JS, e.o.Dial, st, e.prefix, env, 0)
 	defer r.close()
 	for {
 		conds, pos, first, err := e.backfillState(ctx, st, env)
@@ -236,7 +236,7 @@ func (e *Evaluator) preview(ctx context.Context, st jetstream.Stream, env string
 	if info.State.LastSeq == 0 || info.State.Msgs == 0 {
 		return t.byKey(), nil
 	}
-	r := newStreamReader(st, e.prefix+env+".>", info.State.FirstSeq)
+	r := newEventReader(e.o.JS, e.o.Dial, st, e.prefix, env, info.State.FirstSeq)
 	defer r.close()
 	n := 0
 	through, err := r.read(ctx, info.State.LastSeq, func(seq uint64, subject string, data []byte) bool {

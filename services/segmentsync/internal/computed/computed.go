@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,9 @@ type Options struct {
 	// JS reaches the events stream; nil means no events (event conditions
 	// hold for no one, property conditions still evaluate).
 	JS jetstream.JetStream
+	// Dial connects to the embedded server (nil with an external one): the
+	// backfill then reads on connections of its own.
+	Dial func() (net.Conn, error)
 	// Namespace is the bus namespace (the relay's stream is
 	// <NAMESPACE>_EVENTS with subjects <namespace>.events.<env>.<source>).
 	Namespace string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"strconv"
 	"strings"
@@ -31,14 +32,32 @@ type eventReader interface {
 }
 
 // newEventReader reads env's events with batched direct gets where the
-// stream and server allow them, else with an ordered consumer.
-func newEventReader(js jetstream.JetStream, st jetstream.Stream, prefix, env string, from uint64) eventReader {
+// stream and server allow them, else with an ordered consumer. With dial
+// (a connection to the embedded server) each worker gets on a connection
+// of its own (wireGetter).
+func newEventReader(js jetstream.JetStream, dial func() (net.Conn, error), st jetstream.Stream, prefix, env string, from uint64) eventReader {
 	r := newStreamReader(st, prefix+env+".>", from)
 	if js == nil || !directGetBatches(js.Conn()) {
 		return r
 	}
-	return &directReader{nc: js.Conn(), api: apiPrefix(js.Options()) + "DIRECT.GET." + st.CachedInfo().Config.Name,
-		st: st, env: prefix + env + ".>", next: from, consumer: r, chunk: directChunk, workers: min(max(runtime.GOMAXPROCS(0), 1), 4)}
+	api := apiPrefix(js.Options()) + "DIRECT.GET." + st.CachedInfo().Config.Name
+	d := &directReader{st: st, env: prefix + env + ".>", next: from, consumer: r, chunk: directChunk, workers: min(max(runtime.GOMAXPROCS(0), 1), 4)}
+	d.open = func(ctx context.Context) (directGetter, error) {
+		if dial != nil {
+			return dialWire(ctx, dial, api)
+		}
+		return newNATSGetter(js.Conn(), api)
+	}
+	return d
+}
+
+// directGetter does a worker's batched direct gets.
+type directGetter interface {
+	// get asks for batch messages from sequence lo and appends them to res
+	// (with headers: their sequences too, those past lo+batch-1 left out);
+	// it returns the last sequence the server sent.
+	get(ctx context.Context, lo, batch uint64, headers bool, res *directResult) (uint64, error)
+	close()
 }
 
 // directReader reads ranges of the events stream with batched direct gets
@@ -56,8 +75,7 @@ func newEventReader(js jetstream.JetStream, st jetstream.Stream, prefix, env str
 // the ordered consumer — and other environments' events are told apart by
 // their envelopes.
 type directReader struct {
-	nc       *nats.Conn
-	api      string // the stream's direct get subject
+	open     func(ctx context.Context) (directGetter, error)
 	st       jetstream.Stream
 	env      string // the environment's subjects
 	next     uint64
@@ -148,29 +166,29 @@ func (r *directReader) usable(ctx context.Context) (bool, error) {
 
 // directResult is one chunk: its messages' data and sequences.
 type directResult struct {
-	data [][]byte
-	seqs []uint64
-	err  error
+	data  [][]byte
+	seqs  []uint64
+	arena []byte // holds data where the getter copies payloads
+	err   error
 }
 
 func (r *directReader) fetchEvery(ctx context.Context, from, to, w, step uint64, out chan<- directResult) {
-	inbox := nats.NewInbox()
-	sub, err := r.nc.SubscribeSync(inbox)
+	g, err := r.open(ctx)
 	if err != nil {
 		out <- directResult{err: err}
 		return
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-	// A chunk is ten thousand messages at most: the subscription's default
-	// limits hold them.
+	defer g.close()
+	arena := 0 // the last chunk's payload bytes: the next one's arena
 	for k := w; ; k += step {
 		lo := from + k*r.chunk
 		if lo > to || lo < from {
 			return
 		}
 		hi := min(lo+r.chunk-1, to)
-		res := directResult{data: make([][]byte, 0, hi-lo+1), seqs: make([]uint64, 0, hi-lo+1)}
-		res.err = r.fetch(ctx, sub, inbox, lo, hi, &res)
+		res := directResult{data: make([][]byte, 0, hi-lo+1), seqs: make([]uint64, 0, hi-lo+1), arena: make([]byte, 0, arena+arena/8)}
+		res.err = r.fetch(ctx, g, lo, hi, &res)
+		arena = len(res.arena)
 		select {
 		case out <- res:
 		case <-ctx.Done():
@@ -183,10 +201,10 @@ func (r *directReader) fetchEvery(ctx context.Context, from, to, w, step uint64,
 }
 
 // fetch appends the messages with sequences lo through hi to res.
-func (r *directReader) fetch(ctx context.Context, sub *nats.Subscription, inbox string, lo, hi uint64, res *directResult) error {
+func (r *directReader) fetch(ctx context.Context, g directGetter, lo, hi uint64, res *directResult) error {
 	for lo <= hi {
 		n0 := len(res.data)
-		last, err := r.get(ctx, sub, inbox, lo, hi-lo+1, false, res)
+		last, err := g.get(ctx, lo, hi-lo+1, false, res)
 		if err != nil {
 			return err
 		}
@@ -203,23 +221,35 @@ func (r *directReader) fetch(ctx context.Context, sub *nats.Subscription, inbox 
 		}
 		// Gaps: ask again with headers, which carry each sequence.
 		res.data = res.data[:n0]
-		if _, err := r.get(ctx, sub, inbox, lo, hi-lo+1, true, res); err != nil {
-			return err
-		}
-		return nil
+		_, err = g.get(ctx, lo, hi-lo+1, true, res)
+		return err
 	}
 	return nil
 }
 
-// get asks for batch messages from seq lo and appends them to res (with
-// headers: their sequences too, those past lo+batch-1 left out); it
-// returns the last sequence the server sent.
-func (r *directReader) get(ctx context.Context, sub *nats.Subscription, inbox string, lo, batch uint64, headers bool, res *directResult) (uint64, error) {
-	req := `{"seq":` + strconv.FormatUint(lo, 10) + `,"batch":` + strconv.FormatUint(batch, 10)
-	if !headers {
-		req += `,"no_hdr":true`
+// natsGetter gets through the shared client (an external server).
+type natsGetter struct {
+	nc    *nats.Conn
+	api   string
+	inbox string
+	sub   *nats.Subscription
+}
+
+func newNATSGetter(nc *nats.Conn, api string) (*natsGetter, error) {
+	g := &natsGetter{nc: nc, api: api, inbox: nats.NewInbox()}
+	var err error
+	// A chunk is ten thousand messages at most: the subscription's default
+	// limits hold them.
+	if g.sub, err = nc.SubscribeSync(g.inbox); err != nil {
+		return nil, err
 	}
-	if err := r.nc.PublishRequest(r.api, inbox, []byte(req+"}")); err != nil {
+	return g, nil
+}
+
+func (g *natsGetter) close() { _ = g.sub.Unsubscribe() }
+
+func (g *natsGetter) get(ctx context.Context, lo, batch uint64, headers bool, res *directResult) (uint64, error) {
+	if err := g.nc.PublishRequest(g.api, g.inbox, []byte(directRequest(lo, batch, headers))); err != nil {
 		return 0, err
 	}
 	hi := lo + batch - 1
@@ -227,7 +257,7 @@ func (r *directReader) get(ctx context.Context, sub *nats.Subscription, inbox st
 	defer cancel()
 	var last uint64
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := g.sub.NextMsgWithContext(ctx)
 		if err != nil {
 			return 0, fmt.Errorf("direct get of the events from %d: %w", lo, err)
 		}
@@ -252,8 +282,7 @@ func (r *directReader) get(ctx context.Context, sub *nats.Subscription, inbox st
 		if err != nil {
 			return 0, errors.New("direct get: a message without its sequence")
 		}
-		last = seq
-		if seq > hi {
+		if last = seq; seq > hi {
 			continue // the batch ran past the chunk over the gaps
 		}
 		res.data = append(res.data, m.Data)

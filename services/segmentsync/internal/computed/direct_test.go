@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -101,35 +102,40 @@ func TestDirectReaderMatchesConsumer(t *testing.T) {
 	if len(want) != 2000-400-6 { // 400 of env_other, 6 of the deleted are the environment's
 		t.Fatalf("the consumer read %d events of the environment", len(want))
 	}
-	for _, tc := range []struct {
-		name    string
-		chunk   uint64
-		workers int
-		plan    []int64
-	}{
-		{"one chunk", 5000, 1, []int64{2000}},
-		{"small chunks, several workers", 64, 3, []int64{2000}},
-		{"reads ending mid-chunk", 100, 2, []int64{149, 150, 700, 1001, 2000}},
-		{"stopped by the callback", 128, 4, []int64{-151, -900, -1500, 2000}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newEventReader(bus.JS, st, "seghub.events.", env, 1)
-			d, ok := r.(*directReader)
-			if !ok {
-				t.Fatalf("reader %T, want a direct reader", r)
-			}
-			d.chunk, d.workers = tc.chunk, tc.workers
-			if got := readAll(t, r, tc.plan); !slices.Equal(got, want) {
-				t.Fatalf("direct read %d events, differing from the consumer's %d", len(got), len(want))
-			}
-		})
+	for _, getter := range []struct {
+		name string
+		dial func() (net.Conn, error)
+	}{{"shared client", nil}, {"own connections", bus.InProcessDialer()}} {
+		for _, tc := range []struct {
+			name    string
+			chunk   uint64
+			workers int
+			plan    []int64
+		}{
+			{"one chunk", 5000, 1, []int64{2000}},
+			{"small chunks, several workers", 64, 3, []int64{2000}},
+			{"reads ending mid-chunk", 100, 2, []int64{149, 150, 700, 1001, 2000}},
+			{"stopped by the callback", 128, 4, []int64{-151, -900, -1500, 2000}},
+		} {
+			t.Run(getter.name+"/"+tc.name, func(t *testing.T) {
+				r := newEventReader(bus.JS, getter.dial, st, "seghub.events.", env, 1)
+				d, ok := r.(*directReader)
+				if !ok {
+					t.Fatalf("reader %T, want a direct reader", r)
+				}
+				d.chunk, d.workers = tc.chunk, tc.workers
+				if got := readAll(t, r, tc.plan); !slices.Equal(got, want) {
+					t.Fatalf("direct read %d events, differing from the consumer's %d", len(got), len(want))
+				}
+			})
+		}
 	}
 
 	// A replay of the environment in the stream: the read goes through the
 	// consumer, which skips it by subject (the tally's part), so the
 	// events read are the consumer's.
 	publish(1, func(int) (string, string) { return "seghub.events." + env + ".3._replay.conn_1", env })
-	r := newEventReader(bus.JS, st, "seghub.events.", env, 1)
+	r := newEventReader(bus.JS, bus.InProcessDialer(), st, "seghub.events.", env, 1)
 	if ok, err := r.(*directReader).usable(ctx); err != nil || ok {
 		t.Fatalf("direct read usable with a replay in the stream: %v, %v", ok, err)
 	}
@@ -146,4 +152,39 @@ func TestDirectReaderMatchesConsumer(t *testing.T) {
 		t.Fatalf("with a replay: %d messages of the environment read with their subjects, want %d", n, len(want)+1)
 	}
 	r.close()
+}
+
+func TestWireParsing(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		n    int
+		rest string
+		ok   bool
+	}{
+		{"MSG _INBOX.x 1 215", 215, "MSG _INBOX.x 1", true},
+		{"HMSG _INBOX.x 1 22 240", 240, "HMSG _INBOX.x 1 22", true},
+		{"MSG _INBOX.x 1 ", 0, "", false},
+		{"MSG _INBOX.x 1 2x", 0, "", false},
+		{"MSG", 0, "", false},
+		{"MSG a 1 99999999999999", 0, "", false},
+	} {
+		n, rest, err := lastNumber([]byte(tc.line))
+		if (err == nil) != tc.ok || tc.ok && (n != tc.n || string(rest) != tc.rest) {
+			t.Errorf("lastNumber(%q) = %d, %q, %v", tc.line, n, rest, err)
+		}
+	}
+	for _, tc := range []struct {
+		hdr          string
+		status       string
+		seq, lastSeq uint64
+	}{
+		{"NATS/1.0 204 EOB\r\nNats-Num-Pending: 0\r\nNats-Last-Sequence: 123\r\n\r\n", "204", 0, 123},
+		{"NATS/1.0 404 Message Not Found\r\n\r\n", "404", 0, 0},
+		{"NATS/1.0\r\nNats-Stream: S\r\nNats-Subject: a.b\r\nNats-Sequence: 77\r\nNats-Time-Stamp: x\r\n\r\n", "", 77, 0},
+	} {
+		status, seq, last := parseDirectHeader([]byte(tc.hdr))
+		if status != tc.status || seq != tc.seq || last != tc.lastSeq {
+			t.Errorf("parseDirectHeader(%q) = %q, %d, %d", tc.hdr, status, seq, last)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package computed
 
 import (
 	"context"
+	"net"
 	"os"
 	"strconv"
 	"syscall"
@@ -54,7 +55,11 @@ func TestReadFloor(t *testing.T) {
 		if _, err := b.JS.UpdateStream(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
-		r = newEventReader(b.JS, st, e.prefix, env, info.State.FirstSeq)
+		var dial func() (net.Conn, error)
+		if os.Getenv("H18_READ_FLOOR_READER") != "shared" {
+			dial = b.InProcessDialer()
+		}
+		r = newEventReader(b.JS, dial, st, e.prefix, env, info.State.FirstSeq)
 		if n, err := strconv.Atoi(os.Getenv("H18_READ_FLOOR_WORKERS")); err == nil {
 			r.(*directReader).workers = n
 		}

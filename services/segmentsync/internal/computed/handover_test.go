@@ -84,7 +84,7 @@ func testBackfillHandOver(t *testing.T, replays bool) {
 			}
 		}
 		publish(3000)
-		ev := New(Options{Store: st, JS: bus.JS, BackfillChunk: 200, WindowEvery: -1})
+		ev := New(Options{Store: st, JS: bus.JS, Dial: bus.InProcessDialer(), BackfillChunk: 200, WindowEvery: -1})
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = ev.Run(runCtx) }()
