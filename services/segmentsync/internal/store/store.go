@@ -427,6 +427,10 @@ func strictlySorted(ids []string) bool {
 func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 	dense := make([]uint32, len(uniq))
 	found := 0
+	// index finds an id's position in uniq: a binary search, or for a scan
+	// of the whole dictionary a map (a million binary searches of strings
+	// cost seconds).
+	index := func(id sql.RawBytes) (int, bool) { return slices.BinarySearchFunc(uniq, id, compareID) }
 	scan := func(rows *sql.Rows) error {
 		defer rows.Close()
 		var id sql.RawBytes
@@ -435,7 +439,7 @@ func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 			if err := rows.Scan(&id, &d); err != nil {
 				return err
 			}
-			if i, ok := slices.BinarySearchFunc(uniq, id, compareID); ok {
+			if i, ok := index(id); ok {
 				dense[i] = uint32(d)
 				found++
 			}
@@ -444,7 +448,22 @@ func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 	}
 	if len(uniq) > w.s.scanAbove {
 		// Large uploads: one scan of the dictionary beats thousands of IN lists.
-		rows, err := w.tx.QueryContext(w.ctx, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ?`, w.env)
+		pos := make(map[string]int, len(uniq))
+		for i, id := range uniq {
+			pos[id] = i
+		}
+		index = func(id sql.RawBytes) (int, bool) {
+			i, ok := pos[string(id)]
+			return i, ok
+		}
+		// On SQLite in dense-id order: the primary key's index leads through
+		// the table in its insertion order, where the user-id index would
+		// visit it at random (the table's pages read again and again).
+		q := `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ?`
+		if w.tx.Dialect != store.Postgres {
+			q += ` ORDER BY dense_id`
+		}
+		rows, err := w.tx.QueryContext(w.ctx, q, w.env)
 		if err != nil {
 			return nil, err
 		}
