@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/seghub/seghub/pkg/store"
 	"github.com/seghub/seghub/services/segmentsync/internal/rules"
@@ -133,6 +134,19 @@ func writeAggRows(ctx context.Context, tx *store.Tx, rows []aggRow, fresh bool) 
 	upsert := ` ON CONFLICT (cond_id, dense_id) DO UPDATE SET first_at = excluded.first_at, last_at = excluded.last_at, expires = excluded.expires, days = excluded.days`
 	if fresh {
 		upsert = ""
+	}
+	if tx.Dialect == store.Postgres && fresh {
+		// COPY: a third faster than the arrays below, which a conflict needs.
+		return tx.Pgx(func(c *pgx.Conn) error {
+			row := make([]any, 6)
+			_, err := c.CopyFrom(ctx, pgx.Identifier{"ss_event_aggs"}, []string{"cond_id", "dense_id", "first_at", "last_at", "expires", "days"},
+				pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+					r := &rows[i]
+					row[0], row[1], row[2], row[3], row[4], row[5] = r.cond, int64(r.dense), r.agg.First, r.agg.Last, r.expires, rules.EncodeDays(r.agg.Days)
+					return row, nil
+				}))
+			return err
+		})
 	}
 	if tx.Dialect == store.Postgres {
 		for i := 0; i < len(rows); i += aggArraysPer {
