@@ -159,6 +159,10 @@ type Tx struct {
 	conn *sql.Conn
 }
 
+// Rebind rewrites '?' placeholders for the transaction's engine (queries
+// sent through Pgx).
+func (tx *Tx) Rebind(q string) string { return rebind(tx.Dialect, q) }
+
 // Pgx runs fn with the PostgreSQL connection the transaction runs on, for
 // what only pgx offers (COPY): what fn does there is part of the
 // transaction. It fails on SQLite.
