@@ -515,13 +515,7 @@ func (w *writer) evaluateAll(c *computedSegment, today int32) error {
 			}
 			days = days[:0]
 			cw, cargs := condIn(w.tx.Dialect, ids)
-			if err := eachRow(w.ctx, w.tx, `SELECT cond_id, dense_id, first_at, last_at, days FROM ss_event_aggs WHERE `+cw+` AND `+where, append(cargs, args...), func(r *sql.Rows) error {
-				var cond, dense int64
-				var first, last int64
-				var b sql.RawBytes
-				if err := r.Scan(&cond, &dense, &first, &last, &b); err != nil {
-					return err
-				}
+			if err := eachAggRow(w.ctx, w.tx, `SELECT cond_id, dense_id, first_at, last_at, days FROM ss_event_aggs WHERE `+cw+` AND `+where, append(cargs, args...), func(cond, dense, first, last int64, b []byte) error {
 				n := len(days)
 				var err error
 				if days, err = rules.AppendDecodeDays(days, b); err != nil {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/jackc/pgx/v5"
 
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/apperr"
@@ -456,14 +458,35 @@ func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 			i, ok := pos[string(id)]
 			return i, ok
 		}
+		q := `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ?`
+		if w.tx.Dialect == store.Postgres {
+			// Through pgx in binary form: no database/sql conversions per user.
+			if err := w.tx.Pgx(func(c *pgx.Conn) error {
+				rows, err := c.Query(w.ctx, w.tx.Rebind(q), w.env)
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				for rows.Next() {
+					v := rows.RawValues()
+					if len(v) != 2 || len(v[1]) != 8 {
+						return fmt.Errorf("user row of %d values, not a text and 8 bytes", len(v))
+					}
+					if i, ok := index(v[0]); ok {
+						dense[i] = uint32(binary.BigEndian.Uint64(v[1]))
+						found++
+					}
+				}
+				return rows.Err()
+			}); err != nil {
+				return nil, err
+			}
+			return w.createMissing(uniq, dense, found, create)
+		}
 		// On SQLite in dense-id order: the primary key's index leads through
 		// the table in its insertion order, where the user-id index would
 		// visit it at random (the table's pages read again and again).
-		q := `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ?`
-		if w.tx.Dialect != store.Postgres {
-			q += ` ORDER BY dense_id`
-		}
-		rows, err := w.tx.QueryContext(w.ctx, q, w.env)
+		rows, err := w.tx.QueryContext(w.ctx, q+` ORDER BY dense_id`, w.env)
 		if err != nil {
 			return nil, err
 		}
@@ -487,6 +510,12 @@ func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 			}
 		}
 	}
+	return w.createMissing(uniq, dense, found, create)
+}
+
+// createMissing completes denseOf: with create, the ids of uniq without a
+// dense id (found have one) become bare users.
+func (w *writer) createMissing(uniq []string, dense []uint32, found int, create bool) ([]uint32, error) {
 	if !create || found == len(uniq) {
 		return dense, nil
 	}
