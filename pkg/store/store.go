@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -154,6 +155,28 @@ func (db *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.R
 type Tx struct {
 	*sql.Tx
 	Dialect Dialect
+	// conn is the connection the transaction runs on (PostgreSQL only).
+	conn *sql.Conn
+}
+
+// Rebind rewrites '?' placeholders for the transaction's engine (queries
+// sent through Pgx).
+func (tx *Tx) Rebind(q string) string { return rebind(tx.Dialect, q) }
+
+// Pgx runs fn with the PostgreSQL connection the transaction runs on, for
+// what only pgx offers (COPY): what fn does there is part of the
+// transaction. It fails on SQLite.
+func (tx *Tx) Pgx(fn func(conn *pgx.Conn) error) error {
+	if tx.conn == nil {
+		return errors.New("store: no pgx connection (not PostgreSQL)")
+	}
+	return tx.conn.Raw(func(driverConn any) error {
+		c, ok := driverConn.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("store: connection is %T, not pgx", driverConn)
+		}
+		return fn(c.Conn())
+	})
 }
 
 // ExecContext runs a statement in the transaction.
@@ -181,11 +204,22 @@ type Querier interface {
 // InTx runs fn in a transaction, committing if it returns nil and rolling back
 // otherwise (also on panic).
 func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
-	raw, err := db.raw.BeginTx(ctx, nil)
+	var conn *sql.Conn
+	var raw *sql.Tx
+	if db.Dialect == Postgres {
+		// On a connection of its own, which Tx.Pgx reaches.
+		if conn, err = db.raw.Conn(ctx); err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		defer conn.Close()
+		raw, err = conn.BeginTx(ctx, nil)
+	} else {
+		raw, err = db.raw.BeginTx(ctx, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	tx := &Tx{Tx: raw, Dialect: db.Dialect}
+	tx := &Tx{Tx: raw, Dialect: db.Dialect, conn: conn}
 	defer func() {
 		if p := recover(); p != nil {
 			_ = raw.Rollback()

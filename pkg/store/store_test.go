@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/seghub/seghub/pkg/store"
 	"github.com/seghub/seghub/pkg/store/storetest"
 )
@@ -122,5 +124,54 @@ func TestSQLitePathWithURICharacters(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 3 {
 		t.Errorf("directories %v, want exactly the three named", entries)
+	}
+}
+
+// What a transaction writes through Tx.Pgx (COPY) commits and rolls back
+// with it, and SQLite has no pgx connection to offer.
+func TestPgxInTransaction(t *testing.T) {
+	ctx := context.Background()
+	if err := storetest.SQLite(t).InTx(ctx, func(tx *store.Tx) error {
+		if tx.Pgx(func(*pgx.Conn) error { return nil }) == nil {
+			t.Error("Pgx on SQLite: want an error")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db := storetest.Postgres(t)
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t (v BIGINT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	copyIn := func(tx *store.Tx, v int64) error {
+		return tx.Pgx(func(c *pgx.Conn) error {
+			_, err := c.CopyFrom(ctx, pgx.Identifier{"t"}, []string{"v"}, pgx.CopyFromRows([][]any{{v}}))
+			return err
+		})
+	}
+	if err := db.InTx(ctx, func(tx *store.Tx) error {
+		if err := copyIn(tx, 1); err != nil {
+			return err
+		}
+		// The statement after the copy sees its row: one transaction.
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM t`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("rows seen in the transaction = %d, %v; want 1", n, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.InTx(ctx, func(tx *store.Tx) error {
+		if err := copyIn(tx, 2); err != nil {
+			return err
+		}
+		return fmt.Errorf("roll back")
+	}); err == nil {
+		t.Fatal("want the rollback's error")
+	}
+	var sum int64
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(v), 0) FROM t`).Scan(&sum); err != nil || sum != 1 {
+		t.Fatalf("committed rows sum to %d, %v; want 1 (the rolled back copy gone)", sum, err)
 	}
 }

@@ -29,7 +29,12 @@ var errDays = errors.New("rules: malformed day buckets")
 
 // DecodeDays reads what EncodeDays wrote.
 func DecodeDays(b []byte) ([]DayCount, error) {
-	var out []DayCount
+	return AppendDecodeDays(nil, b)
+}
+
+// AppendDecodeDays is DecodeDays appending to out (a reader of many rows
+// decodes into one buffer instead of a slice per row).
+func AppendDecodeDays(out []DayCount, b []byte) ([]DayCount, error) {
 	var day int64
 	for i := 0; len(b) > 0; i++ {
 		if i == 0 {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/seghub/seghub/pkg/store"
 	"github.com/seghub/seghub/services/segmentsync/internal/rules"
@@ -133,6 +135,19 @@ func writeAggRows(ctx context.Context, tx *store.Tx, rows []aggRow, fresh bool) 
 	upsert := ` ON CONFLICT (cond_id, dense_id) DO UPDATE SET first_at = excluded.first_at, last_at = excluded.last_at, expires = excluded.expires, days = excluded.days`
 	if fresh {
 		upsert = ""
+	}
+	if tx.Dialect == store.Postgres && fresh {
+		// COPY: a third faster than the arrays below, which a conflict needs.
+		return tx.Pgx(func(c *pgx.Conn) error {
+			row := make([]any, 6)
+			_, err := c.CopyFrom(ctx, pgx.Identifier{"ss_event_aggs"}, []string{"cond_id", "dense_id", "first_at", "last_at", "expires", "days"},
+				pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+					r := &rows[i]
+					row[0], row[1], row[2], row[3], row[4], row[5] = r.cond, int64(r.dense), r.agg.First, r.agg.Last, r.expires, rules.EncodeDays(r.agg.Days)
+					return row, nil
+				}))
+			return err
+		})
 	}
 	if tx.Dialect == store.Postgres {
 		for i := 0; i < len(rows); i += aggArraysPer {
@@ -423,3 +438,39 @@ func rowsOf(cols, n int) string {
 	row := "(" + placeholders(cols) + ")"
 	return strings.TrimSuffix(strings.Repeat(row+",", n), ",")
 }
+
+// eachAggRow calls fn with cond_id, dense_id, first_at, last_at and days of
+// each row of query (which selects those columns; days valid during the
+// call only). On PostgreSQL the rows come through pgx in binary form,
+// which spares database/sql's conversions per row (a million rows a page).
+func eachAggRow(ctx context.Context, tx *store.Tx, query string, args []any, fn func(cond, dense, first, last int64, days []byte) error) error {
+	if tx.Dialect != store.Postgres {
+		return eachRow(ctx, tx, query, args, func(r *sql.Rows) error {
+			var cond, dense, first, last int64
+			var days sql.RawBytes
+			if err := r.Scan(&cond, &dense, &first, &last, &days); err != nil {
+				return err
+			}
+			return fn(cond, dense, first, last, days)
+		})
+	}
+	return tx.Pgx(func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, tx.Rebind(query), args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			v := rows.RawValues()
+			if len(v) != 5 || len(v[0]) != 8 || len(v[1]) != 8 || len(v[2]) != 8 || len(v[3]) != 8 {
+				return fmt.Errorf("aggregate row of %d values, not 5 (4 of 8 bytes)", len(v))
+			}
+			if err := fn(be64(v[0]), be64(v[1]), be64(v[2]), be64(v[3]), v[4]); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+}
+
+func be64(b []byte) int64 { return int64(binary.BigEndian.Uint64(b)) }

@@ -451,8 +451,10 @@ func (w *writer) evaluateTouched() error {
 }
 
 // evaluateAll computes a segment's whole membership over every user of the
-// environment and writes the difference: users and aggregates are read by
-// dense-id range, a page at a time.
+// environment and writes the difference: aggregates and users are read by
+// dense-id range, a page at a time, the page's aggregates into arrays by
+// condition and position (no map or allocation per user), then each user
+// of the page evaluated as its row is read.
 func (w *writer) evaluateAll(c *computedSegment, today int32) error {
 	sg, err := w.s.getSegment(w.ctx, w.tx, w.env, c.id, true)
 	if err != nil {
@@ -466,7 +468,7 @@ func (w *writer) evaluateAll(c *computedSegment, today int32) error {
 	if err != nil {
 		return err
 	}
-	// Only the conditions the rule reads.
+	// Only the conditions the rule reads, each in a slot.
 	var ids []int64
 	for id, key := range conds {
 		for _, cond := range c.prog.Conds() {
@@ -476,20 +478,81 @@ func (w *writer) evaluateAll(c *computedSegment, today int32) error {
 		}
 	}
 	slices.Sort(ids)
+	slotOfID := make(map[int64]int, len(ids))
+	slotOfKey := make(map[string]int, len(ids))
+	aggs := make([][]rules.Agg, len(ids))
+	for i, id := range ids {
+		slotOfID[id], slotOfKey[conds[id]] = i, i
+		aggs[i] = make([]rules.Agg, evalPage)
+	}
+	// The user being evaluated: its position in the page and properties.
+	var at int
+	var props map[string]Prop
+	facts := rules.Facts{
+		Prop: func(name string) (rules.Value, bool) {
+			p, ok := props[name]
+			if !ok {
+				return rules.Value{}, false
+			}
+			return propValue(p), true
+		},
+		Agg: func(key string) *rules.Agg {
+			s, ok := slotOfKey[key]
+			if !ok || len(aggs[s][at].Days) == 0 {
+				return nil
+			}
+			return &aggs[s][at]
+		},
+	}
+	var days []rules.DayCount
 	target := roaring.New()
-	facts := map[uint32]*userFacts{}
-	for lo := int64(0); lo < top; lo += factsPage {
-		p := idPage{lo: uint32(lo), hi: uint32(min(lo+factsPage, top))}
-		clear(facts)
+	for lo := int64(0); lo < top; lo += evalPage {
+		p := idPage{lo: uint32(lo), hi: uint32(min(lo+evalPage, top))}
 		where, args := p.denseIn(w.tx.Dialect, `dense_id`)
+		if len(ids) > 0 {
+			for _, a := range aggs {
+				clear(a)
+			}
+			days = days[:0]
+			cw, cargs := condIn(w.tx.Dialect, ids)
+			if err := eachAggRow(w.ctx, w.tx, `SELECT cond_id, dense_id, first_at, last_at, days FROM ss_event_aggs WHERE `+cw+` AND `+where, append(cargs, args...), func(cond, dense, first, last int64, b []byte) error {
+				n := len(days)
+				var err error
+				if days, err = rules.AppendDecodeDays(days, b); err != nil {
+					return fmt.Errorf("aggregate of condition %d, user %d: %w", cond, dense, err)
+				}
+				// Full slice expressions: a later append never writes into a row's days.
+				aggs[slotOfID[cond]][dense-lo-1] = rules.Agg{First: first, Last: last, Days: days[n:len(days):len(days)]}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		eval := func(d int64) {
+			at = int(d - lo - 1)
+			if c.prog.Eval(facts, today) {
+				target.Add(uint32(d))
+			}
+		}
 		if !c.prog.UsesProperties() {
-			// Only which users exist: their properties are never read.
+			// Only which users exist: their properties are never read, and a
+			// page without a deleted user (most are) needs only its count.
+			var n int64
+			if err := w.tx.QueryRowContext(w.ctx, `SELECT COUNT(*) FROM ss_users WHERE environment_id = ? AND `+where, append([]any{w.env}, args...)...).Scan(&n); err != nil {
+				return err
+			}
+			if n == int64(p.hi-p.lo) {
+				for d := int64(p.lo) + 1; d <= int64(p.hi); d++ {
+					eval(d)
+				}
+				continue
+			}
 			if err := eachRow(w.ctx, w.tx, `SELECT dense_id FROM ss_users WHERE environment_id = ? AND `+where, append([]any{w.env}, args...), func(r *sql.Rows) error {
 				var d int64
 				if err := r.Scan(&d); err != nil {
 					return err
 				}
-				facts[uint32(d)] = &userFacts{aggs: map[string]*rules.Agg{}}
+				eval(d)
 				return nil
 			}); err != nil {
 				return err
@@ -499,26 +562,20 @@ func (w *writer) evaluateAll(c *computedSegment, today int32) error {
 			if err != nil {
 				return err
 			}
-			facts[u.Dense] = &userFacts{props: u.Props, aggs: map[string]*rules.Agg{}}
+			props = u.Props
+			eval(int64(u.Dense))
 			return nil
 		}); err != nil {
 			return err
-		}
-		if len(ids) > 0 {
-			if err := loadAggs(w.ctx, w.tx, w.tx.Dialect, conds, ids, p, facts); err != nil {
-				return err
-			}
-		}
-		for d, u := range facts {
-			if c.prog.Eval(u.facts(), today) {
-				target.Add(d)
-			}
 		}
 	}
 	adds, removes := membership.Diff(target, sg.Members)
 	_, _, err = w.applyMembership(sg, adds, removes)
 	return err
 }
+
+// evalPage is how many users one page of evaluateAll reads.
+const evalPage = 65_536
 
 // ---- the live consumer's side
 

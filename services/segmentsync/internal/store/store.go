@@ -10,6 +10,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/jackc/pgx/v5"
 
 	segmentsyncv1 "github.com/seghub/seghub/gen/seghub/segmentsync/v1"
 	"github.com/seghub/seghub/pkg/apperr"
@@ -427,6 +429,10 @@ func strictlySorted(ids []string) bool {
 func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 	dense := make([]uint32, len(uniq))
 	found := 0
+	// index finds an id's position in uniq: a binary search, or for a scan
+	// of the whole dictionary a map (a million binary searches of strings
+	// cost seconds).
+	index := func(id sql.RawBytes) (int, bool) { return slices.BinarySearchFunc(uniq, id, compareID) }
 	scan := func(rows *sql.Rows) error {
 		defer rows.Close()
 		var id sql.RawBytes
@@ -435,7 +441,7 @@ func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 			if err := rows.Scan(&id, &d); err != nil {
 				return err
 			}
-			if i, ok := slices.BinarySearchFunc(uniq, id, compareID); ok {
+			if i, ok := index(id); ok {
 				dense[i] = uint32(d)
 				found++
 			}
@@ -444,7 +450,43 @@ func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 	}
 	if len(uniq) > w.s.scanAbove {
 		// Large uploads: one scan of the dictionary beats thousands of IN lists.
-		rows, err := w.tx.QueryContext(w.ctx, `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ?`, w.env)
+		pos := make(map[string]int, len(uniq))
+		for i, id := range uniq {
+			pos[id] = i
+		}
+		index = func(id sql.RawBytes) (int, bool) {
+			i, ok := pos[string(id)]
+			return i, ok
+		}
+		q := `SELECT user_id, dense_id FROM ss_users WHERE environment_id = ?`
+		if w.tx.Dialect == store.Postgres {
+			// Through pgx in binary form: no database/sql conversions per user.
+			if err := w.tx.Pgx(func(c *pgx.Conn) error {
+				rows, err := c.Query(w.ctx, w.tx.Rebind(q), w.env)
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				for rows.Next() {
+					v := rows.RawValues()
+					if len(v) != 2 || len(v[1]) != 8 {
+						return fmt.Errorf("user row of %d values, not a text and 8 bytes", len(v))
+					}
+					if i, ok := index(v[0]); ok {
+						dense[i] = uint32(binary.BigEndian.Uint64(v[1]))
+						found++
+					}
+				}
+				return rows.Err()
+			}); err != nil {
+				return nil, err
+			}
+			return w.createMissing(uniq, dense, found, create)
+		}
+		// On SQLite in dense-id order: the primary key's index leads through
+		// the table in its insertion order, where the user-id index would
+		// visit it at random (the table's pages read again and again).
+		rows, err := w.tx.QueryContext(w.ctx, q+` ORDER BY dense_id`, w.env)
 		if err != nil {
 			return nil, err
 		}
@@ -468,6 +510,12 @@ func (w *writer) denseOf(uniq []string, create bool) ([]uint32, error) {
 			}
 		}
 	}
+	return w.createMissing(uniq, dense, found, create)
+}
+
+// createMissing completes denseOf: with create, the ids of uniq without a
+// dense id (found have one) become bare users.
+func (w *writer) createMissing(uniq []string, dense []uint32, found int, create bool) ([]uint32, error) {
 	if !create || found == len(uniq) {
 		return dense, nil
 	}
