@@ -3,6 +3,7 @@ package computed
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,6 +18,59 @@ const maxTallyEntries = 4_000_000
 
 // progressEvery is how often a read reports how far it got.
 const progressEvery = time.Second
+
+// background runs a read's store writes one at a time beside it; a write
+// offered while one runs is declined (the read offers again later).
+type background struct {
+	ctx  context.Context
+	jobs chan func(context.Context) error
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+func newBackground(ctx context.Context) *background {
+	b := &background{ctx: ctx, jobs: make(chan func(context.Context) error), done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		for job := range b.jobs {
+			if err := job(ctx); err != nil {
+				b.mu.Lock()
+				b.err = err
+				b.mu.Unlock()
+				for range b.jobs { // the rest are dropped
+				}
+				return
+			}
+		}
+	}()
+	return b
+}
+
+// try hands job over if no write is running.
+func (b *background) try(job func(context.Context) error) bool {
+	select {
+	case b.jobs <- job:
+		return true
+	default:
+		return false
+	}
+}
+
+func (b *background) failed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err != nil
+}
+
+// wait lets the last write end and returns the first error.
+func (b *background) wait() error {
+	close(b.jobs)
+	<-b.done
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
 
 // startBackfills starts a reader for each environment with computing
 // conditions that has none running. Without a stream (no relay has run)
@@ -143,25 +197,33 @@ func (e *Evaluator) readPart(ctx context.Context, r eventReader, env string, con
 	t := newTally(env, tc)
 	start := time.Now()
 	reported := start
-	var perr error
+	// Store writes during the read go to a goroutine of their own, so the
+	// read never waits for the store: the progress, and the users read so
+	// far created (the apply then finds them).
+	bg := newBackground(ctx)
+	created := 0
 	through := pos
 	var err error
 	if r.at() <= pos {
 		n := 0
 		through, err = r.read(ctx, pos, func(seq uint64, subject string, data []byte) bool {
 			t.addMsg(e.prefix, subject, seq, data)
-			if n++; n%4096 == 0 && time.Since(reported) >= progressEvery {
-				reported = time.Now()
-				if err := e.o.Store.BackfillProgress(ctx, env, keys, seq, pos, first); err != nil {
-					perr = err
-					return true
-				}
+			if n++; n%256 != 0 {
+				return t.entries() >= maxTallyEntries
 			}
-			return t.entries() >= maxTallyEntries
+			// The progress goes first: users wait for the next free turn.
+			if due := time.Since(reported) >= progressEvery; due {
+				if bg.try(func(ctx context.Context) error { return e.o.Store.BackfillProgress(ctx, env, keys, seq, pos, first) }) {
+					reported = time.Now()
+				}
+			} else if ids := t.ids[created:]; len(ids) >= e.createUsersEvery && bg.try(func(ctx context.Context) error { return e.o.Store.CreateUsers(ctx, env, ids) }) {
+				created = len(t.ids)
+			}
+			return t.entries() >= maxTallyEntries || bg.failed()
 		})
 	}
-	if err == nil {
-		err = perr
+	if berr := bg.wait(); err == nil {
+		err = berr
 	}
 	if err != nil {
 		return 0, err
