@@ -100,7 +100,7 @@ func New(o Options) *Evaluator {
 		o.WindowEvery = time.Minute
 	}
 	return &Evaluator{o: o, stream: strings.ToUpper(ns) + "_EVENTS", prefix: ns + ".events.", wake: make(chan struct{}, 1), backfills: map[string]bool{},
-		createUsersEvery: 100_000}
+		createUsersEvery: 250_000}
 }
 
 // Wake makes the evaluator look for new definitions now.
