@@ -197,27 +197,18 @@ func (e *Evaluator) readPart(ctx context.Context, r eventReader, env string, con
 	t := newTally(env, tc)
 	start := time.Now()
 	reported := start
-	// Store writes during the read go to a goroutine of their own, so the
-	// read never waits for the store: the progress, and the users read so
-	// far created (the apply then finds them).
+	// The progress is recorded by a goroutine of its own, so the read
+	// never waits for the store.
 	bg := newBackground(ctx)
-	created := 0
 	through := pos
 	var err error
 	if r.at() <= pos {
 		n := 0
 		through, err = r.read(ctx, pos, func(seq uint64, subject string, data []byte) bool {
 			t.addMsg(e.prefix, subject, seq, data)
-			if n++; n%256 != 0 {
-				return t.entries() >= maxTallyEntries
-			}
-			// The progress goes first: users wait for the next free turn.
-			if due := time.Since(reported) >= progressEvery; due {
-				if bg.try(func(ctx context.Context) error { return e.o.Store.BackfillProgress(ctx, env, keys, seq, pos, first) }) {
-					reported = time.Now()
-				}
-			} else if ids := t.ids[created:]; len(ids) >= e.createUsersEvery && bg.try(func(ctx context.Context) error { return e.o.Store.CreateUsers(ctx, env, ids) }) {
-				created = len(t.ids)
+			if n++; n%256 == 0 && time.Since(reported) >= progressEvery &&
+				bg.try(func(ctx context.Context) error { return e.o.Store.BackfillProgress(ctx, env, keys, seq, pos, first) }) {
+				reported = time.Now()
 			}
 			return t.entries() >= maxTallyEntries || bg.failed()
 		})

@@ -66,9 +66,6 @@ type Evaluator struct {
 	bfMu      sync.Mutex
 	backfills map[string]bool
 	bg        sync.WaitGroup
-	// createUsersEvery is how many new users a backfill read gathers before
-	// it has the store create them.
-	createUsersEvery int
 	// woken and prepared are the Run goroutine's own.
 	woken    bool
 	prepared time.Time
@@ -99,8 +96,7 @@ func New(o Options) *Evaluator {
 	if o.WindowEvery == 0 {
 		o.WindowEvery = time.Minute
 	}
-	return &Evaluator{o: o, stream: strings.ToUpper(ns) + "_EVENTS", prefix: ns + ".events.", wake: make(chan struct{}, 1), backfills: map[string]bool{},
-		createUsersEvery: 250_000}
+	return &Evaluator{o: o, stream: strings.ToUpper(ns) + "_EVENTS", prefix: ns + ".events.", wake: make(chan struct{}, 1), backfills: map[string]bool{}}
 }
 
 // Wake makes the evaluator look for new definitions now.

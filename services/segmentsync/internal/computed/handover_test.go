@@ -85,7 +85,6 @@ func testBackfillHandOver(t *testing.T, replays bool) {
 		}
 		publish(3000)
 		ev := New(Options{Store: st, JS: bus.JS, Dial: bus.InProcessDialer(), BackfillChunk: 200, WindowEvery: -1})
-		ev.createUsersEvery = 50 // users are created while the backfill reads
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = ev.Run(runCtx) }()

@@ -207,16 +207,3 @@ func (s *Store) BackfillProgress(ctx context.Context, env string, keys []string,
 	}
 	return nil
 }
-
-// CreateUsers makes bare users of the ids env does not know yet (any order, no duplicates needed): a backfill
-// creates the users it has read while it goes on reading, so that its ApplyBackfill finds them.
-func (s *Store) CreateUsers(ctx context.Context, env string, ids []string) error {
-	err := s.write(ctx, env, func(w *writer) error {
-		_, err := w.resolve(ids, true)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("segmentsync: create the users of %s: %w", env, err)
-	}
-	return nil
-}
