@@ -62,9 +62,9 @@ type directGetter interface {
 
 // directReader reads ranges of the events stream with batched direct gets
 // (NATS 2.11+) without headers: no consumer, no per-message headers or
-// acknowledgment subjects — about half the CPU per event of an ordered
-// consumer (bench/RESULTS.md) — fetching chunks on several connections'
-// worth of requests at once while fn takes them in order.
+// acknowledgment subjects — less than half the CPU per event of an ordered
+// consumer (bench/RESULTS.md). Several workers fetch chunks at once while
+// fn takes them in order.
 //
 // Without headers a message's sequence is known only by its place, so a
 // chunk counts as read as is only when the stream had no gap in it (its
