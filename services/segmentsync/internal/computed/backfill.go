@@ -22,7 +22,6 @@ const progressEvery = time.Second
 // background runs a read's store writes one at a time beside it; a write
 // offered while one runs is declined (the read offers again later).
 type background struct {
-	ctx  context.Context
 	jobs chan func(context.Context) error
 	done chan struct{}
 	mu   sync.Mutex
@@ -30,7 +29,7 @@ type background struct {
 }
 
 func newBackground(ctx context.Context) *background {
-	b := &background{ctx: ctx, jobs: make(chan func(context.Context) error), done: make(chan struct{})}
+	b := &background{jobs: make(chan func(context.Context) error), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		for job := range b.jobs {
@@ -206,11 +205,16 @@ func (e *Evaluator) readPart(ctx context.Context, r eventReader, env string, con
 		n := 0
 		through, err = r.read(ctx, pos, func(seq uint64, subject string, data []byte) bool {
 			t.addMsg(e.prefix, subject, seq, data)
-			if n++; n%256 == 0 && time.Since(reported) >= progressEvery &&
-				bg.try(func(ctx context.Context) error { return e.o.Store.BackfillProgress(ctx, env, keys, seq, pos, first) }) {
-				reported = time.Now()
+			if n++; n%256 == 0 {
+				if bg.failed() {
+					return true
+				}
+				if time.Since(reported) >= progressEvery &&
+					bg.try(func(ctx context.Context) error { return e.o.Store.BackfillProgress(ctx, env, keys, seq, pos, first) }) {
+					reported = time.Now()
+				}
 			}
-			return t.entries() >= maxTallyEntries || bg.failed()
+			return t.entries() >= maxTallyEntries
 		})
 	}
 	if berr := bg.wait(); err == nil {
